@@ -1,0 +1,68 @@
+"""Checks of user input: each raises ValueError/TypeError naming the bad value and what was expected."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def check_choice(label: str, value: Any, valid: Sequence[str]) -> None:
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"{label} must be one of {', '.join(valid)}; got {value!r}")
+
+
+def check_int(label: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{label} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_number(label: str, value: Any, *, positive: bool) -> float:
+    """A finite real number, > 0 when ``positive`` else >= 0."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(value)
+        and (value > 0 if positive else value >= 0)
+    )
+    if not ok:
+        raise ValueError(f"{label} must be a finite number {'>' if positive else '>='} 0; got {value!r}")
+    return float(value)
+
+
+def check_fraction(label: str, value: Any) -> float:
+    """A number in [0, 1), as momentum and Adam's betas must be."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{label} must be in [0, 1); got {value!r}")
+    return float(value)
+
+
+def check_matrix(label: str, a: Any, n_cols: int) -> Any:
+    """Shape and dtype checks that need no device sync; returns ``a`` (as an array)."""
+    if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+        a = np.asarray(a)
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{label} must hold numbers; got dtype {a.dtype}")
+    if a.ndim != 2:
+        raise ValueError(f"{label} must be 2-D (N, {n_cols}); got shape {tuple(a.shape)}")
+    if a.shape[1] != n_cols:
+        raise ValueError(f"{label} must have {n_cols} columns; got shape {tuple(a.shape)}")
+    if a.shape[0] < 1:
+        raise ValueError(f"{label} must have at least one row; got shape {tuple(a.shape)}")
+    return a
+
+
+def check_labels(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Host labels -> int64, each in 0..n_classes-1 (integral floats accepted)."""
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D; got shape {labels.shape}")
+    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all():
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers; got dtype {labels.dtype}")
+    bad = labels[(labels < 0) | (labels >= n_classes)]
+    if bad.size:
+        raise ValueError(f"labels must be in 0..{n_classes - 1}; got {bad[0]}")
+    return labels.astype(np.int64)

@@ -1,0 +1,100 @@
+"""Datasets as host NumPy arrays: scikit-learn's 8x8 digits and the MNIST IDX files.
+
+Images come back as ``(N, pixels)`` float arrays scaled as in the original
+article, to [0.01, 1.0], and labels as int64 ``(N,)``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+class Split(NamedTuple):
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+
+class DataError(ValueError):
+    """A data file is missing, malformed or inconsistent; the message names it."""
+
+
+def scale_pixels(raw: np.ndarray, max_value: float) -> np.ndarray:
+    """Pixels 0..max_value -> [0.01, 1.0], as the original article (never exactly 0)."""
+    return raw.astype(np.float64) / max_value * 0.99 + 0.01
+
+
+def load_digits() -> Split:
+    """scikit-learn's bundled 8x8 digits (1,797 images, no download), split 80/20 by a fixed seed."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    data = sklearn_digits()
+    X, y = scale_pixels(data.data, 16.0), data.target.astype(np.int64)
+    order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
+    n_test = int(round(len(y) * DIGITS_TEST_FRACTION))
+    test, train = order[:n_test], order[n_test:]
+    return Split(X[train], y[train], X[test], y[test])
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (gzip-compressed or raw), checking its header.
+
+    Header: two zero bytes, the type byte 0x08 (uint8), the number of dimensions,
+    then one big-endian uint32 per dimension; the data follows, nothing after it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    if len(raw) < 4 or raw[:2] != b"\x00\x00":
+        raise DataError(f"{path}: not an IDX file (expected two zero bytes, got {raw[:2]!r})")
+    if raw[2] != 0x08:
+        raise DataError(f"{path}: IDX type byte 0x{raw[2]:02x}; expected 0x08 (unsigned bytes)")
+    ndim = raw[3]
+    if ndim < 1 or len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes for {ndim} dimensions)")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = 4 + 4 * ndim + int(np.prod(shape, dtype=np.int64))
+    if len(raw) != expected:
+        raise DataError(f"{path}: {len(raw)} bytes, but dimensions {shape} need {expected}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_mnist(directory: str | os.PathLike[str]) -> Split:
+    """The four standard MNIST IDX files in ``directory``, images flattened to 784 and scaled."""
+    directory = Path(directory)
+    arrays = {key: read_idx(directory / name) for key, name in MNIST_FILES.items()}
+    split = []
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if images.ndim != 3 or labels.ndim != 1:
+            raise DataError(
+                f"{directory}: {part} images must be 3-D and labels 1-D; got {images.shape} and {labels.shape}"
+            )
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(f"{directory}: {images.shape[0]} {part} images but {labels.shape[0]} labels")
+        if labels.size and labels.max() > 9:
+            raise DataError(f"{directory}: {part} label {labels.max()} is not a digit 0-9")
+        split += [scale_pixels(images.reshape(images.shape[0], -1), 255.0), labels.astype(np.int64)]
+    return Split(*split)

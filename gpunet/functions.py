@@ -1,0 +1,97 @@
+"""Activations and losses: small tables of (function, derivative) pairs looked up by name.
+
+Arrays are batch-first, ``(N, features)``. Each activation's backward takes its
+*output* ``A`` and the upstream gradient ``dA`` and returns ``dZ``, so the
+derivative is computed from outputs (sigma' = A * (1 - A)). Each loss gives the
+per-sample loss ``(N,)`` and its gradient with respect to the prediction ``Y``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+from .backend import array_module
+
+Array = Any
+LEAKY_SLOPE = 0.01
+
+
+class Activation(NamedTuple):
+    forward: Callable[[Array], Array]  # Z -> A
+    backward: Callable[[Array, Array], Array]  # (A, dA) -> dZ
+
+
+class Loss(NamedTuple):
+    per_sample: Callable[[Array, Array], Array]  # (Y, T) -> (N,)
+    grad: Callable[[Array, Array], Array]  # (Y, T) -> dLoss_n / dY, (N, out)
+
+
+def sigmoid(Z: Array) -> Array:
+    # 1 / (1 + exp(-z)) without overflow in float32 or float64.
+    return 0.5 * array_module(Z).tanh(0.5 * Z) + 0.5
+
+
+def softmax(Z: Array) -> Array:
+    xp = array_module(Z)
+    E = xp.exp(Z - Z.max(axis=1, keepdims=True))  # shift: exp never overflows
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def _softmax_backward(A: Array, dA: Array) -> Array:
+    # Jacobian-vector product: dZ_i = A_i * (dA_i - sum_j dA_j A_j)
+    return A * (dA - (dA * A).sum(axis=1, keepdims=True))
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "sigmoid": Activation(sigmoid, lambda A, dA: dA * (A * (1 - A))),
+    "tanh": Activation(lambda Z: array_module(Z).tanh(Z), lambda A, dA: dA * (1 - A * A)),
+    "relu": Activation(lambda Z: array_module(Z).maximum(Z, 0), lambda A, dA: dA * (A > 0)),
+    # A > 0 exactly where Z > 0, so the derivative can still be read off the output.
+    "leaky_relu": Activation(
+        lambda Z: array_module(Z).where(Z > 0, Z, LEAKY_SLOPE * Z),
+        lambda A, dA: array_module(A).where(A > 0, dA, LEAKY_SLOPE * dA),
+    ),
+    "identity": Activation(lambda Z: Z, lambda A, dA: dA),
+    "softmax": Activation(softmax, _softmax_backward),
+}
+HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu")
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "identity", "tanh", "relu", "leaky_relu")
+
+
+def _log(Y: Array) -> Array:
+    xp = array_module(Y)
+    return xp.log(xp.maximum(Y, xp.finfo(Y.dtype).tiny))  # log(0) would be -inf
+
+
+def _cross_entropy(Y: Array, T: Array) -> Array:
+    return -(T * _log(Y)).sum(axis=1)  # softmax outputs: one distribution per row
+
+
+def _binary_cross_entropy(Y: Array, T: Array) -> Array:
+    # Sigmoid outputs: each unit its own Bernoulli.
+    return -(T * _log(Y) + (1 - T) * _log(1 - Y)).sum(axis=1)
+
+
+LOSSES: dict[str, Loss] = {
+    # The original article's loss: 1/2 sum (t - y)^2 per sample.
+    "squared": Loss(lambda Y, T: 0.5 * ((T - Y) ** 2).sum(axis=1), lambda Y, T: Y - T),
+    "absolute": Loss(lambda Y, T: abs(T - Y).sum(axis=1), lambda Y, T: array_module(Y).sign(Y - T)),
+}
+
+
+class FusedLoss(NamedTuple):
+    per_sample: Callable[[Array, Array], Array]  # (Y, T) -> (N,)
+    delta: Callable[[Array, Array], Array]  # (Y, T) -> dLoss_n / dZ of the output layer
+
+
+# Cross-entropy exists only fused with its output activation: the gradient with
+# respect to the output's pre-activation Z collapses to a short, stable formula.
+FUSED: dict[tuple[str, str], FusedLoss] = {
+    # d/dZ of -sum t log softmax(Z) = y * sum(t) - t  (= y - t for one-hot targets)
+    ("softmax", "cross-entropy"): FusedLoss(
+        _cross_entropy, lambda Y, T: Y * T.sum(axis=1, keepdims=True) - T
+    ),
+    # d/dZ of the binary cross-entropy through a sigmoid = y - t
+    ("sigmoid", "cross-entropy"): FusedLoss(_binary_cross_entropy, lambda Y, T: Y - T),
+}
+LOSS_NAMES = (*LOSSES, "cross-entropy")

@@ -1,0 +1,212 @@
+"""The fully connected network: forward pass, backpropagation and one training step.
+
+Shapes are batch-first: ``X`` is ``(N, n_in)``, ``W1`` is ``(n_in, n_hidden)``
+(the transpose of the article's ``W``), a layer computes ``Z = A @ W + b``.
+With sigmoid layers, squared loss, SGD and N = 1 a step is exactly the article's
+update: ``delta2 = -G``, ``delta1 = -E``, ``W2 -= lr * A1.T @ delta2`` is
+``V += lr G Q^T`` transposed, and so on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backend import Backend, get_backend, to_numpy
+from .checks import check_choice, check_int, check_labels, check_matrix, check_number
+from .functions import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES, OUTPUT_ACTIVATIONS
+from .init import INITS, init_params
+from .optim import SGD, Optimizer
+
+Array = Any
+DTYPES = ("float32", "float64")
+
+
+class Network:
+    """A multilayer perceptron with one activation for the hidden layers and one for the output.
+
+    >>> net = Network([784, 100, 10], activation="sigmoid", output="sigmoid",
+    ...               loss="squared", init="seed", seed=0, backend="numpy")
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: str = "sigmoid",
+        output: str = "sigmoid",
+        loss: str = "squared",
+        init: str = "seed",
+        seed: int = 0,
+        backend: str | Backend | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        self.sizes = _check_sizes(sizes)
+        check_choice("activation", activation, HIDDEN_ACTIVATIONS)
+        check_choice("output", output, OUTPUT_ACTIVATIONS)
+        check_choice("loss", loss, LOSS_NAMES)
+        check_choice("init", init, tuple(INITS))
+        check_choice("dtype", _dtype_name(dtype), DTYPES)
+        if loss == "cross-entropy" and (output, loss) not in FUSED:
+            valid = " or ".join(repr(o) for o, _ in FUSED)
+            raise ValueError(f"loss 'cross-entropy' needs output {valid}; got output {output!r}")
+        self.activation, self.output, self.loss_name, self.init = activation, output, loss, init
+        self.seed = check_int("seed", seed, 0)
+        self.backend = get_backend(backend)
+        self.dtype = np.dtype(_dtype_name(dtype))
+        self.xp = self.backend.xp
+        self.params: dict[str, Array] = {
+            k: self.backend.to_device(v, self.dtype)
+            for k, v in init_params(self.sizes, init, self.seed).items()
+        }
+        self._sgd = SGD()
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments, JSON-ready (the backend left out: it belongs to the machine)."""
+        return {
+            "sizes": list(self.sizes), "activation": self.activation, "output": self.output,
+            "loss": self.loss_name, "init": self.init, "seed": self.seed, "dtype": self.dtype.name,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Network({self.sizes}, activation={self.activation!r}, output={self.output!r}, "
+            f"loss={self.loss_name!r}, backend={self.backend.name!r}, dtype={self.dtype.name!r})"
+        )
+
+    # --- the algorithm -----------------------------------------------------------------
+
+    def _forward(self, X: Array) -> list[Array]:
+        """Activations of every layer, input first: [X, A1, ..., AL]."""
+        As = [X]
+        for i in range(1, self.n_layers + 1):
+            act = ACTIVATIONS[self.output if i == self.n_layers else self.activation]
+            Z = As[-1] @ self.params[f"W{i}"] + self.params[f"b{i}"]  # (N, n_{i-1}) @ (n_{i-1}, n_i)
+            As.append(act.forward(Z))
+        return As
+
+    def per_sample_loss(self, Y: Array, T: Array) -> Array:
+        """Loss of each row ``(N,)`` for outputs ``Y`` and targets ``T`` on the backend."""
+        fused = FUSED.get((self.output, self.loss_name))
+        return fused.per_sample(Y, T) if fused else LOSSES[self.loss_name].per_sample(Y, T)
+
+    def _backward(self, As: list[Array], T: Array) -> dict[str, Array]:
+        """Gradients of the mean per-sample loss for every parameter."""
+        Y, n = As[-1], As[-1].shape[0]
+        fused = FUSED.get((self.output, self.loss_name))
+        if fused:  # dL/dZ directly, e.g. softmax + cross-entropy: Y - T
+            delta = fused.delta(Y, T) / n
+        else:  # chain rule through the output activation: dL/dY * f'(Y)
+            delta = ACTIVATIONS[self.output].backward(Y, LOSSES[self.loss_name].grad(Y, T) / n)
+        grads: dict[str, Array] = {}
+        for i in range(self.n_layers, 0, -1):
+            grads[f"W{i}"] = As[i - 1].T @ delta  # (n_{i-1}, N) @ (N, n_i) -> (n_{i-1}, n_i)
+            grads[f"b{i}"] = delta.sum(axis=0)  # (n_i,)
+            if i > 1:  # delta_{i-1} = (delta_i @ W_i^T) * f'(A_{i-1})
+                dA = delta @ self.params[f"W{i}"].T  # (N, n_i) @ (n_i, n_{i-1})
+                delta = ACTIVATIONS[self.activation].backward(As[i - 1], dA)
+        return {k: grads[k] for k in self.params}
+
+    # --- public API --------------------------------------------------------------------
+
+    def forward(self, X: Array) -> Array:
+        """Outputs ``(N, n_out)`` on the network's backend."""
+        return self._forward(self._input(X))[-1]
+
+    def loss(self, X: Array, T: Array) -> float:
+        """Mean over rows of the per-sample loss, as a Python float."""
+        X = self._input(X)
+        Y = self._forward(X)[-1]
+        return float(self.per_sample_loss(Y, self._targets(T, X)).mean())  # CPU-GPU sync point
+
+    def gradients(self, X: Array, T: Array) -> dict[str, Array]:
+        """d(mean loss)/d(parameter) for every parameter, on the network's backend."""
+        X = self._input(X)
+        return self._backward(self._forward(X), self._targets(T, X))
+
+    def train_step(self, X: Array, T: Array, lr: float = 0.1, optimizer: Optimizer | None = None) -> Array:
+        """One optimiser step on the mean per-sample loss of the rows of X.
+
+        ``optimizer`` defaults to plain SGD. Parameters are updated in place.
+        Returns the batch's summed per-sample loss *before* the step as a 0-d
+        array on the backend, so callers can accumulate it without a sync.
+        """
+        check_number("lr", lr, positive=True)
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a gpunet Optimizer or None; got {type(optimizer).__name__}")
+        X = self._input(X)
+        T = self._targets(T, X)
+        As = self._forward(X)
+        (optimizer or self._sgd).step(self.params, self._backward(As, T), lr)
+        return self.per_sample_loss(As[-1], T).sum()
+
+    def predict(self, X: Array) -> np.ndarray:
+        """Predicted class of each row (argmax of the outputs) as a NumPy int array."""
+        return self.backend.to_host(self.forward(X).argmax(axis=1)).astype(np.int64)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        """NumPy copies of the parameters: {"W1": (n_in, n_1), "b1": (n_1,), ...}."""
+        return {k: to_numpy(v).copy() for k, v in self.params.items()}
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Copy ``params`` into the network in place, after checking keys, shapes and finiteness."""
+        if not isinstance(params, dict):
+            raise TypeError(f"params must be a dict of arrays; got {type(params).__name__}")
+        if set(params) != set(self.params):
+            raise ValueError(f"params must have keys {sorted(self.params)}; got {sorted(params)}")
+        host = {}
+        for k, current in self.params.items():
+            a = to_numpy(params[k])
+            if a.shape != current.shape:
+                raise ValueError(f"params[{k!r}] must have shape {current.shape}; got {a.shape}")
+            if a.dtype.kind not in "iuf":
+                raise TypeError(f"params[{k!r}] must be numeric; got dtype {a.dtype}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"params[{k!r}] contains NaN or infinity")
+            host[k] = a
+        for k, a in host.items():  # only after every check passed: all or nothing
+            self.params[k][...] = self.backend.to_device(a, self.dtype)
+
+    def targets(self, labels: Any) -> np.ndarray:
+        """Host target rows for integer class labels.
+
+        0.01 / 0.99 (the article's) for a sigmoid output trained on squared or
+        absolute loss, which a sigmoid can never reach exactly; one-hot otherwise.
+        """
+        labels = check_labels(to_numpy(labels), self.sizes[-1])
+        low, high = (0.01, 0.99) if self.output == "sigmoid" and self.loss_name != "cross-entropy" else (0.0, 1.0)
+        T = np.full((labels.shape[0], self.sizes[-1]), low, dtype=self.dtype)
+        T[np.arange(labels.shape[0]), labels] = high
+        return T
+
+    # --- input checks ------------------------------------------------------------------
+
+    def _input(self, X: Array) -> Array:
+        return self.backend.to_device(check_matrix("X", X, self.sizes[0]), self.dtype)
+
+    def _targets(self, T: Array, X: Array) -> Array:
+        T = self.backend.to_device(check_matrix("T", T, self.sizes[-1]), self.dtype)
+        if T.shape[0] != X.shape[0]:
+            raise ValueError(f"T must have one row per row of X ({X.shape[0]}); got {T.shape[0]}")
+        return T
+
+
+def _check_sizes(sizes: Any) -> list[int]:
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a list of layer sizes like [784, 100, 10]; got {sizes!r}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output size; got {sizes!r}")
+    return [check_int(f"layer size in {sizes!r}", s, 1) for s in sizes]
+
+
+def _dtype_name(dtype: Any) -> Any:
+    """"float32", np.float32 and np.dtype("float32") all name float32; anything else is returned as is."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return dtype

@@ -1,0 +1,123 @@
+"""Optimisers: plain SGD (the original rule), momentum and Adam, updating in place.
+
+Each ``step`` changes the parameter arrays it is given in place and never
+rebinds them, so buffers held elsewhere (and, later, captured graphs) stay valid.
+L2 weight decay adds ``weight_decay * W`` to the gradient of every weight
+matrix (keys starting with "W"); biases are not decayed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import array_module, to_numpy
+from .checks import check_choice, check_fraction, check_number
+
+Array = Any
+
+
+class Optimizer:
+    """Base class: subclasses implement ``_update(name, p, g, lr)``."""
+
+    name = "optimizer"
+
+    def __init__(self, weight_decay: float = 0.0) -> None:
+        self.weight_decay = check_number("weight_decay", weight_decay, positive=False)
+        self.t = 0  # steps taken
+        self.state: dict[str, Array] = {}  # "m.W1" -> buffer on the parameters' backend
+
+    def step(self, params: dict[str, Array], grads: dict[str, Array], lr: float) -> None:
+        """One update of every parameter from its gradient; ``grads`` may be overwritten."""
+        self.t += 1
+        for name, p in params.items():
+            g = grads[name]
+            if self.weight_decay and name.startswith("W"):
+                g += self.weight_decay * p  # d/dW of (wd / 2) * ||W||^2
+            self._update(name, p, g, lr)
+
+    def _buffer(self, key: str, like: Array) -> Array:
+        if key not in self.state:
+            self.state[key] = like * 0  # zeros on like's backend, same dtype and shape
+        return self.state[key]
+
+    def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Host copies of the step count and every state buffer (for checkpoints)."""
+        return {"t": self.t, **{k: to_numpy(v).copy() for k, v in self.state.items()}}
+
+
+class SGD(Optimizer):
+    """p -= lr * g: the original article's rule (W += lr E X^T with E = -dL/dZ)."""
+
+    name = "sgd"
+
+    def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
+        g *= lr
+        p -= g
+
+
+class Momentum(Optimizer):
+    """v = mu * v - lr * g;  p += v  (classical momentum)."""
+
+    name = "momentum"
+
+    def __init__(self, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
+        super().__init__(weight_decay)
+        self.momentum = check_fraction("momentum", momentum)
+
+    def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
+        v = self._buffer(f"v.{name}", p)
+        v *= self.momentum
+        g *= lr
+        v -= g
+        p += v
+
+
+class Adam(Optimizer):
+    """Kingma & Ba (2015): bias-corrected first and second moments."""
+
+    name = "adam"
+
+    def __init__(
+        self,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(weight_decay)
+        self.beta1 = check_fraction("beta1", beta1)
+        self.beta2 = check_fraction("beta2", beta2)
+        self.eps = check_number("eps", eps, positive=True)
+
+    def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
+        m = self._buffer(f"m.{name}", p)
+        v = self._buffer(f"v.{name}", p)
+        m *= self.beta1
+        m += (1 - self.beta1) * g  # m = b1 m + (1 - b1) g
+        g *= g
+        v *= self.beta2
+        v += (1 - self.beta2) * g  # v = b2 v + (1 - b2) g^2
+        m_hat_scale = 1.0 / (1 - self.beta1**self.t)
+        v_hat_scale = 1.0 / (1 - self.beta2**self.t)
+        # p -= lr * m_hat / (sqrt(v_hat) + eps), reusing g as scratch
+        g[...] = v
+        g *= v_hat_scale
+        g **= 0.5
+        g += self.eps
+        array_module(g).divide(m, g, out=g)
+        g *= lr * m_hat_scale
+        p -= g
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+
+
+def make_optimizer(optimizer: str | Optimizer, weight_decay: float = 0.0) -> Optimizer:
+    """An optimiser from its name, or the given instance unchanged."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
+    return OPTIMIZERS[optimizer](weight_decay=weight_decay)
