@@ -1,0 +1,123 @@
+"""Backend selection: NumPy-only, CuPy installed without a device, explicit requests, GPUNET_BACKEND."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet.backend import cupy_unavailable_reason
+
+PACKAGE = Path(gpunet.__file__).parent
+
+
+def _run_without_cupy(code: str) -> subprocess.CompletedProcess:
+    # A None entry in sys.modules makes "import cupy" fail exactly as if it were not installed.
+    prelude = "import sys; sys.modules['cupy'] = None\n"
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=120)
+
+
+def test_numpy_only_environment_picks_numpy_and_says_why():
+    out = _run_without_cupy(
+        "import gpunet\n"
+        "b = gpunet.get_backend('auto')\n"
+        "print(b.name, '|', b.reason)\n"
+        "try:\n"
+        "    gpunet.get_backend('cupy')\n"
+        "except gpunet.BackendUnavailableError as e:\n"
+        "    print('ERROR', e)\n"
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "numpy | cupy not installed"
+    assert lines[1].startswith("ERROR backend 'cupy' is unavailable: cupy not installed")
+    assert 'pip install "gpunet[cuda12]"' in lines[1]
+
+
+def test_numpy_only_environment_trains():
+    out = _run_without_cupy(
+        "import numpy as np, gpunet\n"
+        "net = gpunet.Network([4, 3, 2], backend='auto', dtype='float64')\n"
+        "net.train_step(np.ones((2, 4)), np.full((2, 2), 0.5), lr=0.1)\n"
+        "print(net.backend.name, net.get_params()['b2'].shape)\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "numpy (2,)"
+
+
+@pytest.fixture
+def cupy_without_device():
+    if importlib.util.find_spec("cupy") is None:
+        pytest.skip("CuPy is not installed here (.ci/run installs it so this case runs for real)")
+    if cupy_unavailable_reason() is None:
+        pytest.skip("a CUDA device is usable here, so the no-device path cannot be observed")
+
+
+def test_cupy_installed_without_device_falls_back_to_numpy(cupy_without_device):
+    b = gpunet.get_backend("auto")
+    assert b.name == "numpy" and b.xp is np
+    assert b.reason.startswith(("no CUDA device: ", "CUDA device unusable: ")), b.reason
+    assert len(b.reason) > len("no CUDA device: ")  # carries the driver's message
+
+
+def test_explicit_cupy_without_device_raises_one_clear_error(cupy_without_device):
+    with pytest.raises(gpunet.BackendUnavailableError) as info:
+        gpunet.get_backend("cupy")
+    message = str(info.value)
+    assert "\n" not in message
+    assert cupy_unavailable_reason() in message
+    assert 'pip install "gpunet[cuda12]"' in message
+    with pytest.raises(gpunet.BackendUnavailableError):
+        gpunet.Network([3, 2], backend="cupy")
+
+
+def test_environment_variable_sets_the_default(monkeypatch):
+    monkeypatch.setenv("GPUNET_BACKEND", "numpy")
+    assert gpunet.get_backend().name == "numpy"
+    assert gpunet.Network([3, 2]).backend.name == "numpy"
+    monkeypatch.setenv("GPUNET_BACKEND", " NumPy ")
+    assert gpunet.get_backend().name == "numpy"
+    monkeypatch.setenv("GPUNET_BACKEND", "tpu")
+    with pytest.raises(ValueError, match=r"GPUNET_BACKEND must be one of auto, numpy, cupy; got 'tpu'"):
+        gpunet.get_backend()
+    assert gpunet.get_backend("numpy").name == "numpy"  # an explicit name wins over the variable
+
+
+def test_unknown_backend_name():
+    with pytest.raises(ValueError, match=r"backend must be one of auto, numpy, cupy; got 'gpu'"):
+        gpunet.get_backend("gpu")
+
+
+def test_host_device_round_trip(backend):
+    a = np.arange(6, dtype=np.float64).reshape(2, 3)
+    d = backend.to_device(a, np.float32)
+    assert d.dtype == np.float32 and d.shape == (2, 3)
+    back = backend.to_host(d)
+    assert isinstance(back, np.ndarray)
+    np.testing.assert_array_equal(back, a.astype(np.float32))
+    backend.synchronize()
+
+
+def test_only_backend_module_imports_cupy():
+    offenders = [
+        p.name for p in PACKAGE.glob("*.py")
+        if p.name != "backend.py" and ("import cupy" in p.read_text() or "from cupy" in p.read_text())
+    ]
+    assert offenders == []
+    assert "import cupy" in (PACKAGE / "backend.py").read_text()
+
+
+def test_no_numpy_api_removed_in_numpy_2():
+    # ruff's NPY201 rule lists every name NumPy 2 removed or moved.
+    ruff = pytest.importorskip("ruff", reason="ruff is part of the test extra")
+    del ruff
+    root = PACKAGE.parent
+    targets = [str(p) for p in (PACKAGE, root / "tests", root / "scripts") if p.exists()]
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "NPY201",
+                          "--output-format", "concise", *targets], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
