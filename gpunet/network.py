@@ -54,7 +54,6 @@ class Network:
         self.seed = check_int("seed", seed, 0)
         self.backend = get_backend(backend)
         self.dtype = np.dtype(_dtype_name(dtype))
-        self.xp = self.backend.xp
         self.params: dict[str, Array] = {
             k: self.backend.to_device(v, self.dtype)
             for k, v in init_params(self.sizes, init, self.seed).items()
