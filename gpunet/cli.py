@@ -10,7 +10,8 @@ from typing import Any, Sequence
 from . import __version__
 from .backend import BACKEND_NAMES, BackendUnavailableError, get_backend
 from .checks import check_int, check_number
-from .datasets import DataError, load_digits
+from .datasets import DATASETS, DataError, Split, load_digits, load_mnist, read_csv
+from .download import DownloadError, download_mnist
 from .functions import HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
 from .init import INITS
 from .network import DTYPES, Network
@@ -20,6 +21,9 @@ from .training import train
 EXAMPLES = """examples:
   gpunet train                                  # the default network on the 8x8 digits
   gpunet train --hidden 256,128 --epochs 50     # two hidden layers
+  gpunet train --dataset mnist --epochs 5       # MNIST, downloaded and verified on first use
+  gpunet train --dataset mnist --data-dir DIR   # any folder with the four MNIST-format IDX files
+  gpunet train --dataset csv --train-csv mnist_train.csv --test-csv mnist_test.csv
   gpunet train --activation sigmoid --output sigmoid --loss squared --init seed \\
                --optimizer sgd --lr 0.1 --batch-size 1   # the original article's network
   GPUNET_BACKEND=numpy gpunet train --quiet     # force the CPU, print only the result
@@ -44,6 +48,10 @@ class TrainConfig:
     dtype: str = "float32"
     backend: str | None = None  # None: GPUNET_BACKEND, else "auto"
     quiet: bool = False
+    dataset: str = "digits"
+    data_dir: str | None = None  # mnist: a folder with the four IDX files (default: download to the cache)
+    train_csv: str | None = None
+    test_csv: str | None = None
 
     def __post_init__(self) -> None:  # fail before anything is printed or loaded
         check_number("lr", self.lr, positive=True)
@@ -51,6 +59,8 @@ class TrainConfig:
         check_int("epochs", self.epochs, 1)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
+        if self.dataset == "csv" and (self.train_csv is None or self.test_csv is None):
+            raise ValueError("--dataset csv needs --train-csv FILE and --test-csv FILE")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,12 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = commands.add_parser(
         "train",
-        help="train a network on the 8x8 handwritten digits",
-        description="Train a network on scikit-learn's 8x8 handwritten digits (1,797 images, "
-        "a fixed 80/20 split) and print the loss and test accuracy of every epoch.",
+        help="train a network on handwritten digits",
+        description="Train a network on handwritten digits (by default scikit-learn's 8x8 digits: "
+        "1,797 images, a fixed 80/20 split) and print the loss and test accuracy of every epoch.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
+                   help="digits: scikit-learn's 8x8 digits (default, no download); mnist: the four IDX "
+                   "files from --data-dir, else downloaded to $GPUNET_DATA or ~/.cache/gpunet; "
+                   "csv: --train-csv/--test-csv, a label then the pixels 0-255 per row")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding the four standard MNIST IDX files")
+    p.add_argument("--train-csv", metavar="FILE", help="training images for --dataset csv")
+    p.add_argument("--test-csv", metavar="FILE", help="test images for --dataset csv")
     p.add_argument("--hidden", type=_sizes, default=d.hidden, metavar="SIZES",
                    help="hidden layer sizes, comma-separated (default: 100)")
     p.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default=d.activation,
@@ -112,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(config: TrainConfig) -> int:
     backend = get_backend(config.backend)
-    data = load_digits()
+    data = _load(config)
     net = Network(
         [data.X_train.shape[1], *config.hidden, 10],
         activation=config.activation, output=config.output, loss=config.loss,
@@ -122,7 +139,7 @@ def run_train(config: TrainConfig) -> int:
         why = f" ({backend.reason})" if backend.reason else ""
         print(f"backend: {backend.name} on {backend.device}{why}")
         print(f"network: {net}")
-        print(f"data: 8x8 digits, {len(data.y_train)} train / {len(data.y_test)} test images")
+        print(f"data: {config.dataset}, {len(data.y_train)} train / {len(data.y_test)} test images")
 
     def report(record: dict[str, Any]) -> None:
         if not config.quiet:
@@ -135,8 +152,23 @@ def run_train(config: TrainConfig) -> int:
     )
     last = history[-1]
     seconds = sum(r["seconds"] for r in history)
-    print(f"test accuracy {last['test_accuracy']:.2%} after {last['epoch']} epochs ({seconds:.2f} s training)")
+    print(f"test accuracy {last['test_accuracy']:.2%} after {last['epoch']} epoch{'s' if last['epoch'] > 1 else ''} ({seconds:.2f} s training)")
     return 0
+
+
+def _load(config: TrainConfig) -> Split:
+    if config.dataset == "digits":
+        return load_digits()
+    if config.dataset == "csv":
+        return Split(*read_csv(config.train_csv), *read_csv(config.test_csv))
+    if config.data_dir is not None:
+        return load_mnist(config.data_dir)
+
+    def say(name: str, url: str) -> None:
+        if not config.quiet:
+            print(f"downloading {name} from {url}", file=sys.stderr, flush=True)
+
+    return load_mnist(download_mnist(on_file=say))
 
 
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:
@@ -153,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         return run_train(TrainConfig(**options))
-    except (ValueError, TypeError, BackendUnavailableError, DataError) as exc:
+    except (ValueError, TypeError, BackendUnavailableError, DownloadError) as exc:
         print(f"gpunet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

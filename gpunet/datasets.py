@@ -1,4 +1,4 @@
-"""Datasets as host NumPy arrays: scikit-learn's 8x8 digits and the MNIST IDX files.
+"""Datasets as host NumPy arrays: scikit-learn's 8x8 digits, MNIST IDX files and CSV files.
 
 Images come back as ``(N, pixels)`` float arrays scaled as in the original
 article, to [0.01, 1.0], and labels as int64 ``(N,)``.
@@ -13,12 +13,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-MNIST_FILES = {
+MNIST_FILES = {  # the standard names; each may also be stored uncompressed, without ".gz"
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
+DATASETS = ("digits", "mnist", "csv")
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 
@@ -84,7 +85,9 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 def load_mnist(directory: str | os.PathLike[str]) -> Split:
     """The four standard MNIST IDX files in ``directory``, images flattened to 784 and scaled."""
     directory = Path(directory)
-    arrays = {key: read_idx(directory / name) for key, name in MNIST_FILES.items()}
+    if not directory.is_dir():
+        raise DataError(f"{directory}: no such folder" if not directory.exists() else f"{directory}: not a folder")
+    arrays = {key: read_idx(_gz_or_raw(directory, name)) for key, name in MNIST_FILES.items()}
     split = []
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
@@ -98,3 +101,64 @@ def load_mnist(directory: str | os.PathLike[str]) -> Split:
             raise DataError(f"{directory}: {part} label {labels.max()} is not a digit 0-9")
         split += [scale_pixels(images.reshape(images.shape[0], -1), 255.0), labels.astype(np.int64)]
     return Split(*split)
+
+
+def _gz_or_raw(directory: Path, name: str) -> Path:
+    for candidate in (directory / name, directory / name.removesuffix(".gz")):
+        if candidate.exists():
+            return candidate
+    raise DataError(f"{directory}: missing {name} (or {name.removesuffix('.gz')})")
+
+
+def read_csv(path: str | os.PathLike[str], max_value: float = 255.0) -> tuple[np.ndarray, np.ndarray]:
+    """Images from a CSV file, one per row: the label first, then the pixels 0..max_value.
+
+    The format of the widely used ``mnist_train.csv``; a first row that is not
+    numeric is taken as a header and skipped. Returns scaled pixels and labels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    rows: list[list[float]] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                cells = line.strip().split(",")
+                if cells == [""]:
+                    continue
+                try:
+                    values = [float(c) for c in cells]
+                except ValueError:
+                    if number == 1 and not rows:
+                        continue  # a header row
+                    bad = next(c for c in cells if not _is_number(c))
+                    raise DataError(f"{path}, line {number}: non-numeric cell {bad!r}") from None
+                if rows and len(values) != len(rows[0]):
+                    raise DataError(
+                        f"{path}, line {number}: {len(values)} cells; expected {len(rows[0])} like the rows before"
+                    )
+                rows.append(values)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a text CSV file ({exc.reason} at byte {exc.start})") from None
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    data = np.array(rows)
+    if data.shape[1] < 2:
+        raise DataError(f"{path}: rows need a label and at least one pixel; got {data.shape[1]} cell")
+    labels, pixels = data[:, 0], data[:, 1:]
+    if not np.isfinite(data).all():
+        raise DataError(f"{path}: contains NaN or infinity")
+    if (labels != np.round(labels)).any() or labels.min() < 0:
+        bad = labels[(labels != np.round(labels)) | (labels < 0)][0]
+        raise DataError(f"{path}: labels must be integers >= 0; got {bad:g}")
+    if pixels.min() < 0 or pixels.max() > max_value:
+        raise DataError(f"{path}: pixels must be in 0..{max_value:g}; got {pixels.min():g}..{pixels.max():g}")
+    return scale_pixels(pixels, max_value), labels.astype(np.int64)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gpunet.cli import main
@@ -41,6 +42,26 @@ def test_original_network_from_the_command_line(capsys):
     assert float(re.search(r"test accuracy ([\d.]+)%", out).group(1)) > 90.0
 
 
+def test_one_real_mnist_epoch(capsys, mnist_dir):
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--epochs", "1",
+                 "--batch-size", "32", "--backend", "numpy"]) == 0
+    out = capsys.readouterr().out
+    assert "data: mnist, 60000 train / 10000 test images" in out
+    assert float(re.search(r"test accuracy ([\d.]+)% after 1 epoch ", out).group(1)) >= 90.0
+
+
+def test_csv_dataset_end_to_end(tmp_path, capsys):
+    from gpunet.datasets import load_digits
+
+    d = load_digits()
+    for name, X, y in (("train.csv", d.X_train, d.y_train), ("test.csv", d.X_test, d.y_test)):
+        pixels = np.rint((X - 0.01) / 0.99 * 255).astype(int)  # back to 0..255
+        np.savetxt(tmp_path / name, np.column_stack([y, pixels]), fmt="%d", delimiter=",")
+    assert main(["train", "--dataset", "csv", "--train-csv", str(tmp_path / "train.csv"),
+                 "--test-csv", str(tmp_path / "test.csv"), "--quiet", "--backend", "numpy"]) == 0
+    assert float(re.search(r"test accuracy ([\d.]+)%", capsys.readouterr().out).group(1)) >= 97.0
+
+
 @pytest.mark.parametrize(
     "args, bad",
     [
@@ -59,6 +80,10 @@ def test_original_network_from_the_command_line(capsys):
         (["--backend", "tpu"], "tpu"),
         (["--weight-decay", "-0.5"], "-0.5"),
         (["--output", "identity", "--loss", "cross-entropy"], "identity"),
+        (["--dataset", "imagenet"], "imagenet"),
+        (["--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
+        (["--dataset", "csv", "--train-csv", "/nonexistent.csv", "--test-csv", "/x.csv"], "/nonexistent.csv"),
+        (["--dataset", "csv"], "--train-csv"),
     ],
 )
 def test_bad_options_fail_in_one_line(args, bad):

@@ -1,0 +1,125 @@
+"""The MNIST downloader: mirrors tried in turn, md5 verified, files renamed into place only when whole."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Sequence
+
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",  # hosted by PyTorch
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",  # CVDF
+    "http://yann.lecun.com/exdb/mnist/",  # the original site
+)
+DATA_ENV = "GPUNET_DATA"
+CHUNK = 1 << 16
+
+
+class DownloadError(RuntimeError):
+    """No mirror gave a file with the right checksum; the message says what to place where."""
+
+
+def cache_dir() -> Path:
+    """Where downloads live: ``$GPUNET_DATA``, else ``~/.cache/gpunet``."""
+    return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "gpunet")
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> None:
+    """Download ``url`` to ``dest``, atomically: a temporary file in the same folder,
+    checked against ``md5``, then renamed. On any failure nothing is left behind."""
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.md5(usedforsecurity=False)
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            expected = response.headers.get("Content-Length")
+            received = 0
+            for block in iter(lambda: response.read(CHUNK), b""):
+                out.write(block)
+                digest.update(block)
+                received += len(block)
+            if expected is not None and received != int(expected):
+                raise DownloadError(f"{url}: connection closed after {received} of {expected} bytes")
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != md5:
+            raise DownloadError(f"{url}: md5 {digest.hexdigest()}, expected {md5}")
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def download_mnist(
+    directory: Path | None = None,
+    mirrors: Sequence[str] = MNIST_MIRRORS,
+    timeout: float = 30.0,
+    on_file: Callable[[str, str], None] | None = None,
+    files: dict[str, str] = MNIST_MD5,
+) -> Path:
+    """Make sure the four MNIST files are in ``directory`` (default: the cache's ``mnist``).
+
+    A file already there with the right md5 is kept; a missing or damaged one is
+    fetched from each mirror in turn until one gives the right checksum.
+    ``on_file(name, url)`` is called before each attempt (for progress messages);
+    ``files`` maps file names to their md5s.
+    """
+    directory = Path(directory) if directory is not None else cache_dir() / "mnist"
+    created = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create the data folder {directory}: {exc.strerror}") from None
+    try:
+        _download_missing(directory, mirrors, timeout, on_file, files)
+    except BaseException:
+        if created and not any(directory.iterdir()):
+            directory.rmdir()  # leave no trace of a download that got nothing
+        raise
+    return directory
+
+
+def _download_missing(
+    directory: Path,
+    mirrors: Sequence[str],
+    timeout: float,
+    on_file: Callable[[str, str], None] | None,
+    files: dict[str, str],
+) -> None:
+    for name, md5 in files.items():
+        dest = directory / name
+        if dest.is_file() and md5sum(dest) == md5:
+            continue
+        errors = []
+        for mirror in mirrors:
+            url = mirror + name
+            if on_file is not None:
+                on_file(name, url)
+            try:
+                fetch(url, dest, md5, timeout)
+                break
+            except (OSError, DownloadError, urllib.error.URLError, ValueError) as exc:
+                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
+        else:
+            raise DownloadError(
+                f"could not download {name} ({'; '.join(errors)}). Offline? Place the four files "
+                f"{', '.join(files)} in {directory} (or pass --data-dir DIR)"
+            )
