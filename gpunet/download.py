@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import IO, Callable, Sequence
+
+from .files import atomic_write
 
 MNIST_MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -43,29 +44,24 @@ def md5sum(path: Path) -> str:
 
 
 def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> None:
-    """Download ``url`` to ``dest``, atomically: a temporary file in the same folder,
-    checked against ``md5``, then renamed. On any failure nothing is left behind."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+    """Download ``url`` to ``dest`` atomically, and only if the bytes have the right ``md5``;
+    on any failure nothing is left behind."""
+
+    def stream(out: IO[bytes]) -> None:
         digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             expected = response.headers.get("Content-Length")
             received = 0
             for block in iter(lambda: response.read(CHUNK), b""):
                 out.write(block)
                 digest.update(block)
                 received += len(block)
-            if expected is not None and received != int(expected):
-                raise DownloadError(f"{url}: connection closed after {received} of {expected} bytes")
-            out.flush()
-            os.fsync(out.fileno())
+        if expected is not None and received != int(expected):
+            raise DownloadError(f"{url}: connection closed after {received} of {expected} bytes")
         if digest.hexdigest() != md5:
             raise DownloadError(f"{url}: md5 {digest.hexdigest()}, expected {md5}")
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(dest, stream)
 
 
 def download_mnist(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backend import array_module, to_numpy
-from .checks import check_choice, check_fraction, check_number
+from .checks import check_choice, check_fraction, check_int, check_number
 
 Array = Any
 
@@ -43,9 +43,26 @@ class Optimizer:
     def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
         raise NotImplementedError
 
+    def hyperparameters(self) -> dict[str, float]:
+        """The constructor's arguments, JSON-ready."""
+        return {"weight_decay": self.weight_decay}
+
     def state_dict(self) -> dict[str, Any]:
         """Host copies of the step count and every state buffer (for checkpoints)."""
         return {"t": self.t, **{k: to_numpy(v).copy() for k, v in self.state.items()}}
+
+    def load_state_dict(self, state: dict[str, Any], params: dict[str, Array]) -> None:
+        """Restore :meth:`state_dict`'s output onto the backend and dtype of ``params``."""
+        buffers = {}
+        for key, value in state.items():
+            if key == "t":
+                continue
+            name = key.partition(".")[2]
+            if name not in params or value.shape != params[name].shape:
+                raise ValueError(f"optimizer state {key!r} does not fit the network's parameters")
+            buffers[key] = array_module(params[name]).asarray(value, dtype=params[name].dtype)
+        self.t = check_int("optimizer step count", state["t"], 0)
+        self.state = buffers
 
 
 class SGD(Optimizer):
@@ -66,6 +83,9 @@ class Momentum(Optimizer):
     def __init__(self, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
         super().__init__(weight_decay)
         self.momentum = check_fraction("momentum", momentum)
+
+    def hyperparameters(self) -> dict[str, float]:
+        return {"momentum": self.momentum, **super().hyperparameters()}
 
     def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
         v = self._buffer(f"v.{name}", p)
@@ -92,6 +112,9 @@ class Adam(Optimizer):
         self.beta2 = check_fraction("beta2", beta2)
         self.eps = check_number("eps", eps, positive=True)
 
+    def hyperparameters(self) -> dict[str, float]:
+        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps, **super().hyperparameters()}
+
     def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
         m = self._buffer(f"m.{name}", p)
         v = self._buffer(f"v.{name}", p)
@@ -115,9 +138,9 @@ class Adam(Optimizer):
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
 
 
-def make_optimizer(optimizer: str | Optimizer, weight_decay: float = 0.0) -> Optimizer:
-    """An optimiser from its name, or the given instance unchanged."""
+def make_optimizer(optimizer: str | Optimizer, weight_decay: float = 0.0, **hyperparameters: float) -> Optimizer:
+    """An optimiser from its name (and hyperparameters), or the given instance unchanged."""
     if isinstance(optimizer, Optimizer):
         return optimizer
     check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
-    return OPTIMIZERS[optimizer](weight_decay=weight_decay)
+    return OPTIMIZERS[optimizer](weight_decay=weight_decay, **hyperparameters)

@@ -30,21 +30,28 @@ def train(
     X_test: Array | None = None,
     y_test: Array | None = None,
     callback: Callable[[EpochRecord], Any] | None = None,
+    on_batch: Callable[[int, Array], Any] | None = None,
+    start_epoch: int = 1,
 ) -> list[EpochRecord]:
     """Train ``net`` in place with mini-batches and return one record per epoch.
 
     ``y_train``/``y_test`` are integer labels (targets are made by
     :meth:`Network.targets`) or target matrices ``(N, n_out)``. The data moves to
-    the network's backend once; each epoch's order comes from
-    ``numpy.random.default_rng(seed)``, so the same seed and data give the same
-    trajectory. A record holds ``epoch``, ``train_loss`` (mean per-sample loss
+    the network's backend once; epoch ``e``'s order comes from
+    ``numpy.random.default_rng([seed, e])``, so the same seed and data give the
+    same trajectory, and a run resumed with ``start_epoch`` (and the optimiser
+    instance or its restored state) continues it exactly. A record holds ``epoch``, ``train_loss`` (mean per-sample loss
     over the epoch, before each step), ``test_loss`` and ``test_accuracy``
     (None without test data), ``seconds`` and ``samples_per_s``. ``callback`` is
     called with each record; if it returns True, training stops after that epoch.
+    ``on_batch(rows_done, batch_loss_sum)`` is called after every step with the
+    rows done so far this epoch and the batch's summed loss as a 0-d device
+    array (reading it is a CPU-GPU sync; progress bars read it now and then).
     """
     check_int("epochs", epochs, 1)
     check_int("batch_size", batch_size, 1)
     check_number("lr", lr, positive=True)
+    check_int("start_epoch", start_epoch, 1)
     opt = make_optimizer(optimizer, weight_decay)
     backend = net.backend
     X, T, _ = _prepare(net, X_train, y_train, "X_train", "y_train")
@@ -53,15 +60,17 @@ def train(
     test = _prepare(net, X_test, y_test, "X_test", "y_test") if X_test is not None else None
 
     n = X.shape[0]
-    rng = np.random.default_rng(seed)
     history: list[EpochRecord] = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
-        order = backend.to_device(rng.permutation(n))  # one small copy per epoch
+        order = backend.to_device(np.random.default_rng([seed, epoch]).permutation(n))  # small, once per epoch
         loss_sum = backend.xp.zeros((), dtype=net.dtype)  # accumulated on the device
         for lo in range(0, n, batch_size):
             idx = order[lo : lo + batch_size]
-            loss_sum += net.train_step(X[idx], T[idx], lr, opt)
+            batch_loss = net.train_step(X[idx], T[idx], lr, opt)
+            loss_sum += batch_loss
+            if on_batch is not None:
+                on_batch(min(lo + batch_size, n), batch_loss)
         record: EpochRecord = {"epoch": epoch, "train_loss": float(loss_sum) / n}  # CPU-GPU sync point
         backend.synchronize()
         seconds = time.perf_counter() - start

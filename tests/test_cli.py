@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -12,9 +13,16 @@ import pytest
 from gpunet.cli import main
 
 
-def test_main_job_defaults_reach_97_percent(capsys, monkeypatch):
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # runs/<timestamp> lands here, not in the checkout
+
+
+def test_main_job_defaults_reach_97_percent(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("GPUNET_BACKEND", "numpy")
     assert main(["train"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl", "model.npz"]
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("backend: numpy on cpu")
     epochs = [line for line in out if line.startswith("epoch ")]
@@ -24,9 +32,10 @@ def test_main_job_defaults_reach_97_percent(capsys, monkeypatch):
     assert f"test acc {accuracy:.2f}%" in epochs[-1]
 
 
-def test_python_dash_m_and_quiet():
-    out = subprocess.run([sys.executable, "-m", "gpunet", "train", "--epochs", "2", "--quiet",
+def test_python_dash_m_and_quiet(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "gpunet", "train", "--epochs", "2", "--quiet", "--out", "run",
                           "--backend", "numpy", "--hidden", "32,16"], capture_output=True, text=True, timeout=300)
+    assert out.stderr == ""  # --quiet: no progress bar either
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("test accuracy ")
@@ -84,13 +93,55 @@ def test_csv_dataset_end_to_end(tmp_path, capsys):
         (["--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
         (["--dataset", "csv", "--train-csv", "/nonexistent.csv", "--test-csv", "/x.csv"], "/nonexistent.csv"),
         (["--dataset", "csv"], "--train-csv"),
+        (["--resume", "/nonexistent/model.npz"], "/nonexistent/model.npz"),
+        (["--out", "/proc/gpunet-run"], "/proc/gpunet-run"),
     ],
 )
-def test_bad_options_fail_in_one_line(args, bad):
+def test_bad_options_fail_in_one_line(args, bad, tmp_path):
     out = subprocess.run([sys.executable, "-m", "gpunet", "train", *args],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
+    assert list(tmp_path.iterdir()) == []  # nothing written
     assert out.stdout == ""
     lines = out.stderr.splitlines()
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("gpunet") and "error" in lines[0] and bad in lines[0]
+
+
+def _params(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files if k.startswith(("param/", "optim/"))}
+
+
+def test_resume_gives_the_same_run_as_uninterrupted(tmp_path):
+    common = ["train", "--quiet", "--backend", "numpy", "--hidden", "40", "--lr", "0.003"]
+    assert main([*common, "--epochs", "4", "--out", "whole"]) == 0
+    assert main([*common, "--epochs", "2", "--out", "part"]) == 0
+    assert main(["train", "--quiet", "--resume", "part/model.npz", "--epochs", "4"]) == 0
+    whole, part = _params("whole/model.npz"), _params("part/model.npz")
+    assert set(whole) == set(part) and any(k.startswith("optim/m.") for k in whole)  # Adam state saved
+    for k in whole:
+        np.testing.assert_array_equal(part[k], whole[k], err_msg=k)
+    lines = [json.loads(x) for x in (tmp_path / "part/metrics.jsonl").read_text().splitlines()]
+    want = [json.loads(x) for x in (tmp_path / "whole/metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    strip = lambda rs: [(r["train_loss"], r["test_loss"], r["test_accuracy"]) for r in rs]  # noqa: E731
+    assert strip(lines) == strip(want)
+    assert set(want[0]) >= {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds", "samples_per_s", "backend"}
+
+
+def test_resume_mends_metrics_written_past_the_checkpoint(tmp_path):
+    assert main(["train", "--quiet", "--backend", "numpy", "--epochs", "2", "--out", "run"]) == 0
+    metrics = tmp_path / "run/metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"epoch": 3, "train_loss": 1.0}\n{"epo')  # a killed epoch 3
+    assert main(["train", "--quiet", "--resume", "run/model.npz", "--epochs", "3"]) == 0
+    assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == [1, 2, 3]
+    assert json.loads(metrics.read_text().splitlines()[-1])["train_loss"] != 1.0
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, capsys):
+    assert main(["train", "--quiet", "--backend", "numpy", "--epochs", "1", "--out", "run"]) == 0
+    before = (tmp_path / "run/model.npz").read_bytes()
+    assert main(["train", "--quiet", "--backend", "numpy", "--epochs", "1", "--out", "run"]) == 2
+    assert "already holds a run; pass --resume run/model.npz" in capsys.readouterr().err
+    assert (tmp_path / "run/model.npz").read_bytes() == before
