@@ -14,8 +14,8 @@ from typing import Any, Sequence
 from . import __version__
 from .backend import BACKEND_NAMES, BackendUnavailableError, get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
-from .checks import check_int, check_number
-from .datasets import DATASETS, DataError, Split, load_digits, load_mnist, read_csv
+from .checks import check_int, check_labels, check_number
+from .datasets import DATASETS, Split, load_digits, load_mnist, read_csv
 from .download import DownloadError, download_mnist
 from .files import atomic_write
 from .functions import HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
@@ -164,6 +164,11 @@ def run_train(config: TrainConfig) -> int:
         )
         optimizer = make_optimizer(config.optimizer, config.weight_decay)
         start_epoch, last_record = 1, None
+    for part, labels in (("train", data.y_train), ("test", data.y_test)):
+        try:  # bad data must fail before anything is written
+            check_labels(labels, net.sizes[-1])
+        except ValueError as exc:
+            raise ValueError(f"{config.dataset} {part} data: {exc}") from None
     out = Path(config.out) if config.out else _new_run_dir()
     _prepare_out(out, config, resuming=config.resume is not None)
     if not config.quiet:
@@ -182,7 +187,7 @@ def run_train(config: TrainConfig) -> int:
 
     def on_batch(rows: int, batch_loss: Any) -> None:
         bar.update(rows - bar.n)
-        if bar.n == rows and (rows // config.batch_size) % 50 == 1:  # read the loss now and then only
+        if (rows // config.batch_size) % 50 == 1:  # read the loss every 50th batch only
             bar.set_postfix(loss=f"{float(batch_loss) / min(config.batch_size, rows):.4f}")  # CPU-GPU sync point
 
     def end_epoch(record: dict[str, Any]) -> None:
@@ -223,7 +228,9 @@ def _new_run_dir() -> Path:
 def _progress(quiet: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=0, unit="samples", unit_scale=True, leave=False, disable=quiet, file=sys.stderr)
+    # disable=None: no bar where stderr is not a terminal (logs, CI), none at all with --quiet
+    return tqdm(total=0, unit="samples", unit_scale=True, leave=False,
+                disable=True if quiet else None, file=sys.stderr)
 
 
 def _prepare_out(out: Path, config: TrainConfig, resuming: bool) -> None:

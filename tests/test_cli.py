@@ -139,6 +139,15 @@ def test_resume_mends_metrics_written_past_the_checkpoint(tmp_path):
     assert json.loads(metrics.read_text().splitlines()[-1])["train_loss"] != 1.0
 
 
+def test_csv_labels_out_of_range_fail_before_writing(tmp_path, capsys):
+    (tmp_path / "train.csv").write_text("3,0,255\n12,255,0\n")
+    (tmp_path / "test.csv").write_text("1,0,255\n")
+    assert main(["train", "--dataset", "csv", "--train-csv", "train.csv", "--test-csv", "test.csv",
+                 "--backend", "numpy"]) == 2
+    assert "csv train data: labels must be in 0..9; got 12" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.csv", "train.csv"]
+
+
 def test_refuses_to_overwrite_a_run(tmp_path, capsys):
     assert main(["train", "--quiet", "--backend", "numpy", "--epochs", "1", "--out", "run"]) == 0
     before = (tmp_path / "run/model.npz").read_bytes()

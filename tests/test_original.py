@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import gpunet
 from gpunet.datasets import load_mnist
