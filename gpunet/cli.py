@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -62,12 +63,15 @@ class TrainConfig:
     data_dir: str | None = None  # mnist: a folder with the four IDX files (default: download to the cache)
     train_csv: str | None = None
     test_csv: str | None = None
+    early_stopping: int | None = None  # stop after this many epochs without a better test loss
     out: str | None = None  # None: runs/<timestamp>, or the checkpoint's folder when resuming
     resume: str | None = None
 
     def __post_init__(self) -> None:  # fail before anything is printed or loaded
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay, positive=False)
+        if self.early_stopping is not None:
+            check_int("early_stopping", self.early_stopping, 1)
         if self.epochs is not None:
             check_int("epochs", self.epochs, 1)
         check_int("batch_size", self.batch_size, 1)
@@ -137,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default=d.dtype, help=f"floating point type (default: {d.dtype})")
     p.add_argument("--backend", choices=BACKEND_NAMES, default=d.backend,
                    help="array backend (default: $GPUNET_BACKEND, else auto: CuPy when a GPU is usable)")
+    p.add_argument("--early-stopping", type=int, metavar="N",
+                   help="stop when the test loss has not improved for N epochs (model.npz keeps the last epoch)")
     p.add_argument("--out", metavar="DIR", help="where config.json, metrics.jsonl and model.npz go "
                    "(default: runs/<timestamp>, or the checkpoint's folder with --resume)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a model.npz, optimiser state included; "
@@ -190,7 +196,9 @@ def run_train(config: TrainConfig) -> int:
         if (rows // config.batch_size) % 50 == 1:  # read the loss every 50th batch only
             bar.set_postfix(loss=f"{float(batch_loss) / min(config.batch_size, rows):.4f}")  # CPU-GPU sync point
 
-    def end_epoch(record: dict[str, Any]) -> None:
+    best = {"loss": math.inf, "epoch": start_epoch - 1}
+
+    def end_epoch(record: dict[str, Any]) -> bool:
         record["backend"] = backend.name
         save_checkpoint(out / "model.npz", net, optimizer,
                         {"epoch": record["epoch"], "record": record, "train_config": asdict(config),
@@ -201,6 +209,12 @@ def run_train(config: TrainConfig) -> int:
         if not config.quiet:
             bar.clear()
             print(_epoch_line(record, epochs), flush=True)
+        if record["test_loss"] < best["loss"]:
+            best.update(loss=record["test_loss"], epoch=record["epoch"])
+        stop = config.early_stopping is not None and record["epoch"] - best["epoch"] >= config.early_stopping
+        if stop and not config.quiet:
+            print(f"early stopping: no better test loss than epoch {best['epoch']}'s for {config.early_stopping} epochs")
+        return stop
 
     bar.reset(total=len(data.y_train))
     history = train(

@@ -93,6 +93,7 @@ def test_csv_dataset_end_to_end(tmp_path, capsys):
         (["--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
         (["--dataset", "csv", "--train-csv", "/nonexistent.csv", "--test-csv", "/x.csv"], "/nonexistent.csv"),
         (["--dataset", "csv"], "--train-csv"),
+        (["--early-stopping", "0"], "0"),
         (["--resume", "/nonexistent/model.npz"], "/nonexistent/model.npz"),
         (["--out", "/proc/gpunet-run"], "/proc/gpunet-run"),
     ],
@@ -154,3 +155,15 @@ def test_refuses_to_overwrite_a_run(tmp_path, capsys):
     assert main(["train", "--quiet", "--backend", "numpy", "--epochs", "1", "--out", "run"]) == 2
     assert "already holds a run; pass --resume run/model.npz" in capsys.readouterr().err
     assert (tmp_path / "run/model.npz").read_bytes() == before
+
+
+def test_early_stopping_stops_when_the_test_loss_stalls(tmp_path, capsys):
+    # Adam at lr 0.01 overfits the small digits set within a few dozen epochs.
+    assert main(["train", "--backend", "numpy", "--lr", "0.01", "--epochs", "100", "--early-stopping", "3",
+                 "--out", "run"]) == 0
+    records = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    losses = [r["test_loss"] for r in records]
+    best = int(np.argmin(losses))
+    assert len(records) < 100
+    assert len(records) - 1 - best == 3  # stopped exactly 3 epochs after the best one
+    assert f"no better test loss than epoch {best + 1}'s for 3 epochs" in capsys.readouterr().out
