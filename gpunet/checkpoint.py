@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend
-from .files import atomic_write
+from .files import atomic_write, require_file
 from .network import Network
 from .optim import Optimizer, make_optimizer
 
@@ -39,9 +39,7 @@ def load_checkpoint(
     path: str | os.PathLike[str], backend: str | Backend | None = None
 ) -> tuple[Network, Optimizer, dict[str, Any]]:
     """The network, its optimiser (state restored) and the metadata saved in ``path``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    path = require_file(path, CheckpointError)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

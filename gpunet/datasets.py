@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .files import require_file
+
 MNIST_FILES = {  # the standard names; each may also be stored uncompressed, without ".gz"
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -58,9 +60,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     Header: two zero bytes, the type byte 0x08 (uint8), the number of dimensions,
     then one big-endian uint32 per dimension; the data follows, nothing after it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    path = require_file(path, DataError)
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -116,9 +116,7 @@ def read_csv(path: str | os.PathLike[str], max_value: float = 255.0) -> tuple[np
     The format of the widely used ``mnist_train.csv``; a first row that is not
     numeric is taken as a header and skipped. Returns scaled pixels and labels.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    path = require_file(path, DataError)
     rows: list[list[float]] = []
     try:
         with open(path, encoding="utf-8") as f:

@@ -1,4 +1,4 @@
-"""Atomic file writes: a whole new file appears under its name, or nothing changes."""
+"""File helpers: atomic writes (a whole new file appears under its name, or nothing changes) and input checks."""
 
 from __future__ import annotations
 
@@ -28,3 +28,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def require_file(path: str | os.PathLike[str], error: type[Exception]) -> Path:
+    """``path`` as a Path if it is a regular file, else ``error`` saying what it is instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    return path
