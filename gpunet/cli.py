@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import json
 import math
 import os
+import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from . import __version__
 from .backend import BACKEND_NAMES, BackendUnavailableError, get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
-from .checks import check_int, check_labels, check_number
-from .datasets import DATASETS, Split, load_digits, load_mnist, read_csv
-from .download import DownloadError, download_mnist
-from .files import atomic_write
+from .checks import check_labels
+from .datasets import DATASETS, PIXELS, Split
+from .download import DownloadError
+from .files import atomic_write, require_file
 from .functions import HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
 from .init import INITS
-from .network import DTYPES, Network
-from .optim import OPTIMIZERS, make_optimizer
+from .network import DTYPES
+from .optim import OPTIMIZERS
+from .runs import DEFAULT_EPOCHS, TrainConfig, build, load_data
 from .training import train
 
 EXAMPLES = """examples:
@@ -34,50 +37,10 @@ EXAMPLES = """examples:
   gpunet train --activation sigmoid --output sigmoid --loss squared --init seed \\
                --optimizer sgd --lr 0.1 --batch-size 1   # the original article's network
   GPUNET_BACKEND=numpy gpunet train --quiet     # force the CPU, print only the result
+  gpunet evaluate runs/RUN/model.npz --json     # accuracy, precision, recall, confusion matrix
+  gpunet predict runs/RUN/model.npz my7.png     # your own handwriting, any size or colour
+  gpunet plot runs/RUN                          # curves, confusion matrix and weights as PNG
 """
-
-
-DEFAULT_EPOCHS = 30
-PREPROCESSING = {"pixels": "scaled from 0..max to [0.01, 1.0]", "targets": "Network.targets"}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything ``gpunet train`` needs; the defaults reach >= 97% on the 8x8 digits."""
-
-    hidden: tuple[int, ...] = (100,)
-    activation: str = "relu"
-    output: str = "softmax"
-    loss: str = "cross-entropy"
-    init: str = "he"
-    optimizer: str = "adam"
-    lr: float = 0.001
-    epochs: int | None = None  # None: DEFAULT_EPOCHS, or the checkpoint's when resuming
-    batch_size: int = 16
-    weight_decay: float = 0.0
-    seed: int = 0
-    dtype: str = "float32"
-    backend: str | None = None  # None: GPUNET_BACKEND, else "auto"
-    quiet: bool = False
-    dataset: str = "digits"
-    data_dir: str | None = None  # mnist: a folder with the four IDX files (default: download to the cache)
-    train_csv: str | None = None
-    test_csv: str | None = None
-    early_stopping: int | None = None  # stop after this many epochs without a better test loss
-    out: str | None = None  # None: runs/<timestamp>, or the checkpoint's folder when resuming
-    resume: str | None = None
-
-    def __post_init__(self) -> None:  # fail before anything is printed or loaded
-        check_number("lr", self.lr, positive=True)
-        check_number("weight_decay", self.weight_decay, positive=False)
-        if self.early_stopping is not None:
-            check_int("early_stopping", self.early_stopping, 1)
-        if self.epochs is not None:
-            check_int("epochs", self.epochs, 1)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("seed", self.seed, 0)
-        if self.dataset == "csv" and (self.train_csv is None or self.test_csv is None):
-            raise ValueError("--dataset csv needs --train-csv FILE and --test-csv FILE")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -141,36 +104,101 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default=d.dtype, help=f"floating point type (default: {d.dtype})")
     p.add_argument("--backend", choices=BACKEND_NAMES, default=d.backend,
                    help="array backend (default: $GPUNET_BACKEND, else auto: CuPy when a GPU is usable)")
+    p.add_argument("--pixels", choices=tuple(PIXELS), default=d.pixels,
+                   help="original: pixels scaled to [0.01, 1.0] as the article (default); unit: to [0, 1]")
+    p.add_argument("--validation", type=float, default=d.validation, metavar="FRACTION",
+                   help="hold out this fraction of the training images (seeded) and report validation "
+                   "loss and accuracy each epoch (default: 0, none)")
     p.add_argument("--early-stopping", type=int, metavar="N",
-                   help="stop when the test loss has not improved for N epochs (model.npz keeps the last epoch)")
+                   help="stop when the validation loss (the test loss without --validation) has not improved "
+                   "for N epochs (model.npz keeps the last epoch)")
     p.add_argument("--out", metavar="DIR", help="where config.json, metrics.jsonl and model.npz go "
                    "(default: runs/<timestamp>, or the checkpoint's folder with --resume)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a model.npz, optimiser state included; "
                    "every setting but --epochs, --out, --backend and --quiet comes from the checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar, print only the final result line")
+    p.set_defaults(run=lambda a: run_train(TrainConfig(**_options(a))))
+
+    p = commands.add_parser(
+        "evaluate", help="accuracy, per-class precision and recall, and the confusion matrix of a model",
+        description="Evaluate a model.npz on a dataset's test images (by default the dataset it was trained on, "
+        "preprocessed as it was).",
+    )
+    p.add_argument("model", metavar="MODEL.npz")
+    _data_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, else auto)")
+    p.set_defaults(run=run_evaluate)
+
+    p = commands.add_parser(
+        "predict", help="read handwritten digits from image files",
+        description="Predict the digit in each image (PNG, JPEG, ...; any size, colour or grey, dark on light or "
+        "light on dark). Each is made to look like an MNIST image first: grey, the digit's bounding box fitted "
+        "into 20x20, centred by its centre of mass in 28x28 (8x8 for networks trained on the 8x8 digits).",
+    )
+    p.add_argument("model", metavar="MODEL.npz")
+    p.add_argument("images", metavar="IMAGE", nargs="+")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image, one per line")
+    p.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, else auto)")
+    p.set_defaults(run=run_predict)
+
+    p = commands.add_parser(
+        "plot", help="draw a run's curves, confusion matrix and first-layer weights as PNG files",
+        description="Write curves.png (loss and accuracy per epoch), confusion.png (on the test images) and "
+        "weights.png (the first layer's weights as images) for a run folder. Needs matplotlib: "
+        'pip install "gpunet[plot]".',
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by gpunet train")
+    p.add_argument("--out", metavar="DIR", help="where the PNG files go (default: RUN_DIR)")
+    _data_options(p)
+    p.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, else auto)")
+    p.set_defaults(run=run_plot)
+
+    p = commands.add_parser(
+        "bench", help="time gpunet against PyTorch, scikit-learn and the article's plain code",
+        description="Train the same network (sigmoid, squared loss, SGD, float32) with the same data, initial "
+        "parameters and steps on every installed contender; print samples/s (median of several runs), "
+        "ratios, GFLOP/s and the share of a matrix-product ceiling measured in the same run; write JSON.",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes: seconds, for a smoke test")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per contender, after a warm-up (default: 5)")
+    p.add_argument("--only", metavar="NAMES", help="comma-separated contenders to run (default: all)")
+    p.add_argument("--json", metavar="FILE", dest="json_out",
+                   help="where the results go (default: bench-<timestamp>.json)")
+    p.set_defaults(run=run_bench)
     return parser
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=DATASETS, help="the dataset (default: the one the model was trained on)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding the four MNIST IDX files (default: the model's)")
+    p.add_argument("--test-csv", metavar="FILE", help="test images for --dataset csv (default: the model's)")
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k not in ("command", "run")}
 
 
 def run_train(config: TrainConfig) -> int:
     backend = get_backend(config.backend)
     if config.resume is not None:
         net, optimizer, meta = load_checkpoint(config.resume, backend)
-        saved = TrainConfig(**{**meta["train_config"], "hidden": tuple(meta["train_config"]["hidden"])})
+        saved = _saved_config(meta, config.resume)
         # Everything comes from the checkpoint but the run's length, where it goes and how it talks.
         config = replace(saved, epochs=config.epochs or saved.epochs, out=config.out or str(Path(config.resume).parent),
                          resume=config.resume, backend=config.backend, quiet=config.quiet)
         start_epoch, last_record = meta["epoch"] + 1, meta["record"]
     epochs = config.epochs or DEFAULT_EPOCHS
-    data = _load(config)
+    data = load_data(config, _say_download(config.quiet))
     if config.resume is None:
-        net = Network(
-            [data.X_train.shape[1], *config.hidden, 10],
-            activation=config.activation, output=config.output, loss=config.loss,
-            init=config.init, seed=config.seed, backend=backend, dtype=config.dtype,
-        )
-        optimizer = make_optimizer(config.optimizer, config.weight_decay)
+        net, optimizer = build(config, data.X_train.shape[1], backend)
         start_epoch, last_record = 1, None
-    for part, labels in (("train", data.y_train), ("test", data.y_test)):
+    elif net.sizes[0] != data.X_train.shape[1]:
+        raise ValueError(f"{config.resume}: the network takes {net.sizes[0]} inputs; "
+                         f"the {config.dataset} images have {data.X_train.shape[1]}")
+    for part, labels in (("train", data.y_train), ("validation", data.y_val), ("test", data.y_test)):
+        if labels is None:
+            continue
         try:  # bad data must fail before anything is written
             check_labels(labels, net.sizes[-1])
         except ValueError as exc:
@@ -181,9 +209,11 @@ def run_train(config: TrainConfig) -> int:
         why = f" ({backend.reason})" if backend.reason else ""
         print(f"backend: {backend.name} on {backend.device}{why}")
         print(f"network: {net}")
-        print(f"data: {config.dataset}, {len(data.y_train)} train / {len(data.y_test)} test images")
+        val = f" / {len(data.y_val)} validation" if data.y_val is not None else ""
+        print(f"data: {config.dataset}, {len(data.y_train)} train{val} / {len(data.y_test)} test images")
         print(f"output: {out}" + (f" (resuming after epoch {start_epoch - 1})" if config.resume else ""))
-    _write_json(out / "config.json", {**asdict(config), "network": net.config(), "preprocessing": PREPROCESSING})
+    _write_json(out / "config.json",
+                {**asdict(config), "network": net.config(), "preprocessing": _preprocessing(config)})
     _rewrite_metrics(out / "metrics.jsonl", last_record)
     if start_epoch > epochs:
         print(f"nothing to do: the checkpoint already holds {start_epoch - 1} epochs (ask for more with --epochs)")
@@ -191,10 +221,13 @@ def run_train(config: TrainConfig) -> int:
 
     bar = _progress(config.quiet)
 
+    calls = iter(range(1 << 62))
+
     def on_batch(rows: int, batch_loss: Any) -> None:
-        bar.update(rows - bar.n)
-        if (rows // config.batch_size) % 50 == 1:  # read the loss every 50th batch only
-            bar.set_postfix(loss=f"{float(batch_loss) / min(config.batch_size, rows):.4f}")  # CPU-GPU sync point
+        new = rows - bar.n
+        bar.update(new)
+        if next(calls) % 50 == 0:  # read the loss every 50th call only
+            bar.set_postfix(loss=f"{float(batch_loss) / new:.4f}")  # CPU-GPU sync point
 
     best = {"loss": math.inf, "epoch": start_epoch - 1}
 
@@ -202,25 +235,28 @@ def run_train(config: TrainConfig) -> int:
         record["backend"] = backend.name
         save_checkpoint(out / "model.npz", net, optimizer,
                         {"epoch": record["epoch"], "record": record, "train_config": asdict(config),
-                         "preprocessing": PREPROCESSING})
+                         "preprocessing": _preprocessing(config)})
         with open(out / "metrics.jsonl", "a") as f:  # one whole line per write
             f.write(json.dumps(record) + "\n")
         bar.reset(total=len(data.y_train))
         if not config.quiet:
             bar.clear()
             print(_epoch_line(record, epochs), flush=True)
-        if record["test_loss"] < best["loss"]:
-            best.update(loss=record["test_loss"], epoch=record["epoch"])
+        watched = "val_loss" if "val_loss" in record else "test_loss"
+        if record[watched] < best["loss"]:
+            best.update(loss=record[watched], epoch=record["epoch"])
         stop = config.early_stopping is not None and record["epoch"] - best["epoch"] >= config.early_stopping
         if stop and not config.quiet:
-            print(f"early stopping: no better test loss than epoch {best['epoch']}'s for {config.early_stopping} epochs")
+            what = "validation" if watched == "val_loss" else "test"
+            print(f"early stopping: no better {what} loss than epoch {best['epoch']}'s "
+                  f"for {config.early_stopping} epochs")
         return stop
 
     bar.reset(total=len(data.y_train))
     history = train(
         net, data.X_train, data.y_train, epochs=epochs, batch_size=config.batch_size,
         lr=config.lr, optimizer=optimizer, seed=config.seed, X_test=data.X_test, y_test=data.y_test,
-        callback=end_epoch, on_batch=on_batch, start_epoch=start_epoch,
+        X_val=data.X_val, y_val=data.y_val, callback=end_epoch, on_batch=on_batch, start_epoch=start_epoch,
     )
     bar.close()
     last = history[-1]
@@ -250,12 +286,16 @@ def _progress(quiet: bool) -> Any:
 def _prepare_out(out: Path, config: TrainConfig, resuming: bool) -> None:
     if not resuming and (out / "model.npz").exists():
         raise ValueError(f"--out {out} already holds a run; pass --resume {out / 'model.npz'} or another --out")
+    _prepare_folder(out, "--out")
+
+
+def _prepare_folder(out: Path, option: str) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
+        raise ValueError(f"{option} {out}: cannot create the folder ({exc.strerror})") from None
     if not os.access(out, os.W_OK):
-        raise ValueError(f"--out {out}: the folder is not writable")
+        raise ValueError(f"{option} {out}: the folder is not writable")
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -278,36 +318,134 @@ def _rewrite_metrics(path: Path, last_record: dict[str, Any] | None) -> None:
     atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept).encode()))
 
 
-def _load(config: TrainConfig) -> Split:
-    if config.dataset == "digits":
-        return load_digits()
-    if config.dataset == "csv":
-        return Split(*read_csv(config.train_csv), *read_csv(config.test_csv))
-    if config.data_dir is not None:
-        return load_mnist(config.data_dir)
+def run_bench(args: argparse.Namespace) -> int:
+    from .bench import CONTENDERS, format_results, run_benchmark
 
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1; got {args.repeats}")
+    only = args.only.split(",") if args.only else None
+    unknown = [n for n in only or [] if n not in CONTENDERS]
+    if unknown:
+        raise ValueError(f"unknown contender {unknown[0]!r}; expected some of {', '.join(CONTENDERS)}")
+    path = Path(args.json_out or f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    _prepare_folder(path.parent, "--json")
+    results = run_benchmark(quick=args.quick, repeats=args.repeats, only=only,
+                            on_result=lambda entry: print(f"done: {entry['case']}", file=sys.stderr, flush=True))
+    print(format_results(results))
+    _write_json(path, results)
+    print(f"wrote {path}")
+    return 0
+
+
+def _say_download(quiet: bool) -> Callable[[str, str], None]:
     def say(name: str, url: str) -> None:
-        if not config.quiet:
+        if not quiet:
             print(f"downloading {name} from {url}", file=sys.stderr, flush=True)
 
-    return load_mnist(download_mnist(on_file=say))
+    return say
+
+
+def _preprocessing(config: TrainConfig) -> dict[str, Any]:
+    targets = "0.01/0.99" if config.output == "sigmoid" and config.loss != "cross-entropy" else "one-hot"
+    return {"pixels": config.pixels, "pixel_scaling": PIXELS[config.pixels], "targets": targets}
+
+
+def _saved_config(meta: dict[str, Any], path: str) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(meta["train_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a checkpoint written by gpunet train ({exc})") from None
+
+
+def _model_and_data(args: argparse.Namespace) -> tuple[Any, TrainConfig, Split]:
+    """The checkpoint's network and the test data it should see, preprocessed as it was trained."""
+    backend = get_backend(args.backend)
+    net, _, meta = load_checkpoint(args.model, backend)
+    saved = _saved_config(meta, args.model)
+    dataset = args.dataset or saved.dataset
+    overrides = {"dataset": dataset, "validation": 0.0}
+    if args.data_dir is not None or dataset != saved.dataset:
+        overrides["data_dir"] = args.data_dir
+    if args.test_csv is not None or dataset != saved.dataset:
+        overrides.update(train_csv=args.test_csv, test_csv=args.test_csv)  # the training rows are not used
+    config = replace(saved, **overrides)
+    data = load_data(config, _say_download(False))
+    if data.X_test.shape[1] != net.sizes[0]:
+        raise ValueError(f"{args.model}: the network takes {net.sizes[0]} inputs; "
+                         f"the {dataset} images have {data.X_test.shape[1]}")
+    return net, config, data
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .metrics import classification_report, format_report
+
+    net, config, data = _model_and_data(args)
+    labels = check_labels(data.y_test, net.sizes[-1])
+    report = classification_report(labels, net.predict(data.X_test), net.sizes[-1])
+    if args.json:
+        print(json.dumps({"model": args.model, "dataset": config.dataset, **report}))
+    else:
+        print(f"{args.model} on the {config.dataset} test images")
+        print(format_report(report))
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .images import image_inputs
+
+    net, _, meta = load_checkpoint(args.model, get_backend(args.backend))
+    pixels = meta.get("preprocessing", {}).get("pixels", "original")
+    X = image_inputs(args.images, net.sizes[0], pixels)  # every image is checked before anything is printed
+    Y = net.backend.to_host(net.forward(X)).astype(np.float64)
+    if net.output != "softmax":  # sigmoid outputs are independent scores: normalised to sum to 1 for display
+        Y = Y / np.maximum(Y.sum(axis=1, keepdims=True), 1e-300)
+    for path, p in zip(args.images, Y):
+        digit = int(p.argmax())
+        if args.json:
+            print(json.dumps({"image": path, "digit": digit, "probabilities": [round(float(v), 6) for v in p]}))
+        else:
+            others = "  ".join(f"{k}:{v:.2f}" for k, v in enumerate(p))
+            print(f"{path}: {digit} ({p[digit]:.1%})   {others}")
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from .metrics import confusion_matrix
+    from .plots import plot_confusion, plot_curves, plot_weights
+
+    run_dir = Path(args.run_dir)
+    metrics = require_file(run_dir / "metrics.jsonl", ValueError)
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not records:
+        raise ValueError(f"{metrics}: no epochs recorded yet")
+    args.model = str(run_dir / "model.npz")
+    net, _, data = _model_and_data(args)
+    out = Path(args.out) if args.out else run_dir
+    _prepare_folder(out, "--out")
+    written = [out / "curves.png", out / "confusion.png", out / "weights.png"]
+    plot_curves(records, written[0])
+    C = confusion_matrix(check_labels(data.y_test, net.sizes[-1]), net.predict(data.X_test), net.sizes[-1])
+    plot_confusion(C, written[1])
+    plot_weights(net.get_params()["W1"], written[2])
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
 
 
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:
     width = len(str(epochs))
     return (
         f"epoch {r['epoch']:>{width}}/{epochs}  train loss {r['train_loss']:.4f}  "
-        f"test loss {r['test_loss']:.4f}  test acc {r['test_accuracy']:.2%}  "
+        + (f"val loss {r['val_loss']:.4f}  val acc {r['val_accuracy']:.2%}  " if "val_loss" in r else "")
+        + f"test loss {r['test_loss']:.4f}  test acc {r['test_accuracy']:.2%}  "
         f"{r['seconds']:.2f} s  {r['samples_per_s']:,.0f} samples/s"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    options = {k: v for k, v in vars(args).items() if k != "command"}
     try:
-        return run_train(TrainConfig(**options))
-    except (ValueError, TypeError, BackendUnavailableError, DownloadError, OSError) as exc:
+        return args.run(args)
+    except (ValueError, TypeError, BackendUnavailableError, DownloadError, OSError, ImportError) as exc:
         print(f"gpunet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

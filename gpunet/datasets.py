@@ -1,7 +1,8 @@
 """Datasets as host NumPy arrays: scikit-learn's 8x8 digits, MNIST IDX files and CSV files.
 
 Images come back as ``(N, pixels)`` float arrays scaled as in the original
-article, to [0.01, 1.0], and labels as int64 ``(N,)``.
+article, to [0.01, 1.0] (``pixels="original"``) or to [0, 1] (``pixels="unit"``),
+and labels as int64 ``(N,)``.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
+from .checks import check_choice, check_fraction
+from .download import download_mnist
 from .files import require_file
 
 MNIST_FILES = {  # the standard names; each may also be stored uncompressed, without ".gz"
@@ -22,6 +25,7 @@ MNIST_FILES = {  # the standard names; each may also be stored uncompressed, wit
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
 DATASETS = ("digits", "mnist", "csv")
+PIXELS = {"original": "0..max scaled to [0.01, 1.0] (the article's)", "unit": "0..max scaled to [0, 1]"}
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 
@@ -31,23 +35,34 @@ class Split(NamedTuple):
     y_train: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
+    X_val: np.ndarray | None = None  # held out of the training rows by hold_out()
+    y_val: np.ndarray | None = None
 
 
 class DataError(ValueError):
     """A data file is missing, malformed or inconsistent; the message names it."""
 
 
-def scale_pixels(raw: np.ndarray, max_value: float) -> np.ndarray:
-    """Pixels 0..max_value -> [0.01, 1.0], as the original article (never exactly 0)."""
-    return raw.astype(np.float64) / max_value * 0.99 + 0.01
+def scale_pixels(raw: np.ndarray, max_value: float, pixels: str = "original", dtype: object = np.float64) -> np.ndarray:
+    """Pixels 0..max_value -> [0.01, 1.0] as the original article (never exactly 0), or -> [0, 1].
+
+    Computed in place in ``dtype``: the only copy made is the result's.
+    """
+    check_choice("pixels", pixels, tuple(PIXELS))
+    X = raw.astype(dtype)
+    X /= max_value  # the article's x / 255 * 0.99 + 0.01, in its order
+    if pixels == "original":
+        X *= 0.99
+        X += 0.01
+    return X
 
 
-def load_digits() -> Split:
+def load_digits(pixels: str = "original", dtype: object = np.float64) -> Split:
     """scikit-learn's bundled 8x8 digits (1,797 images, no download), split 80/20 by a fixed seed."""
     from sklearn.datasets import load_digits as sklearn_digits
 
     data = sklearn_digits()
-    X, y = scale_pixels(data.data, 16.0), data.target.astype(np.int64)
+    X, y = scale_pixels(data.data, 16.0, pixels, dtype), data.target.astype(np.int64)
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
     n_test = int(round(len(y) * DIGITS_TEST_FRACTION))
     test, train = order[:n_test], order[n_test:]
@@ -82,7 +97,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def load_mnist(directory: str | os.PathLike[str]) -> Split:
+def load_mnist(directory: str | os.PathLike[str], pixels: str = "original", dtype: object = np.float64) -> Split:
     """The four standard MNIST IDX files in ``directory``, images flattened to 784 and scaled."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -99,7 +114,7 @@ def load_mnist(directory: str | os.PathLike[str]) -> Split:
             raise DataError(f"{directory}: {images.shape[0]} {part} images but {labels.shape[0]} labels")
         if labels.size and labels.max() > 9:
             raise DataError(f"{directory}: {part} label {labels.max()} is not a digit 0-9")
-        split += [scale_pixels(images.reshape(images.shape[0], -1), 255.0), labels.astype(np.int64)]
+        split += [scale_pixels(images.reshape(images.shape[0], -1), 255.0, pixels, dtype), labels.astype(np.int64)]
     return Split(*split)
 
 
@@ -110,7 +125,9 @@ def _gz_or_raw(directory: Path, name: str) -> Path:
     raise DataError(f"{directory}: missing {name} (or {name.removesuffix('.gz')})")
 
 
-def read_csv(path: str | os.PathLike[str], max_value: float = 255.0) -> tuple[np.ndarray, np.ndarray]:
+def read_csv(
+    path: str | os.PathLike[str], max_value: float = 255.0, pixels: str = "original", dtype: object = np.float64
+) -> tuple[np.ndarray, np.ndarray]:
     """Images from a CSV file, one per row: the label first, then the pixels 0..max_value.
 
     The format of the widely used ``mnist_train.csv``; a first row that is not
@@ -143,7 +160,7 @@ def read_csv(path: str | os.PathLike[str], max_value: float = 255.0) -> tuple[np
     data = np.array(rows)
     if data.shape[1] < 2:
         raise DataError(f"{path}: rows need a label and at least one pixel; got {data.shape[1]} cell")
-    labels, pixels = data[:, 0], data[:, 1:]
+    pixels_mode, (labels, pixels) = pixels, (data[:, 0], data[:, 1:])
     if not np.isfinite(data).all():
         raise DataError(f"{path}: contains NaN or infinity")
     if (labels != np.round(labels)).any() or labels.min() < 0:
@@ -151,7 +168,7 @@ def read_csv(path: str | os.PathLike[str], max_value: float = 255.0) -> tuple[np
         raise DataError(f"{path}: labels must be integers >= 0; got {bad:g}")
     if pixels.min() < 0 or pixels.max() > max_value:
         raise DataError(f"{path}: pixels must be in 0..{max_value:g}; got {pixels.min():g}..{pixels.max():g}")
-    return scale_pixels(pixels, max_value), labels.astype(np.int64)
+    return scale_pixels(pixels, max_value, pixels_mode, dtype), labels.astype(np.int64)
 
 
 def _is_number(text: str) -> bool:
@@ -160,3 +177,41 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def hold_out(split: Split, fraction: float, seed: int = 0) -> Split:
+    """``split`` with a seeded ``fraction`` of its training rows moved to a validation set."""
+    fraction = check_fraction("validation fraction", fraction)
+    n = len(split.y_train)
+    n_val = int(round(n * fraction))
+    if fraction > 0 and not 1 <= n_val < n:
+        raise ValueError(f"validation fraction {fraction:g} of {n} training rows leaves no validation "
+                         "or no training rows")
+    if n_val == 0:
+        return split
+    order = np.random.default_rng([seed, 1 << 20]).permutation(n)  # a stream apart from the epoch orders
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return Split(split.X_train[train], split.y_train[train], split.X_test, split.y_test,
+                 split.X_train[val], split.y_train[val])
+
+
+def load(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    train_csv: str | os.PathLike[str] | None = None,
+    test_csv: str | os.PathLike[str] | None = None,
+    pixels: str = "original",
+    dtype: object = np.float64,
+    on_download: Callable[[str, str], object] | None = None,
+) -> Split:
+    """The dataset called ``name``: digits, mnist (``data_dir``, else downloaded to the cache) or csv."""
+    check_choice("dataset", name, DATASETS)
+    if name == "digits":
+        return load_digits(pixels, dtype)
+    if name == "csv":
+        if train_csv is None or test_csv is None:
+            raise ValueError("--dataset csv needs --train-csv FILE and --test-csv FILE")
+        return Split(*read_csv(train_csv, pixels=pixels, dtype=dtype), *read_csv(test_csv, pixels=pixels, dtype=dtype))
+    directory = data_dir if data_dir is not None else download_mnist(on_file=on_download)
+    return load_mnist(directory, pixels, dtype)
