@@ -92,9 +92,9 @@ def to_numpy(a: Any) -> np.ndarray:
 
 def array_module(*arrays: Any) -> ModuleType:
     """The array module of the inputs: cupy if any is a CuPy array, else numpy."""
-    if _cupy is not None:
-        return _cupy.get_array_module(*arrays)
-    return np
+    if _cupy is None or all(type(a) is np.ndarray for a in arrays):  # the common CPU case, without a call
+        return np
+    return _cupy.get_array_module(*arrays)
 
 
 def _numpy_backend(reason: str = "") -> Backend:

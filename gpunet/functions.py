@@ -1,9 +1,12 @@
 """Activations and losses: small tables of (function, derivative) pairs looked up by name.
 
-Arrays are batch-first, ``(N, features)``. Each activation's backward takes its
-*output* ``A`` and the upstream gradient ``dA`` and returns ``dZ``, so the
-derivative is computed from outputs (sigma' = A * (1 - A)). Each loss gives the
-per-sample loss ``(N,)`` and its gradient with respect to the prediction ``Y``.
+Arrays are batch-first, ``(N, features)``. Each activation's forward takes ``Z``
+and may write ``A`` into ``out`` (pass ``out=Z`` to work in place); its backward
+takes its *output* ``A`` and the upstream gradient ``dA``, may overwrite ``dA``,
+and returns ``dZ``, so the derivative is computed from outputs
+(sigma' = A * (1 - A)). In-place forms keep the rounding of the plain formulas.
+Each loss gives the per-sample loss ``(N,)`` and its gradient with respect to
+the prediction ``Y``.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ LEAKY_SLOPE = 0.01
 
 
 class Activation(NamedTuple):
-    forward: Callable[[Array], Array]  # Z -> A
-    backward: Callable[[Array, Array], Array]  # (A, dA) -> dZ
+    forward: Callable[..., Array]  # (Z, out=None) -> A, possibly written into out
+    backward: Callable[[Array, Array], Array]  # (A, dA) -> dZ, possibly written into dA
 
 
 class Loss(NamedTuple):
@@ -26,12 +29,36 @@ class Loss(NamedTuple):
     grad: Callable[[Array, Array], Array]  # (Y, T) -> dLoss_n / dY, (N, out)
 
 
-def sigmoid(Z: Array) -> Array:
-    # 1 / (1 + exp(-z)) without overflow in float32 or float64.
-    return 0.5 * array_module(Z).tanh(0.5 * Z) + 0.5
+def sigmoid(Z: Array, out: Array | None = None) -> Array:
+    # 1 / (1 + exp(-z)) without overflow in float32 or float64: 0.5 * tanh(0.5 * z) + 0.5
+    xp = array_module(Z)
+    A = xp.multiply(Z, 0.5, out=out)
+    xp.tanh(A, out=A)
+    A *= 0.5
+    A += 0.5
+    return A
 
 
-def softmax(Z: Array) -> Array:
+def _sigmoid_backward(A: Array, dA: Array) -> Array:
+    s = 1 - A  # sigma' = A * (1 - A), read off the output
+    s *= A
+    dA *= s
+    return dA
+
+
+def _tanh_backward(A: Array, dA: Array) -> Array:
+    s = A * A  # tanh' = 1 - A^2
+    array_module(A).subtract(1, s, out=s)
+    dA *= s
+    return dA
+
+
+def _relu_backward(A: Array, dA: Array) -> Array:
+    dA *= A > 0
+    return dA
+
+
+def softmax(Z: Array, out: Array | None = None) -> Array:
     xp = array_module(Z)
     E = xp.exp(Z - Z.max(axis=1, keepdims=True))  # shift: exp never overflows
     return E / E.sum(axis=1, keepdims=True)
@@ -43,15 +70,15 @@ def _softmax_backward(A: Array, dA: Array) -> Array:
 
 
 ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation(sigmoid, lambda A, dA: dA * (A * (1 - A))),
-    "tanh": Activation(lambda Z: array_module(Z).tanh(Z), lambda A, dA: dA * (1 - A * A)),
-    "relu": Activation(lambda Z: array_module(Z).maximum(Z, 0), lambda A, dA: dA * (A > 0)),
+    "sigmoid": Activation(sigmoid, _sigmoid_backward),
+    "tanh": Activation(lambda Z, out=None: array_module(Z).tanh(Z, out=out), _tanh_backward),
+    "relu": Activation(lambda Z, out=None: array_module(Z).maximum(Z, 0, out=out), _relu_backward),
     # A > 0 exactly where Z > 0, so the derivative can still be read off the output.
     "leaky_relu": Activation(
-        lambda Z: array_module(Z).where(Z > 0, Z, LEAKY_SLOPE * Z),
+        lambda Z, out=None: array_module(Z).where(Z > 0, Z, LEAKY_SLOPE * Z),
         lambda A, dA: array_module(A).where(A > 0, dA, LEAKY_SLOPE * dA),
     ),
-    "identity": Activation(lambda Z: Z, lambda A, dA: dA),
+    "identity": Activation(lambda Z, out=None: Z, lambda A, dA: dA),
     "softmax": Activation(softmax, _softmax_backward),
 }
 HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu")

@@ -59,6 +59,7 @@ class Network:
             for k, v in init_params(self.sizes, init, self.seed).items()
         }
         self._sgd = SGD()
+        self._buffers: dict[Any, Array] = {}  # train_step's activations and gradients, reused step to step
 
     @property
     def n_layers(self) -> int:
@@ -79,13 +80,19 @@ class Network:
 
     # --- the algorithm -----------------------------------------------------------------
 
-    def _forward(self, X: Array) -> list[Array]:
-        """Activations of every layer, input first: [X, A1, ..., AL]."""
-        As = [X]
+    def _forward(self, X: Array, buffers: dict[Any, Array] | None = None) -> list[Array]:
+        """Activations of every layer, input first: [X, A1, ..., AL].
+
+        With ``buffers`` (train_step's), each layer's product is written into a
+        kept array and activated in place, so a step allocates no large arrays.
+        """
+        xp, As = self.backend.xp, [X]
         for i in range(1, self.n_layers + 1):
             act = ACTIVATIONS[self.output if i == self.n_layers else self.activation]
-            Z = As[-1] @ self.params[f"W{i}"] + self.params[f"b{i}"]  # (N, n_{i-1}) @ (n_{i-1}, n_i)
-            As.append(act.forward(Z))
+            W = self.params[f"W{i}"]
+            Z = xp.matmul(As[-1], W, out=_buffer(buffers, f"A{i}", (X.shape[0], W.shape[1]), W.dtype, xp))
+            Z += self.params[f"b{i}"]  # Z = A @ W + b: (N, n_{i-1}) @ (n_{i-1}, n_i) + (n_i,)
+            As.append(act.forward(Z, out=Z))
         return As
 
     def per_sample_loss(self, Y: Array, T: Array) -> Array:
@@ -93,9 +100,9 @@ class Network:
         fused = FUSED.get((self.output, self.loss_name))
         return fused.per_sample(Y, T) if fused else LOSSES[self.loss_name].per_sample(Y, T)
 
-    def _backward(self, As: list[Array], T: Array) -> dict[str, Array]:
-        """Gradients of the mean per-sample loss for every parameter."""
-        Y, n = As[-1], As[-1].shape[0]
+    def _backward(self, As: list[Array], T: Array, buffers: dict[Any, Array] | None = None) -> dict[str, Array]:
+        """Gradients of the mean per-sample loss for every parameter (into ``buffers`` when given)."""
+        xp, (Y, n) = self.backend.xp, (As[-1], As[-1].shape[0])
         fused = FUSED.get((self.output, self.loss_name))
         if fused:  # dL/dZ directly, e.g. softmax + cross-entropy: Y - T
             delta = fused.delta(Y, T) / n
@@ -103,10 +110,12 @@ class Network:
             delta = ACTIVATIONS[self.output].backward(Y, LOSSES[self.loss_name].grad(Y, T) / n)
         grads: dict[str, Array] = {}
         for i in range(self.n_layers, 0, -1):
-            grads[f"W{i}"] = As[i - 1].T @ delta  # (n_{i-1}, N) @ (N, n_i) -> (n_{i-1}, n_i)
-            grads[f"b{i}"] = delta.sum(axis=0)  # (n_i,)
+            W = self.params[f"W{i}"]
+            # dW_i = A_{i-1}^T delta_i: (n_{i-1}, N) @ (N, n_i) -> (n_{i-1}, n_i)
+            grads[f"W{i}"] = xp.matmul(As[i - 1].T, delta, out=_buffer(buffers, f"dW{i}", W.shape, W.dtype, xp))
+            grads[f"b{i}"] = delta.sum(axis=0, out=_buffer(buffers, f"db{i}", (W.shape[1],), W.dtype, xp))
             if i > 1:  # delta_{i-1} = (delta_i @ W_i^T) * f'(A_{i-1})
-                dA = delta @ self.params[f"W{i}"].T  # (N, n_i) @ (n_i, n_{i-1})
+                dA = xp.matmul(delta, W.T, out=_buffer(buffers, f"dA{i - 1}", As[i - 1].shape, W.dtype, xp))
                 delta = ACTIVATIONS[self.activation].backward(As[i - 1], dA)
         return {k: grads[k] for k in self.params}
 
@@ -138,10 +147,60 @@ class Network:
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a gpunet Optimizer or None; got {type(optimizer).__name__}")
         X = self._input(X)
-        T = self._targets(T, X)
-        As = self._forward(X)
-        (optimizer or self._sgd).step(self.params, self._backward(As, T), lr)
-        return self.per_sample_loss(As[-1], T).sum()
+        return self._step(X, self._targets(T, X), lr, optimizer or self._sgd)
+
+    def _step(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
+        """train_step on checked device arrays (gpunet.train checks its data once, not every step)."""
+        As = self._forward(X, self._buffers)
+        loss = self.per_sample_loss(As[-1], T).sum()
+        optimizer.step(self.params, self._backward(As, T, self._buffers), lr)
+        return loss
+
+    def train_per_sample(self, X: Array, T: Array, lr: float = 0.1) -> Array:
+        """Plain SGD on one row at a time, in order: the article's update, the same maths as
+        calling :meth:`train_step` on each row, in fewer and larger array operations.
+
+        Row ``t`` sees the first layer as updated by rows ``0..t-1``:
+        ``Z1_t = x_t W1 + b1 - lr * sum_k (x_t . x_k + 1) delta1_k``, so one
+        product gives every row's ``x_t W1 + b1`` and one Gram matrix gives the
+        corrections; ``W1`` and ``b1`` take all the updates in one product at
+        the end. The other layers are small and are updated row by row.
+        Returns the summed per-sample loss (each before its step) as a 0-d array.
+        """
+        check_number("lr", lr, positive=True)
+        X = self._input(X)
+        return self._per_sample(X, self._targets(T, X), lr)
+
+    def _per_sample(self, X: Array, T: Array, lr: float) -> Array:
+        """train_per_sample on checked device arrays."""
+        xp, L = self.backend.xp, self.n_layers
+        hidden, out = ACTIVATIONS[self.activation], ACTIVATIONS[self.output]
+        fused = FUSED.get((self.output, self.loss_name))
+        P = self.params
+        Z1 = X @ P["W1"] + P["b1"]  # (K, n_in) @ (n_in, n_1): every row's x_t W1 + b1 as they are now
+        G = X @ X.T  # (K, K): x_t . x_k, how row k's update to W1 moves row t's Z1
+        G += 1  # ... and its update to b1
+        G *= lr
+        D = xp.empty_like(Z1)  # (K, n_1): each row's delta1
+        Y = xp.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)  # each row's output before its step
+        for t in range(X.shape[0]):
+            z = Z1[t : t + 1] - G[t : t + 1, :t] @ D[:t]  # (1, n_1)
+            As = [X[t : t + 1], (out if L == 1 else hidden).forward(z)]
+            for i in range(2, L + 1):
+                act = out if i == L else hidden
+                As.append(act.forward(As[-1] @ P[f"W{i}"] + P[f"b{i}"]))  # (1, n_{i-1}) @ (n_{i-1}, n_i)
+            Y[t] = As[-1][0]
+            delta = fused.delta(As[-1], T[t : t + 1]) if fused else out.backward(
+                As[-1], LOSSES[self.loss_name].grad(As[-1], T[t : t + 1]))
+            for i in range(L, 1, -1):
+                dA = delta @ P[f"W{i}"].T  # (1, n_i) @ (n_i, n_{i-1}), with W_i before its update
+                P[f"W{i}"] -= lr * (As[i - 1].T @ delta)  # (n_{i-1}, 1) @ (1, n_i)
+                P[f"b{i}"] -= lr * delta[0]
+                delta = hidden.backward(As[i - 1], dA)
+            D[t] = delta[0]
+        P["W1"] -= lr * (X.T @ D)  # (n_in, K) @ (K, n_1): the K first-layer updates at once
+        P["b1"] -= lr * D.sum(axis=0)
+        return self.per_sample_loss(Y, T).sum()
 
     def predict(self, X: Array) -> np.ndarray:
         """Predicted class of each row (argmax of the outputs) as a NumPy int array."""
@@ -192,6 +251,16 @@ class Network:
         if T.shape[0] != X.shape[0]:
             raise ValueError(f"T must have one row per row of X ({X.shape[0]}); got {T.shape[0]}")
         return T
+
+
+def _buffer(buffers: dict[Any, Array] | None, key: str, shape: tuple[int, ...], dtype: Any, xp: Any) -> Array | None:
+    """A kept array of this shape for ``key`` (None without buffers: the operation allocates)."""
+    if buffers is None:
+        return None
+    a = buffers.get(key)
+    if a is None or a.shape != shape:  # first use, or a batch of another size (an epoch's last)
+        a = buffers[key] = xp.empty(shape, dtype=dtype)
+    return a
 
 
 def _check_sizes(sizes: Any) -> list[int]:

@@ -130,7 +130,7 @@ def run_experiment(config: TrainConfig, data: Split | None = None) -> dict[str, 
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
-    """A plain-text table; ``columns`` are (heading, key, format) triples like ("test acc", "test_accuracy", "{:.2%}")."""
+    """A plain-text table; ``columns`` are (heading, key, format) like ("test acc", "test_accuracy", "{:.2%}")."""
     cells = [[heading for heading, _, _ in columns]]
     cells += [[fmt.format(row[key]) if row.get(key) is not None else "-" for _, key, fmt in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]

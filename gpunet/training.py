@@ -10,10 +10,11 @@ import numpy as np
 
 from .checks import check_int, check_matrix, check_number
 from .network import Network
-from .optim import Optimizer, make_optimizer
+from .optim import SGD, Optimizer, make_optimizer
 
 Array = Any
 EpochRecord = dict[str, Any]
+PER_SAMPLE_CHUNK = 64  # rows per Network.train_per_sample call: the Gram matrix is CHUNK x CHUNK
 
 
 def train(
@@ -29,6 +30,8 @@ def train(
     seed: int = 0,
     X_test: Array | None = None,
     y_test: Array | None = None,
+    X_val: Array | None = None,
+    y_val: Array | None = None,
     callback: Callable[[EpochRecord], Any] | None = None,
     on_batch: Callable[[int, Array], Any] | None = None,
     start_epoch: int = 1,
@@ -42,11 +45,15 @@ def train(
     same trajectory, and a run resumed with ``start_epoch`` (and the optimiser
     instance or its restored state) continues it exactly. A record holds ``epoch``, ``train_loss`` (mean per-sample loss
     over the epoch, before each step), ``test_loss`` and ``test_accuracy``
-    (None without test data), ``seconds`` and ``samples_per_s``. ``callback`` is
+    (None without test data), ``val_loss`` and ``val_accuracy`` when
+    ``X_val``/``y_val`` are given, ``seconds`` and ``samples_per_s``. ``callback`` is
     called with each record; if it returns True, training stops after that epoch.
     ``on_batch(rows_done, batch_loss_sum)`` is called after every step with the
-    rows done so far this epoch and the batch's summed loss as a 0-d device
-    array (reading it is a CPU-GPU sync; progress bars read it now and then).
+    rows done so far this epoch and the summed loss of the rows since the last
+    call as a 0-d device array (reading it is a CPU-GPU sync; progress bars
+    read it now and then). Per-sample plain SGD (``batch_size=1``, ``SGD``
+    without weight decay) runs through :meth:`Network.train_per_sample` in
+    chunks of ``PER_SAMPLE_CHUNK`` rows: the same updates, far fewer calls.
     """
     check_int("epochs", epochs, 1)
     check_int("batch_size", batch_size, 1)
@@ -58,23 +65,40 @@ def train(
     if (X_test is None) != (y_test is None):
         raise ValueError("X_test and y_test must be given together")
     test = _prepare(net, X_test, y_test, "X_test", "y_test") if X_test is not None else None
+    if (X_val is None) != (y_val is None):
+        raise ValueError("X_val and y_val must be given together")
+    val = _prepare(net, X_val, y_val, "X_val", "y_val") if X_val is not None else None
 
     n = X.shape[0]
+    per_sample = batch_size == 1 and type(opt) is SGD and opt.weight_decay == 0
+    chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
+    xp = backend.xp
+    X_batch = xp.empty((min(chunk, n), X.shape[1]), dtype=X.dtype)
+    T_batch = xp.empty((min(chunk, n), T.shape[1]), dtype=T.dtype)
     history: list[EpochRecord] = []
     for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
         order = backend.to_device(np.random.default_rng([seed, epoch]).permutation(n))  # small, once per epoch
         loss_sum = backend.xp.zeros((), dtype=net.dtype)  # accumulated on the device
-        for lo in range(0, n, batch_size):
-            idx = order[lo : lo + batch_size]
-            batch_loss = net.train_step(X[idx], T[idx], lr, opt)
+        for lo in range(0, n, chunk):
+            idx = order[lo : lo + chunk]
+            full = len(idx) == chunk  # gather full batches into kept arrays: no allocation per step
+            Xb = xp.take(X, idx, axis=0, out=X_batch if full else None)
+            Tb = xp.take(T, idx, axis=0, out=T_batch if full else None)
+            if per_sample:
+                batch_loss = net._per_sample(Xb, Tb, lr)  # data checked once, above
+                opt.t += len(idx)
+            else:
+                batch_loss = net._step(Xb, Tb, lr, opt)
             loss_sum += batch_loss
             if on_batch is not None:
-                on_batch(min(lo + batch_size, n), batch_loss)
+                on_batch(min(lo + chunk, n), batch_loss)
         record: EpochRecord = {"epoch": epoch, "train_loss": float(loss_sum) / n}  # CPU-GPU sync point
         backend.synchronize()
         seconds = time.perf_counter() - start
         record.update(evaluate(net, *test) if test else {"test_loss": None, "test_accuracy": None})
+        if val:
+            record.update({k.replace("test_", "val_"): v for k, v in evaluate(net, *val).items()})
         record.update(seconds=seconds, samples_per_s=n / seconds if seconds > 0 else math.inf)
         history.append(record)
         if callback is not None and callback(record) is True:

@@ -60,7 +60,8 @@ def test_activation_derivatives_from_outputs():
             "relu": (z > 0) * 1.0, "leaky_relu": np.where(z > 0, 1.0, 0.01)}
     for name, d in want.items():
         act = ACTIVATIONS[name]
-        np.testing.assert_allclose(act.backward(act.forward(z), dA), d, rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(act.backward(act.forward(z), dA.copy()), d,  # backward may overwrite dA
+                                   rtol=1e-12, err_msg=name)
 
 
 def test_softmax_is_shift_invariant_and_stable():

@@ -115,3 +115,21 @@ def test_train_history(candidate):
     want_params, want_hist = run(ref_backend, ref_dtype)
     _assert_close(got_params, want_params, TOLERANCE[dtype])
     _assert_close(np.array(got_hist), np.array(want_hist), TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("sizes, activation, output, loss", [
+    ([12, 9, 4], "tanh", "softmax", "cross-entropy"),
+    ([12, 9, 7, 4], "relu", "sigmoid", "squared"),
+    ([12, 4], "sigmoid", "identity", "absolute"),
+])
+def test_train_per_sample_is_train_step_row_by_row(backend, sizes, activation, output, loss):
+    rng = np.random.default_rng(7)
+    X = rng.random((70, sizes[0]))
+    T = np.eye(sizes[-1])[rng.integers(0, sizes[-1], 70)]
+    fast, plain = (gpunet.Network(sizes, activation, output, loss, init="fan-in", backend=backend, dtype="float64")
+                   for _ in range(2))
+    total = float(fast.train_per_sample(X, T, lr=0.2))
+    expected = sum(float(plain.train_step(X[i : i + 1], T[i : i + 1], lr=0.2)) for i in range(70))
+    assert total == pytest.approx(expected, rel=1e-12)
+    for k, v in plain.get_params().items():
+        assert rel_diff(fast.get_params()[k], v) <= 1e-12, k
