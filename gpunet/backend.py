@@ -6,8 +6,10 @@ or from its input arrays via :func:`array_module`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
@@ -15,6 +17,11 @@ from typing import Any
 import numpy as np
 
 BACKEND_NAMES = ("auto", "numpy", "cupy")
+# Below this many multiply-adds per matrix product, a second BLAS thread costs more
+# than it saves: its share of each result sits in the other core's cache, and the
+# next in-place update pulls it across (batch 64, 784-100-10 on 2 cores: the SGD
+# update takes 26 us on one thread, 112 us on two; see scripts/benchmark.py).
+SMALL_PRODUCT = 1 << 23
 INSTALL_HINT = 'pip install "gpunet[cuda12]" (or "gpunet[cuda13]" for CUDA 13)'
 
 try:  # Guarded import: remember why it failed, report it when the GPU is asked for.
@@ -75,6 +82,18 @@ class Backend:
         """Wait until queued device work has finished (a no-op on NumPy)."""
         if self.xp is not np:
             self.xp.cuda.get_current_stream().synchronize()
+
+    @contextlib.contextmanager
+    def products_of_size(self, multiply_adds: int) -> Iterator[None]:
+        """Within this block the largest matrix product has ``multiply_adds``: on NumPy,
+        small ones run on one BLAS thread (threadpoolctl); CuPy is unaffected."""
+        if self.xp is not np or multiply_adds >= SMALL_PRODUCT:
+            yield
+            return
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):
+            yield
 
     def free_memory(self) -> None:
         """Return cached device blocks to the driver (a no-op on NumPy)."""

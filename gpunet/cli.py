@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=d.optimizer,
                    help=f"optimiser (default: {d.optimizer})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default: {d.lr})")
+    p.add_argument("--lr-decay", type=float, default=d.lr_decay, metavar="FACTOR",
+                   help="multiply the learning rate by this after every epoch, in (0, 1] (default: 1, constant)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"passes over the data in all (default: {DEFAULT_EPOCHS}, or the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
@@ -255,8 +257,8 @@ def run_train(config: TrainConfig) -> int:
     bar.reset(total=len(data.y_train))
     history = train(
         net, data.X_train, data.y_train, epochs=epochs, batch_size=config.batch_size,
-        lr=config.lr, optimizer=optimizer, seed=config.seed, X_test=data.X_test, y_test=data.y_test,
-        X_val=data.X_val, y_val=data.y_val, callback=end_epoch, on_batch=on_batch, start_epoch=start_epoch,
+        lr=config.lr, lr_decay=config.lr_decay, optimizer=optimizer, seed=config.seed,
+        X_test=data.X_test, y_test=data.y_test, X_val=data.X_val, y_val=data.y_val, callback=end_epoch, on_batch=on_batch, start_epoch=start_epoch,
     )
     bar.close()
     last = history[-1]

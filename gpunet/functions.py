@@ -2,9 +2,10 @@
 
 Arrays are batch-first, ``(N, features)``. Each activation's forward takes ``Z``
 and may write ``A`` into ``out`` (pass ``out=Z`` to work in place); its backward
-takes its *output* ``A`` and the upstream gradient ``dA``, may overwrite ``dA``,
-and returns ``dZ``, so the derivative is computed from outputs
-(sigma' = A * (1 - A)). In-place forms keep the rounding of the plain formulas.
+takes its *output* ``A`` and the upstream gradient ``dA``, may overwrite both
+(backpropagation is done with them), and returns ``dZ``, so the derivative is
+computed from outputs (sigma' = A * (1 - A)). The in-place forms allocate no
+temporaries; they differ from the plain formulas at most by rounding.
 Each loss gives the per-sample loss ``(N,)`` and its gradient with respect to
 the prediction ``Y``.
 """
@@ -40,16 +41,16 @@ def sigmoid(Z: Array, out: Array | None = None) -> Array:
 
 
 def _sigmoid_backward(A: Array, dA: Array) -> Array:
-    s = 1 - A  # sigma' = A * (1 - A), read off the output
-    s *= A
-    dA *= s
+    dA *= A  # dA * sigma', sigma' = A * (1 - A) read off the output
+    array_module(A).subtract(1, A, out=A)  # A is spent: reuse it for 1 - A, no temporary
+    dA *= A
     return dA
 
 
 def _tanh_backward(A: Array, dA: Array) -> Array:
-    s = A * A  # tanh' = 1 - A^2
-    array_module(A).subtract(1, s, out=s)
-    dA *= s
+    A *= A  # tanh' = 1 - A^2, computed in A's memory (A is spent)
+    array_module(A).subtract(1, A, out=A)
+    dA *= A
     return dA
 
 

@@ -35,6 +35,7 @@ class TrainConfig:
     init: str = "he"
     optimizer: str = "adam"
     lr: float = 0.001
+    lr_decay: float = 1.0  # epoch e trains at lr * lr_decay ** (e - 1)
     epochs: int | None = None  # None: DEFAULT_EPOCHS, or the checkpoint's when resuming
     batch_size: int = 16
     weight_decay: float = 0.0
@@ -55,6 +56,8 @@ class TrainConfig:
     def __post_init__(self) -> None:  # fail before anything is printed or loaded
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay, positive=False)
+        if not (isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay <= 1):
+            raise ValueError(f"lr_decay must be in (0, 1]; got {self.lr_decay!r}")
         check_fraction("validation", self.validation)
         if self.early_stopping is not None:
             check_int("early_stopping", self.early_stopping, 1)
@@ -115,8 +118,8 @@ def run_experiment(config: TrainConfig, data: Split | None = None) -> dict[str, 
     start = time.perf_counter()
     history = train(
         net, data.X_train, data.y_train, epochs=config.epochs or DEFAULT_EPOCHS, batch_size=config.batch_size,
-        lr=config.lr, optimizer=optimizer, seed=config.seed, X_test=data.X_test, y_test=data.y_test,
-        X_val=data.X_val, y_val=data.y_val,
+        lr=config.lr, lr_decay=config.lr_decay, optimizer=optimizer, seed=config.seed,
+        X_test=data.X_test, y_test=data.y_test, X_val=data.X_val, y_val=data.y_val,
     )
     seconds = time.perf_counter() - start
     last = history[-1]

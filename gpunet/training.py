@@ -25,6 +25,7 @@ def train(
     epochs: int = 5,
     batch_size: int = 32,
     lr: float = 0.1,
+    lr_decay: float = 1.0,
     optimizer: str | Optimizer = "sgd",
     weight_decay: float = 0.0,
     seed: int = 0,
@@ -48,6 +49,8 @@ def train(
     (None without test data), ``val_loss`` and ``val_accuracy`` when
     ``X_val``/``y_val`` are given, ``seconds`` and ``samples_per_s``. ``callback`` is
     called with each record; if it returns True, training stops after that epoch.
+    Epoch ``e`` trains at ``lr * lr_decay ** (e - 1)`` (recorded as ``lr``), so a
+    resumed run picks up the schedule where it was.
     ``on_batch(rows_done, batch_loss_sum)`` is called after every step with the
     rows done so far this epoch and the summed loss of the rows since the last
     call as a 0-d device array (reading it is a CPU-GPU sync; progress bars
@@ -58,6 +61,8 @@ def train(
     check_int("epochs", epochs, 1)
     check_int("batch_size", batch_size, 1)
     check_number("lr", lr, positive=True)
+    if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
+        raise ValueError(f"lr_decay must be in (0, 1]; got {lr_decay!r}")
     check_int("start_epoch", start_epoch, 1)
     opt = make_optimizer(optimizer, weight_decay)
     backend = net.backend
@@ -78,22 +83,25 @@ def train(
     history: list[EpochRecord] = []
     for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
+        epoch_lr = lr * lr_decay ** (epoch - 1)
         order = backend.to_device(np.random.default_rng([seed, epoch]).permutation(n))  # small, once per epoch
         loss_sum = backend.xp.zeros((), dtype=net.dtype)  # accumulated on the device
-        for lo in range(0, n, chunk):
-            idx = order[lo : lo + chunk]
-            full = len(idx) == chunk  # gather full batches into kept arrays: no allocation per step
-            Xb = xp.take(X, idx, axis=0, out=X_batch if full else None)
-            Tb = xp.take(T, idx, axis=0, out=T_batch if full else None)
-            if per_sample:
-                batch_loss = net._per_sample(Xb, Tb, lr)  # data checked once, above
-                opt.t += len(idx)
-            else:
-                batch_loss = net._step(Xb, Tb, lr, opt)
-            loss_sum += batch_loss
-            if on_batch is not None:
-                on_batch(min(lo + chunk, n), batch_loss)
-        record: EpochRecord = {"epoch": epoch, "train_loss": float(loss_sum) / n}  # CPU-GPU sync point
+        with backend.products_of_size(chunk * max(a * b for a, b in zip(net.sizes, net.sizes[1:]))):
+            for lo in range(0, n, chunk):
+                idx = order[lo : lo + chunk]
+                full = len(idx) == chunk  # gather full batches into kept arrays: no allocation per step
+                Xb = xp.take(X, idx, axis=0, out=X_batch if full else None)
+                Tb = xp.take(T, idx, axis=0, out=T_batch if full else None)
+                if per_sample:
+                    batch_loss = net._per_sample(Xb, Tb, epoch_lr)  # data checked once, above
+                    opt.t += len(idx)
+                else:
+                    batch_loss = net._step(Xb, Tb, epoch_lr, opt)
+                loss_sum += batch_loss
+                if on_batch is not None:
+                    on_batch(min(lo + chunk, n), batch_loss)
+        record: EpochRecord = {"epoch": epoch, "lr": epoch_lr,
+                               "train_loss": float(loss_sum) / n}  # CPU-GPU sync point
         backend.synchronize()
         seconds = time.perf_counter() - start
         record.update(evaluate(net, *test) if test else {"test_loss": None, "test_accuracy": None})
@@ -130,6 +138,6 @@ def _prepare(net: Network, X: Array, y: Array, x_label: str, y_label: str) -> tu
     if T.shape[0] != X.shape[0]:
         raise ValueError(f"{y_label} must have one entry per row of {x_label} ({X.shape[0]}); got {T.shape[0]}")
     for label, a in ((x_label, X), (y_label, T)):
-        if not np.isfinite(a).all():
+        if not (np.isfinite(a.min()) and np.isfinite(a.max())):  # NaN propagates; two fast reductions
             raise ValueError(f"{label} contains NaN or infinity")
     return net.backend.to_device(X, net.dtype), net.backend.to_device(T, net.dtype), labels

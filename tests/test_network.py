@@ -169,7 +169,7 @@ def test_train_reaches_high_accuracy_on_digits_and_reports_history():
     h = gpunet.train(net, d.X_train, d.y_train, epochs=8, batch_size=16, lr=0.003, optimizer="adam",
                      X_test=d.X_test, y_test=d.y_test, callback=seen.append)
     assert seen == h and [r["epoch"] for r in h] == list(range(1, 9))
-    assert set(h[0]) == {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds", "samples_per_s"}
+    assert set(h[0]) == {"epoch", "lr", "train_loss", "test_loss", "test_accuracy", "seconds", "samples_per_s"}
     assert h[-1]["train_loss"] < h[0]["train_loss"] / 3
     assert h[-1]["test_accuracy"] >= 0.95
     assert h[-1]["samples_per_s"] == pytest.approx(len(d.y_train) / h[-1]["seconds"])

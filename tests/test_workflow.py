@@ -75,6 +75,18 @@ def test_train_with_validation_reports_it_and_stops_on_it(tmp_path, capsys):
     assert f"no better validation loss than epoch {best + 1}'s" in out
 
 
+def test_lr_decay_schedule_is_recorded_and_resumes(tmp_path):
+    common = ["train", "--quiet", "--hidden", "30", "--lr", "0.004", "--lr-decay", "0.5"]
+    assert main([*common, "--epochs", "4", "--out", "whole"]) == 0
+    assert main([*common, "--epochs", "2", "--out", "part"]) == 0
+    assert main(["train", "--quiet", "--resume", "part/model.npz", "--epochs", "4"]) == 0
+    whole = [json.loads(x) for x in (tmp_path / "whole/metrics.jsonl").read_text().splitlines()]
+    part = [json.loads(x) for x in (tmp_path / "part/metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in whole] == [0.004, 0.002, 0.001, 0.0005]
+    assert [(r["lr"], r["train_loss"], r["test_loss"]) for r in part] == [
+        (r["lr"], r["train_loss"], r["test_loss"]) for r in whole]
+
+
 # --- metrics and evaluate ----------------------------------------------------------------
 
 
