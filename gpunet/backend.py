@@ -95,6 +95,13 @@ class Backend:
         with threadpool_limits(1, user_api="blas"):
             yield
 
+    @property
+    def out_of_memory_errors(self) -> tuple[type[BaseException], ...]:
+        """What this backend raises when an array does not fit."""
+        if self.xp is np:
+            return (MemoryError,)
+        return (MemoryError, _cupy.cuda.memory.OutOfMemoryError)
+
     def free_memory(self) -> None:
         """Return cached device blocks to the driver (a no-op on NumPy)."""
         if self.xp is not np:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .backend import Backend
+from .backend import Backend, BackendUnavailableError
 from .files import atomic_write, require_file
 from .network import Network
 from .optim import Optimizer, make_optimizer
@@ -50,12 +49,12 @@ def load_checkpoint(
         net.set_params({k.removeprefix("param/"): v for k, v in arrays.items() if k.startswith("param/")})
         opt_header = dict(header["optimizer"])
         optimizer = make_optimizer(opt_header.pop("name"), **{k: v for k, v in opt_header.items() if k != "t"})
-        optimizer.load_state_dict(
-            {"t": opt_header["t"], **{k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}},
-            net.params,
-        )
+        state = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
+        optimizer.load_state_dict({"t": opt_header["t"], **state}, net.params)
         return net, optimizer, header["meta"]
-    except CheckpointError:
+    except (CheckpointError, BackendUnavailableError, MemoryError):
         raise
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+    except Exception as exc:  # noqa: BLE001
+        # A damaged zip, a missing field, a wrong shape or type: numpy, zipfile and json raise many
+        # types (BadZipFile, KeyError, ValueError, zlib.error, ...); to the caller it is one thing.
         raise CheckpointError(f"{path}: not a readable gpunet checkpoint ({type(exc).__name__}: {exc})") from None

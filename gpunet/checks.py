@@ -32,6 +32,13 @@ def check_number(label: str, value: Any, *, positive: bool) -> float:
     return float(value)
 
 
+def check_decay(label: str, value: Any) -> float:
+    """A factor in (0, 1], as a learning-rate decay must be."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ValueError(f"{label} must be in (0, 1]; got {value!r}")
+    return float(value)
+
+
 def check_fraction(label: str, value: Any) -> float:
     """A number in [0, 1), as momentum and Adam's betas must be."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:

@@ -6,7 +6,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -26,7 +28,7 @@ from .init import INITS
 from .network import DTYPES
 from .optim import OPTIMIZERS
 from .runs import DEFAULT_EPOCHS, TrainConfig, build, load_data
-from .training import train
+from .training import DeviceMemoryError, DivergenceError, TrainingInterrupted, train
 
 EXAMPLES = """examples:
   gpunet train                                  # the default network on the 8x8 digits
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"gpunet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     d = TrainConfig()
     p = commands.add_parser(
@@ -178,7 +181,7 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    return {k: v for k, v in vars(args).items() if k not in ("command", "run", "debug")}
 
 
 def run_train(config: TrainConfig) -> int:
@@ -190,14 +193,18 @@ def run_train(config: TrainConfig) -> int:
         config = replace(saved, epochs=config.epochs or saved.epochs, out=config.out or str(Path(config.resume).parent),
                          resume=config.resume, backend=config.backend, quiet=config.quiet)
         start_epoch, last_record = meta["epoch"] + 1, meta["record"]
+        position = meta.get("position") or {"row": 0, "loss_sum": 0.0}  # set by an interrupted run
     epochs = config.epochs or DEFAULT_EPOCHS
     data = load_data(config, _say_download(config.quiet))
     if config.resume is None:
         net, optimizer = build(config, data.X_train.shape[1], backend)
-        start_epoch, last_record = 1, None
+        start_epoch, last_record, position = 1, None, {"row": 0, "loss_sum": 0.0}
     elif net.sizes[0] != data.X_train.shape[1]:
         raise ValueError(f"{config.resume}: the network takes {net.sizes[0]} inputs; "
                          f"the {config.dataset} images have {data.X_train.shape[1]}")
+    if data.X_test.shape[1] != data.X_train.shape[1]:  # bad data must fail before anything is written
+        raise ValueError(f"{config.dataset} test images have {data.X_test.shape[1]} pixels; "
+                         f"the training images have {data.X_train.shape[1]}")
     for part, labels in (("train", data.y_train), ("validation", data.y_val), ("test", data.y_test)):
         if labels is None:
             continue
@@ -213,11 +220,13 @@ def run_train(config: TrainConfig) -> int:
         print(f"network: {net}")
         val = f" / {len(data.y_val)} validation" if data.y_val is not None else ""
         print(f"data: {config.dataset}, {len(data.y_train)} train{val} / {len(data.y_test)} test images")
-        print(f"output: {out}" + (f" (resuming after epoch {start_epoch - 1})" if config.resume else ""))
+        where = f"epoch {start_epoch - 1}" + (f" and {position['row']} rows of epoch {start_epoch}"
+                                               if position["row"] else "")
+        print(f"output: {out}" + (f" (resuming after {where})" if config.resume else ""))
     _write_json(out / "config.json",
                 {**asdict(config), "network": net.config(), "preprocessing": _preprocessing(config)})
     _rewrite_metrics(out / "metrics.jsonl", last_record)
-    if start_epoch > epochs:
+    if start_epoch > epochs and not position["row"]:
         print(f"nothing to do: the checkpoint already holds {start_epoch - 1} epochs (ask for more with --epochs)")
         return 0
 
@@ -232,12 +241,17 @@ def run_train(config: TrainConfig) -> int:
             bar.set_postfix(loss=f"{float(batch_loss) / new:.4f}")  # CPU-GPU sync point
 
     best = {"loss": math.inf, "epoch": start_epoch - 1}
+    finished = {"record": last_record}
+
+    def checkpoint(record: dict[str, Any] | None, position: dict[str, Any] | None = None) -> None:
+        save_checkpoint(out / "model.npz", net, optimizer,
+                        {"epoch": record["epoch"] if record else 0, "record": record, "position": position,
+                         "train_config": asdict(config), "preprocessing": _preprocessing(config)})
 
     def end_epoch(record: dict[str, Any]) -> bool:
         record["backend"] = backend.name
-        save_checkpoint(out / "model.npz", net, optimizer,
-                        {"epoch": record["epoch"], "record": record, "train_config": asdict(config),
-                         "preprocessing": _preprocessing(config)})
+        checkpoint(record)
+        finished["record"] = record
         with open(out / "metrics.jsonl", "a") as f:  # one whole line per write
             f.write(json.dumps(record) + "\n")
         bar.reset(total=len(data.y_train))
@@ -255,17 +269,61 @@ def run_train(config: TrainConfig) -> int:
         return stop
 
     bar.reset(total=len(data.y_train))
-    history = train(
-        net, data.X_train, data.y_train, epochs=epochs, batch_size=config.batch_size,
-        lr=config.lr, lr_decay=config.lr_decay, optimizer=optimizer, seed=config.seed,
-        X_test=data.X_test, y_test=data.y_test, X_val=data.X_val, y_val=data.y_val, callback=end_epoch, on_batch=on_batch, start_epoch=start_epoch,
-    )
+    stop = _CtrlC(config.quiet)
+    try:
+        with stop:
+            history = train(
+                net, data.X_train, data.y_train, epochs=epochs, batch_size=config.batch_size,
+                lr=config.lr, lr_decay=config.lr_decay, optimizer=optimizer, seed=config.seed,
+                X_test=data.X_test, y_test=data.y_test, X_val=data.X_val, y_val=data.y_val,
+                callback=end_epoch, on_batch=on_batch, should_stop=stop.pressed, start_epoch=start_epoch,
+                start_row=position["row"], start_loss=position["loss_sum"],
+            )
+    except TrainingInterrupted as exc:
+        bar.close()
+        checkpoint(finished["record"], {"epoch": exc.epoch, "row": exc.rows, "loss_sum": exc.loss_sum})
+        print(f"gpunet train: interrupted in epoch {exc.epoch} after {exc.rows} of {len(data.y_train)} rows; "
+              f"saved {out / 'model.npz'}; resume with: gpunet train --resume {out / 'model.npz'}",
+              file=sys.stderr)
+        return 130
+    except DivergenceError as exc:
+        bar.close()
+        kept = (f"{out / 'model.npz'} still holds epoch {finished['record']['epoch']}" if finished["record"]
+                else "no checkpoint was written")
+        raise DivergenceError(f"{exc}; {kept}", exc.epoch) from None
     bar.close()
     last = history[-1]
     seconds = sum(r["seconds"] for r in history)
     plural = "s" if last["epoch"] > 1 else ""
     print(f"test accuracy {last['test_accuracy']:.2%} after {last['epoch']} epoch{plural} ({seconds:.2f} s training)")
     return 0
+
+
+class _CtrlC:
+    """While active, the first Ctrl-C asks training to stop after the current step; a second stops at once."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.count, self.previous = quiet, 0, None
+
+    def pressed(self) -> bool:
+        return self.count > 0
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count > 1:
+            raise KeyboardInterrupt
+        if not self.quiet:
+            print("\nstopping after this step and saving a checkpoint (Ctrl-C again to stop at once)",
+                  file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def _new_run_dir() -> Path:
@@ -289,6 +347,9 @@ def _prepare_out(out: Path, config: TrainConfig, resuming: bool) -> None:
     if not resuming and (out / "model.npz").exists():
         raise ValueError(f"--out {out} already holds a run; pass --resume {out / 'model.npz'} or another --out")
     _prepare_folder(out, "--out")
+    for name in ("model.npz", "config.json", "metrics.jsonl"):  # left by a process killed mid-write
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 def _prepare_folder(out: Path, option: str) -> None:
@@ -448,11 +509,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, TypeError, BackendUnavailableError, DownloadError, OSError, ImportError) as exc:
-        print(f"gpunet {args.command}: error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"gpunet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except (DivergenceError, DeviceMemoryError) as exc:  # the input was fine; the run failed
+        if args.debug:
+            raise
+        print(f"gpunet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"gpunet {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,9 @@ and labels as int64 ``(N,)``.
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -81,7 +83,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             raw = f.read()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     if len(raw) < 4 or raw[:2] != b"\x00\x00":
         raise DataError(f"{path}: not an IDX file (expected two zero bytes, got {raw[:2]!r})")
@@ -91,7 +93,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if ndim < 1 or len(raw) < 4 + 4 * ndim:
         raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes for {ndim} dimensions)")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = 4 + 4 * ndim + int(np.prod(shape, dtype=np.int64))
+    expected = 4 + 4 * ndim + math.prod(shape)  # Python ints: no overflow
     if len(raw) != expected:
         raise DataError(f"{path}: {len(raw)} bytes, but dimensions {shape} need {expected}")
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)

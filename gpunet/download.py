@@ -23,6 +23,7 @@ MNIST_MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",  # the original site
 )
 DATA_ENV = "GPUNET_DATA"
+MIRRORS_ENV = "GPUNET_MNIST_MIRRORS"  # comma-separated base URLs used instead of MNIST_MIRRORS (a local mirror)
 CHUNK = 1 << 16
 
 
@@ -66,7 +67,7 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> None:
 
 def download_mnist(
     directory: Path | None = None,
-    mirrors: Sequence[str] = MNIST_MIRRORS,
+    mirrors: Sequence[str] | None = None,
     timeout: float = 30.0,
     on_file: Callable[[str, str], None] | None = None,
     files: dict[str, str] = MNIST_MD5,
@@ -76,10 +77,13 @@ def download_mnist(
     A file already there with the right md5 is kept; a missing or damaged one is
     fetched from each mirror in turn until one gives the right checksum.
     ``on_file(name, url)`` is called before each attempt (for progress messages);
-    ``files`` maps file names to their md5s.
+    ``files`` maps file names to their md5s. ``mirrors`` defaults to
+    ``$GPUNET_MNIST_MIRRORS`` (comma-separated base URLs), else ``MNIST_MIRRORS``.
     """
     directory = Path(directory) if directory is not None else cache_dir() / "mnist"
-    created = not directory.exists()
+    if mirrors is None:
+        mirrors = [m.strip() for m in os.environ.get(MIRRORS_ENV, "").split(",") if m.strip()] or MNIST_MIRRORS
+    created = [d for d in (directory, *directory.parents) if not d.exists()]  # leaf first
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -87,8 +91,9 @@ def download_mnist(
     try:
         _download_missing(directory, mirrors, timeout, on_file, files)
     except BaseException:
-        if created and not any(directory.iterdir()):
-            directory.rmdir()  # leave no trace of a download that got nothing
+        for d in created:  # leave no trace of a download that got nothing
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
         raise
     return directory
 
@@ -112,7 +117,9 @@ def _download_missing(
             try:
                 fetch(url, dest, md5, timeout)
                 break
-            except (OSError, DownloadError, urllib.error.URLError, ValueError) as exc:
+            except DownloadError as exc:  # its message names the URL
+                errors.append(str(exc))
+            except (OSError, urllib.error.URLError, ValueError) as exc:
                 errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
         else:
             raise DownloadError(

@@ -27,7 +27,7 @@ class ImageError(ValueError):
 
 def read_grey(path: str | os.PathLike[str]) -> np.ndarray:
     """The image at ``path`` as grey levels in [0, 1] (1 is white), any size, colour or mode."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = require_file(path, ImageError)
     try:
@@ -38,7 +38,9 @@ def read_grey(path: str | os.PathLike[str]) -> np.ndarray:
                 white = Image.new("RGBA", image.size, "white")
                 image = Image.alpha_composite(white, image)
             grey = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # noqa: BLE001  (UnidentifiedImageError, DecompressionBombError, ...)
+        # Pillow's decoders raise many types on damaged files (OSError, SyntaxError, struct.error, ...):
+        # to the caller each is the same thing, a file that is not a readable image.
         raise ImageError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
     if grey.ndim != 2 or min(grey.shape) < 1:
         raise ImageError(f"{path}: empty image")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .backend import Backend, get_backend
-from .checks import check_fraction, check_int, check_number
+from .checks import check_decay, check_fraction, check_int, check_number
 from .datasets import Split, hold_out, load
 from .files import atomic_write, require_file
 from .network import Network
@@ -56,8 +56,7 @@ class TrainConfig:
     def __post_init__(self) -> None:  # fail before anything is printed or loaded
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay, positive=False)
-        if not (isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay <= 1):
-            raise ValueError(f"lr_decay must be in (0, 1]; got {self.lr_decay!r}")
+        check_decay("lr_decay", self.lr_decay)
         check_fraction("validation", self.validation)
         if self.early_stopping is not None:
             check_int("early_stopping", self.early_stopping, 1)

@@ -1,4 +1,9 @@
-"""The training loop: shuffle, batch, step, evaluate; returns a history and never prints."""
+"""The training loop: shuffle, batch, step, evaluate; returns a history and never prints.
+
+It stops with an exception, never a half-done state: DivergenceError when the
+loss or a parameter stops being finite, DeviceMemoryError when an array does not
+fit, TrainingInterrupted when ``should_stop`` says so between two steps.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,37 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .checks import check_int, check_matrix, check_number
+from .checks import check_decay, check_int, check_matrix, check_number
 from .network import Network
 from .optim import SGD, Optimizer, make_optimizer
 
 Array = Any
 EpochRecord = dict[str, Any]
 PER_SAMPLE_CHUNK = 64  # rows per Network.train_per_sample call: the Gram matrix is CHUNK x CHUNK
+CHECK_EVERY = 100  # steps between reads of the running loss (a CPU-GPU sync) for the divergence guard
+
+
+class DivergenceError(ArithmeticError):
+    """The loss or a parameter became NaN or infinite; the message says when and what to change."""
+
+    def __init__(self, message: str, epoch: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+
+
+class DeviceMemoryError(MemoryError):
+    """An array did not fit in the device's (or host's) memory; the message gives the sizes."""
+
+
+class TrainingInterrupted(Exception):
+    """``should_stop`` asked to stop; the network and optimiser hold the state after ``rows`` rows of ``epoch``.
+
+    Resume with ``train(..., start_epoch=epoch, start_row=rows, start_loss=loss_sum)``.
+    """
+
+    def __init__(self, epoch: int, rows: int, loss_sum: float) -> None:
+        super().__init__(f"interrupted in epoch {epoch} after {rows} rows")
+        self.epoch, self.rows, self.loss_sum = epoch, rows, loss_sum
 
 
 def train(
@@ -35,35 +64,44 @@ def train(
     y_val: Array | None = None,
     callback: Callable[[EpochRecord], Any] | None = None,
     on_batch: Callable[[int, Array], Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     start_epoch: int = 1,
+    start_row: int = 0,
+    start_loss: float = 0.0,
 ) -> list[EpochRecord]:
     """Train ``net`` in place with mini-batches and return one record per epoch.
 
     ``y_train``/``y_test`` are integer labels (targets are made by
     :meth:`Network.targets`) or target matrices ``(N, n_out)``. The data moves to
     the network's backend once; epoch ``e``'s order comes from
-    ``numpy.random.default_rng([seed, e])``, so the same seed and data give the
-    same trajectory, and a run resumed with ``start_epoch`` (and the optimiser
-    instance or its restored state) continues it exactly. A record holds ``epoch``, ``train_loss`` (mean per-sample loss
-    over the epoch, before each step), ``test_loss`` and ``test_accuracy``
-    (None without test data), ``val_loss`` and ``val_accuracy`` when
-    ``X_val``/``y_val`` are given, ``seconds`` and ``samples_per_s``. ``callback`` is
-    called with each record; if it returns True, training stops after that epoch.
-    Epoch ``e`` trains at ``lr * lr_decay ** (e - 1)`` (recorded as ``lr``), so a
-    resumed run picks up the schedule where it was.
-    ``on_batch(rows_done, batch_loss_sum)`` is called after every step with the
-    rows done so far this epoch and the summed loss of the rows since the last
-    call as a 0-d device array (reading it is a CPU-GPU sync; progress bars
-    read it now and then). Per-sample plain SGD (``batch_size=1``, ``SGD``
-    without weight decay) runs through :meth:`Network.train_per_sample` in
-    chunks of ``PER_SAMPLE_CHUNK`` rows: the same updates, far fewer calls.
+    ``numpy.random.default_rng([seed, e])`` and it trains at
+    ``lr * lr_decay ** (e - 1)``, so the same seed and data give the same
+    trajectory, and a run resumed with ``start_epoch`` (and ``start_row`` and
+    ``start_loss`` mid-epoch, with the optimiser's state restored) continues it
+    exactly.
+
+    A record holds ``epoch``, ``lr``, ``train_loss`` (mean per-sample loss over
+    the epoch, each before its step), ``test_loss`` and ``test_accuracy`` (None
+    without test data), ``val_loss`` and ``val_accuracy`` when ``X_val``/``y_val``
+    are given, ``seconds`` and ``samples_per_s``. ``callback`` is called with
+    each record; if it returns True, training stops after that epoch.
+    ``on_batch(rows_done, loss)`` is called after every step with the rows done
+    so far this epoch and the summed loss of that step's rows as a 0-d device
+    array (reading it is a CPU-GPU sync). ``should_stop()`` is asked after every
+    step; True raises :class:`TrainingInterrupted` with the position.
+
+    Per-sample plain SGD (``batch_size=1``, ``SGD`` without weight decay) runs
+    through :meth:`Network.train_per_sample` in chunks of ``PER_SAMPLE_CHUNK``
+    rows: the same updates, far fewer calls. The running loss is read every
+    ``CHECK_EVERY`` steps: a NaN or infinity raises :class:`DivergenceError`
+    before the epoch's callback, so a caller's last checkpoint stays good.
     """
     check_int("epochs", epochs, 1)
     check_int("batch_size", batch_size, 1)
     check_number("lr", lr, positive=True)
-    if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
-        raise ValueError(f"lr_decay must be in (0, 1]; got {lr_decay!r}")
+    check_decay("lr_decay", lr_decay)
     check_int("start_epoch", start_epoch, 1)
+    check_int("start_row", start_row, 0)
     opt = make_optimizer(optimizer, weight_decay)
     backend = net.backend
     X, T, _ = _prepare(net, X_train, y_train, "X_train", "y_train")
@@ -75,43 +113,94 @@ def train(
     val = _prepare(net, X_val, y_val, "X_val", "y_val") if X_val is not None else None
 
     n = X.shape[0]
+    if start_row >= n:
+        raise ValueError(f"start_row must be below the {n} training rows; got {start_row}")
     per_sample = batch_size == 1 and type(opt) is SGD and opt.weight_decay == 0
     chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
     xp = backend.xp
-    X_batch = xp.empty((min(chunk, n), X.shape[1]), dtype=X.dtype)
-    T_batch = xp.empty((min(chunk, n), T.shape[1]), dtype=T.dtype)
+    try:
+        X_batch = xp.empty((min(chunk, n), X.shape[1]), dtype=X.dtype)
+        T_batch = xp.empty((min(chunk, n), T.shape[1]), dtype=T.dtype)
+    except backend.out_of_memory_errors as exc:
+        raise _out_of_memory(net, chunk, exc) from None
     history: list[EpochRecord] = []
     for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
         epoch_lr = lr * lr_decay ** (epoch - 1)
         order = backend.to_device(np.random.default_rng([seed, epoch]).permutation(n))  # small, once per epoch
-        loss_sum = backend.xp.zeros((), dtype=net.dtype)  # accumulated on the device
-        with backend.products_of_size(chunk * max(a * b for a, b in zip(net.sizes, net.sizes[1:]))):
-            for lo in range(0, n, chunk):
-                idx = order[lo : lo + chunk]
-                full = len(idx) == chunk  # gather full batches into kept arrays: no allocation per step
-                Xb = xp.take(X, idx, axis=0, out=X_batch if full else None)
-                Tb = xp.take(T, idx, axis=0, out=T_batch if full else None)
-                if per_sample:
-                    batch_loss = net._per_sample(Xb, Tb, epoch_lr)  # data checked once, above
-                    opt.t += len(idx)
-                else:
-                    batch_loss = net._step(Xb, Tb, epoch_lr, opt)
-                loss_sum += batch_loss
-                if on_batch is not None:
-                    on_batch(min(lo + chunk, n), batch_loss)
+        first = start_row if epoch == start_epoch else 0
+        loss_sum = xp.full((), start_loss if epoch == start_epoch else 0.0, dtype=net.dtype)  # on the device
+        checked, steps = first, 0  # rows up to `checked` gave a finite loss
+        try:  # overflow in a diverging run is reported once, by the guard, not as warnings
+            widest = chunk * max(a * b for a, b in zip(net.sizes, net.sizes[1:]))  # multiply-adds of one product
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.products_of_size(widest):
+                for lo in range(first, n, chunk):
+                    idx = order[lo : lo + chunk]
+                    full = len(idx) == chunk  # gather full batches into kept arrays: no allocation per step
+                    Xb = xp.take(X, idx, axis=0, out=X_batch if full else None)
+                    Tb = xp.take(T, idx, axis=0, out=T_batch if full else None)
+                    if per_sample:
+                        batch_loss = net._per_sample(Xb, Tb, epoch_lr)  # data checked once, above
+                        opt.t += len(idx)
+                    else:
+                        batch_loss = net._step(Xb, Tb, epoch_lr, opt)
+                    loss_sum += batch_loss
+                    done = min(lo + chunk, n)
+                    steps += 1
+                    if steps % CHECK_EVERY == 0 or done == n:
+                        _check_finite(net, loss_sum, epoch, checked, done, n, epoch_lr)  # CPU-GPU sync point
+                        checked = done
+                    if on_batch is not None:
+                        on_batch(done, batch_loss)
+                    if should_stop is not None and done < n and should_stop():
+                        _check_finite(net, loss_sum, epoch, checked, done, n, epoch_lr)
+                        raise TrainingInterrupted(epoch, done, float(loss_sum))
+        except backend.out_of_memory_errors as exc:
+            raise _out_of_memory(net, chunk, exc) from None
         record: EpochRecord = {"epoch": epoch, "lr": epoch_lr,
                                "train_loss": float(loss_sum) / n}  # CPU-GPU sync point
         backend.synchronize()
         seconds = time.perf_counter() - start
-        record.update(evaluate(net, *test) if test else {"test_loss": None, "test_accuracy": None})
-        if val:
-            record.update({k.replace("test_", "val_"): v for k, v in evaluate(net, *val).items()})
-        record.update(seconds=seconds, samples_per_s=n / seconds if seconds > 0 else math.inf)
+        try:
+            record.update(evaluate(net, *test) if test else {"test_loss": None, "test_accuracy": None})
+            if val:
+                record.update({k.replace("test_", "val_"): v for k, v in evaluate(net, *val).items()})
+        except backend.out_of_memory_errors as exc:
+            raise _out_of_memory(net, len(test[2]) if test else n, exc, "evaluating") from None
+        record.update(seconds=seconds, samples_per_s=(n - first) / seconds if seconds > 0 else math.inf)
         history.append(record)
         if callback is not None and callback(record) is True:
             break
     return history
+
+
+def _check_finite(net: Network, loss_sum: Array, epoch: int, lo: int, hi: int, n: int, lr: float) -> None:
+    """Raise DivergenceError if the running loss, or (at the epoch's end) a parameter, is not finite."""
+    value = float(loss_sum)  # CPU-GPU sync point
+    what = None
+    if not math.isfinite(value):
+        what = f"the training loss became {value}"
+    elif hi == n:
+        bad = [k for k, p in net.params.items() if not bool(net.backend.xp.isfinite(p).all())]
+        what = f"parameter {bad[0]} became NaN or infinite" if bad else None
+    if what is not None:
+        raise DivergenceError(
+            f"training diverged in epoch {epoch}: {what} between rows {lo} and {hi} of {n}; "
+            f"try a smaller learning rate (this epoch used {lr:g})",
+            epoch,
+        )
+
+
+def _out_of_memory(net: Network, rows: int, exc: BaseException, doing: str = "training") -> DeviceMemoryError:
+    """Free the backend's cached memory and say what did not fit and what to reduce."""
+    net.backend.free_memory()
+    widest = max(net.sizes)
+    per_row = widest * net.dtype.itemsize
+    return DeviceMemoryError(
+        f"out of memory on {net.backend.name} ({net.backend.device}) while {doing} {rows} rows at a time through "
+        f"layers {net.sizes} in {net.dtype.name} (about {rows * per_row / 2**20:.1f} MiB per activation array): "
+        f"{str(exc).strip() or type(exc).__name__}; reduce --batch-size or --hidden, or use --dtype float32"
+    )
 
 
 def evaluate(net: Network, X: Array, T: Array, labels: np.ndarray) -> dict[str, float]:

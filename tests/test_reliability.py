@@ -1,0 +1,384 @@
+"""Failure behaviour: bad input fails in one line with nothing written, divergence and out-of-memory are
+reported, Ctrl-C saves a checkpoint, and runs killed with SIGKILL resume to exactly the same result."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet.backend import Backend, cupy_unavailable_reason
+from gpunet.checkpoint import load_checkpoint, save_checkpoint
+from gpunet.cli import main
+from gpunet.download import MNIST_MD5
+from gpunet.training import DeviceMemoryError, DivergenceError
+
+from test_datasets import idx_bytes, write_mnist
+from test_download import Handler, server  # noqa: F401  (the 127.0.0.1 HTTP server fixture)
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GPUNET_BACKEND", "numpy")
+    monkeypatch.setenv("GPUNET_DATA", str(tmp_path / "cache"))
+
+
+def gpunet_cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "gpunet", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def assert_one_line_error(out, bad, status=2):
+    assert out.returncode == status, (out.returncode, out.stderr)
+    assert out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("gpunet ") and "error: " in lines[0] and bad in lines[0], lines[0]
+
+
+def write_csv(path: Path, rows: list[str]) -> str:
+    path.write_text("".join(row + "\n" for row in rows))
+    return str(path)
+
+
+# --- bad input: one parametrised test per group ------------------------------------------
+
+
+def _arrays(tmp: Path, case: str) -> tuple[list[str], str]:
+    good = [f"{k % 10}," + ",".join(str((k * 7 + j) % 256) for j in range(16)) for k in range(30)]
+    csv = ["--dataset", "csv", "--train-csv", "train.csv", "--test-csv", "test.csv"]
+    if case == "features":  # test images narrower than the training images
+        write_csv(tmp / "train.csv", good)
+        write_csv(tmp / "test.csv", [row.rsplit(",", 1)[0] for row in good])
+        return csv, "test images have 15 pixels"
+    if case == "nan":
+        write_csv(tmp / "train.csv", good[:5] + ["3," + ",".join(["nan"] * 16)] + good[5:])
+        write_csv(tmp / "test.csv", good)
+        return csv, "train.csv: contains NaN or infinity"
+    if case == "empty":
+        write_csv(tmp / "train.csv", [])
+        write_csv(tmp / "test.csv", good)
+        return csv, "train.csv: no data rows"
+    if case == "label-range":
+        write_csv(tmp / "train.csv", good + ["12," + ",".join(["0"] * 16)])
+        write_csv(tmp / "test.csv", good)
+        return csv, "labels must be in 0..9; got 12"
+    if case == "label-integer":
+        write_csv(tmp / "train.csv", good + ["2.5," + ",".join(["0"] * 16)])
+        write_csv(tmp / "test.csv", good)
+        return csv, "labels must be integers >= 0; got 2.5"
+    if case == "count-mismatch":
+        (tmp / "m").mkdir()
+        write_mnist(tmp / "m")
+        (tmp / "m/t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.arange(3))))
+        return ["--dataset", "mnist", "--data-dir", "m"], "4 test images but 3 labels"
+    if case == "rank":
+        (tmp / "m").mkdir()
+        write_mnist(tmp / "m")
+        (tmp / "m/train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros((6, 2)))))
+        return ["--dataset", "mnist", "--data-dir", "m"], "labels 1-D; got (6, 28, 28) and (6, 2)"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["features", "nan", "empty", "label-range", "label-integer", "count-mismatch", "rank"])
+def test_bad_arrays_from_the_command_line(tmp_path, case):
+    args, bad = _arrays(tmp_path, case)
+    before = files_under(tmp_path)
+    out = gpunet_cli("train", *args, "--out", "run")
+    assert_one_line_error(out, bad)
+    assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "call, error, bad",
+    [
+        (lambda net, X, y: net.forward(X[:, :60]), ValueError, "X must have 64 columns; got shape (5, 60)"),
+        (lambda net, X, y: net.forward(X[None]), ValueError, "X must be 2-D (N, 64); got shape (1, 5, 64)"),
+        (lambda net, X, y: net.forward(X.astype(str)), TypeError, "X must hold numbers; got dtype <U"),
+        (lambda net, X, y: net.forward(X[:0]), ValueError, "X must have at least one row; got shape (0, 64)"),
+        (lambda net, X, y: gpunet.train(net, np.where(X > 0.5, np.nan, X), y), ValueError,
+         "X_train contains NaN or infinity"),
+        (lambda net, X, y: gpunet.train(net, X, y + 10), ValueError, "labels must be in 0..9; got 1"),
+        (lambda net, X, y: gpunet.train(net, X, y + 0.5), TypeError, "labels must be integers; got dtype float64"),
+        (lambda net, X, y: gpunet.train(net, X, y[:3]), ValueError,
+         "y_train must have one entry per row of X_train (5)"),
+        (lambda net, X, y: net.train_step(X, np.ones((5, 9))), ValueError, "T must have 10 columns; got shape (5, 9)"),
+    ],
+)
+def test_bad_arrays_from_python(call, error, bad):
+    net = gpunet.Network([64, 8, 10], backend="numpy")
+    X, y = np.random.default_rng(0).random((5, 64)), np.arange(5)
+    with pytest.raises(error) as info:
+        call(net, X, y)
+    assert bad in str(info.value)
+
+
+def _files(tmp: Path, case: str) -> tuple[list[str], str]:
+    (tmp / "m").mkdir()
+    write_mnist(tmp / "m", compress=False)
+    mnist = ["train", "--dataset", "mnist", "--data-dir", "m", "--out", "run"]
+    images = tmp / "m/train-images-idx3-ubyte"
+    raw = images.read_bytes()
+    if case == "missing":
+        return ["train", "--dataset", "mnist", "--data-dir", "nowhere"], "nowhere: no such folder"
+    if case == "directory":
+        (tmp / "dir.csv").mkdir()
+        return ["train", "--dataset", "csv", "--train-csv", "dir.csv", "--test-csv", "dir.csv"], "dir.csv: not a file"
+    if case == "gzip":
+        images.unlink()
+        (tmp / "m/train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw)[:-40])
+        return mnist, "train-images-idx3-ubyte.gz: cannot read"
+    if case == "truncated":
+        images.write_bytes(raw[:-100])
+        return mnist, f"train-images-idx3-ubyte: {len(raw) - 100} bytes, but dimensions (6, 28, 28) need {len(raw)}"
+    if case == "magic":
+        images.write_bytes(b"\x01\x02" + raw[2:])
+        return mnist, "not an IDX file (expected two zero bytes, got b'\\x01\\x02')"
+    if case == "type-byte":
+        images.write_bytes(raw[:2] + b"\x0b" + raw[3:])
+        return mnist, "IDX type byte 0x0b; expected 0x08"
+    if case == "dimensions":
+        images.write_bytes(raw[:4] + (7).to_bytes(4, "big") + raw[8:])
+        return mnist, "dimensions (7, 28, 28) need"
+    if case == "ragged":
+        write_csv(tmp / "a.csv", ["1,2,3", "4,5"])
+        return ["train", "--dataset", "csv", "--train-csv", "a.csv", "--test-csv", "a.csv"], "line 2: 2 cells"
+    if case == "non-numeric":
+        write_csv(tmp / "a.csv", ["1,2,3", "4,x7,5"])
+        return ["train", "--dataset", "csv", "--train-csv", "a.csv", "--test-csv", "a.csv"], "non-numeric cell 'x7'"
+    if case == "image":
+        net = gpunet.Network([64, 4, 10], backend="numpy")
+        save_checkpoint(tmp / "model.npz", net, gpunet.SGD(), {"epoch": 0})
+        (tmp / "digit.png").write_bytes(b"\x89PNG not really")
+        return ["predict", "model.npz", "digit.png"], "digit.png: not a readable image"
+    if case in ("checkpoint-corrupt", "checkpoint-version", "checkpoint-architecture"):
+        assert main(["train", "--quiet", "--epochs", "1", "--hidden", "8", "--out", "good"]) == 0
+        data = (tmp / "good/model.npz").read_bytes()
+        if case == "checkpoint-corrupt":
+            (tmp / "model.npz").write_bytes(data[: len(data) // 2])
+            bad = "model.npz: not a readable gpunet checkpoint"
+        else:
+            with np.load(tmp / "good/model.npz") as z:
+                arrays = {k: z[k] for k in z.files}
+            header = json.loads(str(arrays["header"]))
+            if case == "checkpoint-version":
+                del header["format"]
+                bad = "checkpoint format None; expected 1"
+            else:
+                header["network"]["sizes"] = [64, 9, 10]
+                bad = "params['W1'] must have shape (64, 9); got (64, 8)"
+            arrays["header"] = np.array(json.dumps(header))
+            np.savez(tmp / "model.npz", **arrays)
+        return ["evaluate", "model.npz"], bad
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "gzip", "truncated", "magic", "type-byte", "dimensions",
+                                  "ragged", "non-numeric", "image", "checkpoint-corrupt", "checkpoint-version",
+                                  "checkpoint-architecture"])
+def test_bad_files(tmp_path, case):
+    args, bad = _files(tmp_path, case)
+    before = files_under(tmp_path)
+    out = gpunet_cli(*args)
+    assert_one_line_error(out, bad)
+    assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "args, bad",
+    [
+        (["--lr", "0"], "0"), (["--lr", "-1"], "-1"), (["--lr", "inf"], "inf"), (["--batch-size", "0"], "0"),
+        (["--epochs", "0"], "0"), (["--hidden", "100,0"], "100,0"), (["--activation", "swish"], "'swish'"),
+        (["--loss", "hinge"], "'hinge'"), (["--optimizer", "lbfgs"], "'lbfgs'"), (["--init", "ones"], "'ones'"),
+        (["--dtype", "int8"], "'int8'"), (["--backend", "metal"], "'metal'"), (["--out", "/proc/x"], "/proc/x"),
+        (["--out", "plain/run"], "plain/run"),
+    ],
+)
+def test_bad_configuration(tmp_path, args, bad):
+    (tmp_path / "plain").write_text("a file, so plain/run cannot be a folder (even for root)")
+    before = files_under(tmp_path)
+    out = gpunet_cli("train", *args)
+    assert_one_line_error(out, bad)
+    assert files_under(tmp_path) == before
+    if bad.startswith("'"):  # an unknown name: the valid ones are listed
+        assert "choose from" in out.stderr
+
+
+def _environment(tmp: Path, case: str, url: str) -> tuple[list[str], dict[str, str], str]:
+    mnist = ["train", "--dataset", "mnist", "--out", "run", "--quiet"]  # --quiet: no "downloading ..." lines
+    if case == "cupy":
+        if cupy_unavailable_reason() is None:
+            pytest.skip("a usable GPU is here: --backend cupy works")
+        return ["train", "--backend", "cupy"], {}, "backend 'cupy' is unavailable"
+    if case == "checksum":
+        Handler.content = {name: b"not mnist" for name in MNIST_MD5}
+        return mnist, {"GPUNET_MNIST_MIRRORS": f"{url}/good/"}, f"expected {next(iter(MNIST_MD5.values()))}"
+    if case == "offline":
+        return mnist, {"GPUNET_MNIST_MIRRORS": "http://127.0.0.1:9/"}, "Offline? Place the four files"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["cupy", "checksum", "offline"])
+def test_bad_environment(tmp_path, server, case):  # noqa: F811
+    args, env, bad = _environment(tmp_path, case, server)
+    before = files_under(tmp_path)
+    out = gpunet_cli(*args, env=env)
+    assert_one_line_error(out, bad)
+    assert files_under(tmp_path) == before  # not even the cache folder
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    out = gpunet_cli("--debug", "train", "--lr", "-1")
+    assert out.returncode == 1 and "Traceback" in out.stderr and "lr must be a finite number > 0" in out.stderr
+
+
+# --- divergence and out-of-memory -----------------------------------------------------------
+
+
+def test_divergence_stops_with_the_epoch_and_a_remedy(tmp_path):
+    out = gpunet_cli("train", "--activation", "relu", "--output", "identity", "--loss", "squared",
+                     "--optimizer", "sgd", "--lr", "50", "--epochs", "3", "--out", "run", "--quiet")
+    assert_one_line_error(out, "training diverged in epoch 1", status=1)
+    assert "smaller learning rate (this epoch used 50)" in out.stderr and "no checkpoint was written" in out.stderr
+    assert not (tmp_path / "run/model.npz").exists() and (tmp_path / "run/metrics.jsonl").read_text() == ""
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    assert main(["train", "--quiet", "--hidden", "16", "--epochs", "2", "--out", "run"]) == 0
+    net, opt, meta = load_checkpoint("run/model.npz")
+    params = net.get_params()
+    params["W1"][:] = 3e38  # finite, but X @ W1 overflows: epoch 3 explodes
+    net.set_params(params)
+    save_checkpoint("run/model.npz", net, opt, meta)
+    good = (tmp_path / "run/model.npz").read_bytes()
+    out = gpunet_cli("train", "--resume", "run/model.npz", "--epochs", "4", "--quiet")
+    assert_one_line_error(out, "training diverged in epoch 3", status=1)
+    assert "run/model.npz still holds epoch 2" in out.stderr
+    assert (tmp_path / "run/model.npz").read_bytes() == good
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_divergence_from_python_names_the_rows():
+    d = gpunet.datasets.load_digits()
+    net = gpunet.Network([64, 16, 10], "relu", "identity", "squared", backend="numpy")
+    seen = []
+    diverged = r"in epoch 1: the training loss became (nan|inf) between rows \d+ and \d+"
+    with pytest.raises(DivergenceError, match=diverged):
+        gpunet.train(net, d.X_train, d.y_train, epochs=2, batch_size=4, lr=100.0, callback=seen.append)
+    assert seen == []
+
+
+def test_out_of_memory_is_explained_and_memory_freed(monkeypatch, capsys):
+    freed = []
+    monkeypatch.setattr(Backend, "free_memory", lambda self: freed.append(self.name))
+
+    def no_room(self, X, T, lr, optimizer):
+        raise MemoryError("Out of memory allocating 1,073,741,824 bytes (allocated so far: 0 bytes)")
+
+    monkeypatch.setattr(gpunet.Network, "_step", no_room)
+    d = gpunet.datasets.load_digits()
+    net = gpunet.Network([64, 32, 10], backend="numpy")
+    with pytest.raises(DeviceMemoryError) as info:
+        gpunet.train(net, d.X_train, d.y_train, batch_size=128)
+    text = str(info.value)
+    for part in ("128 rows at a time", "[64, 32, 10]", "1,073,741,824 bytes", "reduce --batch-size or --hidden"):
+        assert part in text
+    assert freed == ["numpy"]
+    assert main(["train", "--batch-size", "128", "--out", "run"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "out of memory on numpy" in err[0]
+
+
+# --- Ctrl-C and SIGKILL --------------------------------------------------------------------
+
+RUN = ["--hidden", "24", "--batch-size", "8", "--lr", "0.003", "--epochs", "12", "--seed", "3"]
+
+
+def _final(folder: Path):
+    with np.load(folder / "model.npz") as z:
+        params = {k: z[k] for k in z.files if k.startswith(("param/", "optim/"))}
+    records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    return params, [(r["epoch"], r["lr"], r["train_loss"], r["test_loss"], r["test_accuracy"]) for r in records]
+
+
+def _same(a, b):
+    (pa, ra), (pb, rb) = a, b
+    assert set(pa) == set(pb)
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+    assert ra == rb
+
+
+def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.read_text().count("\n") >= n:
+            return
+        time.sleep(0.005)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
+    assert main(["train", "--quiet", *RUN, "--out", "whole"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "gpunet", "train", *RUN, "--out", "part"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_lines(tmp_path / "part/metrics.jsonl", 2, proc)
+    time.sleep(0.01)  # somewhere inside an epoch
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "resume with: gpunet train --resume part/model.npz" in err
+    _, _, meta = load_checkpoint(tmp_path / "part/model.npz")
+    assert meta["position"] is None or 0 < meta["position"]["row"] < 1438
+    assert main(["train", "--quiet", "--resume", "part/model.npz"]) == 0
+    _same(_final(tmp_path / "part"), _final(tmp_path / "whole"))
+
+
+def test_sigkill_at_random_moments_never_loses_or_changes_the_run(tmp_path):
+    """At least 20 kills, half of them timed to land while a checkpoint is being written."""
+    args = ["--hidden", "16", "--batch-size", "4", "--lr", "0.001", "--epochs", "400", "--seed", "5"]  # ~35 ms/epoch
+    assert main(["train", "--quiet", *args, "--out", "whole"]) == 0
+    folder, rng = tmp_path / "killed", random.Random(0)
+    kills = write_kills = resumes = 0
+    while kills < 20:
+        resume = (folder / "model.npz").exists()
+        cmd = ["train", "--quiet", *(["--resume", "killed/model.npz"] if resume else [*args, "--out", "killed"])]
+        resumes += resume
+        proc = subprocess.Popen([sys.executable, "-m", "gpunet", *cmd], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        if kills % 2:  # kill as soon as a temporary checkpoint file appears: mid-write
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                if folder.is_dir() and any(p.name.startswith(".model.npz.") for p in folder.iterdir()):
+                    break
+        else:
+            time.sleep(rng.uniform(0.5, 2.0))  # start-up takes about 1 s: some land before training, most in it
+        if proc.poll() is not None:
+            assert proc.returncode == 0, proc.stderr.read()
+            break  # the run finished before this kill
+        write_kills += kills % 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        if (folder / "model.npz").exists():
+            load_checkpoint(folder / "model.npz")  # every checkpoint left behind loads
+        if (folder / "metrics.jsonl").exists():
+            [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]  # whole lines only
+    assert kills >= 20 and write_kills >= 10 and resumes >= 10, (kills, write_kills, resumes)
+    assert main(["train", "--quiet", "--resume", "killed/model.npz"]) == 0  # to the end
+    assert not any(p.name.endswith(".tmp") for p in folder.iterdir())
+    _same(_final(folder), _final(tmp_path / "whole"))
+    print(f"kills {kills} (during checkpoint writes {write_kills}), resumes {resumes + 1}, mismatches 0")
