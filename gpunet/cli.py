@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL.npz")
     _data_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, else auto)")
+    _backend_option(p)
     p.set_defaults(run=run_evaluate)
 
     p = commands.add_parser(
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL.npz")
     p.add_argument("images", metavar="IMAGE", nargs="+")
     p.add_argument("--json", action="store_true", help="print one JSON object per image, one per line")
-    p.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, else auto)")
+    _backend_option(p)
     p.set_defaults(run=run_predict)
 
     p = commands.add_parser(
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by gpunet train")
     p.add_argument("--out", metavar="DIR", help="where the PNG files go (default: RUN_DIR)")
     _data_options(p)
-    p.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, else auto)")
+    _backend_option(p)
     p.set_defaults(run=run_plot)
 
     p = commands.add_parser(
@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the results go (default: bench-<timestamp>.json)")
     p.set_defaults(run=run_bench)
     return parser
+
+
+def _backend_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, else auto)")
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
