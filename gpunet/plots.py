@@ -10,7 +10,7 @@ import numpy as np
 
 from .files import atomic_write
 
-PLOT_HINT = 'gpunet plot needs matplotlib: pip install "gpunet[plot]"'
+PLOT_HINT = 'matplotlib is not installed: pip install "gpunet[plot]"'
 
 
 def _pyplot() -> Any:
