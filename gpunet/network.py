@@ -100,14 +100,16 @@ class Network:
         fused = FUSED.get((self.output, self.loss_name))
         return fused.per_sample(Y, T) if fused else LOSSES[self.loss_name].per_sample(Y, T)
 
-    def _backward(self, As: list[Array], T: Array, buffers: dict[Any, Array] | None = None) -> dict[str, Array]:
-        """Gradients of the mean per-sample loss for every parameter (into ``buffers`` when given)."""
+    def _backward(
+        self, As: list[Array], T: Array, buffers: dict[Any, Array] | None = None, scale: float = 1.0
+    ) -> dict[str, Array]:
+        """Gradients of the mean per-sample loss for every parameter, times ``scale`` (into ``buffers`` when given)."""
         xp, (Y, n) = self.backend.xp, (As[-1], As[-1].shape[0])
         fused = FUSED.get((self.output, self.loss_name))
         if fused:  # dL/dZ directly, e.g. softmax + cross-entropy: Y - T
-            delta = fused.delta(Y, T) / n
+            delta = fused.delta(Y, T) * (scale / n)
         else:  # chain rule through the output activation: dL/dY * f'(Y)
-            delta = ACTIVATIONS[self.output].backward(Y, LOSSES[self.loss_name].grad(Y, T) / n)
+            delta = ACTIVATIONS[self.output].backward(Y, LOSSES[self.loss_name].grad(Y, T) * (scale / n))
         grads: dict[str, Array] = {}
         for i in range(self.n_layers, 0, -1):
             W = self.params[f"W{i}"]
@@ -153,7 +155,12 @@ class Network:
         """train_step on checked device arrays (gpunet.train checks its data once, not every step)."""
         As = self._forward(X, self._buffers)
         loss = self.per_sample_loss(As[-1], T).sum()
-        optimizer.step(self.params, self._backward(As, T, self._buffers), lr)
+        if type(optimizer) is SGD and not optimizer.weight_decay:  # lr folded into the deltas: one pass per update
+            optimizer.t += 1
+            for k, g in self._backward(As, T, self._buffers, scale=lr).items():
+                self.params[k] -= g
+        else:
+            optimizer.step(self.params, self._backward(As, T, self._buffers), lr)
         return loss
 
     def train_per_sample(self, X: Array, T: Array, lr: float = 0.1) -> Array:
