@@ -230,7 +230,7 @@ def run_train(config: TrainConfig) -> int:
     _write_json(out / "config.json",
                 {**asdict(config), "network": net.config(), "preprocessing": _preprocessing(config)})
     _rewrite_metrics(out / "metrics.jsonl", last_record)
-    if start_epoch > epochs and not position["row"]:
+    if start_epoch > epochs:
         print(f"nothing to do: the checkpoint already holds {start_epoch - 1} epochs (ask for more with --epochs)")
         return 0
 
@@ -273,6 +273,7 @@ def run_train(config: TrainConfig) -> int:
         return stop
 
     bar.reset(total=len(data.y_train))
+    bar.update(position["row"])  # a run interrupted mid-epoch goes on from there
     stop = _CtrlC(config.quiet)
     try:
         with stop:
