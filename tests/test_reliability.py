@@ -382,3 +382,12 @@ def test_sigkill_at_random_moments_never_loses_or_changes_the_run(tmp_path):
     assert not any(p.name.endswith(".tmp") for p in folder.iterdir())
     _same(_final(folder), _final(tmp_path / "whole"))
     print(f"kills {kills} (during checkpoint writes {write_kills}), resumes {resumes + 1}, mismatches 0")
+
+
+def test_resume_of_an_interrupted_run_with_fewer_epochs_has_nothing_to_do(tmp_path, capsys):
+    assert main(["train", "--quiet", "--hidden", "8", "--epochs", "2", "--out", "run"]) == 0
+    net, opt, meta = load_checkpoint("run/model.npz")
+    save_checkpoint("run/model.npz", net, opt, {**meta, "position": {"epoch": 3, "row": 64, "loss_sum": 1.5}})
+    capsys.readouterr()
+    assert main(["train", "--quiet", "--resume", "run/model.npz", "--epochs", "2"]) == 0
+    assert "nothing to do: the checkpoint already holds 2 epochs" in capsys.readouterr().out
