@@ -155,10 +155,8 @@ class Network:
         """train_step on checked device arrays (gpunet.train checks its data once, not every step)."""
         As = self._forward(X, self._buffers)
         loss = self.per_sample_loss(As[-1], T).sum()
-        if type(optimizer) is SGD and not optimizer.weight_decay:  # lr folded into the deltas: one pass per update
-            optimizer.t += 1
-            for k, g in self._backward(As, T, self._buffers, scale=lr).items():
-                self.params[k] -= g
+        if optimizer.folds_lr:  # lr folded into the deltas
+            optimizer.step_scaled(self.params, self._backward(As, T, self._buffers, scale=lr))
         else:
             optimizer.step(self.params, self._backward(As, T, self._buffers), lr)
         return loss

@@ -35,6 +35,19 @@ class Optimizer:
                 g += self.weight_decay * p  # d/dW of (wd / 2) * ||W||^2
             self._update(name, p, g, lr)
 
+    @property
+    def folds_lr(self) -> bool:
+        """Whether the rule is p -= lr * g (plain SGD without weight decay), so a caller may hand
+        :meth:`step_scaled` gradients already multiplied by lr: one pass per update, not two."""
+        return False
+
+    def step_scaled(self, params: dict[str, Array], scaled_grads: dict[str, Array]) -> None:
+        """One step from gradients already multiplied by the learning rate; only where ``folds_lr``."""
+        assert self.folds_lr, "step_scaled needs an optimiser whose rule is p -= lr * g"
+        self.t += 1
+        for name, g in scaled_grads.items():
+            params[name] -= g
+
     def _buffer(self, key: str, like: Array) -> Array:
         if key not in self.state:
             self.state[key] = like * 0  # zeros on like's backend, same dtype and shape
@@ -73,6 +86,10 @@ class SGD(Optimizer):
     def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
         g *= lr
         p -= g
+
+    @property
+    def folds_lr(self) -> bool:
+        return not self.weight_decay
 
 
 class Momentum(Optimizer):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .checks import check_decay, check_int, check_matrix, check_number
 from .network import Network
-from .optim import SGD, Optimizer, make_optimizer
+from .optim import Optimizer, make_optimizer
 
 Array = Any
 EpochRecord = dict[str, Any]
@@ -115,8 +115,9 @@ def train(
     n = X.shape[0]
     if start_row >= n:
         raise ValueError(f"start_row must be below the {n} training rows; got {start_row}")
-    per_sample = batch_size == 1 and type(opt) is SGD and opt.weight_decay == 0
+    per_sample = batch_size == 1 and opt.folds_lr  # plain SGD: the per-sample fast path applies
     chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
+    widest = chunk * max(a * b for a, b in zip(net.sizes, net.sizes[1:]))  # multiply-adds of one product
     xp = backend.xp
     try:
         X_batch = xp.empty((min(chunk, n), X.shape[1]), dtype=X.dtype)
@@ -132,7 +133,6 @@ def train(
         loss_sum = xp.full((), start_loss if epoch == start_epoch else 0.0, dtype=net.dtype)  # on the device
         checked, steps = first, 0  # rows up to `checked` gave a finite loss
         try:  # overflow in a diverging run is reported once, by the guard, not as warnings
-            widest = chunk * max(a * b for a, b in zip(net.sizes, net.sizes[1:]))  # multiply-adds of one product
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.products_of_size(widest):
                 for lo in range(first, n, chunk):
                     idx = order[lo : lo + chunk]
