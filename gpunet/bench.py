@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from .backend import cupy_unavailable_reason, get_backend
 from .init import init_params
 from .network import Network
 from .optim import SGD
+from .runs import machine
 from .training import train
 
 LR = 0.1
@@ -316,19 +316,10 @@ def measure_memory(quick: bool) -> dict[str, Any]:
 
 
 def _machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor(),
-                            "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}
-    for module in ("torch", "sklearn"):
+    info = machine()
+    for module in ("torch", "sklearn"):  # the peers' versions
         if importlib.util.find_spec(module) is not None:
             info[module] = __import__(module).__version__
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    if cupy_unavailable_reason() is None:
-        backend = get_backend("cupy")
-        info.update(cupy=backend.xp.__version__, gpu=backend.device)
     return info
 
 

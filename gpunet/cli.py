@@ -22,7 +22,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_labels
 from .datasets import DATASETS, PIXELS, Split
 from .download import DownloadError
-from .files import atomic_write, require_file
+from .files import atomic_write, require_file, write_json
 from .functions import HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
 from .init import INITS
 from .network import DTYPES
@@ -203,9 +203,8 @@ def run_train(config: TrainConfig) -> int:
     if config.resume is None:
         net, optimizer = build(config, data.X_train.shape[1], backend)
         start_epoch, last_record, position = 1, None, {"row": 0, "loss_sum": 0.0}
-    elif net.sizes[0] != data.X_train.shape[1]:
-        raise ValueError(f"{config.resume}: the network takes {net.sizes[0]} inputs; "
-                         f"the {config.dataset} images have {data.X_train.shape[1]}")
+    else:
+        _check_width(net, data.X_train, config.resume, config.dataset)
     if data.X_test.shape[1] != data.X_train.shape[1]:  # bad data must fail before anything is written
         raise ValueError(f"{config.dataset} test images have {data.X_test.shape[1]} pixels; "
                          f"the training images have {data.X_train.shape[1]}")
@@ -227,7 +226,7 @@ def run_train(config: TrainConfig) -> int:
         where = f"epoch {start_epoch - 1}" + (f" and {position['row']} rows of epoch {start_epoch}"
                                                if position["row"] else "")
         print(f"output: {out}" + (f" (resuming after {where})" if config.resume else ""))
-    _write_json(out / "config.json",
+    write_json(out / "config.json",
                 {**asdict(config), "network": net.config(), "preprocessing": _preprocessing(config)})
     _rewrite_metrics(out / "metrics.jsonl", last_record)
     if start_epoch > epochs:
@@ -366,10 +365,6 @@ def _prepare_folder(out: Path, option: str) -> None:
         raise ValueError(f"{option} {out}: the folder is not writable")
 
 
-def _write_json(path: Path, value: Any) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(value, indent=2) + "\n").encode()))
-
-
 def _rewrite_metrics(path: Path, last_record: dict[str, Any] | None) -> None:
     """Keep the lines of the epochs the checkpoint holds: a kill between the checkpoint and
     the metrics line, or after the metrics line of an epoch never checkpointed, is mended here."""
@@ -400,7 +395,7 @@ def run_bench(args: argparse.Namespace) -> int:
     results = run_benchmark(quick=args.quick, repeats=args.repeats, only=only,
                             on_result=lambda entry: print(f"done: {entry['case']}", file=sys.stderr, flush=True))
     print(format_results(results))
-    _write_json(path, results)
+    write_json(path, results)
     print(f"wrote {path}")
     return 0
 
@@ -438,10 +433,13 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, TrainConfig, Split]:
         overrides.update(train_csv=args.test_csv, test_csv=args.test_csv)  # the training rows are not used
     config = replace(saved, **overrides)
     data = load_data(config, _say_download(False))
-    if data.X_test.shape[1] != net.sizes[0]:
-        raise ValueError(f"{args.model}: the network takes {net.sizes[0]} inputs; "
-                         f"the {dataset} images have {data.X_test.shape[1]}")
+    _check_width(net, data.X_test, args.model, dataset)
     return net, config, data
+
+
+def _check_width(net: Any, X: Any, model: str, dataset: str) -> None:
+    if X.shape[1] != net.sizes[0]:
+        raise ValueError(f"{model}: the network takes {net.sizes[0]} inputs; the {dataset} images have {X.shape[1]}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -513,16 +511,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, BackendUnavailableError, DownloadError, OSError, ImportError) as exc:
+    except (ValueError, TypeError, BackendUnavailableError, DownloadError, OSError, ImportError,
+            DivergenceError, DeviceMemoryError) as exc:
         if args.debug:
             raise
         print(f"gpunet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except (DivergenceError, DeviceMemoryError) as exc:  # the input was fine; the run failed
-        if args.debug:
-            raise
-        print(f"gpunet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
+        failed_run = isinstance(exc, (DivergenceError, DeviceMemoryError))  # the input was fine; the run failed
+        return 1 if failed_run else 2
     except KeyboardInterrupt:
         print(f"gpunet {args.command}: interrupted", file=sys.stderr)
         return 130

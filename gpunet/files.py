@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
@@ -28,6 +29,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike[str], value: Any) -> None:
+    """``value`` as indented JSON, written atomically."""
+    atomic_write(path, lambda f: f.write((json.dumps(value, indent=2) + "\n").encode()))
 
 
 def require_file(path: str | os.PathLike[str], error: type[Exception]) -> Path:

@@ -13,10 +13,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .backend import Backend, get_backend
+from .backend import Backend, cupy_unavailable_reason, get_backend
 from .checks import check_decay, check_fraction, check_int, check_number
 from .datasets import Split, hold_out, load
-from .files import atomic_write, require_file
+from .files import require_file, write_json
 from .network import Network
 from .optim import Optimizer, make_optimizer
 from .training import train
@@ -176,20 +176,25 @@ def load_grid(path: str | os.PathLike[str]) -> tuple[str, list[TrainConfig]]:
 
 
 def machine() -> dict[str, Any]:
-    """What a result was measured on: the host, Python and library versions (and the GPU, where used)."""
+    """What a result was measured on: the host, CPU, Python and library versions, and the GPU where one is usable."""
     from . import __version__
 
-    info = {"host": platform.node(), "platform": platform.platform(), "processor": platform.processor(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "gpunet": __version__}
-    backend = get_backend(None)
-    if backend.name == "cupy":
+    info: dict[str, Any] = {
+        "host": platform.node(), "platform": platform.platform(), "processor": platform.processor(),
+        "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__, "gpunet": __version__,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    if cupy_unavailable_reason() is None:
+        backend = get_backend("cupy")
         info.update(cupy=backend.xp.__version__, gpu=backend.device)
     return info
 
 
 def write_results(path: str | os.PathLike[str], name: str, rows: list[dict[str, Any]]) -> None:
     """The rows of a sweep with the machine and date, as JSON, written atomically."""
-    doc = {"name": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "results": rows}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write((json.dumps(doc, indent=1) + "\n").encode()))
+    write_json(path, {"name": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "results": rows})
