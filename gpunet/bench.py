@@ -4,7 +4,8 @@ Contenders: gpunet on NumPy (and CuPy with a GPU); PyTorch eager on the CPU
 (and on CUDA, eager and captured in a CUDA graph); scikit-learn's
 MLPClassifier; and the original article's per-sample algorithm written plainly.
 Each is timed over the same rows; the figure is the median of ``repeats``
-timed runs after one warm-up. Library code: it returns results and never prints.
+timed runs after one warm-up, the contenders (and a matrix-product ceiling)
+taking turns round by round. Library code: it returns results and never prints.
 """
 
 from __future__ import annotations
@@ -195,21 +196,35 @@ def _no_torch_cuda() -> str | None:
     return None if torch.cuda.is_available() else "PyTorch sees no CUDA device"
 
 
-def _median_time(run: Callable[[], None], repeats: int) -> tuple[float, list[float]]:
-    run()  # warm-up: first-call costs, caches, BLAS threads
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+SETTLE_S = 0.3  # seconds between timed runs: see _time_rounds
 
 
-def matmul_ceiling(device: str, n: int, repeats: int) -> float:
-    """GFLOP/s of an n x n x n float32 matrix product on the CPU (NumPy) or the GPU (CuPy)."""
-    xp = get_backend("cupy").xp if device == "gpu" else np
+def _time_rounds(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of every run, ``repeats`` times each, after one warm-up each.
+
+    The runs take turns: each round times every run once, and the order rotates
+    from round to round, so a slow spell on a shared machine falls on every
+    contender alike. Each timed run starts after a pause of ``SETTLE_S``, long
+    enough for the previous library's idle threads to stop spinning and go to
+    sleep (OpenBLAS and OpenMP workers spin for up to about 0.2 s after a call,
+    taking a core from whoever runs next).
+    """
+    for run in runs.values():
+        run()  # warm-up: first-call costs, caches, BLAS threads
+    names, times = list(runs), {name: [] for name in runs}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            time.sleep(SETTLE_S)
+            start = time.perf_counter()
+            runs[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _ceiling(device: str, n: int) -> tuple[Callable[[], None], int]:
+    """An n x n x n float32 matrix product on the CPU (NumPy) or the GPU (CuPy), and its flops."""
     backend = get_backend("cupy" if device == "gpu" else "numpy")
-    rng = np.random.default_rng(0)
+    xp, rng = backend.xp, np.random.default_rng(0)
     a = backend.to_device(rng.standard_normal((n, n)), np.float32)
     b = backend.to_device(rng.standard_normal((n, n)), np.float32)
     out = xp.empty((n, n), dtype=np.float32)
@@ -217,30 +232,33 @@ def matmul_ceiling(device: str, n: int, repeats: int) -> float:
     def run() -> None:
         xp.matmul(a, b, out=out)
         backend.synchronize()
-
-    seconds, _ = _median_time(run, repeats)
-    return 2 * n**3 / seconds / 1e9
+    return run, 2 * n**3
 
 
 def run_benchmark(quick: bool = False, repeats: int = 5, only: list[str] | None = None,
                   on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Every case on every contender; returns the JSON-ready results (see scripts/benchmark.py)."""
+    """Every case on every contender; returns the JSON-ready results (see scripts/benchmark.py).
+
+    Within a case the contenders and the matrix-product ceiling of each device
+    take turns (see ``_time_rounds``); the ceiling a share is reported against is
+    the one measured alongside that case. ``ceilings_gflops`` is the median over
+    the cases."""
     rng = np.random.default_rng(0)
     results: dict[str, Any] = {"machine": _machine(), "quick": quick, "repeats": repeats, "lr": LR,
                                "ceilings_gflops": {}, "cases": []}
-    gpu = cupy_unavailable_reason() is None
-    for device in ("cpu", "gpu") if gpu else ("cpu",):
-        results["ceilings_gflops"][device] = matmul_ceiling(device, 1024 if quick else 2048, repeats)
+    devices = ("cpu", "gpu") if cupy_unavailable_reason() is None else ("cpu",)
+    ceilings = {device: _ceiling(device, 1024 if quick else 2048) for device in devices}
     for case in cases(quick):
         X = rng.random((case.rows, case.sizes[0]))
         labels = rng.integers(0, case.sizes[2], case.rows)
         params = init_params(list(case.sizes), "seed", 0)
         entry: dict[str, Any] = {"case": case.name, "sizes": list(case.sizes), "batch": case.batch,
                                  "dtype": case.dtype, "rows": case.rows, "flops_per_sample": case.flops_per_sample(),
-                                 "contenders": {}}
+                                 "ceiling_gflops": {}, "contenders": {}}
         names = case.contenders or tuple(n for n in CONTENDERS if n != "textbook")
         if case.batch == 1 and not case.contenders:
             names = (*names, "textbook")
+        runs = {f"ceiling-{device}": run for device, (run, _) in ceilings.items()}
         for name in names:
             if only and name not in only:
                 continue
@@ -248,15 +266,21 @@ def run_benchmark(quick: bool = False, repeats: int = 5, only: list[str] | None 
             why = unavailable()
             if why is not None:
                 entry["contenders"][name] = {"skipped": why}
+            else:
+                entry["contenders"][name] = {}
+                runs[name] = make(case, X, labels, params)
+        times = _time_rounds(runs, repeats)
+        for device, (_, flops) in ceilings.items():
+            entry["ceiling_gflops"][device] = flops / statistics.median(times[f"ceiling-{device}"]) / 1e9
+        for name, r in entry["contenders"].items():
+            if name not in times:
                 continue
-            seconds, times = _median_time(make(case, X, labels, params), repeats)
+            seconds = statistics.median(times[name])
             rate = case.rows / seconds
             gflops = rate * case.flops_per_sample() / 1e9
-            ceiling = results["ceilings_gflops"]["gpu" if "cuda" in name or "cupy" in name else "cpu"]
-            entry["contenders"][name] = {
-                "samples_per_s": rate, "seconds_median": seconds, "seconds": times,
-                "gflops": gflops, "share_of_ceiling": gflops / ceiling,
-            }
+            ceiling = entry["ceiling_gflops"]["gpu" if "cuda" in name or "cupy" in name else "cpu"]
+            r.update(samples_per_s=rate, seconds_median=seconds, seconds=times[name],
+                     gflops=gflops, share_of_ceiling=gflops / ceiling)
         base = entry["contenders"].get("gpunet-numpy", {}).get("samples_per_s")
         for name, r in entry["contenders"].items():
             if base and "samples_per_s" in r:
@@ -264,6 +288,8 @@ def run_benchmark(quick: bool = False, repeats: int = 5, only: list[str] | None 
         results["cases"].append(entry)
         if on_result is not None:
             on_result(entry)
+    for device in devices:
+        results["ceilings_gflops"][device] = statistics.median(c["ceiling_gflops"][device] for c in results["cases"])
     results["memory"] = measure_memory(quick)
     return results
 
@@ -325,11 +351,12 @@ def _machine() -> dict[str, Any]:
 
 def format_results(results: dict[str, Any]) -> str:
     """The results as text: one table per case, then the ceilings and the memory figures."""
-    lines = ["matrix-product ceiling (float32): " + ", ".join(
+    lines = ["matrix-product ceiling (float32, median over the cases): " + ", ".join(
         f"{d} {g:,.0f} GFLOP/s" for d, g in results["ceilings_gflops"].items())]
     for entry in results["cases"]:
+        ceilings = ", ".join(f"{d} {g:,.0f}" for d, g in entry["ceiling_gflops"].items())
         lines += ["", f"{entry['case']} ({entry['dtype']}, {entry['rows']} rows per run, median of "
-                  f"{results['repeats']})",
+                  f"{results['repeats']} rounds; ceiling {ceilings} GFLOP/s)",
                   f"  {'contender':<18} {'samples/s':>12} {'GFLOP/s':>9} {'of ceiling':>10} {'gpunet-numpy is':>16}"]
         for name, r in entry["contenders"].items():
             if "skipped" in r:

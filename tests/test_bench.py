@@ -22,6 +22,8 @@ def test_quick_benchmark_json_shape(tmp_path):
     names = [c["case"] for c in doc["cases"]]
     assert names == ["per-sample 784-100-10", "per-sample 784-100-10 float64", "batch 64 784-100-10",
                      "batch 128 784-100-10", "batch 1024 784-1024-10"]
+    ceilings = sorted(case["ceiling_gflops"]["cpu"] for case in doc["cases"])
+    assert ceilings[0] > 0 and doc["ceilings_gflops"]["cpu"] == pytest.approx(ceilings[len(ceilings) // 2])
     for case in doc["cases"]:
         assert case["case"] in out.stdout
         n_in, h, n_out = case["sizes"]
@@ -38,6 +40,8 @@ def test_quick_benchmark_json_shape(tmp_path):
             assert len(r["seconds"]) == 2 and min(r["seconds"]) <= r["seconds_median"] <= max(r["seconds"])
             assert r["samples_per_s"] == pytest.approx(case["rows"] / r["seconds_median"])
             assert r["gflops"] == pytest.approx(r["samples_per_s"] * case["flops_per_sample"] / 1e9)
+            ceiling = case["ceiling_gflops"]["gpu" if "cuda" in name or "cupy" in name else "cpu"]
+            assert r["share_of_ceiling"] == pytest.approx(r["gflops"] / ceiling)
             assert r["gpunet_numpy_speedup"] == pytest.approx(base / r["samples_per_s"])
     memory = doc["memory"]
     assert memory["ratio_rss"] == pytest.approx(
