@@ -204,10 +204,10 @@ def _time_rounds(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str,
 
     The runs take turns: each round times every run once, and the order rotates
     from round to round, so a slow spell on a shared machine falls on every
-    contender alike. Each timed run starts after a pause of ``SETTLE_S``, long
-    enough for the previous library's idle threads to stop spinning and go to
-    sleep (OpenBLAS and OpenMP workers spin for up to about 0.2 s after a call,
-    taking a core from whoever runs next).
+    contender alike. Each timed run starts after a pause of ``SETTLE_S`` so the
+    previous library's idle threads, which spin for a while after a call before
+    they sleep, have stopped taking a core from the next (without it, measured
+    on 2 cores, PyTorch lost 20-25% to NumPy's OpenBLAS workers).
     """
     for run in runs.values():
         run()  # warm-up: first-call costs, caches, BLAS threads
