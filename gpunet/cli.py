@@ -25,7 +25,7 @@ from .download import DownloadError
 from .files import atomic_write, require_file, write_json
 from .functions import HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
 from .init import INITS
-from .network import DTYPES
+from .network import DTYPES, target_levels
 from .optim import OPTIMIZERS
 from .runs import DEFAULT_EPOCHS, TrainConfig, build, load_data
 from .training import DeviceMemoryError, DivergenceError, TrainingInterrupted, train
@@ -409,7 +409,8 @@ def _say_download(quiet: bool) -> Callable[[str, str], None]:
 
 
 def _preprocessing(config: TrainConfig) -> dict[str, Any]:
-    targets = "0.01/0.99" if config.output == "sigmoid" and config.loss != "cross-entropy" else "one-hot"
+    low, high = target_levels(config.output, config.loss)
+    targets = "one-hot" if (low, high) == (0.0, 1.0) else f"{low:g}/{high:g}"
     return {"pixels": config.pixels, "pixel_scaling": PIXELS[config.pixels], "targets": targets}
 
 

@@ -235,13 +235,9 @@ class Network:
             self.params[k][...] = self.backend.to_device(a, self.dtype)
 
     def targets(self, labels: Any) -> np.ndarray:
-        """Host target rows for integer class labels.
-
-        0.01 / 0.99 (the article's) for a sigmoid output trained on squared or
-        absolute loss, which a sigmoid can never reach exactly; one-hot otherwise.
-        """
+        """Host target rows for integer class labels, at :func:`target_levels`."""
         labels = check_labels(to_numpy(labels), self.sizes[-1])
-        low, high = (0.01, 0.99) if self.output == "sigmoid" and self.loss_name != "cross-entropy" else (0.0, 1.0)
+        low, high = target_levels(self.output, self.loss_name)
         T = np.full((labels.shape[0], self.sizes[-1]), low, dtype=self.dtype)
         T[np.arange(labels.shape[0]), labels] = high
         return T
@@ -256,6 +252,12 @@ class Network:
         if T.shape[0] != X.shape[0]:
             raise ValueError(f"T must have one row per row of X ({X.shape[0]}); got {T.shape[0]}")
         return T
+
+
+def target_levels(output: str, loss: str) -> tuple[float, float]:
+    """(wrong class, right class) target values: 0.01 / 0.99 (the article's) for a sigmoid output
+    trained on squared or absolute loss, which a sigmoid can never reach exactly; 0 / 1 (one-hot) otherwise."""
+    return (0.01, 0.99) if output == "sigmoid" and loss != "cross-entropy" else (0.0, 1.0)
 
 
 def _buffer(buffers: dict[Any, Array] | None, key: str, shape: tuple[int, ...], dtype: Any, xp: Any) -> Array | None:
