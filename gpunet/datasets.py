@@ -197,6 +197,13 @@ def hold_out(split: Split, fraction: float, seed: int = 0) -> Split:
                  split.X_train[val], split.y_train[val])
 
 
+def check_dataset(name: str, train_csv: object = None, test_csv: object = None) -> None:
+    """A known dataset name, with both CSV files where it is csv."""
+    check_choice("dataset", name, DATASETS)
+    if name == "csv" and (train_csv is None or test_csv is None):
+        raise ValueError("--dataset csv needs --train-csv FILE and --test-csv FILE")
+
+
 def load(
     name: str,
     *,
@@ -208,12 +215,10 @@ def load(
     on_download: Callable[[str, str], object] | None = None,
 ) -> Split:
     """The dataset called ``name``: digits, mnist (``data_dir``, else downloaded to the cache) or csv."""
-    check_choice("dataset", name, DATASETS)
+    check_dataset(name, train_csv, test_csv)
     if name == "digits":
         return load_digits(pixels, dtype)
     if name == "csv":
-        if train_csv is None or test_csv is None:
-            raise ValueError("--dataset csv needs --train-csv FILE and --test-csv FILE")
         return Split(*read_csv(train_csv, pixels=pixels, dtype=dtype), *read_csv(test_csv, pixels=pixels, dtype=dtype))
     directory = data_dir if data_dir is not None else download_mnist(on_file=on_download)
     return load_mnist(directory, pixels, dtype)

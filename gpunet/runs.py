@@ -15,7 +15,7 @@ import numpy as np
 
 from .backend import Backend, cupy_unavailable_reason, get_backend
 from .checks import check_decay, check_fraction, check_int, check_number
-from .datasets import Split, hold_out, load
+from .datasets import Split, check_dataset, hold_out, load
 from .files import require_file, write_json
 from .network import Network
 from .optim import Optimizer, make_optimizer
@@ -64,8 +64,7 @@ class TrainConfig:
             check_int("epochs", self.epochs, 1)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
-        if self.dataset == "csv" and (self.train_csv is None or self.test_csv is None):
-            raise ValueError("--dataset csv needs --train-csv FILE and --test-csv FILE")
+        check_dataset(self.dataset, self.train_csv, self.test_csv)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
