@@ -15,6 +15,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from gpunet.backend import BACKEND_NAMES
 from gpunet.runs import format_table, load_data, load_grid, run_experiment, write_results
 
 COLUMNS = [("network", "network", "{}"), ("command", "command", "{}"), ("backend", "backend", "{}"),
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", help="a .toml or .json sweep file (see scripts/sweeps/)")
     parser.add_argument("--data-dir", default=os.environ.get("GPUNET_MNIST_DIR"),
                         help="MNIST IDX folder for runs on mnist (default: $GPUNET_MNIST_DIR, else download)")
-    parser.add_argument("--backend", choices=("auto", "numpy", "cupy"), help="override every run's backend")
+    parser.add_argument("--backend", choices=BACKEND_NAMES, help="override every run's backend")
     parser.add_argument("--epochs", type=int, help="override every run's epochs (a quick look)")
     parser.add_argument("--out", help="results JSON (default: scripts/results/<name>.json)")
     args = parser.parse_args(argv)
