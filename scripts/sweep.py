@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, cache = [], {}
     for k, config in enumerate(configs, start=1):
         key = (config.dataset, config.data_dir, config.train_csv, config.test_csv, config.pixels, config.dtype,
-               config.validation, config.seed)
+               config.validation, config.seed if config.validation else None)  # the seed picks validation rows
         if key not in cache:
             cache = {key: load_data(config)}  # keep one dataset in memory at a time
         row = run_experiment(config, cache[key])
