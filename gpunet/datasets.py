@@ -162,15 +162,15 @@ def read_csv(
     data = np.array(rows)
     if data.shape[1] < 2:
         raise DataError(f"{path}: rows need a label and at least one pixel; got {data.shape[1]} cell")
-    pixels_mode, (labels, pixels) = pixels, (data[:, 0], data[:, 1:])
+    labels, values = data[:, 0], data[:, 1:]
     if not np.isfinite(data).all():
         raise DataError(f"{path}: contains NaN or infinity")
     if (labels != np.round(labels)).any() or labels.min() < 0:
         bad = labels[(labels != np.round(labels)) | (labels < 0)][0]
         raise DataError(f"{path}: labels must be integers >= 0; got {bad:g}")
-    if pixels.min() < 0 or pixels.max() > max_value:
-        raise DataError(f"{path}: pixels must be in 0..{max_value:g}; got {pixels.min():g}..{pixels.max():g}")
-    return scale_pixels(pixels, max_value, pixels_mode, dtype), labels.astype(np.int64)
+    if values.min() < 0 or values.max() > max_value:
+        raise DataError(f"{path}: pixels must be in 0..{max_value:g}; got {values.min():g}..{values.max():g}")
+    return scale_pixels(values, max_value, pixels, dtype), labels.astype(np.int64)
 
 
 def _is_number(text: str) -> bool:
