@@ -105,12 +105,8 @@ def train(
     opt = make_optimizer(optimizer, weight_decay)
     backend = net.backend
     X, T, _ = _prepare(net, X_train, y_train, "X_train", "y_train")
-    if (X_test is None) != (y_test is None):
-        raise ValueError("X_test and y_test must be given together")
-    test = _prepare(net, X_test, y_test, "X_test", "y_test") if X_test is not None else None
-    if (X_val is None) != (y_val is None):
-        raise ValueError("X_val and y_val must be given together")
-    val = _prepare(net, X_val, y_val, "X_val", "y_val") if X_val is not None else None
+    test = _prepare_optional(net, X_test, y_test, "X_test", "y_test")
+    val = _prepare_optional(net, X_val, y_val, "X_val", "y_val")
 
     n = X.shape[0]
     if start_row >= n:
@@ -209,6 +205,15 @@ def evaluate(net: Network, X: Array, T: Array, labels: np.ndarray) -> dict[str, 
     loss = float(net.per_sample_loss(Y, T).mean())  # CPU-GPU sync point
     predicted = net.backend.to_host(Y.argmax(axis=1))
     return {"test_loss": loss, "test_accuracy": float((predicted == labels).mean())}
+
+
+def _prepare_optional(
+    net: Network, X: Array | None, y: Array | None, x_label: str, y_label: str
+) -> tuple[Array, Array, np.ndarray] | None:
+    """:func:`_prepare` for an optional pair of arguments: None when both are None."""
+    if (X is None) != (y is None):
+        raise ValueError(f"{x_label} and {y_label} must be given together")
+    return None if X is None else _prepare(net, X, y, x_label, y_label)
 
 
 def _prepare(net: Network, X: Array, y: Array, x_label: str, y_label: str) -> tuple[Array, Array, np.ndarray]:
