@@ -23,8 +23,8 @@ from .checks import check_labels
 from .datasets import DATASETS, PIXELS, Split
 from .download import DownloadError
 from .files import atomic_write, require_file, write_json
-from .functions import HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
-from .init import INITS
+from .activations import HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
+from .initializers import INITS
 from .network import DTYPES, target_levels
 from .optim import OPTIMIZERS
 from .runs import DEFAULT_EPOCHS, TrainConfig, build, load_data
@@ -36,7 +36,7 @@ EXAMPLES = """examples:
   gpunet train --dataset mnist --epochs 5       # MNIST, downloaded and verified on first use
   gpunet train --dataset mnist --data-dir DIR   # any folder with the four MNIST-format IDX files
   gpunet train --dataset csv --train-csv mnist_train.csv --test-csv mnist_test.csv
-  gpunet train --activation sigmoid --output sigmoid --loss squared --init seed \\
+  gpunet train --activation sigmoid --output sigmoid --loss squared --init article \\
                --optimizer sgd --lr 0.1 --batch-size 1   # the original article's network
   GPUNET_BACKEND=numpy gpunet train --quiet     # force the CPU, print only the result
   gpunet evaluate runs/RUN/model.npz --json     # accuracy, precision, recall, confusion matrix

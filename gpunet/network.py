@@ -15,8 +15,8 @@ import numpy as np
 
 from .backend import Backend, get_backend, to_numpy
 from .checks import check_choice, check_int, check_labels, check_matrix, check_number
-from .functions import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES, OUTPUT_ACTIVATIONS
-from .init import INITS, init_params
+from .activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES, OUTPUT_ACTIVATIONS
+from .initializers import INITS, init_name, init_params
 from .optim import SGD, Optimizer
 
 Array = Any
@@ -27,7 +27,7 @@ class Network:
     """A multilayer perceptron with one activation for the hidden layers and one for the output.
 
     >>> net = Network([784, 100, 10], activation="sigmoid", output="sigmoid",
-    ...               loss="squared", init="seed", seed=0, backend="numpy")
+    ...               loss="squared", init="article", seed=0, backend="numpy")
     """
 
     def __init__(
@@ -36,7 +36,7 @@ class Network:
         activation: str = "sigmoid",
         output: str = "sigmoid",
         loss: str = "squared",
-        init: str = "seed",
+        init: str = "article",
         seed: int = 0,
         backend: str | Backend | None = None,
         dtype: str = "float32",
@@ -45,6 +45,7 @@ class Network:
         check_choice("activation", activation, HIDDEN_ACTIVATIONS)
         check_choice("output", output, OUTPUT_ACTIVATIONS)
         check_choice("loss", loss, LOSS_NAMES)
+        init = init_name(init)  # "seed" is the old name of "article"
         check_choice("init", init, tuple(INITS))
         check_choice("dtype", _dtype_name(dtype), DTYPES)
         if loss == "cross-entropy" and (output, loss) not in FUSED:

@@ -17,6 +17,7 @@ from .backend import Backend, cupy_unavailable_reason, get_backend
 from .checks import check_decay, check_fraction, check_int, check_number
 from .datasets import Split, check_dataset, hold_out, load
 from .files import require_file, write_json
+from .initializers import init_name
 from .network import Network
 from .optim import Optimizer, make_optimizer
 from .training import train
@@ -54,6 +55,7 @@ class TrainConfig:
     resume: str | None = None
 
     def __post_init__(self) -> None:  # fail before anything is printed or loaded
+        object.__setattr__(self, "init", init_name(self.init))  # old checkpoints and sweep files say "seed"
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay, positive=False)
         check_decay("lr_decay", self.lr_decay)

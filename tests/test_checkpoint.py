@@ -55,3 +55,21 @@ def test_checkpoint_without_the_needed_fields(tmp_path):
     np.savez(path, header=np.array('{"format": 99}'))
     with pytest.raises(CheckpointError, match=r"checkpoint format 99; expected 1"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_naming_the_old_init_seed_still_loads(tmp_path):
+    # Before the rename the article's initialisation was called "seed"; such checkpoints must still load.
+    import json
+
+    net = gpunet.Network([6, 5, 3], init="article", seed=3, backend="numpy", dtype="float64")
+    save_checkpoint(tmp_path / "m.npz", net, gpunet.SGD(), {})
+    with np.load(tmp_path / "m.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(str(arrays["header"]))
+    header["network"]["init"] = "seed"
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(tmp_path / "old.npz", **arrays)
+    loaded, _, _ = load_checkpoint(tmp_path / "old.npz", backend="numpy")
+    assert loaded.init == "article"
+    np.testing.assert_array_equal(loaded.get_params()["W1"], net.get_params()["W1"])
+    assert gpunet.Network([6, 5, 3], init="seed", seed=3, backend="numpy", dtype="float64").init == "article"

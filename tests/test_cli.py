@@ -43,7 +43,7 @@ def test_python_dash_m_and_quiet(tmp_path):
 
 
 def test_original_network_from_the_command_line(capsys):
-    args = ["train", "--activation", "sigmoid", "--output", "sigmoid", "--loss", "squared", "--init", "seed",
+    args = ["train", "--activation", "sigmoid", "--output", "sigmoid", "--loss", "squared", "--init", "article",
             "--optimizer", "sgd", "--lr", "0.5", "--batch-size", "1", "--epochs", "5", "--backend", "numpy"]
     assert main(args) == 0
     out = capsys.readouterr().out

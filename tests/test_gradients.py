@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpunet
-from gpunet.functions import FUSED, HIDDEN_ACTIVATIONS, LOSSES
+from gpunet.activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES
 
 OUTPUTS_FOR_LOSS = {
     "squared": ("sigmoid", "softmax", "identity"),

@@ -9,7 +9,7 @@ import pytest
 
 import gpunet
 from gpunet.datasets import load_digits
-from gpunet.functions import ACTIVATIONS, sigmoid
+from gpunet.activations import ACTIVATIONS, sigmoid
 
 
 def _tiny(output="sigmoid", loss="squared", dtype="float64"):
@@ -138,7 +138,7 @@ def test_same_seed_same_start_and_trajectory():
 
 def test_init_schemes_have_their_documented_scale():
     n_in, n_out = 400, 300
-    std = {"seed": 0.01, "he": math.sqrt(2 / n_in), "fan-in": n_in**-0.5, "xavier": math.sqrt(2 / (n_in + n_out))}
+    std = {"article": 0.01, "he": math.sqrt(2 / n_in), "fan-in": n_in**-0.5, "xavier": math.sqrt(2 / (n_in + n_out))}
     for init, want in std.items():
         p = gpunet.Network([n_in, n_out], init=init, backend="numpy", dtype="float64").get_params()
         assert p["W1"].std() == pytest.approx(want, rel=0.02), init
@@ -192,7 +192,7 @@ def test_callback_returning_true_stops_training():
         (dict(activation="swish"), ValueError, r"activation must be one of sigmoid, tanh, relu, leaky_relu; got 'swish'"),
         (dict(output="softplus"), ValueError, r"output must be one of .*; got 'softplus'"),
         (dict(loss="hinge"), ValueError, r"loss must be one of squared, absolute, cross-entropy; got 'hinge'"),
-        (dict(init="zeros"), ValueError, r"init must be one of seed, xavier, he, fan-in; got 'zeros'"),
+        (dict(init="zeros"), ValueError, r"init must be one of article, xavier, he, fan-in; got 'zeros'"),
         (dict(dtype="float16"), ValueError, r"dtype must be one of float32, float64; got 'float16'"),
         (dict(seed=-1), ValueError, r"seed must be an integer >= 0; got -1"),
         (dict(output="identity", loss="cross-entropy"), ValueError, r"needs output 'softmax' or 'sigmoid'; got output 'identity'"),

@@ -16,7 +16,7 @@ from conftest import backend_param, rel_diff, require
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
 CANDIDATES = [backend_param("numpy", "float32"), backend_param("cupy", "float32"), backend_param("cupy", "float64")]
 CONFIGS = {
-    "original": dict(sizes=[12, 10, 4], activation="sigmoid", output="sigmoid", loss="squared", init="seed"),
+    "original": dict(sizes=[12, 10, 4], activation="sigmoid", output="sigmoid", loss="squared", init="article"),
     "deep-relu-ce": dict(sizes=[12, 16, 8, 4], activation="relu", output="softmax", loss="cross-entropy", init="he"),
     "tanh-absolute": dict(sizes=[12, 8, 4], activation="tanh", output="identity", loss="absolute", init="xavier"),
     "leaky-bce": dict(sizes=[12, 8, 4], activation="leaky_relu", output="sigmoid", loss="cross-entropy", init="fan-in"),

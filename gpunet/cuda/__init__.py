@@ -1,0 +1,48 @@
+"""CUDA kernels for the CuPy backend: the fast paths, each tested against the plain ``xp`` code in network.py.
+
+Every kernel's CUDA C lives in a ``.cu`` file in this folder, opening with the
+formula it computes and the shapes of its arguments. Kernels reach CuPy only
+through a :class:`~gpunet.backend.Backend` (``backend.xp.RawModule``), so
+``gpunet/backend.py`` stays the only module that imports CuPy.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..backend import Backend
+
+SOURCE_DIR = Path(__file__).parent
+# -std=c++17 for templates with constexpr if; NVRTC has no host headers, so sources include none.
+NVRTC_OPTIONS = ("-std=c++17",)
+
+
+def sources() -> list[Path]:
+    """Every CUDA source of the package, sorted by name (the compile tests walk this list)."""
+    return sorted(SOURCE_DIR.glob("*.cu"))
+
+
+def source(name: str) -> str:
+    """The text of ``name`` (e.g. "fused.cu") from this folder."""
+    return (SOURCE_DIR / name).read_text()
+
+
+def load(backend: Backend, name: str, name_expressions: Sequence[str] = (), options: Sequence[str] = ()) -> Any:
+    """``name`` compiled by NVRTC for the current device as a ``cupy.RawModule`` (cached per device and options).
+
+    ``name_expressions`` lists the template instantiations to compile, e.g.
+    ``"bias_act<float, 1>"``; fetch each with ``module.get_function(expr)``.
+    """
+    if backend.name != "cupy":
+        raise ValueError(f"CUDA kernels need the cupy backend; got backend {backend.name!r}")
+    device = backend.xp.cuda.Device().id
+    return _load(backend.xp, device, name, tuple(name_expressions), tuple(NVRTC_OPTIONS) + tuple(options))
+
+
+@functools.lru_cache(maxsize=None)
+def _load(xp: Any, device: int, name: str, name_expressions: tuple[str, ...], options: tuple[str, ...]) -> Any:
+    module = xp.RawModule(code=source(name), options=options, name_expressions=name_expressions or None)
+    module.compile()  # compile now, not at the first launch (which may be inside a graph capture)
+    return module
