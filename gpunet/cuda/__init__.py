@@ -15,12 +15,14 @@ from typing import Any, Sequence
 from ..backend import Backend
 
 SOURCE_DIR = Path(__file__).parent
-# -std=c++17 for templates with constexpr if; NVRTC has no host headers, so sources include none.
-NVRTC_OPTIONS = ("-std=c++17",)
+# -std=c++17 for constexpr if; -I for activations.cuh. NVRTC has no host headers, so sources include none.
+NVRTC_OPTIONS = ("-std=c++17", f"-I{SOURCE_DIR}")
+# The activation codes of activations.cuh (its GPUNET_* defines), by gpunet's names.
+ACT_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4}
 
 
 def sources() -> list[Path]:
-    """Every CUDA source of the package, sorted by name (the compile tests walk this list)."""
+    """Every CUDA source of the package (not the .cuh headers), sorted by name; the compile tests walk this list."""
     return sorted(SOURCE_DIR.glob("*.cu"))
 
 
