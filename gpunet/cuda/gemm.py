@@ -12,7 +12,8 @@ plain path of network.py.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -174,7 +175,7 @@ def weight_grad(
 
 def bias_grad(delta: Array, b: Array, db: Array, lr: Array, N: int, n_i: int, *, mode: int) -> None:
     rows = _rows(delta, N, n_i)
-    g = np.zeros(n_i, dtype=b.dtype)
+    g = np.zeros(n_i, dtype=delta.dtype)
     for r in range(N):
         g += rows[r]
     if mode == GRAD_WRITE:

@@ -108,8 +108,9 @@ class GraphTrainer:
         self._graphs: dict[int, Any] = {}  # start row -> the captured graph of that epoch's steps
         self._functions: dict[str, Any] = {}
         if net.backend.name == "cupy":  # compile and fetch every kernel now: nothing may compile during capture
-            module = load(net.backend, "gemm.cu", sorted({launch.expression for launch in self.launches()}))
-            self._functions = {e: module.get_function(e) for e in {launch.expression for launch in self.launches()}}
+            expressions = sorted({launch.expression for launch in self._step(0, rows, first=True)})
+            module = load(net.backend, "gemm.cu", expressions)
+            self._functions = {e: module.get_function(e) for e in expressions}
             self._stream = net.backend.xp.cuda.Stream(non_blocking=True)
 
     def _allocate(self, rows: int) -> dict[str, Array]:
@@ -272,7 +273,8 @@ def _check_data(net: Network, X: Array, T: Array) -> tuple[Array, Array]:
         if a.ndim != 2 or a.shape[1] != width or a.shape[0] < 1:
             raise ValueError(f"{label} must have shape (n, {width}) with n >= 1; got {a.shape}")
         if a.dtype != net.dtype or not a.flags.c_contiguous:
-            raise ValueError(f"{label} must be C-contiguous {net.dtype.name} like the network; got {a.dtype}")
+            layout = "C-contiguous" if a.flags.c_contiguous else "not C-contiguous"
+            raise ValueError(f"{label} must be C-contiguous {net.dtype.name} like the network; got {layout} {a.dtype}")
     if X.shape[0] != T.shape[0]:
         raise ValueError(f"T must have one row per row of X ({X.shape[0]}); got {T.shape[0]}")
     if X.shape[0] >= 2**31:
