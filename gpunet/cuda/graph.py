@@ -87,11 +87,14 @@ class GraphTrainer:
         if not isinstance(net, Network):
             raise TypeError(f"net must be a gpunet Network; got {type(net).__name__}")
         if net.backend.name not in ("cupy", "numpy"):
-            raise ValueError(f"graph mode needs the cupy backend (numpy runs its transcription); got {net.backend.name!r}")
+            raise ValueError(
+                f"graph mode needs the cupy backend (numpy runs its transcription); got {net.backend.name!r}"
+            )
         if type(optimizer) is not SGD:
             name = getattr(optimizer, "name", type(optimizer).__name__)
             raise ValueError(
-                f"graph mode covers plain SGD only; got optimizer {name!r} (momentum and Adam are not in graph mode yet)"
+                f"graph mode covers plain SGD only; got optimizer {name!r} "
+                "(momentum and Adam are not in graph mode yet)"
             )
         self.net, self.optimizer = net, optimizer
         self.batch_size = check_int("batch_size", batch_size, 1)
@@ -229,8 +232,11 @@ class GraphTrainer:
             raise ValueError(f"start_row must be below the {self.n} training rows; got {start_row}")
         xp = self.net.backend.xp
         if not isinstance(order, xp.ndarray) or order.shape != (self.n,) or order.dtype.kind not in "iu":
-            got = f"{type(order).__name__} of shape {getattr(order, 'shape', None)} dtype {getattr(order, 'dtype', None)}"
-            raise ValueError(f"order must be a permutation of the {self.n} rows as a {xp.__name__} integer array; got {got}")
+            shape, dtype = getattr(order, "shape", None), getattr(order, "dtype", None)
+            got = f"{type(order).__name__} of shape {shape} dtype {dtype}"
+            raise ValueError(
+                f"order must be a permutation of the {self.n} rows as a {xp.__name__} integer array; got {got}"
+            )
         if xp is np:
             self.buffers["order"][...] = order
             self.buffers["lr"].fill(lr)
