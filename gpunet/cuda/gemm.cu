@@ -1,0 +1,231 @@
+// gemm.cu: a whole training step in our own kernels (no cuBLAS, whose CuPy wrappers refuse stream capture),
+// so graph.py can capture an epoch of steps into one CUDA graph. Shapes are batch-first as in network.py:
+// the batch has N rows, layer i maps n_{i-1} -> n_i, every array is row-major and contiguous.
+//
+//   gather_rows   Xb[r, :] = X[order[lo + r], :]                  X (n, w), order (n,) int64, Xb (N, w)
+//   forward       A_i = f(A_{i-1} @ W_i + b_i)                    A_{i-1} (N, n_{i-1}), W_i (n_{i-1}, n_i),
+//                                                                 b_i (n_i,), A_i (N, n_i)
+//   output_delta  Y = softmax(Y) row-wise (softmax output only), loss[r] = L(Y_r, T_r),
+//                 delta_L = s * dL/dZ_L, s = lr / N (lr folded in, plain SGD) or 1 / N
+//                                                                 Y = A_L, T, delta_L (N, n_L), loss (N,)
+//   loss_total    total += sum_r loss[r]   (total = 0 first when first != 0)     loss (N,), total (1,)
+//   backward      delta_{i-1} = (delta_i @ W_i^T) * f'(A_{i-1})   delta_i (N, n_i), W_i (n_{i-1}, n_i),
+//                                                                 A_{i-1}, delta_{i-1} (N, n_{i-1})
+//   weight_grad   dW_i = A_{i-1}^T @ delta_i, then by MODE:       A_{i-1} (N, n_{i-1}), delta_i (N, n_i),
+//                   GRAD_WRITE   dW_i written (for other optimisers)         W_i, dW_i (n_{i-1}, n_i)
+//                   SGD_FOLDED   W_i -= dW_i (lr already in delta)
+//                   SGD_DECAY    W_i -= lr * (dW_i + weight_decay * W_i)
+//   bias_grad     db_i = sum_r delta_i[r, :], then b_i -= db_i, b_i -= lr * db_i, or db_i written (n_i,)
+//
+// lr lives in device memory as one double (graph.py writes it before each replay), so a captured graph
+// serves every epoch's learning rate. Each product is one thread per output element, summing its
+// products in order k = 0, 1, ..., K - 1: gpunet/cuda/gemm.py transcribes that order in NumPy.
+// No host headers: NVRTC has none.
+#include "activations.cuh"
+
+#define TILE 16             // a TILE x TILE block computes a TILE x TILE tile of the product
+#define LOSS_THREADS 256    // loss_total's one block; a power of two for its tree
+#define GPUNET_SOFTMAX 5    // output only, applied row-wise by output_delta
+#define LOSS_SQUARED 0
+#define LOSS_ABSOLUTE 1
+#define LOSS_CROSS_ENTROPY 2
+#define GRAD_WRITE 0
+#define SGD_FOLDED 1
+#define SGD_DECAY 2
+
+template <typename T>
+__device__ __forceinline__ T tiny();  // the smallest normal number: log(max(y, tiny)) is never -inf
+template <>
+__device__ __forceinline__ float tiny<float>() { return 1.17549435082228751e-38f; }
+template <>
+__device__ __forceinline__ double tiny<double>() { return 2.2250738585072014e-308; }
+
+template <typename T>
+__device__ __forceinline__ T quiet_nan() {
+    if constexpr (sizeof(T) == 4) {
+        return __int_as_float(0x7fc00000);
+    } else {
+        return __longlong_as_double(0x7ff8000000000000LL);
+    }
+}
+
+// C[row, col] = sum_k A[row, k] B[k, col] for this thread's element of the block's tile of C (M, Nc).
+// A is (M, K), stored as (K, M) when TRANS_A; B is (K, Nc), stored as (Nc, K) when TRANS_B. The block
+// stages TILE-wide slices of k in shared memory, loading along the stored rows so that neighbouring
+// threads read neighbouring addresses; each thread then adds its products in order k = 0, 1, ..., K - 1.
+// Every thread of the block must call this (it synchronises); out-of-range ones get a value to ignore.
+template <typename T, bool TRANS_A, bool TRANS_B>
+__device__ __forceinline__ T tile_product(const T* A, const T* B, int M, int Nc, int K) {
+    __shared__ T As[TILE][TILE + 1];  // As[i][kk] = A[r0 + i, k0 + kk]; + 1: transposed stores hit 16 banks
+    __shared__ T Bs[TILE][TILE + 1];  // Bs[kk][j] = B[k0 + kk, c0 + j]
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int r0 = blockIdx.y * TILE, c0 = blockIdx.x * TILE;
+    T acc = T(0);
+    for (int k0 = 0; k0 < K; k0 += TILE) {
+        if constexpr (TRANS_A) {
+            const int r = r0 + tx, k = k0 + ty;
+            As[tx][ty] = (r < M && k < K) ? A[(size_t)k * M + r] : T(0);
+        } else {
+            const int r = r0 + ty, k = k0 + tx;
+            As[ty][tx] = (r < M && k < K) ? A[(size_t)r * K + k] : T(0);
+        }
+        if constexpr (TRANS_B) {
+            const int c = c0 + ty, k = k0 + tx;
+            Bs[tx][ty] = (c < Nc && k < K) ? B[(size_t)c * K + k] : T(0);
+        } else {
+            const int c = c0 + tx, k = k0 + ty;
+            Bs[ty][tx] = (c < Nc && k < K) ? B[(size_t)k * Nc + c] : T(0);
+        }
+        __syncthreads();
+        const int kmax = K - k0 < TILE ? K - k0 : TILE;
+        for (int kk = 0; kk < kmax; ++kk) {
+            acc += As[ty][kk] * Bs[kk][tx];
+        }
+        __syncthreads();
+    }
+    return acc;
+}
+
+// Xb[r, c] = X[order[lo + r], c]; an index outside [0, n_rows) gives a NaN row, which the loss reports.
+template <typename T>
+__global__ void gather_rows(const T* X, const long long* order, int lo, int N, int width, int n_rows, T* Xb) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)N * width) return;
+    const int r = (int)(i / width), c = (int)(i % width);
+    const long long src = order[lo + r];
+    Xb[i] = (src >= 0 && src < n_rows) ? X[src * width + c] : quiet_nan<T>();
+}
+
+// A_i = f(Z_i), Z_i = A_{i-1} @ W_i + b_i: (N, n_in) @ (n_in, n_out) + (n_out,)
+template <typename T, int ACT>
+__global__ void forward(const T* A_prev, const T* W, const T* b, T* A, int N, int n_in, int n_out) {
+    const T Z = tile_product<T, false, false>(A_prev, W, N, n_out, n_in);
+    const int r = blockIdx.y * TILE + threadIdx.y, j = blockIdx.x * TILE + threadIdx.x;
+    if (r < N && j < n_out) {
+        A[(size_t)r * n_out + j] = act_forward<ACT, T>(Z + b[j]);
+    }
+}
+
+// One thread per row r: softmax Y_r in place (softmax output), loss[r] = L(Y_r, T_r), delta_r = s dL/dZ_r.
+template <typename T, int OUT, int LOSS>
+__global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double* lr, int fold_lr, int N, int n_out) {
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= N) return;
+    T* y = Y + (size_t)r * n_out;
+    const T* t = Tg + (size_t)r * n_out;
+    T* d = delta + (size_t)r * n_out;
+    const T s = T(fold_lr ? lr[0] / N : 1.0 / N);  // the plain path's lr / N (or 1 / N), rounded once
+    if constexpr (OUT == GPUNET_SOFTMAX) {  // Y = exp(Z - max Z) / sum exp(Z - max Z)
+        T m = y[0];
+        for (int j = 1; j < n_out; ++j) m = y[j] > m ? y[j] : m;
+        T e = T(0);
+        for (int j = 0; j < n_out; ++j) {
+            y[j] = exp(y[j] - m);
+            e += y[j];
+        }
+        for (int j = 0; j < n_out; ++j) y[j] = y[j] / e;
+    }
+    T L = T(0);
+    for (int j = 0; j < n_out; ++j) {
+        if constexpr (LOSS == LOSS_SQUARED) {  // 1/2 sum (t - y)^2
+            const T e = t[j] - y[j];
+            L += e * e;
+        } else if constexpr (LOSS == LOSS_ABSOLUTE) {  // sum |t - y|
+            L += fabs(t[j] - y[j]);
+        } else if constexpr (OUT == GPUNET_SOFTMAX) {  // cross-entropy: -sum t log y
+            L += t[j] * log(y[j] > tiny<T>() ? y[j] : tiny<T>());
+        } else {  // binary cross-entropy of sigmoid outputs: -sum t log y + (1 - t) log(1 - y)
+            const T q = T(1) - y[j];
+            L += t[j] * log(y[j] > tiny<T>() ? y[j] : tiny<T>()) + (T(1) - t[j]) * log(q > tiny<T>() ? q : tiny<T>());
+        }
+    }
+    if constexpr (LOSS == LOSS_SQUARED) {
+        loss[r] = T(0.5) * L;
+    } else if constexpr (LOSS == LOSS_ABSOLUTE) {
+        loss[r] = L;
+    } else {
+        loss[r] = -L;
+    }
+    if constexpr (LOSS == LOSS_CROSS_ENTROPY && OUT == GPUNET_SOFTMAX) {  // dL/dZ = y sum(t) - t
+        T tsum = T(0);
+        for (int j = 0; j < n_out; ++j) tsum += t[j];
+        for (int j = 0; j < n_out; ++j) d[j] = (y[j] * tsum - t[j]) * s;
+    } else if constexpr (LOSS == LOSS_CROSS_ENTROPY) {  // sigmoid: dL/dZ = y - t
+        for (int j = 0; j < n_out; ++j) d[j] = (y[j] - t[j]) * s;
+    } else {  // dL/dY = y - t or sign(y - t), then through the output activation
+        for (int j = 0; j < n_out; ++j) {
+            const T e = y[j] - t[j];
+            d[j] = (LOSS == LOSS_SQUARED ? e : T((e > T(0)) - (e < T(0)))) * s;
+        }
+        if constexpr (OUT == GPUNET_SOFTMAX) {  // dZ_j = y_j (dY_j - sum_k dY_k y_k)
+            T dot = T(0);
+            for (int j = 0; j < n_out; ++j) dot += d[j] * y[j];
+            for (int j = 0; j < n_out; ++j) d[j] = y[j] * (d[j] - dot);
+        } else {
+            for (int j = 0; j < n_out; ++j) d[j] = act_backward<OUT, T>(y[j], d[j]);
+        }
+    }
+}
+
+// total += sum_r loss[r] (total = 0 first when first != 0). One block of LOSS_THREADS: thread t sums rows
+// t, t + LOSS_THREADS, ... in order, then a tree halves the partial sums; deterministic, no atomics.
+template <typename T>
+__global__ void loss_total(const T* loss, int N, int first, T* total) {
+    __shared__ T part[LOSS_THREADS];
+    const int t = threadIdx.x;
+    T s = T(0);
+    for (int r = t; r < N; r += LOSS_THREADS) s += loss[r];
+    part[t] = s;
+    __syncthreads();
+    for (int half = LOSS_THREADS / 2; half > 0; half /= 2) {
+        if (t < half) part[t] += part[t + half];
+        __syncthreads();
+    }
+    if (t == 0) total[0] = (first ? T(0) : total[0]) + part[0];
+}
+
+// delta_{i-1} = dA * f'(A_{i-1}), dA = delta_i @ W_i^T: (N, n_i) @ (n_i, n_prev) -> (N, n_prev)
+template <typename T, int ACT>
+__global__ void backward(const T* delta, const T* W, const T* A_prev, T* delta_prev, int N, int n_prev, int n_i) {
+    const T dA = tile_product<T, false, true>(delta, W, N, n_prev, n_i);
+    const int r = blockIdx.y * TILE + threadIdx.y, j = blockIdx.x * TILE + threadIdx.x;
+    if (r < N && j < n_prev) {
+        const size_t idx = (size_t)r * n_prev + j;
+        delta_prev[idx] = act_backward<ACT, T>(A_prev[idx], dA);
+    }
+}
+
+// dW_i = A_{i-1}^T @ delta_i: (n_prev, N) @ (N, n_i) -> (n_prev, n_i), then the update by MODE (see the top).
+// dW is only written in GRAD_WRITE mode, W only in the SGD modes; lr is read in SGD_DECAY mode.
+template <typename T, int MODE>
+__global__ void weight_grad(const T* A_prev, const T* delta, T* W, T* dW, const double* lr, T weight_decay,
+                            int N, int n_prev, int n_i) {
+    const T g = tile_product<T, true, false>(A_prev, delta, n_prev, n_i, N);
+    const int j = blockIdx.y * TILE + threadIdx.y, k = blockIdx.x * TILE + threadIdx.x;
+    if (j < n_prev && k < n_i) {
+        const size_t idx = (size_t)j * n_i + k;
+        if constexpr (MODE == GRAD_WRITE) {
+            dW[idx] = g;
+        } else if constexpr (MODE == SGD_FOLDED) {
+            W[idx] -= g;
+        } else {
+            W[idx] -= T(lr[0]) * (g + weight_decay * W[idx]);
+        }
+    }
+}
+
+// db_i[k] = sum_r delta_i[r, k], in order r = 0, 1, ..., N - 1, then the update by MODE (biases never decay).
+template <typename T, int MODE>
+__global__ void bias_grad(const T* delta, T* b, T* db, const double* lr, int N, int n_i) {
+    const int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n_i) return;
+    T g = T(0);
+    for (int r = 0; r < N; ++r) g += delta[(size_t)r * n_i + k];
+    if constexpr (MODE == GRAD_WRITE) {
+        db[k] = g;
+    } else if constexpr (MODE == SGD_FOLDED) {
+        b[k] -= g;
+    } else {
+        b[k] -= T(lr[0]) * g;
+    }
+}

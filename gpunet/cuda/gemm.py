@@ -1,0 +1,192 @@
+"""NumPy transcriptions of gemm.cu, kernel by kernel, in each kernel's loop order.
+
+Each function takes its kernel's arguments in order (NumPy arrays for the pointers, which may be longer
+than the kernel reads: it uses the first rows, as the device does) and the kernel's template parameters
+as keywords, and writes where the kernel writes. What runs in parallel on the device (the elements of a
+product, the rows of output_delta, the columns of bias_grad) is vectorised here; what a thread does in
+sequence is a Python loop in the same order. The one difference left: the device may contract
+``acc + a * b`` into a fused multiply-add, one rounding instead of two.
+GraphTrainer runs these on the NumPy backend, so the CPU tests hold the device's arithmetic against the
+plain path of network.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..activations import LEAKY_SLOPE
+from . import ACT_CODES
+
+Array = Any
+TILE = 16  # gemm.cu's defines
+LOSS_THREADS = 256
+SOFTMAX = 5
+LOSS_CODES = {"squared": 0, "absolute": 1, "cross-entropy": 2}
+GRAD_WRITE, SGD_FOLDED, SGD_DECAY = 0, 1, 2
+SIGMOID, TANH, RELU, LEAKY_RELU = (ACT_CODES[k] for k in ("sigmoid", "tanh", "relu", "leaky_relu"))
+
+
+def _rows(a: Array, N: int, width: int) -> Array:
+    """The first N rows of a contiguous buffer read as (N, width), a view: what a kernel's pointer reaches."""
+    return a.reshape(-1)[: N * width].reshape(N, width)
+
+
+def act_forward(act: int, Z: Array) -> Array:
+    """activations.cuh act_forward<ACT>."""
+    if act == SIGMOID:
+        return 0.5 * np.tanh(0.5 * Z) + 0.5
+    if act == TANH:
+        return np.tanh(Z)
+    if act == RELU:
+        return np.where(Z > 0, Z, 0).astype(Z.dtype)
+    if act == LEAKY_RELU:
+        return np.where(Z > 0, Z, LEAKY_SLOPE * Z)
+    return Z
+
+
+def act_backward(act: int, A: Array, dA: Array) -> Array:
+    """activations.cuh act_backward<ACT>: dA * f'(Z), f' read off the output A."""
+    if act == SIGMOID:
+        return dA * A * (1 - A)
+    if act == TANH:
+        return dA * (1 - A * A)
+    if act == RELU:
+        return np.where(A > 0, dA, 0).astype(dA.dtype)
+    if act == LEAKY_RELU:
+        return np.where(A > 0, dA, LEAKY_SLOPE * dA)
+    return dA
+
+
+def tile_product(A: Array, B: Array, M: int, Nc: int, K: int, trans_a: bool, trans_b: bool) -> Array:
+    """tile_product for every element at once: C (M, Nc) = A (M, K) @ B (K, Nc), A stored (K, M) when
+    trans_a, B stored (Nc, K) when trans_b. Each element adds its products in order k = 0, 1, ..., K - 1,
+    slice by slice of TILE; staging through shared memory moves values, not arithmetic."""
+    A = _rows(A, K, M).T if trans_a else _rows(A, M, K)
+    B = _rows(B, Nc, K).T if trans_b else _rows(B, K, Nc)
+    acc = np.zeros((M, Nc), dtype=A.dtype)
+    for k0 in range(0, K, TILE):
+        for k in range(k0, min(k0 + TILE, K)):
+            acc += A[:, k, None] * B[None, k, :]
+    return acc
+
+
+def gather_rows(X: Array, order: Array, lo: int, N: int, width: int, n_rows: int, Xb: Array) -> None:
+    src = order[lo : lo + N]
+    valid = (src >= 0) & (src < n_rows)
+    rows = _rows(Xb, N, width)
+    rows[...] = _rows(X, n_rows, width)[np.where(valid, src, 0)]
+    rows[~valid] = np.nan  # an index out of range: a NaN row, which the loss reports
+
+
+def forward(A_prev: Array, W: Array, b: Array, A: Array, N: int, n_in: int, n_out: int, *, act: int) -> None:
+    Z = tile_product(A_prev, W, N, n_out, n_in, False, False)
+    _rows(A, N, n_out)[...] = act_forward(act, Z + b[:n_out])
+
+
+def output_delta(
+    Y: Array, Tg: Array, delta: Array, loss: Array, lr: Array, fold_lr: int, N: int, n_out: int, *, out: int,
+    loss_code: int,
+) -> None:
+    y, t, d = _rows(Y, N, n_out), _rows(Tg, N, n_out), _rows(delta, N, n_out)
+    dtype = y.dtype.type
+    s = dtype(lr[0] / N if fold_lr else 1.0 / N)
+    tiny = np.finfo(y.dtype).tiny
+    if out == SOFTMAX:
+        m = y[:, 0].copy()
+        for j in range(1, n_out):
+            m = np.where(y[:, j] > m, y[:, j], m)
+        e = np.zeros(N, dtype=dtype)
+        for j in range(n_out):
+            y[:, j] = np.exp(y[:, j] - m)
+            e += y[:, j]
+        for j in range(n_out):
+            y[:, j] = y[:, j] / e
+    L = np.zeros(N, dtype=dtype)
+    for j in range(n_out):
+        if loss_code == LOSS_CODES["squared"]:
+            err = t[:, j] - y[:, j]
+            L += err * err
+        elif loss_code == LOSS_CODES["absolute"]:
+            L += np.abs(t[:, j] - y[:, j])
+        elif out == SOFTMAX:
+            L += t[:, j] * np.log(np.maximum(y[:, j], tiny))
+        else:
+            q = 1 - y[:, j]
+            L += t[:, j] * np.log(np.maximum(y[:, j], tiny)) + (1 - t[:, j]) * np.log(np.maximum(q, tiny))
+    loss[:N] = 0.5 * L if loss_code == LOSS_CODES["squared"] else L if loss_code == LOSS_CODES["absolute"] else -L
+    if loss_code == LOSS_CODES["cross-entropy"] and out == SOFTMAX:
+        tsum = np.zeros(N, dtype=dtype)
+        for j in range(n_out):
+            tsum += t[:, j]
+        for j in range(n_out):
+            d[:, j] = (y[:, j] * tsum - t[:, j]) * s
+    elif loss_code == LOSS_CODES["cross-entropy"]:
+        for j in range(n_out):
+            d[:, j] = (y[:, j] - t[:, j]) * s
+    else:
+        for j in range(n_out):
+            err = y[:, j] - t[:, j]
+            d[:, j] = (err if loss_code == LOSS_CODES["squared"] else np.sign(err)) * s
+        if out == SOFTMAX:
+            dot = np.zeros(N, dtype=dtype)
+            for j in range(n_out):
+                dot += d[:, j] * y[:, j]
+            for j in range(n_out):
+                d[:, j] = y[:, j] * (d[:, j] - dot)
+        else:
+            for j in range(n_out):
+                d[:, j] = act_backward(out, y[:, j], d[:, j])
+
+
+def loss_total(loss: Array, N: int, first: int, total: Array) -> None:
+    part = np.zeros(LOSS_THREADS, dtype=loss.dtype)  # thread t's sum of rows t, t + LOSS_THREADS, ...
+    for r0 in range(0, N, LOSS_THREADS):
+        chunk = loss[r0 : min(r0 + LOSS_THREADS, N)]
+        part[: len(chunk)] += chunk
+    half = LOSS_THREADS // 2
+    while half > 0:  # the tree: part[t] += part[t + half]
+        part[:half] += part[half : 2 * half]
+        half //= 2
+    total[0] = (0 if first else total[0]) + part[0]
+
+
+def backward(
+    delta: Array, W: Array, A_prev: Array, delta_prev: Array, N: int, n_prev: int, n_i: int, *, act: int
+) -> None:
+    dA = tile_product(delta, W, N, n_prev, n_i, False, True)
+    _rows(delta_prev, N, n_prev)[...] = act_backward(act, _rows(A_prev, N, n_prev), dA)
+
+
+def weight_grad(
+    A_prev: Array, delta: Array, W: Array, dW: Array, lr: Array, weight_decay: Any, N: int, n_prev: int, n_i: int,
+    *, mode: int,
+) -> None:
+    g = tile_product(A_prev, delta, n_prev, n_i, N, True, False)
+    if mode == GRAD_WRITE:
+        dW[...] = g
+    elif mode == SGD_FOLDED:
+        W -= g
+    else:
+        W -= W.dtype.type(lr[0]) * (g + weight_decay * W)
+
+
+def bias_grad(delta: Array, b: Array, db: Array, lr: Array, N: int, n_i: int, *, mode: int) -> None:
+    rows = _rows(delta, N, n_i)
+    g = np.zeros(n_i, dtype=delta.dtype)
+    for r in range(N):
+        g += rows[r]
+    if mode == GRAD_WRITE:
+        db[...] = g
+    elif mode == SGD_FOLDED:
+        b -= g
+    else:
+        b -= b.dtype.type(lr[0]) * g
+
+
+TRANSCRIPTIONS: dict[str, Callable[..., None]] = {
+    "gather_rows": gather_rows, "forward": forward, "output_delta": output_delta, "loss_total": loss_total,
+    "backward": backward, "weight_grad": weight_grad, "bias_grad": bias_grad,
+}

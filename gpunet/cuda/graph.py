@@ -1,0 +1,288 @@
+"""Graph mode: an epoch of training steps captured once into a CUDA graph, then replayed every epoch.
+
+A step is a dozen launches of gemm.cu's kernels (no cuBLAS: CuPy's cuBLAS wrappers refuse stream
+capture): gather the batch on the device, a forward product per layer with bias and activation fused,
+the output delta and per-row loss, the loss total, and per layer from the top the backward product with
+f' fused, the weight-gradient product with the SGD update fused, and the bias update.
+The whole training set, the epoch's permutation and lr live in device buffers the graph reads, so an
+epoch costs two small copies and one graph launch, with no host round trip.
+
+Every buffer is allocated in ``GraphTrainer.__init__``, before any capture, and kept in
+``GraphTrainer.buffers`` as long as the trainer (and so its graphs) lives: an array freed during capture
+would go back to CuPy's memory pool, and the replay would write into memory reused by something else.
+On the NumPy backend the same launches run gemm.py's transcriptions instead (no graph): that is what the
+CPU tests check against network.py's plain path. Unverified on a device so far.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
+from ..checks import check_int, check_number
+from ..network import Network
+from ..optim import SGD, Optimizer
+from . import ACT_CODES, load
+from .gemm import GRAD_WRITE, LOSS_CODES, LOSS_THREADS, SGD_DECAY, SGD_FOLDED, SOFTMAX, TILE, TRANSCRIPTIONS
+
+Array = Any
+C_TYPES = {"float32": "float", "float64": "double"}
+OUT_CODES = {**ACT_CODES, "softmax": SOFTMAX}
+PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS for loss in LOSSES] + list(FUSED)  # every (output, loss) pair
+MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
+ELEMENT_THREADS = 256  # gather_rows, output_delta, bias_grad: one thread per element, row or column
+# Every template instantiation GraphTrainer may load; the shared compile test compiles exactly these.
+NAME_EXPRESSIONS = [
+    *(f"gather_rows<{t}>" for t in C_TYPES.values()),
+    *(f"forward<{t}, {a}>" for t in C_TYPES.values() for a in sorted(ACT_CODES.values())),
+    *(f"output_delta<{t}, {OUT_CODES[o]}, {LOSS_CODES[loss]}>" for t in C_TYPES.values() for o, loss in PAIRS),
+    *(f"loss_total<{t}>" for t in C_TYPES.values()),
+    *(f"backward<{t}, {ACT_CODES[a]}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS),
+    *(f"{k}<{t}, {m}>" for k in ("weight_grad", "bias_grad") for t in C_TYPES.values()
+      for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)),
+]
+
+
+class Launch(NamedTuple):
+    """One kernel launch of a step: gemm.cu's kernel, its template parameters, geometry and arguments."""
+
+    kernel: str  # e.g. "forward"
+    dtype: str  # "float32" or "float64": the first template parameter
+    params: dict[str, int]  # the other template parameters, in order, by gemm.py's keyword names
+    grid: tuple[int, ...]
+    block: tuple[int, ...]
+    args: tuple[Any, ...]
+
+    @property
+    def expression(self) -> str:
+        """The name expression NVRTC instantiates, e.g. "forward<float, 0>"."""
+        return f"{self.kernel}<{', '.join([C_TYPES[self.dtype], *map(str, self.params.values())])}>"
+
+
+def _blocks(count: int, per_block: int) -> int:
+    return (count + per_block - 1) // per_block
+
+
+def _tile_geometry(rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """forward, backward, weight_grad: one thread per element of the (rows, cols) product, TILE x TILE
+    threads a block, so each slice of k staged in shared memory is read by TILE threads of each row and
+    column, and the 256 threads fill eight warps; x runs along the columns for coalesced stores."""
+    return (_blocks(cols, TILE), _blocks(rows, TILE)), (TILE, TILE)
+
+
+class GraphTrainer:
+    """Trains ``net`` in place a whole epoch at a time, each epoch one replay of a captured CUDA graph.
+
+    ``X`` and ``T`` are the whole training set (inputs and target rows) on the network's backend, in
+    its dtype. ``run_epoch(order, lr)`` trains on the batches ``order[lo : lo + batch_size]`` like
+    ``gpunet.train``'s plain path and returns the epoch's summed per-sample loss (each row before its
+    step) as a 0-d device array, without a host sync. Covers plain SGD (with or without weight decay),
+    every hidden activation, every (output, loss) pair and any depth; momentum and Adam raise ValueError.
+    """
+
+    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, batch_size: int) -> None:
+        if not isinstance(net, Network):
+            raise TypeError(f"net must be a gpunet Network; got {type(net).__name__}")
+        if net.backend.name not in ("cupy", "numpy"):
+            raise ValueError(
+                f"graph mode needs the cupy backend (numpy runs its transcription); got {net.backend.name!r}"
+            )
+        if type(optimizer) is not SGD:
+            name = getattr(optimizer, "name", type(optimizer).__name__)
+            raise ValueError(
+                f"graph mode covers plain SGD only; got optimizer {name!r} "
+                "(momentum and Adam are not in graph mode yet)"
+            )
+        self.net, self.optimizer = net, optimizer
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.X, self.T = _check_data(net, X, T)
+        self.n = self.X.shape[0]
+        rows = min(self.batch_size, self.n)
+        if max(_blocks(rows, TILE), _blocks(max(net.sizes[:-1]), TILE)) > MAX_GRID_Y:
+            raise ValueError(
+                f"graph mode covers batches and layers of up to {MAX_GRID_Y * TILE} rows; "
+                f"got batch {rows} and sizes {net.sizes}"
+            )
+        self.mode = SGD_FOLDED if optimizer.folds_lr else SGD_DECAY
+        self.buffers = self._allocate(rows)
+        self._graphs: dict[int, Any] = {}  # start row -> the captured graph of that epoch's steps
+        self._functions: dict[str, Any] = {}
+        if net.backend.name == "cupy":  # compile and fetch every kernel now: nothing may compile during capture
+            expressions = sorted({launch.expression for launch in self._step(0, rows, first=True)})
+            module = load(net.backend, "gemm.cu", expressions)
+            self._functions = {e: module.get_function(e) for e in expressions}
+            self._stream = net.backend.xp.cuda.Stream(non_blocking=True)
+
+    def _allocate(self, rows: int) -> dict[str, Array]:
+        """Every buffer the steps use, sized for a full batch (a partial one uses its first rows)."""
+        xp, dtype, sizes = self.net.backend.xp, self.net.dtype, self.net.sizes
+        buffers = {
+            "order": xp.zeros(self.n, dtype=np.int64),  # the epoch's permutation, rewritten each epoch
+            "lr": xp.zeros(1, dtype=np.float64),  # the epoch's learning rate, rewritten each epoch
+            "X": xp.zeros((rows, sizes[0]), dtype=dtype),  # the batch, gathered on the device
+            "T": xp.zeros((rows, sizes[-1]), dtype=dtype),
+        }
+        for i, width in enumerate(sizes[1:], start=1):
+            buffers[f"A{i}"] = xp.zeros((rows, width), dtype=dtype)
+            buffers[f"delta{i}"] = xp.zeros((rows, width), dtype=dtype)
+        buffers["loss"] = xp.zeros(rows, dtype=dtype)  # each row's loss
+        buffers["loss_total"] = xp.zeros(1, dtype=dtype)  # the epoch's sum
+        return buffers
+
+    @property
+    def workspace_bytes(self) -> int:
+        """Device memory held by the buffers (the training set and parameters not counted)."""
+        return sum(int(a.nbytes) for a in self.buffers.values())
+
+    def batches(self, start_row: int = 0) -> list[tuple[int, int]]:
+        """(first row, rows) of each step of an epoch started at ``start_row``: the plain path's batches."""
+        return [(lo, min(self.batch_size, self.n - lo)) for lo in range(start_row, self.n, self.batch_size)]
+
+    def launches(self, start_row: int = 0) -> list[Launch]:
+        """Every kernel launch of an epoch started at ``start_row``, in order: what one graph holds."""
+        return list(itertools.chain.from_iterable(
+            self._step(lo, N, first=k == 0) for k, (lo, N) in enumerate(self.batches(start_row))
+        ))
+
+    def _step(self, lo: int, N: int, first: bool) -> list[Launch]:
+        """One step on rows order[lo : lo + N]: the plain path's Network._step, kernel by kernel."""
+        net, buf, L = self.net, self.buffers, self.net.n_layers
+        P = net.params
+        hidden = ACT_CODES[net.activation]
+        steps = [self._gather(self.X, lo, N, buf["X"]), self._gather(self.T, lo, N, buf["T"])]
+        A = [buf["X"]] + [buf[f"A{i}"] for i in range(1, L + 1)]
+        for i in range(1, L + 1):
+            act = hidden if i < L else ACT_CODES.get(net.output, ACT_CODES["identity"])  # softmax: in output_delta
+            steps.append(self._forward(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, act))
+        steps.append(self._output_delta(A[L], buf["T"], buf[f"delta{L}"], N))
+        steps.append(self._loss_total(N, first))
+        for i in range(L, 0, -1):  # W_i feeds delta_{i-1} before its own update
+            if i > 1:
+                steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], A[i - 1], buf[f"delta{i - 1}"], N, hidden))
+            steps.append(self._weight_grad(A[i - 1], buf[f"delta{i}"], P[f"W{i}"], N))
+            steps.append(self._bias_grad(buf[f"delta{i}"], P[f"b{i}"], N))
+        return steps
+
+    # --- one function per kernel: its geometry, with why, and its arguments ----------------------
+
+    def _gather(self, source: Array, lo: int, N: int, out: Array) -> Launch:
+        # One thread per element of the (N, width) batch: consecutive threads copy consecutive columns of
+        # a row, so both the read of X's row and the write are coalesced.
+        width = source.shape[1]
+        grid, block = (_blocks(N * width, ELEMENT_THREADS),), (ELEMENT_THREADS,)
+        args = (source, self.buffers["order"], np.int32(lo), np.int32(N), np.int32(width), np.int32(self.n), out)
+        return Launch("gather_rows", self.net.dtype.name, {}, grid, block, args)
+
+    def _forward(self, A_prev: Array, W: Array, b: Array, A: Array, N: int, act: int) -> Launch:
+        n_in, n_out = W.shape
+        grid, block = _tile_geometry(N, n_out)  # A: (N, n_out)
+        args = (A_prev, W, b, A, np.int32(N), np.int32(n_in), np.int32(n_out))
+        return Launch("forward", self.net.dtype.name, {"act": act}, grid, block, args)
+
+    def _output_delta(self, Y: Array, T: Array, delta: Array, N: int) -> Launch:
+        # One thread per row: a row (n_out outputs, 10 for MNIST) is short, and softmax and the loss need
+        # the whole row; the rows of a batch fill the 256-thread blocks.
+        grid, block = (_blocks(N, ELEMENT_THREADS),), (ELEMENT_THREADS,)
+        n_out = Y.shape[1]
+        fold_lr = np.int32(self.mode == SGD_FOLDED)
+        args = (Y, T, delta, self.buffers["loss"], self.buffers["lr"], fold_lr, np.int32(N), np.int32(n_out))
+        params = {"out": OUT_CODES[self.net.output], "loss_code": LOSS_CODES[self.net.loss_name]}
+        return Launch("output_delta", self.net.dtype.name, params, grid, block, args)
+
+    def _loss_total(self, N: int, first: bool) -> Launch:
+        # One block: a batch has few rows, and one block sums them in a fixed order with no atomics, so
+        # the total does not depend on scheduling.
+        args = (self.buffers["loss"], np.int32(N), np.int32(first), self.buffers["loss_total"])
+        return Launch("loss_total", self.net.dtype.name, {}, (1,), (LOSS_THREADS,), args)
+
+    def _backward(self, delta: Array, W: Array, A_prev: Array, delta_prev: Array, N: int, act: int) -> Launch:
+        n_prev, n_i = W.shape
+        grid, block = _tile_geometry(N, n_prev)  # delta_prev: (N, n_prev)
+        args = (delta, W, A_prev, delta_prev, np.int32(N), np.int32(n_prev), np.int32(n_i))
+        return Launch("backward", self.net.dtype.name, {"act": act}, grid, block, args)
+
+    def _weight_grad(self, A_prev: Array, delta: Array, W: Array, N: int) -> Launch:
+        n_prev, n_i = W.shape
+        grid, block = _tile_geometry(n_prev, n_i)  # dW: (n_prev, n_i)
+        decay = self.net.dtype.type(self.optimizer.weight_decay)
+        # dW is written only in GRAD_WRITE mode, which these SGD steps do not use: W stands in for it.
+        args = (A_prev, delta, W, W, self.buffers["lr"], decay, np.int32(N), np.int32(n_prev), np.int32(n_i))
+        return Launch("weight_grad", self.net.dtype.name, {"mode": self.mode}, grid, block, args)
+
+    def _bias_grad(self, delta: Array, b: Array, N: int) -> Launch:
+        # One thread per column: each sums its column down the N rows, and neighbouring threads read
+        # neighbouring addresses of each row.
+        n_i = b.shape[0]
+        grid, block = (_blocks(n_i, ELEMENT_THREADS),), (ELEMENT_THREADS,)
+        args = (delta, b, b, self.buffers["lr"], np.int32(N), np.int32(n_i))
+        return Launch("bias_grad", self.net.dtype.name, {"mode": self.mode}, grid, block, args)
+
+    # --- running an epoch ------------------------------------------------------------------------
+
+    def run_epoch(self, order: Array, lr: float, start_row: int = 0) -> Array:
+        """Train one epoch on ``order`` (the permutation of the rows, on the device) at learning rate ``lr``;
+        ``start_row`` > 0 resumes an epoch interrupted there. Returns the summed per-sample loss of the rows
+        trained (a 0-d array on the device, each row's loss before its step); no host sync."""
+        check_number("lr", lr, positive=True)
+        check_int("start_row", start_row, 0)
+        if start_row >= self.n:
+            raise ValueError(f"start_row must be below the {self.n} training rows; got {start_row}")
+        xp = self.net.backend.xp
+        if not isinstance(order, xp.ndarray) or order.shape != (self.n,) or order.dtype.kind not in "iu":
+            shape, dtype = getattr(order, "shape", None), getattr(order, "dtype", None)
+            got = f"{type(order).__name__} of shape {shape} dtype {dtype}"
+            raise ValueError(
+                f"order must be a permutation of the {self.n} rows as a {xp.__name__} integer array; got {got}"
+            )
+        if xp is np:
+            self.buffers["order"][...] = order
+            self.buffers["lr"].fill(lr)
+            for launch in self.launches(start_row):
+                TRANSCRIPTIONS[launch.kernel](*launch.args, **launch.params)
+            loss = self.buffers["loss_total"].reshape(()).copy()
+        else:
+            caller = xp.cuda.get_current_stream()
+            self._stream.wait_event(caller.record())  # after the caller's work: order's upload, parameter writes
+            with self._stream:
+                self.buffers["order"][...] = order
+                self.buffers["lr"].fill(lr)
+                graph = self._graphs.get(start_row)
+                if graph is None:
+                    graph = self._graphs[start_row] = self._capture(start_row)
+                graph.launch(self._stream)
+                loss = self.buffers["loss_total"].reshape(()).copy()
+            caller.wait_event(self._stream.record())  # the caller's next work sees the trained parameters
+        self.optimizer.t += len(self.batches(start_row))
+        return loss
+
+    def _capture(self, start_row: int) -> Any:
+        """The epoch's launches from ``start_row`` recorded into a CUDA graph, once (on self._stream)."""
+        launches = self.launches(start_row)
+        self._stream.begin_capture()
+        try:
+            for launch in launches:
+                self._functions[launch.expression](launch.grid, launch.block, launch.args)
+        finally:
+            graph = self._stream.end_capture()
+        return graph
+
+
+def _check_data(net: Network, X: Array, T: Array) -> tuple[Array, Array]:
+    """X (n, n_in) and T (n, n_out): contiguous arrays on the network's backend, in its dtype."""
+    xp = net.backend.xp
+    for label, a, width in (("X", X, net.sizes[0]), ("T", T, net.sizes[-1])):
+        if not isinstance(a, xp.ndarray):
+            raise TypeError(f"{label} must be a {xp.__name__} array on the network's backend; got {type(a).__name__}")
+        if a.ndim != 2 or a.shape[1] != width or a.shape[0] < 1:
+            raise ValueError(f"{label} must have shape (n, {width}) with n >= 1; got {a.shape}")
+        if a.dtype != net.dtype or not a.flags.c_contiguous:
+            layout = "C-contiguous" if a.flags.c_contiguous else "not C-contiguous"
+            raise ValueError(f"{label} must be C-contiguous {net.dtype.name} like the network; got {layout} {a.dtype}")
+    if X.shape[0] != T.shape[0]:
+        raise ValueError(f"T must have one row per row of X ({X.shape[0]}); got {T.shape[0]}")
+    if X.shape[0] >= 2**31:
+        raise ValueError(f"graph mode indexes rows with 32-bit ints; got {X.shape[0]} rows")
+    return X, T
