@@ -115,6 +115,7 @@ def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | No
     """Run the chunk through the kernel; returns Y (K, n_out), each row's output before its step."""
     xp, P = net.backend.xp, net.params
     K, (H, O) = X.shape[0], P["W2"].shape
+    T = xp.ascontiguousarray(T, dtype=net.dtype)  # the kernel indexes it as (K, O), row-major; no copy when it is
     Z1, G = _first_layer(net, X, lr)
     D = xp.empty_like(Z1)  # (K, H): each row's delta1, written by the kernel
     Y = xp.empty((K, O), dtype=net.dtype)
