@@ -4,6 +4,7 @@ the kernel itself against NumPy on a device (gpu marker)."""
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -143,7 +144,20 @@ def test_supports_names_what_it_cannot_cover():
                                           np.ones((2, 3)), 0.1)
 
 
+def test_supports_says_when_the_output_layer_does_not_fit_in_shared_memory(monkeypatch):
+    monkeypatch.setattr(per_sample, "_shared_limit", lambda backend: 227 * 1024)  # an H100's
+    net = SimpleNamespace(n_layers=2, sizes=[784, 2624, 10], activation="tanh", output="softmax",
+                          loss_name="cross-entropy", dtype=np.dtype("float64"), backend=SimpleNamespace(name="cupy"))
+    assert per_sample.supports(net) is None
+    net.sizes = [784, 2625, 10]
+    assert per_sample.supports(net) == ("a hidden layer of 2625 with 10 outputs in float64 needs 232520 bytes of "
+                                        "shared memory; this device has 232448 per block")
+    net.sizes, net.dtype = [784, 2625, 10], np.dtype("float32")
+    assert per_sample.supports(net) is None
+
+
 def test_name_expressions_cover_every_kernel_it_loads():
+    assert per_sample.HIDDEN == HIDDEN_ACTIVATIONS  # the kernel covers every hidden activation
     assert sorted(per_sample.NAME_EXPRESSIONS) == sorted(
         f"per_sample_chunk<{c}, {a}>" for c in ("float", "double") for a in range(4))
     for dtype, activation in itertools.product(("float32", "float64"), HIDDEN_ACTIVATIONS):

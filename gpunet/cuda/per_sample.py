@@ -35,9 +35,11 @@ def _expression(dtype_name: str, activation: str) -> str:
     return f"per_sample_chunk<{CTYPES[dtype_name]}, {ACT_CODES[activation]}>"
 
 
+# The hidden activations activations.cuh has code for (today all of gpunet's).
+HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)
 # Every instantiation load() compiles: one per dtype and hidden activation (the output layer's
 # activation and loss are run-time arguments: they run once a row, on 32 threads).
-NAME_EXPRESSIONS = [_expression(d, a) for d, a in itertools.product(CTYPES, HIDDEN_ACTIVATIONS)]
+NAME_EXPRESSIONS = [_expression(d, a) for d, a in itertools.product(CTYPES, HIDDEN)]
 
 
 def launch_geometry(n_hidden: int, n_out: int, itemsize: int, threads: int | None = None) -> tuple[int, int]:
@@ -64,7 +66,7 @@ def supports(net: Network) -> str | None:
     """None when the kernel covers ``net``, else the reason it takes the plain path."""
     if net.n_layers != 2:
         return f"the kernel covers networks with one hidden layer; this one has {net.n_layers - 1}"
-    if net.activation not in ACT_CODES or net.output not in OUTPUT_CODES or net.loss_name not in LOSS_CODES:
+    if net.activation not in HIDDEN or net.output not in OUTPUT_CODES or net.loss_name not in LOSS_CODES:
         return f"the kernel has no code for {net.activation}/{net.output}/{net.loss_name}"
     if net.dtype.name not in CTYPES:
         return f"the kernel covers float32 and float64; this network is {net.dtype.name}"
