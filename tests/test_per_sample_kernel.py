@@ -4,6 +4,7 @@ the kernel itself against NumPy on a device (gpu marker)."""
 from __future__ import annotations
 
 import itertools
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -154,6 +155,15 @@ def test_supports_says_when_the_output_layer_does_not_fit_in_shared_memory(monke
                                         "shared memory; this device has 232448 per block")
     net.sizes, net.dtype = [784, 2625, 10], np.dtype("float32")
     assert per_sample.supports(net) is None
+
+
+def test_codes_match_the_kernels_defines():
+    from gpunet.cuda import source
+    defines = dict(re.findall(r"#define GPUNET_(\w+) (\d+)", source("per_sample.cu") + source("activations.cuh")))
+    for name, code in per_sample.OUTPUT_CODES.items():
+        assert int(defines[name.upper()]) == code, name
+    for name, code in per_sample.LOSS_CODES.items():
+        assert int(defines["LOSS_" + name.upper().replace("-", "_")]) == code, name
 
 
 def test_name_expressions_cover_every_kernel_it_loads():
