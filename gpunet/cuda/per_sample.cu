@@ -1,0 +1,170 @@
+// Per-sample SGD for a chunk of K rows in one launch: the sequential loop of Network._per_sample
+// (gpunet/network.py) for a network with one hidden layer, n_in-H-O.
+//
+// Before the launch (per_sample.py, as _per_sample does): Z1 = X W1 + b1 and G = lr (X X^T + 1).
+// For each row t = 0..K-1, in order, with W2, b2 as updated by rows 0..t-1:
+//   z1     = Z1_t - sum_{k<t} G_{t,k} delta1_k          the first layer as rows 0..t-1 left it
+//   A1     = f(z1)                                       (1, H), f the hidden activation HIDDEN
+//   Z2     = A1 W2 + b2, Y_t = g(Z2)                     (1, H) @ (H, O) -> (1, O), g = out_act
+//   delta2 = dLoss/dZ2                                   fused (cross-entropy) or g'(Y) * dLoss/dY
+//   dA1    = delta2 W2^T                                 with W2 before its update
+//   W2    -= lr A1^T delta2,  b2 -= lr delta2
+//   delta1_t = f'(A1) * dA1                              written to D, read back by the later rows
+// After the launch: W1 -= lr X^T D, b1 -= lr sum_t D_t (one product), loss from Y.
+//
+// Arguments (row-major, F = float or double):
+//   Z1 (K, H), G (K, K), T (K, O) targets          in
+//   W2 (H, O), b2 (O,)                              in/out, updated in place
+//   D (K, H) delta1, Y (K, O) outputs before each row's step    out
+//   lr, out_act (ACT_CODES, or GPUNET_SOFTMAX), loss (GPUNET_LOSS_*)
+//
+// One block runs the whole chunk (the rows depend on each other). Thread tid owns the hidden units
+// j = tid, tid + blockDim.x, ...: it alone reads and writes A1[j], column j of D and row j of W2, so
+// those need no barrier. W2 (stored transposed, W2s[o * H + j], so a warp's accesses are consecutive),
+// b2, A1 and the reductions' partial sums live in shared memory for the whole chunk: two barriers a row.
+// Warp 0 does the output layer, lane o owning outputs o, o + 32, ...
+#include "activations.cuh"
+
+#define GPUNET_SOFTMAX 5
+#define GPUNET_LOSS_SQUARED 0
+#define GPUNET_LOSS_ABSOLUTE 1
+#define GPUNET_LOSS_CROSS_ENTROPY 2  // fused with a softmax or sigmoid output
+
+// Sum over the warp's 32 lanes, halving the distance each step; lane 0 ends with the total.
+template <typename F>
+__device__ __forceinline__ F warp_sum(F v) {
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+template <typename F>
+__device__ __forceinline__ F warp_max_all(F v) {  // every lane ends with the maximum
+    for (int offset = 16; offset > 0; offset /= 2) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+// sum over o < O of v(o), by warp 0: lane sums o = lane, lane + 32, ... in order, then warp_sum;
+// broadcast to every lane.
+template <typename F, typename V>
+__device__ __forceinline__ F output_sum(int O, int lane, V v) {
+    F s = F(0);
+    for (int o = lane; o < O; o += 32) s += v(o);
+    return __shfl_sync(0xffffffffu, warp_sum(s), 0);
+}
+
+template <typename F>
+__device__ __forceinline__ F output_forward(int out_act, F z) {
+    switch (out_act) {
+        case GPUNET_SIGMOID: return act_forward<GPUNET_SIGMOID>(z);
+        case GPUNET_TANH: return act_forward<GPUNET_TANH>(z);
+        case GPUNET_RELU: return act_forward<GPUNET_RELU>(z);
+        case GPUNET_LEAKY_RELU: return act_forward<GPUNET_LEAKY_RELU>(z);
+        default: return z;  // identity; softmax is done across the lanes by the caller
+    }
+}
+
+template <typename F>
+__device__ __forceinline__ F output_backward(int out_act, F a, F da) {
+    switch (out_act) {
+        case GPUNET_SIGMOID: return act_backward<GPUNET_SIGMOID>(a, da);
+        case GPUNET_TANH: return act_backward<GPUNET_TANH>(a, da);
+        case GPUNET_RELU: return act_backward<GPUNET_RELU>(a, da);
+        case GPUNET_LEAKY_RELU: return act_backward<GPUNET_LEAKY_RELU>(a, da);
+        default: return da;  // identity; softmax is done across the lanes by the caller
+    }
+}
+
+// dLoss/dY for the unfused losses: squared y - t, absolute sign(y - t).
+template <typename F>
+__device__ __forceinline__ F loss_grad(int loss, F y, F t) {
+    F d = y - t;
+    if (loss == GPUNET_LOSS_ABSOLUTE) return F(d > F(0)) - F(d < F(0));
+    return d;
+}
+
+template <typename F, int HIDDEN>
+__global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
+                                 F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ D, F* __restrict__ Y,
+                                 int K, int H, int O, F lr, int out_act, int loss) {
+    extern __shared__ __align__(16) unsigned char shared[];
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, n_warps = blockDim.x / 32;
+    F* W2s = reinterpret_cast<F*>(shared);  // (O, H): W2 transposed
+    F* A1 = W2s + O * H;                     // (H,)
+    F* red = A1 + H;                         // (n_warps, O): each warp's share of Z2
+    F* delta2 = red + n_warps * O;           // (O,)
+    F* y = delta2 + O;                       // (O,)
+    F* b2s = y + O;                          // (O,)
+
+    for (int i = tid; i < H * O; i += blockDim.x) W2s[(i % O) * H + i / O] = W2[i];
+    for (int o = tid; o < O; o += blockDim.x) b2s[o] = b2[o];
+    __syncthreads();
+
+    for (int t = 0; t < K; ++t) {
+        // z1 = Z1_t - sum_{k<t} G_tk delta1_k; A1 = f(z1). Each thread only its own units j.
+        for (int j = tid; j < H; j += blockDim.x) {
+            F correction = F(0);
+            for (int k = 0; k < t; ++k) correction += G[t * K + k] * D[k * H + j];
+            A1[j] = act_forward<HIDDEN>(Z1[t * H + j] - correction);
+        }
+        // Z2 = A1 W2: each thread's units in order, then the warp, then (warp 0, below) the warps in order.
+        for (int o = 0; o < O; ++o) {
+            F partial = F(0);
+            for (int j = tid; j < H; j += blockDim.x) partial += A1[j] * W2s[o * H + j];
+            partial = warp_sum(partial);
+            if (lane == 0) red[warp * O + o] = partial;
+        }
+        __syncthreads();
+
+        if (warp == 0) {  // the output layer: Y_t and delta2, then b2's update
+            for (int o = lane; o < O; o += 32) {
+                F z2 = red[o];
+                for (int w = 1; w < n_warps; ++w) z2 += red[w * O + o];
+                z2 += b2s[o];
+                y[o] = output_forward(out_act, z2);
+            }
+            __syncwarp();
+            if (out_act == GPUNET_SOFTMAX) {  // y = exp(z - max z) / sum exp(z - max z)
+                F m = y[0];
+                for (int o = lane; o < O; o += 32) m = fmax(m, y[o]);
+                m = warp_max_all(m);
+                for (int o = lane; o < O; o += 32) y[o] = exp(y[o] - m);
+                __syncwarp();
+                const F s = output_sum<F>(O, lane, [&](int o) { return y[o]; });
+                for (int o = lane; o < O; o += 32) y[o] = y[o] / s;
+                __syncwarp();
+            }
+            const F* Tt = T + t * O;
+            if (loss == GPUNET_LOSS_CROSS_ENTROPY) {
+                // softmax: d/dZ of -sum t log y = y sum(t) - t; sigmoid (binary): y - t
+                const F t_sum = out_act == GPUNET_SOFTMAX ? output_sum<F>(O, lane, [&](int o) { return Tt[o]; })
+                                                          : F(1);
+                for (int o = lane; o < O; o += 32) delta2[o] = y[o] * t_sum - Tt[o];
+            } else if (out_act == GPUNET_SOFTMAX) {  // dZ_o = y_o (g_o - sum_p g_p y_p)
+                const F gy = output_sum<F>(O, lane, [&](int o) { return loss_grad(loss, y[o], Tt[o]) * y[o]; });
+                for (int o = lane; o < O; o += 32) delta2[o] = y[o] * (loss_grad(loss, y[o], Tt[o]) - gy);
+            } else {
+                for (int o = lane; o < O; o += 32) delta2[o] = output_backward(out_act, y[o], loss_grad(loss, y[o], Tt[o]));
+            }
+            for (int o = lane; o < O; o += 32) {
+                Y[t * O + o] = y[o];
+                b2s[o] -= lr * delta2[o];
+            }
+        }
+        __syncthreads();
+
+        // dA1 = delta2 W2^T with W2 before its update; W2 -= lr A1^T delta2; delta1_t = f'(A1) dA1.
+        for (int j = tid; j < H; j += blockDim.x) {
+            const F a = A1[j];
+            F dA = F(0);
+            for (int o = 0; o < O; ++o) {
+                const F w = W2s[o * H + j];
+                dA += delta2[o] * w;
+                W2s[o * H + j] = w - lr * (a * delta2[o]);
+            }
+            D[t * H + j] = act_backward<HIDDEN>(a, dA);
+        }
+    }
+    __syncthreads();
+    for (int i = tid; i < H * O; i += blockDim.x) W2[i] = W2s[(i % O) * H + i / O];
+    for (int o = tid; o < O; o += blockDim.x) b2[o] = b2s[o];
+}

@@ -1,0 +1,225 @@
+"""Per-sample SGD on the GPU: Network._per_sample's sequential loop for a chunk of rows in one kernel launch.
+
+:func:`per_sample_chunk` has the contract of ``Network._per_sample`` (checked
+device arrays in, parameters updated in place, the chunk's summed per-sample
+loss returned as a 0-d array, each row's loss before its step) for a network
+with one hidden layer on CuPy; :func:`supports` says whether a network is
+covered. The kernel is ``per_sample.cu``; :func:`per_sample_chunk_numpy` is a
+NumPy transcription of its exact loop order, which the CPU tests hold to
+``Network.train_step``. Unverified on a device: nobody has run it on a GPU yet.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSSES
+from . import ACT_CODES, load
+
+Array = Any
+Network = Any  # gpunet.network.Network (not imported: network.py may come to import this module)
+
+SOURCE = "per_sample.cu"
+CTYPES = {"float32": "float", "float64": "double"}
+# Output activations: activations.cuh's codes, and softmax, which the kernel does across the lanes of a warp.
+OUTPUT_CODES = {**ACT_CODES, "softmax": 5}
+LOSS_CODES = {"squared": 0, "absolute": 1, "cross-entropy": 2}  # cross-entropy: fused with softmax or sigmoid
+MAX_THREADS = 512
+WARP = 32
+
+
+def _expression(dtype_name: str, activation: str) -> str:
+    return f"per_sample_chunk<{CTYPES[dtype_name]}, {ACT_CODES[activation]}>"
+
+
+# The hidden activations activations.cuh has code for (today all of gpunet's).
+HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)
+# Every instantiation load() compiles: one per dtype and hidden activation (the output layer's
+# activation and loss are run-time arguments: they run once a row, on 32 threads).
+NAME_EXPRESSIONS = [_expression(d, a) for d, a in itertools.product(CTYPES, HIDDEN)]
+
+
+def launch_geometry(n_hidden: int, n_out: int, itemsize: int, threads: int | None = None) -> tuple[int, int]:
+    """(threads, dynamic shared bytes) of the one block that runs a chunk.
+
+    One block, because row t needs every earlier row's update. One thread per
+    hidden unit, in whole warps, up to 512: each row ends in a reduction of
+    the warps' partial sums of Z2 (done by warp 0, one add per warp) and two
+    block-wide barriers, which cost more the more warps wait at them; past 512
+    units a thread takes several (j, j + 512, ...). ``threads`` overrides the
+    count (a multiple of 32), for tests. Shared memory holds the chunk's
+    whole output layer: W2 (transposed), A1, each warp's partial Z2, delta2,
+    Y_t and b2.
+    """
+    if threads is None:
+        threads = min(MAX_THREADS, -(-n_hidden // WARP) * WARP)
+    assert threads % WARP == 0 and 0 < threads <= 1024, threads
+    n_warps = threads // WARP
+    shared = (n_out * n_hidden + n_hidden + n_warps * n_out + 3 * n_out) * itemsize
+    return threads, shared
+
+
+def supports(net: Network) -> str | None:
+    """None when the kernel covers ``net``, else the reason it takes the plain path."""
+    if net.n_layers != 2:
+        return f"the kernel covers networks with one hidden layer; this one has {net.n_layers - 1}"
+    if net.activation not in HIDDEN or net.output not in OUTPUT_CODES or net.loss_name not in LOSS_CODES:
+        return f"the kernel has no code for {net.activation}/{net.output}/{net.loss_name}"
+    if net.dtype.name not in CTYPES:
+        return f"the kernel covers float32 and float64; this network is {net.dtype.name}"
+    if net.backend.name != "cupy":
+        return f"the kernel needs the cupy backend; this network is on {net.backend.name}"
+    _, shared = launch_geometry(net.sizes[1], net.sizes[2], net.dtype.itemsize)
+    limit = _shared_limit(net.backend)
+    if shared > limit:
+        return (f"a hidden layer of {net.sizes[1]} with {net.sizes[2]} outputs in {net.dtype.name} needs "
+                f"{shared} bytes of shared memory; this device has {limit} per block")
+    return None
+
+
+def per_sample_chunk(net: Network, X: Array, T: Array, lr: float) -> Array:
+    """``Network._per_sample`` in one kernel launch (plus three products): ``X`` (K, n_in) and
+    ``T`` (K, n_out) checked device arrays of ``net``'s dtype; parameters updated in place.
+    Returns the summed per-sample loss, each row's before its step, as a 0-d device array."""
+    reason = supports(net)
+    if reason is not None:
+        raise ValueError(f"per_sample_chunk cannot run {net!r}: {reason}")
+    return net.per_sample_loss(_kernel_chunk(net, X, T, lr), T).sum()
+
+
+def per_sample_chunk_numpy(net: Network, X: np.ndarray, T: np.ndarray, lr: float, threads: int | None = None
+                           ) -> np.ndarray:
+    """:func:`per_sample_chunk` transcribed to NumPy in the kernel's loop order, for a NumPy network
+    with one hidden layer (threads as the kernel would have them, or ``threads``)."""
+    if net.backend.name != "numpy" or net.n_layers != 2:
+        raise ValueError(f"per_sample_chunk_numpy needs a numpy network with one hidden layer; got {net!r}")
+    return net.per_sample_loss(_transcribed_chunk(net, X, T, lr, threads), T).sum()
+
+
+def _first_layer(net: Network, X: Array, lr: float) -> tuple[Array, Array]:
+    """Z1 = X W1 + b1 (K, H) as W1 is now, and G = lr (X X^T + 1) (K, K): what _per_sample computes."""
+    Z1 = X @ net.params["W1"] + net.params["b1"]  # (K, n_in) @ (n_in, H)
+    G = X @ X.T  # (K, K): x_t . x_k, how row k's update to W1 moves row t's Z1
+    G += 1  # ... and its update to b1
+    G *= lr
+    return Z1, G
+
+
+def _update_first_layer(net: Network, X: Array, D: Array, lr: float) -> None:
+    net.params["W1"] -= lr * (X.T @ D)  # (n_in, K) @ (K, H): the chunk's K first-layer updates at once
+    net.params["b1"] -= lr * D.sum(axis=0)
+
+
+def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | None = None) -> Array:
+    """Run the chunk through the kernel; returns Y (K, n_out), each row's output before its step."""
+    xp, P = net.backend.xp, net.params
+    K, (H, O) = X.shape[0], P["W2"].shape
+    T = xp.ascontiguousarray(T, dtype=net.dtype)  # the kernel indexes it as (K, O), row-major; no copy when it is
+    Z1, G = _first_layer(net, X, lr)
+    D = xp.empty_like(Z1)  # (K, H): each row's delta1, written by the kernel
+    Y = xp.empty((K, O), dtype=net.dtype)
+    threads, shared = launch_geometry(H, O, net.dtype.itemsize, threads)
+    kernel = load(net.backend, SOURCE, NAME_EXPRESSIONS).get_function(_expression(net.dtype.name, net.activation))
+    if shared > kernel.max_dynamic_shared_size_bytes:  # above the default 48 KiB: opt in (supports() checked)
+        kernel.max_dynamic_shared_size_bytes = shared
+    i32 = np.int32
+    kernel((1,), (threads,), (Z1, G, T, P["W2"], P["b2"], D, Y, i32(K), i32(H), i32(O), net.dtype.type(lr),
+                              i32(OUTPUT_CODES[net.output]), i32(LOSS_CODES[net.loss_name])), shared_mem=shared)
+    _update_first_layer(net, X, D, lr)
+    return Y
+
+
+_SHARED_LIMITS: dict[int, int] = {}
+
+
+def _shared_limit(backend: Any) -> int:
+    """Dynamic shared memory one block may opt in to on the current device (227 KiB on an H100)."""
+    device = backend.xp.cuda.Device()
+    if device.id not in _SHARED_LIMITS:
+        _SHARED_LIMITS[device.id] = int(device.attributes["MaxSharedMemoryPerBlockOptin"])
+    return _SHARED_LIMITS[device.id]
+
+
+# --- the NumPy transcription -------------------------------------------------------------
+# Arrays indexed by thread are (per_thread, threads): entry [i, tid] is hidden unit tid + i * threads,
+# padded with zeros past H (adding 0 to a partial sum leaves it as it was, as skipping it does).
+
+
+def _warp_sum(v: np.ndarray) -> np.ndarray:
+    """warp_sum of per_sample.cu over the last axis (32 lanes): lane 0's total after __shfl_down_sync."""
+    v = v.copy()
+    for offset in (16, 8, 4, 2, 1):
+        v[..., : WARP - offset] = v[..., : WARP - offset] + v[..., offset:]
+    return v[..., 0]
+
+
+def _output_sum(v: np.ndarray) -> Any:
+    """output_sum of per_sample.cu: lane l sums v[l], v[l + 32], ... in order, then warp_sum."""
+    lanes = np.zeros(-(-v.shape[0] // WARP) * WARP, dtype=v.dtype)
+    lanes[: v.shape[0]] = v
+    lanes = lanes.reshape(-1, WARP)
+    s = np.zeros(WARP, dtype=v.dtype)
+    for row in lanes:
+        s += row
+    return _warp_sum(s)
+
+
+def _by_thread(a: np.ndarray, per_thread: int, threads: int) -> np.ndarray:
+    """(..., H) -> (..., per_thread, threads), zero-padded: unit tid + i * threads at [..., i, tid]."""
+    padded = np.zeros((*a.shape[:-1], per_thread * threads), dtype=a.dtype)
+    padded[..., : a.shape[-1]] = a
+    return padded.reshape(*a.shape[:-1], per_thread, threads)
+
+
+def _transcribed_chunk(net: Network, X: np.ndarray, T: np.ndarray, lr: float, threads: int | None) -> np.ndarray:
+    """per_sample.cu's loop, row by row, in NumPy; returns Y (K, n_out)."""
+    P, dtype = net.params, net.dtype
+    K, (H, O) = X.shape[0], P["W2"].shape
+    threads, _ = launch_geometry(H, O, dtype.itemsize, threads)
+    per_thread, n_warps = -(-H // threads), threads // WARP
+    hidden, out = ACTIVATIONS[net.activation], ACTIVATIONS[net.output]
+    Z1, G = _first_layer(net, X, lr)
+    W2s, b2s = P["W2"].T.copy(), P["b2"].copy()  # (O, H) and (O,): the kernel's shared copies
+    D, Y = np.empty((K, H), dtype=dtype), np.empty((K, O), dtype=dtype)
+    for t in range(K):
+        correction = np.zeros(H, dtype=dtype)
+        for k in range(t):  # each unit j sums its column of D in the order of the rows
+            correction += G[t, k] * D[k]
+        A1 = hidden.forward(Z1[t] - correction)  # (H,)
+        # Z2 = A1 W2: each thread's units in order, each warp's lanes by warp_sum, then the warps in order.
+        partial = np.zeros((O, threads), dtype=dtype)
+        A1t, W2t = _by_thread(A1, per_thread, threads), _by_thread(W2s, per_thread, threads)
+        for i in range(per_thread):
+            partial += A1t[i] * W2t[:, i]
+        red = _warp_sum(partial.reshape(O, n_warps, WARP))  # (O, n_warps)
+        z2 = red[:, 0].copy()
+        for w in range(1, n_warps):
+            z2 += red[:, w]
+        z2 += b2s
+        if net.output == "softmax":
+            e = np.exp(z2 - z2.max())
+            y = e / _output_sum(e)
+        else:
+            y = out.forward(z2)
+        if net.loss_name == "cross-entropy":  # fused: y sum(t) - t for softmax, y - t for sigmoid
+            t_sum = _output_sum(T[t]) if net.output == "softmax" else dtype.type(1)
+            delta2 = y * t_sum - T[t]
+        elif net.output == "softmax":  # dZ_o = y_o (g_o - sum_p g_p y_p)
+            g = LOSSES[net.loss_name].grad(y, T[t])
+            delta2 = y * (g - _output_sum(g * y))
+        else:
+            delta2 = out.backward(y.copy(), LOSSES[net.loss_name].grad(y, T[t]))
+        Y[t] = y
+        b2s -= lr * delta2
+        dA = np.zeros(H, dtype=dtype)
+        for o in range(O):  # dA1 = delta2 W2^T, W2 before its update, each unit summing over o in order
+            dA += delta2[o] * W2s[o]
+        W2s -= lr * (delta2[:, None] * A1)  # (O, 1) * (H,) -> (O, H): the transposed A1^T delta2
+        D[t] = hidden.backward(A1, dA)
+    P["W2"][...] = W2s.T
+    P["b2"][...] = b2s
+    _update_first_layer(net, X, D, lr)
+    return Y

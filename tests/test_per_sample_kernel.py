@@ -1,0 +1,227 @@
+"""The per-sample SGD kernel (gpunet/cuda/per_sample.*): its NumPy transcription against train_step here,
+the kernel itself against NumPy on a device (gpu marker)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet.activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
+from gpunet.cuda import per_sample
+from gpunet.datasets import load_mnist
+
+from conftest import rel_diff, require
+
+# Every output/loss pair a Network accepts: any output with squared or absolute, cross-entropy fused.
+PAIRS = [(o, loss) for o, loss in itertools.product(OUTPUT_ACTIVATIONS, LOSSES)] + list(FUSED)
+CPU_TOLERANCE = {"float64": 1e-12, "float32": 1e-5}  # transcription vs train_step
+GPU_TOLERANCE = {"float64": 1e-9, "float32": 1e-4}  # kernel vs NumPy's train_step
+# On random data: small enough that no pair's trajectory amplifies rounding (sigmoid/tanh/absolute at
+# 0.05 doubles a difference every row), so a difference is the code's, not the dynamics'.
+LR = 0.01
+
+
+def _random_net(sizes, activation, output, loss, dtype, backend="numpy", seed=3):
+    """A network with random weights and non-zero biases (the article's init starts every bias at 0)."""
+    net = gpunet.Network(sizes, activation, output, loss, backend=backend, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    net.set_params({k: 0.1 * rng.standard_normal(v.shape) for k, v in net.get_params().items()})
+    return net
+
+
+def _random_data(n, sizes, seed=4):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.01, 1.0, (n, sizes[0])), rng.random((n, sizes[-1]))  # targets in [0, 1], sums != 1
+
+
+def _row_by_row(net, X, T, lr):
+    """train_step on one row at a time: each row's output before its step, its loss, params after each chunk."""
+    Y, losses = [], []
+    for t in range(X.shape[0]):
+        Y.append(net.forward(X[t : t + 1])[0])
+        losses.append(float(net.train_step(X[t : t + 1], T[t : t + 1], lr=lr)))
+    return np.array(Y), np.array(losses)
+
+
+def _assert_trajectory(run_chunk, fast, plain, X, T, lr, chunk, tolerance):
+    """run_chunk(fast, Xc, Tc) -> (Y, loss) equals train_step on ``plain`` row by row, chunk by chunk."""
+    for lo in range(0, X.shape[0], chunk):
+        Xc, Tc = X[lo : lo + chunk], T[lo : lo + chunk]
+        want_Y, want_losses = _row_by_row(plain, Xc, Tc, lr)
+        got_Y, got_loss = run_chunk(fast, Xc, Tc)
+        assert rel_diff(got_Y, want_Y) <= tolerance, ("outputs", lo)
+        assert abs(got_loss - want_losses.sum()) <= tolerance * abs(want_losses.sum()), ("loss", lo)
+        for k, v in plain.get_params().items():
+            assert rel_diff(fast.get_params()[k], v) <= tolerance, (k, lo)
+
+
+def _transcribed(threads=None):
+    def run(net, Xc, Tc):
+        X, T = net._input(Xc), net._targets(Tc, Xc)
+        Y = per_sample._transcribed_chunk(net, X, T, LR, threads)
+        return Y, float(net.per_sample_loss(Y, T).sum())
+    return run
+
+
+# --- here: the NumPy transcription ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("output, loss", PAIRS)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_transcription_is_train_step_row_by_row(activation, output, loss, dtype):
+    # H = 70 on 64 threads: two warps, the first 6 threads own two units each, the rest one.
+    sizes = [16, 70, 5]
+    X, T = _random_data(48, sizes)
+    fast, plain = (_random_net(sizes, activation, output, loss, dtype) for _ in range(2))
+    _assert_trajectory(_transcribed(threads=64), fast, plain, X, T, LR, 24, CPU_TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("output, loss", [("softmax", "cross-entropy"), ("softmax", "squared"), ("tanh", "absolute")])
+def test_transcription_with_more_outputs_than_lanes(output, loss):
+    # 40 outputs: warp 0's lanes 0-7 own two outputs each; the default geometry (H = 600: 512 threads).
+    sizes = [10, 600, 40]
+    X, T = _random_data(30, sizes)
+    fast, plain = (_random_net(sizes, "tanh", output, loss, "float64") for _ in range(2))
+    _assert_trajectory(_transcribed(), fast, plain, X, T, LR, 30, CPU_TOLERANCE["float64"])
+
+
+@pytest.mark.parametrize("hidden, activation", [(100, "sigmoid"), (600, "relu")])
+def test_transcription_is_per_sample_on_mnist(mnist_dir, hidden, activation):
+    # The article's network on real rows, four chunks of 64, against Network._per_sample (train_per_sample).
+    data = load_mnist(mnist_dir)
+    X, T = data.X_train[:256], None
+    nets = [gpunet.Network([784, hidden, 10], activation, "sigmoid", "squared", seed=1, dtype="float64")
+            for _ in range(2)]
+    T = nets[0].targets(data.y_train[:256])
+    for lo in range(0, 256, 64):
+        got = float(per_sample.per_sample_chunk_numpy(nets[0], X[lo : lo + 64], T[lo : lo + 64], 0.1))
+        want = float(nets[1].train_per_sample(X[lo : lo + 64], T[lo : lo + 64], 0.1))
+        assert got == pytest.approx(want, rel=1e-12)
+    for k, v in nets[1].get_params().items():
+        assert rel_diff(nets[0].get_params()[k], v) <= 1e-12, k
+    assert np.abs(nets[0].params["W1"] - gpunet.Network([784, hidden, 10], seed=1, dtype="float64").params["W1"]
+                  ).max() > 1e-4  # the first layer did move
+
+
+def test_sums_add_in_the_kernels_tree_order():
+    # 1 + 2^-53 rounds to 1, so the order shows: lanes 8 and 24 meet first (offset 16), then lane 0 (offset 8).
+    v = np.zeros(32)
+    v[0], v[8], v[24] = 1.0, 2.0**-53, 2.0**-53
+    assert per_sample._warp_sum(v) == 1.0 + 2.0**-52  # left to right it would be 1.0
+    # output_sum: lane 8 adds entries 8 and 40 before the tree.
+    v = np.zeros(41)
+    v[0], v[8], v[40] = 1.0, 2.0**-53, 2.0**-53
+    assert per_sample._output_sum(v) == 1.0 + 2.0**-52
+    assert per_sample._warp_sum(np.arange(64.0).reshape(2, 32)).tolist() == [496.0, 1520.0]
+
+
+def test_launch_geometry():
+    assert per_sample.launch_geometry(100, 10, 4) == (128, (10 * 100 + 100 + 4 * 10 + 30) * 4)
+    assert per_sample.launch_geometry(1024, 10, 8) == (512, (10 * 1024 + 1024 + 16 * 10 + 30) * 8)
+    assert per_sample.launch_geometry(1, 10, 4)[0] == 32
+    # The README's limits: 784-H-10 fits an H100's 227 KiB of shared memory per block up to these H.
+    h100 = 227 * 1024
+    for itemsize, widest in ((4, 5265), (8, 2624)):
+        assert per_sample.launch_geometry(widest, 10, itemsize)[1] <= h100
+        assert per_sample.launch_geometry(widest + 1, 10, itemsize)[1] > h100
+
+
+def test_supports_names_what_it_cannot_cover():
+    assert "one hidden layer; this one has 2" in per_sample.supports(gpunet.Network([8, 6, 5, 3], backend="numpy"))
+    assert "has 0" in per_sample.supports(gpunet.Network([8, 3], backend="numpy"))
+    assert "needs the cupy backend; this network is on numpy" in per_sample.supports(
+        gpunet.Network([8, 6, 3], backend="numpy"))
+    net = gpunet.Network([8, 6, 3], backend="numpy")
+    with pytest.raises(ValueError, match="per_sample_chunk cannot run .* cupy backend"):
+        per_sample.per_sample_chunk(net, np.ones((2, 8)), np.ones((2, 3)), 0.1)
+    with pytest.raises(ValueError, match="one hidden layer"):
+        per_sample.per_sample_chunk_numpy(gpunet.Network([8, 3], backend="numpy"), np.ones((2, 8)),
+                                          np.ones((2, 3)), 0.1)
+
+
+def test_supports_says_when_the_output_layer_does_not_fit_in_shared_memory(monkeypatch):
+    monkeypatch.setattr(per_sample, "_shared_limit", lambda backend: 227 * 1024)  # an H100's
+    net = SimpleNamespace(n_layers=2, sizes=[784, 2624, 10], activation="tanh", output="softmax",
+                          loss_name="cross-entropy", dtype=np.dtype("float64"), backend=SimpleNamespace(name="cupy"))
+    assert per_sample.supports(net) is None
+    net.sizes = [784, 2625, 10]
+    assert per_sample.supports(net) == ("a hidden layer of 2625 with 10 outputs in float64 needs 232520 bytes of "
+                                        "shared memory; this device has 232448 per block")
+    net.sizes, net.dtype = [784, 2625, 10], np.dtype("float32")
+    assert per_sample.supports(net) is None
+
+
+def test_codes_match_the_kernels_defines():
+    from gpunet.cuda import source
+    defines = dict(re.findall(r"#define GPUNET_(\w+) (\d+)", source("per_sample.cu") + source("activations.cuh")))
+    for name, code in per_sample.OUTPUT_CODES.items():
+        assert int(defines[name.upper()]) == code, name
+    for name, code in per_sample.LOSS_CODES.items():
+        assert int(defines["LOSS_" + name.upper().replace("-", "_")]) == code, name
+
+
+def test_name_expressions_cover_every_kernel_it_loads():
+    assert per_sample.HIDDEN == HIDDEN_ACTIVATIONS  # the kernel covers every hidden activation
+    assert sorted(per_sample.NAME_EXPRESSIONS) == sorted(
+        f"per_sample_chunk<{c}, {a}>" for c in ("float", "double") for a in range(4))
+    for dtype, activation in itertools.product(("float32", "float64"), HIDDEN_ACTIVATIONS):
+        assert per_sample._expression(dtype, activation) in per_sample.NAME_EXPRESSIONS
+
+
+# --- on a device: the kernel --------------------------------------------------------------
+
+
+def _kernel(threads=None, lr=LR):
+    def run(net, Xc, Tc):
+        X, T = net._input(Xc), net._targets(Tc, Xc)
+        Y = per_sample._kernel_chunk(net, X, T, lr, threads)
+        return net.backend.to_host(Y), float(net.per_sample_loss(Y, T).sum())
+    return run
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hidden, dtype", [(100, "float64"), (100, "float32"), (1024, "float64")])
+def test_kernel_is_train_step_row_by_row_on_mnist(mnist_dir, hidden, dtype):
+    # 2,048 real rows, the article's network; 1024 units in float64 need 90 KiB of shared memory (opt-in).
+    cupy = require("cupy")
+    data = load_mnist(mnist_dir)
+    X = data.X_train[:2048]
+    fast = gpunet.Network([784, hidden, 10], seed=1, backend=cupy, dtype=dtype)
+    plain = gpunet.Network([784, hidden, 10], seed=1, backend="numpy", dtype=dtype)
+    assert per_sample.supports(fast) is None
+    _assert_trajectory(_kernel(lr=0.1), fast, plain, X, plain.targets(data.y_train[:2048]), 0.1, 64,
+                       GPU_TOLERANCE[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("output, loss", PAIRS)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_kernel_is_train_step_row_by_row(activation, output, loss, dtype):
+    cupy = require("cupy")
+    sizes = [16, 70, 5]
+    X, T = _random_data(128, sizes)
+    fast = _random_net(sizes, activation, output, loss, dtype, backend=cupy)
+    plain = _random_net(sizes, activation, output, loss, dtype)
+    _assert_trajectory(_kernel(threads=64), fast, plain, X, T, LR, 64, GPU_TOLERANCE[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("output, loss", [("softmax", "cross-entropy"), ("softmax", "absolute"), ("relu", "squared")])
+def test_kernel_matches_its_transcription_with_more_outputs_than_lanes(output, loss):
+    cupy = require("cupy")
+    sizes = [10, 600, 40]
+    X, T = _random_data(64, sizes)
+    fast = _random_net(sizes, "leaky_relu", output, loss, "float64", backend=cupy)
+    plain = _random_net(sizes, "leaky_relu", output, loss, "float64")
+    got = float(per_sample.per_sample_chunk(fast, fast._input(X), fast._targets(T, X), LR))
+    want = float(per_sample.per_sample_chunk_numpy(plain, X, T, LR))
+    assert got == pytest.approx(want, rel=1e-11)  # the same order; only exp/tanh and fused multiply-adds differ
+    for k, v in plain.get_params().items():
+        assert rel_diff(fast.get_params()[k], v) <= 1e-11, k
