@@ -255,7 +255,7 @@ class Network:
         As, Z = self._forward(self._checked_input(X))
         P = As[-1] if self.output == "softmax" else softmax(-softplus(-Z))  # log sigmoid(z) = -softplus(-z)
         P = self.backend.to_host(P).astype(np.float64)
-        return P / P.sum(axis=1, keepdims=True)  # exact to float64 rounding also for a float32 network
+        return P / P.sum(axis=1, keepdims=True)  # rows sum to 1 in float64, also from a float32 network
 
     def get_params(self) -> dict[str, np.ndarray]:
         """NumPy copies of the parameters: {"W1": (n_in, n_1), "b1": (n_1,), ...}."""
