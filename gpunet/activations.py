@@ -7,7 +7,8 @@ takes its *output* ``A`` and the upstream gradient ``dA``, may overwrite both
 computed from outputs (sigma' = A * (1 - A)). The in-place forms allocate no
 temporaries; they differ from the plain formulas at most by rounding.
 Each loss gives the per-sample loss ``(N,)`` and its gradient with respect to
-the prediction ``Y``.
+the prediction ``Y``; cross-entropy, fused with its output activation, is computed
+from the output layer's pre-activation ``Z`` (the logits) instead.
 """
 
 from __future__ import annotations
@@ -86,18 +87,23 @@ HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu")
 OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "identity", "tanh", "relu", "leaky_relu")
 
 
-def _log(Y: Array) -> Array:
-    xp = array_module(Y)
-    return xp.log(xp.maximum(Y, xp.finfo(Y.dtype).tiny))  # log(0) would be -inf
+def softplus(Z: Array) -> Array:
+    # log(1 + exp(z)) without overflow: max(z, 0) + log1p(exp(-|z|))
+    xp = array_module(Z)
+    return xp.maximum(Z, 0) + xp.log1p(xp.exp(-abs(Z)))
 
 
-def _cross_entropy(Y: Array, T: Array) -> Array:
-    return -(T * _log(Y)).sum(axis=1)  # softmax outputs: one distribution per row
+def _cross_entropy(Z: Array, T: Array) -> Array:
+    # -sum t log softmax(z) = logsumexp(z) * sum(t) - sum(t z), from the logits: exact however sure the output
+    xp = array_module(Z)
+    top = Z.max(axis=1, keepdims=True)
+    lse = top[:, 0] + xp.log(xp.exp(Z - top).sum(axis=1))  # shifted: exp never overflows
+    return lse * T.sum(axis=1) - (T * Z).sum(axis=1)
 
 
-def _binary_cross_entropy(Y: Array, T: Array) -> Array:
-    # Sigmoid outputs: each unit its own Bernoulli.
-    return -(T * _log(Y) + (1 - T) * _log(1 - Y)).sum(axis=1)
+def _binary_cross_entropy(Z: Array, T: Array) -> Array:
+    # Sigmoid outputs, each unit its own Bernoulli: -t log sigma(z) - (1 - t) log(1 - sigma(z)) = softplus(z) - t z
+    return (softplus(Z) - T * Z).sum(axis=1)
 
 
 LOSSES: dict[str, Loss] = {
@@ -108,12 +114,13 @@ LOSSES: dict[str, Loss] = {
 
 
 class FusedLoss(NamedTuple):
-    per_sample: Callable[[Array, Array], Array]  # (Y, T) -> (N,)
+    per_sample: Callable[[Array, Array], Array]  # (Z, T) -> (N,), from the output layer's pre-activation Z
     delta: Callable[[Array, Array], Array]  # (Y, T) -> dLoss_n / dZ of the output layer
 
 
-# Cross-entropy exists only fused with its output activation: the gradient with
-# respect to the output's pre-activation Z collapses to a short, stable formula.
+# Cross-entropy exists only fused with its output activation: the loss is computed
+# from the logits Z (log-sum-exp, softplus), so it stays exact where Y rounds to 0
+# or 1, and the gradient with respect to Z collapses to a short, stable formula of Y.
 FUSED: dict[tuple[str, str], FusedLoss] = {
     # d/dZ of -sum t log softmax(Z) = y * sum(t) - t  (= y - t for one-hot targets)
     ("softmax", "cross-entropy"): FusedLoss(

@@ -9,13 +9,16 @@ update: ``delta2 = -G``, ``delta1 = -E``, ``W2 -= lr * A1.T @ delta2`` is
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
 from .backend import Backend, get_backend, to_numpy
 from .checks import check_choice, check_int, check_labels, check_matrix, check_number
-from .activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES, OUTPUT_ACTIVATIONS
+from .activations import (
+    ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES, OUTPUT_ACTIVATIONS, softmax, softplus,
+)
 from .initializers import INITS, init_name, init_params
 from .optim import SGD, Optimizer
 
@@ -81,25 +84,31 @@ class Network:
 
     # --- the algorithm -----------------------------------------------------------------
 
-    def _forward(self, X: Array, buffers: dict[Any, Array] | None = None) -> list[Array]:
-        """Activations of every layer, input first: [X, A1, ..., AL].
+    def _forward(self, X: Array, buffers: dict[Any, Array] | None = None) -> tuple[list[Array], Array]:
+        """Activations of every layer, input first: [X, A1, ..., AL], and the output layer's
+        pre-activation ZL (its logits, from which cross-entropy is computed).
 
         With ``buffers`` (train_step's), each layer's product is written into a
-        kept array and activated in place, so a step allocates no large arrays.
+        kept array and a hidden layer is activated in place, so a step allocates
+        no large arrays; the output layer writes Y beside its Z, which it keeps.
         """
-        xp, As = self.backend.xp, [X]
-        for i in range(1, self.n_layers + 1):
-            act = ACTIVATIONS[self.output if i == self.n_layers else self.activation]
+        xp, As, L = self.backend.xp, [X], self.n_layers
+        for i in range(1, L + 1):
             W = self.params[f"W{i}"]
             Z = xp.matmul(As[-1], W, out=_buffer(buffers, f"A{i}", (X.shape[0], W.shape[1]), W.dtype, xp))
             Z += self.params[f"b{i}"]  # Z = A @ W + b: (N, n_{i-1}) @ (n_{i-1}, n_i) + (n_i,)
-            As.append(act.forward(Z, out=Z))
-        return As
+            if i < L:
+                As.append(ACTIVATIONS[self.activation].forward(Z, out=Z))  # in place: Z is spent
+            else:
+                As.append(ACTIVATIONS[self.output].forward(Z, out=_buffer(buffers, "Y", Z.shape, W.dtype, xp)))
+        return As, Z
 
-    def per_sample_loss(self, Y: Array, T: Array) -> Array:
-        """Loss of each row ``(N,)`` for outputs ``Y`` and targets ``T`` on the backend."""
+    def per_sample_loss(self, Z: Array, Y: Array, T: Array) -> Array:
+        """Loss of each row ``(N,)`` on the backend, from the output layer's pre-activation ``Z``,
+        its output ``Y = f(Z)`` and the targets ``T``. Cross-entropy is computed from ``Z``
+        (log-sum-exp for softmax, softplus for sigmoid): exact even where ``Y`` rounds to 0 or 1."""
         fused = FUSED.get((self.output, self.loss_name))
-        return fused.per_sample(Y, T) if fused else LOSSES[self.loss_name].per_sample(Y, T)
+        return fused.per_sample(Z, T) if fused else LOSSES[self.loss_name].per_sample(Y, T)
 
     def _backward(
         self, As: list[Array], T: Array, buffers: dict[Any, Array] | None = None, scale: float = 1.0
@@ -126,18 +135,25 @@ class Network:
 
     def forward(self, X: Array) -> Array:
         """Outputs ``(N, n_out)`` on the network's backend."""
-        return self._forward(self._input(X))[-1]
+        return self._forward(self._checked_input(X))[0][-1]
 
     def loss(self, X: Array, T: Array) -> float:
         """Mean over rows of the per-sample loss, as a Python float."""
-        X = self._input(X)
-        Y = self._forward(X)[-1]
-        return float(self.per_sample_loss(Y, self._targets(T, X)).mean())  # CPU-GPU sync point
+        X = self._checked_input(X)
+        _, losses = self.forward_and_loss_unchecked(X, self._checked_targets(T, X))
+        return float(losses.mean())  # CPU-GPU sync point
+
+    def forward_and_loss_unchecked(self, X: Array, T: Array) -> tuple[Array, Array]:
+        """Outputs ``(N, n_out)`` and per-sample losses ``(N,)`` on the backend, **unchecked**:
+        ``X`` and ``T`` must already be device arrays of the network's dtype and width with
+        as many rows each (gpunet.train checks its data once, then evaluates with this)."""
+        As, Z = self._forward(X)
+        return As[-1], self.per_sample_loss(Z, As[-1], T)
 
     def gradients(self, X: Array, T: Array) -> dict[str, Array]:
         """d(mean loss)/d(parameter) for every parameter, on the network's backend."""
-        X = self._input(X)
-        return self._backward(self._forward(X), self._targets(T, X))
+        X = self._checked_input(X)
+        return self._backward(self._forward(X)[0], self._checked_targets(T, X))
 
     def train_step(self, X: Array, T: Array, lr: float = 0.1, optimizer: Optimizer | None = None) -> Array:
         """One optimiser step on the mean per-sample loss of the rows of X.
@@ -149,20 +165,23 @@ class Network:
         check_number("lr", lr, positive=True)
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a gpunet Optimizer or None; got {type(optimizer).__name__}")
-        X = self._input(X)
-        return self._step(X, self._targets(T, X), lr, optimizer or self._sgd)
+        X = self._checked_input(X)
+        return self.train_step_unchecked(X, self._checked_targets(T, X), lr, optimizer or self._sgd)
 
-    def _step(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
-        """train_step on checked device arrays (gpunet.train checks its data once, not every step)."""
-        As = self._forward(X, self._buffers)
-        loss = self.per_sample_loss(As[-1], T).sum()
+    def train_step_unchecked(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
+        """:meth:`train_step` **without any checks**, for callers that checked once (gpunet.train
+        checks its data once, not every step): ``X`` and ``T`` must be device arrays of the
+        network's dtype and width with as many rows each, ``lr`` a number > 0 and ``optimizer``
+        an :class:`Optimizer`. Wrong input gives wrong numbers or an obscure error, not a message."""
+        As, Z = self._forward(X, self._buffers)
+        loss = self.per_sample_loss(Z, As[-1], T).sum()
         if optimizer.folds_lr:  # lr folded into the deltas
             optimizer.step_scaled(self.params, self._backward(As, T, self._buffers, scale=lr))
         else:
             optimizer.step(self.params, self._backward(As, T, self._buffers), lr)
         return loss
 
-    def train_per_sample(self, X: Array, T: Array, lr: float = 0.1) -> Array:
+    def train_per_sample(self, X: Array, T: Array, lr: float = 0.1, optimizer: SGD | None = None) -> Array:
         """Plain SGD on one row at a time, in order: the article's update, the same maths as
         calling :meth:`train_step` on each row, in fewer and larger array operations.
 
@@ -171,14 +190,22 @@ class Network:
         product gives every row's ``x_t W1 + b1`` and one Gram matrix gives the
         corrections; ``W1`` and ``b1`` take all the updates in one product at
         the end. The other layers are small and are updated row by row.
+        ``optimizer`` (default: the network's own) must be :class:`SGD` without
+        weight decay; it counts one step per row.
         Returns the summed per-sample loss (each before its step) as a 0-d array.
         """
         check_number("lr", lr, positive=True)
-        X = self._input(X)
-        return self._per_sample(X, self._targets(T, X), lr)
+        if optimizer is not None and not (isinstance(optimizer, Optimizer) and optimizer.folds_lr):
+            raise ValueError(f"train_per_sample needs plain SGD without weight decay (or None); got {optimizer!r}")
+        X = self._checked_input(X)
+        return self.train_per_sample_unchecked(X, self._checked_targets(T, X), lr, optimizer or self._sgd)
 
-    def _per_sample(self, X: Array, T: Array, lr: float) -> Array:
-        """train_per_sample on checked device arrays."""
+    def train_per_sample_unchecked(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
+        """:meth:`train_per_sample` **without any checks**, for callers that checked once: ``X``
+        and ``T`` must be device arrays of the network's dtype and width with as many rows each,
+        ``lr`` a number > 0 and ``optimizer`` plain SGD (``optimizer.folds_lr``), whose rule
+        p -= lr * g is written out below; it counts the K rows as K steps when it applies the
+        first layer's K folded updates."""
         xp, L = self.backend.xp, self.n_layers
         hidden, out = ACTIVATIONS[self.activation], ACTIVATIONS[self.output]
         fused = FUSED.get((self.output, self.loss_name))
@@ -188,14 +215,16 @@ class Network:
         G += 1  # ... and its update to b1
         G *= lr
         D = xp.empty_like(Z1)  # (K, n_1): each row's delta1
-        Y = xp.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)  # each row's output before its step
+        ZL = xp.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)  # each row's output logits before its step
+        Y = xp.empty_like(ZL)  # ... and its output
         for t in range(X.shape[0]):
             z = Z1[t : t + 1] - G[t : t + 1, :t] @ D[:t]  # (1, n_1)
-            As = [X[t : t + 1], (out if L == 1 else hidden).forward(z)]
-            for i in range(2, L + 1):
-                act = out if i == L else hidden
-                As.append(act.forward(As[-1] @ P[f"W{i}"] + P[f"b{i}"]))  # (1, n_{i-1}) @ (n_{i-1}, n_i)
-            Y[t] = As[-1][0]
+            As = [X[t : t + 1]]
+            for i in range(1, L + 1):
+                if i > 1:
+                    z = As[-1] @ P[f"W{i}"] + P[f"b{i}"]  # (1, n_{i-1}) @ (n_{i-1}, n_i)
+                As.append((out if i == L else hidden).forward(z))
+            ZL[t], Y[t] = z[0], As[-1][0]
             delta = fused.delta(As[-1], T[t : t + 1]) if fused else out.backward(
                 As[-1], LOSSES[self.loss_name].grad(As[-1], T[t : t + 1]))
             for i in range(L, 1, -1):
@@ -204,13 +233,29 @@ class Network:
                 P[f"b{i}"] -= lr * delta[0]
                 delta = hidden.backward(As[i - 1], dA)
             D[t] = delta[0]
-        P["W1"] -= lr * (X.T @ D)  # (n_in, K) @ (K, n_1): the K first-layer updates at once
-        P["b1"] -= lr * D.sum(axis=0)
-        return self.per_sample_loss(Y, T).sum()
+        # (n_in, K) @ (K, n_1): the K first-layer updates at once, counted as K steps
+        optimizer.step_scaled({"W1": P["W1"], "b1": P["b1"]},
+                              {"W1": lr * (X.T @ D), "b1": lr * D.sum(axis=0)}, steps=X.shape[0])
+        return self.per_sample_loss(ZL, Y, T).sum()
 
     def predict(self, X: Array) -> np.ndarray:
         """Predicted class of each row (argmax of the outputs) as a NumPy int array."""
         return self.backend.to_host(self.forward(X).argmax(axis=1)).astype(np.int64)
+
+    def predict_proba(self, X: Array) -> np.ndarray:
+        """Class probabilities of each row, ``(N, n_out)`` NumPy float64 rows that sum to 1.
+
+        A softmax output gives its outputs. A sigmoid output scores each class on its
+        own, so its outputs are normalised: ``sigmoid(z_k) / sum_j sigmoid(z_j)``, computed
+        as a softmax of ``log sigmoid(z)`` so a row whose outputs all round to 0 still sums
+        to 1. Other outputs are not probabilities: ValueError.
+        """
+        if self.output not in ("softmax", "sigmoid"):
+            raise ValueError(f"predict_proba needs a softmax or sigmoid output; this network's is {self.output!r}")
+        As, Z = self._forward(self._checked_input(X))
+        P = As[-1] if self.output == "softmax" else softmax(-softplus(-Z))  # log sigmoid(z) = -softplus(-z)
+        P = self.backend.to_host(P).astype(np.float64)
+        return P / P.sum(axis=1, keepdims=True)  # rows sum to 1 in float64, also from a float32 network
 
     def get_params(self) -> dict[str, np.ndarray]:
         """NumPy copies of the parameters: {"W1": (n_in, n_1), "b1": (n_1,), ...}."""
@@ -235,20 +280,29 @@ class Network:
         for k, a in host.items():  # only after every check passed: all or nothing
             self.params[k][...] = self.backend.to_device(a, self.dtype)
 
-    def targets(self, labels: Any) -> np.ndarray:
-        """Host target rows for integer class labels, at :func:`target_levels`."""
+    def targets_from_labels(self, labels: Any) -> np.ndarray:
+        """Host target rows ``(N, n_out)`` for integer class labels ``(N,)``, at :func:`target_levels`:
+        0.01/0.99 for a sigmoid output on squared or absolute loss, one-hot otherwise."""
         labels = check_labels(to_numpy(labels), self.sizes[-1])
         low, high = target_levels(self.output, self.loss_name)
         T = np.full((labels.shape[0], self.sizes[-1]), low, dtype=self.dtype)
         T[np.arange(labels.shape[0]), labels] = high
         return T
 
+    def targets(self, labels: Any) -> np.ndarray:
+        """Deprecated name of :meth:`targets_from_labels`."""
+        warnings.warn("Network.targets is deprecated; use Network.targets_from_labels", DeprecationWarning,
+                      stacklevel=2)
+        return self.targets_from_labels(labels)
+
     # --- input checks ------------------------------------------------------------------
 
-    def _input(self, X: Array) -> Array:
+    def _checked_input(self, X: Array) -> Array:
+        """``X`` checked (2-D, numeric, n_in columns) and moved to the backend in the network's dtype."""
         return self.backend.to_device(check_matrix("X", X, self.sizes[0]), self.dtype)
 
-    def _targets(self, T: Array, X: Array) -> Array:
+    def _checked_targets(self, T: Array, X: Array) -> Array:
+        """Target rows ``T`` checked (n_out columns, one row per row of ``X``) and moved to the backend."""
         T = self.backend.to_device(check_matrix("T", T, self.sizes[-1]), self.dtype)
         if T.shape[0] != X.shape[0]:
             raise ValueError(f"T must have one row per row of X ({X.shape[0]}); got {T.shape[0]}")

@@ -2,8 +2,9 @@
 
 Each ``step`` changes the parameter arrays it is given in place and never
 rebinds them, so buffers held elsewhere (and, later, captured graphs) stay valid.
-L2 weight decay adds ``weight_decay * W`` to the gradient of every weight
-matrix (keys starting with "W"); biases are not decayed.
+L2 weight decay adds ``weight_decay * W`` to the gradient of every parameter with
+two or more dimensions (the weight matrices); biases (one dimension) are not decayed.
+Each optimiser counts its own steps in ``t``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Optimizer:
         self.t += 1
         for name, p in params.items():
             g = grads[name]
-            if self.weight_decay and name.startswith("W"):
+            if self.weight_decay and p.ndim >= 2:  # weight matrices, not bias vectors
                 g += self.weight_decay * p  # d/dW of (wd / 2) * ||W||^2
             self._update(name, p, g, lr)
 
@@ -41,10 +42,12 @@ class Optimizer:
         :meth:`step_scaled` gradients already multiplied by lr: one pass per update, not two."""
         return False
 
-    def step_scaled(self, params: dict[str, Array], scaled_grads: dict[str, Array]) -> None:
-        """One step from gradients already multiplied by the learning rate; only where ``folds_lr``."""
+    def step_scaled(self, params: dict[str, Array], scaled_grads: dict[str, Array], steps: int = 1) -> None:
+        """``steps`` steps' worth of updates, from gradients already multiplied by the learning rate
+        (and summed over the steps); only where ``folds_lr``. The per-sample path folds K rows'
+        first-layer updates into one such call with ``steps=K``."""
         assert self.folds_lr, "step_scaled needs an optimiser whose rule is p -= lr * g"
-        self.t += 1
+        self.t += steps
         for name, g in scaled_grads.items():
             params[name] -= g
 
@@ -93,7 +96,15 @@ class SGD(Optimizer):
 
 
 class Momentum(Optimizer):
-    """v = mu * v - lr * g;  p += v  (classical momentum)."""
+    """buf = mu * buf + g;  p -= lr * buf  (PyTorch's ``SGD(momentum=mu)``, dampening 0, not Nesterov).
+
+    With a constant learning rate this is classical momentum (v = mu v - lr g,
+    p += v, with v = -lr * buf); with a changing one it matches PyTorch step for
+    step. Checkpoints written before this convention hold ``v`` (keys "v.W1", ...);
+    :meth:`load_state_dict` keeps it and the first step after loading converts it
+    with that step's learning rate (buf = -v / lr), which makes that step exactly
+    the old rule's.
+    """
 
     name = "momentum"
 
@@ -105,11 +116,16 @@ class Momentum(Optimizer):
         return {"momentum": self.momentum, **super().hyperparameters()}
 
     def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
-        v = self._buffer(f"v.{name}", p)
-        v *= self.momentum
+        if f"v.{name}" in self.state:  # the old convention's velocity, from a checkpoint: v = -lr * buf
+            v = self.state.pop(f"v.{name}")
+            v *= -1.0 / lr
+            self.state[f"buf.{name}"] = v
+        buf = self._buffer(f"buf.{name}", p)
+        buf *= self.momentum
+        buf += g  # buf = mu buf + g
+        g[...] = buf
         g *= lr
-        v -= g
-        p += v
+        p -= g  # p -= lr buf, reusing g as scratch
 
 
 class Adam(Optimizer):
@@ -156,8 +172,19 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "ada
 
 
 def make_optimizer(optimizer: str | Optimizer, weight_decay: float = 0.0, **hyperparameters: float) -> Optimizer:
-    """An optimiser from its name (and hyperparameters), or the given instance unchanged."""
+    """An optimiser from its name (and hyperparameters), or the given instance unchanged.
+
+    An instance carries its own hyperparameters: passing ``weight_decay`` or any other
+    hyperparameter with it is an error, not silently ignored.
+    """
     if isinstance(optimizer, Optimizer):
+        given = {"weight_decay": weight_decay, **hyperparameters} if weight_decay else hyperparameters
+        if given:
+            name, value = next(iter(given.items()))
+            raise ValueError(
+                f"{name}={value!r} cannot be combined with an optimizer instance ({type(optimizer).__name__}); "
+                f"give it to the instance instead, e.g. gpunet.{type(optimizer).__name__}({name}={value!r})"
+            )
         return optimizer
     check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
     return OPTIMIZERS[optimizer](weight_decay=weight_decay, **hyperparameters)

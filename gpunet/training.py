@@ -72,7 +72,7 @@ def train(
     """Train ``net`` in place with mini-batches and return one record per epoch.
 
     ``y_train``/``y_test`` are integer labels (targets are made by
-    :meth:`Network.targets`) or target matrices ``(N, n_out)``. The data moves to
+    :meth:`Network.targets_from_labels`) or target matrices ``(N, n_out)``. The data moves to
     the network's backend once; epoch ``e``'s order comes from
     ``numpy.random.default_rng([seed, e])`` and it trains at
     ``lr * lr_decay ** (e - 1)``, so the same seed and data give the same
@@ -135,11 +135,10 @@ def train(
                     full = len(idx) == chunk  # gather full batches into kept arrays: no allocation per step
                     Xb = xp.take(X, idx, axis=0, out=X_batch if full else None)
                     Tb = xp.take(T, idx, axis=0, out=T_batch if full else None)
-                    if per_sample:
-                        batch_loss = net._per_sample(Xb, Tb, epoch_lr)  # data checked once, above
-                        opt.t += len(idx)
+                    if per_sample:  # data checked once, above
+                        batch_loss = net.train_per_sample_unchecked(Xb, Tb, epoch_lr, opt)
                     else:
-                        batch_loss = net._step(Xb, Tb, epoch_lr, opt)
+                        batch_loss = net.train_step_unchecked(Xb, Tb, epoch_lr, opt)
                     loss_sum += batch_loss
                     done = min(lo + chunk, n)
                     steps += 1
@@ -200,9 +199,13 @@ def _out_of_memory(net: Network, rows: int, exc: BaseException, doing: str = "tr
 
 
 def evaluate(net: Network, X: Array, T: Array, labels: np.ndarray) -> dict[str, float]:
-    """Mean per-sample loss and accuracy of ``net`` on device data with host labels."""
-    Y = net.forward(X)
-    loss = float(net.per_sample_loss(Y, T).mean())  # CPU-GPU sync point
+    """Mean per-sample loss and accuracy of ``net`` on data ``X``, target rows ``T`` and host labels."""
+    X = net.backend.to_device(check_matrix("X", X, net.sizes[0]), net.dtype)  # no copy for train's prepared data
+    T = net.backend.to_device(check_matrix("T", T, net.sizes[-1]), net.dtype)
+    if not X.shape[0] == T.shape[0] == len(labels):
+        raise ValueError(f"X, T and labels must have as many rows; got {X.shape[0]}, {T.shape[0]}, {len(labels)}")
+    Y, losses = net.forward_and_loss_unchecked(X, T)
+    loss = float(losses.mean())  # CPU-GPU sync point
     predicted = net.backend.to_host(Y.argmax(axis=1))
     return {"test_loss": loss, "test_accuracy": float((predicted == labels).mean())}
 
@@ -225,7 +228,7 @@ def _prepare(net: Network, X: Array, y: Array, x_label: str, y_label: str) -> tu
         labels = T.argmax(axis=1)
     else:
         try:
-            T = net.targets(y)  # checks rank, integrality and range
+            T = net.targets_from_labels(y)  # checks rank, integrality and range
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{y_label}: {exc}") from None
         labels = y.astype(np.int64)

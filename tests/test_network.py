@@ -78,9 +78,9 @@ def _reference_optimizer(name, p, grads, lr, wd=0.0, mu=0.9, b1=0.9, b2=0.999, e
         g = g + wd * p
         if name == "sgd":
             p = p - lr * g
-        elif name == "momentum":
-            v = mu * v - lr * g
-            p = p + v
+        elif name == "momentum":  # PyTorch's convention: buf = mu buf + g, p -= lr buf
+            v = mu * v + g
+            p = p - lr * v
         else:
             m = b1 * m + (1 - b1) * g
             s = b2 * s + (1 - b2) * g * g
@@ -155,10 +155,65 @@ def test_float32_network_keeps_float32():
 
 def test_targets_follow_output_and_loss():
     labels = np.array([2, 0])
-    orig = gpunet.Network([3, 4, 3], backend="numpy").targets(labels)
+    orig = gpunet.Network([3, 4, 3], backend="numpy").targets_from_labels(labels)
     np.testing.assert_allclose(orig, [[0.01, 0.01, 0.99], [0.99, 0.01, 0.01]], rtol=1e-6)
-    ce = gpunet.Network([3, 4, 3], output="softmax", loss="cross-entropy", backend="numpy").targets(labels)
-    np.testing.assert_array_equal(ce, [[0, 0, 1], [1, 0, 0]])
+    ce = gpunet.Network([3, 4, 3], output="softmax", loss="cross-entropy", backend="numpy")
+    np.testing.assert_array_equal(ce.targets_from_labels(labels), [[0, 0, 1], [1, 0, 0]])
+    with pytest.deprecated_call(match="use Network.targets_from_labels"):
+        old = ce.targets(labels)  # the old name still works
+    np.testing.assert_array_equal(old, ce.targets_from_labels(labels))
+
+
+def _one_unit(output, dtype="float64", n_out=1):
+    """No hidden layer: Z = x * W1 + b1, so X = [[1]] and W1 = [[z]] give the logits z."""
+    return gpunet.Network([1, n_out], output=output, loss="cross-entropy", backend="numpy", dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_cross_entropy_is_computed_from_the_logit(dtype):
+    net = _one_unit("sigmoid", dtype)
+    net.set_params({"W1": [[40.0]], "b1": [0.0]})
+    X = np.array([[1.0]])
+    # softplus(40) - 0 * 40 = 40 + log1p(exp(-40)); -log(1 - sigmoid(40)) of the rounded output gave 708 (float64)
+    assert net.loss(X, np.array([[0.0]])) == pytest.approx(40.0, rel=1e-7)
+    assert net.loss(X, np.array([[1.0]])) == pytest.approx(np.exp(-40.0), rel=1e-6)  # softplus(-40)
+    assert net.gradients(X, np.array([[0.0]]))["W1"].tolist() == [[1.0]]  # unchanged: x (y - t), y = 1
+    net.set_params({"W1": [[-40.0]], "b1": [0.0]})
+    assert net.loss(X, np.array([[1.0]])) == pytest.approx(40.0, rel=1e-7)
+    # the per-sample path reports the same loss (before its step)
+    assert float(net.train_per_sample(X, np.array([[1.0]]), lr=1e-9)) == pytest.approx(40.0, rel=1e-7)
+
+
+def test_softmax_cross_entropy_is_computed_from_the_logits():
+    net = _one_unit("softmax", n_out=2)
+    net.set_params({"W1": [[0.0, 1000.0]], "b1": [0.0, 0.0]})
+    X = np.array([[1.0]])
+    assert net.loss(X, np.array([[1.0, 0.0]])) == pytest.approx(1000.0, rel=1e-15)  # logsumexp - z_0
+    assert net.loss(X, np.array([[0.0, 1.0]])) == 0.0
+    # soft targets that do not sum to 1: -sum t log softmax(z) = logsumexp(z) sum(t) - sum(t z)
+    net.set_params({"W1": [[0.0, np.log(3.0)]], "b1": [0.0, 0.0]})
+    assert net.loss(X, np.array([[0.5, 1.0]])) == pytest.approx(-0.5 * np.log(0.25) - np.log(0.75), rel=1e-14)
+    np.testing.assert_allclose(net.gradients(X, np.array([[0.5, 1.0]]))["b1"], [0.25 * 1.5 - 0.5, 0.75 * 1.5 - 1],
+                               rtol=1e-14)  # y sum(t) - t
+
+
+def test_predict_proba():
+    X = np.random.default_rng(0).uniform(size=(5, 4))
+    soft = gpunet.Network([4, 6, 3], output="softmax", loss="cross-entropy", backend="numpy", seed=1)
+    P = soft.predict_proba(X)
+    assert P.dtype == np.float64 and P.shape == (5, 3)
+    np.testing.assert_allclose(P, soft.forward(X), rtol=1e-6)
+    sig = gpunet.Network([4, 6, 3], backend="numpy", dtype="float64", seed=1)
+    Y = sig.forward(X)
+    np.testing.assert_allclose(sig.predict_proba(X), Y / Y.sum(axis=1, keepdims=True), rtol=1e-14)
+    # every output rounds to 0 in float32 (logits -100, -101, -102): still a distribution, from the logits
+    low = _one_unit("sigmoid", "float32", n_out=3)
+    low.set_params({"W1": [[-100.0, -101.0, -102.0]], "b1": [0.0, 0.0, 0.0]})
+    assert not low.forward(np.ones((1, 1))).any()
+    e = np.exp([0.0, -1.0, -2.0])
+    np.testing.assert_allclose(low.predict_proba(np.ones((1, 1))), [e / e.sum()], rtol=1e-6)
+    with pytest.raises(ValueError, match="predict_proba needs a softmax or sigmoid output; this network's is 'identity'"):
+        gpunet.Network([4, 3], output="identity", backend="numpy").predict_proba(X)
 
 
 def test_train_reaches_high_accuracy_on_digits_and_reports_history():

@@ -290,7 +290,7 @@ def test_out_of_memory_is_explained_and_memory_freed(monkeypatch, capsys):
     def no_room(self, X, T, lr, optimizer):
         raise MemoryError("Out of memory allocating 1,073,741,824 bytes (allocated so far: 0 bytes)")
 
-    monkeypatch.setattr(gpunet.Network, "_step", no_room)
+    monkeypatch.setattr(gpunet.Network, "train_step_unchecked", no_room)
     d = gpunet.datasets.load_digits()
     net = gpunet.Network([64, 32, 10], backend="numpy")
     with pytest.raises(DeviceMemoryError) as info:
