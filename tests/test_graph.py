@@ -36,7 +36,7 @@ def make_net(activation: str, output: str, loss: str, dtype: str, backend: str =
 
 def trainer(net: Network, X: np.ndarray, y: np.ndarray, batch_size: int, optimizer=None) -> GraphTrainer:
     to = net.backend.to_device
-    return GraphTrainer(net, optimizer or SGD(), to(X, net.dtype), to(net.targets(y), net.dtype), batch_size)
+    return GraphTrainer(net, optimizer or SGD(), to(X, net.dtype), to(net.targets_from_labels(y), net.dtype), batch_size)
 
 
 def graph_epochs(g: GraphTrainer, epochs: range, lr: float, seed: int, lr_decay: float = 1.0) -> list[float]:
@@ -250,7 +250,7 @@ def test_other_optimisers_are_refused(optimizer) -> None:
 def test_bad_arguments_are_named() -> None:
     X, y = data(5)
     net = make_net("relu", "softmax", "cross-entropy", "float32")
-    T = net.targets(y)
+    T = net.targets_from_labels(y)
     with pytest.raises(ValueError, match=r"X must be C-contiguous float32"):
         GraphTrainer(net, SGD(), X, T, 2)  # float64 data for a float32 network
     with pytest.raises(ValueError, match=r"X must have shape \(n, 5\)"):

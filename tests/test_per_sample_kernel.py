@@ -62,9 +62,9 @@ def _assert_trajectory(run_chunk, fast, plain, X, T, lr, chunk, tolerance):
 
 def _transcribed(threads=None):
     def run(net, Xc, Tc):
-        X, T = net._input(Xc), net._targets(Tc, Xc)
-        Y = per_sample._transcribed_chunk(net, X, T, LR, threads)
-        return Y, float(net.per_sample_loss(Y, T).sum())
+        X, T = net._checked_input(Xc), net._checked_targets(Tc, Xc)
+        Z2, Y = per_sample._transcribed_chunk(net, X, T, LR, threads)
+        return Y, float(net.per_sample_loss(Z2, Y, T).sum())
     return run
 
 
@@ -98,7 +98,7 @@ def test_transcription_is_per_sample_on_mnist(mnist_dir, hidden, activation):
     X, T = data.X_train[:256], None
     nets = [gpunet.Network([784, hidden, 10], activation, "sigmoid", "squared", seed=1, dtype="float64")
             for _ in range(2)]
-    T = nets[0].targets(data.y_train[:256])
+    T = nets[0].targets_from_labels(data.y_train[:256])
     for lo in range(0, 256, 64):
         got = float(per_sample.per_sample_chunk_numpy(nets[0], X[lo : lo + 64], T[lo : lo + 64], 0.1))
         want = float(nets[1].train_per_sample(X[lo : lo + 64], T[lo : lo + 64], 0.1))
@@ -179,9 +179,9 @@ def test_name_expressions_cover_every_kernel_it_loads():
 
 def _kernel(threads=None, lr=LR):
     def run(net, Xc, Tc):
-        X, T = net._input(Xc), net._targets(Tc, Xc)
-        Y = per_sample._kernel_chunk(net, X, T, lr, threads)
-        return net.backend.to_host(Y), float(net.per_sample_loss(Y, T).sum())
+        X, T = net._checked_input(Xc), net._checked_targets(Tc, Xc)
+        Z2, Y = per_sample._kernel_chunk(net, X, T, lr, threads)
+        return net.backend.to_host(Y), float(net.per_sample_loss(Z2, Y, T).sum())
     return run
 
 
@@ -195,7 +195,7 @@ def test_kernel_is_train_step_row_by_row_on_mnist(mnist_dir, hidden, dtype):
     fast = gpunet.Network([784, hidden, 10], seed=1, backend=cupy, dtype=dtype)
     plain = gpunet.Network([784, hidden, 10], seed=1, backend="numpy", dtype=dtype)
     assert per_sample.supports(fast) is None
-    _assert_trajectory(_kernel(lr=0.1), fast, plain, X, plain.targets(data.y_train[:2048]), 0.1, 64,
+    _assert_trajectory(_kernel(lr=0.1), fast, plain, X, plain.targets_from_labels(data.y_train[:2048]), 0.1, 64,
                        GPU_TOLERANCE[dtype])
 
 
@@ -220,7 +220,7 @@ def test_kernel_matches_its_transcription_with_more_outputs_than_lanes(output, l
     X, T = _random_data(64, sizes)
     fast = _random_net(sizes, "leaky_relu", output, loss, "float64", backend=cupy)
     plain = _random_net(sizes, "leaky_relu", output, loss, "float64")
-    got = float(per_sample.per_sample_chunk(fast, fast._input(X), fast._targets(T, X), LR))
+    got = float(per_sample.per_sample_chunk(fast, fast._checked_input(X), fast._checked_targets(T, X), LR))
     want = float(per_sample.per_sample_chunk_numpy(plain, X, T, LR))
     assert got == pytest.approx(want, rel=1e-11)  # the same order; only exp/tanh and fused multiply-adds differ
     for k, v in plain.get_params().items():

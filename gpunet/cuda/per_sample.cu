@@ -10,12 +10,13 @@
 //   dA1    = delta2 W2^T                                 with W2 before its update
 //   W2    -= lr A1^T delta2,  b2 -= lr delta2
 //   delta1_t = f'(A1) * dA1                              written to D, read back by the later rows
-// After the launch: W1 -= lr X^T D, b1 -= lr sum_t D_t (one product), loss from Y.
+// After the launch: W1 -= lr X^T D, b1 -= lr sum_t D_t (one product), loss from Z2 and Y (cross-entropy
+// from the logits Z2, as Network.per_sample_loss does).
 //
 // Arguments (row-major, F = float or double):
 //   Z1 (K, H), G (K, K), T (K, O) targets          in
 //   W2 (H, O), b2 (O,)                              in/out, updated in place
-//   D (K, H) delta1, Y (K, O) outputs before each row's step    out
+//   D (K, H) delta1, Y (K, O) outputs and Z2o (K, O) logits, before each row's step    out
 //   lr, out_act (ACT_CODES, or GPUNET_SOFTMAX), loss (GPUNET_LOSS_*)
 //
 // One block runs the whole chunk (the rows depend on each other). Thread tid owns the hidden units
@@ -85,6 +86,7 @@ __device__ __forceinline__ F loss_grad(int loss, F y, F t) {
 template <typename F, int HIDDEN>
 __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
                                  F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ D, F* __restrict__ Y,
+                                 F* __restrict__ Z2o,
                                  int K, int H, int O, F lr, int out_act, int loss) {
     extern __shared__ __align__(16) unsigned char shared[];
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, n_warps = blockDim.x / 32;
@@ -120,6 +122,7 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
                 F z2 = red[o];
                 for (int w = 1; w < n_warps; ++w) z2 += red[w * O + o];
                 z2 += b2s[o];
+                Z2o[t * O + o] = z2;
                 y[o] = output_forward(out_act, z2);
             }
             __syncwarp();

@@ -87,7 +87,8 @@ def per_sample_chunk(net: Network, X: Array, T: Array, lr: float) -> Array:
     reason = supports(net)
     if reason is not None:
         raise ValueError(f"per_sample_chunk cannot run {net!r}: {reason}")
-    return net.per_sample_loss(_kernel_chunk(net, X, T, lr), T).sum()
+    Z2, Y = _kernel_chunk(net, X, T, lr)
+    return net.per_sample_loss(Z2, Y, T).sum()
 
 
 def per_sample_chunk_numpy(net: Network, X: np.ndarray, T: np.ndarray, lr: float, threads: int | None = None
@@ -96,7 +97,8 @@ def per_sample_chunk_numpy(net: Network, X: np.ndarray, T: np.ndarray, lr: float
     with one hidden layer (threads as the kernel would have them, or ``threads``)."""
     if net.backend.name != "numpy" or net.n_layers != 2:
         raise ValueError(f"per_sample_chunk_numpy needs a numpy network with one hidden layer; got {net!r}")
-    return net.per_sample_loss(_transcribed_chunk(net, X, T, lr, threads), T).sum()
+    Z2, Y = _transcribed_chunk(net, X, T, lr, threads)
+    return net.per_sample_loss(Z2, Y, T).sum()
 
 
 def _first_layer(net: Network, X: Array, lr: float) -> tuple[Array, Array]:
@@ -113,23 +115,25 @@ def _update_first_layer(net: Network, X: Array, D: Array, lr: float) -> None:
     net.params["b1"] -= lr * D.sum(axis=0)
 
 
-def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | None = None) -> Array:
-    """Run the chunk through the kernel; returns Y (K, n_out), each row's output before its step."""
+def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | None = None) -> tuple[Array, Array]:
+    """Run the chunk through the kernel; returns (Z2, Y), each (K, n_out): each row's output
+    layer pre-activation and output before its step."""
     xp, P = net.backend.xp, net.params
     K, (H, O) = X.shape[0], P["W2"].shape
     T = xp.ascontiguousarray(T, dtype=net.dtype)  # the kernel indexes it as (K, O), row-major; no copy when it is
     Z1, G = _first_layer(net, X, lr)
     D = xp.empty_like(Z1)  # (K, H): each row's delta1, written by the kernel
     Y = xp.empty((K, O), dtype=net.dtype)
+    Z2 = xp.empty((K, O), dtype=net.dtype)
     threads, shared = launch_geometry(H, O, net.dtype.itemsize, threads)
     kernel = load(net.backend, SOURCE, NAME_EXPRESSIONS).get_function(_expression(net.dtype.name, net.activation))
     if shared > kernel.max_dynamic_shared_size_bytes:  # above the default 48 KiB: opt in (supports() checked)
         kernel.max_dynamic_shared_size_bytes = shared
     i32 = np.int32
-    kernel((1,), (threads,), (Z1, G, T, P["W2"], P["b2"], D, Y, i32(K), i32(H), i32(O), net.dtype.type(lr),
+    kernel((1,), (threads,), (Z1, G, T, P["W2"], P["b2"], D, Y, Z2, i32(K), i32(H), i32(O), net.dtype.type(lr),
                               i32(OUTPUT_CODES[net.output]), i32(LOSS_CODES[net.loss_name])), shared_mem=shared)
     _update_first_layer(net, X, D, lr)
-    return Y
+    return Z2, Y
 
 
 _SHARED_LIMITS: dict[int, int] = {}
@@ -174,8 +178,9 @@ def _by_thread(a: np.ndarray, per_thread: int, threads: int) -> np.ndarray:
     return padded.reshape(*a.shape[:-1], per_thread, threads)
 
 
-def _transcribed_chunk(net: Network, X: np.ndarray, T: np.ndarray, lr: float, threads: int | None) -> np.ndarray:
-    """per_sample.cu's loop, row by row, in NumPy; returns Y (K, n_out)."""
+def _transcribed_chunk(net: Network, X: np.ndarray, T: np.ndarray, lr: float, threads: int | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """per_sample.cu's loop, row by row, in NumPy; returns (Z2, Y), each (K, n_out)."""
     P, dtype = net.params, net.dtype
     K, (H, O) = X.shape[0], P["W2"].shape
     threads, _ = launch_geometry(H, O, dtype.itemsize, threads)
@@ -183,7 +188,7 @@ def _transcribed_chunk(net: Network, X: np.ndarray, T: np.ndarray, lr: float, th
     hidden, out = ACTIVATIONS[net.activation], ACTIVATIONS[net.output]
     Z1, G = _first_layer(net, X, lr)
     W2s, b2s = P["W2"].T.copy(), P["b2"].copy()  # (O, H) and (O,): the kernel's shared copies
-    D, Y = np.empty((K, H), dtype=dtype), np.empty((K, O), dtype=dtype)
+    D, Y, Z2 = np.empty((K, H), dtype=dtype), np.empty((K, O), dtype=dtype), np.empty((K, O), dtype=dtype)
     for t in range(K):
         correction = np.zeros(H, dtype=dtype)
         for k in range(t):  # each unit j sums its column of D in the order of the rows
@@ -199,6 +204,7 @@ def _transcribed_chunk(net: Network, X: np.ndarray, T: np.ndarray, lr: float, th
         for w in range(1, n_warps):
             z2 += red[:, w]
         z2 += b2s
+        Z2[t] = z2
         if net.output == "softmax":
             e = np.exp(z2 - z2.max())
             y = e / _output_sum(e)
@@ -222,4 +228,4 @@ def _transcribed_chunk(net: Network, X: np.ndarray, T: np.ndarray, lr: float, th
     P["W2"][...] = W2s.T
     P["b2"][...] = b2s
     _update_first_layer(net, X, D, lr)
-    return Y
+    return Z2, Y
