@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterable
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
@@ -46,18 +47,19 @@ def _naming(exc: OSError, path: Path) -> OSError:
     return OSError(exc.errno, exc.strerror or str(exc), str(path))  # OSError(errno, ...) picks the subclass
 
 
-TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # atomic_write's names: mkstemp's 8 random characters
-
-
-def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files that atomic_write left in ``folder`` when its process was killed.
+def remove_stale_temporaries(folder: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files that atomic_write left in ``folder`` for the files ``names`` when its
+    process was killed; nothing else is touched.
 
     Only safe while no other process writes there (the caller holds the folder's
     lock, or owns it); returns the paths removed.
     """
     removed = []
-    for candidate in Path(folder).glob(".*.tmp"):
-        if TEMPORARY.fullmatch(candidate.name) and candidate.is_file():
+    for name in names:
+        for candidate in Path(folder).glob(f".{glob.escape(name)}.*.tmp"):
+            # mkstemp's names: the prefix, 8 random characters, the suffix
+            if not (re.fullmatch(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp", candidate.name) and candidate.is_file()):
+                continue
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
