@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ def load_checkpoint(
     """
     path = require_file(path, CheckpointError)
     try:
-        with zipfile.ZipFile(path) as z:
+        with warnings.catch_warnings(), zipfile.ZipFile(path) as z:
+            warnings.simplefilter("ignore")  # everything is checked; a warning would only be an extra line
             return _load(z, path, backend)
     except (CheckpointError, BackendUnavailableError, DeviceMemoryError):
         raise

@@ -179,6 +179,7 @@ def read_csv(
     rows: list[np.ndarray] = []
     lines: list[int] = []  # the line number of each row, for messages
     first = True  # no non-blank line seen yet
+    header = 0  # the header's number of cells, if there is one
     try:
         with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first cell
             for number, line in enumerate(f, start=1):
@@ -190,7 +191,7 @@ def read_csv(
                 except ValueError:
                     numbers = [c for c in cells if _is_number(c)]
                     if first and not numbers:
-                        first = False
+                        first, header = False, len(cells)
                         continue  # a header row
                     bad = next(c for c in cells if not _is_number(c))
                     if first:
@@ -199,10 +200,9 @@ def read_csv(
                             "expected a header of names only or a row of numbers only") from None
                     raise DataError(f"{path}, line {number}: non-numeric cell {bad!r}") from None
                 first = False
-                if rows and len(values) != len(rows[0]):
-                    raise DataError(
-                        f"{path}, line {number}: {len(values)} cells; expected {len(rows[0])} like the rows before"
-                    )
+                if len(values) != (width := len(rows[0]) if rows else header or len(values)):
+                    like = "the rows before" if rows else "the header"
+                    raise DataError(f"{path}, line {number}: {len(values)} cells; expected {width} like {like}")
                 rows.append(values)
                 lines.append(number)
         if not rows:
@@ -219,13 +219,15 @@ def read_csv(
     def refuse(bad: np.ndarray, message: str) -> None:
         if bad.any():
             row, cell = np.argwhere(bad)[0] if bad.ndim == 2 else (np.argmax(bad), 0)
-            raise DataError(f"{path}: {message.format(data[row, cell])} (line {lines[row]}, cell {cell + 1})")
+            value = float(data[row, cell])
+            shown = str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+            raise DataError(f"{path}: {message}{shown} (line {lines[row]}, cell {cell + 1})")
 
-    refuse(~np.isfinite(data), "contains NaN or infinity; got {:g}")
+    refuse(~np.isfinite(data), "contains NaN or infinity; got ")
     labels, values = data[:, 0], data[:, 1:]
-    refuse((labels != np.round(labels)) | (labels < 0), "labels must be integers >= 0; got {:g}")
-    refuse(labels >= n_classes, f"labels must be in 0..{n_classes - 1}; got {{:g}}")
-    refuse(np.pad((values < 0) | (values > max_value), ((0, 0), (1, 0))), f"pixels must be in 0..{max_value:g}; got {{:g}}")
+    refuse((labels != np.round(labels)) | (labels < 0), "labels must be integers >= 0; got ")
+    refuse(labels >= n_classes, f"labels must be in 0..{n_classes - 1}; got ")
+    refuse(np.pad((values < 0) | (values > max_value), ((0, 0), (1, 0))), f"pixels must be in 0..{max_value:g}; got ")
     return scale_pixels(values, max_value, pixels, dtype), labels.astype(np.int64)
 
 
