@@ -24,6 +24,7 @@ HEADER_LIMIT = 1 << 24  # bytes: a header declaring more is refused before it is
 NETWORK_FIELDS = {"sizes": list, "activation": str, "output": str, "loss": str, "init": str, "seed": int, "dtype": str}
 # The buffers each optimiser keeps per parameter once it has taken a step (optim.py; a test holds the two together).
 STATE_BUFFERS = {"sgd": (), "momentum": ("v",), "adam": ("m", "v")}
+KINDS = {int: "an integer", str: "a string", list: "a list", dict: "a JSON object"}  # for messages
 NON_NEGATIVE = {("adam", "v")}  # Adam's second moments: a negative one would make sqrt(v) NaN
 
 
@@ -144,13 +145,19 @@ def _load(z: zipfile.ZipFile, path: Path, backend: str | Backend | None) -> tupl
     return net, optimizer, meta
 
 
+def meta_field(path: str | os.PathLike[str], meta: dict[str, Any], key: str, kind: type) -> Any:
+    """``meta[key]`` from :func:`load_checkpoint`, checked to be a ``kind``, else CheckpointError naming the
+    file: for callers whose metadata fields (an epoch, a position) the checkpoint itself cannot know."""
+    return _field(meta, key, kind, Path(path), "meta.")
+
+
 def _field(header: dict[str, Any], key: str, kind: type, path: Path, prefix: str = "") -> Any:
     """``header[key]``, checked to be a ``kind`` (bool is not an int here)."""
     if key not in header:
         raise CheckpointError(f"{path}: the header has no field {prefix}{key}")
     value = header[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise CheckpointError(f"{path}: the header's {prefix}{key} must be a {kind.__name__}; got {value!r}")
+        raise CheckpointError(f"{path}: the header's {prefix}{key} must be {KINDS[kind]}; got {value!r}")
     return value
 
 

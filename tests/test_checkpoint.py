@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpunet
-from gpunet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from gpunet.checkpoint import CheckpointError, load_checkpoint, meta_field, save_checkpoint
 
 
 def _trained(tmp_path):
@@ -73,3 +73,15 @@ def test_a_checkpoint_naming_the_old_init_seed_still_loads(tmp_path):
     assert loaded.init == "article"
     np.testing.assert_array_equal(loaded.get_params()["W1"], net.get_params()["W1"])
     assert gpunet.Network([6, 5, 3], init="seed", seed=3, backend="numpy", dtype="float64").init == "article"
+
+
+def test_meta_fields_are_checked_for_the_caller(tmp_path):
+    _, _, path, _, _ = _trained(tmp_path)
+    _, _, meta = load_checkpoint(path)
+    assert meta_field(path, meta, "epoch", int) == 3
+    with pytest.raises(CheckpointError, match=r"model.npz: the header's meta.note must be an integer; got 'x'"):
+        meta_field(path, meta, "note", int)
+    with pytest.raises(CheckpointError, match=r"model.npz: the header has no field meta.position"):
+        meta_field(path, meta, "position", dict)
+    with pytest.raises(CheckpointError, match=r"model.npz: the header's meta.epoch must be an integer; got True"):
+        meta_field(path, {"epoch": True}, "epoch", int)

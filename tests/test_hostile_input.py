@@ -236,7 +236,7 @@ def _break(name: str, header: dict, arrays: dict) -> str:
         return "params['W1'] must have shape (6, 1000000000000); got (6, 4)"
     if name == "seed-string":
         net["seed"] = "1"
-        return "network.seed must be a int; got '1'"
+        return "network.seed must be an integer; got '1'"
     if name == "bad-activation":
         net["activation"] = "swish"
         return "activation must be one of"
@@ -245,7 +245,7 @@ def _break(name: str, header: dict, arrays: dict) -> str:
         return "t >= 0; got 'adam', t=-1"
     if name == "t-float":
         opt["t"] = 2.0
-        return "optimizer.t must be a int; got 2.0"
+        return "optimizer.t must be an integer; got 2.0"
     if name == "t-missing":
         del opt["t"]
         return "the header has no field optimizer.t"
@@ -263,7 +263,7 @@ def _break(name: str, header: dict, arrays: dict) -> str:
         return "beta1 must be in [0, 1); got 1.5"
     if name == "meta-list":
         header["meta"] = [1]
-        return "the header's meta must be a dict; got [1]"
+        return "the header's meta must be a JSON object; got [1]"
     if name == "header-empty":
         header.clear()
         return "checkpoint format None; expected 1"
