@@ -200,7 +200,8 @@ def read_csv(
                             "expected a header of names only or a row of numbers only") from None
                     raise DataError(f"{path}, line {number}: non-numeric cell {bad!r}") from None
                 first = False
-                if len(values) != (width := len(rows[0]) if rows else header or len(values)):
+                width = len(rows[0]) if rows else header or len(values)
+                if len(values) != width:
                     like = "the rows before" if rows else "the header"
                     raise DataError(f"{path}, line {number}: {len(values)} cells; expected {width} like {like}")
                 rows.append(values)
