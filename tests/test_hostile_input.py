@@ -122,7 +122,7 @@ def test_image_declaring_huge_dimensions_is_refused_from_its_header(tmp_path):
         path = tmp_path / f"digit{side}.png"
         path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(side + 1)))
                          + chunk(b"IEND", b""))
-        peak, exc = peak_bytes(lambda: read_grey(path))
+        peak, exc = peak_bytes(lambda path=path: read_grey(path))
         assert isinstance(exc, ImageError) and f"{path}: " in str(exc) and match in str(exc), exc
         assert f"expected at most {MAX_PIXELS:,}" in str(exc)
         assert peak < 4 << 20
@@ -341,7 +341,7 @@ def test_state_buffer_table_matches_the_optimisers(tmp_path, optimizer):
         _, arrays = _arrays(_saved(tmp_path, optimizer, steps))
         prefixes = {k[6:].partition(".")[0] for k in arrays if k.startswith("optim/")}
         assert prefixes == (set(STATE_BUFFERS[optimizer]) if steps else set())
-        net, opt, meta = load_checkpoint(tmp_path / "model.npz", "numpy")
+        _, opt, meta = load_checkpoint(tmp_path / "model.npz", "numpy")
         assert (opt.name, opt.t, meta) == (optimizer, steps, {"epoch": steps})
 
 
@@ -366,7 +366,7 @@ def test_any_header_value_loads_or_is_a_checkpoint_error(where, value, drop):
         part[where[1]] = value
     path = _write(WORK / "h.npz", header, ARRAYS)
     try:
-        net, opt, meta = load_checkpoint(path, "numpy")
+        net, opt, _ = load_checkpoint(path, "numpy")
     except CheckpointError as exc:
         assert str(exc).startswith(f"{path}: ")
         return
@@ -563,8 +563,9 @@ def test_a_mirror_declaring_a_huge_file_is_refused(slow_server, tmp_path):
 def test_the_next_download_removes_what_a_killed_one_left(slow_server, tmp_path):
     cache = tmp_path / "cache"
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from gpunet.download import download_mnist; "
-         f"download_mnist({str(cache)!r}, mirrors=[{slow_server + '/stall/'!r}], files={PAYLOAD_MD5!r})"],
+        [sys.executable, "-c", ("from gpunet.download import download_mnist; "
+                                f"download_mnist({str(cache)!r}, mirrors=[{slow_server + '/stall/'!r}], "
+                                f"files={PAYLOAD_MD5!r})")],
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         deadline = time.monotonic() + 60
