@@ -16,9 +16,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .checks import check_choice, check_fraction
+from .checks import check_choice, check_fraction, check_int
 from .download import download_mnist
 from .files import require_file
+from .memory import GiB, available_host_bytes
 
 MNIST_FILES = {  # the standard names; each may also be stored uncompressed, without ".gz"
     "train_images": "train-images-idx3-ubyte.gz",
@@ -76,35 +77,56 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
     Header: two zero bytes, the type byte 0x08 (uint8), the number of dimensions,
     then one big-endian uint32 per dimension; the data follows, nothing after it.
+    The size the header declares is checked against free memory before anything
+    is allocated, and a compressed file is decompressed only up to that size plus
+    one byte, so a gzip bomb is refused without being inflated.
     """
     path = require_file(path, DataError)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with open(path, "rb") as raw_file:
+            compressed = raw_file.read(2) == b"\x1f\x8b"
+            raw_file.seek(0)
+            f = gzip.GzipFile(fileobj=raw_file, mode="rb") if compressed else raw_file
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\x00\x00":
+                raise DataError(f"{path}: not an IDX file (expected two zero bytes, got {head[:2]!r})")
+            if head[2] != 0x08:
+                raise DataError(f"{path}: IDX type byte 0x{head[2]:02x}; expected 0x08 (unsigned bytes)")
+            ndim = head[3]
+            dims = f.read(4 * ndim)
+            if ndim < 1 or len(dims) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header ({4 + len(dims)} bytes for {ndim} dimensions)")
+            shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+            size, start = math.prod(shape), 4 + 4 * ndim  # Python ints: no overflow
+            if not compressed and os.fstat(raw_file.fileno()).st_size != start + size:
+                raise DataError(f"{path}: {os.fstat(raw_file.fileno()).st_size} bytes, "
+                                f"but dimensions {shape} need {start + size}")
+            free = available_host_bytes()
+            if free is not None and size > free:
+                raise DataError(f"{path}: dimensions {shape} declare {size / GiB:,.1f} GiB of data; "
+                                f"more than the {free / GiB:,.1f} GiB of free memory")
+            data = f.read(size + 1)  # bounded: one byte past the end says there is more
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
-    if len(raw) < 4 or raw[:2] != b"\x00\x00":
-        raise DataError(f"{path}: not an IDX file (expected two zero bytes, got {raw[:2]!r})")
-    if raw[2] != 0x08:
-        raise DataError(f"{path}: IDX type byte 0x{raw[2]:02x}; expected 0x08 (unsigned bytes)")
-    ndim = raw[3]
-    if ndim < 1 or len(raw) < 4 + 4 * ndim:
-        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes for {ndim} dimensions)")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = 4 + 4 * ndim + math.prod(shape)  # Python ints: no overflow
-    if len(raw) != expected:
-        raise DataError(f"{path}: {len(raw)} bytes, but dimensions {shape} need {expected}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except MemoryError:
+        raise DataError(f"{path}: cannot read: its {size:,} bytes of data do not fit in memory") from None
+    if len(data) != size:
+        got = f"{start + len(data)} bytes" if len(data) < size else "more bytes than that"
+        raise DataError(f"{path}: {got} uncompressed, but dimensions {shape} need {start + size}")
+    return np.frombuffer(data, dtype=np.uint8, count=size).reshape(shape)
 
 
 def load_mnist(directory: str | os.PathLike[str], pixels: str = "original", dtype: object = np.float64) -> Split:
-    """The four standard MNIST IDX files in ``directory``, images flattened to 784 and scaled."""
+    """The four standard MNIST IDX files in ``directory``, images flattened to 784 and scaled.
+
+    Test images must have the training images' height and width (not only their
+    pixel count), and every label must be a digit 0-9.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"{directory}: no such folder" if not directory.exists() else f"{directory}: not a folder")
-    arrays = {key: read_idx(_gz_or_raw(directory, name)) for key, name in MNIST_FILES.items()}
+    paths = {key: _gz_or_raw(directory, name) for key, name in MNIST_FILES.items()}
+    arrays = {key: read_idx(path) for key, path in paths.items()}
     split = []
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
@@ -115,9 +137,17 @@ def load_mnist(directory: str | os.PathLike[str], pixels: str = "original", dtyp
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{directory}: {images.shape[0]} {part} images but {labels.shape[0]} labels")
         if labels.size and labels.max() > 9:
-            raise DataError(f"{directory}: {part} label {labels.max()} is not a digit 0-9")
+            at = int(np.argmax(labels > 9))
+            raise DataError(f"{paths[f'{part}_labels']}: {part} label {labels[at]} (item {at}) is not a digit 0-9")
+        if part == "test" and images.shape[1:] != arrays["train_images"].shape[1:]:
+            raise DataError(f"{paths['test_images']}: test images are {_hw(images)} pixels; "
+                            f"expected {_hw(arrays['train_images'])} like the training images")
         split += [scale_pixels(images.reshape(images.shape[0], -1), 255.0, pixels, dtype), labels.astype(np.int64)]
     return Split(*split)
+
+
+def _hw(images: np.ndarray) -> str:
+    return "x".join(str(n) for n in images.shape[1:])
 
 
 def _gz_or_raw(directory: Path, name: str) -> Path:
@@ -128,48 +158,77 @@ def _gz_or_raw(directory: Path, name: str) -> Path:
 
 
 def read_csv(
-    path: str | os.PathLike[str], max_value: float = 255.0, pixels: str = "original", dtype: object = np.float64
+    path: str | os.PathLike[str],
+    max_value: float = 255.0,
+    pixels: str = "original",
+    dtype: object = np.float64,
+    n_classes: int = 10,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images from a CSV file, one per row: the label first, then the pixels 0..max_value.
 
-    The format of the widely used ``mnist_train.csv``; a first row that is not
-    numeric is taken as a header and skipped. Returns scaled pixels and labels.
+    The format of the widely used ``mnist_train.csv``. A byte-order mark is
+    ignored; blank lines are skipped; a first row in which no cell is a number is
+    a header and is skipped. Every other row is used, or the file is refused with
+    the row's line number: a first row that mixes names and numbers, a
+    non-numeric cell, a row of another length, NaN or infinity, a label that is
+    not an integer in 0..n_classes-1, a pixel outside 0..max_value.
+    Returns scaled pixels and int64 labels.
     """
     path = require_file(path, DataError)
-    rows: list[list[float]] = []
+    n_classes = check_int("n_classes", n_classes, 1)
+    rows: list[np.ndarray] = []
+    lines: list[int] = []  # the line number of each row, for messages
+    first = True  # no non-blank line seen yet
+    header = 0  # the header's number of cells, if there is one
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first cell
             for number, line in enumerate(f, start=1):
                 cells = line.strip().split(",")
                 if cells == [""]:
                     continue
                 try:
-                    values = [float(c) for c in cells]
+                    values = np.array([float(c) for c in cells])
                 except ValueError:
-                    if number == 1 and not rows:
+                    numbers = [c for c in cells if _is_number(c)]
+                    if first and not numbers:
+                        first, header = False, len(cells)
                         continue  # a header row
                     bad = next(c for c in cells if not _is_number(c))
+                    if first:
+                        raise DataError(
+                            f"{path}, line {number}: non-numeric cell {bad!r} beside {len(numbers)} numeric ones; "
+                            "expected a header of names only or a row of numbers only") from None
                     raise DataError(f"{path}, line {number}: non-numeric cell {bad!r}") from None
-                if rows and len(values) != len(rows[0]):
-                    raise DataError(
-                        f"{path}, line {number}: {len(values)} cells; expected {len(rows[0])} like the rows before"
-                    )
+                first = False
+                width = len(rows[0]) if rows else header or len(values)
+                if len(values) != width:
+                    like = "the rows before" if rows else "the header"
+                    raise DataError(f"{path}, line {number}: {len(values)} cells; expected {width} like {like}")
                 rows.append(values)
+                lines.append(number)
+        if not rows:
+            raise DataError(f"{path}: no data rows")
+        data = np.stack(rows)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a text CSV file ({exc.reason} at byte {exc.start})") from None
-    if not rows:
-        raise DataError(f"{path}: no data rows")
-    data = np.array(rows)
+    except MemoryError:
+        raise DataError(f"{path}: too big to read into memory") from None
+    del rows
     if data.shape[1] < 2:
         raise DataError(f"{path}: rows need a label and at least one pixel; got {data.shape[1]} cell")
+
+    def refuse(bad: np.ndarray, message: str) -> None:
+        if bad.any():
+            row, cell = np.argwhere(bad)[0] if bad.ndim == 2 else (np.argmax(bad), 0)
+            value = float(data[row, cell])
+            shown = str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+            raise DataError(f"{path}: {message}{shown} (line {lines[row]}, cell {cell + 1})")
+
+    refuse(~np.isfinite(data), "contains NaN or infinity; got ")
     labels, values = data[:, 0], data[:, 1:]
-    if not np.isfinite(data).all():
-        raise DataError(f"{path}: contains NaN or infinity")
-    if (labels != np.round(labels)).any() or labels.min() < 0:
-        bad = labels[(labels != np.round(labels)) | (labels < 0)][0]
-        raise DataError(f"{path}: labels must be integers >= 0; got {bad:g}")
-    if values.min() < 0 or values.max() > max_value:
-        raise DataError(f"{path}: pixels must be in 0..{max_value:g}; got {values.min():g}..{values.max():g}")
+    refuse((labels != np.round(labels)) | (labels < 0), "labels must be integers >= 0; got ")
+    refuse(labels >= n_classes, f"labels must be in 0..{n_classes - 1}; got ")
+    refuse(np.pad((values < 0) | (values > max_value), ((0, 0), (1, 0))), f"pixels must be in 0..{max_value:g}; got ")
     return scale_pixels(values, max_value, pixels, dtype), labels.astype(np.int64)
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
-import urllib.error
+import time
 import urllib.request
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
-from .files import atomic_write
+from .files import atomic_write, remove_stale_temporaries
 
 MNIST_MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -25,6 +27,8 @@ MNIST_MIRRORS = (
 DATA_ENV = "GPUNET_DATA"
 MIRRORS_ENV = "GPUNET_MNIST_MIRRORS"  # comma-separated base URLs used instead of MNIST_MIRRORS (a local mirror)
 CHUNK = 1 << 16
+DEADLINE = 600.0  # seconds one file may take from one mirror, however steadily a slow mirror trickles bytes
+MAX_FILE_BYTES = 1 << 26  # MNIST's largest file is 9.9 MB: a mirror sending more than 64 MiB is refused
 
 
 class DownloadError(RuntimeError):
@@ -44,19 +48,44 @@ def md5sum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> None:
+def fetch(
+    url: str, dest: Path, md5: str, timeout: float = 30.0, deadline: float = DEADLINE, max_bytes: int = MAX_FILE_BYTES
+) -> None:
     """Download ``url`` to ``dest`` atomically, and only if the bytes have the right ``md5``;
-    on any failure nothing is left behind."""
+    on any failure nothing is left behind.
+
+    ``timeout`` bounds each network operation and ``deadline`` the whole file, so a
+    mirror that trickles bytes is given up; a body over ``max_bytes`` is refused.
+    What the mirror does wrong raises DownloadError naming the URL; a local
+    failure (a full disk) raises OSError naming ``dest``.
+    """
 
     def stream(out: IO[bytes]) -> None:
+        give_up = time.monotonic() + deadline
         digest = hashlib.md5(usedforsecurity=False)
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        try:
+            response = urllib.request.urlopen(url, timeout=timeout)
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError and HTTPError are OSErrors
+            raise DownloadError(f"{url}: {getattr(exc, 'reason', None) or exc or type(exc).__name__}") from None
+        with response:
             expected = response.headers.get("Content-Length")
+            if expected is not None and not (expected.isdigit() and int(expected) <= max_bytes):
+                raise DownloadError(f"{url}: Content-Length {expected!r}; expected at most {max_bytes} bytes")
             received = 0
-            for block in iter(lambda: response.read(CHUNK), b""):
-                out.write(block)
-                digest.update(block)
+            while True:
+                if time.monotonic() > give_up:
+                    raise DownloadError(f"{url}: only {received} bytes after the deadline of {deadline:g} s")
+                try:
+                    block = response.read1(CHUNK)  # what has arrived: one slow read cannot outlast the deadline
+                except (OSError, http.client.HTTPException) as exc:
+                    raise DownloadError(f"{url}: {exc or type(exc).__name__} after {received} bytes") from None
+                if not block:
+                    break
                 received += len(block)
+                if received > max_bytes:
+                    raise DownloadError(f"{url}: more than {max_bytes} bytes; expected at most that")
+                out.write(block)  # a full disk raises OSError here; atomic_write names dest
+                digest.update(block)
         if expected is not None and received != int(expected):
             raise DownloadError(f"{url}: connection closed after {received} of {expected} bytes")
         if digest.hexdigest() != md5:
@@ -65,17 +94,37 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> None:
     atomic_write(dest, stream)
 
 
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (one downloader at a time); the lock dies with its process."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (two downloads at once may then remove each other's temporaries)
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for another downloader, which then leaves verified files
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def download_mnist(
     directory: Path | None = None,
     mirrors: Sequence[str] | None = None,
     timeout: float = 30.0,
     on_file: Callable[[str, str], None] | None = None,
     files: dict[str, str] = MNIST_MD5,
+    deadline: float = DEADLINE,
 ) -> Path:
     """Make sure the four MNIST files are in ``directory`` (default: the cache's ``mnist``).
 
     A file already there with the right md5 is kept; a missing or damaged one is
-    fetched from each mirror in turn until one gives the right checksum.
+    fetched from each mirror in turn until one gives the right checksum, each try
+    within ``timeout`` per network operation and ``deadline`` seconds in all.
+    The folder is locked while this runs, and temporary files that a killed
+    download left in it are removed first.
     ``on_file(name, url)`` is called before each attempt (for progress messages);
     ``files`` maps file names to their md5s. ``mirrors`` defaults to
     ``$GPUNET_MNIST_MIRRORS`` (comma-separated base URLs), else ``MNIST_MIRRORS``.
@@ -89,7 +138,10 @@ def download_mnist(
     except OSError as exc:
         raise DownloadError(f"cannot create the data folder {directory}: {exc.strerror}") from None
     try:
-        _download_missing(directory, mirrors, timeout, on_file, files)
+        with _locked(directory):
+            # Nobody else writes here while the lock is held: a temporary file is a killed download's.
+            remove_stale_temporaries(directory, files)
+            _download_missing(directory, mirrors, timeout, deadline, on_file, files)
     except BaseException:
         for d in created:  # leave no trace of a download that got nothing
             if d.is_dir() and not any(d.iterdir()):
@@ -102,6 +154,7 @@ def _download_missing(
     directory: Path,
     mirrors: Sequence[str],
     timeout: float,
+    deadline: float,
     on_file: Callable[[str, str], None] | None,
     files: dict[str, str],
 ) -> None:
@@ -115,12 +168,10 @@ def _download_missing(
             if on_file is not None:
                 on_file(name, url)
             try:
-                fetch(url, dest, md5, timeout)
+                fetch(url, dest, md5, timeout, deadline)
                 break
-            except DownloadError as exc:  # its message names the URL
+            except DownloadError as exc:  # its message names the URL; an OSError (the disk) ends the download
                 errors.append(str(exc))
-            except (OSError, urllib.error.URLError, ValueError) as exc:
-                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
         else:
             raise DownloadError(
                 f"could not download {name} ({'; '.join(errors)}). Offline? Place the four files "

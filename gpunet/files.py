@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterable
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
@@ -14,9 +16,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
 
     If ``write`` raises (or the process is interrupted), the temporary file is
     removed and ``path`` is left as it was.
+    An OSError (a full disk, a read-only folder) is raised again naming ``path``:
+    the file handle that failed does not know its name.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -26,9 +33,36 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from None
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` as an OSError of the same kind whose message ends with ``path``."""
+    if exc.errno is None:
+        return OSError(f"cannot write {path}: {exc}")
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))  # OSError(errno, ...) picks the subclass
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files that atomic_write left in ``folder`` for the files ``names`` when its
+    process was killed; nothing else is touched.
+
+    Only safe while no other process writes there (the caller holds the folder's
+    lock, or owns it); returns the paths removed.
+    """
+    removed = []
+    for name in names:
+        for candidate in Path(folder).glob(f".{glob.escape(name)}.*.tmp"):
+            # mkstemp's names: the prefix, 8 random characters, the suffix
+            if not (re.fullmatch(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp", candidate.name) and candidate.is_file()):
+                continue
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
 
 
 def write_json(path: str | os.PathLike[str], value: Any) -> None:

@@ -9,6 +9,7 @@ as their frame and centred by their bounding box.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from .files import require_file
 
 # inputs -> (frame side, side of the box the digit is fitted into, centred by "mass" or "box", maximum pixel value)
 GEOMETRY = {784: (28, 20, "mass", 255.0), 64: (8, 8, "box", 16.0)}
+MAX_PIXELS = 1 << 26  # 67 million: 512 MiB as float64 grey levels; checked from the header before decoding
+TOO_BIG = f"expected at most {MAX_PIXELS:,} (a photo or scan of one digit needs far fewer)"
 INK_THRESHOLD = 0.2  # of the darkest-to-lightest range: what counts as ink for the bounding box
 
 
@@ -31,13 +34,23 @@ def read_grey(path: str | os.PathLike[str]) -> np.ndarray:
 
     path = require_file(path, ImageError)
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:  # transparent -> on white
-                image = image.convert("RGBA")
-                white = Image.new("RGBA", image.size, "white")
-                image = Image.alpha_composite(white, image)
-            grey = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+        with warnings.catch_warnings():
+            # Pillow warns about oddities it reads past (corrupt EXIF, ...) and about large images;
+            # the size is checked here instead, from the header, before anything is decoded.
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise ImageError(f"{path}: {image.width}x{image.height} pixels; {TOO_BIG}")
+                image.load()
+                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:  # transparent -> on white
+                    image = image.convert("RGBA")
+                    white = Image.new("RGBA", image.size, "white")
+                    image = Image.alpha_composite(white, image)
+                grey = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:  # Pillow's own limit, above ours, hit while reading the header
+        raise ImageError(f"{path}: more than {MAX_PIXELS:,} pixels; {TOO_BIG}") from None
     except Exception as exc:  # noqa: BLE001  (UnidentifiedImageError, DecompressionBombError, ...)
         # Pillow's decoders raise many types on damaged files (OSError, SyntaxError, struct.error, ...):
         # to the caller each is the same thing, a file that is not a readable image.

@@ -19,7 +19,8 @@ from .checks import check_choice, check_int, check_labels, check_matrix, check_n
 from .activations import (
     ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES, OUTPUT_ACTIVATIONS, softmax, softplus,
 )
-from .initializers import INITS, init_name, init_params
+from .initializers import INITS, init_name
+from .memory import build_params
 from .optim import SGD, Optimizer
 
 Array = Any
@@ -58,10 +59,8 @@ class Network:
         self.seed = check_int("seed", seed, 0)
         self.backend = get_backend(backend)
         self.dtype = np.dtype(_dtype_name(dtype))
-        self.params: dict[str, Array] = {
-            k: self.backend.to_device(v, self.dtype)
-            for k, v in init_params(self.sizes, init, self.seed).items()
-        }
+        # checked against free memory first: a network too big fails with DeviceMemoryError, not a traceback
+        self.params: dict[str, Array] = build_params(self.sizes, init, self.seed, self.backend, self.dtype)
         self._sgd = SGD()
         self._buffers: dict[Any, Array] = {}  # train_step's activations and gradients, reused step to step
 

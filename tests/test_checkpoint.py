@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpunet
-from gpunet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from gpunet.checkpoint import CheckpointError, load_checkpoint, meta_field, save_checkpoint
 
 
 def _trained(tmp_path):
@@ -50,7 +50,7 @@ def test_damaged_checkpoints(tmp_path, damage, match):
 def test_checkpoint_without_the_needed_fields(tmp_path):
     path = tmp_path / "old.npz"
     np.savez(path, W1=np.zeros((2, 2)))
-    with pytest.raises(CheckpointError, match=r"old.npz: not a readable gpunet checkpoint \(KeyError"):
+    with pytest.raises(CheckpointError, match=r"old.npz: not a readable gpunet checkpoint \(it has no header\)"):
         load_checkpoint(path)
     np.savez(path, header=np.array('{"format": 99}'))
     with pytest.raises(CheckpointError, match=r"checkpoint format 99; expected 1"):
@@ -73,3 +73,15 @@ def test_a_checkpoint_naming_the_old_init_seed_still_loads(tmp_path):
     assert loaded.init == "article"
     np.testing.assert_array_equal(loaded.get_params()["W1"], net.get_params()["W1"])
     assert gpunet.Network([6, 5, 3], init="seed", seed=3, backend="numpy", dtype="float64").init == "article"
+
+
+def test_meta_fields_are_checked_for_the_caller(tmp_path):
+    _, _, path, _, _ = _trained(tmp_path)
+    _, _, meta = load_checkpoint(path)
+    assert meta_field(path, meta, "epoch", int) == 3
+    with pytest.raises(CheckpointError, match=r"model.npz: the header's meta.note must be an integer; got 'x'"):
+        meta_field(path, meta, "note", int)
+    with pytest.raises(CheckpointError, match=r"model.npz: the header has no field meta.position"):
+        meta_field(path, meta, "position", dict)
+    with pytest.raises(CheckpointError, match=r"model.npz: the header's meta.epoch must be an integer; got True"):
+        meta_field(path, {"epoch": True}, "epoch", int)

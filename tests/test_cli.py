@@ -148,7 +148,7 @@ def test_csv_labels_out_of_range_fail_before_writing(tmp_path, capsys):
     (tmp_path / "test.csv").write_text("1,0,255\n")
     assert main(["train", "--dataset", "csv", "--train-csv", "train.csv", "--test-csv", "test.csv",
                  "--backend", "numpy"]) == 2
-    assert "csv train data: labels must be in 0..9; got 12" in capsys.readouterr().err
+    assert "train.csv: labels must be in 0..9; got 12 (line 2, cell 1)" in capsys.readouterr().err  # read_csv names the line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test.csv", "train.csv"]
 
 

@@ -98,8 +98,8 @@ def test_csv_reader(tmp_path):
     [
         ("1,2,3\n4,5\n", r"line 2: 2 cells; expected 3"),
         ("1,2,3\n4,x,6\n", r"line 2: non-numeric cell 'x'"),
-        ("1.5,2,3\n", r"labels must be integers >= 0; got 1.5"),
-        ("1,2,300\n", r"pixels must be in 0..255; got 2..300"),
+        ("1.5,2,3\n", r"labels must be integers >= 0; got 1.5 \(line 1, cell 1\)"),
+        ("1,2,300\n", r"pixels must be in 0..255; got 300 \(line 1, cell 3\)"),
         ("label,a\n", r"no data rows"),
         ("1\n", r"rows need a label and at least one pixel"),
     ],

@@ -1,5 +1,6 @@
 """Property-based fuzzing: random and mutated bytes fed to every file reader either give valid data or
-raise the reader's documented error (DataError, ImageError, CheckpointError), never anything else."""
+raise the reader's documented error (DataError, ImageError, CheckpointError) naming the file, on one line, and
+never anything else, nor a warning (an extra line on stderr)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -21,6 +23,7 @@ from gpunet.images import ImageError, image_inputs
 
 from test_datasets import idx_bytes
 
+pytestmark = pytest.mark.filterwarnings("error")
 FUZZ = settings(max_examples=150, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
 WORK = Path(tempfile.mkdtemp(prefix="gpunet-fuzz-"))
 
@@ -45,6 +48,10 @@ def mutated(draw, seed: bytes) -> bytes:
     return bytes(data)
 
 
+def _names(exc: Exception, name: str) -> None:
+    assert str(exc).startswith(str(WORK / name)) and "\n" not in str(exc), exc
+
+
 def _file(name: str, data: bytes) -> Path:
     path = WORK / name
     path.write_bytes(data)
@@ -60,7 +67,8 @@ IDX_GZ = gzip.compress(IDX)
 def test_idx_reader(data):
     try:
         a = read_idx(_file("x.idx", data))
-    except DataError:
+    except DataError as exc:
+        _names(exc, "x.idx")
         return
     assert a.dtype == np.uint8 and a.ndim >= 1
 
@@ -73,7 +81,8 @@ CSV = b"label,p1,p2,p3\n3,0,128,255\n7,255,1,2\n0,9,9,9\n"
 def test_csv_reader(data):
     try:
         X, y = read_csv(_file("x.csv", data))
-    except DataError:
+    except DataError as exc:
+        _names(exc, "x.csv")
         return
     assert X.shape[0] == y.shape[0] >= 1 and np.isfinite(X).all() and (y >= 0).all()
     assert X.min() >= 0.01 - 1e-12 and X.max() <= 1.0 + 1e-12
@@ -93,7 +102,8 @@ def _image_bytes(fmt: str) -> bytes:
 def test_image_loader(data):
     try:
         X = image_inputs([str(_file("x.img", data))], 784)
-    except ImageError:
+    except ImageError as exc:
+        _names(exc, "x.img")
         return
     assert X.shape == (1, 784) and np.isfinite(X).all() and 0.01 - 1e-9 <= X.min() and X.max() <= 1.0 + 1e-9
 
@@ -113,6 +123,7 @@ CHECKPOINT = _checkpoint_bytes()
 def test_checkpoint_loader(data):
     try:
         net, optimizer, meta = load_checkpoint(_file("x.npz", data), "numpy")
-    except CheckpointError:
+    except CheckpointError as exc:
+        _names(exc, "x.npz")
         return
     assert net.sizes == [6, 4, 3] and all(np.isfinite(v).all() for v in net.get_params().values())
