@@ -14,7 +14,7 @@ import pytest
 
 from conftest import rel_diff, require
 from gpunet import Network, train
-from gpunet.activations import HIDDEN_ACTIVATIONS
+from gpunet.activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS
 from gpunet.cuda import SOURCE_DIR, gemm
 from gpunet.cuda.graph import NAME_EXPRESSIONS, PAIRS, GraphTrainer
 from gpunet.optim import SGD, Adam, Momentum
@@ -107,7 +107,6 @@ def test_gradient_write_variants_match_the_plain_gradients() -> None:
 
 
 def test_act_codes_match_the_python_activations() -> None:
-    from gpunet.activations import ACTIVATIONS
     from gpunet.cuda import ACT_CODES
 
     Z = np.linspace(-3, 3, 13)
@@ -116,6 +115,43 @@ def test_act_codes_match_the_python_activations() -> None:
         assert rel_diff(gemm.act_forward(code, Z), A) < 1e-15
         dA = np.linspace(1, 2, 13)
         assert rel_diff(gemm.act_backward(code, A, dA), ACTIVATIONS[name].backward(A.copy(), dA.copy())) < 1e-15
+
+
+def test_cross_entropy_comes_from_the_logits_worked_by_hand() -> None:
+    # Sigmoid: Z = (40, -40, 0), T = (0, 0, 1). Y rounds to (1, 0, 0.5), where log(1 - y) and log(y) break
+    # down; from the logits the loss is softplus(40) + softplus(-40) + softplus(0) - 0 = 40 + 2 e^-40 + log 2.
+    Z = np.array([[40.0, -40.0, 0.0]])
+    T = np.array([[0.0, 0.0, 1.0]])
+    Y, delta, loss, lr = Z.copy(), np.zeros((1, 3)), np.zeros(1), np.array([0.5])
+    gemm.output_delta(Y, T, delta, loss, lr, 1, 1, 3, out=gemm.SIGMOID, loss_code=gemm.LOSS_CODES["cross-entropy"])
+    assert abs(loss[0] - (40 + 2 * math.exp(-40) + math.log(2))) < 1e-14
+    np.testing.assert_array_equal(Y, [[1.0, 0.0, 0.5]])  # the sigmoid, in place (the old loss: 708 + log 2)
+    np.testing.assert_array_equal(delta, (Y - T) * 0.5)  # dL/dZ = y - t, times lr / N
+    # Softmax: Z = (1000, 0, -1000), T = (0, 1, 0): logsumexp(Z) = 1000 (+ e^-1000, lost), minus t . z = 0.
+    Z = np.array([[1000.0, 0.0, -1000.0]])
+    T = np.array([[0.0, 1.0, 0.0]])
+    Y = Z.copy()
+    gemm.output_delta(Y, T, delta, loss, lr, 0, 1, 3, out=gemm.SOFTMAX, loss_code=gemm.LOSS_CODES["cross-entropy"])
+    assert loss[0] == 1000.0
+    np.testing.assert_array_equal(Y, [[1.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(delta, [[1.0, -1.0, 0.0]])  # y sum(t) - t, times 1 / N
+
+
+@pytest.mark.parametrize("output", ["softmax", "sigmoid"])
+def test_cross_entropy_rows_equal_the_fused_losses(output: str) -> None:
+    # Soft targets whose rows do not sum to 1 and logits in the hundreds: every term of the fused formula counts.
+    rng = np.random.default_rng(4)
+    Z = rng.normal(scale=300.0, size=(37, 6))
+    T = rng.uniform(size=(37, 6))
+    Y, delta, loss = Z.copy(), np.zeros((37, 6)), np.zeros(37)
+    code = gemm.SOFTMAX if output == "softmax" else gemm.SIGMOID
+    ce = gemm.LOSS_CODES["cross-entropy"]
+    gemm.output_delta(Y, T, delta, loss, np.array([0.1]), 1, 37, 6, out=code, loss_code=ce)
+    fused = FUSED[(output, "cross-entropy")]
+    assert rel_diff(loss, fused.per_sample(Z, T)) < 1e-15
+    A = ACTIVATIONS[output].forward(Z.copy())
+    assert rel_diff(Y, A) < 1e-15
+    assert rel_diff(delta, fused.delta(A, T) * (0.1 / 37)) < 1e-15
 
 
 # --- whole epochs against gpunet.train's plain path -------------------------------------------------
@@ -133,6 +169,34 @@ def test_epochs_equal_the_plain_path(activation: str, output: str, loss: str, dt
     assert params_diff(graph, plain) < TOLERANCE[dtype]
     assert rel_diff(losses, [r["train_loss"] for r in history]) < TOLERANCE[dtype]
     assert opt.t == 6
+
+
+def old_clamped_loss(net: Network, X: np.ndarray, y: np.ndarray) -> float:
+    """The mean loss graph mode used to compute for cross-entropy, -sum t log max(y, tiny) (and the
+    1 - y term for sigmoid outputs), from the outputs Y instead of the logits."""
+    Y, T, tiny = net.forward(X), net.targets_from_labels(y), np.finfo(np.float64).tiny
+    L = T * np.log(np.maximum(Y, tiny))
+    if net.output == "sigmoid":
+        L += (1 - T) * np.log(np.maximum(1 - Y, tiny))
+    return float(-L.sum(axis=1).mean())
+
+
+@pytest.mark.parametrize("output,loss", PAIRS)
+def test_saturated_epoch_losses_equal_the_plain_path(output: str, loss: str) -> None:
+    # Weights of scale 300: the hidden tanh units sit at +-1 and the logits reach the thousands, where a
+    # sigmoid output rounds to exactly 0 or 1 and a softmax output to a one-hot row.
+    X, y = data(11)
+    plain, graph = make_net("tanh", output, loss, "float64"), make_net("tanh", output, loss, "float64")
+    rng = np.random.default_rng(12)
+    params = {k: rng.normal(scale=300.0 if k[0] == "W" else 1.0, size=v.shape) for k, v in plain.get_params().items()}
+    for net in (plain, graph):
+        net.set_params(params)
+    if loss == "cross-entropy":  # the data saturates: the old formula from Y would be far off
+        assert abs(old_clamped_loss(plain, X, y) - plain.loss(X, plain.targets_from_labels(y))) > 1.0
+    history = train(plain, X, y, epochs=2, batch_size=4, lr=0.01, seed=5)
+    losses = graph_epochs(trainer(graph, X, y, 4), range(1, 3), 0.01, 5)
+    assert rel_diff(losses, [r["train_loss"] for r in history]) <= 1e-12
+    assert params_diff(graph, plain) <= 1e-12
 
 
 @pytest.mark.parametrize("depth", [[5, 4], [5, 9, 8, 7, 4]])
@@ -216,6 +280,10 @@ def test_buffers_batches_and_launches() -> None:
     assert [launch.args[2] for launch in launches if launch.kernel == "loss_total"] == [1, 0, 0]  # resets once
     assert last[4].expression == "forward<float, 4>"  # softmax output: identity here, softmax in output_delta
     assert last[5].expression == "output_delta<float, 5, 2>"
+    for output, loss, act in [("sigmoid", "cross-entropy", 4), ("sigmoid", "squared", 0), ("relu", "absolute", 2)]:
+        # sigmoid with cross-entropy keeps the logits too (its loss needs them); otherwise f is fused
+        launches = trainer(make_net("tanh", output, loss, "float32"), X, y, 4).launches()
+        assert launches[4].expression == f"forward<float, {act}>"
     assert last[2].grid == (1, 1) and last[2].block == (16, 16)
     assert {launch.expression for launch in launches} <= set(NAME_EXPRESSIONS)
 

@@ -5,9 +5,11 @@
 //   gather_rows   Xb[r, :] = X[order[lo + r], :]                  X (n, w), order (n,) int64, Xb (N, w)
 //   forward       A_i = f(A_{i-1} @ W_i + b_i)                    A_{i-1} (N, n_{i-1}), W_i (n_{i-1}, n_i),
 //                                                                 b_i (n_i,), A_i (N, n_i)
-//   output_delta  Y = softmax(Y) row-wise (softmax output only), loss[r] = L(Y_r, T_r),
-//                 delta_L = s * dL/dZ_L, s = lr / N (lr folded in, plain SGD) or 1 / N
-//                                                                 Y = A_L, T, delta_L (N, n_L), loss (N,)
+//   output_delta  loss[r] = L(Y_r, T_r), delta_L = s * dL/dZ_L,  Y = A_L, T, delta_L (N, n_L), loss (N,)
+//                 s = lr / N (lr folded in, plain SGD) or 1 / N. Where the output layer's forward kept
+//                 Z_L (softmax output; sigmoid output with cross-entropy), A_L holds Z_L on entry and
+//                 Y = f(Z_L) in place on exit; cross-entropy then comes from the logits, as in
+//                 activations.py's FUSED: logsumexp(z) sum(t) - sum(t z), or sum softplus(z) - t z.
 //   loss_total    total += sum_r loss[r]   (total = 0 first when first != 0)     loss (N,), total (1,)
 //   backward      delta_{i-1} = (delta_i @ W_i^T) * f'(A_{i-1})   delta_i (N, n_i), W_i (n_{i-1}, n_i),
 //                                                                 A_{i-1}, delta_{i-1} (N, n_{i-1})
@@ -32,13 +34,6 @@
 #define GRAD_WRITE 0
 #define SGD_FOLDED 1
 #define SGD_DECAY 2
-
-template <typename T>
-__device__ __forceinline__ T tiny();  // the smallest normal number: log(max(y, tiny)) is never -inf
-template <>
-__device__ __forceinline__ float tiny<float>() { return 1.17549435082228751e-38f; }
-template <>
-__device__ __forceinline__ double tiny<double>() { return 2.2250738585072014e-308; }
 
 template <typename T>
 __device__ __forceinline__ T quiet_nan() {
@@ -106,7 +101,8 @@ __global__ void forward(const T* A_prev, const T* W, const T* b, T* A, int N, in
     }
 }
 
-// One thread per row r: softmax Y_r in place (softmax output), loss[r] = L(Y_r, T_r), delta_r = s dL/dZ_r.
+// One thread per row r: Y_r = f(Z_r) in place where A_L holds Z_r (see the top), loss[r] = L(Y_r, T_r) or,
+// for cross-entropy, L(Z_r, T_r), delta_r = s dL/dZ_r.
 template <typename T, int OUT, int LOSS>
 __global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double* lr, int fold_lr, int N, int n_out) {
     const int r = blockIdx.x * blockDim.x + threadIdx.x;
@@ -115,44 +111,45 @@ __global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double*
     const T* t = Tg + (size_t)r * n_out;
     T* d = delta + (size_t)r * n_out;
     const T s = T(fold_lr ? lr[0] / N : 1.0 / N);  // the plain path's lr / N (or 1 / N), rounded once
-    if constexpr (OUT == GPUNET_SOFTMAX) {  // Y = exp(Z - max Z) / sum exp(Z - max Z)
+    if constexpr (OUT == GPUNET_SOFTMAX) {  // Y = exp(Z - max Z) / sum exp(Z - max Z), y holds Z on entry
         T m = y[0];
         for (int j = 1; j < n_out; ++j) m = y[j] > m ? y[j] : m;
-        T e = T(0);
+        T e = T(0), tsum = T(0), tz = T(0);
         for (int j = 0; j < n_out; ++j) {
+            tsum += t[j];
+            tz += t[j] * y[j];
             y[j] = exp(y[j] - m);
             e += y[j];
         }
         for (int j = 0; j < n_out; ++j) y[j] = y[j] / e;
+        if constexpr (LOSS == LOSS_CROSS_ENTROPY) {  // -sum t log softmax(z) = logsumexp(z) sum(t) - sum(t z)
+            loss[r] = (m + log(e)) * tsum - tz;
+            for (int j = 0; j < n_out; ++j) d[j] = (y[j] * tsum - t[j]) * s;  // dL/dZ = y sum(t) - t
+        }
+    } else if constexpr (LOSS == LOSS_CROSS_ENTROPY) {  // sigmoid: y holds Z on entry
+        T L = T(0);
+        for (int j = 0; j < n_out; ++j) {  // -t log y - (1 - t) log(1 - y) = softplus(z) - t z
+            const T z = y[j];
+            const T softplus = (z > T(0) ? z : T(0)) + log1p(exp(-fabs(z)));  // log(1 + exp(z)), no overflow
+            L += softplus - t[j] * z;
+            y[j] = act_forward<GPUNET_SIGMOID, T>(z);
+            d[j] = (y[j] - t[j]) * s;  // dL/dZ = y - t
+        }
+        loss[r] = L;
     }
-    T L = T(0);
-    for (int j = 0; j < n_out; ++j) {
-        if constexpr (LOSS == LOSS_SQUARED) {  // 1/2 sum (t - y)^2
+    if constexpr (LOSS == LOSS_SQUARED) {  // 1/2 sum (t - y)^2
+        T L = T(0);
+        for (int j = 0; j < n_out; ++j) {
             const T e = t[j] - y[j];
             L += e * e;
-        } else if constexpr (LOSS == LOSS_ABSOLUTE) {  // sum |t - y|
-            L += fabs(t[j] - y[j]);
-        } else if constexpr (OUT == GPUNET_SOFTMAX) {  // cross-entropy: -sum t log y
-            L += t[j] * log(y[j] > tiny<T>() ? y[j] : tiny<T>());
-        } else {  // binary cross-entropy of sigmoid outputs: -sum t log y + (1 - t) log(1 - y)
-            const T q = T(1) - y[j];
-            L += t[j] * log(y[j] > tiny<T>() ? y[j] : tiny<T>()) + (T(1) - t[j]) * log(q > tiny<T>() ? q : tiny<T>());
         }
-    }
-    if constexpr (LOSS == LOSS_SQUARED) {
         loss[r] = T(0.5) * L;
-    } else if constexpr (LOSS == LOSS_ABSOLUTE) {
+    } else if constexpr (LOSS == LOSS_ABSOLUTE) {  // sum |t - y|
+        T L = T(0);
+        for (int j = 0; j < n_out; ++j) L += fabs(t[j] - y[j]);
         loss[r] = L;
-    } else {
-        loss[r] = -L;
     }
-    if constexpr (LOSS == LOSS_CROSS_ENTROPY && OUT == GPUNET_SOFTMAX) {  // dL/dZ = y sum(t) - t
-        T tsum = T(0);
-        for (int j = 0; j < n_out; ++j) tsum += t[j];
-        for (int j = 0; j < n_out; ++j) d[j] = (y[j] * tsum - t[j]) * s;
-    } else if constexpr (LOSS == LOSS_CROSS_ENTROPY) {  // sigmoid: dL/dZ = y - t
-        for (int j = 0; j < n_out; ++j) d[j] = (y[j] - t[j]) * s;
-    } else {  // dL/dY = y - t or sign(y - t), then through the output activation
+    if constexpr (LOSS != LOSS_CROSS_ENTROPY) {  // dL/dY = y - t or sign(y - t), then through the output activation
         for (int j = 0; j < n_out; ++j) {
             const T e = y[j] - t[j];
             d[j] = (LOSS == LOSS_SQUARED ? e : T((e > T(0)) - (e < T(0)))) * s;

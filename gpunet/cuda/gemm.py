@@ -93,40 +93,44 @@ def output_delta(
     y, t, d = _rows(Y, N, n_out), _rows(Tg, N, n_out), _rows(delta, N, n_out)
     dtype = y.dtype.type
     s = dtype(lr[0] / N if fold_lr else 1.0 / N)
-    tiny = np.finfo(y.dtype).tiny
-    if out == SOFTMAX:
+    cross_entropy = loss_code == LOSS_CODES["cross-entropy"]
+    if out == SOFTMAX:  # y holds Z on entry
         m = y[:, 0].copy()
         for j in range(1, n_out):
             m = np.where(y[:, j] > m, y[:, j], m)
-        e = np.zeros(N, dtype=dtype)
+        e, tsum, tz = (np.zeros(N, dtype=dtype) for _ in range(3))
         for j in range(n_out):
+            tsum += t[:, j]
+            tz += t[:, j] * y[:, j]
             y[:, j] = np.exp(y[:, j] - m)
             e += y[:, j]
         for j in range(n_out):
             y[:, j] = y[:, j] / e
-    L = np.zeros(N, dtype=dtype)
-    for j in range(n_out):
-        if loss_code == LOSS_CODES["squared"]:
+        if cross_entropy:  # logsumexp(z) sum(t) - sum(t z)
+            loss[:N] = (m + np.log(e)) * tsum - tz
+            for j in range(n_out):
+                d[:, j] = (y[:, j] * tsum - t[:, j]) * s
+    elif cross_entropy:  # sigmoid, y holds Z on entry: sum softplus(z) - t z
+        L = np.zeros(N, dtype=dtype)
+        for j in range(n_out):
+            z = y[:, j].copy()
+            softplus = np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+            L += softplus - t[:, j] * z
+            y[:, j] = act_forward(SIGMOID, z)
+            d[:, j] = (y[:, j] - t[:, j]) * s
+        loss[:N] = L
+    if loss_code == LOSS_CODES["squared"]:
+        L = np.zeros(N, dtype=dtype)
+        for j in range(n_out):
             err = t[:, j] - y[:, j]
             L += err * err
-        elif loss_code == LOSS_CODES["absolute"]:
+        loss[:N] = 0.5 * L
+    elif loss_code == LOSS_CODES["absolute"]:
+        L = np.zeros(N, dtype=dtype)
+        for j in range(n_out):
             L += np.abs(t[:, j] - y[:, j])
-        elif out == SOFTMAX:
-            L += t[:, j] * np.log(np.maximum(y[:, j], tiny))
-        else:
-            q = 1 - y[:, j]
-            L += t[:, j] * np.log(np.maximum(y[:, j], tiny)) + (1 - t[:, j]) * np.log(np.maximum(q, tiny))
-    loss[:N] = 0.5 * L if loss_code == LOSS_CODES["squared"] else L if loss_code == LOSS_CODES["absolute"] else -L
-    if loss_code == LOSS_CODES["cross-entropy"] and out == SOFTMAX:
-        tsum = np.zeros(N, dtype=dtype)
-        for j in range(n_out):
-            tsum += t[:, j]
-        for j in range(n_out):
-            d[:, j] = (y[:, j] * tsum - t[:, j]) * s
-    elif loss_code == LOSS_CODES["cross-entropy"]:
-        for j in range(n_out):
-            d[:, j] = (y[:, j] - t[:, j]) * s
-    else:
+        loss[:N] = L
+    if not cross_entropy:
         for j in range(n_out):
             err = y[:, j] - t[:, j]
             d[:, j] = (err if loss_code == LOSS_CODES["squared"] else np.sign(err)) * s

@@ -2,8 +2,9 @@
 
 A step is a dozen launches of gemm.cu's kernels (no cuBLAS: CuPy's cuBLAS wrappers refuse stream
 capture): gather the batch on the device, a forward product per layer with bias and activation fused,
-the output delta and per-row loss, the loss total, and per layer from the top the backward product with
-f' fused, the weight-gradient product with the SGD update fused, and the bias update.
+the output delta and per-row loss (cross-entropy from the logits, as in the plain path), the loss total,
+and per layer from the top the backward product with f' fused, the weight-gradient product with the SGD
+update fused, and the bias update.
 The whole training set, the epoch's permutation and lr live in device buffers the graph reads, so an
 epoch costs two small copies and one graph launch, with no host round trip.
 
@@ -60,6 +61,15 @@ class Launch(NamedTuple):
     def expression(self) -> str:
         """The name expression NVRTC instantiates, e.g. "forward<float, 0>"."""
         return f"{self.kernel}<{', '.join([C_TYPES[self.dtype], *map(str, self.params.values())])}>"
+
+
+def _output_forward_act(output: str, loss: str) -> int:
+    """The output layer's forward epilogue: the identity where output_delta applies the output activation
+    itself, so A_L holds the logits Z_L there: softmax (it needs the whole row) and every fused
+    cross-entropy pair (its loss comes from Z_L, as in the plain path); the output activation elsewhere."""
+    if output == "softmax" or (output, loss) in FUSED:
+        return ACT_CODES["identity"]
+    return ACT_CODES[output]
 
 
 def _blocks(count: int, per_block: int) -> int:
@@ -155,7 +165,7 @@ class GraphTrainer:
         steps = [self._gather(self.X, lo, N, buf["X"]), self._gather(self.T, lo, N, buf["T"])]
         A = [buf["X"]] + [buf[f"A{i}"] for i in range(1, L + 1)]
         for i in range(1, L + 1):
-            act = hidden if i < L else ACT_CODES.get(net.output, ACT_CODES["identity"])  # softmax: in output_delta
+            act = hidden if i < L else _output_forward_act(net.output, net.loss_name)
             steps.append(self._forward(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, act))
         steps.append(self._output_delta(A[L], buf["T"], buf[f"delta{L}"], N))
         steps.append(self._loss_total(N, first))
