@@ -20,6 +20,7 @@ from . import __version__
 from .backend import BACKEND_NAMES, BackendUnavailableError, get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_labels
+from .cuda.select import KERNELS, check_kernels
 from .datasets import DATASETS, PIXELS, Split
 from .download import DownloadError
 from .files import atomic_write, require_file, write_json
@@ -122,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a model.npz, optimiser state included; "
                    "every setting but --epochs, --out, --backend and --quiet comes from the checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar, print only the final result line")
-    p.set_defaults(run=lambda a: run_train(TrainConfig(**_options(a))))
+    p.add_argument("--kernels", choices=KERNELS, default="auto",
+                   help="training path on the GPU: fused and graph are unverified on a device (default: auto = plain)")
+    p.set_defaults(run=lambda a: run_train(TrainConfig(**_options(a)), a.kernels))
 
     p = commands.add_parser(
         "evaluate", help="accuracy, per-class precision and recall, and the confusion matrix of a model",
@@ -185,11 +188,12 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k not in ("command", "run", "debug")}
+    return {k: v for k, v in vars(args).items() if k not in ("command", "run", "debug", "kernels")}
 
 
-def run_train(config: TrainConfig) -> int:
+def run_train(config: TrainConfig, kernels: str = "auto") -> int:
     backend = get_backend(config.backend)
+    check_kernels(kernels, backend)  # before anything is written
     if config.resume is not None:
         net, optimizer, meta = load_checkpoint(config.resume, backend)
         saved = _saved_config(meta, config.resume)
@@ -281,7 +285,7 @@ def run_train(config: TrainConfig) -> int:
                 lr=config.lr, lr_decay=config.lr_decay, optimizer=optimizer, seed=config.seed,
                 X_test=data.X_test, y_test=data.y_test, X_val=data.X_val, y_val=data.y_val,
                 callback=end_epoch, on_batch=on_batch, should_stop=stop.pressed, start_epoch=start_epoch,
-                start_row=position["row"], start_loss=position["loss_sum"],
+                start_row=position["row"], start_loss=position["loss_sum"], kernels=kernels,
             )
     except TrainingInterrupted as exc:
         bar.close()

@@ -18,6 +18,7 @@ from .checks import check_choice, check_int, check_labels, check_matrix, check_n
 from .activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES, OUTPUT_ACTIVATIONS
 from .initializers import INITS, init_name, init_params
 from .optim import SGD, Optimizer
+from .cuda.select import check_kernels, choose, step_function
 
 Array = Any
 DTYPES = ("float32", "float64")
@@ -40,6 +41,7 @@ class Network:
         seed: int = 0,
         backend: str | Backend | None = None,
         dtype: str = "float32",
+        kernels: str = "auto",
     ) -> None:
         self.sizes = _check_sizes(sizes)
         check_choice("activation", activation, HIDDEN_ACTIVATIONS)
@@ -55,6 +57,7 @@ class Network:
         self.seed = check_int("seed", seed, 0)
         self.backend = get_backend(backend)
         self.dtype = np.dtype(_dtype_name(dtype))
+        self.kernels = check_kernels(kernels, self.backend)  # "auto", "plain", "fused", "graph": gpunet/cuda/select.py
         self.params: dict[str, Array] = {
             k: self.backend.to_device(v, self.dtype)
             for k, v in init_params(self.sizes, init, self.seed).items()
@@ -154,6 +157,10 @@ class Network:
 
     def _step(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
         """train_step on checked device arrays (gpunet.train checks its data once, not every step)."""
+        return step_function(self, choose(self.kernels, self, optimizer))(X, T, lr, optimizer)
+
+    def _plain_step(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
+        """The plain path of a step: the reference the CUDA fast paths are tested against."""
         As = self._forward(X, self._buffers)
         loss = self.per_sample_loss(As[-1], T).sum()
         if optimizer.folds_lr:  # lr folded into the deltas
