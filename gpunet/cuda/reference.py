@@ -24,7 +24,9 @@ WARP = 32
 def bias_act(Z: np.ndarray, b: np.ndarray, act: str) -> None:
     """bias_act<T, ACT>: Z = f(Z + b), element by element."""
     Z += b
-    ACTIVATIONS[act].forward(Z, out=Z)
+    A = ACTIVATIONS[act].forward(Z, out=Z)
+    if A is not Z:  # leaky_relu's forward ignores out
+        Z[...] = A
 
 
 def _warp_sum(p: np.ndarray) -> np.ndarray:
