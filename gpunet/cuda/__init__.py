@@ -80,7 +80,7 @@ def instantiation_unit(name: str, exprs: Sequence[str]) -> str:
     """A translation unit for nvcc: ``name`` included, and each expression instantiated by taking its address
     (what NVRTC's name expressions do)."""
     refs = "".join(f"    (void*)&{e},\n" for e in exprs)
-    return f'#include "{name}"\n' + (f"void* const gpunet_instantiations[] = {{\n{refs}}};\n" if exprs else "")
+    return f'#include "{name}"\n' + (f"extern void* const gpunet_instantiations[] = {{\n{refs}}};\n" if exprs else "")
 
 
 def nvcc_path() -> str | None:
