@@ -29,6 +29,9 @@ class Network:
 
     >>> net = Network([784, 100, 10], activation="sigmoid", output="sigmoid",
     ...               loss="squared", init="article", seed=0, backend="numpy")
+
+    ``kernels`` picks how a training step runs on CuPy: "auto", "plain", "fused" or "graph"
+    (gpunet/cuda/select.py; "auto" is "plain" until a device run verifies a fast path).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class Network:
         }
         self._sgd = SGD()
         self._buffers: dict[Any, Array] = {}  # train_step's activations and gradients, reused step to step
+        self._fused: Any = None  # the fused path's kernels and buffers (gpunet/cuda/fused.py), made on first use
 
     @property
     def n_layers(self) -> int:

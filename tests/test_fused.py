@@ -294,6 +294,14 @@ def test_choose_on_cupy(monkeypatch):
     assert select.choose("auto", net, _Custom()) == "plain"  # auto never fails: it falls back
 
 
+def test_forced_fused_per_sample_needs_the_per_sample_kernel(monkeypatch):
+    real = select._module
+    monkeypatch.setattr(select, "_module", lambda name: None if name == "per_sample" else real(name))
+    with pytest.raises(ValueError, match="kernels='fused' cannot train this network: gpunet/cuda/per_sample.py"):
+        select.choose("fused", _FakeCupyNet(), SGD(), per_sample=True)
+    assert select.choose("fused", _FakeCupyNet(), SGD()) == "fused"  # batches need only fused.py
+
+
 def test_plain_kernels_train_the_same_as_auto():
     X, T = _data(40, 6, 3)
     runs = []

@@ -20,7 +20,6 @@ Unverified on a device: see gpunet/cuda/select.py.
 from __future__ import annotations
 
 import importlib
-import weakref
 from typing import Any
 
 import numpy as np
@@ -196,13 +195,9 @@ class CudaKernels:
              done, np.float64(weight_decay), np.float64(beta1), np.float64(beta2), np.float64(eps)))
 
 
-_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network -> its FusedStep
-
-
 def step(net: Any, X: Array, T: Array, lr: float, optimizer: Any) -> Array:
     """``Network._plain_step``'s contract by the fused kernels (the cupy backend only)."""
-    fused = _STEPS.get(net)
-    if fused is None:
+    if net._fused is None:  # compiled and allocated once per network
         kernels = CudaKernels(net.backend, net.dtype, net.activation, net.output, net.loss_name)
-        fused = _STEPS[net] = FusedStep(net, kernels)
-    return fused(X, T, lr, optimizer)
+        net._fused = FusedStep(net, kernels)
+    return net._fused(X, T, lr, optimizer)
