@@ -194,8 +194,25 @@ def test_fused_parameters_are_views_into_the_flat_buffer_and_resume_from_a_check
     restored.load_state_dict(saved, net.params)
     again = _run(net, restored, X, T, step, 2, 16, 0.01)
     assert np.array_equal(straight, again)
-    assert restored.t == opt.t and all(restored.state[k] is step.flat.state_views[k[0]][k[2:]] for k in saved if k != "t")
+    assert restored.t == opt.t
+    assert all(restored.state[k] is step.flat.state_views[k[0]][k[2:]] for k in saved if k != "t")
     assert not np.array_equal(net.params["W1"], before["W1"])
+
+
+@pytest.mark.parametrize("optimizer", ("adam", "momentum"))
+def test_plain_and_fused_steps_can_alternate(optimizer):
+    """The step count and state stay in one place: a plain step between fused ones is seen by the next fused one."""
+    a, b = _pair_nets([6, 9, 4], "sigmoid", "softmax", "cross-entropy", "float64")
+    X, T = _data(64, 6, 4, one_hot=True)
+    opt_a, opt_b = OPTIMIZERS[optimizer](), OPTIMIZERS[optimizer]()
+    fused_b = FusedStep(b, reference.NumpyKernels())
+    for t in range(12):
+        rows = slice(8 * (t % 8), 8 * (t % 8) + 8)
+        a._plain_step(X[rows], T[rows], 0.01, opt_a)
+        (b._plain_step if t % 3 == 1 else fused_b)(X[rows], T[rows], 0.01, opt_b)
+    assert opt_b.t == 12 and int(fused_b.optimizer.step_count[0]) == 12
+    for k, p in a.params.items():
+        assert rel_diff(b.params[k], p) <= 1e-12, k
 
 
 # --- host logic: layout, views, workspaces, launch geometry, name expressions ----------------------------

@@ -118,7 +118,8 @@ class FlatOptimizer:
         """One step of ``optimizer`` from ``flat.grads`` (already written by the step's products)."""
         rule = rule_of(optimizer)
         if rule is None:
-            raise ValueError(f"the flat optimiser kernel implements SGD, Momentum and Adam; got {type(optimizer).__name__}")
+            raise ValueError("the flat optimiser kernel implements SGD, Momentum and Adam; "
+                             f"got {type(optimizer).__name__}")
         names = STATE_NAMES[rule]
         self.flat.adopt_state(optimizer, names)
         if lr != self._lr_host:

@@ -104,7 +104,8 @@ class FusedStep:
     def workspace(self, rows: int) -> dict[str, Array]:
         if rows not in self.workspaces:  # an epoch's full batches and its last, shorter one
             xp, dtype = self.kernels.xp, self.net.dtype
-            self.workspaces[rows] = {k: xp.empty(s, dtype=dtype) for k, s in workspace_shapes(self.net.sizes, rows).items()}
+            shapes = workspace_shapes(self.net.sizes, rows)
+            self.workspaces[rows] = {k: xp.empty(s, dtype=dtype) for k, s in shapes.items()}
         return self.workspaces[rows]
 
     def __call__(self, X: Array, T: Array, lr: float, optimizer: Any) -> Array:
