@@ -161,7 +161,10 @@ class Network:
 
     def _step(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
         """train_step on checked device arrays (gpunet.train checks its data once, not every step)."""
-        return step_function(self, choose(self.kernels, self, optimizer))(X, T, lr, optimizer)
+        path = choose(self.kernels, self, optimizer)  # "plain" unless kernels= asks for a verified fast path
+        if path == "plain":
+            return self._plain_step(X, T, lr, optimizer)
+        return step_function(self, path)(X, T, lr, optimizer)
 
     def _plain_step(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
         """The plain path of a step: the reference the CUDA fast paths are tested against."""
