@@ -311,6 +311,41 @@ def test_choose_on_cupy(monkeypatch):
     assert select.choose("auto", net, _Custom()) == "plain"  # auto never fails: it falls back
 
 
+class _PlanNet(_FakeCupyNet):
+    def __init__(self, kernels):
+        self.kernels = kernels
+
+    def _step(self, *args):
+        return "step"
+
+    def _plain_step(self, *args):
+        return "plain step"
+
+    def _per_sample(self, *args):
+        return "plain per-sample"
+
+
+class _RefusingGraph:
+    def __init__(self, net, optimizer, X, T, batch_size):
+        raise ValueError("graph mode does not support this")
+
+
+def test_plan_picks_the_step_functions(monkeypatch):
+    plan = select.plan(_PlanNet("fused"), "plain", Adam(), None, None, 16, False)  # train's kernels= wins
+    assert (plan.path, plan.step(), plan.per_sample(), plan.graph) == ("plain", "plain step", "plain per-sample", None)
+    plan = select.plan(_PlanNet("auto"), None, Adam(), None, None, 16, False)
+    assert plan.path == "plain" and plan.step() == "step"  # the network's own _step, which callers may wrap
+    plan = select.plan(_PlanNet("fused"), None, Adam(), None, None, 16, False)
+    assert plan.path == "fused" and plan.step.func is fused.step and plan.per_sample() == "plain per-sample"
+    real = select._module
+    monkeypatch.setattr(select, "_module", lambda name: type("M", (), {"GraphTrainer": _RefusingGraph})
+                        if name == "graph" else real(name))
+    with pytest.raises(ValueError, match="graph mode does not support this"):
+        select.plan(_PlanNet("graph"), None, Adam(), None, None, 16, False)
+    monkeypatch.setattr(select, "VERIFIED", frozenset({"graph"}))
+    assert select.plan(_PlanNet("auto"), None, Adam(), None, None, 16, False).path == "plain"  # auto falls back
+
+
 def test_forced_fused_per_sample_needs_the_per_sample_kernel(monkeypatch):
     real = select._module
     monkeypatch.setattr(select, "_module", lambda name: None if name == "per_sample" else real(name))

@@ -109,6 +109,6 @@ def plan(net: Any, kernels: str | None, optimizer: Any, X: Array, T: Array, batc
     else:
         chunk = net._per_sample
     step = step_function(net, path)
-    if path == "plain" and choose(net.kernels, net, optimizer) == "plain":
+    if path == "plain" and net.kernels in ("auto", "plain") and choose(net.kernels, net, optimizer) == "plain":
         step = net._step  # the same plain step, through the method callers may wrap (test_reliability does)
     return Plan(path, step, chunk, graph)
