@@ -20,6 +20,7 @@ from . import __version__
 from .backend import BACKEND_NAMES, BackendUnavailableError, get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_labels
+from .cuda.select import KERNELS, check_kernels
 from .datasets import DATASETS, PIXELS, Split
 from .download import DownloadError
 from .files import atomic_write, require_file, write_json
@@ -120,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where config.json, metrics.jsonl and model.npz go "
                    "(default: runs/<timestamp>, or the checkpoint's folder with --resume)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a model.npz, optimiser state included; "
-                   "every setting but --epochs, --out, --backend and --quiet comes from the checkpoint")
+                   "every setting but --epochs, --out, --backend, --kernels and --quiet comes from the checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar, print only the final result line")
+    p.add_argument("--kernels", choices=KERNELS, default=d.kernels,
+                   help="training path on the GPU: fused and graph are unverified on a device (default: auto = plain)")
     p.set_defaults(run=lambda a: run_train(TrainConfig(**_options(a))))
 
     p = commands.add_parser(
@@ -190,12 +193,13 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_train(config: TrainConfig) -> int:
     backend = get_backend(config.backend)
+    check_kernels(config.kernels, backend)  # before anything is written
     if config.resume is not None:
         net, optimizer, meta = load_checkpoint(config.resume, backend)
         saved = _saved_config(meta, config.resume)
         # Everything comes from the checkpoint but the run's length, where it goes and how it talks.
         config = replace(saved, epochs=config.epochs or saved.epochs, out=config.out or str(Path(config.resume).parent),
-                         resume=config.resume, backend=config.backend, quiet=config.quiet)
+                         resume=config.resume, backend=config.backend, quiet=config.quiet, kernels=config.kernels)
         start_epoch, last_record = meta["epoch"] + 1, meta["record"]
         position = meta.get("position") or {"row": 0, "loss_sum": 0.0}  # set by an interrupted run
     epochs = config.epochs or DEFAULT_EPOCHS
@@ -281,7 +285,7 @@ def run_train(config: TrainConfig) -> int:
                 lr=config.lr, lr_decay=config.lr_decay, optimizer=optimizer, seed=config.seed,
                 X_test=data.X_test, y_test=data.y_test, X_val=data.X_val, y_val=data.y_val,
                 callback=end_epoch, on_batch=on_batch, should_stop=stop.pressed, start_epoch=start_epoch,
-                start_row=position["row"], start_loss=position["loss_sum"],
+                start_row=position["row"], start_loss=position["loss_sum"], kernels=config.kernels,
             )
     except TrainingInterrupted as exc:
         bar.close()

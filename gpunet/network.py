@@ -22,6 +22,7 @@ from .activations import (
 from .initializers import INITS, init_name
 from .memory import build_params
 from .optim import SGD, Optimizer
+from .cuda.select import check_kernels, choose, step_function
 
 Array = Any
 DTYPES = ("float32", "float64")
@@ -32,6 +33,9 @@ class Network:
 
     >>> net = Network([784, 100, 10], activation="sigmoid", output="sigmoid",
     ...               loss="squared", init="article", seed=0, backend="numpy")
+
+    ``kernels`` picks how a training step runs on CuPy: "auto", "plain", "fused" or "graph"
+    (gpunet/cuda/select.py; "auto" is "plain" until a device run verifies a fast path).
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class Network:
         seed: int = 0,
         backend: str | Backend | None = None,
         dtype: str = "float32",
+        kernels: str = "auto",
     ) -> None:
         self.sizes = _check_sizes(sizes)
         check_choice("activation", activation, HIDDEN_ACTIVATIONS)
@@ -59,6 +64,7 @@ class Network:
         self.seed = check_int("seed", seed, 0)
         self.backend = get_backend(backend)
         self.dtype = np.dtype(_dtype_name(dtype))
+        self.kernels = check_kernels(kernels, self.backend)  # "auto", "plain", "fused", "graph": gpunet/cuda/select.py
         # checked against free memory first: a network too big fails with DeviceMemoryError, not a traceback
         self.params: dict[str, Array] = build_params(self.sizes, init, self.seed, self.backend, self.dtype)
         self._sgd = SGD()
@@ -171,7 +177,16 @@ class Network:
         """:meth:`train_step` **without any checks**, for callers that checked once (gpunet.train
         checks its data once, not every step): ``X`` and ``T`` must be device arrays of the
         network's dtype and width with as many rows each, ``lr`` a number > 0 and ``optimizer``
-        an :class:`Optimizer`. Wrong input gives wrong numbers or an obscure error, not a message."""
+        an :class:`Optimizer`. Wrong input gives wrong numbers or an obscure error, not a message.
+        The path (plain, or a CUDA fast path asked for with ``kernels=``) is chosen in gpunet/cuda/select.py."""
+        path = choose(self.kernels, self, optimizer)  # "plain" unless kernels= asks for a fast path
+        if path == "plain":
+            return self.plain_step_unchecked(X, T, lr, optimizer)
+        return step_function(self, path)(X, T, lr, optimizer)
+
+    def plain_step_unchecked(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
+        """:meth:`train_step_unchecked` by the plain array operations: the reference every CUDA fast
+        path is tested against, whatever ``kernels=`` says."""
         As, Z = self._forward(X, self._buffers)
         loss = self.per_sample_loss(Z, As[-1], T).sum()
         if optimizer.folds_lr:  # lr folded into the deltas

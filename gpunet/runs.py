@@ -14,7 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .backend import Backend, cupy_unavailable_reason, get_backend
-from .checks import check_decay, check_fraction, check_int, check_number
+from .checks import check_choice, check_decay, check_fraction, check_int, check_number
+from .cuda.select import KERNELS
 from .datasets import Split, check_dataset, hold_out, load
 from .files import require_file, write_json
 from .initializers import init_name
@@ -43,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     backend: str | None = None  # None: GPUNET_BACKEND, else "auto"
+    kernels: str = "auto"  # the training path on CuPy: gpunet/cuda/select.py
     quiet: bool = False
     dataset: str = "digits"
     data_dir: str | None = None  # mnist: a folder with the four IDX files (default: download to the cache)
@@ -66,6 +68,7 @@ class TrainConfig:
             check_int("epochs", self.epochs, 1)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
+        check_choice("kernels", self.kernels, KERNELS)
         check_dataset(self.dataset, self.train_csv, self.test_csv)
 
     @classmethod
@@ -87,7 +90,7 @@ class TrainConfig:
         default, words = TrainConfig(), ["gpunet", "train"]
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("quiet", "out", "resume", "backend") or value == getattr(default, f.name):
+            if f.name in ("quiet", "out", "resume", "backend", "kernels") or value == getattr(default, f.name):
                 continue
             text = ",".join(map(str, value)) if f.name == "hidden" else str(value)
             words += [f"--{f.name.replace('_', '-')}", text]
@@ -119,7 +122,7 @@ def run_experiment(config: TrainConfig, data: Split | None = None) -> dict[str, 
     history = train(
         net, data.X_train, data.y_train, epochs=config.epochs or DEFAULT_EPOCHS, batch_size=config.batch_size,
         lr=config.lr, lr_decay=config.lr_decay, optimizer=optimizer, seed=config.seed,
-        X_test=data.X_test, y_test=data.y_test, X_val=data.X_val, y_val=data.y_val,
+        X_test=data.X_test, y_test=data.y_test, X_val=data.X_val, y_val=data.y_val, kernels=config.kernels,
     )
     seconds = time.perf_counter() - start
     last = history[-1]

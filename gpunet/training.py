@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .cuda import select
 from .checks import check_decay, check_int, check_matrix, check_number
 from .network import Network
 from .optim import Optimizer, make_optimizer
@@ -68,6 +69,7 @@ def train(
     start_epoch: int = 1,
     start_row: int = 0,
     start_loss: float = 0.0,
+    kernels: str | None = None,
 ) -> list[EpochRecord]:
     """Train ``net`` in place with mini-batches and return one record per epoch.
 
@@ -89,6 +91,8 @@ def train(
     so far this epoch and the summed loss of that step's rows as a 0-d device
     array (reading it is a CPU-GPU sync). ``should_stop()`` is asked after every
     step; True raises :class:`TrainingInterrupted` with the position.
+    ``kernels`` ("auto", "plain", "fused", "graph"; None: the network's) picks the path, see gpunet/cuda/select.py;
+    in graph mode ``on_batch`` is called once an epoch and ``should_stop`` is not asked within one.
 
     Per-sample plain SGD (``batch_size=1``, ``SGD`` without weight decay) runs
     through :meth:`Network.train_per_sample` in chunks of ``PER_SAMPLE_CHUNK``
@@ -113,6 +117,7 @@ def train(
         raise ValueError(f"start_row must be below the {n} training rows; got {start_row}")
     per_sample = batch_size == 1 and opt.folds_lr  # plain SGD: the per-sample fast path applies
     chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
+    plan = select.plan(net, kernels, opt, X, T, batch_size, per_sample)  # which kernels train (one place decides)
     widest = chunk * max(a * b for a, b in zip(net.sizes, net.sizes[1:]))  # multiply-adds of one product
     xp = backend.xp
     try:
@@ -130,15 +135,20 @@ def train(
         checked, steps = first, 0  # rows up to `checked` gave a finite loss
         try:  # overflow in a diverging run is reported once, by the guard, not as warnings
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.products_of_size(widest):
-                for lo in range(first, n, chunk):
+                if plan.graph is not None and first == 0:  # the whole epoch, replayed as one CUDA graph
+                    loss_sum += plan.graph.run_epoch(order, epoch_lr)
+                    _check_finite(net, loss_sum, epoch, 0, n, n, epoch_lr)  # CPU-GPU sync point
+                    if on_batch is not None:
+                        on_batch(n, loss_sum)
+                for lo in range(first, n, chunk) if plan.graph is None or first else ():
                     idx = order[lo : lo + chunk]
                     full = len(idx) == chunk  # gather full batches into kept arrays: no allocation per step
                     Xb = xp.take(X, idx, axis=0, out=X_batch if full else None)
                     Tb = xp.take(T, idx, axis=0, out=T_batch if full else None)
                     if per_sample:  # data checked once, above
-                        batch_loss = net.train_per_sample_unchecked(Xb, Tb, epoch_lr, opt)
+                        batch_loss = plan.per_sample(Xb, Tb, epoch_lr, opt)
                     else:
-                        batch_loss = net.train_step_unchecked(Xb, Tb, epoch_lr, opt)
+                        batch_loss = plan.step(Xb, Tb, epoch_lr, opt)
                     loss_sum += batch_loss
                     done = min(lo + chunk, n)
                     steps += 1

@@ -16,7 +16,8 @@ from conftest import rel_diff, require
 from gpunet import Network, train
 from gpunet.activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS
 from gpunet.cuda import SOURCE_DIR, gemm
-from gpunet.cuda.graph import NAME_EXPRESSIONS, PAIRS, GraphTrainer
+from gpunet.cuda.graph import PAIRS, GraphTrainer
+from gpunet.cuda.graph import EXPRESSIONS as NAME_EXPRESSIONS
 from gpunet.optim import SGD, Adam, Momentum
 from gpunet.training import TrainingInterrupted
 

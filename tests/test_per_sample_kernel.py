@@ -168,10 +168,10 @@ def test_codes_match_the_kernels_defines():
 
 def test_name_expressions_cover_every_kernel_it_loads():
     assert per_sample.HIDDEN == HIDDEN_ACTIVATIONS  # the kernel covers every hidden activation
-    assert sorted(per_sample.NAME_EXPRESSIONS) == sorted(
+    assert sorted(per_sample.EXPRESSIONS) == sorted(
         f"per_sample_chunk<{c}, {a}>" for c in ("float", "double") for a in range(4))
     for dtype, activation in itertools.product(("float32", "float64"), HIDDEN_ACTIVATIONS):
-        assert per_sample._expression(dtype, activation) in per_sample.NAME_EXPRESSIONS
+        assert per_sample._expression(dtype, activation) in per_sample.EXPRESSIONS
 
 
 # --- on a device: the kernel --------------------------------------------------------------

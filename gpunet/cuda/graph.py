@@ -35,8 +35,10 @@ OUT_CODES = {**ACT_CODES, "softmax": SOFTMAX}
 PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS for loss in LOSSES] + list(FUSED)  # every (output, loss) pair
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
 ELEMENT_THREADS = 256  # gather_rows, output_delta, bias_grad: one thread per element, row or column
-# Every template instantiation GraphTrainer may load; the shared compile test compiles exactly these.
-NAME_EXPRESSIONS = [
+SOURCE = "gemm.cu"
+# Every template instantiation GraphTrainer may load, by source file (gpunet.cuda.name_expressions'
+# convention); the shared compile test compiles exactly these.
+EXPRESSIONS = [
     *(f"gather_rows<{t}>" for t in C_TYPES.values()),
     *(f"forward<{t}, {a}>" for t in C_TYPES.values() for a in sorted(ACT_CODES.values())),
     *(f"output_delta<{t}, {OUT_CODES[o]}, {LOSS_CODES[loss]}>" for t in C_TYPES.values() for o, loss in PAIRS),
@@ -45,6 +47,7 @@ NAME_EXPRESSIONS = [
     *(f"{k}<{t}, {m}>" for k in ("weight_grad", "bias_grad") for t in C_TYPES.values()
       for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)),
 ]
+NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}
 
 
 class Launch(NamedTuple):
@@ -122,7 +125,7 @@ class GraphTrainer:
         self._functions: dict[str, Any] = {}
         if net.backend.name == "cupy":  # compile and fetch every kernel now: nothing may compile during capture
             expressions = sorted({launch.expression for launch in self._step(0, rows, first=True)})
-            module = load(net.backend, "gemm.cu", expressions)
+            module = load(net.backend, SOURCE, expressions)
             self._functions = {e: module.get_function(e) for e in expressions}
             self._stream = net.backend.xp.cuda.Stream(non_blocking=True)
 
@@ -158,7 +161,7 @@ class GraphTrainer:
         ))
 
     def _step(self, lo: int, N: int, first: bool) -> list[Launch]:
-        """One step on rows order[lo : lo + N]: the plain path's Network._step, kernel by kernel."""
+        """One step on rows order[lo : lo + N]: the plain path's Network.plain_step_unchecked, kernel by kernel."""
         net, buf, L = self.net, self.buffers, self.net.n_layers
         P = net.params
         hidden = ACT_CODES[net.activation]

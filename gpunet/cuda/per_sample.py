@@ -1,6 +1,6 @@
-"""Per-sample SGD on the GPU: Network._per_sample's sequential loop for a chunk of rows in one kernel launch.
+"""Per-sample SGD on the GPU: Network.train_per_sample_unchecked's sequential loop for a chunk of rows in one kernel launch.
 
-:func:`per_sample_chunk` has the contract of ``Network._per_sample`` (checked
+:func:`per_sample_chunk` has the contract of ``Network.train_per_sample_unchecked`` (checked
 device arrays in, parameters updated in place, the chunk's summed per-sample
 loss returned as a 0-d array, each row's loss before its step) for a network
 with one hidden layer on CuPy; :func:`supports` says whether a network is
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSSES
+from ..optim import SGD
 from . import ACT_CODES, load
 
 Array = Any
@@ -39,7 +40,8 @@ def _expression(dtype_name: str, activation: str) -> str:
 HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)
 # Every instantiation load() compiles: one per dtype and hidden activation (the output layer's
 # activation and loss are run-time arguments: they run once a row, on 32 threads).
-NAME_EXPRESSIONS = [_expression(d, a) for d, a in itertools.product(CTYPES, HIDDEN)]
+EXPRESSIONS = [_expression(d, a) for d, a in itertools.product(CTYPES, HIDDEN)]
+NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}  # gpunet.cuda.name_expressions' convention
 
 
 def launch_geometry(n_hidden: int, n_out: int, itemsize: int, threads: int | None = None) -> tuple[int, int]:
@@ -80,14 +82,16 @@ def supports(net: Network) -> str | None:
     return None
 
 
-def per_sample_chunk(net: Network, X: Array, T: Array, lr: float) -> Array:
-    """``Network._per_sample`` in one kernel launch (plus three products): ``X`` (K, n_in) and
-    ``T`` (K, n_out) checked device arrays of ``net``'s dtype; parameters updated in place.
-    Returns the summed per-sample loss, each row's before its step, as a 0-d device array."""
+def per_sample_chunk(net: Network, X: Array, T: Array, lr: float, optimizer: SGD | None = None) -> Array:
+    """``Network.train_per_sample_unchecked`` in one kernel launch (plus three products): ``X``
+    (K, n_in) and ``T`` (K, n_out) checked device arrays of ``net``'s dtype; parameters updated in
+    place; ``optimizer`` (plain SGD, default a fresh one) takes the first layer's K updates and
+    counts them as K steps. Returns the summed per-sample loss, each row's before its step, as a
+    0-d device array."""
     reason = supports(net)
     if reason is not None:
         raise ValueError(f"per_sample_chunk cannot run {net!r}: {reason}")
-    Z2, Y = _kernel_chunk(net, X, T, lr)
+    Z2, Y = _kernel_chunk(net, X, T, lr, optimizer=optimizer)
     return net.per_sample_loss(Z2, Y, T).sum()
 
 
@@ -102,7 +106,7 @@ def per_sample_chunk_numpy(net: Network, X: np.ndarray, T: np.ndarray, lr: float
 
 
 def _first_layer(net: Network, X: Array, lr: float) -> tuple[Array, Array]:
-    """Z1 = X W1 + b1 (K, H) as W1 is now, and G = lr (X X^T + 1) (K, K): what _per_sample computes."""
+    """Z1 = X W1 + b1 (K, H) as W1 is now, and G = lr (X X^T + 1) (K, K): what train_per_sample_unchecked computes."""
     Z1 = X @ net.params["W1"] + net.params["b1"]  # (K, n_in) @ (n_in, H)
     G = X @ X.T  # (K, K): x_t . x_k, how row k's update to W1 moves row t's Z1
     G += 1  # ... and its update to b1
@@ -110,12 +114,15 @@ def _first_layer(net: Network, X: Array, lr: float) -> tuple[Array, Array]:
     return Z1, G
 
 
-def _update_first_layer(net: Network, X: Array, D: Array, lr: float) -> None:
-    net.params["W1"] -= lr * (X.T @ D)  # (n_in, K) @ (K, H): the chunk's K first-layer updates at once
-    net.params["b1"] -= lr * D.sum(axis=0)
+def _update_first_layer(net: Network, X: Array, D: Array, lr: float, optimizer: SGD | None = None) -> None:
+    """W1 -= lr X^T D, b1 -= lr sum_t D_t: (n_in, K) @ (K, H), the chunk's K first-layer updates at once,
+    through the optimiser's folded step as the plain path does, counted as K steps."""
+    (optimizer or SGD()).step_scaled({"W1": net.params["W1"], "b1": net.params["b1"]},
+                                     {"W1": lr * (X.T @ D), "b1": lr * D.sum(axis=0)}, steps=X.shape[0])
 
 
-def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | None = None) -> tuple[Array, Array]:
+def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | None = None,
+                  optimizer: SGD | None = None) -> tuple[Array, Array]:
     """Run the chunk through the kernel; returns (Z2, Y), each (K, n_out): each row's output
     layer pre-activation and output before its step."""
     xp, P = net.backend.xp, net.params
@@ -126,13 +133,13 @@ def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | No
     Y = xp.empty((K, O), dtype=net.dtype)
     Z2 = xp.empty((K, O), dtype=net.dtype)
     threads, shared = launch_geometry(H, O, net.dtype.itemsize, threads)
-    kernel = load(net.backend, SOURCE, NAME_EXPRESSIONS).get_function(_expression(net.dtype.name, net.activation))
+    kernel = load(net.backend, SOURCE, EXPRESSIONS).get_function(_expression(net.dtype.name, net.activation))
     if shared > kernel.max_dynamic_shared_size_bytes:  # above the default 48 KiB: opt in (supports() checked)
         kernel.max_dynamic_shared_size_bytes = shared
     i32 = np.int32
     kernel((1,), (threads,), (Z1, G, T, P["W2"], P["b2"], D, Y, Z2, i32(K), i32(H), i32(O), net.dtype.type(lr),
                               i32(OUTPUT_CODES[net.output]), i32(LOSS_CODES[net.loss_name])), shared_mem=shared)
-    _update_first_layer(net, X, D, lr)
+    _update_first_layer(net, X, D, lr, optimizer)
     return Z2, Y
 
 

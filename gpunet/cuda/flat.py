@@ -1,0 +1,138 @@
+"""One flat buffer for a network's parameters, one for their gradients and one per optimiser state, and optim.cu's
+one-launch optimiser step over them.
+
+The network's ``params[k]`` become views into the flat buffer (and the
+optimiser's ``state[k]`` views into theirs), so everything that reads or writes
+them in place — ``set_params``, checkpoints, the plain path — keeps working.
+Weights come first, biases after them, so weight decay applies to one prefix of
+the buffer. lr and the step count live in device memory: the kernel reads them,
+so a captured CUDA graph replays with the current values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..optim import SGD, Adam, Momentum, Optimizer
+
+Array = Any
+# Each tensor starts on a multiple of 32 elements: 128 bytes in float32, the alignment cuBLAS's fastest kernels
+# want for their operands. The padding is zero in every buffer and stays zero (its gradient is never written).
+ALIGN = 32
+RULES = {SGD: "sgd", Momentum: "momentum", Adam: "adam"}  # the exact classes: a subclass may change the rule
+STATE_NAMES = {"sgd": (), "momentum": ("v",), "adam": ("m", "v")}  # optim.py's state keys, "v.W1" and so on
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each tensor lies in the flat buffer: ``offsets[k]`` and ``shapes[k]``; ``size`` entries in all,
+    the weights (decayed) in ``[0, n_weights)``."""
+
+    shapes: dict[str, tuple[int, ...]]
+    offsets: dict[str, int]
+    size: int
+    n_weights: int
+
+
+def layout(shapes: dict[str, tuple[int, ...]], align: int = ALIGN) -> Layout:
+    """The weights ("W...") first, in the given order, then the rest; each offset rounded up to ``align``."""
+    names = [k for k in shapes if k.startswith("W")] + [k for k in shapes if not k.startswith("W")]
+    offsets, end, n_weights = {}, 0, 0
+    for k in names:
+        if not k.startswith("W") and not n_weights:
+            n_weights = end
+        offsets[k] = end
+        end += -(-int(np.prod(shapes[k], dtype=np.int64)) // align) * align
+    return Layout({k: tuple(shapes[k]) for k in names}, offsets, end, n_weights or end)
+
+
+def views(flat: Array, lay: Layout) -> dict[str, Array]:
+    """Each tensor of ``lay`` as a contiguous view into ``flat``."""
+    return {k: flat[o : o + int(np.prod(lay.shapes[k], dtype=np.int64))].reshape(lay.shapes[k])
+            for k, o in lay.offsets.items()}
+
+
+def rule_of(optimizer: Optimizer) -> str | None:
+    """optim.cu's rule for ``optimizer``, or None when the flat kernel does not implement it."""
+    return RULES.get(type(optimizer))
+
+
+class FlatParameters:
+    """The flat parameter and gradient buffers of one network on its array module ``xp``."""
+
+    def __init__(self, params: dict[str, Array], xp: Any) -> None:
+        first = next(iter(params.values()))
+        self.xp, self.dtype = xp, first.dtype
+        self.layout = layout({k: p.shape for k, p in params.items()})
+        self.params = xp.zeros(self.layout.size, dtype=self.dtype)
+        self.grads = xp.zeros(self.layout.size, dtype=self.dtype)
+        self.param_views = views(self.params, self.layout)
+        self.grad_views = views(self.grads, self.layout)
+        self.state: dict[str, Array] = {}  # "m", "v" -> a flat buffer, made when an optimiser first needs it
+        self.state_views: dict[str, dict[str, Array]] = {}
+        self.adopt(params)
+
+    def adopt(self, params: dict[str, Array]) -> None:
+        """Make every ``params[k]`` a view into the flat buffer, copying in any array that is not one yet
+        (the first call, or after someone rebound an entry)."""
+        for k, view in self.param_views.items():
+            if params[k] is not view:
+                view[...] = params[k]
+                params[k] = view
+
+    def adopt_state(self, optimizer: Optimizer, names: tuple[str, ...]) -> None:
+        """Make the optimiser's state buffers views into flat ones: its values copied in, zeros where it has none
+        yet (optim.py starts every buffer at zero). Covers a restored checkpoint, which rebinds ``state``."""
+        for s in names:
+            if s not in self.state:
+                self.state[s] = self.xp.zeros(self.layout.size, dtype=self.dtype)
+                self.state_views[s] = views(self.state[s], self.layout)
+            for k, view in self.state_views[s].items():
+                key = f"{s}.{k}"
+                current = optimizer.state.get(key)
+                if current is view:
+                    continue
+                view[...] = 0 if current is None else current
+                optimizer.state[key] = view
+
+
+class FlatOptimizer:
+    """optim.cu's ``flat_step`` for any of SGD, Momentum and Adam over a :class:`FlatParameters`.
+
+    ``kernels`` launches it (``CudaKernels`` on the device, ``reference.NumpyKernels`` on NumPy).
+    """
+
+    def __init__(self, flat: FlatParameters, kernels: Any) -> None:
+        xp = flat.xp
+        self.flat, self.kernels = flat, kernels
+        self.lr = xp.zeros(1, dtype=np.float64)  # read by the kernel, written only when it changes
+        self.step_count = xp.zeros(1, dtype=np.uint32)  # steps taken; the kernel advances it
+        self.done = xp.zeros(1, dtype=np.uint32)  # blocks finished, for the kernel's last-block test
+        self._lr_host: float | None = None
+        self._t_host: int | None = None  # what step_count holds, as far as the host knows
+
+    def step(self, optimizer: Optimizer, lr: float) -> None:
+        """One step of ``optimizer`` from ``flat.grads`` (already written by the step's products)."""
+        rule = rule_of(optimizer)
+        if rule is None:
+            raise ValueError("the flat optimiser kernel implements SGD, Momentum and Adam; "
+                             f"got {type(optimizer).__name__}")
+        names = STATE_NAMES[rule]
+        self.flat.adopt_state(optimizer, names)
+        if lr != self._lr_host:
+            self.lr.fill(lr)
+            self._lr_host = lr
+        if optimizer.t != self._t_host:  # first step, a restored checkpoint, or steps taken by another path
+            self.step_count.fill(optimizer.t)
+        m = self.flat.state["m"] if rule == "adam" else None
+        v = self.flat.state["v"] if rule != "sgd" else None
+        beta1 = optimizer.momentum if rule == "momentum" else getattr(optimizer, "beta1", 0.0)
+        self.kernels.flat_step(
+            rule, self.flat.params, self.flat.grads, m, v, self.flat.layout.n_weights, self.lr, self.step_count,
+            self.done, optimizer.weight_decay, beta1, getattr(optimizer, "beta2", 0.0), getattr(optimizer, "eps", 0.0),
+        )
+        optimizer.t += 1
+        self._t_host = optimizer.t

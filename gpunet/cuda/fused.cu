@@ -1,0 +1,147 @@
+// The elementwise work of one training step, fused; the products stay with cuBLAS (gpunet/cuda/fused.py).
+// Batch-first, row-major, the names of network.py:
+//
+//   bias_act<T, ACT>            A_i = f(Z_i + b_i), in place of Z_i             Z_i (N, n_i), b_i (n_i,)
+//   output_layer<T, OUT, LOSS>  Y = f(Z_L + b_L), loss_n = L(Y_n, T_n),
+//                               delta_L = scale * dL_n/dZ_L, in place of Z_L   Z_L, T (N, n_L), loss (N,)
+//   delta_bias<T, ACT, UPDATE>  delta_i = dA_i * f'(A_i), in place of dA_i,
+//                               db_i = sum_n delta_i (UPDATE: b_i -= sum_n delta_i)  dA_i, A_i (N, n_i), db_i (n_i,)
+//
+// scale is lr / N for plain SGD (the learning rate folded into the deltas) and 1 / N otherwise.
+// gpunet/cuda/reference.py transcribes each loop, in this order, in NumPy; the tests hold it to network.py.
+// Indices are 64-bit: N * n_i may pass 2^31.
+#include "activations.cuh"
+
+#define GPUNET_SOFTMAX 5  // output only: a row operation, not in activations.cuh's elementwise table
+#define GPUNET_SQUARED 0
+#define GPUNET_ABSOLUTE 1
+#define GPUNET_CROSS_ENTROPY 2
+
+template <typename T> __device__ __forceinline__ T tiny();  // numpy.finfo(T).tiny: log(0) would be -inf
+template <> __device__ __forceinline__ float tiny<float>() { return 1.17549435e-38f; }
+template <> __device__ __forceinline__ double tiny<double>() { return 2.2250738585072014e-308; }
+
+// Sum (max) over the 32 lanes by a xor butterfly: every lane ends with the same value, a + b == b + a.
+template <typename T> __device__ __forceinline__ T warp_sum(T x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+template <typename T> __device__ __forceinline__ T warp_max(T x) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const T y = __shfl_xor_sync(0xffffffffu, x, o);
+        x = y > x ? y : x;
+    }
+    return x;
+}
+
+// A_i = f(Z_i + b_i): one thread per element, grid-stride.
+template <typename T, int ACT>
+__global__ void bias_act(T* Z, const T* b, long long rows, int cols) {
+    const long long total = rows * cols, stride = (long long)gridDim.x * blockDim.x;
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < total; k += stride) {
+        Z[k] = act_forward<ACT>(Z[k] + b[k % cols]);
+    }
+}
+
+// dL_n/dY for the elementwise losses: squared (Y - T), absolute sign(Y - T).
+template <typename T, int LOSS> __device__ __forceinline__ T loss_grad(T y, T t) {
+    if constexpr (LOSS == GPUNET_SQUARED) {
+        return y - t;
+    } else {
+        const T d = y - t;
+        return T((d > T(0)) - (d < T(0)));
+    }
+}
+
+// One warp per row n: Y_n = f(Z_n + b), loss[n], then delta_n written over Z_n. Lane l walks columns l, l + 32, ...
+template <typename T, int OUT, int LOSS>
+__global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long rows, int cols, T scale) {
+    const int lane = threadIdx.x & 31;
+    const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+    for (long long n = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5; n < rows; n += warps) {
+        T* z = Z + n * cols;
+        const T* t = Tgt + n * cols;
+        if constexpr (OUT == GPUNET_SOFTMAX) {  // Y = exp(Z - max Z) / sum exp(Z - max Z)
+            T m = z[0] + b[0];  // every lane reads column 0 before any lane writes (warp_max syncs them)
+            for (int j = lane; j < cols; j += 32) {
+                const T v = z[j] + b[j];
+                m = v > m ? v : m;
+            }
+            m = warp_max(m);
+            T s = T(0);
+            for (int j = lane; j < cols; j += 32) {
+                z[j] = exp((z[j] + b[j]) - m);
+                s += z[j];
+            }
+            s = warp_sum(s);
+            for (int j = lane; j < cols; j += 32) z[j] = z[j] / s;
+        } else {
+            for (int j = lane; j < cols; j += 32) z[j] = act_forward<OUT>(z[j] + b[j]);
+        }
+        T l = T(0), t_sum = T(0), g_dot_y = T(0);  // the row's loss, sum_j T_j, sum_j dA_j Y_j
+        for (int j = lane; j < cols; j += 32) {
+            const T y = z[j], tj = t[j];
+            if constexpr (LOSS == GPUNET_SQUARED) {
+                l += (tj - y) * (tj - y);
+            } else if constexpr (LOSS == GPUNET_ABSOLUTE) {
+                const T d = tj - y;
+                l += d < T(0) ? -d : d;
+            } else if constexpr (OUT == GPUNET_SOFTMAX) {  // -sum t log y
+                l += tj * log(y > tiny<T>() ? y : tiny<T>());
+                t_sum += tj;
+            } else {  // binary cross-entropy: -sum t log y + (1 - t) log(1 - y)
+                const T q = T(1) - y;
+                l += tj * log(y > tiny<T>() ? y : tiny<T>()) + (T(1) - tj) * log(q > tiny<T>() ? q : tiny<T>());
+            }
+            if constexpr (OUT == GPUNET_SOFTMAX && LOSS != GPUNET_CROSS_ENTROPY) {
+                g_dot_y += loss_grad<T, LOSS>(y, tj) * scale * y;
+            }
+        }
+        l = warp_sum(l);
+        if constexpr (OUT == GPUNET_SOFTMAX) {
+            if constexpr (LOSS == GPUNET_CROSS_ENTROPY) t_sum = warp_sum(t_sum);
+            else g_dot_y = warp_sum(g_dot_y);
+        }
+        if (lane == 0) loss[n] = LOSS == GPUNET_SQUARED ? T(0.5) * l : LOSS == GPUNET_CROSS_ENTROPY ? -l : l;
+        for (int j = lane; j < cols; j += 32) {
+            const T y = z[j], tj = t[j];
+            if constexpr (LOSS == GPUNET_CROSS_ENTROPY && OUT == GPUNET_SOFTMAX) {
+                z[j] = (y * t_sum - tj) * scale;  // y * sum(t) - t
+            } else if constexpr (LOSS == GPUNET_CROSS_ENTROPY) {
+                z[j] = (y - tj) * scale;  // sigmoid: y - t
+            } else if constexpr (OUT == GPUNET_SOFTMAX) {
+                z[j] = y * (loss_grad<T, LOSS>(y, tj) * scale - g_dot_y);  // Y_j (dA_j - sum_k dA_k Y_k)
+            } else {
+                z[j] = act_backward<OUT>(y, loss_grad<T, LOSS>(y, tj) * scale);
+            }
+        }
+    }
+}
+
+// Block (32, R): thread (x, y) walks column j = 32 * blockIdx.x + x down rows y, y + R, ...; the R partial
+// sums of a column then meet in shared memory by halving. R is a power of two <= 32 (fused.py delta_bias_geometry).
+template <typename T, int ACT, bool UPDATE>
+__global__ void delta_bias(T* dA, const T* A, T* db, long long rows, int cols) {
+    extern __shared__ __align__(16) unsigned char shared[];
+    T* part = reinterpret_cast<T*>(shared);  // (R, 32)
+    const int j = blockIdx.x * 32 + threadIdx.x;
+    T s = T(0);
+    if (j < cols) {
+        for (long long r = threadIdx.y; r < rows; r += blockDim.y) {
+            const long long k = r * cols + j;
+            const T d = act_backward<ACT>(A[k], dA[k]);
+            if constexpr (ACT != GPUNET_IDENTITY) dA[k] = d;
+            s += d;
+        }
+    }
+    part[threadIdx.y * 32 + threadIdx.x] = s;
+    __syncthreads();
+    for (int h = blockDim.y >> 1; h > 0; h >>= 1) {
+        if (threadIdx.y < h) part[threadIdx.y * 32 + threadIdx.x] += part[(threadIdx.y + h) * 32 + threadIdx.x];
+        __syncthreads();
+    }
+    if (threadIdx.y == 0 && j < cols) {
+        if constexpr (UPDATE) db[j] -= part[threadIdx.x];
+        else db[j] = part[threadIdx.x];
+    }
+}

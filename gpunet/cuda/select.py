@@ -1,0 +1,114 @@
+"""Which path trains a network: the plain ``xp`` code of network.py or a CUDA fast path — decided here only.
+
+- ``"plain"``: network.py's array operations, the reference every fast path is tested against;
+- ``"fused"``: gpunet/cuda/fused.py (cuBLAS products, fused elementwise kernels, one-launch optimiser), and
+  gpunet/cuda/per_sample.py for per-sample plain SGD in ``gpunet.train``;
+- ``"graph"``: gpunet/cuda/graph.py, whole epochs of ``gpunet.train`` captured in a CUDA graph (a single
+  ``train_step`` outside ``gpunet.train`` runs fused);
+- ``"auto"``: the fastest path in :data:`VERIFIED` that can run the configuration, else plain.
+
+Asking for "fused" or "graph" where it cannot run raises ValueError saying why.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any, Callable, NamedTuple
+
+from ..checks import check_choice
+from .flat import rule_of
+
+Array = Any
+KERNELS = ("auto", "plain", "fused", "graph")
+# The fast paths a run on a device has shown equal to the plain path (tests/test_fused.py -m gpu) and faster.
+# None has run on a device yet, so "auto" means "plain" everywhere; add a path here only with that evidence.
+VERIFIED: frozenset[str] = frozenset()
+FASTEST_FIRST = ("graph", "fused")
+
+
+def check_kernels(kernels: Any, backend: Any) -> str:
+    """``kernels`` checked: one of KERNELS, and a CUDA path only on the cupy backend."""
+    check_choice("kernels", kernels, KERNELS)
+    if kernels in ("fused", "graph") and backend.name != "cupy":
+        raise ValueError(f"kernels={kernels!r} needs the cupy backend; got backend {backend.name!r} "
+                         "(use kernels='auto' or 'plain')")
+    return kernels
+
+
+def _module(name: str) -> Any:
+    """gpunet.cuda.<name>, or None where this installation lacks it."""
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.{name}":
+            raise
+        return None
+
+
+def why_not(path: str, net: Any, optimizer: Any, per_sample: bool = False) -> str | None:
+    """None when ``path`` can run this configuration, else the reason it cannot."""
+    if path == "plain":
+        return None
+    if net.backend.name != "cupy":
+        return f"it needs the cupy backend; the network is on {net.backend.name!r}"
+    if path == "graph" and _module("graph") is None:
+        return "gpunet/cuda/graph.py is not part of this installation"
+    if per_sample and _module("per_sample") is None:
+        return "gpunet/cuda/per_sample.py is not part of this installation"
+    if not optimizer.folds_lr and rule_of(optimizer) is None:
+        return f"the flat optimiser kernel implements SGD, Momentum and Adam; got {type(optimizer).__name__}"
+    return None
+
+
+def choose(kernels: str, net: Any, optimizer: Any, per_sample: bool = False) -> str:
+    """The path that runs: "plain", "fused" or "graph"."""
+    if kernels == "plain" or (kernels == "auto" and not VERIFIED):  # every step asks: the common case first
+        return "plain"
+    if kernels == "auto":
+        return next((p for p in FASTEST_FIRST if p in VERIFIED and why_not(p, net, optimizer, per_sample) is None),
+                    "plain")
+    reason = why_not(kernels, net, optimizer, per_sample)
+    if reason is not None:
+        raise ValueError(f"kernels={kernels!r} cannot train this network: {reason}")
+    return kernels
+
+
+def step_function(net: Any, path: str) -> Callable[[Array, Array, float, Any], Array]:
+    """``(X, T, lr, optimizer) -> summed loss`` for one step by ``path`` (graph: its single steps run fused)."""
+    if path == "plain":
+        return net.plain_step_unchecked
+    return functools.partial(_module("fused").step, net)
+
+
+class Plan(NamedTuple):
+    """How gpunet.train runs: ``step`` for a batch, ``per_sample`` for a chunk of per-sample SGD, and ``graph``
+    (a GraphTrainer, or None) for whole epochs."""
+
+    path: str
+    step: Callable[[Array, Array, float, Any], Array]
+    per_sample: Callable[[Array, Array, float, Any], Array]
+    graph: Any
+
+
+def plan(net: Any, kernels: str | None, optimizer: Any, X: Array, T: Array, batch_size: int,
+         per_sample: bool) -> Plan:
+    """gpunet.train's plan; ``kernels`` None means the network's ``kernels=``. X, T: the whole training set."""
+    requested = net.kernels if kernels is None else check_kernels(kernels, net.backend)
+    path = choose(requested, net, optimizer, per_sample)
+    graph = None
+    if path == "graph":
+        try:
+            graph = _module("graph").GraphTrainer(net, optimizer, X, T, batch_size)
+        except ValueError:  # a configuration graph mode does not support
+            if requested == "graph":
+                raise
+            path = "fused" if "fused" in VERIFIED and why_not("fused", net, optimizer, per_sample) is None else "plain"
+    if path != "plain" and per_sample:
+        chunk = functools.partial(_module("per_sample").per_sample_chunk, net)
+    else:
+        chunk = net.train_per_sample_unchecked
+    step = step_function(net, path)
+    if path == "plain" and net.kernels in ("auto", "plain") and choose(net.kernels, net, optimizer) == "plain":
+        step = net.train_step_unchecked  # the same plain step, through the method callers may wrap (test_reliability does)
+    return Plan(path, step, chunk, graph)

@@ -1,0 +1,85 @@
+"""Every CUDA source of gpunet/cuda compiles for sm_80 and sm_90, with every instantiation the Python side
+may ask for: with nvcc (skipped, with the reason, where none is found) and with NVRTC, which CuPy uses and
+which has no host headers (skipped where libnvrtc cannot be loaded; the test extra installs it).
+
+The instantiations come from each kernel module's ``NAME_EXPRESSIONS`` (gpunet.cuda.name_expressions), so
+sources added to the folder are covered without changing this file.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gpunet import cuda
+
+SOURCES = [p.name for p in cuda.sources()]
+
+
+def test_there_are_sources_and_each_has_its_formula_comment():
+    assert {"fused.cu", "optim.cu"} <= set(SOURCES)
+    for name in SOURCES:
+        assert cuda.source(name).startswith("//"), f"{name} must open with the formula it computes"
+
+
+def test_every_name_expression_belongs_to_a_source():
+    table = cuda.name_expressions()
+    assert set(table) <= set(SOURCES)
+    assert len(table["fused.cu"]) == 56 and len(table["optim.cu"]) == 6
+
+
+@pytest.fixture(scope="module")
+def nvcc():
+    if cuda.nvcc_path() is None:
+        pytest.skip("nvcc not found on PATH")
+    return cuda.nvcc_path()
+
+
+@pytest.fixture(scope="module")
+def nvrtc():
+    lib = cuda.nvrtc_library()
+    if lib is None:
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12, or set GPUNET_NVRTC)")
+    return lib
+
+
+@pytest.mark.parametrize("arch", cuda.ARCHS)
+@pytest.mark.parametrize("name", SOURCES)
+def test_nvcc_compiles(nvcc, name, arch):
+    run = cuda.nvcc_compile(name, arch, ["-Werror", "all-warnings"])
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("arch", cuda.ARCHS)
+@pytest.mark.parametrize("name", SOURCES)
+def test_nvrtc_compiles_every_name_expression(nvrtc, name, arch):
+    ok, log, lowered = cuda.nvrtc_compile(name, arch)
+    assert ok, log
+    exprs = cuda.name_expressions().get(name, ())
+    assert sorted(lowered) == sorted(exprs)
+    assert all(m.startswith("_Z") for m in lowered.values())  # C++ names, found by CuPy's get_function(expr)
+
+
+def test_nvrtc_reports_a_broken_source(nvrtc, tmp_path, monkeypatch):
+    (tmp_path / "broken.cu").write_text("// nothing\n__global__ void k(float* x) { x[0] = undefined_name; }\n")
+    monkeypatch.setattr(cuda, "SOURCE_DIR", tmp_path)
+    ok, log, lowered = cuda.nvrtc_compile("broken.cu", "sm_90")
+    assert not ok and "undefined_name" in log and lowered == {}
+
+
+def test_ptxas_report_gives_registers_for_every_kernel_and_no_spills_in_the_fused_ones():
+    if cuda.nvcc_path() is None and cuda.nvrtc_library() is None:
+        pytest.skip("neither nvcc nor libnvrtc is available")
+    report = cuda.ptxas_report()
+    sections = dict(re.findall(r"== (\S+ sm_\d+) \((\w+)\)", report))
+    assert sections == {f"{n} {a}": sections.get(f"{n} {a}") for n in SOURCES for a in cuda.ARCHS}
+    assert set(sections.values()) <= {"nvcc", "nvrtc"}  # a failed compile says "(nvcc, FAILED)"
+    kernels = re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", report)
+    assert len(kernels) >= sum(len(v) for v in cuda.name_expressions().values()) * len(cuda.ARCHS)
+    assert len(re.findall(r"Used \d+ registers", report)) == len(kernels)
+    for name in ("fused.cu", "optim.cu"):
+        for arch in cuda.ARCHS:
+            part = report.split(f"== {name} {arch}")[1].split("\n== ")[0]
+            spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", part)
+            assert spills and all(s == ("0", "0") for s in spills), (name, arch)

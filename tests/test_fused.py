@@ -1,0 +1,449 @@
+"""The fused path: each kernel's NumPy transcription against the plain path, the host logic of fused.py and
+flat.py on NumPy, kernel selection, and (marker gpu) the fused kernels against the plain path on a device.
+
+On the CPU, FusedStep runs unchanged with reference.NumpyKernels, so the order of launches, the buffers, the
+flat views and the optimiser state are tested here; a device run only has to confirm the transcriptions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet.activations import ACTIVATIONS, FUSED, LOSSES
+from gpunet.cuda import fused, reference, select
+from gpunet.cuda.flat import ALIGN, FlatOptimizer, FlatParameters, layout, views
+from gpunet.cuda.fused import FusedStep, delta_bias_geometry, elementwise_geometry, workspace_shapes
+from gpunet.optim import SGD, Adam, Momentum, Optimizer
+
+from conftest import rel_diff, require
+
+TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
+KERNEL_TOLERANCE = {"float32": 2e-6, "float64": 1e-13}  # one kernel against the plain formula: rounding only
+DTYPES = ("float32", "float64")
+HIDDEN = ("sigmoid", "tanh", "relu", "leaky_relu")
+PAIRS = fused.OUTPUT_LOSSES  # every valid (output, loss) pair
+OPTIMIZERS = {
+    "sgd": lambda: SGD(),
+    "sgd-wd": lambda: SGD(weight_decay=1e-3),
+    "momentum": lambda: Momentum(0.9, weight_decay=1e-3),
+    "adam": lambda: Adam(weight_decay=1e-3),
+}
+
+
+def _data(rows, n_in, n_out, seed=3, one_hot=False):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0.01, 1.0, (rows, n_in))
+    T = np.zeros((rows, n_out)) if one_hot else np.full((rows, n_out), 0.01)
+    T[np.arange(rows), rng.integers(0, n_out, rows)] = 1.0 if one_hot else 0.99
+    return X, T
+
+
+# --- each kernel's transcription against the plain formula ------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", (*HIDDEN, "identity"))
+def test_bias_act_is_the_plain_layer(act, dtype):
+    rng = np.random.default_rng(0)
+    Z, b = rng.normal(0, 2, (37, 45)).astype(dtype), rng.normal(0, 1, 45).astype(dtype)
+    expected = ACTIVATIONS[act].forward(Z.astype(np.float64) + b)
+    reference.bias_act(Z, b, act)
+    assert Z.dtype == dtype
+    assert rel_diff(Z, expected) <= KERNEL_TOLERANCE[dtype]
+
+
+def _plain_delta(Y, T, output, loss, scale):
+    """network.py's delta_L, written from the tables: the fused gradient, or the chain rule through f'."""
+    if (output, loss) in FUSED:
+        return FUSED[output, loss].delta(Y, T) * scale
+    return ACTIVATIONS[output].backward(Y.copy(), LOSSES[loss].grad(Y, T) * scale)
+
+
+def _plain_loss(Y, T, output, loss):
+    return (FUSED[output, loss].per_sample if (output, loss) in FUSED else LOSSES[loss].per_sample)(Y, T)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cols", (10, 45))  # under a warp, and more columns than lanes
+@pytest.mark.parametrize(("output", "loss"), PAIRS)
+def test_output_layer_gives_the_plain_loss_and_delta(output, loss, cols, dtype):
+    rng = np.random.default_rng(1)
+    Z, b = rng.normal(0, 2, (23, cols)).astype(dtype), rng.normal(0, 1, cols).astype(dtype)
+    _, T = _data(23, 1, cols, one_hot=output == "softmax" and loss == "cross-entropy")
+    T = T.astype(dtype)
+    if output == "softmax" and loss == "cross-entropy":
+        T[0] *= 0.5  # targets that do not sum to 1: the general gradient y * sum(t) - t
+    Y = ACTIVATIONS[output].forward(Z.astype(np.float64) + b)
+    scale = 0.3 / 23
+    loss_rows = np.empty(23, dtype=dtype)
+    reference.output_layer(Z, b, T, loss_rows, output, loss, scale)
+    assert Z.dtype == loss_rows.dtype == dtype
+    assert rel_diff(loss_rows, _plain_loss(Y, T.astype(np.float64), output, loss)) <= KERNEL_TOLERANCE[dtype]
+    assert rel_diff(Z, _plain_delta(Y, T.astype(np.float64), output, loss, scale)) <= KERNEL_TOLERANCE[dtype] * 10
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", (1, 5, 64, 200))
+@pytest.mark.parametrize("act", (*HIDDEN, "identity"))
+def test_delta_bias_is_the_hidden_delta_and_its_column_sums(act, rows, dtype):
+    rng = np.random.default_rng(2)
+    A = ACTIVATIONS[act].forward(rng.normal(0, 2, (rows, 70))).astype(dtype)
+    dA = rng.normal(0, 1, (rows, 70)).astype(dtype)
+    delta = ACTIVATIONS[act].backward(A.astype(np.float64), dA.astype(np.float64))
+    b = rng.normal(0, 1, 70).astype(dtype)
+    for update in (False, True):
+        d, db = dA.copy(), b.copy()
+        reference.delta_bias(d, A, db, act, update, delta_bias_geometry(rows, 70)[1][1])
+        assert rel_diff(d, delta) <= KERNEL_TOLERANCE[dtype]
+        expected = b - delta.sum(axis=0) if update else delta.sum(axis=0)
+        assert rel_diff(db, expected) <= KERNEL_TOLERANCE[dtype] * 10
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_flat_step_is_the_optimiser_over_100_steps(name, dtype):
+    rng = np.random.default_rng(5)
+    params = {"W1": rng.normal(0, 1, (7, 5)).astype(dtype), "b1": rng.normal(0, 1, 5).astype(dtype),
+              "W2": rng.normal(0, 1, (5, 3)).astype(dtype), "b2": rng.normal(0, 1, 3).astype(dtype)}
+    plain_params = {k: v.copy() for k, v in params.items()}
+    plain, flat_opt = OPTIMIZERS[name](), OPTIMIZERS[name]()
+    flat = FlatParameters(params, np)
+    stepper = FlatOptimizer(flat, reference.NumpyKernels())
+    for t in range(100):
+        grads = {k: rng.normal(0, 1, v.shape).astype(dtype) for k, v in params.items()}
+        for k, g in grads.items():
+            flat.grad_views[k][...] = g
+        plain.step(plain_params, {k: g.copy() for k, g in grads.items()}, lr=0.01 * (1 + t % 3))
+        stepper.step(flat_opt, lr=0.01 * (1 + t % 3))
+    assert flat_opt.t == plain.t == 100 and int(stepper.step_count[0]) == 100
+    for k in params:
+        assert params[k] is flat.param_views[k]
+        assert rel_diff(params[k], plain_params[k]) <= TOLERANCE[dtype] / 10
+    assert sorted(flat_opt.state) == sorted(plain.state)
+    for k in plain.state:
+        assert rel_diff(flat_opt.state[k], plain.state[k]) <= TOLERANCE[dtype] / 10
+
+
+# --- the whole step: FusedStep with the NumPy transcriptions against Network.plain_step_unchecked ---------------
+
+def _pair_nets(sizes, activation, output, loss, dtype):
+    kw = dict(activation=activation, output=output, loss=loss, init="xavier", seed=7, backend="numpy", dtype=dtype)
+    return gpunet.Network(sizes, **kw), gpunet.Network(sizes, **kw)
+
+
+def _run(net, opt, X, T, step, epochs, batch, lr=0.2):
+    """``step(X, T, lr, opt)`` over shuffled batches (the last one partial); the per-step losses."""
+    losses = []
+    for e in range(epochs):
+        order = np.random.default_rng(e).permutation(len(X))
+        for lo in range(0, len(X), batch):
+            idx = order[lo : lo + batch]
+            losses.append(float(step(X[idx].astype(net.dtype), T[idx].astype(net.dtype), lr * 0.9**e, opt)))
+    return np.array(losses)
+
+
+def _compare(activation, output, loss, optimizer, dtype, sizes=(6, 9, 7, 4), epochs=5, rows=50, batch=16):
+    plain_net, fused_net = _pair_nets(list(sizes), activation, output, loss, dtype)
+    X, T = _data(rows, sizes[0], sizes[-1], one_hot=loss == "cross-entropy")
+    plain_opt, fused_opt = OPTIMIZERS[optimizer](), OPTIMIZERS[optimizer]()
+    lr = 0.01 if optimizer == "adam" else 0.2
+    expected = _run(plain_net, plain_opt, X, T, plain_net.plain_step_unchecked, epochs, batch, lr)
+    got = _run(fused_net, fused_opt, X, T, FusedStep(fused_net, reference.NumpyKernels()), epochs, batch, lr)
+    tol = TOLERANCE[dtype]
+    assert rel_diff(got, expected) <= tol
+    for k, p in plain_net.get_params().items():
+        assert rel_diff(fused_net.params[k], p) <= tol, k
+    assert fused_opt.t == plain_opt.t == epochs * -(-rows // batch)
+    plain_state, fused_state = plain_opt.state_dict(), fused_opt.state_dict()
+    assert sorted(fused_state) == sorted(plain_state)
+    for k in plain_state:
+        assert rel_diff(fused_state[k], plain_state[k]) <= tol, k
+    return fused_net, fused_opt
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize(("output", "loss"), PAIRS)
+def test_fused_step_equals_plain_for_every_output_loss_and_optimiser(output, loss, optimizer, dtype):
+    activation = HIDDEN[PAIRS.index((output, loss)) % len(HIDDEN)]  # every hidden activation comes round
+    _compare(activation, output, loss, optimizer, dtype, epochs=2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_fused_step_equals_plain_over_100_steps_for_every_hidden_activation(activation, optimizer, dtype):
+    _compare(activation, "softmax", "cross-entropy", optimizer, dtype, epochs=25, rows=60, batch=16)  # 100 steps
+
+
+def test_fused_step_with_one_layer_and_single_rows():
+    _compare("relu", "sigmoid", "squared", "momentum", "float64", sizes=(5, 3), rows=7, batch=1)
+
+
+def test_fused_parameters_are_views_into_the_flat_buffer_and_resume_from_a_checkpoint():
+    net, opt = _compare("tanh", "softmax", "cross-entropy", "adam", "float64", epochs=2)
+    step = FusedStep(net, reference.NumpyKernels())
+    X, T = _data(50, 6, 4, one_hot=True)
+    # set_params writes through the views; a restored optimiser (new arrays) is adopted, not ignored
+    before = net.get_params()
+    saved, params = opt.state_dict(), net.get_params()
+    straight = _run(net, opt, X, T, step, 2, 16, 0.01)
+    net.set_params(params)
+    restored = Adam(weight_decay=1e-3)
+    restored.load_state_dict(saved, net.params)
+    again = _run(net, restored, X, T, step, 2, 16, 0.01)
+    assert np.array_equal(straight, again)
+    assert restored.t == opt.t
+    assert all(restored.state[k] is step.flat.state_views[k[0]][k[2:]] for k in saved if k != "t")
+    assert not np.array_equal(net.params["W1"], before["W1"])
+
+
+@pytest.mark.parametrize("optimizer", ("adam", "momentum"))
+def test_plain_and_fused_steps_can_alternate(optimizer):
+    """The step count and state stay in one place: a plain step between fused ones is seen by the next fused one."""
+    a, b = _pair_nets([6, 9, 4], "sigmoid", "softmax", "cross-entropy", "float64")
+    X, T = _data(64, 6, 4, one_hot=True)
+    opt_a, opt_b = OPTIMIZERS[optimizer](), OPTIMIZERS[optimizer]()
+    fused_b = FusedStep(b, reference.NumpyKernels())
+    for t in range(12):
+        rows = slice(8 * (t % 8), 8 * (t % 8) + 8)
+        a.plain_step_unchecked(X[rows], T[rows], 0.01, opt_a)
+        (b._plain_step if t % 3 == 1 else fused_b)(X[rows], T[rows], 0.01, opt_b)
+    assert opt_b.t == 12 and int(fused_b.optimizer.step_count[0]) == 12
+    for k, p in a.params.items():
+        assert rel_diff(b.params[k], p) <= 1e-12, k
+
+
+# --- host logic: layout, views, workspaces, launch geometry, name expressions ----------------------------
+
+def test_layout_puts_weights_first_aligned():
+    lay = layout({"W1": (784, 100), "b1": (100,), "W2": (100, 10), "b2": (10,)})
+    assert list(lay.offsets) == ["W1", "W2", "b1", "b2"]
+    assert lay.offsets == {"W1": 0, "W2": 78400, "b1": 79424, "b2": 79552}  # 78400 and 1000 rounded up to 32
+    assert lay.n_weights == 79424 and lay.size == 79584
+    assert all(o % ALIGN == 0 for o in lay.offsets.values())
+
+
+def test_flat_views_share_memory_and_net_params_stay_usable():
+    net = gpunet.Network([5, 4, 3], backend="numpy", dtype="float64", seed=1)
+    old = net.get_params()
+    flat = FlatParameters(net.params, np)
+    for k, p in net.params.items():
+        assert np.shares_memory(p, flat.params) and np.array_equal(p, old[k])
+    net.set_params({k: v + 1 for k, v in old.items()})  # in place, through the views
+    assert np.array_equal(flat.param_views["b2"], old["b2"] + 1)
+    assert not flat.params[views(flat.params, flat.layout)["b2"].size + flat.layout.offsets["b2"]:].any()
+    net.params["W1"] = np.zeros((5, 4))  # someone rebinds an entry: the next adopt copies it in
+    flat.adopt(net.params)
+    assert net.params["W1"] is flat.param_views["W1"] and not flat.param_views["W1"].any()
+
+
+def test_workspace_shapes():
+    assert workspace_shapes([784, 100, 50, 10], 64) == {
+        "A1": (64, 100), "A2": (64, 50), "A3": (64, 10), "dA1": (64, 100), "dA2": (64, 50), "loss": (64,)}
+
+
+@pytest.mark.parametrize(("rows", "cols", "walkers"), [(1, 10, 1), (7, 10, 1), (8, 33, 2), (64, 100, 16),
+                                                     (1024, 1024, 32), (60000, 5, 32)])
+def test_delta_bias_geometry(rows, cols, walkers):
+    grid, block = delta_bias_geometry(rows, cols)
+    assert block == (32, walkers) and grid[0] * 32 >= cols > (grid[0] - 1) * 32
+    assert walkers == 1 or rows >= 4 * walkers  # each walker has at least 4 rows
+
+
+def test_elementwise_geometry_covers_or_strides():
+    assert elementwise_geometry(1) == ((1,), (256,))
+    assert elementwise_geometry(64 * 100) == ((25,), (256,))
+    assert elementwise_geometry(10**9) == ((8192,), (256,))  # grid-stride past the cap
+
+
+def test_name_expression_table_covers_every_configuration():
+    table = gpunet.cuda.name_expressions()
+    for ctype in ("float", "double"):
+        for activation in HIDDEN:
+            for output, loss in PAIRS:
+                assert set(fused.fused_expressions(ctype, activation, output, loss)) <= set(table["fused.cu"])
+        assert set(fused.optim_expressions(ctype)) <= set(table["optim.cu"])
+
+
+# --- selection ------------------------------------------------------------------------------------
+
+def test_auto_means_plain_until_a_path_is_verified_on_a_device():
+    assert select.VERIFIED == frozenset()
+    net = gpunet.Network([4, 3, 2], backend="numpy")
+    assert net.kernels == "auto" and select.choose("auto", net, SGD()) == "plain"
+
+
+@pytest.mark.parametrize("kernels", ("fused", "graph"))
+def test_cuda_paths_on_numpy_are_refused(kernels):
+    with pytest.raises(ValueError, match=f"kernels='{kernels}' needs the cupy backend; got backend 'numpy'"):
+        gpunet.Network([4, 3, 2], backend="numpy", kernels=kernels)
+    net = gpunet.Network([4, 3, 2], backend="numpy")
+    with pytest.raises(ValueError, match="needs the cupy backend"):
+        gpunet.train(net, np.ones((4, 4)), np.array([0, 1, 0, 1]), epochs=1, kernels=kernels)
+
+
+def test_unknown_kernels_name_is_refused():
+    with pytest.raises(ValueError, match="kernels must be one of auto, plain, fused, graph; got 'fast'"):
+        gpunet.Network([4, 3, 2], backend="numpy", kernels="fast")
+
+
+class _FakeCupyNet:
+    """Enough of a Network on the cupy backend for select's decisions (no device needed)."""
+
+    backend = type("B", (), {"name": "cupy"})()
+
+
+class _Custom(Optimizer):
+    def _update(self, name, p, g, lr):
+        p -= lr * g
+
+
+def test_choose_on_cupy(monkeypatch):
+    net = _FakeCupyNet()
+    assert select.choose("fused", net, Adam()) == "fused"
+    assert select.choose("auto", net, Adam()) == "plain"
+    with pytest.raises(ValueError, match="flat optimiser kernel implements SGD, Momentum and Adam; got _Custom"):
+        select.choose("fused", net, _Custom())
+    monkeypatch.setattr(select, "VERIFIED", frozenset({"fused"}))
+    assert select.choose("auto", net, Adam()) == "fused"
+    assert select.choose("auto", net, _Custom()) == "plain"  # auto never fails: it falls back
+
+
+class _PlanNet(_FakeCupyNet):
+    def __init__(self, kernels):
+        self.kernels = kernels
+
+    def train_step_unchecked(self, *args):
+        return "step"
+
+    def plain_step_unchecked(self, *args):
+        return "plain step"
+
+    def train_per_sample_unchecked(self, *args):
+        return "plain per-sample"
+
+
+class _RefusingGraph:
+    def __init__(self, net, optimizer, X, T, batch_size):
+        raise ValueError("graph mode does not support this")
+
+
+def test_plan_picks_the_step_functions(monkeypatch):
+    plan = select.plan(_PlanNet("fused"), "plain", Adam(), None, None, 16, False)  # train's kernels= wins
+    assert (plan.path, plan.step(), plan.per_sample(), plan.graph) == ("plain", "plain step", "plain per-sample", None)
+    plan = select.plan(_PlanNet("auto"), None, Adam(), None, None, 16, False)
+    assert plan.path == "plain" and plan.step() == "step"  # the network's own train_step_unchecked, which callers may wrap
+    plan = select.plan(_PlanNet("fused"), None, Adam(), None, None, 16, False)
+    assert plan.path == "fused" and plan.step.func is fused.step and plan.per_sample() == "plain per-sample"
+    real = select._module
+    monkeypatch.setattr(select, "_module", lambda name: type("M", (), {"GraphTrainer": _RefusingGraph})
+                        if name == "graph" else real(name))
+    with pytest.raises(ValueError, match="graph mode does not support this"):
+        select.plan(_PlanNet("graph"), None, Adam(), None, None, 16, False)
+    monkeypatch.setattr(select, "VERIFIED", frozenset({"graph"}))
+    assert select.plan(_PlanNet("auto"), None, Adam(), None, None, 16, False).path == "plain"  # auto falls back
+
+
+def test_forced_fused_per_sample_needs_the_per_sample_kernel(monkeypatch):
+    real = select._module
+    monkeypatch.setattr(select, "_module", lambda name: None if name == "per_sample" else real(name))
+    with pytest.raises(ValueError, match="kernels='fused' cannot train this network: gpunet/cuda/per_sample.py"):
+        select.choose("fused", _FakeCupyNet(), SGD(), per_sample=True)
+    assert select.choose("fused", _FakeCupyNet(), SGD()) == "fused"  # batches need only fused.py
+
+
+def test_plain_kernels_train_the_same_as_auto():
+    X, T = _data(40, 6, 3)
+    runs = []
+    for kernels in ("auto", "plain"):
+        net = gpunet.Network([6, 5, 3], backend="numpy", dtype="float64", seed=2)
+        gpunet.train(net, X, T, epochs=2, batch_size=8, optimizer="momentum", kernels=kernels)
+        runs.append(net.get_params())
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_cli_kernels_fused_on_numpy_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from gpunet.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--backend", "numpy", "--kernels", "fused", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "kernels='fused' needs the cupy backend" in err
+    assert not out.exists()
+
+
+# --- on a device (marker gpu): the fused kernels against the plain path ---------------------------------
+
+def _train_pair(activation, output, loss, optimizer, dtype, resume):
+    """gpunet.train, plain and fused, 7 epochs of 16 batches (the last of 10 rows): 112 steps. With
+    ``resume``, the fused run stops after 3 epochs and 40 rows, and a new network and optimiser continue it."""
+    backend = require("cupy")
+    X, T = _data(250, 12, 4, one_hot=loss == "cross-entropy")
+    kw = dict(activation=activation, output=output, loss=loss, init="xavier", seed=3, backend=backend, dtype=dtype)
+    lr = 0.01 if optimizer == "adam" else 0.1
+    common = dict(batch_size=16, lr=lr, lr_decay=0.9, seed=1)
+    plain_net, plain_opt = gpunet.Network([12, 16, 8, 4], **kw), OPTIMIZERS[optimizer]()
+    plain = gpunet.train(plain_net, X, T, epochs=7, optimizer=plain_opt, kernels="plain", **common)
+    fused_net, fused_opt = gpunet.Network([12, 16, 8, 4], kernels="fused", **kw), OPTIMIZERS[optimizer]()
+    if not resume:
+        got = gpunet.train(fused_net, X, T, epochs=7, optimizer=fused_opt, **common)
+    else:
+        calls = iter(range(10**6))
+        with pytest.raises(gpunet.training.TrainingInterrupted) as stop:
+            gpunet.train(fused_net, X, T, epochs=7, optimizer=fused_opt,
+                         should_stop=lambda: next(calls) == 3 * 16 + 2, **common)
+        fresh_net, fresh_opt = gpunet.Network([12, 16, 8, 4], kernels="fused", **kw), OPTIMIZERS[optimizer]()
+        fresh_net.set_params(fused_net.get_params())
+        fresh_opt.load_state_dict(fused_opt.state_dict(), fresh_net.params)
+        got = gpunet.train(fresh_net, X, T, epochs=7, optimizer=fresh_opt, start_epoch=stop.value.epoch,
+                           start_row=stop.value.rows, start_loss=stop.value.loss_sum, **common)
+        fused_net, fused_opt = fresh_net, fresh_opt
+    tol = TOLERANCE[dtype]
+    assert rel_diff([r["train_loss"] for r in got], [r["train_loss"] for r in plain[-len(got):]]) <= tol
+    for k, p in plain_net.get_params().items():
+        assert rel_diff(fused_net.get_params()[k], p) <= tol, k
+    assert fused_opt.t == plain_opt.t == 7 * 16
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize(("output", "loss"), PAIRS)
+def test_gpu_fused_equals_plain_for_every_output_loss_and_optimiser(output, loss, optimizer, dtype):
+    _train_pair(HIDDEN[PAIRS.index((output, loss)) % len(HIDDEN)], output, loss, optimizer, dtype, resume=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_gpu_fused_equals_plain_for_every_hidden_activation_with_resume(activation, optimizer, dtype):
+    _train_pair(activation, "softmax", "cross-entropy", optimizer, dtype, resume=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_kernels_equal_their_numpy_transcriptions(dtype):
+    backend = require("cupy")
+    xp = backend.xp
+    rng = np.random.default_rng(9)
+    for activation, (output, loss) in zip(HIDDEN * 4, PAIRS):
+        k = fused.CudaKernels(backend, dtype, activation, output, loss)
+        Z, b = rng.normal(0, 2, (70, 45)).astype(dtype), rng.normal(0, 1, 45).astype(dtype)
+        _, T = _data(70, 1, 45, one_hot=loss == "cross-entropy")
+        T = T.astype(dtype)
+        loss_rows = np.empty(70, dtype=dtype)
+        Zd, bd, Td, ld = (xp.asarray(a) for a in (Z, b, T, loss_rows))
+        reference.output_layer(Z, b, T, loss_rows, output, loss, 0.01)
+        k.output_layer(Zd, bd, Td, ld, output, loss, 0.01)
+        assert rel_diff(backend.to_host(Zd), Z) <= KERNEL_TOLERANCE[dtype] * 10, (output, loss)
+        assert rel_diff(backend.to_host(ld), loss_rows) <= KERNEL_TOLERANCE[dtype] * 10, (output, loss)
+        A = ACTIVATIONS[activation].forward(rng.normal(0, 2, (70, 45))).astype(dtype)
+        dA, db = rng.normal(0, 1, (70, 45)).astype(dtype), np.zeros(45, dtype=dtype)
+        dAd, Ad, dbd = xp.asarray(dA), xp.asarray(A), xp.asarray(db)
+        reference.delta_bias(dA, A, db, activation, False, delta_bias_geometry(70, 45)[1][1])
+        k.delta_bias(dAd, Ad, dbd, activation, False)
+        assert rel_diff(backend.to_host(dAd), dA) <= KERNEL_TOLERANCE[dtype]
+        assert rel_diff(backend.to_host(dbd), db) <= KERNEL_TOLERANCE[dtype] * 10
