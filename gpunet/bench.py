@@ -27,7 +27,7 @@ from .backend import cupy_unavailable_reason, get_backend
 from .initializers import init_params
 from .network import Network
 from .optim import SGD
-from .runs import machine
+from .machine import machine
 from .training import train
 
 LR = 0.1

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from gpunet.cli import main
-from gpunet.runs import TrainConfig, load_grid
+from gpunet.config import TrainConfig
+from gpunet.sweep import load_grid
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

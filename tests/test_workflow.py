@@ -16,7 +16,7 @@ from gpunet.cli import build_parser, main
 from gpunet.datasets import Split, hold_out, load_digits, read_idx
 from gpunet.images import ImageError, digit_frame, image_inputs
 from gpunet.metrics import classification_report, confusion_matrix
-from gpunet.runs import TrainConfig
+from gpunet.config import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -246,7 +246,7 @@ def test_config_command_parses_back_to_the_same_config():
     config = TrainConfig(hidden=(256, 128), activation="sigmoid", lr=0.5, batch_size=1, pixels="unit",
                          validation=0.1, dataset="mnist", data_dir="/data", epochs=5)
     args = build_parser().parse_args(shlex.split(config.command())[1:])
-    again = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("command", "run", "debug")})
+    again = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("command", "run", "debug", "out", "resume", "quiet")})
     assert again == config
     assert TrainConfig.from_dict({"hidden": 30, "lr": 3.0}) == TrainConfig(hidden=(30,), lr=3.0)
     with pytest.raises(ValueError, match="unknown setting 'learning_rate'"):

@@ -1,0 +1,332 @@
+"""A training run and its folder: the lock, config.json, metrics.jsonl, model.npz, best.npz, resume, early stopping.
+
+``Run.new`` and ``Run.resume`` check everything that can be checked (the
+config, the checkpoint, the data, the folder) and write nothing; ``Run.open``
+takes the folder (a lock that dies with the process); ``Run.train`` writes and
+trains. A run without a folder (``folder=None``, as sweeps use) writes nothing.
+The library never prints: what a caller may want to say is in ``Run.notes``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .backend import Backend, get_backend
+from .checkpoint import load_checkpoint, save_checkpoint
+from .checks import check_labels
+from .config import TrainConfig
+from .datasets import PIXELS, Split, hold_out, load, read_csv
+from .files import atomic_write, write_json
+from .network import Network, target_levels
+from .optim import Optimizer, make_optimizer
+from .training import DivergenceError, TrainingInterrupted, train
+
+RUN_FILES = ("config.json", "metrics.jsonl", "model.npz", "best.npz")
+
+
+class RunFolderError(ValueError):
+    """A run folder is taken by another process, holds another run, or cannot be written."""
+
+
+@dataclass
+class EarlyStopping:
+    """Stop once the validation loss has not improved for ``patience`` epochs; the state a checkpoint keeps."""
+
+    patience: int
+    best_loss: float | None = None
+    best_epoch: int = 0
+    patience_left: int = 0
+    stopped: bool = False
+
+    def __post_init__(self) -> None:
+        self.patience_left = self.patience_left or self.patience
+
+    def update(self, record: dict[str, Any]) -> bool:
+        """Take an epoch's record; True when it is the best so far (its weights are the ones to keep)."""
+        improved = self.best_loss is None or record["val_loss"] < self.best_loss
+        if improved:
+            self.best_loss, self.best_epoch = record["val_loss"], record["epoch"]
+        self.patience_left = self.patience - (record["epoch"] - self.best_epoch)
+        self.stopped = self.patience_left <= 0
+        return improved
+
+    def state(self) -> dict[str, Any]:
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "patience_left": self.patience_left,
+                "stopped": self.stopped}
+
+
+def load_data(config: TrainConfig, on_download: Callable[[str, str], object] | None = None) -> Split:
+    """The config's dataset, in its pixel scaling and dtype, with its validation rows held out."""
+    data = load(config.dataset, data_dir=config.data_dir, train_csv=config.train_csv, test_csv=config.test_csv,
+                pixels=config.pixels, dtype=np.dtype(config.dtype), on_download=on_download)
+    return hold_out(data, config.validation_share, config.seed)
+
+
+def load_test_data(config: TrainConfig, on_download: Callable[[str, str], object] | None = None) -> tuple[Any, Any]:
+    """Only the test images and labels of the config's dataset (a CSV's training file is not read)."""
+    if config.dataset == "csv":
+        return read_csv(config.test_csv, pixels=config.pixels, dtype=np.dtype(config.dtype))
+    data = load(config.dataset, data_dir=config.data_dir, pixels=config.pixels, dtype=np.dtype(config.dtype),
+                on_download=on_download)
+    return data.X_test, data.y_test
+
+
+def build(config: TrainConfig, n_inputs: int, backend: Backend) -> tuple[Network, Optimizer]:
+    """A fresh network for ``n_inputs`` pixels and ten classes, and its optimiser."""
+    net = Network([n_inputs, *config.hidden, 10], activation=config.activation, output=config.output,
+                  loss=config.loss, init=config.init, seed=config.seed, backend=backend, dtype=config.dtype)
+    return net, make_optimizer(config.optimizer, config.weight_decay)
+
+
+def preprocessing(config: TrainConfig) -> dict[str, Any]:
+    """How the pixels and targets were made, as recorded in config.json and the checkpoint."""
+    low, high = target_levels(config.output, config.loss)
+    targets = "one-hot" if (low, high) == (0.0, 1.0) else f"{low:g}/{high:g}"
+    return {"pixels": config.pixels, "pixel_scaling": PIXELS[config.pixels], "targets": targets}
+
+
+def saved_config(meta: dict[str, Any], path: str | os.PathLike[str]) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with."""
+    try:
+        return TrainConfig.from_dict(meta["train_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a checkpoint written by gpunet train ({exc})") from None
+
+
+def new_run_folder(parent: str | os.PathLike[str] = "runs") -> Path:
+    """``runs/<timestamp>``, with a suffix where that exists."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder, n = Path(parent) / stamp, 1
+    while folder.exists():
+        n += 1
+        folder = Path(parent) / f"{stamp}-{n}"
+    return folder
+
+
+def model_path(path: str | os.PathLike[str]) -> Path:
+    """A run folder's model.npz, or the given file."""
+    path = Path(path)
+    return path / "model.npz" if path.is_dir() else path
+
+
+class Run:
+    """One training run: its config, network, optimiser, data and (unless ``folder`` is None) its folder."""
+
+    def __init__(self, config: TrainConfig, net: Network, optimizer: Optimizer, data: Split,
+                 folder: Path | None, *, start_epoch: int = 1, position: dict[str, Any] | None = None,
+                 last_record: dict[str, Any] | None = None, stopping: dict[str, Any] | None = None,
+                 source: Path | None = None) -> None:
+        self.config, self.net, self.optimizer, self.data, self.folder = config, net, optimizer, data, folder
+        self.start_epoch, self.last_record, self.source = start_epoch, last_record, source
+        self.position = position or {"row": 0, "loss_sum": 0.0}
+        self.stopping = None if config.early_stopping is None else EarlyStopping(config.early_stopping)
+        if self.stopping is not None and stopping:
+            self.stopping = replace(self.stopping, **{k: stopping[k] for k in ("best_loss", "best_epoch", "patience_left", "stopped")})
+        self.history: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        if config.early_stopping is not None and config.validation == 0:
+            self.notes.append(f"early stopping selects on {len(data.y_val)} training images held out for "
+                              f"validation ({config.validation_share:.0%}, seeded; --validation sets the share)")
+        self._lock: int | None = None
+        self._X_train: Any = None
+        _check_data(config, net, data)
+
+    @classmethod
+    def new(cls, config: TrainConfig, folder: str | os.PathLike[str] | None, *, data: Split | None = None,
+            on_download: Callable[[str, str], object] | None = None) -> Run:
+        """A run of ``config`` from scratch; ``folder=None`` keeps it in memory (nothing is written)."""
+        backend = get_backend(config.backend)
+        data = data if data is not None else load_data(config, on_download)
+        net, optimizer = build(config, data.X_train.shape[1], backend)
+        return cls(config, net, optimizer, data, None if folder is None else Path(folder))
+
+    @classmethod
+    def resume(cls, checkpoint: str | os.PathLike[str], *, folder: str | os.PathLike[str] | None = None,
+               epochs: int | None = None, backend: str | None = None,
+               on_download: Callable[[str, str], object] | None = None) -> Run:
+        """The run a checkpoint holds, to go on to ``epochs`` in all in ``folder`` (default: the checkpoint's)."""
+        checkpoint = model_path(checkpoint)
+        net, optimizer, meta = load_checkpoint(checkpoint, backend)
+        saved = saved_config(meta, checkpoint)
+        config = replace(saved, epochs=epochs or saved.epochs, backend=backend)
+        data = load_data(config, on_download)
+        if data.X_train.shape[1] != net.sizes[0]:
+            raise ValueError(f"{checkpoint}: the network takes {net.sizes[0]} inputs; "
+                             f"the {config.dataset} images have {data.X_train.shape[1]}")
+        return cls(config, net, optimizer, data, Path(folder) if folder is not None else checkpoint.parent,
+                   start_epoch=meta["epoch"] + 1, position=meta.get("position"), last_record=meta.get("record"),
+                   stopping=meta.get("early_stopping"), source=checkpoint)
+
+    @property
+    def nothing_to_do(self) -> str | None:
+        """Why a resumed run has no epoch left to train, or None."""
+        if self.stopping is not None and self.stopping.stopped:
+            return (f"early stopping ended this run at epoch {self.start_epoch - 1} "
+                    f"(the best was epoch {self.stopping.best_epoch})")
+        if self.start_epoch > self.config.epochs:
+            return f"the checkpoint already holds {self.start_epoch - 1} epochs"
+        return None
+
+    # --- the folder ------------------------------------------------------------------------
+
+    def open(self) -> Run:
+        """Take the folder for this process (creating it), or raise RunFolderError having changed nothing."""
+        if self.folder is None or self._lock is not None:
+            return self
+        folder = self.folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError as exc:
+            raise RunFolderError(f"{folder}: cannot create the run folder ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the process ends, however it ends
+        except OSError:
+            os.close(fd)
+            raise RunFolderError(f"{folder}: another gpunet process is training in this folder") from None
+        self._lock = fd
+        try:
+            self._check_folder()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _check_folder(self) -> None:
+        folder = self.folder
+        if not os.access(folder, os.W_OK):
+            raise RunFolderError(f"{folder}: the folder is not writable")
+        model = folder / "model.npz"
+        if self.source is None and model.exists():
+            raise RunFolderError(f"{folder} already holds a run; resume it from {model}, or choose another folder")
+        if self.source is not None and model.exists() and not model.samefile(self.source):
+            raise RunFolderError(f"{folder} already holds a run ({model}); resume from it, or into another folder")
+        config_file = folder / "config.json"
+        if not model.exists() and config_file.exists():  # a run stopped before its first checkpoint
+            try:
+                started = json.loads(config_file.read_text())
+                same = {k: started.get(k) for k in self.config.to_dict()} == self.config.to_dict()
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                raise RunFolderError(f"{folder} holds the config.json of another run; choose another folder")
+
+    def close(self) -> None:
+        """Let the folder go."""
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the lock
+            self._lock = None
+
+    def __enter__(self) -> Run:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- training --------------------------------------------------------------------------
+
+    def train(self, *, on_epoch: Callable[[dict[str, Any]], object] | None = None,
+              on_batch: Callable[[int, Any], object] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+        """Train to ``config.epochs`` (or until early stopping), checkpointing every epoch; returns the records.
+
+        Raises TrainingInterrupted after saving a checkpoint of the position when
+        ``should_stop`` says so, and DivergenceError saying which checkpoint is kept.
+        """
+        self.open()
+        if self.folder is not None:
+            self._write_start()
+        c = self.config
+        try:
+            self.history = train(
+                self.net, self.data.X_train, self.data.y_train, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                lr_decay=c.lr_decay, optimizer=self.optimizer, seed=c.seed, X_test=self.data.X_test,
+                y_test=self.data.y_test, X_val=self.data.X_val, y_val=self.data.y_val,
+                callback=lambda record: self._end_epoch(record, on_epoch), on_batch=on_batch,
+                should_stop=should_stop, start_epoch=self.start_epoch, start_row=self.position["row"],
+                start_loss=self.position["loss_sum"],
+            )
+        except TrainingInterrupted as exc:
+            self._save("model.npz", {"epoch": exc.epoch, "row": exc.rows, "loss_sum": exc.loss_sum})
+            raise
+        except DivergenceError as exc:
+            if self.folder is None:
+                raise
+            kept = (f"{self.folder / 'model.npz'} still holds epoch {self.last_record['epoch']}"
+                    if self.last_record else "no checkpoint was written")
+            raise DivergenceError(f"{exc}; {kept}", exc.epoch) from None
+        return self.history
+
+    def _write_start(self) -> None:
+        folder = self.folder
+        for name in RUN_FILES:  # left by a process killed mid-write
+            for stale in folder.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+        source = self.source.parent if self.source is not None else None
+        if source is not None and not source.samefile(folder) and (source / "best.npz").exists():
+            atomic_write(folder / "best.npz", lambda f: f.write((source / "best.npz").read_bytes()))
+        write_json(folder / "config.json",
+                   {**self.config.to_dict(), "network": self.net.config(), "preprocessing": preprocessing(self.config)})
+        metrics = (source or folder) / "metrics.jsonl"
+        kept = []
+        if self.last_record is not None and metrics.exists():  # the epochs the checkpoint holds, no more
+            for line in metrics.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line
+                if record.get("epoch", 0) < self.last_record["epoch"]:
+                    kept.append(line)
+        if self.last_record is not None:
+            kept.append(json.dumps(self.last_record))
+        atomic_write(folder / "metrics.jsonl", lambda f: f.write("".join(line + "\n" for line in kept).encode()))
+
+    def _end_epoch(self, record: dict[str, Any], on_epoch: Callable[[dict[str, Any]], object] | None) -> bool:
+        record["backend"] = self.net.backend.name
+        if self._X_train is None:  # to the device once; one more forward pass per epoch gives train accuracy
+            self._X_train = self.net.backend.to_device(self.data.X_train, self.net.dtype)
+        record["train_accuracy"] = float(np.mean(self.net.predict(self._X_train) == self.data.y_train))
+        improved = self.stopping is not None and self.stopping.update(record)
+        self.last_record = record
+        if improved:  # before model.npz: a kill between the two leaves best.npz ahead, never behind
+            self._save("best.npz")
+        self._save("model.npz")
+        if self.folder is not None:
+            with open(self.folder / "metrics.jsonl", "a") as f:  # one whole line per write
+                f.write(json.dumps(record) + "\n")
+        if on_epoch is not None:
+            on_epoch(record)
+        return self.stopping is not None and self.stopping.stopped
+
+    def _save(self, name: str, position: dict[str, Any] | None = None) -> None:
+        if self.folder is None:
+            return
+        record = self.last_record
+        save_checkpoint(self.folder / name, self.net, self.optimizer, {
+            "epoch": record["epoch"] if record else 0, "record": record, "position": position,
+            "train_config": self.config.to_dict(), "preprocessing": preprocessing(self.config),
+            "early_stopping": self.stopping.state() if self.stopping is not None else None,
+        })
+
+
+def _check_data(config: TrainConfig, net: Network, data: Split) -> None:
+    """Bad data fails here, before anything is written."""
+    if data.X_test.shape[1] != data.X_train.shape[1]:
+        raise ValueError(f"{config.dataset} test images have {data.X_test.shape[1]} pixels; "
+                         f"the training images have {data.X_train.shape[1]}")
+    for part, labels in (("train", data.y_train), ("validation", data.y_val), ("test", data.y_test)):
+        if labels is None:
+            continue
+        try:
+            check_labels(labels, net.sizes[-1])
+        except ValueError as exc:
+            raise ValueError(f"{config.dataset} {part} data: {exc}") from None
+
