@@ -9,27 +9,23 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
 from .backend import BACKEND_NAMES, BackendUnavailableError
 from .config import SETTINGS, SettingError, TrainConfig
+from .datasets import DATASETS
 from .download import DownloadError
 from .run import Run, new_run_folder
 from .training import DeviceMemoryError, DivergenceError, TrainingInterrupted
 
 EXAMPLES = """examples:
-  gpunet train                                  # the default network on the 8x8 digits
-  gpunet train --hidden 256,128 --epochs 50     # two hidden layers
-  gpunet train --dataset mnist --epochs 5       # MNIST, downloaded and verified on first use
-  gpunet train --dataset csv --train-csv mnist_train.csv --test-csv mnist_test.csv
-  gpunet train --activation sigmoid --output sigmoid --loss squared --init article \\
-               --optimizer sgd --lr 0.1 --batch-size 1   # the original article's network
-  gpunet train --resume runs/RUN/model.npz --epochs 50   # go on to 50 epochs in all
+  gpunet train --hidden 256,128 --epochs 50     # two hidden layers on the 8x8 digits
+  gpunet train --dataset mnist --validation 0.1 --early-stopping 5   # MNIST, downloaded on first use
+  gpunet train --resume runs/RUN --epochs 50    # go on to 50 epochs in all
   gpunet evaluate runs/RUN --json               # accuracy, precision, recall, confusion matrix
-  gpunet predict runs/RUN/model.npz my7.png     # your own handwriting, any size or colour
+  gpunet predict runs/RUN my7.png               # your own handwriting, any size or colour
   gpunet plot runs/RUN                          # curves, confusion matrix and weights as PNG
   gpunet sweep grid.toml                        # every config of a grid file, one results table
 """
@@ -52,57 +48,41 @@ def _train_options(p: argparse.ArgumentParser) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         p.add_argument(flag(s.name), type=s.parse, choices=s.choices, default=argparse.SUPPRESS, metavar=s.metavar,
                        help=s.help + (f" (default: {shown})" if default is not None else ""))
-    p.add_argument("--out", metavar="DIR", help="the run folder (default: runs/<timestamp>; with --resume, the "
-                   "checkpoint's folder, or another folder holding no other run)")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="go on from a model.npz: every setting but --epochs and "
-                   "--backend comes from it")
-    p.add_argument("--quiet", action="store_true", help="no progress; print where the run went and its result")
+    for args, kwargs in TRAIN_RUN_OPTIONS:
+        p.add_argument(*args, **kwargs)
 
 
-def _data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=SETTINGS[[s.name for s in SETTINGS].index("dataset")].choices,
-                   help="the dataset (default: the one the model was trained on)")
-    p.add_argument("--data-dir", metavar="DIR", help="folder holding the MNIST IDX files (default: the model's)")
-    p.add_argument("--test-csv", metavar="FILE", help="test images for --dataset csv (default: the model's)")
-    _backend_option(p)
-
-
-def _backend_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, else auto)")
-
-
-def _predict_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", metavar="IMAGE", nargs="+")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image, one per line")
-    _backend_option(p)
-
-
-def _evaluate_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    _data_options(p)
-
-
-def _plot_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", metavar="DIR", help="where the PNG files go (default: the run folder)")
-    _data_options(p)
-
-
-def _bench_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="small sizes and 2 repeats: seconds, for a smoke test")
-    p.add_argument("--repeats", type=int, help="timed runs per contender, after a warm-up (default: 5; --quick: 2)")
-    p.add_argument("--only", metavar="NAMES", help="comma-separated contenders to run (default: all)")
-    p.add_argument("--json", metavar="FILE", dest="json_out", help="where the results go (default: "
-                   "bench-<timestamp>.json); checked before the benchmark starts")
-
-
-def _sweep_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sweep", metavar="FILE", help="a .toml or .json sweep file (see scripts/sweeps/)")
-    p.add_argument("--data-dir", metavar="DIR", default=os.environ.get("GPUNET_MNIST_DIR"),
-                   help="MNIST IDX folder for the runs on mnist (default: $GPUNET_MNIST_DIR, else download)")
-    p.add_argument("--epochs", type=int, help="override every run's epochs (a quick look)")
-    p.add_argument("--out", metavar="FILE", help="results JSON (default: <name>.json); finished runs are kept in "
-                   "FILE with .jsonl, and a rerun skips them")
-    _backend_option(p)
+Options = list[tuple[tuple[str, ...], dict[str, Any]]]  # add_argument's arguments, one pair per option
+TRAIN_RUN_OPTIONS: Options = [
+    (("--out",), dict(metavar="DIR", help="the run folder (default: runs/<timestamp>; with --resume, the "
+                      "checkpoint's folder, or another folder holding no other run)")),
+    (("--resume",), dict(metavar="CHECKPOINT", help="go on from a model.npz (or its run folder): every setting but "
+                         "--epochs and --backend comes from it")),
+    (("--quiet",), dict(action="store_true", help="no progress; print only where the run went and its result")),
+]
+MODEL: Options = [(("model",), dict(metavar="MODEL", help="a run folder, or a model.npz (or best.npz)"))]
+BACKEND: Options = [(("--backend",), dict(choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, "
+                                          "else auto)"))]
+TEST_DATA: Options = [
+    (("--dataset",), dict(choices=DATASETS, help="the dataset (default: the one the model was trained on)")),
+    (("--data-dir",), dict(metavar="DIR", help="folder holding the MNIST IDX files (default: the model's)")),
+    (("--test-csv",), dict(metavar="FILE", help="test images for --dataset csv (default: the model's)")),
+]
+SWEEP: Options = [
+    (("sweep",), dict(metavar="FILE", help="a .toml or .json sweep file (see scripts/sweeps/)")),
+    (("--data-dir",), dict(metavar="DIR", default=os.environ.get("GPUNET_MNIST_DIR"),
+                           help="MNIST IDX folder for the runs on mnist (default: $GPUNET_MNIST_DIR, else download)")),
+    (("--epochs",), dict(type=int, help="override every run's epochs (a quick look)")),
+    (("--out",), dict(metavar="FILE", help="results JSON (default: <name>.json); finished runs are kept in FILE with "
+                      ".jsonl, and a rerun skips them")),
+]
+BENCH: Options = [
+    (("--quick",), dict(action="store_true", help="small sizes and 2 repeats: seconds, for a smoke test")),
+    (("--repeats",), dict(type=int, help="timed runs per contender, after a warm-up (default: 5; --quick: 2)")),
+    (("--only",), dict(metavar="NAMES", help="comma-separated contenders to run (default: all)")),
+    (("--json",), dict(metavar="FILE", dest="json_out", help="where the results go (default: "
+                       "bench-<timestamp>.json); checked before the benchmark starts")),
+]
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -185,6 +165,7 @@ def _train_with_progress(run: Run, quiet: bool) -> list[dict[str, Any]] | None:
 
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:
     return (f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  train loss {r['train_loss']:.4f}  "
+            f"train acc {r['train_accuracy']:.2%}  "
             + (f"val loss {r['val_loss']:.4f}  val acc {r['val_accuracy']:.2%}  " if "val_loss" in r else "")
             + f"test loss {r['test_loss']:.4f}  test acc {r['test_accuracy']:.2%}  "
             f"{r['seconds']:.2f} s  {r['samples_per_s']:,.0f} samples/s")
@@ -217,21 +198,19 @@ class _CtrlC:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _say(quiet: bool) -> Callable[..., None]:
-    def say(*words: str) -> None:  # downloads (name, url) and notes, on stderr
-        if not quiet:
-            print(f"downloading {words[0]} from {words[1]}" if len(words) == 2 else words[0], file=sys.stderr,
-                  flush=True)
+def _say(quiet: bool) -> Callable[..., None]:  # downloads (name, url) and notes, on stderr
+    return lambda *w: quiet or print(f"downloading {w[0]} from {w[1]}" if len(w) == 2 else w[0], file=sys.stderr)
 
-    return say
+
+def _test_data(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in ("dataset", "data_dir", "test_csv", "backend")}
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_model
     from .metrics import format_report
 
-    report = evaluate_model(args.model, dataset=args.dataset, data_dir=args.data_dir, test_csv=args.test_csv,
-                            backend=args.backend, on_download=_say(False))
+    report = evaluate_model(args.model, **_test_data(args), on_download=_say(False))
     if args.json:
         print(json.dumps(report))
     else:
@@ -259,8 +238,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_plot(args: argparse.Namespace) -> int:
     from .evaluation import plot_run
 
-    written = plot_run(args.model, out=args.out, dataset=args.dataset, data_dir=args.data_dir,
-                       test_csv=args.test_csv, backend=args.backend)
+    written = plot_run(args.model, out=args.out, **_test_data(args), on_download=_say(False))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -290,12 +268,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from .sweep import format_table, load_grid, run_sweep, write_results
+    from .sweep import format_table, load_grid, override, run_sweep, write_results
 
     name, configs = load_grid(args.sweep)
-    overrides = {k: v for k, v in (("backend", args.backend), ("epochs", args.epochs)) if v is not None}
-    configs = [replace(c, **overrides, **({"data_dir": args.data_dir} if c.dataset == "mnist" and args.data_dir
-                                          else {})) for c in configs]
+    configs = override(configs, backend=args.backend, epochs=args.epochs, data_dir=args.data_dir)
     out = Path(args.out or f"{name}.json")
 
     def on_row(k: int, row: dict[str, Any], done_before: bool) -> None:
@@ -308,19 +284,22 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-# name -> (help, options, action); every command also gets the shared description from its help
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+JSON: Options = [(("--json",), dict(action="store_true", help="print JSON instead of text"))]
+IMAGES: Options = [(("images",), dict(metavar="IMAGE", nargs="+"))]
+# name -> (help, options, action)
+COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "train": ("train a network on handwritten digits and write a run folder", _train_options, run_train),
-    "evaluate": ("accuracy, per-class precision and recall, and the confusion matrix of a model (MODEL: a run "
-                 "folder or a .npz)", _evaluate_options, run_evaluate),
+    "evaluate": ("accuracy, per-class precision and recall, and the confusion matrix of a model on test images",
+                 [*MODEL, *JSON, *TEST_DATA, *BACKEND], run_evaluate),
     "predict": ("read handwritten digits from image files (PNG, JPEG, ...; any size or colour); exit status 2 "
-                "when an image could not be read, after printing the others", _predict_options, run_predict),
+                "when an image could not be read, after printing the others", [*MODEL, *IMAGES, *JSON, *BACKEND],
+                run_predict),
     "plot": ("write curves.png, confusion.png and weights.png of a run (needs matplotlib: pip install "
-             '"gpunet[plot]")', _plot_options, run_plot),
-    "bench": ("time gpunet against PyTorch, scikit-learn and the article's plain code", _bench_options, run_bench),
-    "sweep": ("train every config of a grid file and write one results table", _sweep_options, run_sweep),
+             '"gpunet[plot]")', [*MODEL, (("--out",), dict(metavar="DIR", help="where the PNG files go (default: "
+                                 "the run folder)")), *TEST_DATA, *BACKEND], run_plot),
+    "bench": ("time gpunet against PyTorch, scikit-learn and the article's plain code", BENCH, run_bench),
+    "sweep": ("train every config of a grid file and write one results table", [*SWEEP, *BACKEND], run_sweep),
 }
-TAKES_MODEL = ("evaluate", "predict", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,9 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help, options, action) in COMMANDS.items():
         p = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-        if name in TAKES_MODEL:
-            p.add_argument("model", metavar="MODEL", help="a run folder, or a model.npz (or best.npz) in one")
-        options(p)
+        if callable(options):
+            options(p)
+        else:
+            for args, kwargs in options:
+                p.add_argument(*args, **kwargs)
         p.set_defaults(run=action)
     return parser
 

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,6 +60,14 @@ def load_grid(path: str | os.PathLike[str]) -> tuple[str, list[TrainConfig]]:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
     return str(spec.get("name", path.stem)), configs
+
+
+def override(configs: list[TrainConfig], *, backend: str | None = None, epochs: int | None = None,
+             data_dir: str | None = None) -> list[TrainConfig]:
+    """``configs`` with every run's backend and epochs replaced where given, and ``data_dir`` for the MNIST runs."""
+    given = {k: v for k, v in (("backend", backend), ("epochs", epochs)) if v is not None}
+    return [replace(c, **given, **({"data_dir": data_dir} if c.dataset == "mnist" and data_dir else {}))
+            for c in configs]
 
 
 def run_config(config: TrainConfig, data: Split | None = None) -> dict[str, Any]:
