@@ -116,6 +116,10 @@ def run_sweep(configs: list[TrainConfig], rows_path: str | os.PathLike[str],
     """
     rows_path = Path(rows_path)
     rows_path.parent.mkdir(parents=True, exist_ok=True)
+    if rows_path.exists():  # cut a torn last line (a killed sweep), or the next row would be glued to it
+        text = rows_path.read_bytes()
+        if text and not text.endswith(b"\n"):
+            os.truncate(rows_path, text.rfind(b"\n") + 1)
     done = {json.dumps(r["config"], sort_keys=True): r for r in read_rows(rows_path)}
     rows, cache = [], {}
     for k, config in enumerate(configs, start=1):

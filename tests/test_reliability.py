@@ -240,6 +240,8 @@ def test_bad_environment(tmp_path, server, case):  # noqa: F811
     out = gpunet_cli(*args, env=env)
     assert_one_line_error(out, bad)
     assert files_under(tmp_path) == before  # not even the cache folder
+    if case == "cupy":  # the library says backend='numpy'; the command line names its option
+        assert out.stderr.rstrip().endswith("or use --backend numpy") and "backend='numpy'" not in out.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path):
