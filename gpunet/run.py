@@ -23,7 +23,8 @@ from .backend import Backend, get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_labels
 from .config import TrainConfig
-from .datasets import PIXELS, Split, hold_out, load, read_csv
+from .datasets import MNIST_FILES, PIXELS, DataError, Split, hold_out, load, read_csv, read_idx, scale_pixels
+from .download import MNIST_MD5, download_mnist
 from .files import atomic_write, write_json
 from .network import Network, target_levels
 from .optim import Optimizer, make_optimizer
@@ -74,9 +75,26 @@ def load_test_data(config: TrainConfig, on_download: Callable[[str, str], object
     """Only the test images and labels of the config's dataset (a CSV's training file is not read)."""
     if config.dataset == "csv":
         return read_csv(config.test_csv, pixels=config.pixels, dtype=np.dtype(config.dtype))
+    if config.dataset == "mnist":
+        return _mnist_test(config, on_download)
     data = load(config.dataset, data_dir=config.data_dir, pixels=config.pixels, dtype=np.dtype(config.dtype),
                 on_download=on_download)
     return data.X_test, data.y_test
+
+
+def _mnist_test(config: TrainConfig, on_download: Callable[[str, str], object] | None) -> tuple[Any, Any]:
+    names = (MNIST_FILES["test_images"], MNIST_FILES["test_labels"])
+    if config.data_dir is None:
+        directory = download_mnist(on_file=on_download, files={name: MNIST_MD5[name] for name in names})
+    else:
+        directory = Path(config.data_dir)
+        if not directory.is_dir():
+            raise DataError(f"{directory}: no such folder" if not directory.exists() else f"{directory}: not a folder")
+    images, labels = (read_idx(next((p for p in (directory / n, directory / n.removesuffix(".gz")) if p.exists()),
+                                    directory / n)) for n in names)  # either name; the reader names a missing one
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{directory}: test images {images.shape} and labels {labels.shape} do not match")
+    return scale_pixels(images.reshape(len(images), -1), 255.0, config.pixels, np.dtype(config.dtype)), labels
 
 
 def build(config: TrainConfig, n_inputs: int, backend: Backend) -> tuple[Network, Optimizer]:

@@ -546,14 +546,25 @@ def test_bench_checks_its_json_path_first(tmp_path):
     assert (tmp_path / "taken.json").read_text() == "{}"
 
 
-def test_evaluate_reads_only_the_test_file(tmp_path, capsys):
-    good = [f"{k % 10}," + ",".join(str((k * 7 + j) % 256) for j in range(16)) for k in range(40)]
-    write_csv(tmp_path / "train.csv", good)
-    write_csv(tmp_path / "test.csv", good[:10])
-    assert main(["train", "--quiet", "--epochs", "1", "--hidden", "8", "--dataset", "csv", "--train-csv",
-                 "train.csv", "--test-csv", "test.csv", "--out", "run"]) == 0
-    (tmp_path / "train.csv").unlink()
+@pytest.mark.parametrize("dataset", ["csv", "mnist"])
+def test_evaluate_reads_only_the_test_files(tmp_path, capsys, dataset):
+    if dataset == "csv":
+        good = [f"{k % 10}," + ",".join(str((k * 7 + j) % 256) for j in range(16)) for k in range(40)]
+        write_csv(tmp_path / "train.csv", good)
+        write_csv(tmp_path / "test.csv", good[:10])
+        data, train_files = ["--train-csv", "train.csv", "--test-csv", "test.csv"], ["train.csv"]
+    else:
+        (tmp_path / "m").mkdir()
+        write_mnist(tmp_path / "m")
+        data = ["--data-dir", "m"]
+        train_files = [p for p in (tmp_path / "m").iterdir() if p.name.startswith("train-")]
+    assert main(["train", "--quiet", "--epochs", "1", "--hidden", "8", "--dataset", dataset, *data,
+                 "--out", "run"]) == 0
+    for path in train_files:
+        (tmp_path / path).unlink()
     capsys.readouterr()
     assert main(["evaluate", "run", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert sum(report["support"]) == 10 and report["model"] == "run/model.npz"
+    last = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[-1])
+    assert report["model"] == "run/model.npz" and report["accuracy"] == last["test_accuracy"]
+    assert sum(report["support"]) == (10 if dataset == "csv" else 4)

@@ -125,7 +125,7 @@ def test_evaluate_agrees_with_the_network(digits_model, capsys):
 
 def test_evaluate_rejects_a_dataset_of_another_shape(digits_model, tmp_path):
     out = run("evaluate", str(digits_model / "model.npz"), "--dataset", "mnist", "--data-dir", str(tmp_path))
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "missing train-images-idx3-ubyte.gz" in out.stderr
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "t10k-images-idx3-ubyte.gz: no such file" in out.stderr
 
 
 # --- images and predict ------------------------------------------------------------------
