@@ -203,3 +203,24 @@ def test_resumed_early_stopping_stops_where_an_uninterrupted_run_does(tmp_path, 
     assert main(["train", "--resume", "part", "--epochs", "200"]) == 0  # a stopped run stays stopped
     assert capsys.readouterr().out == f"nothing to do: early stopping ended this run at epoch {len(whole)} " \
         f"(the best was epoch {best})\n"
+
+
+def test_progress_bar_shows_the_epoch_and_the_running_mean_loss(monkeypatch, capsys):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["train", "--backend", "numpy", "--epochs", "2", "--batch-size", "8", "--out", "run"]) == 0
+    bar = terminal.getvalue()
+    assert "epoch 1/2" in bar and "epoch 2/2" in bar
+    first = bar[: bar.index("epoch 2/2")]
+    means = [float(m) for m in re.findall(r"mean_loss=([\d.]+)", first)]
+    records = [json.loads(x) for x in open("run/metrics.jsonl")]
+    # the running mean of epoch 1 so far: above the whole epoch's mean while the loss falls, and falling itself
+    # (a single batch's loss would dip below the epoch's mean and jump about)
+    assert len(means) >= 2 and all(m >= records[0]["train_loss"] for m in means), (means, records[0])
+    assert means == sorted(means, reverse=True)
