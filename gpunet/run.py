@@ -135,6 +135,91 @@ def model_path(path: str | os.PathLike[str]) -> Path:
     return path / "model.npz" if path.is_dir() else path
 
 
+class RunFolder:
+    """A run's folder, owned by this process between ``open`` and ``close`` (a lock that dies with the process)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock: int | None = None
+
+    def open(self, config: TrainConfig, source: Path | None = None) -> None:
+        """Take the folder (creating it) for a new run of ``config``, or to resume ``source`` in it.
+
+        Raises RunFolderError, having changed nothing, when another process holds
+        the folder or it holds another run.
+        """
+        if self._lock is not None:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise RunFolderError(f"{self.path}: cannot create the run folder ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the process ends, however it ends
+        except OSError:
+            os.close(fd)
+            raise RunFolderError(f"{self.path}: another gpunet process is training in this folder") from None
+        self._lock = fd
+        try:
+            self._check(config, source)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check(self, config: TrainConfig, source: Path | None) -> None:
+        folder, model = self.path, self.path / "model.npz"
+        if not os.access(folder, os.W_OK):
+            raise RunFolderError(f"{folder}: the folder is not writable")
+        if source is None and model.exists():
+            raise RunFolderError(f"{folder} already holds a run; resume it from {model}, or choose another folder")
+        if source is not None and model.exists() and not model.samefile(source):
+            raise RunFolderError(f"{folder} already holds a run ({model}); resume from it, or into another folder")
+        if not model.exists() and (folder / "config.json").exists():  # a run stopped before its first checkpoint
+            what = {k: v for k, v in config.to_dict().items() if k not in ("epochs", "backend")}
+            try:
+                started = json.loads((folder / "config.json").read_text())
+                same = {k: started.get(k) for k in what} == what
+            except (OSError, ValueError, AttributeError):
+                same = False
+            if not same:
+                raise RunFolderError(f"{folder} holds the config.json of another run; choose another folder")
+
+    def close(self) -> None:
+        """Let the folder go."""
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the lock
+            self._lock = None
+
+    def start(self, document: dict[str, Any], last_record: dict[str, Any] | None, source: Path | None) -> None:
+        """Write config.json and the metrics lines the checkpoint holds (from ``source``'s folder if another),
+        with its best.npz; temporary files of a killed process go."""
+        folder = self.path
+        for name in RUN_FILES:
+            for stale in folder.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+        origin = source.parent if source is not None else folder
+        if not origin.samefile(folder) and (origin / "best.npz").exists():
+            atomic_write(folder / "best.npz", lambda f: f.write((origin / "best.npz").read_bytes()))
+        write_json(folder / "config.json", document)
+        kept = []
+        if last_record is not None and (origin / "metrics.jsonl").exists():  # the epochs the checkpoint holds
+            for line in (origin / "metrics.jsonl").read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line
+                if record.get("epoch", 0) < last_record["epoch"]:
+                    kept.append(line)
+        if last_record is not None:
+            kept.append(json.dumps(last_record))
+        atomic_write(folder / "metrics.jsonl", lambda f: f.write("".join(line + "\n" for line in kept).encode()))
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:  # one whole line per write
+            f.write(json.dumps(record) + "\n")
+
+
 class Run:
     """One training run: its config, network, optimiser, data and (unless ``folder`` is None) its folder."""
 
@@ -142,18 +227,20 @@ class Run:
                  folder: Path | None, *, start_epoch: int = 1, position: dict[str, Any] | None = None,
                  last_record: dict[str, Any] | None = None, stopping: dict[str, Any] | None = None,
                  source: Path | None = None) -> None:
-        self.config, self.net, self.optimizer, self.data, self.folder = config, net, optimizer, data, folder
+        self.config, self.net, self.optimizer, self.data = config, net, optimizer, data
+        self.folder = folder  # the path; self._folder owns it while the run is open
+        self._folder = RunFolder(folder) if folder is not None else None
         self.start_epoch, self.last_record, self.source = start_epoch, last_record, source
         self.position = position or {"row": 0, "loss_sum": 0.0}
         self.stopping = None if config.early_stopping is None else EarlyStopping(config.early_stopping)
         if self.stopping is not None and stopping:
-            self.stopping = replace(self.stopping, **{k: stopping[k] for k in ("best_loss", "best_epoch", "patience_left", "stopped")})
+            kept = ("best_loss", "best_epoch", "patience_left", "stopped")
+            self.stopping = replace(self.stopping, **{k: stopping[k] for k in kept})
         self.history: list[dict[str, Any]] = []
         self.notes: list[str] = []
         if config.early_stopping is not None and config.validation == 0:
             self.notes.append(f"early stopping selects on {len(data.y_val)} training images held out for "
-                              f"validation ({config.validation_share:.0%}, seeded; --validation sets the share)")
-        self._lock: int | None = None
+                              f"validation ({config.validation_share:.0%}, seeded; set the share with validation)")
         self._X_train: Any = None
         _check_data(config, net, data)
 
@@ -197,51 +284,14 @@ class Run:
 
     def open(self) -> Run:
         """Take the folder for this process (creating it), or raise RunFolderError having changed nothing."""
-        if self.folder is None or self._lock is not None:
-            return self
-        folder = self.folder
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder, os.O_RDONLY)
-        except OSError as exc:
-            raise RunFolderError(f"{folder}: cannot create the run folder ({exc.strerror})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the process ends, however it ends
-        except OSError:
-            os.close(fd)
-            raise RunFolderError(f"{folder}: another gpunet process is training in this folder") from None
-        self._lock = fd
-        try:
-            self._check_folder()
-        except BaseException:
-            self.close()
-            raise
+        if self._folder is not None:
+            self._folder.open(self.config, self.source)
         return self
-
-    def _check_folder(self) -> None:
-        folder = self.folder
-        if not os.access(folder, os.W_OK):
-            raise RunFolderError(f"{folder}: the folder is not writable")
-        model = folder / "model.npz"
-        if self.source is None and model.exists():
-            raise RunFolderError(f"{folder} already holds a run; resume it from {model}, or choose another folder")
-        if self.source is not None and model.exists() and not model.samefile(self.source):
-            raise RunFolderError(f"{folder} already holds a run ({model}); resume from it, or into another folder")
-        config_file = folder / "config.json"
-        if not model.exists() and config_file.exists():  # a run stopped before its first checkpoint
-            try:
-                started = json.loads(config_file.read_text())
-                same = {k: started.get(k) for k in self.config.to_dict()} == self.config.to_dict()
-            except (OSError, ValueError):
-                same = False
-            if not same:
-                raise RunFolderError(f"{folder} holds the config.json of another run; choose another folder")
 
     def close(self) -> None:
         """Let the folder go."""
-        if self._lock is not None:
-            os.close(self._lock)  # closing the descriptor releases the lock
-            self._lock = None
+        if self._folder is not None:
+            self._folder.close()
 
     def __enter__(self) -> Run:
         return self.open()
@@ -260,8 +310,9 @@ class Run:
         ``should_stop`` says so, and DivergenceError saying which checkpoint is kept.
         """
         self.open()
-        if self.folder is not None:
-            self._write_start()
+        if self._folder is not None:
+            document = {**self.config.to_dict(), "network": self.net.config(), "preprocessing": preprocessing(self.config)}
+            self._folder.start(document, self.last_record, self.source)
         c = self.config
         try:
             self.history = train(
@@ -283,30 +334,6 @@ class Run:
             raise DivergenceError(f"{exc}; {kept}", exc.epoch) from None
         return self.history
 
-    def _write_start(self) -> None:
-        folder = self.folder
-        for name in RUN_FILES:  # left by a process killed mid-write
-            for stale in folder.glob(f".{name}.*.tmp"):
-                stale.unlink(missing_ok=True)
-        source = self.source.parent if self.source is not None else None
-        if source is not None and not source.samefile(folder) and (source / "best.npz").exists():
-            atomic_write(folder / "best.npz", lambda f: f.write((source / "best.npz").read_bytes()))
-        write_json(folder / "config.json",
-                   {**self.config.to_dict(), "network": self.net.config(), "preprocessing": preprocessing(self.config)})
-        metrics = (source or folder) / "metrics.jsonl"
-        kept = []
-        if self.last_record is not None and metrics.exists():  # the epochs the checkpoint holds, no more
-            for line in metrics.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line
-                if record.get("epoch", 0) < self.last_record["epoch"]:
-                    kept.append(line)
-        if self.last_record is not None:
-            kept.append(json.dumps(self.last_record))
-        atomic_write(folder / "metrics.jsonl", lambda f: f.write("".join(line + "\n" for line in kept).encode()))
-
     def _end_epoch(self, record: dict[str, Any], on_epoch: Callable[[dict[str, Any]], object] | None) -> bool:
         record["backend"] = self.net.backend.name
         if self._X_train is None:  # to the device once; one more forward pass per epoch gives train accuracy
@@ -317,9 +344,8 @@ class Run:
         if improved:  # before model.npz: a kill between the two leaves best.npz ahead, never behind
             self._save("best.npz")
         self._save("model.npz")
-        if self.folder is not None:
-            with open(self.folder / "metrics.jsonl", "a") as f:  # one whole line per write
-                f.write(json.dumps(record) + "\n")
+        if self._folder is not None:
+            self._folder.append(record)
         if on_epoch is not None:
             on_epoch(record)
         return self.stopping is not None and self.stopping.stopped
