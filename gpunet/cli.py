@@ -100,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"nothing to do: {run.nothing_to_do}{more}")
             return 0
     else:
-        run = Run.new(TrainConfig(**given), args.out or new_run_folder(), on_download=say)
+        run = Run.new(TrainConfig(**given), args.out or new_run_folder(), on_download=say, fresh_name=not args.out)
     with run:  # the folder is ours from here; nothing was written before
         for note in run.notes:
             say(note)

@@ -138,8 +138,9 @@ def model_path(path: str | os.PathLike[str]) -> Path:
 class RunFolder:
     """A run's folder, owned by this process between ``open`` and ``close`` (a lock that dies with the process)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], fresh_name: bool = False) -> None:
         self.path = Path(path)
+        self.fresh_name = fresh_name  # a name chosen for a new run: if another process took it, take the next
         self._lock: int | None = None
 
     def open(self, config: TrainConfig, source: Path | None = None) -> None:
@@ -151,6 +152,12 @@ class RunFolder:
         if self._lock is not None:
             return
         try:
+            while self.fresh_name:
+                try:
+                    self.path.mkdir(parents=True)
+                    break
+                except FileExistsError:  # two runs started in the same second
+                    self.path = new_run_folder(self.path.parent)
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDONLY)
         except OSError as exc:
@@ -226,10 +233,9 @@ class Run:
     def __init__(self, config: TrainConfig, net: Network, optimizer: Optimizer, data: Split,
                  folder: Path | None, *, start_epoch: int = 1, position: dict[str, Any] | None = None,
                  last_record: dict[str, Any] | None = None, stopping: dict[str, Any] | None = None,
-                 source: Path | None = None) -> None:
+                 source: Path | None = None, fresh_name: bool = False) -> None:
         self.config, self.net, self.optimizer, self.data = config, net, optimizer, data
-        self.folder = folder  # the path; self._folder owns it while the run is open
-        self._folder = RunFolder(folder) if folder is not None else None
+        self._folder = RunFolder(folder, fresh_name) if folder is not None else None
         self.start_epoch, self.last_record, self.source = start_epoch, last_record, source
         self.position = position or {"row": 0, "loss_sum": 0.0}
         self.stopping = None if config.early_stopping is None else EarlyStopping(config.early_stopping)
@@ -246,12 +252,15 @@ class Run:
 
     @classmethod
     def new(cls, config: TrainConfig, folder: str | os.PathLike[str] | None, *, data: Split | None = None,
-            on_download: Callable[[str, str], object] | None = None) -> Run:
-        """A run of ``config`` from scratch; ``folder=None`` keeps it in memory (nothing is written)."""
+            on_download: Callable[[str, str], object] | None = None, fresh_name: bool = False) -> Run:
+        """A run of ``config`` from scratch; ``folder=None`` keeps it in memory (nothing is written).
+
+        ``fresh_name``: the folder's name was made up (``new_run_folder``); where
+        another run takes it first, the next free name is used instead."""
         backend = get_backend(config.backend)
         data = data if data is not None else load_data(config, on_download)
         net, optimizer = build(config, data.X_train.shape[1], backend)
-        return cls(config, net, optimizer, data, None if folder is None else Path(folder))
+        return cls(config, net, optimizer, data, None if folder is None else Path(folder), fresh_name=fresh_name)
 
     @classmethod
     def resume(cls, checkpoint: str | os.PathLike[str], *, folder: str | os.PathLike[str] | None = None,
@@ -279,6 +288,11 @@ class Run:
         if self.start_epoch > self.config.epochs:
             return f"the checkpoint already holds {self.start_epoch - 1} epochs"
         return None
+
+    @property
+    def folder(self) -> Path | None:
+        """Where the run is written; None for a run kept in memory."""
+        return self._folder.path if self._folder is not None else None
 
     # --- the folder ------------------------------------------------------------------------
 

@@ -568,3 +568,15 @@ def test_evaluate_reads_only_the_test_files(tmp_path, capsys, dataset):
     last = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[-1])
     assert report["model"] == "run/model.npz" and report["accuracy"] == last["test_accuracy"]
     assert sum(report["support"]) == (10 if dataset == "csv" else 4)
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    from gpunet.config import TrainConfig
+    from gpunet.run import Run
+
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")  # every default name is the same
+    first = Run.new(TrainConfig(epochs=1), "runs/20260101-000000", fresh_name=True)
+    second = Run.new(TrainConfig(epochs=1), "runs/20260101-000000", fresh_name=True)
+    with first, second:  # both took their folders before either trained
+        assert (first.folder.name, second.folder.name) == ("20260101-000000", "20260101-000000-2")
+    assert main(["train", "--quiet", "--epochs", "1", "--out", str(first.folder)]) == 0  # free again
