@@ -104,14 +104,13 @@ def run_train(args: argparse.Namespace) -> int:
     with run:  # the folder is ours from here; nothing was written before
         for note in run.notes:
             say(note)
+        backend, data, row = run.net.backend, run.data, run.position["row"]
         if not args.quiet:
-            backend, data = run.net.backend, run.data
             print(f"backend: {backend.name} on {backend.device}" + (f" ({backend.reason})" if backend.reason else ""))
             print(f"network: {run.net}")
             val = f" / {len(data.y_val)} validation" if data.y_val is not None else ""
             print(f"data: {run.config.dataset}, {len(data.y_train)} train{val} / {len(data.y_test)} test images")
-            where = f"epoch {run.start_epoch - 1}" + (f" and {run.position['row']} rows of epoch {run.start_epoch}"
-                                                      if run.position["row"] else "")
+        where = f"epoch {run.start_epoch - 1}" + (f" and {row} rows of epoch {run.start_epoch}" if row else "")
         print(f"output: {run.folder}" + (f" (resuming after {where})" if args.resume and not args.quiet else ""))
         history = _train_with_progress(run, args.quiet)
     if history is None:
