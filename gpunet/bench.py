@@ -27,7 +27,7 @@ from .backend import cupy_unavailable_reason, get_backend
 from .initializers import init_params
 from .network import Network
 from .optim import SGD
-from .runs import machine
+from .machine import machine
 from .training import train
 
 LR = 0.1
@@ -199,7 +199,7 @@ def _no_torch_cuda() -> str | None:
 SETTLE_S = 0.3  # seconds between timed runs: see _time_rounds
 
 
-def _time_rounds(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
+def _time_rounds(runs: dict[str, Callable[[], None]], repeats: int, settle: float = SETTLE_S) -> dict[str, list[float]]:
     """Seconds of every run, ``repeats`` times each, after one warm-up each.
 
     The runs take turns: each round times every run once, and the order rotates
@@ -214,7 +214,7 @@ def _time_rounds(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str,
     names, times = list(runs), {name: [] for name in runs}
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            time.sleep(SETTLE_S)
+            time.sleep(settle)
             start = time.perf_counter()
             runs[name]()
             times[name].append(time.perf_counter() - start)
@@ -269,7 +269,7 @@ def run_benchmark(quick: bool = False, repeats: int = 5, only: list[str] | None 
             else:
                 entry["contenders"][name] = {}
                 runs[name] = make(case, X, labels, params)
-        times = _time_rounds(runs, repeats)
+        times = _time_rounds(runs, repeats, 0.02 if quick else SETTLE_S)  # --quick: a smoke test, not a contest
         for device, (_, flops) in ceilings.items():
             entry["ceiling_gflops"][device] = flops / statistics.median(times[f"ceiling-{device}"]) / 1e9
         for name, r in entry["contenders"].items():

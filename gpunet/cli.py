@@ -1,49 +1,39 @@
-"""The ``gpunet`` command line: argparse fills a frozen config, the library computes, this prints."""
+"""The ``gpunet`` command line: parses, prints, shows progress, handles Ctrl-C and exit codes; the library runs."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from . import __version__
-from .backend import BACKEND_NAMES, BackendUnavailableError, get_backend
-from .checkpoint import load_checkpoint, save_checkpoint
-from .checks import check_labels
-from .cuda.select import KERNELS, check_kernels
-from .datasets import DATASETS, PIXELS, Split
+from .backend import BACKEND_NAMES, BackendUnavailableError
+from .config import SETTINGS, SettingError, TrainConfig
+from .datasets import DATASETS
 from .download import DownloadError
-from .files import atomic_write, require_file, write_json
-from .activations import HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
-from .initializers import INITS
-from .network import DTYPES, target_levels
-from .optim import OPTIMIZERS
-from .runs import DEFAULT_EPOCHS, TrainConfig, build, load_data
-from .training import DeviceMemoryError, DivergenceError, TrainingInterrupted, train
+from .run import Run, new_run_folder
+from .training import DeviceMemoryError, DivergenceError, TrainingInterrupted
 
 EXAMPLES = """examples:
-  gpunet train                                  # the default network on the 8x8 digits
-  gpunet train --hidden 256,128 --epochs 50     # two hidden layers
-  gpunet train --dataset mnist --epochs 5       # MNIST, downloaded and verified on first use
-  gpunet train --dataset mnist --data-dir DIR   # any folder with the four MNIST-format IDX files
-  gpunet train --dataset csv --train-csv mnist_train.csv --test-csv mnist_test.csv
-  gpunet train --activation sigmoid --output sigmoid --loss squared --init article \\
-               --optimizer sgd --lr 0.1 --batch-size 1   # the original article's network
-  GPUNET_BACKEND=numpy gpunet train --quiet     # force the CPU, print only the result
-  gpunet evaluate runs/RUN/model.npz --json     # accuracy, precision, recall, confusion matrix
-  gpunet predict runs/RUN/model.npz my7.png     # your own handwriting, any size or colour
+  gpunet train --hidden 256,128 --epochs 50     # two hidden layers on the 8x8 digits
+  gpunet train --dataset mnist --validation 0.1 --early-stopping 5   # MNIST, downloaded on first use
+  gpunet train --resume runs/RUN --epochs 50    # go on to 50 epochs in all
+  gpunet evaluate runs/RUN --json               # accuracy, precision, recall, confusion matrix
+  gpunet predict runs/RUN my7.png               # your own handwriting, any size or colour
   gpunet plot runs/RUN                          # curves, confusion matrix and weights as PNG
+  gpunet sweep grid.toml                        # every config of a grid file, one results table
 """
+RESUME_HONOURS = ("epochs", "backend", "kernels")  # with --resume, every other setting comes from the checkpoint
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,260 +41,134 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 100 or 256,128; got {text!r}") from None
-    if any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"every hidden size must be >= 1; got {text!r}")
-    return sizes
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="gpunet",
-        description="A fully connected neural network on NumPy or CuPy.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"gpunet {__version__}")
-    parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _train_options(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
-    p = commands.add_parser(
-        "train",
-        help="train a network on handwritten digits",
-        description="Train a network on handwritten digits (by default scikit-learn's 8x8 digits: "
-        "1,797 images, a fixed 80/20 split) and print the loss and test accuracy of every epoch.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
-                   help="digits: scikit-learn's 8x8 digits (default, no download); mnist: the four IDX "
-                   "files from --data-dir, else downloaded to $GPUNET_DATA or ~/.cache/gpunet; "
-                   "csv: --train-csv/--test-csv, a label then the pixels 0-255 per row")
-    p.add_argument("--data-dir", metavar="DIR", help="folder holding the four standard MNIST IDX files")
-    p.add_argument("--train-csv", metavar="FILE", help="training images for --dataset csv")
-    p.add_argument("--test-csv", metavar="FILE", help="test images for --dataset csv")
-    p.add_argument("--hidden", type=_sizes, default=d.hidden, metavar="SIZES",
-                   help="hidden layer sizes, comma-separated (default: 100)")
-    p.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default=d.activation,
-                   help=f"hidden activation (default: {d.activation})")
-    p.add_argument("--output", choices=OUTPUT_ACTIVATIONS, default=d.output,
-                   help=f"output activation (default: {d.output})")
-    p.add_argument("--loss", choices=LOSS_NAMES, default=d.loss, help=f"loss (default: {d.loss})")
-    p.add_argument("--init", choices=tuple(INITS), default=d.init, help=f"initialisation (default: {d.init})")
-    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=d.optimizer,
-                   help=f"optimiser (default: {d.optimizer})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default: {d.lr})")
-    p.add_argument("--lr-decay", type=float, default=d.lr_decay, metavar="FACTOR",
-                   help="multiply the learning rate by this after every epoch, in (0, 1] (default: 1, constant)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"passes over the data in all (default: {DEFAULT_EPOCHS}, or the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help=f"samples per step; 1 is the original per-sample SGD (default: {d.batch_size})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help=f"L2 weight decay on the weights (default: {d.weight_decay})")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the weights and the data order (default: 0)")
-    p.add_argument("--dtype", choices=DTYPES, default=d.dtype, help=f"floating point type (default: {d.dtype})")
-    p.add_argument("--backend", choices=BACKEND_NAMES, default=d.backend,
-                   help="array backend (default: $GPUNET_BACKEND, else auto: CuPy when a GPU is usable)")
-    p.add_argument("--pixels", choices=tuple(PIXELS), default=d.pixels,
-                   help="original: pixels scaled to [0.01, 1.0] as the article (default); unit: to [0, 1]")
-    p.add_argument("--validation", type=float, default=d.validation, metavar="FRACTION",
-                   help="hold out this fraction of the training images (seeded) and report validation "
-                   "loss and accuracy each epoch (default: 0, none)")
-    p.add_argument("--early-stopping", type=int, metavar="N",
-                   help="stop when the validation loss (the test loss without --validation) has not improved "
-                   "for N epochs (model.npz keeps the last epoch)")
-    p.add_argument("--out", metavar="DIR", help="where config.json, metrics.jsonl and model.npz go "
-                   "(default: runs/<timestamp>, or the checkpoint's folder with --resume)")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a model.npz, optimiser state included; "
-                   "every setting but --epochs, --out, --backend, --kernels and --quiet comes from the checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, print only the final result line")
-    p.add_argument("--kernels", choices=KERNELS, default=d.kernels,
-                   help="training path on the GPU: fused and graph are unverified on a device (default: auto = plain)")
-    p.set_defaults(run=lambda a: run_train(TrainConfig(**_options(a))))
-
-    p = commands.add_parser(
-        "evaluate", help="accuracy, per-class precision and recall, and the confusion matrix of a model",
-        description="Evaluate a model.npz on a dataset's test images (by default the dataset it was trained on, "
-        "preprocessed as it was).",
-    )
-    p.add_argument("model", metavar="MODEL.npz")
-    _data_options(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    _backend_option(p)
-    p.set_defaults(run=run_evaluate)
-
-    p = commands.add_parser(
-        "predict", help="read handwritten digits from image files",
-        description="Predict the digit in each image (PNG, JPEG, ...; any size, colour or grey, dark on light or "
-        "light on dark). Each is made to look like an MNIST image first: grey, the digit's bounding box fitted "
-        "into 20x20, centred by its centre of mass in 28x28 (8x8 for networks trained on the 8x8 digits).",
-    )
-    p.add_argument("model", metavar="MODEL.npz")
-    p.add_argument("images", metavar="IMAGE", nargs="+")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image, one per line")
-    _backend_option(p)
-    p.set_defaults(run=run_predict)
-
-    p = commands.add_parser(
-        "plot", help="draw a run's curves, confusion matrix and first-layer weights as PNG files",
-        description="Write curves.png (loss and accuracy per epoch), confusion.png (on the test images) and "
-        "weights.png (the first layer's weights as images) for a run folder. Needs matplotlib: "
-        'pip install "gpunet[plot]".',
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by gpunet train")
-    p.add_argument("--out", metavar="DIR", help="where the PNG files go (default: RUN_DIR)")
-    _data_options(p)
-    _backend_option(p)
-    p.set_defaults(run=run_plot)
-
-    p = commands.add_parser(
-        "bench", help="time gpunet against PyTorch, scikit-learn and the article's plain code",
-        description="Train the same network (sigmoid, squared loss, SGD, float32) with the same data, initial "
-        "parameters and steps on every installed contender; print samples/s (median of several runs), "
-        "ratios, GFLOP/s and the share of a matrix-product ceiling measured in the same run; write JSON.",
-    )
-    p.add_argument("--quick", action="store_true", help="small sizes: seconds, for a smoke test")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per contender, after a warm-up (default: 5)")
-    p.add_argument("--only", metavar="NAMES", help="comma-separated contenders to run (default: all)")
-    p.add_argument("--json", metavar="FILE", dest="json_out",
-                   help="where the results go (default: bench-<timestamp>.json)")
-    p.set_defaults(run=run_bench)
-    return parser
+    for s in SETTINGS:  # one option per setting; SUPPRESS: only what was typed reaches the namespace
+        default = getattr(d, s.name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        p.add_argument(flag(s.name), type=s.parse, choices=s.choices, default=argparse.SUPPRESS, metavar=s.metavar,
+                       help=s.help + (f" (default: {shown})" if default is not None else ""))
+    for args, kwargs in TRAIN_RUN_OPTIONS:
+        p.add_argument(*args, **kwargs)
 
 
-def _backend_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, else auto)")
+Options = list[tuple[tuple[str, ...], dict[str, Any]]]  # add_argument's arguments, one pair per option
+TRAIN_RUN_OPTIONS: Options = [
+    (("--out",), dict(metavar="DIR", help="the run folder (default: runs/<timestamp>; with --resume, the "
+                      "checkpoint's folder, or another folder holding no other run)")),
+    (("--resume",), dict(metavar="CHECKPOINT", help="go on from a model.npz (or its run folder): every setting but "
+                         "--epochs, --backend and --kernels comes from it")),
+    (("--quiet",), dict(action="store_true", help="no progress; print only where the run went and its result")),
+]
+MODEL: Options = [(("model",), dict(metavar="MODEL", help="a run folder, or a model.npz (or best.npz)"))]
+BACKEND: Options = [(("--backend",), dict(choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, "
+                                          "else auto)"))]
+TEST_DATA: Options = [
+    (("--dataset",), dict(choices=DATASETS, help="the dataset (default: the one the model was trained on)")),
+    (("--data-dir",), dict(metavar="DIR", help="folder holding the MNIST IDX files (default: the model's)")),
+    (("--test-csv",), dict(metavar="FILE", help="test images for --dataset csv (default: the model's)")),
+]
+SWEEP: Options = [
+    (("sweep",), dict(metavar="FILE", help="a .toml or .json sweep file (see scripts/sweeps/)")),
+    (("--data-dir",), dict(metavar="DIR", default=os.environ.get("GPUNET_MNIST_DIR"),
+                           help="MNIST IDX folder for the runs on mnist (default: $GPUNET_MNIST_DIR, else download)")),
+    (("--epochs",), dict(type=int, help="override every run's epochs (a quick look)")),
+    (("--out",), dict(metavar="FILE", help="results JSON (default: <name>.json); finished runs are kept in FILE with "
+                      ".jsonl, and a rerun skips them")),
+]
+BENCH: Options = [
+    (("--quick",), dict(action="store_true", help="small sizes and 2 repeats: seconds, for a smoke test")),
+    (("--repeats",), dict(type=int, help="timed runs per contender, after a warm-up (default: 5; --quick: 2)")),
+    (("--only",), dict(metavar="NAMES", help="comma-separated contenders to run (default: all)")),
+    (("--json",), dict(metavar="FILE", dest="json_out", help="where the results go (default: "
+                       "bench-<timestamp>.json); checked before the benchmark starts")),
+]
 
 
-def _data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=DATASETS, help="the dataset (default: the one the model was trained on)")
-    p.add_argument("--data-dir", metavar="DIR", help="folder holding the four MNIST IDX files (default: the model's)")
-    p.add_argument("--test-csv", metavar="FILE", help="test images for --dataset csv (default: the model's)")
-
-
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k not in ("command", "run", "debug")}
-
-
-def run_train(config: TrainConfig) -> int:
-    backend = get_backend(config.backend)
-    check_kernels(config.kernels, backend)  # before anything is written
-    if config.resume is not None:
-        net, optimizer, meta = load_checkpoint(config.resume, backend)
-        saved = _saved_config(meta, config.resume)
-        # Everything comes from the checkpoint but the run's length, where it goes and how it talks.
-        config = replace(saved, epochs=config.epochs or saved.epochs, out=config.out or str(Path(config.resume).parent),
-                         resume=config.resume, backend=config.backend, quiet=config.quiet, kernels=config.kernels)
-        start_epoch, last_record = meta["epoch"] + 1, meta["record"]
-        position = meta.get("position") or {"row": 0, "loss_sum": 0.0}  # set by an interrupted run
-    epochs = config.epochs or DEFAULT_EPOCHS
-    data = load_data(config, _say_download(config.quiet))
-    if config.resume is None:
-        net, optimizer = build(config, data.X_train.shape[1], backend)
-        start_epoch, last_record, position = 1, None, {"row": 0, "loss_sum": 0.0}
+def run_train(args: argparse.Namespace) -> int:
+    given = {s.name: getattr(args, s.name) for s in SETTINGS if hasattr(args, s.name)}
+    say = _say(args.quiet)
+    if args.resume is not None:
+        refused = [flag(name) for name in given if name not in RESUME_HONOURS]
+        if refused:
+            raise SettingError(f"--resume takes every setting from the checkpoint; it cannot honour "
+                               f"{', '.join(refused)}")
+        run = Run.resume(args.resume, folder=args.out, epochs=given.get("epochs"), backend=given.get("backend"),
+                         kernels=given.get("kernels"),
+                         on_download=say)
+        if run.nothing_to_do:
+            more = "" if run.stopping is not None and run.stopping.stopped else " (ask for more with --epochs)"
+            print(f"nothing to do: {run.nothing_to_do}{more}")
+            return 0
     else:
-        _check_width(net, data.X_train, config.resume, config.dataset)
-    if data.X_test.shape[1] != data.X_train.shape[1]:  # bad data must fail before anything is written
-        raise ValueError(f"{config.dataset} test images have {data.X_test.shape[1]} pixels; "
-                         f"the training images have {data.X_train.shape[1]}")
-    for part, labels in (("train", data.y_train), ("validation", data.y_val), ("test", data.y_test)):
-        if labels is None:
-            continue
-        try:  # bad data must fail before anything is written
-            check_labels(labels, net.sizes[-1])
-        except ValueError as exc:
-            raise ValueError(f"{config.dataset} {part} data: {exc}") from None
-    out = Path(config.out) if config.out else _new_run_dir()
-    _prepare_out(out, config, resuming=config.resume is not None)
-    if not config.quiet:
-        why = f" ({backend.reason})" if backend.reason else ""
-        print(f"backend: {backend.name} on {backend.device}{why}")
-        print(f"network: {net}")
-        val = f" / {len(data.y_val)} validation" if data.y_val is not None else ""
-        print(f"data: {config.dataset}, {len(data.y_train)} train{val} / {len(data.y_test)} test images")
-        where = f"epoch {start_epoch - 1}" + (f" and {position['row']} rows of epoch {start_epoch}"
-                                               if position["row"] else "")
-        print(f"output: {out}" + (f" (resuming after {where})" if config.resume else ""))
-    write_json(out / "config.json",
-                {**asdict(config), "network": net.config(), "preprocessing": _preprocessing(config)})
-    _rewrite_metrics(out / "metrics.jsonl", last_record)
-    if start_epoch > epochs:
-        print(f"nothing to do: the checkpoint already holds {start_epoch - 1} epochs (ask for more with --epochs)")
-        return 0
-
-    bar = _progress(config.quiet)
-
-    calls = iter(range(1 << 62))
-
-    def on_batch(rows: int, batch_loss: Any) -> None:
-        new = rows - bar.n
-        bar.update(new)
-        if next(calls) % 50 == 0:  # read the loss every 50th call only
-            bar.set_postfix(loss=f"{float(batch_loss) / new:.4f}")  # CPU-GPU sync point
-
-    best = {"loss": math.inf, "epoch": start_epoch - 1}
-    finished = {"record": last_record}
-
-    def checkpoint(record: dict[str, Any] | None, position: dict[str, Any] | None = None) -> None:
-        save_checkpoint(out / "model.npz", net, optimizer,
-                        {"epoch": record["epoch"] if record else 0, "record": record, "position": position,
-                         "train_config": asdict(config), "preprocessing": _preprocessing(config)})
-
-    def end_epoch(record: dict[str, Any]) -> bool:
-        record["backend"] = backend.name
-        checkpoint(record)
-        finished["record"] = record
-        with open(out / "metrics.jsonl", "a") as f:  # one whole line per write
-            f.write(json.dumps(record) + "\n")
-        bar.reset(total=len(data.y_train))
-        if not config.quiet:
-            bar.clear()
-            print(_epoch_line(record, epochs), flush=True)
-        watched = "val_loss" if "val_loss" in record else "test_loss"
-        if record[watched] < best["loss"]:
-            best.update(loss=record[watched], epoch=record["epoch"])
-        stop = config.early_stopping is not None and record["epoch"] - best["epoch"] >= config.early_stopping
-        if stop and not config.quiet:
-            what = "validation" if watched == "val_loss" else "test"
-            print(f"early stopping: no better {what} loss than epoch {best['epoch']}'s "
-                  f"for {config.early_stopping} epochs")
-        return stop
-
-    bar.reset(total=len(data.y_train))
-    bar.update(position["row"])  # a run interrupted mid-epoch goes on from there
-    stop = _CtrlC(config.quiet)
-    try:
-        with stop:
-            history = train(
-                net, data.X_train, data.y_train, epochs=epochs, batch_size=config.batch_size,
-                lr=config.lr, lr_decay=config.lr_decay, optimizer=optimizer, seed=config.seed,
-                X_test=data.X_test, y_test=data.y_test, X_val=data.X_val, y_val=data.y_val,
-                callback=end_epoch, on_batch=on_batch, should_stop=stop.pressed, start_epoch=start_epoch,
-                start_row=position["row"], start_loss=position["loss_sum"], kernels=config.kernels,
-            )
-    except TrainingInterrupted as exc:
-        bar.close()
-        checkpoint(finished["record"], {"epoch": exc.epoch, "row": exc.rows, "loss_sum": exc.loss_sum})
-        print(f"gpunet train: interrupted in epoch {exc.epoch} after {exc.rows} of {len(data.y_train)} rows; "
-              f"saved {out / 'model.npz'}; resume with: gpunet train --resume {out / 'model.npz'}",
-              file=sys.stderr)
+        run = Run.new(TrainConfig(**given), args.out or new_run_folder(), on_download=say, fresh_name=not args.out)
+    with run:  # the folder is ours from here; nothing was written before
+        for note in run.notes:
+            say(note)
+        backend, data, row = run.net.backend, run.data, run.position["row"]
+        if not args.quiet:
+            print(f"backend: {backend.name} on {backend.device}" + (f" ({backend.reason})" if backend.reason else ""))
+            print(f"network: {run.net}")
+            val = f" / {len(data.y_val)} validation" if data.y_val is not None else ""
+            print(f"data: {run.config.dataset}, {len(data.y_train)} train{val} / {len(data.y_test)} test images")
+        where = f"epoch {run.start_epoch - 1}" + (f" and {row} rows of epoch {run.start_epoch}" if row else "")
+        print(f"output: {run.folder}" + (f" (resuming after {where})" if args.resume and not args.quiet else ""))
+        history = _train_with_progress(run, args.quiet)
+    if history is None:
         return 130
-    except DivergenceError as exc:
-        bar.close()
-        kept = (f"{out / 'model.npz'} still holds epoch {finished['record']['epoch']}" if finished["record"]
-                else "no checkpoint was written")
-        raise DivergenceError(f"{exc}; {kept}", exc.epoch) from None
-    bar.close()
+    if run.stopping is not None and run.stopping.stopped:
+        print(f"early stopping: no better validation loss than epoch {run.stopping.best_epoch}'s for "
+              f"{run.config.early_stopping} epochs; {run.folder / 'best.npz'} holds that epoch")
     last = history[-1]
     seconds = sum(r["seconds"] for r in history)
-    plural = "s" if last["epoch"] > 1 else ""
-    print(f"test accuracy {last['test_accuracy']:.2%} after {last['epoch']} epoch{plural} ({seconds:.2f} s training)")
+    print(f"test accuracy {last['test_accuracy']:.2%} after {last['epoch']} epoch{'s' if last['epoch'] > 1 else ''}"
+          f" ({seconds:.2f} s training)")
     return 0
+
+
+def _train_with_progress(run: Run, quiet: bool) -> list[dict[str, Any]] | None:
+    from tqdm import tqdm
+
+    n, epochs = len(run.data.y_train), run.config.epochs
+    # disable=None: no bar where stderr is not a terminal (logs, CI), none at all with --quiet
+    bar = tqdm(total=n, unit="samples", unit_scale=True, leave=False, disable=True if quiet else None,
+               file=sys.stderr, desc=f"epoch {run.start_epoch}/{epochs}", initial=run.position["row"])
+    state = {"loss": run.position["loss_sum"], "calls": 0}
+
+    def on_batch(rows: int, batch_loss: Any) -> None:
+        state["loss"] = state["loss"] + batch_loss  # stays on the device
+        bar.update(rows - bar.n)
+        state["calls"] += 1
+        if state["calls"] % 50 == 0:  # read the running loss every 50th step only
+            bar.set_postfix(mean_loss=f"{float(state['loss']) / rows:.4f}")  # CPU-GPU sync point
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        state["loss"] = 0.0
+        bar.clear()
+        if not quiet:
+            print(_epoch_line(record, epochs), flush=True)
+        bar.reset(total=n)
+        bar.set_description(f"epoch {record['epoch'] + 1}/{epochs}")
+
+    ctrl_c = _CtrlC(quiet)
+    try:
+        with ctrl_c:
+            return run.train(on_epoch=on_epoch, on_batch=on_batch, should_stop=ctrl_c.pressed)
+    except TrainingInterrupted as exc:
+        model = run.folder / "model.npz"
+        print(f"gpunet train: interrupted in epoch {exc.epoch} after {exc.rows} of {n} rows; saved {model}; "
+              f"resume with: gpunet train --resume {model}", file=sys.stderr)
+        return None
+    finally:
+        bar.close()
+
+
+def _epoch_line(r: dict[str, Any], epochs: int) -> str:
+    return (f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  train loss {r['train_loss']:.4f}  "
+            f"train acc {r['train_accuracy']:.2%}  "
+            + (f"val loss {r['val_loss']:.4f}  val acc {r['val_accuracy']:.2%}  " if "val_loss" in r else "")
+            + f"test loss {r['test_loss']:.4f}  test acc {r['test_accuracy']:.2%}  "
+            f"{r['seconds']:.2f} s  {r['samples_per_s']:,.0f} samples/s")
 
 
 class _CtrlC:
@@ -334,69 +198,68 @@ class _CtrlC:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _new_run_dir() -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out, n = Path("runs") / stamp, 1
-    while out.exists():
-        n += 1
-        out = Path("runs") / f"{stamp}-{n}"
-    return out
+def _say(quiet: bool) -> Callable[..., None]:  # downloads (name, url) and notes, on stderr
+    return lambda *w: quiet or print(f"downloading {w[0]} from {w[1]}" if len(w) == 2 else w[0], file=sys.stderr)
 
 
-def _progress(quiet: bool) -> Any:
-    from tqdm import tqdm
-
-    # disable=None: no bar where stderr is not a terminal (logs, CI), none at all with --quiet
-    return tqdm(total=0, unit="samples", unit_scale=True, leave=False,
-                disable=True if quiet else None, file=sys.stderr)
+def _test_data(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in ("dataset", "data_dir", "test_csv", "backend")}
 
 
-def _prepare_out(out: Path, config: TrainConfig, resuming: bool) -> None:
-    if not resuming and (out / "model.npz").exists():
-        raise ValueError(f"--out {out} already holds a run; pass --resume {out / 'model.npz'} or another --out")
-    _prepare_folder(out, "--out")
-    for name in ("model.npz", "config.json", "metrics.jsonl"):  # left by a process killed mid-write
-        for stale in out.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_model
+    from .metrics import format_report
+
+    report = evaluate_model(args.model, **_test_data(args), on_download=_say(False))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['model']} on the {report['dataset']} test images")
+        print(format_report(report))
+    return 0
 
 
-def _prepare_folder(out: Path, option: str) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"{option} {out}: cannot create the folder ({exc.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise ValueError(f"{option} {out}: the folder is not writable")
+def run_predict(args: argparse.Namespace) -> int:
+    from .evaluation import predict_images
+
+    results = predict_images(args.model, args.images, backend=args.backend)
+    for path, result in zip(args.images, results):
+        if isinstance(result, Exception):
+            print(f"gpunet predict: error: {_one_line(result)}", file=sys.stderr)
+        elif args.json:
+            print(json.dumps({"image": path, **result}))
+        else:
+            p = result["probabilities"]
+            others = "  ".join(f"{k}:{v:.2f}" for k, v in enumerate(p))
+            print(f"{path}: {result['digit']} ({p[result['digit']]:.1%})   {others}")
+    return 2 if any(isinstance(r, Exception) for r in results) else 0
 
 
-def _rewrite_metrics(path: Path, last_record: dict[str, Any] | None) -> None:
-    """Keep the lines of the epochs the checkpoint holds: a kill between the checkpoint and
-    the metrics line, or after the metrics line of an epoch never checkpointed, is mended here."""
-    kept = []
-    if last_record is not None and path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line
-            if record.get("epoch", 0) < last_record["epoch"]:
-                kept.append(line)
-        kept.append(json.dumps(last_record))
-    atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept).encode()))
+def run_plot(args: argparse.Namespace) -> int:
+    from .evaluation import plot_run
+
+    written = plot_run(args.model, out=args.out, **_test_data(args), on_download=_say(False))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from .bench import CONTENDERS, format_results, run_benchmark
+    from .files import write_json
 
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1; got {args.repeats}")
+    repeats = args.repeats if args.repeats is not None else 2 if args.quick else 5
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1; got {repeats}")
     only = args.only.split(",") if args.only else None
     unknown = [n for n in only or [] if n not in CONTENDERS]
     if unknown:
-        raise ValueError(f"unknown contender {unknown[0]!r}; expected some of {', '.join(CONTENDERS)}")
-    path = Path(args.json_out or f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    _prepare_folder(path.parent, "--json")
-    results = run_benchmark(quick=args.quick, repeats=args.repeats, only=only,
+        raise ValueError(f"--only: unknown contender {unknown[0]!r}; expected some of {', '.join(CONTENDERS)}")
+    path = Path(args.json_out or f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")  # checked before the long part
+    if path.exists():
+        raise ValueError(f"--json {path}: the file exists; gpunet writes new files only")
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise ValueError(f"--json {path}: {path.parent} is not a writable folder")
+    results = run_benchmark(quick=args.quick, repeats=repeats, only=only,
                             on_result=lambda entry: print(f"done: {entry['case']}", file=sys.stderr, flush=True))
     print(format_results(results))
     write_json(path, results)
@@ -404,112 +267,57 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_download(quiet: bool) -> Callable[[str, str], None]:
-    def say(name: str, url: str) -> None:
-        if not quiet:
-            print(f"downloading {name} from {url}", file=sys.stderr, flush=True)
+def run_sweep(args: argparse.Namespace) -> int:
+    from .sweep import format_table, load_grid, override, run_sweep, write_results
 
-    return say
+    name, configs = load_grid(args.sweep)
+    configs = override(configs, backend=args.backend, epochs=args.epochs, data_dir=args.data_dir)
+    out = Path(args.out or f"{name}.json")
 
+    def on_row(k: int, row: dict[str, Any], done_before: bool) -> None:
+        how = "done before" if done_before else f"in {row['seconds']:.1f} s"
+        print(f"[{k}/{len(configs)}] {row['test_accuracy']:.2%} {how}: {row['command']}", flush=True)
 
-def _preprocessing(config: TrainConfig) -> dict[str, Any]:
-    low, high = target_levels(config.output, config.loss)
-    targets = "one-hot" if (low, high) == (0.0, 1.0) else f"{low:g}/{high:g}"
-    return {"pixels": config.pixels, "pixel_scaling": PIXELS[config.pixels], "targets": targets}
-
-
-def _saved_config(meta: dict[str, Any], path: str) -> TrainConfig:
-    try:
-        return TrainConfig.from_dict(meta["train_config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: not a checkpoint written by gpunet train ({exc})") from None
-
-
-def _model_and_data(args: argparse.Namespace) -> tuple[Any, TrainConfig, Split]:
-    """The checkpoint's network and the test data it should see, preprocessed as it was trained."""
-    backend = get_backend(args.backend)
-    net, _, meta = load_checkpoint(args.model, backend)
-    saved = _saved_config(meta, args.model)
-    dataset = args.dataset or saved.dataset
-    overrides = {"dataset": dataset, "validation": 0.0}
-    if args.data_dir is not None or dataset != saved.dataset:
-        overrides["data_dir"] = args.data_dir
-    if args.test_csv is not None or dataset != saved.dataset:
-        overrides.update(train_csv=args.test_csv, test_csv=args.test_csv)  # the training rows are not used
-    config = replace(saved, **overrides)
-    data = load_data(config, _say_download(False))
-    _check_width(net, data.X_test, args.model, dataset)
-    return net, config, data
-
-
-def _check_width(net: Any, X: Any, model: str, dataset: str) -> None:
-    if X.shape[1] != net.sizes[0]:
-        raise ValueError(f"{model}: the network takes {net.sizes[0]} inputs; the {dataset} images have {X.shape[1]}")
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    from .metrics import classification_report, format_report
-
-    net, config, data = _model_and_data(args)
-    labels = check_labels(data.y_test, net.sizes[-1])
-    report = classification_report(labels, net.predict(data.X_test), net.sizes[-1])
-    if args.json:
-        print(json.dumps({"model": args.model, "dataset": config.dataset, **report}))
-    else:
-        print(f"{args.model} on the {config.dataset} test images")
-        print(format_report(report))
+    rows = run_sweep(configs, out.with_suffix(".jsonl"), on_row)
+    write_results(out, name, rows)
+    print(f"\n{format_table(rows)}\n\nwrote {out}")
     return 0
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    from .images import image_inputs
+JSON: Options = [(("--json",), dict(action="store_true", help="print JSON instead of text"))]
+IMAGES: Options = [(("images",), dict(metavar="IMAGE", nargs="+"))]
+# name -> (help, options, action)
+COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
+    "train": ("train a network on handwritten digits and write a run folder", _train_options, run_train),
+    "evaluate": ("accuracy, per-class precision and recall, and the confusion matrix of a model on test images",
+                 [*MODEL, *JSON, *TEST_DATA, *BACKEND], run_evaluate),
+    "predict": ("read handwritten digits from image files (PNG, JPEG, ...; any size or colour); exit status 2 "
+                "when an image could not be read, after printing the others", [*MODEL, *IMAGES, *JSON, *BACKEND],
+                run_predict),
+    "plot": ("write curves.png, confusion.png and weights.png of a run (needs matplotlib: pip install "
+             '"gpunet[plot]")', [*MODEL, (("--out",), dict(metavar="DIR", help="where the PNG files go (default: "
+                                 "the run folder)")), *TEST_DATA, *BACKEND], run_plot),
+    "bench": ("time gpunet against PyTorch, scikit-learn and the article's plain code", BENCH, run_bench),
+    "sweep": ("train every config of a grid file and write one results table", [*SWEEP, *BACKEND], run_sweep),
+}
 
-    net, _, meta = load_checkpoint(args.model, get_backend(args.backend))
-    pixels = meta.get("preprocessing", {}).get("pixels", "original")
-    X = image_inputs(args.images, net.sizes[0], pixels)  # every image is checked before anything is printed
-    Y = net.backend.to_host(net.forward(X)).astype(np.float64)
-    if net.output != "softmax":  # sigmoid outputs are independent scores: normalised to sum to 1 for display
-        Y = Y / np.maximum(Y.sum(axis=1, keepdims=True), 1e-300)
-    for path, p in zip(args.images, Y):
-        digit = int(p.argmax())
-        if args.json:
-            print(json.dumps({"image": path, "digit": digit, "probabilities": [round(float(v), 6) for v in p]}))
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gpunet", description="A fully connected neural network on NumPy or CuPy.",
+                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"gpunet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (help, options, action) in COMMANDS.items():
+        p = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+        if callable(options):
+            options(p)
         else:
-            others = "  ".join(f"{k}:{v:.2f}" for k, v in enumerate(p))
-            print(f"{path}: {digit} ({p[digit]:.1%})   {others}")
-    return 0
-
-
-def run_plot(args: argparse.Namespace) -> int:
-    from .metrics import confusion_matrix
-    from .plots import plot_confusion, plot_curves, plot_weights
-
-    run_dir = Path(args.run_dir)
-    metrics = require_file(run_dir / "metrics.jsonl", ValueError)
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    if not records:
-        raise ValueError(f"{metrics}: no epochs recorded yet")
-    args.model = str(run_dir / "model.npz")
-    net, _, data = _model_and_data(args)
-    out = Path(args.out) if args.out else run_dir
-    _prepare_folder(out, "--out")
-    written = [out / "curves.png", out / "confusion.png", out / "weights.png"]
-    plot_curves(records, written[0])
-    C = confusion_matrix(check_labels(data.y_test, net.sizes[-1]), net.predict(data.X_test), net.sizes[-1])
-    plot_confusion(C, written[1])
-    plot_weights(net.get_params()["W1"], written[2])
-    print("wrote " + ", ".join(str(p) for p in written))
-    return 0
-
-
-def _epoch_line(r: dict[str, Any], epochs: int) -> str:
-    width = len(str(epochs))
-    return (
-        f"epoch {r['epoch']:>{width}}/{epochs}  train loss {r['train_loss']:.4f}  "
-        + (f"val loss {r['val_loss']:.4f}  val acc {r['val_accuracy']:.2%}  " if "val_loss" in r else "")
-        + f"test loss {r['test_loss']:.4f}  test acc {r['test_accuracy']:.2%}  "
-        f"{r['seconds']:.2f} s  {r['samples_per_s']:,.0f} samples/s"
-    )
+            for args, kwargs in options:
+                p.add_argument(*args, **kwargs)
+        p.set_defaults(run=action)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -529,7 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The library's message with command-line spellings: option names for settings, --backend numpy."""
+    text = exc.text(flag) if isinstance(exc, SettingError) else str(exc)
+    if isinstance(exc, BackendUnavailableError):
+        text = text.replace("backend='numpy'", "--backend numpy")
+    return " ".join(text.split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +30,19 @@ def _save(fig: Any, path: Path) -> None:
     _pyplot().close(fig)
 
 
+SERIES = {"train": "C0", "validation": "C1", "test": "C2"}  # one colour per series, in every panel
+
+
 def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
-    """Loss (train, validation, test) and accuracy (validation, test) per epoch, side by side."""
+    """Loss and accuracy per epoch of the training, validation and test images, side by side."""
     plt = _pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [r["epoch"] for r in records]
-    for key, label in (("train_loss", "train"), ("val_loss", "validation"), ("test_loss", "test")):
-        if all(r.get(key) is not None for r in records):
-            loss_ax.plot(epochs, [r[key] for r in records], marker=".", label=label)
-    for key, label in (("val_accuracy", "validation"), ("test_accuracy", "test")):
-        if all(r.get(key) is not None for r in records):
-            acc_ax.plot(epochs, [100 * r[key] for r in records], marker=".", label=label)
+    for series, prefix in (("train", "train_"), ("validation", "val_"), ("test", "test_")):
+        for ax, key, scale in ((loss_ax, "loss", 1), (acc_ax, "accuracy", 100)):
+            values = [r.get(prefix + key) for r in records]
+            if all(v is not None for v in values):
+                ax.plot(epochs, [scale * v for v in values], marker=".", color=SERIES[series], label=series)
     loss_ax.set(xlabel="epoch", ylabel="mean loss per sample", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     from matplotlib.ticker import MaxNLocator
@@ -65,21 +68,45 @@ def plot_confusion(matrix: np.ndarray, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_weights(W1: np.ndarray, path: Path, max_units: int = 100) -> None:
-    """The first ``max_units`` hidden units' input weights (columns of W1) as square images."""
-    plt = _pyplot()
+def check_weights(W1: np.ndarray) -> int:
+    """The side of the square image that each hidden unit's input weights make; ValueError if none."""
     side = math.isqrt(W1.shape[0])
     if side * side != W1.shape[0]:
         raise ValueError(f"first-layer weights have {W1.shape[0]} inputs, not a square image")
+    return side
+
+
+def plot_weights(W1: np.ndarray, path: Path, max_units: int = 100) -> None:
+    """The first ``max_units`` hidden units' input weights (columns of W1) as square images, on one colour scale."""
+    plt = _pyplot()
+    side = check_weights(W1)
     units = min(W1.shape[1], max_units)
     cols = math.ceil(math.sqrt(units))
     rows = math.ceil(units / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), squeeze=False)
+    lim = float(np.abs(W1[:, :units]).max()) or 1.0  # one scale for all units: their sizes compare
+    fig, axes = plt.subplots(rows, cols, figsize=(cols + 1.2, rows), squeeze=False)
+    image = None
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < units:
-            w = W1[:, k].reshape(side, side)
-            lim = np.abs(w).max() or 1.0
-            ax.imshow(w, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            image = ax.imshow(W1[:, k].reshape(side, side), cmap="RdBu_r", vmin=-lim, vmax=lim)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="weight")
     fig.suptitle(f"first-layer weights of {units} of {W1.shape[1]} hidden units (red +, blue -)")
     _save(fig, path)
+
+
+def plot_all(records: list[dict[str, Any]], confusion: np.ndarray, W1: np.ndarray, folder: Path) -> list[Path]:
+    """curves.png, confusion.png and weights.png in ``folder``; every check passes before the first is written."""
+    _pyplot()
+    check_weights(W1)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{folder}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{folder}: the folder is not writable")
+    written = [folder / "curves.png", folder / "confusion.png", folder / "weights.png"]
+    plot_curves(records, written[0])
+    plot_confusion(confusion, written[1])
+    plot_weights(W1, written[2])
+    return written

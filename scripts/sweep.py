@@ -1,62 +1,31 @@
-"""Run every configuration of a sweep file (TOML or JSON), print one results table and write it as JSON.
+"""Run every configuration of a sweep file (TOML or JSON): ``gpunet sweep``, with results in scripts/results/.
 
     python scripts/sweep.py scripts/sweeps/article.toml --data-dir ../shared/data/mnist
 
-Each run trains from scratch with `gpunet.runs.run_experiment`; the table and the
-JSON give the equivalent `gpunet train` command, the backend and device, the
-training time and the test accuracy. See the README's "Experiments" section.
+The same as ``gpunet sweep FILE --out scripts/results/<name>.json``; see the
+README's "Experiments" section and ``gpunet sweep --help``.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-from gpunet.backend import BACKEND_NAMES
-from gpunet.runs import format_table, load_data, load_grid, run_experiment, write_results
-
-COLUMNS = [("network", "network", "{}"), ("command", "command", "{}"), ("backend", "backend", "{}"),
-           ("epochs", "epochs", "{}"), ("seconds", "seconds", "{:.1f}"), ("test acc", "test_accuracy", "{:.2%}"),
-           ("best epoch", "best_epoch_accuracy", "{:.2%}")]
+from gpunet.cli import build_parser, main
+from gpunet.sweep import load_grid
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", help="a .toml or .json sweep file (see scripts/sweeps/)")
-    parser.add_argument("--data-dir", default=os.environ.get("GPUNET_MNIST_DIR"),
-                        help="MNIST IDX folder for runs on mnist (default: $GPUNET_MNIST_DIR, else download)")
-    parser.add_argument("--backend", choices=BACKEND_NAMES, help="override every run's backend")
-    parser.add_argument("--epochs", type=int, help="override every run's epochs (a quick look)")
-    parser.add_argument("--out", help="results JSON (default: scripts/results/<name>.json)")
-    args = parser.parse_args(argv)
+def with_results_default(argv: list[str]) -> list[str]:
+    """``gpunet sweep``'s arguments, with ``--out scripts/results/<name>.json`` unless they name an --out."""
+    args = build_parser().parse_args(["sweep", *argv])  # a bad option: one line, exit status 2
+    if args.out is not None:
+        return argv
     try:
-        name, configs = load_grid(args.sweep)
-        overrides = {k: v for k, v in (("backend", args.backend), ("epochs", args.epochs)) if v is not None}
-        configs = [replace(c, **overrides, **({"data_dir": args.data_dir} if c.dataset == "mnist" and args.data_dir
-                                              else {})) for c in configs]
-    except ValueError as exc:
-        print(f"sweep: error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out or Path(__file__).parent / "results" / f"{name}.json")
-    rows, cache = [], {}
-    for k, config in enumerate(configs, start=1):
-        key = (config.dataset, config.data_dir, config.train_csv, config.test_csv, config.pixels, config.dtype,
-               config.validation, config.seed if config.validation else None)  # the seed picks validation rows
-        if key not in cache:
-            cache = {key: load_data(config)}  # keep one dataset in memory at a time
-        row = run_experiment(config, cache[key])
-        rows.append(row)
-        print(f"[{k}/{len(configs)}] {row['test_accuracy']:.2%} in {row['seconds']:.1f} s: {row['command']}",
-              flush=True)
-        write_results(out, name, rows)  # after every run: a long sweep keeps what it has done
-    print()
-    print(format_table(rows, COLUMNS))
-    print(f"\nwrote {out}")
-    return 0
+        name, _ = load_grid(args.sweep)
+    except ValueError:
+        return argv  # gpunet sweep reports the bad file in one line
+    return [*argv, "--out", str(Path(__file__).parent / "results" / f"{name}.json")]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["sweep", *with_results_default(sys.argv[1:])]))

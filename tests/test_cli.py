@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
 
 
@@ -38,8 +39,8 @@ def test_python_dash_m_and_quiet(tmp_path):
     assert out.stderr == ""  # --quiet: no progress bar either
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("test accuracy ")
-    assert float(lines[0].split()[2].rstrip("%")) > 50.0  # two epochs of Adam already learn
+    assert len(lines) == 2 and lines[0] == "output: run" and lines[1].startswith("test accuracy ")
+    assert float(lines[1].split()[2].rstrip("%")) > 50.0  # two epochs of Adam already learn
 
 
 def test_original_network_from_the_command_line(capsys):
@@ -99,6 +100,10 @@ def test_csv_dataset_end_to_end(tmp_path, capsys):
         (["--pixels", "bytes"], "bytes"),
         (["--resume", "/nonexistent/model.npz"], "/nonexistent/model.npz"),
         (["--out", "/proc/gpunet-run"], "/proc/gpunet-run"),
+        (["--data-dir", "m"], "--data-dir is only used with --dataset mnist"),  # options the dataset ignores
+        (["--dataset", "mnist", "--train-csv", "a.csv"], "--train-csv is only used with --dataset csv"),
+        (["--test-csv", "a.csv"], "--test-csv is only used with --dataset csv"),
+        (["--lr", "0.5", "--resume", "x/model.npz", "--hidden", "3"], "cannot honour --hidden, --lr"),
     ],
 )
 def test_bad_options_fail_in_one_line(args, bad, tmp_path):
@@ -156,17 +161,66 @@ def test_refuses_to_overwrite_a_run(tmp_path, capsys):
     assert main(["train", "--quiet", "--backend", "numpy", "--epochs", "1", "--out", "run"]) == 0
     before = (tmp_path / "run/model.npz").read_bytes()
     assert main(["train", "--quiet", "--backend", "numpy", "--epochs", "1", "--out", "run"]) == 2
-    assert "already holds a run; pass --resume run/model.npz" in capsys.readouterr().err
+    assert "run already holds a run; resume it from run/model.npz" in capsys.readouterr().err
     assert (tmp_path / "run/model.npz").read_bytes() == before
 
 
-def test_early_stopping_stops_when_the_test_loss_stalls(tmp_path, capsys):
+def test_early_stopping_holds_out_10_percent_keeps_the_best_and_says_so(tmp_path, capsys):
     # Adam at lr 0.01 overfits the small digits set within a few dozen epochs.
     assert main(["train", "--backend", "numpy", "--lr", "0.01", "--epochs", "100", "--early-stopping", "3",
                  "--out", "run"]) == 0
+    captured = capsys.readouterr()
+    assert "data: digits, 1294 train / 144 validation / 359 test images" in captured.out  # never the test set
+    assert "early stopping selects on 144 training images held out for validation (10%, seeded" in captured.err
     records = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
-    losses = [r["test_loss"] for r in records]
+    losses = [r["val_loss"] for r in records]
     best = int(np.argmin(losses))
     assert len(records) < 100
     assert len(records) - 1 - best == 3  # stopped exactly 3 epochs after the best one
-    assert f"no better test loss than epoch {best + 1}'s for 3 epochs" in capsys.readouterr().out
+    assert f"no better validation loss than epoch {best + 1}'s for 3 epochs" in captured.out
+    _, _, best_meta = load_checkpoint(tmp_path / "run/best.npz")
+    _, _, last_meta = load_checkpoint(tmp_path / "run/model.npz")
+    assert best_meta["epoch"] == best + 1 and last_meta["epoch"] == len(records)
+    assert last_meta["early_stopping"] == {"best_loss": losses[best], "best_epoch": best + 1, "patience_left": 0,
+                                           "stopped": True}
+    assert main(["evaluate", "run/best.npz", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == records[best]["test_accuracy"]  # the best weights
+
+
+def test_resumed_early_stopping_stops_where_an_uninterrupted_run_does(tmp_path, capsys):
+    common = ["train", "--quiet", "--backend", "numpy", "--lr", "0.01", "--early-stopping", "3"]
+    assert main([*common, "--epochs", "100", "--out", "whole"]) == 0
+    whole = [json.loads(x) for x in (tmp_path / "whole/metrics.jsonl").read_text().splitlines()]
+    best = int(np.argmin([r["val_loss"] for r in whole])) + 1
+    # stop one epoch after the best: the patience is half used up when the run resumes
+    assert main([*common, "--epochs", str(best + 1), "--out", "part"]) == 0
+    assert main(["train", "--quiet", "--resume", "part/model.npz", "--epochs", "100"]) == 0
+    part = [json.loads(x) for x in (tmp_path / "part/metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["val_loss"]) for r in part] == [(r["epoch"], r["val_loss"]) for r in whole]
+    assert (tmp_path / "part/best.npz").read_bytes() != b""
+    np.testing.assert_array_equal(_params("part/best.npz")["param/W1"], _params("whole/best.npz")["param/W1"])
+    capsys.readouterr()
+    assert main(["train", "--resume", "part", "--epochs", "200"]) == 0  # a stopped run stays stopped
+    assert capsys.readouterr().out == f"nothing to do: early stopping ended this run at epoch {len(whole)} " \
+        f"(the best was epoch {best})\n"
+
+
+def test_progress_bar_shows_the_epoch_and_the_running_mean_loss(monkeypatch, capsys):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["train", "--backend", "numpy", "--epochs", "2", "--batch-size", "8", "--out", "run"]) == 0
+    bar = terminal.getvalue()
+    assert "epoch 1/2" in bar and "epoch 2/2" in bar
+    first = bar[: bar.index("epoch 2/2")]
+    means = [float(m) for m in re.findall(r"mean_loss=([\d.]+)", first)]
+    records = [json.loads(x) for x in open("run/metrics.jsonl")]
+    # the running mean of epoch 1 so far: above the whole epoch's mean while the loss falls, and falling itself
+    # (a single batch's loss would dip below the epoch's mean and jump about)
+    assert len(means) >= 2 and all(m >= records[0]["train_loss"] for m in means), (means, records[0])
+    assert means == sorted(means, reverse=True)

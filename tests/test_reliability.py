@@ -43,9 +43,9 @@ def files_under(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-def assert_one_line_error(out, bad, status=2):
+def assert_one_line_error(out, bad, status=2, stdout=""):
     assert out.returncode == status, (out.returncode, out.stderr)
-    assert out.stdout == ""
+    assert out.stdout == stdout
     lines = out.stderr.splitlines()
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("gpunet ") and "error: " in lines[0] and bad in lines[0], lines[0]
@@ -240,6 +240,8 @@ def test_bad_environment(tmp_path, server, case):  # noqa: F811
     out = gpunet_cli(*args, env=env)
     assert_one_line_error(out, bad)
     assert files_under(tmp_path) == before  # not even the cache folder
+    if case == "cupy":  # the library says backend='numpy'; the command line names its option
+        assert out.stderr.rstrip().endswith("or use --backend numpy") and "backend='numpy'" not in out.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -253,7 +255,7 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_divergence_stops_with_the_epoch_and_a_remedy(tmp_path):
     out = gpunet_cli("train", "--activation", "relu", "--output", "identity", "--loss", "squared",
                      "--optimizer", "sgd", "--lr", "50", "--epochs", "3", "--out", "run", "--quiet")
-    assert_one_line_error(out, "training diverged in epoch 1", status=1)
+    assert_one_line_error(out, "training diverged in epoch 1", status=1, stdout="output: run\n")  # --quiet says where
     assert "smaller learning rate (this epoch used 50)" in out.stderr and "no checkpoint was written" in out.stderr
     assert not (tmp_path / "run/model.npz").exists() and (tmp_path / "run/metrics.jsonl").read_text() == ""
 
@@ -267,7 +269,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     save_checkpoint("run/model.npz", net, opt, meta)
     good = (tmp_path / "run/model.npz").read_bytes()
     out = gpunet_cli("train", "--resume", "run/model.npz", "--epochs", "4", "--quiet")
-    assert_one_line_error(out, "training diverged in epoch 3", status=1)
+    assert_one_line_error(out, "training diverged in epoch 3", status=1, stdout="output: run\n")
     assert "run/model.npz still holds epoch 2" in out.stderr
     assert (tmp_path / "run/model.npz").read_bytes() == good
     assert [json.loads(x)["epoch"] for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()] == [1, 2]
@@ -364,8 +366,13 @@ def test_sigkill_at_random_moments_never_loses_or_changes_the_run(tmp_path):
             while proc.poll() is None and time.monotonic() < deadline:
                 if folder.is_dir() and any(p.name.startswith(".model.npz.") for p in folder.iterdir()):
                     break
+        elif kills % 4 == 2:  # inside training, wherever the machine's load has put it: after an epoch's line
+            metrics = folder / "metrics.jsonl"
+            lines = metrics.read_text().count("\n") if metrics.exists() else 0
+            _wait_for_lines(metrics, lines + 1, proc, timeout=60)
+            time.sleep(rng.uniform(0.0, 0.05))
         else:
-            time.sleep(rng.uniform(0.5, 2.0))  # start-up takes about 1 s: some land before training, most in it
+            time.sleep(rng.uniform(0.5, 2.0))  # start-up takes 1-5 s: these land before training or early in it
         if proc.poll() is not None:
             assert proc.returncode == 0, proc.stderr.read()
             break  # the run finished before this kill
@@ -391,3 +398,185 @@ def test_resume_of_an_interrupted_run_with_fewer_epochs_has_nothing_to_do(tmp_pa
     capsys.readouterr()
     assert main(["train", "--quiet", "--resume", "run/model.npz", "--epochs", "2"]) == 0
     assert "nothing to do: the checkpoint already holds 2 epochs" in capsys.readouterr().out
+
+
+# --- run folders: one owner, never mixed (issue 14, class 1) and exact, write-nothing-on-failure resumes (class 2) --
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _start(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gpunet", "train", "--quiet", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_folder_in_use_is_refused_and_left_alone(tmp_path):
+    from gpunet.config import TrainConfig
+    from gpunet.run import Run
+
+    with Run.new(TrainConfig(epochs=1), "taken"):  # this process holds the folder
+        out = gpunet_cli("train", "--epochs", "1", "--out", "taken")
+        assert_one_line_error(out, "taken: another gpunet process is training in this folder")
+        assert list((tmp_path / "taken").iterdir()) == []
+    assert main(["train", "--quiet", "--epochs", "1", "--out", "taken"]) == 0  # let go: usable
+
+
+def test_concurrent_runs_into_one_folder_one_wins_and_a_kill_frees_it(tmp_path):
+    """Two processes, one folder: the second (and a resume) is refused in one line while the first trains, the
+    first is not disturbed, and once the first is killed the folder's lock has died with it."""
+    args = [*RUN, "--epochs", "1000"]
+    first = _start(*args, "--out", "shared")
+    _wait_for_lines(tmp_path / "shared/metrics.jsonl", 1, first)
+    second = _start(*args, "--out", "shared")
+    third = _start("--resume", "shared/model.npz")
+    for proc in (second, third):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and out == "" and err.count("\n") == 1, err
+        assert "shared: another gpunet process is training in this folder" in err
+    assert first.poll() is None, "the first run should still be going"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    _, _, meta = load_checkpoint(tmp_path / "shared/model.npz")
+    epochs = str(meta["epoch"] + 2)
+    assert main(["train", "--quiet", "--resume", "shared/model.npz", "--epochs", epochs]) == 0  # the lock died
+    assert main(["train", "--quiet", *args, "--epochs", epochs, "--out", "whole"]) == 0
+    _same(_final(tmp_path / "shared"), _final(tmp_path / "whole"))
+
+
+def test_resume_into_another_folder_after_kills_matches_and_leaves_the_source(tmp_path):
+    """Kill a run, resume it into a new folder, kill that, resume again: the end is the uninterrupted run, and
+    the first folder is never written by the resumes."""
+    args = ["--hidden", "16", "--batch-size", "4", "--lr", "0.001", "--epochs", "60", "--seed", "5",
+            "--early-stopping", "50"]
+    assert main(["train", "--quiet", *args, "--out", "whole"]) == 0
+    first = _start(*args, "--out", "a")
+    _wait_for_lines(tmp_path / "a/metrics.jsonl", 3, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    source = _snapshot(tmp_path / "a")
+    second = _start("--resume", "a/model.npz", "--out", "b")
+    _wait_for_lines(tmp_path / "b/metrics.jsonl", 6, second)
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    assert _snapshot(tmp_path / "a") == source
+    assert main(["train", "--quiet", "--resume", "b"]) == 0
+    _same(_final(tmp_path / "b"), _final(tmp_path / "whole"))
+    assert (tmp_path / "b/best.npz").read_bytes() and _snapshot(tmp_path / "a") == source
+    _, _, best = load_checkpoint(tmp_path / "b/best.npz")
+    _, _, want = load_checkpoint(tmp_path / "whole/best.npz")
+    assert best["epoch"] == want["epoch"] and best["early_stopping"] == want["early_stopping"]
+
+
+def test_resume_into_a_folder_holding_another_run_changes_nothing(tmp_path):
+    assert main(["train", "--quiet", "--epochs", "1", "--hidden", "8", "--out", "a"]) == 0
+    assert main(["train", "--quiet", "--epochs", "1", "--hidden", "9", "--out", "b"]) == 0
+    before = files_under(tmp_path), _snapshot(tmp_path / "a"), _snapshot(tmp_path / "b")
+    out = gpunet_cli("train", "--resume", "a/model.npz", "--epochs", "2", "--out", "b")
+    assert_one_line_error(out, "b already holds a run (b/model.npz)")
+    out = gpunet_cli("train", "--resume", "a/best.npz", "--out", "c")  # no such checkpoint: still nothing written
+    assert_one_line_error(out, "a/best.npz: no such file")
+    assert (files_under(tmp_path), _snapshot(tmp_path / "a"), _snapshot(tmp_path / "b")) == before
+
+
+@pytest.mark.parametrize("case", ["option", "data", "folder", "nothing-to-do"])
+def test_a_resume_that_fails_writes_nothing(tmp_path, case):
+    good = [f"{k % 10}," + ",".join(str((k * 7 + j) % 256) for j in range(16)) for k in range(40)]
+    write_csv(tmp_path / "train.csv", good)
+    write_csv(tmp_path / "test.csv", good[:10])
+    assert main(["train", "--quiet", "--epochs", "2", "--hidden", "8", "--dataset", "csv", "--train-csv",
+                 "train.csv", "--test-csv", "test.csv", "--out", "run"]) == 0
+    args, bad = {
+        "option": (["--epochs", "3", "--batch-size", "4"], "it cannot honour --batch-size"),
+        "data": (["--epochs", "3"], "train.csv: no data rows"),
+        "folder": (["--epochs", "3", "--out", "/proc/elsewhere"], "/proc/elsewhere"),
+        "nothing-to-do": (["--epochs", "2"], None),
+    }[case]
+    if case == "data":
+        write_csv(tmp_path / "train.csv", [])
+    before = files_under(tmp_path), _snapshot(tmp_path / "run")
+    out = gpunet_cli("train", "--resume", "run/model.npz", *args)
+    if bad is None:
+        assert out.returncode == 0 and out.stdout.startswith("nothing to do: the checkpoint already holds 2 epochs")
+    else:
+        assert_one_line_error(out, bad)
+    assert (files_under(tmp_path), _snapshot(tmp_path / "run")) == before  # config.json included
+
+
+# --- the command line refuses what it would ignore, and checks before it writes (class 6) --------------------
+
+
+def test_predict_reports_each_bad_image_and_prints_the_good_ones(tmp_path):
+    from PIL import Image
+
+    assert main(["train", "--quiet", "--epochs", "2", "--out", "run"]) == 0
+    img = np.full((40, 40), 255, np.uint8)
+    img[8:32, 18:22] = 0  # a "1"
+    Image.fromarray(img).save(tmp_path / "one.png")
+    Image.new("L", (30, 30), 255).save(tmp_path / "blank.png")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    out = gpunet_cli("predict", "run", "junk.png", "one.png", "blank.png", "one.png", "--json")
+    assert out.returncode == 2
+    assert [json.loads(line)["image"] for line in out.stdout.splitlines()] == ["one.png", "one.png"]
+    errors = out.stderr.splitlines()
+    assert len(errors) == 2 and "junk.png: not a readable image" in errors[0] and "no digit found" in errors[1]
+    assert all(e.startswith("gpunet predict: error: ") for e in errors)
+
+
+def test_plot_checks_everything_before_writing(tmp_path):
+    good = [f"{k % 10}," + ",".join(str((k * 7 + j) % 256) for j in range(15)) for k in range(40)]  # 15 pixels
+    write_csv(tmp_path / "train.csv", good)
+    write_csv(tmp_path / "test.csv", good[:10])
+    assert main(["train", "--quiet", "--epochs", "1", "--hidden", "8", "--dataset", "csv", "--train-csv",
+                 "train.csv", "--test-csv", "test.csv", "--out", "run"]) == 0
+    before = files_under(tmp_path)
+    out = gpunet_cli("plot", "run", "--out", "plots")
+    assert_one_line_error(out, "first-layer weights have 15 inputs, not a square image")
+    assert files_under(tmp_path) == before  # not curves.png, not even the folder
+
+
+def test_bench_checks_its_json_path_first(tmp_path):
+    (tmp_path / "taken.json").write_text("{}")
+    for path, bad in (("nowhere/b.json", "nowhere is not a writable folder"), ("taken.json", "the file exists")):
+        start = time.monotonic()
+        out = gpunet_cli("bench", "--quick", "--json", path)
+        assert_one_line_error(out, bad)
+        assert time.monotonic() - start < 20  # refused before any benchmarking (that takes longer)
+    assert (tmp_path / "taken.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("dataset", ["csv", "mnist"])
+def test_evaluate_reads_only_the_test_files(tmp_path, capsys, dataset):
+    if dataset == "csv":
+        good = [f"{k % 10}," + ",".join(str((k * 7 + j) % 256) for j in range(16)) for k in range(40)]
+        write_csv(tmp_path / "train.csv", good)
+        write_csv(tmp_path / "test.csv", good[:10])
+        data, train_files = ["--train-csv", "train.csv", "--test-csv", "test.csv"], ["train.csv"]
+    else:
+        (tmp_path / "m").mkdir()
+        write_mnist(tmp_path / "m")
+        data = ["--data-dir", "m"]
+        train_files = [p for p in (tmp_path / "m").iterdir() if p.name.startswith("train-")]
+    assert main(["train", "--quiet", "--epochs", "1", "--hidden", "8", "--dataset", dataset, *data,
+                 "--out", "run"]) == 0
+    for path in train_files:
+        (tmp_path / path).unlink()
+    capsys.readouterr()
+    assert main(["evaluate", "run", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    last = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[-1])
+    assert report["model"] == "run/model.npz" and report["accuracy"] == last["test_accuracy"]
+    assert sum(report["support"]) == (10 if dataset == "csv" else 4)
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    from gpunet.config import TrainConfig
+    from gpunet.run import Run
+
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")  # every default name is the same
+    first = Run.new(TrainConfig(epochs=1), "runs/20260101-000000", fresh_name=True)
+    second = Run.new(TrainConfig(epochs=1), "runs/20260101-000000", fresh_name=True)
+    with first, second:  # both took their folders before either trained
+        assert (first.folder.name, second.folder.name) == ("20260101-000000", "20260101-000000-2")
+    assert main(["train", "--quiet", "--epochs", "1", "--out", str(first.folder)]) == 0  # free again

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from gpunet.cli import main
-from gpunet.runs import TrainConfig, load_grid
+from gpunet.config import TrainConfig
+from gpunet.sweep import load_grid
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -83,3 +84,34 @@ def test_sweep_script_bad_file_exits_2(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "s.toml" in out.stderr
     assert re.search("non-empty list", out.stderr)
+
+
+def test_a_sweep_honours_early_stopping_as_gpunet_train_does(tmp_path, monkeypatch):
+    from gpunet.sweep import run_config
+
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(lr=0.01, epochs=100, early_stopping=2, backend="numpy")
+    row = run_config(config)
+    assert main([*shlex.split(row["command"])[1:], "--backend", "numpy", "--quiet", "--out", "cli"]) == 0
+    records = [json.loads(x) for x in (tmp_path / "cli/metrics.jsonl").read_text().splitlines()]
+    assert row["epochs"] == len(records) < 100  # stopped, at the same epoch
+    assert [r["val_loss"] for r in row["history"]] == [r["val_loss"] for r in records]
+    assert row["early_stopping"]["stopped"] and row["early_stopping"]["best_epoch"] == len(records) - 2
+
+
+def test_run_sweep_appends_rows_and_skips_the_ones_done(tmp_path, monkeypatch):
+    import gpunet.sweep as sweep
+
+    configs = [TrainConfig(hidden=(8,), epochs=1, seed=s, backend="numpy") for s in range(3)]
+    ran = []
+    real = sweep.run_config
+    monkeypatch.setattr(sweep, "run_config", lambda c, data=None: ran.append(c.seed) or real(c, data))
+    rows = sweep.run_sweep(configs[:2], tmp_path / "rows.jsonl")
+    assert ran == [0, 1] and [r["config"]["seed"] for r in rows] == [0, 1]
+    with open(tmp_path / "rows.jsonl", "a") as f:
+        f.write('{"config": {"torn')  # a sweep killed mid-line
+    seen = []
+    rows = sweep.run_sweep(configs, tmp_path / "rows.jsonl", lambda k, row, before: seen.append((k, before)))
+    assert ran == [0, 1, 2] and seen == [(1, True), (2, True), (3, False)]
+    assert [r["config"]["seed"] for r in rows] == [0, 1, 2]
+    assert [r["config"]["seed"] for r in sweep.read_rows(tmp_path / "rows.jsonl")] == [0, 1, 2]

@@ -16,7 +16,7 @@ from gpunet.cli import build_parser, main
 from gpunet.datasets import Split, hold_out, load_digits, read_idx
 from gpunet.images import ImageError, digit_frame, image_inputs
 from gpunet.metrics import classification_report, confusion_matrix
-from gpunet.runs import TrainConfig
+from gpunet.config import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -125,7 +125,7 @@ def test_evaluate_agrees_with_the_network(digits_model, capsys):
 
 def test_evaluate_rejects_a_dataset_of_another_shape(digits_model, tmp_path):
     out = run("evaluate", str(digits_model / "model.npz"), "--dataset", "mnist", "--data-dir", str(tmp_path))
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "missing train-images-idx3-ubyte.gz" in out.stderr
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "t10k-images-idx3-ubyte.gz: no such file" in out.stderr
 
 
 # --- images and predict ------------------------------------------------------------------
@@ -246,8 +246,46 @@ def test_config_command_parses_back_to_the_same_config():
     config = TrainConfig(hidden=(256, 128), activation="sigmoid", lr=0.5, batch_size=1, pixels="unit",
                          validation=0.1, dataset="mnist", data_dir="/data", epochs=5)
     args = build_parser().parse_args(shlex.split(config.command())[1:])
-    again = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("command", "run", "debug")})
+    again = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("command", "run", "debug", "out", "resume", "quiet")})
     assert again == config
     assert TrainConfig.from_dict({"hidden": 30, "lr": 3.0}) == TrainConfig(hidden=(30,), lr=3.0)
     with pytest.raises(ValueError, match="unknown setting 'learning_rate'"):
         TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_curves_give_each_series_one_colour_and_show_train_accuracy(monkeypatch):
+    import gpunet.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    records = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 0.5 + e / 20, "val_loss": 1.2 / e,
+                "val_accuracy": 0.4 + e / 20, "test_loss": 1.1 / e, "test_accuracy": 0.45 + e / 20} for e in (1, 2, 3)]
+    plots.plot_curves(records, None)
+    loss_ax, acc_ax = figures[0].axes
+    for ax in (loss_ax, acc_ax):
+        assert {line.get_label(): line.get_color() for line in ax.get_lines()} == plots.SERIES
+    train = [line for line in acc_ax.get_lines() if line.get_label() == "train"][0]
+    assert list(train.get_ydata()) == pytest.approx([55.0, 60.0, 65.0])
+
+
+def test_weights_share_one_colour_scale_with_a_bar(monkeypatch):
+    import gpunet.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    W1 = np.random.default_rng(0).standard_normal((64, 5))
+    W1[:, 2] *= 10  # one unit with big weights: on a shared scale it stands out
+    plots.plot_weights(W1, None)
+    images = [im for ax in figures[0].axes for im in ax.get_images()]
+    assert len(images) == 5 and {im.get_clim() for im in images} == {(-np.abs(W1).max(), np.abs(W1).max())}
+    assert any(ax.get_label() == "<colorbar>" for ax in figures[0].axes)
+
+
+def test_train_records_hold_train_accuracy_and_evaluate_takes_a_folder(digits_model, capsys):
+    records = [json.loads(x) for x in (digits_model / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.1 < r["train_accuracy"] <= 1 for r in records) and records[-1]["train_accuracy"] > 0.97
+    assert main(["evaluate", str(digits_model), "--json"]) == 0
+    by_folder = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(digits_model / "model.npz"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == by_folder
+    assert main(["plot", str(digits_model / "model.npz"), "--out", "p"]) == 0  # plot takes either too

@@ -1,0 +1,217 @@
+"""What is trained: ``TrainConfig``, checked entirely by one table of settings that also feeds the command line.
+
+Each row of ``SETTINGS`` names a setting, its default, what a valid value is
+(the choices are the library's own tuples, the ones ``Network`` checks against),
+which datasets use it, and its help text. ``TrainConfig`` checks every field
+against its row; ``gpunet.cli`` builds ``gpunet train``'s options from the same
+rows. Errors name settings as Python spells them (``batch_size``);
+``SettingError.text`` lets the command line say ``--batch-size`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
+
+from .activations import FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
+from .backend import BACKEND_NAMES
+from .cuda.select import KERNELS
+from .datasets import DATASETS, PIXELS
+from .initializers import ALIASES, INITS
+from .network import DTYPES
+from .optim import OPTIMIZERS
+
+EARLY_STOPPING_VALIDATION = 0.1  # the share held out when early stopping is asked for without a validation split
+
+
+class SettingError(ValueError):
+    """A setting (or a combination of settings) is invalid; the message names them."""
+
+    def __init__(self, template: str, **values: Any) -> None:
+        self.template, self.values = template, values  # "{lr} must be ...": the names go in the braces
+        super().__init__(self.text(lambda name: name))
+
+    def text(self, spell: Callable[[str], str]) -> str:
+        """The message with every setting's name spelled by ``spell`` (the CLI passes its option names)."""
+        names = {name: spell(name) for name in (f.name for f in fields(TrainConfig))}
+        return self.template.format(**names, **self.values)
+
+
+def _integer(minimum: int) -> Callable[[Any], bool]:
+    return lambda v: not isinstance(v, bool) and isinstance(v, int) and v >= minimum
+
+
+def _number(low: float, high: float, low_open: bool, high_open: bool) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+
+    return ok
+
+
+def _sizes(v: Any) -> bool:
+    return isinstance(v, tuple) and len(v) > 0 and all(_integer(1)(s) for s in v)
+
+
+def sizes(text: str) -> tuple[int, ...]:
+    """"256,128" -> (256, 128); ValueError unless every size is an integer >= 1."""
+    values = tuple(int(part) for part in text.split(","))
+    if not _sizes(values):
+        raise ValueError(f"expected sizes like 100 or 256,128; got {text!r}")
+    return values
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: a setting of ``TrainConfig`` and, through the CLI, an option of ``gpunet train``."""
+
+    name: str
+    expected: str  # what a valid value is, in words: "an integer >= 1"
+    valid: Callable[[Any], bool]
+    help: str
+    choices: tuple[str, ...] | None = None  # argparse's choices too
+    optional: bool = False  # None is valid: the setting is off, or has a default decided elsewhere
+    datasets: tuple[str, ...] = DATASETS  # the datasets that use the setting; others refuse it
+    parse: Callable[[str], Any] = str  # the command line's text -> a value
+    metavar: str | None = None
+
+
+def _choice(name: str, choices: tuple[str, ...], help: str) -> Setting:
+    return Setting(name, f"one of {', '.join(choices)}", lambda v: v in choices, help, choices)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("hidden", "layer sizes, each an integer >= 1", _sizes, "hidden layer sizes, comma-separated",
+            parse=sizes, metavar="SIZES"),
+    _choice("activation", HIDDEN_ACTIVATIONS, "hidden activation"),
+    _choice("output", OUTPUT_ACTIVATIONS, "output activation"),
+    _choice("loss", LOSS_NAMES, "loss"),
+    _choice("init", tuple(INITS), "initialisation of the weights"),
+    _choice("optimizer", tuple(OPTIMIZERS), "optimiser"),
+    Setting("lr", "a finite number > 0", _number(0, math.inf, True, True), "learning rate", parse=float),
+    Setting("lr_decay", "a number in (0, 1]", _number(0, 1, True, False),
+            "multiply the learning rate by this after every epoch (1: constant)",
+            parse=float, metavar="FACTOR"),
+    Setting("epochs", "an integer >= 1", _integer(1), "passes over the data in all", parse=int),
+    Setting("batch_size", "an integer >= 1", _integer(1), "samples per step; 1 is the original per-sample SGD",
+            parse=int),
+    Setting("weight_decay", "a finite number >= 0", _number(0, math.inf, False, True), "L2 weight decay", parse=float),
+    Setting("seed", "an integer >= 0", _integer(0), "seed of the weights, the data order and the validation rows",
+            parse=int),
+    _choice("dtype", DTYPES, "floating point type"),
+    Setting("backend", f"one of {', '.join(BACKEND_NAMES)}", lambda v: v in BACKEND_NAMES,
+            "array backend (default: $GPUNET_BACKEND, else auto: CuPy when a GPU is usable)",
+            BACKEND_NAMES, optional=True),
+    _choice("kernels", KERNELS, "training path on CuPy, gpunet/cuda/select.py: fused and graph are unverified on a "
+            "device and off unless asked for (default: auto, which is plain until a device run verifies one)"),
+    _choice("dataset", DATASETS, "digits: scikit-learn's 8x8 digits (no download); mnist: the four IDX files of "
+            "--data-dir, else downloaded to $GPUNET_DATA or ~/.cache/gpunet; csv: --train-csv and --test-csv"),
+    Setting("data_dir", "a folder name", _text, "folder holding the four standard MNIST IDX files",
+            optional=True, datasets=("mnist",), metavar="DIR"),
+    Setting("train_csv", "a file name", _text, "training images: a label, then the pixels 0-255, per row",
+            optional=True, datasets=("csv",), metavar="FILE"),
+    Setting("test_csv", "a file name", _text, "test images, as --train-csv", optional=True, datasets=("csv",),
+            metavar="FILE"),
+    _choice("pixels", tuple(PIXELS), "original: pixels scaled to [0.01, 1.0] as the article; unit: to [0, 1]"),
+    Setting("validation", "a number in [0, 1)", _number(0, 1, False, True),
+            "hold out this seeded share of the training images, and report it each epoch (0: none)",
+            parse=float, metavar="FRACTION"),
+    Setting("early_stopping", "an integer >= 1", _integer(1),
+            "stop when the validation loss has not improved for N epochs; best.npz keeps the best epoch",
+            optional=True, parse=int, metavar="N"),
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What is trained, on what data, how and for how long; the defaults reach >= 97% on the 8x8 digits."""
+
+    hidden: tuple[int, ...] = (100,)
+    activation: str = "relu"
+    output: str = "softmax"
+    loss: str = "cross-entropy"
+    init: str = "he"
+    optimizer: str = "adam"
+    lr: float = 0.001
+    lr_decay: float = 1.0  # epoch e trains at lr * lr_decay ** (e - 1)
+    epochs: int = 30
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    seed: int = 0
+    dtype: str = "float32"
+    backend: str | None = None  # None: GPUNET_BACKEND, else "auto"
+    kernels: str = "auto"  # the training path on CuPy (gpunet/cuda/select.py); like backend, the machine's choice
+    dataset: str = "digits"
+    data_dir: str | None = None  # mnist: a folder with the four IDX files (default: download to the cache)
+    train_csv: str | None = None
+    test_csv: str | None = None
+    pixels: str = "original"  # datasets.PIXELS
+    validation: float = 0.0  # share of the training rows held out for validation
+    early_stopping: int | None = None  # stop after this many epochs without a better validation loss
+
+    def __post_init__(self) -> None:  # fail before anything is loaded or written
+        if isinstance(self.init, str):  # old checkpoints and sweep files say "seed"
+            object.__setattr__(self, "init", ALIASES.get(self.init, self.init))
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            if value is None and s.optional:
+                continue
+            if not s.valid(value):
+                raise SettingError(f"{{{s.name}}} must be {s.expected}; got {{value!r}}", value=value)
+            if self.dataset not in s.datasets:
+                raise SettingError(f"{{{s.name}}} is only used with {{dataset}} {' or '.join(s.datasets)}; "
+                                   "got {dataset} {value!r}", value=self.dataset)
+        if self.dataset == "csv" and (self.train_csv is None or self.test_csv is None):
+            raise SettingError("{dataset} csv needs {train_csv} and {test_csv}")
+        fused_outputs = tuple(output for output, loss in FUSED if loss == self.loss)
+        if self.loss == "cross-entropy" and self.output not in fused_outputs:
+            raise SettingError("{loss} cross-entropy needs {output} " + " or ".join(fused_outputs)
+                               + "; got {output} {value!r}", value=self.output)
+
+    @property
+    def validation_share(self) -> float:
+        """The share of training rows held out: ``validation``, or 10% when early stopping needs a split."""
+        if self.validation == 0 and self.early_stopping is not None:
+            return EARLY_STOPPING_VALIDATION
+        return self.validation
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: tuples become lists."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from JSON (a checkpoint's, a sweep file's): unknown keys are an error, lists become tuples."""
+        values = {k: v for k, v in values.items() if k not in LEGACY_KEYS}
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown setting {unknown[0]!r}; expected one of {', '.join(sorted(known))}")
+        if isinstance(values.get("hidden"), int):
+            values["hidden"] = (values["hidden"],)
+        if isinstance(values.get("hidden"), list):
+            values["hidden"] = tuple(values["hidden"])
+        if values.get("epochs", 0) is None:  # written by earlier versions: None meant the default
+            del values["epochs"]
+        return cls(**values)
+
+    def command(self) -> str:
+        """The ``gpunet train`` command line for this config (settings left at their defaults omitted)."""
+        default, words = TrainConfig(), ["gpunet", "train"]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("backend", "kernels") or value == getattr(default, f.name):
+                continue
+            text = ",".join(map(str, value)) if f.name == "hidden" else str(value)
+            words += [f"--{f.name.replace('_', '-')}", text]
+        return " ".join(words)
+
+
+# Keys that checkpoints of earlier versions hold in their train_config: how a run talked, not what it trained.
+LEGACY_KEYS = ("quiet", "out", "resume")

@@ -1,0 +1,105 @@
+"""A trained model at work: its report on test images, its reading of image files, and a run's plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .checkpoint import load_checkpoint
+from .checks import check_labels
+from .config import TrainConfig
+from .files import require_file
+from .metrics import classification_report, confusion_matrix
+from .network import Network
+from .run import load_test_data, model_path, saved_config
+
+
+def model_and_test_data(model: str | os.PathLike[str], *, dataset: str | None = None, data_dir: str | None = None,
+                        test_csv: str | None = None, backend: str | None = None,
+                        on_download: Callable[[str, str], object] | None = None,
+                        ) -> tuple[Network, TrainConfig, np.ndarray, np.ndarray]:
+    """A checkpoint's network, its config, and test images and labels preprocessed as it was trained.
+
+    ``model`` is a run folder or a checkpoint; the test data are the training
+    dataset's unless ``dataset`` (with ``data_dir`` or ``test_csv``) says otherwise.
+    """
+    path = model_path(model)
+    net, _, meta = load_checkpoint(path, backend)
+    saved = saved_config(meta, path)
+    overrides: dict[str, Any] = {"dataset": dataset or saved.dataset, "validation": 0.0, "early_stopping": None}
+    if data_dir is not None or overrides["dataset"] != saved.dataset:
+        overrides["data_dir"] = data_dir
+    if test_csv is not None or overrides["dataset"] != saved.dataset:
+        overrides.update(train_csv=test_csv, test_csv=test_csv)  # the training file is not read
+    config = replace(saved, **overrides)
+    X, y = load_test_data(config, on_download)
+    if X.shape[1] != net.sizes[0]:
+        raise ValueError(f"{path}: the network takes {net.sizes[0]} inputs; the {config.dataset} images have "
+                         f"{X.shape[1]}")
+    return net, config, X, check_labels(y, net.sizes[-1])
+
+
+def evaluate_model(model: str | os.PathLike[str], **data: Any) -> dict[str, Any]:
+    """Accuracy, per-class precision, recall and support, and the confusion matrix on the test images."""
+    net, config, X, labels = model_and_test_data(model, **data)
+    report = classification_report(labels, net.predict(X), net.sizes[-1])
+    return {"model": str(model_path(model)), "dataset": config.dataset, **report}
+
+
+def predict_images(model: str | os.PathLike[str], images: list[str], backend: str | None = None,
+                   ) -> list[dict[str, Any] | Exception]:
+    """For each image: its digit and class probabilities, or the error that kept it from being read."""
+    from .images import GEOMETRY, ImageError, image_inputs
+
+    net, _, meta = load_checkpoint(model_path(model), backend)
+    if net.sizes[0] not in GEOMETRY:
+        image_inputs([], net.sizes[0])  # raises: the network takes no images
+    pixels = meta.get("preprocessing", {}).get("pixels", "original")
+    rows: list[Any] = []
+    for path in images:
+        try:
+            rows.append(image_inputs([path], net.sizes[0], pixels))
+        except (ImageError, OSError, ValueError) as exc:
+            rows.append(exc)
+    good = [r for r in rows if not isinstance(r, Exception)]
+    if not good:
+        return rows
+    Y = net.backend.to_host(net.forward(np.vstack(good))).astype(np.float64)
+    if net.output != "softmax":  # sigmoid outputs are independent scores: normalised to sum to 1 for display
+        Y = Y / np.maximum(Y.sum(axis=1, keepdims=True), 1e-300)
+    found = iter(Y)
+    results: list[dict[str, Any] | Exception] = []
+    for r in rows:
+        if isinstance(r, Exception):
+            results.append(r)
+        else:
+            p = next(found)
+            results.append({"digit": int(p.argmax()), "probabilities": [round(float(v), 6) for v in p]})
+    return results
+
+
+def plot_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, **data: Any) -> list[Path]:
+    """curves.png, confusion.png and weights.png of a run (a folder, or its model.npz), in ``out`` or the folder.
+
+    Everything is read and checked before the first file is written.
+    """
+    from .plots import plot_all
+
+    path = model_path(run)
+    metrics = require_file(path.parent / "metrics.jsonl", ValueError)
+    records = []
+    for n, line in enumerate(metrics.read_text().splitlines(), start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise ValueError(f"{metrics}: line {n} is not JSON") from None
+    if not records:
+        raise ValueError(f"{metrics}: no epochs recorded yet")
+    net, _, X, labels = model_and_test_data(path, **data)
+    C = confusion_matrix(labels, net.predict(X), net.sizes[-1])
+    return plot_all(records, C, net.get_params()["W1"], Path(out) if out is not None else path.parent)
