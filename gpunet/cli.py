@@ -42,6 +42,7 @@ EXAMPLES = """examples:
   gpunet evaluate runs/RUN/model.npz --json     # accuracy, precision, recall, confusion matrix
   gpunet predict runs/RUN/model.npz my7.png     # your own handwriting, any size or colour
   gpunet plot runs/RUN                          # curves, confusion matrix and weights as PNG
+  gpunet export runs/RUN/model.npz model.onnx   # for onnxruntime (pip install "gpunet[onnx]")
 """
 
 
@@ -158,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(p)
     _backend_option(p)
     p.set_defaults(run=run_plot)
+
+    p = commands.add_parser(  # gpunet export: self-contained, with run_export below
+        "export", help="write a model as ONNX (Gemm and activation nodes), for onnxruntime",
+        description="Write MODEL.npz as an ONNX file: input X (float32, N x inputs), output Y; the model's metadata "
+        'records the input preprocessing. Needs the onnx package: pip install "gpunet[onnx]".',
+    )
+    p.add_argument("model", metavar="MODEL.npz")
+    p.add_argument("onnx_path", metavar="OUT.onnx", help="the file to write (an existing one is kept)")
+    p.set_defaults(run=run_export)
 
     p = commands.add_parser(
         "bench", help="time gpunet against PyTorch, scikit-learn and the article's plain code",
@@ -495,6 +505,15 @@ def run_plot(args: argparse.Namespace) -> int:
     plot_confusion(C, written[1])
     plot_weights(net.get_params()["W1"], written[2])
     print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .onnx import export
+
+    net, _, meta = load_checkpoint(args.model, get_backend("numpy"))
+    export(net, args.onnx_path, preprocessing=meta.get("preprocessing"))
+    print(f"wrote {args.onnx_path}")
     return 0
 
 
