@@ -134,7 +134,7 @@ class GPUNetClassifier(ClassifierMixin, _GPUNetEstimator):
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(
-                f"{type(self).__name__} needs at least 2 classes in y; got 1 class: {self.classes_[0]!r}"
+                f"{type(self).__name__} needs at least 2 classes in y; got 1 class: {self.classes_.tolist()}"
             )
         self._start(X.shape[1], len(self.classes_))
         self._train(X, codes.reshape(-1), self.epochs)
@@ -153,14 +153,14 @@ class GPUNetClassifier(ClassifierMixin, _GPUNetEstimator):
                 raise ValueError("classes must be given to the first call to partial_fit (every label y may hold)")
             self.classes_ = np.unique(np.asarray(classes))
             if len(self.classes_) < 2:
-                raise ValueError(f"classes must hold at least 2 classes; got {self.classes_!r}")
+                raise ValueError(f"classes must hold at least 2 classes; got {self.classes_.tolist()}")
         elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError(f"classes must be the same in every call to partial_fit ({self.classes_!r}); "
-                             f"got {np.unique(np.asarray(classes))!r}")
+            raise ValueError(f"classes must be the same in every call to partial_fit ({self.classes_.tolist()}); "
+                             f"got {np.unique(np.asarray(classes)).tolist()}")
         codes = np.searchsorted(self.classes_, y)
         unknown = (codes >= len(self.classes_)) | (self.classes_[np.minimum(codes, len(self.classes_) - 1)] != y)
         if unknown.any():
-            raise ValueError(f"y holds {y[unknown][0]!r}, which is not among classes {self.classes_!r}")
+            raise ValueError(f"y holds {y[unknown][:1].tolist()[0]!r}, which is not among classes {self.classes_.tolist()}")
         if first:
             self._start(X.shape[1], len(self.classes_))
         self._train(X, codes, 1)
