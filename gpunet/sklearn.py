@@ -11,6 +11,7 @@ They are built on the public API only: :class:`gpunet.Network`,
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -80,23 +81,27 @@ class _GPUNetEstimator(BaseEstimator):
 
     def _start(self, n_in: int, n_out: int) -> None:
         """A new network and optimiser: the state ``fit`` starts from and ``partial_fit`` continues."""
-        self._seed_ = int(check_random_state(self.random_state).randint(0, 2**31 - 1)) if (
-            not isinstance(self.random_state, (int, np.integer))) else int(self.random_state)
+        seed = self.random_state  # an int is the seed itself (a negative one is refused by Network) ...
+        if not isinstance(seed, (int, np.integer)):  # ... None or a RandomState draws one, as scikit-learn does
+            seed = check_random_state(seed).randint(0, 2**31 - 1)
+        self._seed_ = int(seed)
         self.network_ = Network(
             [n_in, *self._hidden(), n_out], activation=self.activation, output=self._output, loss=self._loss,
             init=self.init, seed=self._seed_, backend=self.backend, dtype=self.dtype,
         )
-        self._optimizer_ = make_optimizer(self.optimizer, self.weight_decay)
+        # A name makes a new optimiser; an Optimizer instance is copied, so the parameter is never trained.
+        self._optimizer_ = make_optimizer(copy.deepcopy(self.optimizer), self.weight_decay)
         self.n_iter_ = 0
         self.loss_curve_: list[float] = []
 
     def _train(self, X: np.ndarray, y: np.ndarray, epochs: int) -> None:
         """``epochs`` more passes over (X, y) with the kept optimiser, so its state carries on."""
-        history = train(
+        batch_size = self.batch_size  # at most the whole data set, as scikit-learn's MLPs
+        if isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool):
+            batch_size = min(batch_size, X.shape[0])
+        history = train(  # epoch e shuffles with [seed, e]: k calls of one epoch are one call of k epochs
             self.network_, X, y, epochs=self.n_iter_ + epochs, start_epoch=self.n_iter_ + 1,
-            batch_size=min(self.batch_size, X.shape[0]) if isinstance(self.batch_size, (int, np.integer))
-            else self.batch_size,
-            lr=self.lr, optimizer=self._optimizer_, seed=self._seed_,
+            batch_size=batch_size, lr=self.lr, optimizer=self._optimizer_, seed=self._seed_,
         )
         self.n_iter_ += len(history)
         self.loss_curve_ += [r["train_loss"] for r in history]
@@ -106,11 +111,6 @@ class _GPUNetEstimator(BaseEstimator):
         check_is_fitted(self, "network_")
         X = _validate_data(self, X, reset=False, dtype=self._input_dtype())
         return to_numpy(self.network_.forward(X))  # CPU-GPU sync point
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
 
 
 class GPUNetClassifier(ClassifierMixin, _GPUNetEstimator):
@@ -160,7 +160,8 @@ class GPUNetClassifier(ClassifierMixin, _GPUNetEstimator):
         codes = np.searchsorted(self.classes_, y)
         unknown = (codes >= len(self.classes_)) | (self.classes_[np.minimum(codes, len(self.classes_) - 1)] != y)
         if unknown.any():
-            raise ValueError(f"y holds {y[unknown][:1].tolist()[0]!r}, which is not among classes {self.classes_.tolist()}")
+            first_unknown = y[unknown][:1].tolist()[0]
+            raise ValueError(f"y holds {first_unknown!r}, which is not among classes {self.classes_.tolist()}")
         if first:
             self._start(X.shape[1], len(self.classes_))
         self._train(X, codes, 1)

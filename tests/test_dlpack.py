@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -115,3 +118,21 @@ def test_torch_cuda_tensors_stay_on_the_device(name, digits):
     np.testing.assert_allclose(backend.to_host(Y), reference.forward(X_test), atol=1e-4)
     # A NumPy network reads a CUDA tensor too (through CuPy, one copy to the host).
     np.testing.assert_array_equal(reference.forward(X), reference.forward(X_host))
+
+
+def readme_example(index: int) -> str:
+    """The ``index``-th Python example of the README's section on scikit-learn, ONNX, PyTorch and JAX."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Using gpunet with scikit-learn"):]
+    section = section[: section.index("\n## ", 3)]
+    return re.findall(r"```python\n(.*?)```", section, re.S)[index]
+
+
+def test_readme_example(monkeypatch):
+    pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
+    pytest.importorskip("jax", reason="JAX is not installed (pip install jax)")
+    monkeypatch.setenv("GPUNET_BACKEND", "numpy")
+    scope: dict = {}
+    exec(compile(readme_example(2), "README.md", "exec"), scope)
+    assert scope["accuracy"] > 0.93  # "about 0.95"
+    assert scope["labels"].dtype == np.int64 and scope["Y_jax"].shape == (len(scope["labels"]), 10)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +137,19 @@ def test_command_line_export_errors_in_one_line(tmp_path, monkeypatch, args, bad
     assert (tmp_path / "run/config.json").read_bytes() == before
     assert not (tmp_path / "out.onnx").exists()
     json.loads(before)  # still the run's config
+
+
+def readme_example(index: int) -> str:
+    """The ``index``-th Python example of the README's section on scikit-learn, ONNX, PyTorch and JAX."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Using gpunet with scikit-learn"):]
+    section = section[: section.index("\n## ", 3)]
+    return re.findall(r"```python\n(.*?)```", section, re.S)[index]
+
+
+def test_readme_example(monkeypatch):
+    monkeypatch.setenv("GPUNET_BACKEND", "numpy")
+    scope: dict = {}
+    exec(compile(readme_example(1), "README.md", "exec"), scope)
+    assert scope["difference"] <= TOLERANCE
+    assert scope["recorded"] == "original"

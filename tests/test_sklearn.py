@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +177,21 @@ def test_classifier_on_the_gpu_matches_numpy(name, digits):
     cpu = GPUNetClassifier(backend="numpy", **kwargs).fit(X, y)
     assert gpu.network_.backend.name == "cupy"
     np.testing.assert_allclose(gpu.predict_proba(X_test), cpu.predict_proba(X_test), atol=1e-9)
+
+
+def readme_example(index: int) -> str:
+    """The ``index``-th Python example of the README's section on scikit-learn, ONNX, PyTorch and JAX."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Using gpunet with scikit-learn"):]
+    section = section[: section.index("\n## ", 3)]
+    return re.findall(r"```python\n(.*?)```", section, re.S)[index]
+
+
+def test_readme_example(monkeypatch):
+    monkeypatch.setenv("GPUNET_BACKEND", "numpy")
+    scope: dict = {}
+    exec(compile(readme_example(0), "README.md", "exec"), scope)
+    assert scope["accuracy"] > 0.96  # "about 0.97"
+    assert scope["proba"].shape == (3, 10) and list(scope["clf"][-1].classes_) == sorted(scope["names"])
+    assert scope["grid"].best_params_ == {"hidden_layer_sizes": (64,)}
+    assert scope["scores"].min() > 0.93
