@@ -126,9 +126,7 @@ class Backend:
         if self.xp is not np or multiply_adds >= SMALL_PRODUCT:
             yield
             return
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, user_api="blas"):
+        with _threadpools().limit(limits=1, user_api="blas"):
             yield
 
     @property
@@ -179,6 +177,15 @@ def as_array(a: Any) -> Any:
         f"cannot read a {type(a).__name__} on DLPack device type {device_type}: "
         "gpunet reads host (CPU) and CUDA arrays"
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _threadpools() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries, found once: finding them scans every loaded
+    shared library (4 ms here, more with PyTorch loaded), too slow to repeat each epoch."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def to_numpy(a: Any) -> np.ndarray:

@@ -195,3 +195,19 @@ def test_backend_pickles_by_name():
     copy = pickle.loads(pickle.dumps(net))
     X = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(copy.forward(X), net.forward(X))
+
+
+def test_small_products_run_on_one_blas_thread_and_the_limit_is_lifted_after():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    b, before = gpunet.get_backend("numpy"), blas_threads()
+    assert before  # NumPy's BLAS is found
+    for _ in range(2):  # the second time through the cached controller
+        with b.products_of_size(backend_module.SMALL_PRODUCT - 1):
+            assert blas_threads() == [1] * len(before)
+        assert blas_threads() == before
+    with b.products_of_size(backend_module.SMALL_PRODUCT):
+        assert blas_threads() == before
