@@ -159,24 +159,19 @@ def as_array(a: Any) -> Any:
     if not hasattr(a, "__dlpack__") or not hasattr(a, "__dlpack_device__"):
         return np.asarray(a)
     device_type = int(a.__dlpack_device__()[0])
+    on_cuda = device_type in (DLPACK_CUDA, DLPACK_CUDA_MANAGED)
+    if not on_cuda and device_type not in (DLPACK_CPU, DLPACK_CUDA_HOST):
+        raise TypeError(f"cannot read a {type(a).__name__} on DLPack device type {device_type}: "
+                        "gpunet reads host (CPU) and CUDA arrays")
+    if on_cuda and cupy_unavailable_reason() is not None:
+        raise BackendUnavailableError(
+            f"a {type(a).__name__} on a CUDA device needs a usable CuPy to be read ({cupy_unavailable_reason()}); "
+            f"install it with {INSTALL_HINT}, or move the array to the CPU first"
+        )
     try:
-        if device_type in (DLPACK_CPU, DLPACK_CUDA_HOST):
-            return np.from_dlpack(a)  # shares the memory of a
-        if device_type in (DLPACK_CUDA, DLPACK_CUDA_MANAGED):
-            if _cupy is None:
-                raise BackendUnavailableError(
-                    f"a {type(a).__name__} on a CUDA device needs CuPy to be read ({_CUPY_IMPORT_ERROR}); "
-                    f"install it with {INSTALL_HINT}, or move the array to the CPU first"
-                )
-            return _cupy.from_dlpack(a)  # stays on the device, shares its memory
+        return _cupy.from_dlpack(a) if on_cuda else np.from_dlpack(a)  # both share the memory of a
     except (BufferError, RuntimeError, TypeError) as exc:  # e.g. a tensor that requires grad, bfloat16
-        if isinstance(exc, BackendUnavailableError):
-            raise
         raise TypeError(f"cannot read a {type(a).__name__} through DLPack: {exc}") from None
-    raise TypeError(
-        f"cannot read a {type(a).__name__} on DLPack device type {device_type}: "
-        "gpunet reads host (CPU) and CUDA arrays"
-    )
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gpunet
-from gpunet.backend import as_array, to_numpy
+from gpunet.backend import as_array, cupy_unavailable_reason, to_numpy
 from gpunet.datasets import load_digits
 
 from conftest import backend_param, require
@@ -64,6 +64,38 @@ def test_dlpack_only_object_is_read_in_place(digits):
     assert isinstance(a, np.ndarray) and np.shares_memory(a, X)
     assert np.shares_memory(gpunet.get_backend("numpy").to_device(DLPackOnly(X), np.float32), X)  # no copy
     _same_as_numpy(DLPackOnly, digits)
+
+
+class ElsewhereArray:
+    """Claims to live on another DLPack device; reading it must fail before its memory is touched."""
+
+    def __init__(self, device_type: int) -> None:
+        self.device_type = device_type
+
+    def __dlpack__(self, **kwargs):
+        raise AssertionError("read although its device is unusable")
+
+    def __dlpack_device__(self):
+        return (self.device_type, 0)
+
+
+def test_arrays_on_devices_gpunet_cannot_read_are_refused_by_name():
+    with pytest.raises(TypeError, match=r"cannot read a ElsewhereArray on DLPack device type 14: gpunet reads host"):
+        _net().forward(ElsewhereArray(14))  # 14: kDLOneAPI
+    reason = cupy_unavailable_reason()
+    if reason is None:
+        pytest.skip("CuPy is usable here, so a CUDA array is readable; the GPU test covers it")
+    with pytest.raises(gpunet.BackendUnavailableError) as info:
+        _net().forward(ElsewhereArray(2))  # 2: kDLCUDA
+    assert str(info.value).startswith(f"a ElsewhereArray on a CUDA device needs a usable CuPy to be read ({reason})")
+
+
+def test_lists_still_work_and_ragged_ones_are_named():
+    net = _net()
+    X = np.linspace(0, 1, 128).reshape(2, 64)
+    np.testing.assert_array_equal(net.forward(X.tolist()), net.forward(X))
+    with pytest.raises(TypeError, match=r"X must be a 2-D array of numbers; got list"):
+        net.forward([[0.5] * 64, [0.5] * 63])
 
 
 def test_torch_cpu_tensors(digits):
