@@ -34,14 +34,14 @@ def digits():
     return d.X_train[:300].astype(np.float32), d.y_train[:300], d.X_test.astype(np.float32), d.y_test
 
 
-def _net(backend="numpy"):
+def _net(backend="numpy", dtype="float32"):
     return gpunet.Network([64, 20, 10], activation="relu", output="softmax", loss="cross-entropy", init="xavier",
-                          seed=0, backend=backend)
+                          seed=0, backend=backend, dtype=dtype)
 
 
-def _trained(X, y, backend="numpy"):
-    net = _net(backend)
-    gpunet.train(net, X, y, epochs=2, batch_size=32, lr=0.01, optimizer="adam")
+def _trained(X, y, backend="numpy", dtype="float32", optimizer="adam"):
+    net = _net(backend, dtype)
+    gpunet.train(net, X, y, epochs=2, batch_size=32, lr=0.01, optimizer=optimizer)
     return net
 
 
@@ -141,13 +141,14 @@ def test_torch_cuda_tensors_stay_on_the_device(name, digits):
     on_device = backend.to_device(X, np.float32)
     assert on_device.data.ptr == X.data_ptr()  # the tensor's memory, no copy and no host round trip
     assert isinstance(as_array(X), backend.xp.ndarray)
-    reference = _trained(X_host, y, "numpy")
-    net = _trained(X, torch.from_numpy(y).cuda(), name)
+    # float64 and plain SGD, so that the two devices' rounding cannot grow into different trajectories.
+    reference = _trained(X_host, y, "numpy", "float64", "sgd")
+    net = _trained(X, torch.from_numpy(y).cuda(), name, "float64", "sgd")
     for k, p in reference.get_params().items():
-        np.testing.assert_allclose(net.get_params()[k], p, rtol=1e-4, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(net.get_params()[k], p, rtol=1e-9, atol=1e-12, err_msg=k)
     Y = net.forward(torch.from_numpy(X_test).cuda())
     assert isinstance(Y, backend.xp.ndarray)
-    np.testing.assert_allclose(backend.to_host(Y), reference.forward(X_test), atol=1e-4)
+    np.testing.assert_allclose(backend.to_host(Y), reference.forward(X_test), rtol=1e-9, atol=1e-12)
     # A NumPy network reads a CUDA tensor too (through CuPy, one copy to the host).
     np.testing.assert_array_equal(reference.forward(X), reference.forward(X_host))
 
