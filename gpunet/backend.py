@@ -7,8 +7,10 @@ or from its input arrays via :func:`array_module`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from types import ModuleType
@@ -32,12 +34,37 @@ except ImportError as exc:  # ModuleNotFoundError included
     _cupy = None
     _CUPY_IMPORT_ERROR = (
         "cupy not installed" if isinstance(exc, ModuleNotFoundError) and exc.name == "cupy"
+        else f"no NVIDIA driver (cupy failed to import: {exc})" if "libcuda" in str(exc)
         else f"cupy failed to import: {exc}"
     )
 
 
 class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run here; the message says why and how to fix it."""
+
+
+# The CUDA runtime says "insufficient driver" both when the driver is too old and when
+# there is none at all; loading the driver library tells the two apart.
+LIBCUDA = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+
+
+def _libcuda_loads() -> bool:
+    """Whether the NVIDIA driver's library can be loaded (it ships with the driver, not with CuPy)."""
+    try:
+        ctypes.CDLL(LIBCUDA)
+    except OSError:
+        return False
+    return True
+
+
+def _device_count_error(exc: BaseException, libcuda_loads: bool) -> str:
+    """Why ``getDeviceCount`` failed, in the words a user can act on."""
+    message = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+    if not libcuda_loads:
+        return f"no NVIDIA driver ({LIBCUDA} cannot be loaded; the CUDA runtime says: {message})"
+    if "cudaErrorInsufficientDriver" in message:
+        return f"NVIDIA driver too old for this CuPy's CUDA runtime: {message}"
+    return f"no CUDA device: {message}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,7 +75,7 @@ def cupy_unavailable_reason() -> str | None:
     try:
         count = _cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError and friends carry the driver's message
-        return f"no CUDA device: {exc}"
+        return _device_count_error(exc, _libcuda_loads())
     if count < 1:
         return "no CUDA device: the driver reports 0 devices"
     try:  # A device can be listed yet unusable (busy, wrong arch, missing NVRTC).
@@ -69,10 +96,19 @@ class Backend:
     reason: str = ""  # why "auto" chose this backend, empty when asked for by name
 
     def to_device(self, a: Any, dtype: Any = None) -> Any:
-        """Host (or other-backend) array -> this backend's array; no copy when already there."""
+        """Any array -> this backend's array; no copy when already there (in that dtype, contiguous).
+
+        NumPy, CuPy, sequences, and arrays of other libraries through DLPack
+        (PyTorch, JAX, ...): host data is read in place, and on CuPy a CUDA
+        array is taken as it is on the device, with no round trip through the host.
+        """
         if self.xp is np:
             return np.ascontiguousarray(to_numpy(a), dtype=dtype)
-        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+        return self.xp.ascontiguousarray(self.xp.asarray(as_array(a), dtype=dtype))  # host -> device copy
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        """Pickled by name (an array module cannot be pickled): unpickling finds the backend again."""
+        return _restore_backend, (self.name, self.reason)
 
     def to_host(self, a: Any) -> np.ndarray:
         """This backend's array -> NumPy array (a CPU-GPU sync point on CuPy)."""
@@ -90,9 +126,7 @@ class Backend:
         if self.xp is not np or multiply_adds >= SMALL_PRODUCT:
             yield
             return
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, user_api="blas"):
+        with _threadpools().limit(limits=1, user_api="blas"):
             yield
 
     @property
@@ -109,11 +143,52 @@ class Backend:
             self.xp.get_default_pinned_memory_pool().free_all_blocks()
 
 
+# DLPack device types (dlpack.h): where an array's memory lives.
+DLPACK_CPU, DLPACK_CUDA, DLPACK_CUDA_HOST, DLPACK_CUDA_MANAGED = 1, 2, 3, 13
+
+
+def as_array(a: Any) -> Any:
+    """Any array -> a NumPy array (host data) or a CuPy array (CUDA data), without a copy where possible.
+
+    NumPy and CuPy arrays come back as they are; another library's array with
+    ``__dlpack__`` (a PyTorch tensor, a JAX array) is read in place through
+    DLPack; anything else goes through ``numpy.asarray``.
+    """
+    if isinstance(a, np.ndarray) or (_cupy is not None and isinstance(a, _cupy.ndarray)):
+        return a
+    if not hasattr(a, "__dlpack__") or not hasattr(a, "__dlpack_device__"):
+        return np.asarray(a)
+    device_type = int(a.__dlpack_device__()[0])
+    on_cuda = device_type in (DLPACK_CUDA, DLPACK_CUDA_MANAGED)
+    if not on_cuda and device_type not in (DLPACK_CPU, DLPACK_CUDA_HOST):
+        raise TypeError(f"cannot read a {type(a).__name__} on DLPack device type {device_type}: "
+                        "gpunet reads host (CPU) and CUDA arrays")
+    if on_cuda and cupy_unavailable_reason() is not None:
+        raise BackendUnavailableError(
+            f"a {type(a).__name__} on a CUDA device needs a usable CuPy to be read ({cupy_unavailable_reason()}); "
+            f"install it with {INSTALL_HINT}, or move the array to the CPU first"
+        )
+    try:
+        return _cupy.from_dlpack(a) if on_cuda else np.from_dlpack(a)  # both share the memory of a
+    except (BufferError, RuntimeError, TypeError) as exc:  # e.g. a tensor that requires grad, bfloat16
+        raise TypeError(f"cannot read a {type(a).__name__} through DLPack: {exc}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _threadpools() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries, found once: finding them scans every loaded
+    shared library (4 ms here, more with PyTorch loaded), too slow to repeat each epoch."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def to_numpy(a: Any) -> np.ndarray:
-    """Any array (NumPy, CuPy or a sequence) -> NumPy array; a sync point for CuPy input."""
+    """Any array (NumPy, CuPy, DLPack or a sequence) -> NumPy array; a sync point for device input."""
+    a = as_array(a)
     if _cupy is not None and isinstance(a, _cupy.ndarray):
         return _cupy.asnumpy(a)  # CPU-GPU sync point
-    return np.asarray(a)
+    return a
 
 
 def array_module(*arrays: Any) -> ModuleType:
@@ -121,6 +196,10 @@ def array_module(*arrays: Any) -> ModuleType:
     if _cupy is None or all(type(a) is np.ndarray for a in arrays):  # the common CPU case, without a call
         return np
     return _cupy.get_array_module(*arrays)
+
+
+def _restore_backend(name: str, reason: str) -> Backend:
+    return replace(get_backend(name), reason=reason)
 
 
 def _numpy_backend(reason: str = "") -> Backend:

@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .backend import as_array
+
 
 def check_choice(label: str, value: Any, valid: Sequence[str]) -> None:
     if not isinstance(value, str) or value not in valid:
@@ -47,9 +49,15 @@ def check_fraction(label: str, value: Any) -> float:
 
 
 def check_matrix(label: str, a: Any, n_cols: int) -> Any:
-    """Shape and dtype checks that need no device sync; returns ``a`` (as an array)."""
-    if not (hasattr(a, "shape") and hasattr(a, "dtype")):
-        a = np.asarray(a)
+    """Shape and dtype checks that need no device sync; returns ``a`` as a NumPy or CuPy array.
+
+    Arrays of other libraries (PyTorch, JAX) are read through DLPack without a
+    copy: host data becomes a NumPy array, CUDA data a CuPy array.
+    """
+    try:
+        a = as_array(a)
+    except ValueError as exc:  # numpy.asarray of ragged or non-numeric nesting
+        raise TypeError(f"{label} must be a 2-D array of numbers; got {type(a).__name__} ({exc})") from None
     if a.dtype.kind not in "iuf":
         raise TypeError(f"{label} must hold numbers; got dtype {a.dtype}")
     if a.ndim != 2:

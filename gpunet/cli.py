@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   gpunet predict runs/RUN my7.png               # your own handwriting, any size or colour
   gpunet plot runs/RUN                          # curves, confusion matrix and weights as PNG
   gpunet sweep grid.toml                        # every config of a grid file, one results table
+  gpunet export runs/RUN model.onnx             # for onnxruntime (pip install "gpunet[onnx]")
 """
 RESUME_HONOURS = ("epochs", "backend", "kernels")  # with --resume, every other setting comes from the checkpoint
 
@@ -235,6 +236,17 @@ def run_predict(args: argparse.Namespace) -> int:
     return 2 if any(isinstance(r, Exception) for r in results) else 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .onnx import export
+    from .run import model_path
+
+    net, _, meta = load_checkpoint(model_path(args.model), "numpy")
+    export(net, args.onnx_path, preprocessing=meta.get("preprocessing"))
+    print(f"wrote {args.onnx_path}")
+    return 0
+
+
 def run_plot(args: argparse.Namespace) -> int:
     from .evaluation import plot_run
 
@@ -286,6 +298,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 JSON: Options = [(("--json",), dict(action="store_true", help="print JSON instead of text"))]
 IMAGES: Options = [(("images",), dict(metavar="IMAGE", nargs="+"))]
+ONNX_PATH: Options = [(("onnx_path",), dict(metavar="OUT.onnx", help="the file to write (an existing one is kept)"))]
 # name -> (help, options, action)
 COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "train": ("train a network on handwritten digits and write a run folder", _train_options, run_train),
@@ -299,6 +312,8 @@ COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], Non
                                  "the run folder)")), *TEST_DATA, *BACKEND], run_plot),
     "bench": ("time gpunet against PyTorch, scikit-learn and the article's plain code", BENCH, run_bench),
     "sweep": ("train every config of a grid file and write one results table", [*SWEEP, *BACKEND], run_sweep),
+    "export": ("write a model as ONNX (Gemm and activation nodes, float32) for onnxruntime, its input preprocessing "
+               'in the metadata; needs the onnx package: pip install "gpunet[onnx]"', [*MODEL, *ONNX_PATH], run_export),
 }
 
 

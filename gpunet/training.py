@@ -230,8 +230,8 @@ def _prepare_optional(
 
 
 def _prepare(net: Network, X: Array, y: Array, x_label: str, y_label: str) -> tuple[Array, Array, np.ndarray]:
-    """Check once on the host, then move to the device once: (X, T, host labels)."""
-    X = net.backend.to_host(check_matrix(x_label, X, net.sizes[0]))
+    """Check once (on the device for device data), then move to the device once: (X, T, host labels)."""
+    X = check_matrix(x_label, X, net.sizes[0])  # NumPy or CuPy: device data stays on the device
     y = net.backend.to_host(y)
     if y.ndim == 2:
         T = check_matrix(y_label, y, net.sizes[-1])

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import re
-
 import importlib.util
+import pickle
+import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gpunet
+import gpunet.backend as backend_module
 from gpunet.backend import cupy_unavailable_reason
 
 PACKAGE = Path(gpunet.__file__).parent
@@ -63,8 +65,11 @@ def cupy_without_device():
 def test_cupy_installed_without_device_falls_back_to_numpy(cupy_without_device):
     b = gpunet.get_backend("auto")
     assert b.name == "numpy" and b.xp is np
-    assert b.reason.startswith(("no CUDA device: ", "CUDA device unusable: ")), b.reason
+    assert b.reason.startswith(("no NVIDIA driver (", "NVIDIA driver too old", "no CUDA device: ",
+                                "CUDA device unusable: ")), b.reason
     assert len(b.reason) > len("no CUDA device: ")  # carries the driver's message
+    if not backend_module._libcuda_loads():  # this machine (CuPy installed, no driver): say so plainly
+        assert b.reason.startswith("no NVIDIA driver (libcuda.so.1 cannot be loaded"), b.reason
 
 
 def test_explicit_cupy_without_device_raises_one_clear_error(cupy_without_device):
@@ -121,3 +126,88 @@ def test_no_numpy_api_removed_in_numpy_2():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "NPY201",
                           "--output-format", "concise", *targets], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+class _FakeCudaRuntimeError(RuntimeError):
+    """Stands in for cupy_backends' CUDARuntimeError: same message form, no driver needed."""
+
+
+INSUFFICIENT = "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version"
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """Make backend.py see a CuPy whose getDeviceCount raises what the test sets; the cache is reset around it."""
+
+    class Runtime:
+        error: BaseException = _FakeCudaRuntimeError(INSUFFICIENT)
+
+        def getDeviceCount(self):  # noqa: N802 - CuPy's name
+            raise self.error
+
+    runtime = Runtime()
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+    monkeypatch.setattr(backend_module, "_cupy", fake)
+    cupy_unavailable_reason.cache_clear()
+    yield runtime
+    cupy_unavailable_reason.cache_clear()
+
+
+def test_no_driver_is_named_as_such(fake_cupy, monkeypatch):
+    monkeypatch.setattr(backend_module, "_libcuda_loads", lambda: False)
+    reason = cupy_unavailable_reason()
+    assert reason == f"no NVIDIA driver (libcuda.so.1 cannot be loaded; the CUDA runtime says: {INSUFFICIENT})"
+    b = gpunet.get_backend("auto")
+    assert b.name == "numpy" and b.reason == reason
+    with pytest.raises(gpunet.BackendUnavailableError, match=r"backend 'cupy' is unavailable: no NVIDIA driver \("):
+        gpunet.get_backend("cupy")
+
+
+def test_old_driver_and_no_device_are_told_apart(fake_cupy, monkeypatch):
+    monkeypatch.setattr(backend_module, "_libcuda_loads", lambda: True)  # a driver is there ...
+    assert cupy_unavailable_reason() == f"NVIDIA driver too old for this CuPy's CUDA runtime: {INSUFFICIENT}"
+    cupy_unavailable_reason.cache_clear()
+    fake_cupy.error = _FakeCudaRuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+    assert cupy_unavailable_reason() == "no CUDA device: cudaErrorNoDevice: no CUDA-capable device is detected"
+    cupy_unavailable_reason.cache_clear()
+    fake_cupy.error = _FakeCudaRuntimeError("")  # an error with no message still says what it was
+    assert cupy_unavailable_reason() == "no CUDA device: _FakeCudaRuntimeError: "
+
+
+def test_cupy_failing_to_import_for_want_of_libcuda(tmp_path):
+    # A CuPy build that links the driver fails at import when libcuda is missing; that too is "no NVIDIA driver".
+    (tmp_path / "cupy").mkdir()
+    (tmp_path / "cupy/__init__.py").write_text(
+        "raise ImportError('libcuda.so.1: cannot open shared object file: No such file or directory')\n")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import gpunet\n"
+            "print(gpunet.get_backend('auto').reason)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ("no NVIDIA driver (cupy failed to import: libcuda.so.1: cannot open shared "
+                                  "object file: No such file or directory)")
+
+
+def test_backend_pickles_by_name():
+    b = gpunet.get_backend("numpy")
+    again = pickle.loads(pickle.dumps(b))
+    assert again == b and again.xp is np
+    net = gpunet.Network([3, 2], backend="numpy")
+    copy = pickle.loads(pickle.dumps(net))
+    X = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(copy.forward(X), net.forward(X))
+
+
+def test_small_products_run_on_one_blas_thread_and_the_limit_is_lifted_after():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    b, before = gpunet.get_backend("numpy"), blas_threads()
+    assert before  # NumPy's BLAS is found
+    for _ in range(2):  # the second time through the cached controller
+        with b.products_of_size(backend_module.SMALL_PRODUCT - 1):
+            assert blas_threads() == [1] * len(before)
+        assert blas_threads() == before
+    with b.products_of_size(backend_module.SMALL_PRODUCT):
+        assert blas_threads() == before

@@ -5,6 +5,9 @@ earlier one's names), in a temporary folder, on the NumPy backend. Each top-leve
 statement runs on its own, so that one may raise an exception only if its own
 comment names it (``gpunet.get_backend("cupy")  # raises ...BackendUnavailableError``
 where no GPU is usable). A line ``print(EXPR)  # >= NUMBER`` must print at least NUMBER.
+A block that opens with ``# needs: torch, jax`` uses libraries gpunet does not depend on: the
+in-order run leaves it out, and test_blocks_that_need_optional_libraries runs it, alone, where
+they import (skipped, naming them, where they don't).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.S | re.M)
 API_BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text().split("## The Python API\n")[1].split("\n## ")[0],
                         re.S | re.M)
+NEEDS = re.compile(r"^# needs: ([\w, ]+)")
 AT_LEAST = re.compile(r"^print\((?P<expr>.*)\)\s*#\s*>=\s*(?P<bound>[0-9.]+)")
 
 
@@ -43,6 +47,8 @@ def test_every_python_block_runs(monkeypatch, tmp_path):
     scope: dict = {}
     bounds_checked = 0
     for number, block in enumerate(BLOCKS, start=1):
+        if NEEDS.match(block):
+            continue  # test_blocks_that_need_optional_libraries
         for source, comments in _statements(block):
             where = f"README python block {number}: {source.splitlines()[0]}"
             try:
@@ -81,3 +87,15 @@ def test_python_api_example_does_what_its_comments_say(monkeypatch, tmp_path):
     assert set(scope["g"]) == set(scope["p"]) == {"W1", "b1", "W2", "b2"}
     assert [r["epoch"] for r in scope["history"]] == [1, 2, 3, 4, 5]
     assert isinstance(same, gpunet.Network) and same.config() == scope["net"].config()
+
+
+@pytest.mark.parametrize("number", [n for n, b in enumerate(BLOCKS, start=1) if NEEDS.match(b)])
+def test_blocks_that_need_optional_libraries(number, monkeypatch, tmp_path):
+    block = BLOCKS[number - 1]
+    for name in NEEDS.match(block)[1].replace(" ", "").split(","):
+        pytest.importorskip(name, reason=f"README python block {number} needs {name}, which is not installed")
+    monkeypatch.setenv("GPUNET_BACKEND", "numpy")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block, f"README.md block {number}", "exec"), scope)
+    assert scope["accuracy"] >= 0.9  # the block says about 0.95
