@@ -262,7 +262,10 @@ def run_sweep(
     mode = _check_mode(workers, scheduler, gpus)
     keys = [run_key(c) for c in configs]
     unique = dict(zip(keys, configs))
-    if any(k not in read_results(results_path) for k in unique):
+    done = read_results(results_path)
+    if all(k in done for k in unique):
+        _Counter(unique, done, on_progress).report(0)  # nothing to run: the bar is full
+    else:
         cluster = _Cluster(mode, workers, scheduler) if mode != "in-process" else None
         try:
             if cluster is not None and on_dashboard is not None and cluster.dashboard:
@@ -282,8 +285,8 @@ def run_sweep(
 class _Counter:
     """The numbers handed to ``on_progress``."""
 
-    def __init__(self, unique: dict[str, Any], results: ResultsFile, on_progress: Progress | None) -> None:
-        here = [results.done[k] for k in unique if k in results.done]
+    def __init__(self, unique: dict[str, Any], done: dict[str, Record], on_progress: Progress | None) -> None:
+        here = [done[k] for k in unique if k in done]
         self.finished, self.failed, self.total = len(here), sum(r["status"] != "ok" for r in here), len(unique)
         self.on_progress = on_progress
 
@@ -302,7 +305,7 @@ def _todo(unique: dict[str, Any], results: ResultsFile) -> Iterator[Any]:
 
 def _run_serial(unique: dict[str, Any], run_one: Callable[[Any], Record], results: ResultsFile,
                 on_progress: Progress | None) -> None:
-    counter = _Counter(unique, results, on_progress)
+    counter = _Counter(unique, results.done, on_progress)
     for config in list(_todo(unique, results)):
         counter.report(1)
         record = run_task(run_one, config)
@@ -314,7 +317,7 @@ def _run_serial(unique: dict[str, Any], run_one: Callable[[Any], Record], result
 def _run_dask(client: Any, unique: dict[str, Any], run_one: Callable[[Any], Record], results: ResultsFile,
               on_progress: Progress | None) -> None:
     distributed = _import_distributed()
-    counter = _Counter(unique, results, on_progress)
+    counter = _Counter(unique, results.done, on_progress)
     futures = {client.submit(run_task, run_one, config, pure=False, retries=RETRIES): config
                for config in _todo(unique, results)}
     pending = len(futures)

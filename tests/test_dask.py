@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from gpunet.runs import TrainConfig, run_experiment
 
 dask_distributed = pytest.importorskip("distributed", reason="Dask is part of the test extra (gpunet[dask])")
 
+README = Path(__file__).resolve().parents[1] / "README.md"
 TIMING = {"seconds", "samples_per_s", "wall_seconds", "started", "finished", "host", "worker"}
 DIVERGES = {"activation": "relu", "optimizer": "sgd", "lr": 1e30}  # NaN loss in epoch 1 on the digits
 
@@ -115,6 +117,9 @@ def test_in_process_sweep_records_each_run_once_and_a_restart_skips_them(tmp_pat
     again = gd.run_sweep([*configs, *grid(4)[3:]], run_experiment, path, on_progress=lambda *a: calls.append(a))
     assert path.read_bytes().startswith(before) and len(lines(path)) == 4  # only the new seed ran
     assert again[:3] == rows and calls == [(3, 1, 0, 4), (4, 0, 0, 4)]
+    calls.clear()
+    assert gd.run_sweep(configs[::-1], run_experiment, path, on_progress=lambda *a: calls.append(a)) == rows[::-1]
+    assert calls == [(3, 0, 0, 3)] and len(lines(path)) == 4  # nothing to run: one call, the bar full
 
 
 def test_a_failing_run_is_recorded_with_its_reason_and_the_others_finish(tmp_path):
@@ -289,3 +294,43 @@ def test_a_worker_killed_mid_sweep_and_every_run_still_finishes_once(tmp_path):
         assert lines(path)[-1]["worker"] == survivor
     finally:
         processes.close()
+
+
+def test_readme_dask_example_runs_as_written_and_a_second_run_skips_everything(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GPUNET_BACKEND", "numpy")
+    monkeypatch.chdir(tmp_path)
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "run_sweep" in b)
+    exec(compile(block, str(README), "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out
+    assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/status$", out, re.M), out
+    assert "4/4 done, 0 failed" in out
+    accuracies = re.findall(r"\d+\.\d%", out.splitlines()[-1])
+    assert len(accuracies) == 4 and all(float(a[:-1]) > 50 for a in accuracies)
+    first = (tmp_path / "seeds.jsonl").read_bytes()
+    exec(compile(block, str(README), "exec"), {"__name__": "__main__"})
+    again = capsys.readouterr().out
+    assert (tmp_path / "seeds.jsonl").read_bytes() == first  # nothing rerun
+    assert "dashboard" not in again and again.splitlines()[-1] == out.splitlines()[-1]  # no cluster started
+
+
+def dies_on_seed_1(config: TrainConfig) -> dict:
+    """A run that takes its worker process down with it (as a crash or the OOM killer would)."""
+    if config.seed == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return run_experiment(config)
+
+
+def test_a_run_that_kills_every_worker_it_is_given_is_recorded_as_failed(tmp_path):
+    import cloudpickle
+    import dask
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test file
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):  # the first death is the last
+            rows = gd.run_sweep(grid(3), dies_on_seed_1, tmp_path / "r.jsonl", workers=2)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
+    assert rows[1]["error"].startswith("KilledWorker: Attempted to run task"), rows[1]["error"]
+    assert rows[1]["command"] == "gpunet train --hidden 16 --epochs 2 --seed 1"
+    assert len(lines(tmp_path / "r.jsonl")) == 3
