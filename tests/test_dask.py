@@ -241,7 +241,7 @@ CLIENT = textwrap.dedent("""
 
 
 def test_a_client_killed_mid_sweep_restarts_and_skips_the_finished_runs(tmp_path, dask_cluster):
-    path, epochs = tmp_path / "r.jsonl", 8
+    path, epochs = tmp_path / "r.jsonl", 12
     client = subprocess.Popen([sys.executable, "-c", CLIENT, str(path), dask_cluster.address, str(epochs)])
     try:
         wait_for(lambda: path.exists() and path.read_bytes().count(b"\n") >= 2, 120, "two finished runs")
@@ -264,7 +264,7 @@ def test_a_client_killed_mid_sweep_restarts_and_skips_the_finished_runs(tmp_path
 def test_a_worker_killed_mid_sweep_and_every_run_still_finishes_once(tmp_path):
     processes = DaskProcesses(tmp_path, n_workers=2)
     try:
-        path, configs, outcome = tmp_path / "r.jsonl", grid(6, epochs=10), {}
+        path, configs, outcome = tmp_path / "r.jsonl", grid(6, epochs=15), {}
 
         def sweep() -> None:
             try:
@@ -272,13 +272,13 @@ def test_a_worker_killed_mid_sweep_and_every_run_still_finishes_once(tmp_path):
             except BaseException as exc:  # handed to the test's thread
                 outcome["error"] = exc
 
-        thread = threading.Thread(target=sweep)
-        thread.start()
         with dask_distributed.Client(processes.address, timeout=30) as watcher:
-            wait_for(lambda: path.exists() and path.read_bytes().count(b"\n") >= 1, 120, "a finished run")
+            thread = threading.Thread(target=sweep)
+            thread.start()
             busy: list[str] = []
-            wait_for(lambda: busy.extend(a for a, keys in watcher.processing().items() if keys) or busy, 30,
-                     "a worker with a task")
+            wait_for(lambda: busy.extend(a for a, keys in watcher.processing().items() if keys) or busy
+                     or not thread.is_alive(), 120, "a worker with a task")
+            assert busy, f"the sweep ended before a worker was seen running a task: {outcome}"
             victim = busy[0]
             os.kill(processes.pids[victim], signal.SIGKILL)
             done_at_kill = len(gd.read_results(path))
