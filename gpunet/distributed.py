@@ -36,6 +36,7 @@ DASK_CUDA_HINT = 'dask-cuda is not installed: pip install "gpunet[dask-cuda]"'
 # A lost worker's task is rerun by the scheduler itself (up to distributed.scheduler.allowed-failures times);
 # retries covers an error outside run_one (run_one's own are caught and recorded), e.g. a worker that cannot import it.
 RETRIES = 2
+CONNECT_TIMEOUT = 30  # seconds to reach a scheduler given by address before giving up with an OSError
 Record = dict[str, Any]
 Progress = Callable[[int, int, int, int], object]
 
@@ -87,11 +88,18 @@ def run_task(run_one: Callable[[Any], Record], config: Any) -> Record:
         row = run_one(config)
     except Exception as exc:
         return failed_record(config, one_line(exc), started, round(time.perf_counter() - start, 2))
-    return {
+    record = {
         "key": run_key(config), "status": "ok", "config": dataclasses.asdict(config), "command": config.command(),
         **row, **_where(), "started": started, "finished": _utc(),
         "wall_seconds": round(time.perf_counter() - start, 2),
     }
+    record.update(key=run_key(config), status="ok")  # whatever the row holds, these two are the sweep's
+    try:
+        json.dumps(record)  # here, not in the client: a row that cannot be written fails its run alone
+    except (TypeError, ValueError) as exc:
+        return failed_record(config, f"run_one's row is not JSON-ready ({one_line(exc)})", started,
+                             round(time.perf_counter() - start, 2))
+    return record
 
 
 def read_results(path: str | os.PathLike[str]) -> dict[str, Record]:
@@ -122,7 +130,7 @@ def _parse(path: Path, data: bytes) -> tuple[dict[str, Record], int]:
             raise ValueError(f"{path}: line {number} is not a gpunet results record; expected a JSON Lines "
                              "results file written by gpunet.distributed.run_sweep")
         records.setdefault(record["key"], record)
-    if whole < len(data) and not records:  # nothing of ours in it: someone else's file, not a torn line
+    if whole < len(data) and not records and not data.startswith(b'{"key": '):  # someone else's file, not a torn line
         raise ValueError(f"{path}: not a gpunet results file (no complete JSON line); choose another results path")
     return records, whole
 
@@ -218,7 +226,8 @@ class _Cluster:
         elif mode == "gpus":
             self.cluster = _import_dask_cuda().LocalCUDACluster()
         try:
-            self.client = distributed.Client(self.cluster if self.cluster is not None else scheduler)
+            self.client = distributed.Client(self.cluster if self.cluster is not None else scheduler,
+                                             timeout=CONNECT_TIMEOUT)
         except BaseException:
             if self.cluster is not None:
                 self.cluster.close()

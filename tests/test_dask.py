@@ -133,6 +133,12 @@ def test_a_failing_run_is_recorded_with_its_reason_and_the_others_finish(tmp_pat
     assert calls[-1] == (3, 0, 1, 3)
 
 
+def test_a_row_that_is_not_json_fails_its_run_alone(tmp_path):
+    record = gd.run_task(lambda config: {"accuracy": object()}, grid(1)[0])
+    assert record["status"] == "failed" and record["key"] == gd.run_key(grid(1)[0])
+    assert record["error"].startswith("run_one's row is not JSON-ready (TypeError: Object of type object is not")
+
+
 def test_a_torn_last_line_is_dropped_and_a_duplicate_key_is_not_appended(tmp_path):
     path = tmp_path / "r.jsonl"
     configs = grid(2)
@@ -145,6 +151,9 @@ def test_a_torn_last_line_is_dropped_and_a_duplicate_key_is_not_appended(tmp_pat
     with gd.ResultsFile(path) as results:
         assert results.append(dict(first, test_accuracy=0.0)) is False  # a task that finished twice
     assert path.read_bytes().count(b"\n") == 2 and lines(path)[0]["test_accuracy"] == first["test_accuracy"]
+    path.write_bytes(json.dumps(first).encode()[:50])  # the very first line torn
+    assert gd.read_results(path) == {} and gd.run_sweep(configs[:1], run_experiment, path)[0]["status"] == "ok"
+    assert len(lines(path)) == 1
 
 
 def test_a_file_that_is_not_a_results_file_is_refused_untouched(tmp_path):
@@ -171,6 +180,13 @@ def test_a_second_client_on_the_same_results_file_is_refused(tmp_path):
 def test_bad_options_are_named(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         gd.run_sweep(grid(1), run_experiment, tmp_path / "r.jsonl", **kwargs)
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_scheduler_that_does_not_answer_is_an_os_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(gd, "CONNECT_TIMEOUT", 1)
+    with pytest.raises(OSError, match="tcp://127.0.0.1:9 after 1 s"):
+        gd.run_sweep(grid(1), run_experiment, tmp_path / "r.jsonl", scheduler="tcp://127.0.0.1:9")
     assert not (tmp_path / "r.jsonl").exists()
 
 
