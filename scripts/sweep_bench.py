@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=8, help="runs in the sweep (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="local Dask worker processes (default 2)")
-    parser.add_argument("--hidden", type=int, default=256, help="hidden units of each run (default 256)")
+    parser.add_argument("--hidden", type=int, default=1024, help="hidden units of each run (default 1024)")
     parser.add_argument("--epochs", type=int, default=60, help="epochs of each run (default 60)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the median ratio is reported")
     parser.add_argument("--out", help="also write the timings as JSON here")
