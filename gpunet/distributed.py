@@ -1,0 +1,350 @@
+"""Running a sweep's configs in-process or on Dask workers, each finished run appended whole to a JSON Lines file.
+
+``run_sweep(configs, run_one, "results.jsonl")`` runs every config one after
+another; ``workers=N`` runs them on a Dask LocalCluster of N processes,
+``scheduler="tcp://HOST:PORT"`` on an existing Dask cluster and ``gpus=True``
+on dask-cuda's LocalCUDACluster (one worker per visible GPU; unverified on a
+GPU). Only this process (the client) writes the results file: one line per
+finished run, written with one ``write`` and fsynced, so a killed client leaves
+whole lines (a torn last line is dropped on the next start). A restart with the
+same file skips the runs it holds; each run's key is a hash of its config.
+Dask reruns the task of a killed worker elsewhere; a run that raises is
+recorded as failed with its one-line reason and the other runs go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from .backend import BackendUnavailableError, cupy_unavailable_reason
+from .checks import check_int
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory lock, one client per file is then up to the user
+    fcntl = None  # type: ignore[assignment]
+
+DASK_HINT = 'Dask is not installed: pip install "gpunet[dask]"'
+DASK_CUDA_HINT = 'dask-cuda is not installed: pip install "gpunet[dask-cuda]"'
+# A lost worker's task is rerun by the scheduler itself (up to distributed.scheduler.allowed-failures times);
+# retries covers an error outside run_one (run_one's own are caught and recorded), e.g. a worker that cannot import it.
+RETRIES = 2
+CONNECT_TIMEOUT = 30  # seconds to reach a scheduler given by address before giving up with an OSError
+Record = dict[str, Any]
+Progress = Callable[[int, int, int, int], object]
+
+
+def run_key(config: Any) -> str:
+    """A stable name for a run: the first 16 hex digits of the SHA-256 of its config as sorted JSON."""
+    text = json.dumps(dataclasses.asdict(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _where() -> dict[str, Any]:
+    """The host, and the Dask worker's address when this runs on one."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker().address
+    except (ImportError, ValueError):  # in-process, or Dask not installed
+        worker = None
+    return {"host": platform.node(), "worker": worker}
+
+
+def one_line(exc: BaseException) -> str:
+    """``TypeName: first line of the message``, the reason recorded for a failed run."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def failed_record(config: Any, reason: str, started: str | None = None, wall_seconds: float | None = None) -> Record:
+    """The results line of a run that did not finish: its config, command and reason."""
+    return {
+        "key": run_key(config), "status": "failed", "error": reason, "config": dataclasses.asdict(config),
+        "command": config.command(), "backend": config.backend, "device": None, **_where(), "started": started,
+        "finished": _utc(), "wall_seconds": wall_seconds,
+    }
+
+
+def run_task(run_one: Callable[[Any], Record], config: Any) -> Record:
+    """Run one config where this is called (a Dask worker, or in-process) and return its results line.
+
+    An exception from ``run_one`` (a bad config, a divergence) becomes a failed
+    record, so Dask never retries it: its retries are for lost workers.
+    """
+    started, start = _utc(), time.perf_counter()
+    try:
+        row = run_one(config)
+    except Exception as exc:
+        return failed_record(config, one_line(exc), started, round(time.perf_counter() - start, 2))
+    record = {
+        "key": run_key(config), "status": "ok", "config": dataclasses.asdict(config), "command": config.command(),
+        **row, **_where(), "started": started, "finished": _utc(),
+        "wall_seconds": round(time.perf_counter() - start, 2),
+    }
+    record.update(key=run_key(config), status="ok")  # whatever the row holds, these two are the sweep's
+    try:
+        json.dumps(record)  # here, not in the client: a row that cannot be written fails its run alone
+    except (TypeError, ValueError) as exc:
+        return failed_record(config, f"run_one's row is not JSON-ready ({one_line(exc)})", started,
+                             round(time.perf_counter() - start, 2))
+    return record
+
+
+def read_results(path: str | os.PathLike[str]) -> dict[str, Record]:
+    """The records of a results file by key (the first of a key wins); {} if there is no file.
+
+    A last line without its newline is a write cut short by a kill and is
+    ignored; any other line that is not a record is an error naming it.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    records, _ = _parse(path, path.read_bytes())
+    return records
+
+
+def _parse(path: Path, data: bytes) -> tuple[dict[str, Record], int]:
+    """The records in ``data`` and the length of its whole lines (the rest is a torn last line)."""
+    whole = data.rfind(b"\n") + 1
+    records: dict[str, Record] = {}
+    for number, line in enumerate(data[:whole].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            record = None
+        if not (isinstance(record, dict) and isinstance(record.get("key"), str) and "status" in record):
+            raise ValueError(f"{path}: line {number} is not a gpunet results record; expected a JSON Lines "
+                             "results file written by gpunet.distributed.run_sweep")
+        records.setdefault(record["key"], record)
+    if whole < len(data) and not records and not data.startswith(b'{"key": '):  # someone else's file, not a torn line
+        raise ValueError(f"{path}: not a gpunet results file (no complete JSON line); choose another results path")
+    return records, whole
+
+
+class ResultsFile:
+    """The results file held for appending: locked against a second client, its torn last line dropped."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise ValueError(f"{self.path}: another sweep is writing this results file") from None
+            data = self.path.read_bytes()
+            self.done, whole = _parse(self.path, data)
+            if whole < len(data):
+                os.ftruncate(self.fd, whole)  # a half line from a killed client: the next line starts clean
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def append(self, record: Record) -> bool:
+        """Append ``record`` as one line in one write (False, and nothing written, if its key is there)."""
+        if record["key"] in self.done:
+            return False
+        data = (json.dumps(record) + "\n").encode()
+        while data:  # one write for a regular file; the loop only guards a short write (a full disk)
+            data = data[os.write(self.fd, data):]
+        os.fsync(self.fd)
+        self.done[record["key"]] = record
+        return True
+
+    def close(self) -> None:
+        os.close(self.fd)  # also releases the lock
+
+    def __enter__(self) -> ResultsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError(DASK_HINT) from None
+    return distributed
+
+
+def _import_dask_cuda() -> Any:
+    try:
+        import dask_cuda
+    except ImportError:
+        raise ImportError(DASK_CUDA_HINT) from None
+    return dask_cuda
+
+
+def _check_mode(workers: int | None, scheduler: str | None, gpus: bool) -> str:
+    chosen = [name for name, on in (("workers", workers is not None), ("scheduler", scheduler is not None),
+                                    ("gpus", bool(gpus))) if on]
+    if len(chosen) > 1:
+        raise ValueError(f"choose one of workers, scheduler and gpus; got {' and '.join(chosen)}")
+    if workers is not None:
+        check_int("workers", workers, 1)
+    if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler):
+        raise ValueError(f"scheduler must be an address like tcp://HOST:PORT; got {scheduler!r}")
+    if chosen:
+        _import_distributed()
+    if gpus:
+        _import_dask_cuda()
+        reason = cupy_unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailableError(f"one Dask worker per GPU needs CuPy with a CUDA device: {reason}")
+    return chosen[0] if chosen else "in-process"
+
+
+class _Cluster:
+    """A Dask client on a new local cluster, a new LocalCUDACluster, or an existing scheduler; closes what it made."""
+
+    def __init__(self, mode: str, workers: int | None, scheduler: str | None) -> None:
+        distributed = _import_distributed()
+        self.cluster = None
+        if mode == "workers":
+            self.cluster = distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",  # a free port on loopback: several sweeps may run on one host
+            )
+        elif mode == "gpus":
+            self.cluster = _import_dask_cuda().LocalCUDACluster()
+        try:
+            self.client = distributed.Client(self.cluster if self.cluster is not None else scheduler,
+                                             timeout=CONNECT_TIMEOUT)
+        except BaseException:
+            if self.cluster is not None:
+                self.cluster.close()
+            raise
+
+    @property
+    def dashboard(self) -> str | None:
+        try:
+            return self.client.dashboard_link
+        except (KeyError, AttributeError):  # a scheduler started without its dashboard
+            return None
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def run_sweep(
+    configs: Sequence[Any],
+    run_one: Callable[[Any], Record],
+    results_path: str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    gpus: bool = False,
+    on_progress: Progress | None = None,
+    on_dashboard: Callable[[str], object] | None = None,
+) -> list[Record]:
+    """Run every config not yet in ``results_path`` and return each config's record, in the order of ``configs``.
+
+    ``configs`` are frozen dataclasses with a ``command()`` method (TrainConfig);
+    ``run_one(config)`` returns one JSON-ready row and must be picklable (a
+    module-level function) for Dask. ``workers``, ``scheduler`` and ``gpus``
+    choose where the runs go (none of them: in-process). ``on_progress(finished,
+    running, failed, total)`` is called as runs start and end (``running``: runs
+    on workers now, at most one per worker thread); ``on_dashboard(address)``
+    once a cluster is connected, with its dashboard's address. Configs with the
+    same key run once.
+    """
+    mode = _check_mode(workers, scheduler, gpus)
+    keys = [run_key(c) for c in configs]
+    unique = dict(zip(keys, configs))
+    done = read_results(results_path)
+    if all(k in done for k in unique):
+        _Counter(unique, done, on_progress).report(0)  # nothing to run: the bar is full
+    else:
+        cluster = _Cluster(mode, workers, scheduler) if mode != "in-process" else None
+        try:
+            if cluster is not None and on_dashboard is not None and cluster.dashboard:
+                on_dashboard(cluster.dashboard)
+            with ResultsFile(results_path) as results:
+                if cluster is None:
+                    _run_serial(unique, run_one, results, on_progress)
+                else:
+                    _run_dask(cluster.client, unique, run_one, results, on_progress)
+        finally:
+            if cluster is not None:
+                cluster.close()
+    done = read_results(results_path)
+    return [done[k] for k in keys]
+
+
+class _Counter:
+    """The numbers handed to ``on_progress``."""
+
+    def __init__(self, unique: dict[str, Any], done: dict[str, Record], on_progress: Progress | None) -> None:
+        here = [done[k] for k in unique if k in done]
+        self.finished, self.failed, self.total = len(here), sum(r["status"] != "ok" for r in here), len(unique)
+        self.on_progress = on_progress
+
+    def add(self, record: Record) -> None:
+        self.finished += 1
+        self.failed += record["status"] != "ok"
+
+    def report(self, running: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.finished, running, self.failed, self.total)
+
+
+def _todo(unique: dict[str, Any], results: ResultsFile) -> Iterator[Any]:
+    return (config for key, config in unique.items() if key not in results.done)
+
+
+def _run_serial(unique: dict[str, Any], run_one: Callable[[Any], Record], results: ResultsFile,
+                on_progress: Progress | None) -> None:
+    counter = _Counter(unique, results.done, on_progress)
+    for config in list(_todo(unique, results)):
+        counter.report(1)
+        record = run_task(run_one, config)
+        if results.append(record):
+            counter.add(record)
+    counter.report(0)
+
+
+def _run_dask(client: Any, unique: dict[str, Any], run_one: Callable[[Any], Record], results: ResultsFile,
+              on_progress: Progress | None) -> None:
+    distributed = _import_distributed()
+    counter = _Counter(unique, results.done, on_progress)
+    futures = {client.submit(run_task, run_one, config, pure=False, retries=RETRIES): config
+               for config in _todo(unique, results)}
+    pending = len(futures)
+
+    def running() -> int:
+        return min(pending, sum(client.nthreads().values()))
+
+    counter.report(running())
+    try:
+        for future in distributed.as_completed(futures):
+            config = futures[future]
+            try:
+                record = future.result()
+            except distributed.KilledWorker as exc:  # it took down every worker it was given: the run's fault
+                record = failed_record(config, one_line(exc))
+            pending -= 1
+            if results.append(record):  # False: a rerun of a task whose first result was already written
+                counter.add(record)
+            counter.report(running())
+    finally:
+        client.cancel(list(futures))
