@@ -71,7 +71,7 @@ class FlatParameters:
         self.grads = xp.zeros(self.layout.size, dtype=self.dtype)
         self.param_views = views(self.params, self.layout)
         self.grad_views = views(self.grads, self.layout)
-        self.state: dict[str, Array] = {}  # "m", "v" -> a flat buffer, made when an optimiser first needs it
+        self.state: dict[str, Array] = {}  # "buf", "m", "v" -> a flat buffer, made when an optimiser first needs it
         self.state_views: dict[str, dict[str, Array]] = {}
         self.adopt(params)
 

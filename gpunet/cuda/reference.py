@@ -4,7 +4,7 @@ Each function does what its kernel does to its arguments (in place), so the host
 code of fused.py and flat.py runs unchanged on NumPy through :class:`NumpyKernels`
 and the tests hold the result to the plain path of network.py and optim.py. Two
 differences from the device remain, both rounding: the CUDA compiler may contract
-``a * b + c`` into one fused multiply-add, and ``exp``, ``log``, ``tanh`` and
+``a * b + c`` into one fused multiply-add, and ``exp``, ``log``, ``log1p``, ``tanh`` and
 ``pow`` are the device's, not NumPy's.
 """
 
