@@ -297,6 +297,29 @@ def test_fused_parameters_are_views_into_the_flat_buffer_and_resume_from_a_check
     assert not np.array_equal(net.params["W1"], before["W1"])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_step_resumes_an_old_momentum_checkpoint_like_the_plain_path(dtype):
+    """Network-level: an old-convention momentum checkpoint ("v.W1", ...) loaded into the fused and the plain
+    step, then trained with a decaying lr; the fused step's flat state takes the converted buffers."""
+    plain_net, fused_net = _pair_nets([6, 9, 7, 4], "tanh", "softmax", "cross-entropy", dtype)
+    X, T = _data(50, 6, 4, one_hot=True)
+    rng = np.random.default_rng(11)
+    old = {"t": 9, **{f"v.{k}": rng.normal(0, 0.01, p.shape) for k, p in plain_net.params.items()}}
+    plain_opt, fused_opt = Momentum(0.9, weight_decay=1e-3), Momentum(0.9, weight_decay=1e-3)
+    plain_opt.load_state_dict({k: v if k == "t" else v.copy() for k, v in old.items()}, plain_net.params)
+    fused_opt.load_state_dict({k: v if k == "t" else v.copy() for k, v in old.items()}, fused_net.params)
+    step = FusedStep(fused_net, reference.NumpyKernels())
+    expected = _run(plain_net, plain_opt, X, T, plain_net.plain_step_unchecked, 3, 16)
+    got = _run(fused_net, fused_opt, X, T, step, 3, 16)
+    assert rel_diff(got, expected) <= TOLERANCE[dtype]
+    for k, p in plain_net.params.items():
+        assert rel_diff(fused_net.params[k], p) <= TOLERANCE[dtype], k
+        assert rel_diff(fused_opt.state[f"buf.{k}"], plain_opt.state[f"buf.{k}"]) <= TOLERANCE[dtype], k
+        assert fused_opt.state[f"buf.{k}"] is step.flat.state_views["buf"][k]
+    assert sorted(fused_opt.state) == sorted(plain_opt.state) and not any(k.startswith("v.") for k in fused_opt.state)
+    assert fused_opt.t == plain_opt.t == 9 + 3 * 4
+
+
 @pytest.mark.parametrize("optimizer", ("adam", "momentum"))
 def test_plain_and_fused_steps_can_alternate(optimizer):
     """The step count and state stay in one place: a plain step between fused ones is seen by the next fused one."""
