@@ -60,8 +60,9 @@ def _plain_delta(Y, T, output, loss, scale):
     return ACTIVATIONS[output].backward(Y.copy(), LOSSES[loss].grad(Y, T) * scale)
 
 
-def _plain_loss(Y, T, output, loss):
-    return (FUSED[output, loss].per_sample if (output, loss) in FUSED else LOSSES[loss].per_sample)(Y, T)
+def _plain_loss(Z, Y, T, output, loss):
+    """network.py's per-sample loss: cross-entropy from the logits Z, the other losses from the outputs Y."""
+    return FUSED[output, loss].per_sample(Z, T) if (output, loss) in FUSED else LOSSES[loss].per_sample(Y, T)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -74,13 +75,46 @@ def test_output_layer_gives_the_plain_loss_and_delta(output, loss, cols, dtype):
     T = T.astype(dtype)
     if output == "softmax" and loss == "cross-entropy":
         T[0] *= 0.5  # targets that do not sum to 1: the general gradient y * sum(t) - t
-    Y = ACTIVATIONS[output].forward(Z.astype(np.float64) + b)
+    logits = Z.astype(np.float64) + b
+    Y = ACTIVATIONS[output].forward(logits)
     scale = 0.3 / 23
     loss_rows = np.empty(23, dtype=dtype)
     reference.output_layer(Z, b, T, loss_rows, output, loss, scale)
     assert Z.dtype == loss_rows.dtype == dtype
-    assert rel_diff(loss_rows, _plain_loss(Y, T.astype(np.float64), output, loss)) <= KERNEL_TOLERANCE[dtype]
+    assert rel_diff(loss_rows, _plain_loss(logits, Y, T.astype(np.float64), output, loss)) <= KERNEL_TOLERANCE[dtype]
     assert rel_diff(Z, _plain_delta(Y, T.astype(np.float64), output, loss, scale)) <= KERNEL_TOLERANCE[dtype] * 10
+
+
+def _old_cross_entropy(Y, T, output):
+    """The formula fused.cu used before the loss came from the logits: -sum t log(max(y, tiny)) (and the
+    (1 - t) log(1 - y) term for sigmoid), which saturates where y rounds to 0 or 1."""
+    tiny = np.finfo(Y.dtype).tiny
+    terms = T * np.log(np.maximum(Y, tiny))
+    if output == "sigmoid":
+        terms = terms + (1 - T) * np.log(np.maximum(1 - Y, tiny))
+    return -terms.sum(axis=1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("output", ("softmax", "sigmoid"))
+def test_output_layer_cross_entropy_is_exact_for_saturated_logits(output, dtype):
+    """Logits of +-1000 and +-40, the target on the losing side: Y rounds to 0 or 1, the loss is still exact."""
+    Z = np.array([[1000, -1000, 0, 40], [-40, 40, 3, -1000], [-1000, 1000, -40, 40]], dtype=dtype)
+    b = np.zeros(4, dtype=dtype)
+    T = np.eye(4, dtype=dtype)[[1, 0, 2]]  # one-hot: column 1 (-1000), 0 (-40), 2 (-40)
+    net = gpunet.Network([3, 4], output=output, loss="cross-entropy", backend="numpy", dtype=dtype)
+    Y = ACTIVATIONS[output].forward(Z.copy())
+    plain = net.per_sample_loss(Z, Y, T)
+    # by hand, dropping terms of e^-37 and below: lse(z) - z_target; sum softplus(z) - t z
+    expected = {"softmax": [2000, 80, 1040], "sigmoid": [2040 + np.log(2), 80 + np.log1p(np.exp(3)), 1080]}[output]
+    assert rel_diff(plain, np.array(expected)) <= KERNEL_TOLERANCE[dtype]
+    old = _old_cross_entropy(Y, T, output)
+    assert np.max(np.abs(old - plain) / plain) > 0.5  # the old formula is far off: the case discriminates
+    loss_rows, Zk = np.empty(3, dtype=dtype), Z.copy()
+    reference.output_layer(Zk, b, T, loss_rows, output, "cross-entropy", 1.0)
+    assert loss_rows.dtype == dtype and np.isfinite(loss_rows).all()
+    assert rel_diff(loss_rows, plain) <= KERNEL_TOLERANCE[dtype]
+    assert rel_diff(Zk, FUSED[output, "cross-entropy"].delta(Y, T)) <= KERNEL_TOLERANCE[dtype]  # deltas as before
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -123,6 +157,70 @@ def test_flat_step_is_the_optimiser_over_100_steps(name, dtype):
     assert sorted(flat_opt.state) == sorted(plain.state)
     for k in plain.state:
         assert rel_diff(flat_opt.state[k], plain.state[k]) <= TOLERANCE[dtype] / 10
+
+
+def _flat_pair(dtype, seed=5):
+    """Parameters for optim.py and the same in a FlatParameters, with its FlatOptimizer on the transcription."""
+    rng = np.random.default_rng(seed)
+    params = {"W1": rng.normal(0, 1, (7, 5)).astype(dtype), "b1": rng.normal(0, 1, 5).astype(dtype),
+              "W2": rng.normal(0, 1, (5, 3)).astype(dtype), "b2": rng.normal(0, 1, 3).astype(dtype)}
+    plain_params = {k: v.copy() for k, v in params.items()}
+    flat = FlatParameters(params, np)
+    return rng, plain_params, params, flat, FlatOptimizer(flat, reference.NumpyKernels())
+
+
+def _step_both(rng, plain, plain_params, flat_opt, stepper, lr):
+    grads = {k: rng.normal(0, 1, v.shape).astype(v.dtype) for k, v in plain_params.items()}
+    for k, g in grads.items():
+        stepper.flat.grad_views[k][...] = g
+    plain.step(plain_params, {k: g.copy() for k, g in grads.items()}, lr=lr)
+    stepper.step(flat_opt, lr=lr)
+    return grads
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flat_momentum_with_a_changing_learning_rate_is_optim_momentum_exactly(dtype):
+    """PyTorch's rule buf = mu buf + g, p -= lr buf: with lr changing every step the classical rule
+    (v = mu v - lr g, p += v) gives other numbers; the flat kernel's transcription gives optim.py's, bit for bit."""
+    rng, plain_params, params, flat, stepper = _flat_pair(dtype)
+    plain, flat_opt = Momentum(0.9, weight_decay=1e-3), Momentum(0.9, weight_decay=1e-3)
+    classical = {k: v.copy() for k, v in plain_params.items()}
+    velocity = {k: np.zeros_like(v) for k, v in classical.items()}
+    for t in range(30):
+        lr = 0.05 * 0.8**t if t % 2 else 0.2 / (1 + t)
+        grads = _step_both(rng, plain, plain_params, flat_opt, stepper, lr)
+        for k, g in grads.items():  # the old rule, for contrast
+            g = g + 1e-3 * classical[k] if k.startswith("W") else g
+            velocity[k] = 0.9 * velocity[k] - lr * g
+            classical[k] += velocity[k]
+    assert sorted(flat_opt.state) == sorted(plain.state) == ["buf.W1", "buf.W2", "buf.b1", "buf.b2"]
+    for k in params:
+        assert params[k] is flat.param_views[k] and flat_opt.state[f"buf.{k}"] is flat.state_views["buf"][k]
+        assert np.array_equal(params[k], plain_params[k]), k
+        assert np.array_equal(flat_opt.state[f"buf.{k}"], plain.state[f"buf.{k}"]), k
+        assert rel_diff(classical[k], plain_params[k]) > 1e-3, k  # the classical rule would not pass
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flat_momentum_continues_an_old_velocity_checkpoint_like_optim_py(dtype):
+    """A checkpoint of the old convention ("v.W1": v = -lr buf) adopted by the flat optimiser: converted with
+    the next step's lr, as optim.py's Momentum converts it on its first step, then the same steps bit for bit."""
+    rng, plain_params, params, flat, stepper = _flat_pair(dtype)
+    old = {"t": 17, **{f"v.{k}": rng.normal(0, 0.01, v.shape).astype(dtype) for k, v in params.items()}}
+    kept = {k: v.copy() for k, v in old.items() if k != "t"}
+    plain, flat_opt = Momentum(0.8, weight_decay=1e-3), Momentum(0.8, weight_decay=1e-3)
+    plain.load_state_dict({k: v if k == "t" else v.copy() for k, v in old.items()}, plain_params)
+    flat_opt.load_state_dict(old, params)
+    _step_both(rng, plain, plain_params, flat_opt, stepper, 0.03)  # converts v with lr = 0.03, then steps
+    assert sorted(flat_opt.state) == sorted(plain.state) == ["buf.W1", "buf.W2", "buf.b1", "buf.b2"]
+    assert all(np.array_equal(old[k], kept[k]) for k in kept)  # the checkpoint's arrays are left as they were
+    for t in range(20):
+        _step_both(rng, plain, plain_params, flat_opt, stepper, 0.05 / (1 + t))
+    assert flat_opt.t == plain.t == 17 + 21 and int(stepper.step_count[0]) == 38
+    for k in params:
+        assert flat_opt.state[f"buf.{k}"] is flat.state_views["buf"][k]
+        assert np.array_equal(params[k], plain_params[k]), k
+        assert np.array_equal(flat_opt.state[f"buf.{k}"], plain.state[f"buf.{k}"]), k
 
 
 # --- the whole step: FusedStep with the NumPy transcriptions against Network.plain_step_unchecked ---------------
@@ -199,6 +297,29 @@ def test_fused_parameters_are_views_into_the_flat_buffer_and_resume_from_a_check
     assert not np.array_equal(net.params["W1"], before["W1"])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_step_resumes_an_old_momentum_checkpoint_like_the_plain_path(dtype):
+    """Network-level: an old-convention momentum checkpoint ("v.W1", ...) loaded into the fused and the plain
+    step, then trained with a decaying lr; the fused step's flat state takes the converted buffers."""
+    plain_net, fused_net = _pair_nets([6, 9, 7, 4], "tanh", "softmax", "cross-entropy", dtype)
+    X, T = _data(50, 6, 4, one_hot=True)
+    rng = np.random.default_rng(11)
+    old = {"t": 9, **{f"v.{k}": rng.normal(0, 0.01, p.shape) for k, p in plain_net.params.items()}}
+    plain_opt, fused_opt = Momentum(0.9, weight_decay=1e-3), Momentum(0.9, weight_decay=1e-3)
+    plain_opt.load_state_dict({k: v if k == "t" else v.copy() for k, v in old.items()}, plain_net.params)
+    fused_opt.load_state_dict({k: v if k == "t" else v.copy() for k, v in old.items()}, fused_net.params)
+    step = FusedStep(fused_net, reference.NumpyKernels())
+    expected = _run(plain_net, plain_opt, X, T, plain_net.plain_step_unchecked, 3, 16)
+    got = _run(fused_net, fused_opt, X, T, step, 3, 16)
+    assert rel_diff(got, expected) <= TOLERANCE[dtype]
+    for k, p in plain_net.params.items():
+        assert rel_diff(fused_net.params[k], p) <= TOLERANCE[dtype], k
+        assert rel_diff(fused_opt.state[f"buf.{k}"], plain_opt.state[f"buf.{k}"]) <= TOLERANCE[dtype], k
+        assert fused_opt.state[f"buf.{k}"] is step.flat.state_views["buf"][k]
+    assert sorted(fused_opt.state) == sorted(plain_opt.state) and not any(k.startswith("v.") for k in fused_opt.state)
+    assert fused_opt.t == plain_opt.t == 9 + 3 * 4
+
+
 @pytest.mark.parametrize("optimizer", ("adam", "momentum"))
 def test_plain_and_fused_steps_can_alternate(optimizer):
     """The step count and state stay in one place: a plain step between fused ones is seen by the next fused one."""
@@ -209,7 +330,7 @@ def test_plain_and_fused_steps_can_alternate(optimizer):
     for t in range(12):
         rows = slice(8 * (t % 8), 8 * (t % 8) + 8)
         a.plain_step_unchecked(X[rows], T[rows], 0.01, opt_a)
-        (b._plain_step if t % 3 == 1 else fused_b)(X[rows], T[rows], 0.01, opt_b)
+        (b.plain_step_unchecked if t % 3 == 1 else fused_b)(X[rows], T[rows], 0.01, opt_b)
     assert opt_b.t == 12 and int(fused_b.optimizer.step_count[0]) == 12
     for k, p in a.params.items():
         assert rel_diff(b.params[k], p) <= 1e-12, k

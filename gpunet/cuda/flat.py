@@ -23,7 +23,7 @@ Array = Any
 # want for their operands. The padding is zero in every buffer and stays zero (its gradient is never written).
 ALIGN = 32
 RULES = {SGD: "sgd", Momentum: "momentum", Adam: "adam"}  # the exact classes: a subclass may change the rule
-STATE_NAMES = {"sgd": (), "momentum": ("v",), "adam": ("m", "v")}  # optim.py's state keys, "v.W1" and so on
+STATE_NAMES = {"sgd": (), "momentum": ("buf",), "adam": ("m", "v")}  # optim.py's state keys, "buf.W1" and so on
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class FlatParameters:
         self.grads = xp.zeros(self.layout.size, dtype=self.dtype)
         self.param_views = views(self.params, self.layout)
         self.grad_views = views(self.grads, self.layout)
-        self.state: dict[str, Array] = {}  # "m", "v" -> a flat buffer, made when an optimiser first needs it
+        self.state: dict[str, Array] = {}  # "buf", "m", "v" -> a flat buffer, made when an optimiser first needs it
         self.state_views: dict[str, dict[str, Array]] = {}
         self.adopt(params)
 
@@ -83,9 +83,13 @@ class FlatParameters:
                 view[...] = params[k]
                 params[k] = view
 
-    def adopt_state(self, optimizer: Optimizer, names: tuple[str, ...]) -> None:
+    def adopt_state(self, optimizer: Optimizer, names: tuple[str, ...], lr: float) -> None:
         """Make the optimiser's state buffers views into flat ones: its values copied in, zeros where it has none
-        yet (optim.py starts every buffer at zero). Covers a restored checkpoint, which rebinds ``state``."""
+        yet (optim.py starts every buffer at zero). Covers a restored checkpoint, which rebinds ``state``.
+
+        Momentum from a checkpoint of the old convention holds the velocity v = -lr * buf ("v.W1", ...):
+        it is converted here with ``lr``, the learning rate of the step about to be taken, exactly as
+        optim.py's Momentum converts it on its first step (buf = v * (-1 / lr), in the parameters' dtype)."""
         for s in names:
             if s not in self.state:
                 self.state[s] = self.xp.zeros(self.layout.size, dtype=self.dtype)
@@ -95,7 +99,12 @@ class FlatParameters:
                 current = optimizer.state.get(key)
                 if current is view:
                     continue
-                view[...] = 0 if current is None else current
+                old_v = optimizer.state.pop(f"v.{k}", None) if s == "buf" and current is None else None
+                if old_v is not None:
+                    view[...] = old_v
+                    view *= -1.0 / lr  # optim.py Momentum._update's conversion, the same operation
+                else:
+                    view[...] = 0 if current is None else current
                 optimizer.state[key] = view
 
 
@@ -120,15 +129,15 @@ class FlatOptimizer:
         if rule is None:
             raise ValueError("the flat optimiser kernel implements SGD, Momentum and Adam; "
                              f"got {type(optimizer).__name__}")
-        names = STATE_NAMES[rule]
-        self.flat.adopt_state(optimizer, names)
+        self.flat.adopt_state(optimizer, STATE_NAMES[rule], lr)
         if lr != self._lr_host:
             self.lr.fill(lr)
             self._lr_host = lr
         if optimizer.t != self._t_host:  # first step, a restored checkpoint, or steps taken by another path
             self.step_count.fill(optimizer.t)
-        m = self.flat.state["m"] if rule == "adam" else None
-        v = self.flat.state["v"] if rule != "sgd" else None
+        state = self.flat.state
+        m = state["buf"] if rule == "momentum" else state["m"] if rule == "adam" else None  # momentum's buf in m
+        v = state["v"] if rule == "adam" else None
         beta1 = optimizer.momentum if rule == "momentum" else getattr(optimizer, "beta1", 0.0)
         self.kernels.flat_step(
             rule, self.flat.params, self.flat.grads, m, v, self.flat.layout.n_weights, self.lr, self.step_count,

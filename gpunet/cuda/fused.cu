@@ -4,6 +4,9 @@
 //   bias_act<T, ACT>            A_i = f(Z_i + b_i), in place of Z_i             Z_i (N, n_i), b_i (n_i,)
 //   output_layer<T, OUT, LOSS>  Y = f(Z_L + b_L), loss_n = L(Y_n, T_n),
 //                               delta_L = scale * dL_n/dZ_L, in place of Z_L   Z_L, T (N, n_L), loss (N,)
+//                               cross-entropy from the logits z = Z_L + b_L, as activations.py FUSED:
+//                                 softmax  loss_n = logsumexp(z) * sum t - sum t z
+//                                 sigmoid  loss_n = sum softplus(z) - t z,  softplus(z) = max(z, 0) + log1p(exp(-|z|))
 //   delta_bias<T, ACT, UPDATE>  delta_i = dA_i * f'(A_i), in place of dA_i,
 //                               db_i = sum_n delta_i (UPDATE: b_i -= sum_n delta_i)  dA_i, A_i (N, n_i), db_i (n_i,)
 //
@@ -16,10 +19,6 @@
 #define GPUNET_SQUARED 0
 #define GPUNET_ABSOLUTE 1
 #define GPUNET_CROSS_ENTROPY 2
-
-template <typename T> __device__ __forceinline__ T tiny();  // numpy.finfo(T).tiny: log(0) would be -inf
-template <> __device__ __forceinline__ float tiny<float>() { return 1.17549435e-38f; }
-template <> __device__ __forceinline__ double tiny<double>() { return 2.2250738585072014e-308; }
 
 // Sum (max) over the 32 lanes by a xor butterfly: every lane ends with the same value, a + b == b + a.
 template <typename T> __device__ __forceinline__ T warp_sum(T x) {
@@ -54,6 +53,7 @@ template <typename T, int LOSS> __device__ __forceinline__ T loss_grad(T y, T t)
 }
 
 // One warp per row n: Y_n = f(Z_n + b), loss[n], then delta_n written over Z_n. Lane l walks columns l, l + 32, ...
+// Cross-entropy is summed from the logits z_j = Z_nj + b_j while they are read, before Y overwrites them.
 template <typename T, int OUT, int LOSS>
 __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long rows, int cols, T scale) {
     const int lane = threadIdx.x & 31;
@@ -61,7 +61,8 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
     for (long long n = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5; n < rows; n += warps) {
         T* z = Z + n * cols;
         const T* t = Tgt + n * cols;
-        if constexpr (OUT == GPUNET_SOFTMAX) {  // Y = exp(Z - max Z) / sum exp(Z - max Z)
+        T l = T(0), t_sum = T(0), t_dot_z = T(0), g_dot_y = T(0);  // the row's loss, sum t, sum t z, sum dA Y
+        if constexpr (OUT == GPUNET_SOFTMAX) {  // Y = exp(z - max z) / sum exp(z - max z)
             T m = z[0] + b[0];  // every lane reads column 0 before any lane writes (warp_max syncs them)
             for (int j = lane; j < cols; j += 32) {
                 const T v = z[j] + b[j];
@@ -70,39 +71,44 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
             m = warp_max(m);
             T s = T(0);
             for (int j = lane; j < cols; j += 32) {
-                z[j] = exp((z[j] + b[j]) - m);
+                const T zj = z[j] + b[j];
+                if constexpr (LOSS == GPUNET_CROSS_ENTROPY) {
+                    t_sum += t[j];
+                    t_dot_z += t[j] * zj;
+                }
+                z[j] = exp(zj - m);
                 s += z[j];
             }
             s = warp_sum(s);
+            if constexpr (LOSS == GPUNET_CROSS_ENTROPY) {
+                t_sum = warp_sum(t_sum);
+                l = (m + log(s)) * t_sum - warp_sum(t_dot_z);  // logsumexp(z) * sum t - sum t z, shifted by m
+            }
             for (int j = lane; j < cols; j += 32) z[j] = z[j] / s;
         } else {
-            for (int j = lane; j < cols; j += 32) z[j] = act_forward<OUT>(z[j] + b[j]);
-        }
-        T l = T(0), t_sum = T(0), g_dot_y = T(0);  // the row's loss, sum_j T_j, sum_j dA_j Y_j
-        for (int j = lane; j < cols; j += 32) {
-            const T y = z[j], tj = t[j];
-            if constexpr (LOSS == GPUNET_SQUARED) {
-                l += (tj - y) * (tj - y);
-            } else if constexpr (LOSS == GPUNET_ABSOLUTE) {
-                const T d = tj - y;
-                l += d < T(0) ? -d : d;
-            } else if constexpr (OUT == GPUNET_SOFTMAX) {  // -sum t log y
-                l += tj * log(y > tiny<T>() ? y : tiny<T>());
-                t_sum += tj;
-            } else {  // binary cross-entropy: -sum t log y + (1 - t) log(1 - y)
-                const T q = T(1) - y;
-                l += tj * log(y > tiny<T>() ? y : tiny<T>()) + (T(1) - tj) * log(q > tiny<T>() ? q : tiny<T>());
-            }
-            if constexpr (OUT == GPUNET_SOFTMAX && LOSS != GPUNET_CROSS_ENTROPY) {
-                g_dot_y += loss_grad<T, LOSS>(y, tj) * scale * y;
+            for (int j = lane; j < cols; j += 32) {
+                const T zj = z[j] + b[j];
+                if constexpr (LOSS == GPUNET_CROSS_ENTROPY) {  // sigmoid: softplus(z) - t z
+                    l += ((zj > T(0) ? zj : T(0)) + log1p(exp(-(zj < T(0) ? -zj : zj)))) - t[j] * zj;
+                }
+                z[j] = act_forward<OUT>(zj);
             }
         }
-        l = warp_sum(l);
-        if constexpr (OUT == GPUNET_SOFTMAX) {
-            if constexpr (LOSS == GPUNET_CROSS_ENTROPY) t_sum = warp_sum(t_sum);
-            else g_dot_y = warp_sum(g_dot_y);
+        if constexpr (LOSS != GPUNET_CROSS_ENTROPY) {
+            for (int j = lane; j < cols; j += 32) {
+                const T y = z[j], tj = t[j];
+                if constexpr (LOSS == GPUNET_SQUARED) {
+                    l += (tj - y) * (tj - y);
+                } else {
+                    const T d = tj - y;
+                    l += d < T(0) ? -d : d;
+                }
+                if constexpr (OUT == GPUNET_SOFTMAX) g_dot_y += loss_grad<T, LOSS>(y, tj) * scale * y;
+            }
+            if constexpr (OUT == GPUNET_SOFTMAX) g_dot_y = warp_sum(g_dot_y);
         }
-        if (lane == 0) loss[n] = LOSS == GPUNET_SQUARED ? T(0.5) * l : LOSS == GPUNET_CROSS_ENTROPY ? -l : l;
+        if constexpr (!(OUT == GPUNET_SOFTMAX && LOSS == GPUNET_CROSS_ENTROPY)) l = warp_sum(l);
+        if (lane == 0) loss[n] = LOSS == GPUNET_SQUARED ? T(0.5) * l : l;
         for (int j = lane; j < cols; j += 32) {
             const T y = z[j], tj = t[j];
             if constexpr (LOSS == GPUNET_CROSS_ENTROPY && OUT == GPUNET_SOFTMAX) {

@@ -5,7 +5,8 @@ activation (bias, activation, loss gradient, derivative, column sums, update);
 here each becomes one kernel:
 
 - forward: ``Z_i = A_{i-1} @ W_i`` (cuBLAS), then ``A_i = f(Z_i + b_i)`` in place (``bias_act``);
-- output: ``Y``, each row's loss and ``delta_L`` in one pass (``output_layer``, softmax rows too);
+- output: ``Y``, each row's loss (cross-entropy from the logits, as network.py) and ``delta_L`` in one pass
+  (``output_layer``, softmax rows too);
 - backward: ``dA_{i-1} = delta_i @ W_i^T`` (cuBLAS, before ``W_i`` changes), then
   ``delta_i = dA_i * f'(A_i)`` with ``db_i`` = its column sums (``delta_bias``);
 - update: plain SGD writes ``W_i -= A_{i-1}^T delta_i`` straight into the weights (cuBLAS gemm,

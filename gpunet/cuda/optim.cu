@@ -2,7 +2,7 @@
 //
 //   g = g + wd * p                       for the weights only: the first n_weights entries (flat.py puts them first)
 //   RULE 0, SGD:      p = p - lr * g
-//   RULE 1, momentum: v = mu * v - lr * g;  p = p + v                          (classical momentum)
+//   RULE 1, momentum: buf = mu * buf + g;  p = p - lr * buf    (PyTorch's; buf is passed in m, v is unused)
 //   RULE 2, Adam:     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //                     p = p - (lr / (1 - b1^t)) * m / (sqrt(v / (1 - b2^t)) + eps)
 //
@@ -35,9 +35,9 @@ __global__ void flat_step(T* p, T* g, T* m, T* v, long long size, long long n_we
         if constexpr (RULE == GPUNET_RULE_SGD) {
             p[k] -= rate * gk;
         } else if constexpr (RULE == GPUNET_RULE_MOMENTUM) {
-            const T vk = T(beta1) * v[k] - rate * gk;
-            v[k] = vk;
-            p[k] += vk;
+            const T bk = T(beta1) * m[k] + gk;
+            m[k] = bk;
+            p[k] -= rate * bk;
         } else {
             const T mk = T(beta1) * m[k] + T(1.0 - beta1) * gk;
             const T vk = T(beta2) * v[k] + T(1.0 - beta2) * (gk * gk);

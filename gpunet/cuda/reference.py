@@ -4,7 +4,7 @@ Each function does what its kernel does to its arguments (in place), so the host
 code of fused.py and flat.py runs unchanged on NumPy through :class:`NumpyKernels`
 and the tests hold the result to the plain path of network.py and optim.py. Two
 differences from the device remain, both rounding: the CUDA compiler may contract
-``a * b + c`` into one fused multiply-add, and ``exp``, ``log``, ``tanh`` and
+``a * b + c`` into one fused multiply-add, and ``exp``, ``log``, ``log1p``, ``tanh`` and
 ``pow`` are the device's, not NumPy's.
 """
 
@@ -55,34 +55,36 @@ def _lane_sums(terms: np.ndarray) -> np.ndarray:
 
 def output_layer(Z: np.ndarray, b: np.ndarray, T: np.ndarray, loss: np.ndarray, output: str, loss_name: str,
                  scale: float) -> None:
-    """output_layer<T, OUT, LOSS>: Z becomes delta_L (scale * dL/dZ), loss[n] the row's loss; one warp per row."""
+    """output_layer<T, OUT, LOSS>: Z becomes delta_L (scale * dL/dZ), loss[n] the row's loss; one warp per row.
+    Cross-entropy comes from the logits Z + b, term by term as activations.py's FUSED losses."""
     dtype = Z.dtype.type
-    scale, one = dtype(scale), dtype(1)
-    tiny = np.finfo(Z.dtype).tiny
+    scale = dtype(scale)
+    logits = Z + b  # the kernel's z[j] + b[j], read before Y overwrites it
+    cross_entropy = loss_name == "cross-entropy"
     if output == "softmax":
         n, cols = Z.shape
-        part = np.broadcast_to(Z[:, :1] + b[0], (n, WARP)).copy()  # every lane starts from column 0
+        part = np.broadcast_to(logits[:, :1], (n, WARP)).copy()  # every lane starts from column 0
         for j in range(cols):
-            part[:, j % WARP] = np.maximum(part[:, j % WARP], Z[:, j] + b[j])
+            part[:, j % WARP] = np.maximum(part[:, j % WARP], logits[:, j])
         m = _warp_max(part)
-        Z += b
-        Z -= m[:, None]
-        np.exp(Z, out=Z)
-        Z /= _lane_sums(Z)[:, None]
+        np.exp(logits - m[:, None], out=Z)
+        s = _lane_sums(Z)
+        if cross_entropy:  # logsumexp(z) * sum t - sum t z, shifted by the row's max
+            t_sum = _lane_sums(T)
+            loss[:] = (m + np.log(s)) * t_sum - _lane_sums(T * logits)
+        Z /= s[:, None]
     else:
-        bias_act(Z, b, output)
+        if cross_entropy:  # sigmoid: softplus(z) - t z, softplus(z) = max(z, 0) + log1p(exp(-|z|))
+            loss[:] = _lane_sums((np.maximum(logits, 0) + np.log1p(np.exp(-np.abs(logits)))) - T * logits)
+        Z[...] = ACTIVATIONS[output].forward(logits)  # Y = f(z)
     Y = Z
     if loss_name == "squared":
         loss[:] = dtype(0.5) * _lane_sums((T - Y) * (T - Y))
     elif loss_name == "absolute":
         loss[:] = _lane_sums(np.abs(T - Y))
-    elif output == "softmax":
-        loss[:] = -_lane_sums(T * np.log(np.maximum(Y, tiny)))
-    else:
-        loss[:] = -_lane_sums(T * np.log(np.maximum(Y, tiny)) + (one - T) * np.log(np.maximum(one - Y, tiny)))
-    if loss_name == "cross-entropy" and output == "softmax":
-        Z[...] = (Y * _lane_sums(T)[:, None] - T) * scale
-    elif loss_name == "cross-entropy":
+    if cross_entropy and output == "softmax":
+        Z[...] = (Y * t_sum[:, None] - T) * scale
+    elif cross_entropy:
         Z[...] = (Y - T) * scale
     else:
         dA = (Y - T if loss_name == "squared" else np.sign(Y - T)) * scale
@@ -122,9 +124,9 @@ def flat_step(rule: str, p: np.ndarray, g: np.ndarray, m: np.ndarray | None, v: 
     g[:n_weights] += T(weight_decay) * p[:n_weights]
     if rule == "sgd":
         p -= rate * g
-    elif rule == "momentum":
-        v[...] = T(beta1) * v - rate * g
-        p += v
+    elif rule == "momentum":  # m is the buffer buf
+        m[...] = T(beta1) * m + g
+        p -= rate * m
     else:
         m_hat_scale = 1.0 / (1.0 - beta1**t)
         v_hat_scale = T(1.0 / (1.0 - beta2**t))
