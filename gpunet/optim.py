@@ -76,7 +76,8 @@ class Optimizer:
             name = key.partition(".")[2]
             if name not in params or value.shape != params[name].shape:
                 raise ValueError(f"optimizer state {key!r} does not fit the network's parameters")
-            buffers[key] = array_module(params[name]).asarray(value, dtype=params[name].dtype)
+            # a copy: the steps update the state in place, and must never write into the caller's arrays
+            buffers[key] = array_module(params[name]).array(value, dtype=params[name].dtype, copy=True)
         self.t = check_int("optimizer step count", state["t"], 0)
         self.state = buffers
 

@@ -143,3 +143,21 @@ def test_old_momentum_checkpoint_loads_and_its_next_step_is_the_old_rules(tmp_pa
         np.testing.assert_allclose(p, before[k] + want_v, rtol=1e-12, atol=1e-15, err_msg=k)
         np.testing.assert_allclose(opt.state[f"buf.{k}"], -want_v / lr, rtol=1e-12, atol=1e-15, err_msg=k)
     assert opt.t == 6 and not any(key.startswith("v.") for key in opt.state)
+
+
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+def test_loaded_state_is_a_copy_the_steps_never_write_into_the_callers_arrays(name):
+    # load_state_dict used np.asarray: with the same dtype that is no copy, so the first step rewrote the
+    # arrays of the checkpoint (or state_dict) it was restored from.
+    net = gpunet.Network([4, 3, 2], backend="numpy", dtype="float64", seed=1)
+    X, T = np.random.default_rng(0).random((5, 4)), np.eye(2)[[0, 1, 0, 1, 1]]
+    first = make_optimizer(name)
+    net.train_step(X, T, lr=0.1, optimizer=first)
+    saved = first.state_dict()
+    kept = {k: v.copy() for k, v in saved.items() if k != "t"}
+    second = make_optimizer(name)
+    second.load_state_dict(saved, net.params)
+    net.train_step(X, T, lr=0.1, optimizer=second)
+    for k, v in kept.items():
+        np.testing.assert_array_equal(saved[k], v)
+    assert any(not np.array_equal(second.state[k], v) for k, v in kept.items())  # the state did move
