@@ -328,7 +328,8 @@ class Run:
         """
         self.open()
         if self._folder is not None:
-            document = {**self.config.to_dict(), "network": self.net.config(), "preprocessing": preprocessing(self.config)}
+            document = {**self.config.to_dict(), "network": self.net.config(),
+                        "preprocessing": preprocessing(self.config)}
             self._folder.start(document, self.last_record, self.source)
         c = self.config
         try:

@@ -33,7 +33,7 @@ from .reference import LOSS_CODES, RULE_CODES
 Array = Any
 OUTPUT_CODES = {**ACT_CODES, "softmax": 5}  # fused.cu's GPUNET_SOFTMAX
 HIDDEN = ("sigmoid", "tanh", "relu", "leaky_relu")
-OUTPUT_LOSSES = [(o, l) for o in OUTPUT_CODES for l in ("squared", "absolute")] + [
+OUTPUT_LOSSES = [(o, loss) for o in OUTPUT_CODES for loss in ("squared", "absolute")] + [
     ("softmax", "cross-entropy"), ("sigmoid", "cross-entropy")]
 C_TYPES = {"float32": "float", "float64": "double"}
 THREADS = 256  # 8 warps: enough to hide memory latency, small enough that a block retires quickly
@@ -54,8 +54,8 @@ def optim_expressions(ctype: str) -> list[str]:
 # Every instantiation the Python side can ask for, by source: tests/test_cuda_compile.py compiles them all.
 NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
     "fused.cu": tuple(dict.fromkeys(
-        e for c in C_TYPES.values() for act in HIDDEN for o, l in OUTPUT_LOSSES
-        for e in fused_expressions(c, act, o, l))),
+        e for c in C_TYPES.values() for act in HIDDEN for o, loss in OUTPUT_LOSSES
+        for e in fused_expressions(c, act, o, loss))),
     "optim.cu": tuple(e for c in C_TYPES.values() for e in optim_expressions(c)),
 }
 

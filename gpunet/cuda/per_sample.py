@@ -1,4 +1,4 @@
-"""Per-sample SGD on the GPU: Network.train_per_sample_unchecked's sequential loop for a chunk of rows in one kernel launch.
+"""Per-sample SGD on the GPU: the sequential loop of Network.train_per_sample_unchecked, a chunk of rows a launch.
 
 :func:`per_sample_chunk` has the contract of ``Network.train_per_sample_unchecked`` (checked
 device arrays in, parameters updated in place, the chunk's summed per-sample

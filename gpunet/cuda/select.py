@@ -110,5 +110,6 @@ def plan(net: Any, kernels: str | None, optimizer: Any, X: Array, T: Array, batc
         chunk = net.train_per_sample_unchecked
     step = step_function(net, path)
     if path == "plain" and net.kernels in ("auto", "plain") and choose(net.kernels, net, optimizer) == "plain":
-        step = net.train_step_unchecked  # the same plain step, through the method callers may wrap (test_reliability does)
+        # the same plain step, through the method callers may wrap (test_reliability does)
+        step = net.train_step_unchecked
     return Plan(path, step, chunk, graph)
