@@ -48,8 +48,9 @@ def gpu_main(argv: list[str]) -> int:
     unknown = [n for n in only or [] if n not in ALL_GPU_CONTENDERS]
     if unknown:
         p.error(f"unknown contender {unknown[0]!r}; expected some of {', '.join(ALL_GPU_CONTENDERS)}")
-    if args.mnist_dir and not (Path(args.mnist_dir) / "train-images-idx3-ubyte.gz").is_file():
-        p.error(f"--mnist-dir {args.mnist_dir!r} holds no train-images-idx3-ubyte.gz")
+    if args.mnist_dir and not any((Path(args.mnist_dir) / n).is_file()
+                                  for n in ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte")):
+        p.error(f"--mnist-dir {args.mnist_dir!r} holds no train-images-idx3-ubyte(.gz)")
     out = Path(args.json)
     if not out.parent.is_dir():
         p.error(f"--json {args.json!r}: folder {str(out.parent)!r} does not exist")

@@ -294,9 +294,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if out.is_dir() and any(out.iterdir()) and not (out / "gpu-check.json").is_file():
         p.error(f"--out {args.out!r} holds other files; give an empty or new folder (or a previous check's)")
     if args.mnist_dir is not None:
-        missing = [f for f in MNIST_FILES if not (Path(args.mnist_dir) / f).is_file()]
+        folder = Path(args.mnist_dir)  # gzipped or not, as gpunet's reader takes them
+        missing = [f for f in MNIST_FILES if not any((folder / n).is_file() for n in (f, f.removesuffix(".gz")))]
         if missing:
-            p.error(f"--mnist-dir {args.mnist_dir!r} lacks {missing[0]} (expected the four MNIST IDX .gz files)")
+            p.error(f"--mnist-dir {args.mnist_dir!r} lacks {missing[0]} (expected the four MNIST IDX files)")
         args.mnist_dir = str(Path(args.mnist_dir).resolve())
     try:
         out.mkdir(parents=True, exist_ok=True)
