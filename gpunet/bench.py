@@ -589,7 +589,7 @@ def gpu_cases(fraction: float = 1.0) -> list[Case]:
     """The GPU cases: ``fraction`` of an MNIST epoch each (the per-sample slow contenders fewer rows)."""
     rows = max(1, round(EPOCH_ROWS * fraction))
     slow = ("gpunet-cupy", "torch-cuda", "gpunet-numpy")
-    slow_rows = min(rows, SLOW_ROWS if fraction >= 1 else max(1, round(SLOW_ROWS * fraction * 4)))
+    slow_rows = min(rows, SLOW_ROWS if fraction >= 1 else max(1, round(SLOW_ROWS * fraction * 2)))
     per_sample = [Case(f"per-sample 784-{h}-10{'' if dt == 'float32' else ' float64'}", (784, h, 10), 1, rows, dt,
                        PER_SAMPLE_CONTENDERS, slow, slow_rows)
                   for h in (100, 200) for dt in ("float32", "float64")]

@@ -91,8 +91,8 @@ def test_out_is_required_without_the_out_variable(tmp_path):
 def test_a_stage_at_its_limit_is_stopped_and_says_so(tmp_path):
     check = _module().Check(tmp_path, quick=True, mnist_dir=None)
     start = time.monotonic()
-    out, status, seconds = check.run([sys.executable, "-c", "import time; print('started', flush=True); "
-                                      "time.sleep(60)"], limit=1.5)
+    sleeper = "import time; print('started', flush=True); time.sleep(60)"
+    out, status, seconds = check.run([sys.executable, "-c", sleeper], limit=1.5)
     assert status is None and 1.5 <= seconds < 20 and time.monotonic() - start < 20
     assert out == "started\n" and "stopped at its 1.5 s limit" in check.log[0]
     out, status, _ = check.run([sys.executable, "-c", "import sys; print('x'); sys.exit(3)"], limit=30)
