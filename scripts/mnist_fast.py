@@ -2,9 +2,11 @@
 
     python scripts/mnist_fast.py --mnist-dir DIR [--backend cupy] [--json FILE]
 
-784-1024-10, ReLU hidden layer, softmax output with cross-entropy, He initial
-weights, Adam (lr 1e-3, halved every two epochs), batch 256, 8 epochs, float32,
-pixels scaled to [0, 1]. On CuPy it asks for the fastest kernels this gpunet
+784-2048-10, ReLU hidden layer, softmax output with cross-entropy, He initial
+weights, Adam (lr 2e-3, halved every epoch), batch 256, 6 epochs, float32,
+pixels scaled to [0, 1]. (The GPU's time goes to kernel launches, not to the
+products, so the wider layer costs little there and gains accuracy: on the CPU,
+784-1024-10 reached 98.07% after 8 epochs, 784-2048-10 98.27% after 6.) On CuPy it asks for the fastest kernels this gpunet
 offers (graph, then fused; the plain path where train() has no ``kernels``
 option or refuses the configuration). A short warm-up run first compiles the
 kernels, so the timed run measures training, not compilation. "training
@@ -28,8 +30,8 @@ from gpunet.backend import BACKEND_NAMES
 from gpunet.datasets import load_mnist
 from gpunet.files import write_json
 
-CONFIG = dict(sizes=[784, 1024, 10], activation="relu", output="softmax", loss="cross-entropy", init="he")
-TRAIN = dict(epochs=8, batch_size=256, lr=1e-3, lr_decay=0.5**0.5, optimizer="adam", seed=0)
+CONFIG = dict(sizes=[784, 2048, 10], activation="relu", output="softmax", loss="cross-entropy", init="he")
+TRAIN = dict(epochs=6, batch_size=256, lr=2e-3, lr_decay=0.5, optimizer="adam", seed=0)
 KERNELS = ("graph", "fused")  # fastest first; without any, the plain path
 
 
