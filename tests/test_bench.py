@@ -195,3 +195,39 @@ def test_a_contender_that_raises_is_recorded_and_the_others_go_on():
     assert failed == {"bad": "RuntimeError: CUDA error: an illegal memory access was encountered"}
     with pytest.raises(RuntimeError):  # the CPU benchmark keeps failing loudly
         _time_rounds({"bad": bad}, repeats=1, settle=0)
+
+
+# --- scripts/mnist_fast.py ---------------------------------------------------------------------
+
+FAST = SCRIPT.parent / "mnist_fast.py"
+
+
+def test_mnist_fast_trains_and_reports_its_figures():
+    """The script's training function on a small MNIST-shaped split (NumPy; the real figures need MNIST)."""
+    import importlib.util
+
+    from gpunet.datasets import Split
+
+    spec = importlib.util.spec_from_file_location("mnist_fast", FAST)
+    fast = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fast)
+    rng = np.random.default_rng(0)
+    centres = rng.random((10, 784))  # ten separable classes
+    y = rng.integers(0, 10, 400)
+    X = (centres[y] + 0.1 * rng.random((400, 784))).astype(np.float32)
+    r = fast.train_fast(Split(X[:300], y[:300], X[300:], y[300:]), "numpy", epochs=2)
+    assert (r["backend"], r["kernels"], r["config"]["sizes"]) == ("numpy", "plain", [784, 2048, 10])
+    assert [e["epoch"] for e in r["epochs"]] == [1, 2] and r["train"]["epochs"] == 2
+    assert r["train_seconds"] == pytest.approx(sum(e["seconds"] for e in r["epochs"]))
+    assert 0 < r["train_seconds"] <= r["wall_seconds"]
+    assert r["test_accuracy"] == r["epochs"][-1]["test_accuracy"] >= 0.9
+
+
+def test_mnist_fast_rejects_bad_arguments(tmp_path):
+    for args, message, status in [([], "the following arguments are required: --mnist-dir", 2),
+                                  (["--mnist-dir", str(tmp_path), "--epochs", "0"], "--epochs must be >= 1", 2),
+                                  (["--mnist-dir", str(tmp_path / "none")], "none: no such folder", 2)]:
+        out = subprocess.run([sys.executable, str(FAST), *args], capture_output=True, text=True, timeout=120)
+        assert out.returncode == status and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
+        assert out.stderr.startswith("mnist_fast.py: error: ")
+    assert list(tmp_path.iterdir()) == []
