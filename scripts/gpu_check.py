@@ -242,9 +242,10 @@ class Check:
             stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit"
         elif status != 0:
             stage.status, stage.detail = "failed", _last_line(out)
+        elif out.startswith("unavailable"):
+            stage.detail = _last_line(out)  # skipped: this gpunet has no report to give
         else:
-            stage.status = "passed"
-            stage.detail = _last_line(out) if out.startswith("unavailable") else f"{len(out.splitlines())} lines"
+            stage.status, stage.detail = "passed", f"{len(out.splitlines())} lines"
         self.add(stage)
 
     # --- outputs --------------------------------------------------------------------------

@@ -116,3 +116,39 @@ def test_quick_and_full_limits_fit_the_issue_budgets():
 def test_outputs_fit_what_a_device_run_brings_back():
     outputs = _module().OUTPUTS
     assert len(outputs) <= 8 and all(__import__("re").fullmatch(r"[A-Za-z0-9._-]+", n) for n in outputs)
+
+
+@needs_no_gpu
+def test_the_gpu_stages_run_here_and_report_what_happened(tmp_path, monkeypatch):
+    """Each GPU stage's code, run on this GPU-less machine with short limits: failures and time-outs are named."""
+    module = _module()
+    monkeypatch.setitem(module.LIMITS, "benchmark", (4, 4))
+    monkeypatch.setitem(module.LIMITS, "mnist_fast", (4, 4))
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    for name in module.MNIST_FILES:
+        (mnist / name).write_bytes(b"")
+    check = module.Check(tmp_path / "out", quick=False, mnist_dir=str(mnist))
+    (tmp_path / "out").mkdir()
+    assert check.environment_stage() == cupy_unavailable_reason()
+    check.pytest_stage()
+    check.cli_stage()
+    check.benchmark_stage()
+    check.mnist_fast_stage()
+    check.ptxas_stage()
+    stages = {s.name: s for s in check.stages}
+    assert stages["pytest -m gpu"].status == "failed"  # nothing passed: every gpu test skipped here
+    assert stages["pytest -m gpu"].figures["skipped"] >= 30 and "passed" not in stages["pytest -m gpu"].figures
+    assert "skipped" in (tmp_path / "out/pytest-gpu.txt").read_text()
+    for name in ("cli digits", "cli mnist"):
+        assert stages[name].status == "failed" and "backend 'cupy' is unavailable" in stages[name].detail
+    assert stages["benchmark"].status in ("timed out", "failed")
+    assert stages["mnist_fast"].status in ("timed out", "failed")  # empty MNIST files: a one-line error at most
+    has_report = hasattr(__import__("gpunet.cuda").cuda, "ptxas_report")
+    assert stages["ptxas"].status == ("passed" if has_report else "skipped")
+    check.write(None, time.monotonic())
+    doc = json.loads((tmp_path / "out/gpu-check.json").read_text())
+    assert [s["name"] for s in doc["stages"]] == list(stages)
+    assert not list((tmp_path / "out").glob(".*"))  # no partial file left behind
+    summary = check.summary().splitlines()
+    assert len(summary) == 1 + len(stages) and summary[2].split()[:3] == ["pytest", "-m", "gpu"]
