@@ -1,0 +1,335 @@
+"""One command for a short turn on a GPU machine: environment, every CuPy test, the CLI on CuPy, the benchmark.
+
+    python3 scripts/gpu_check.py --mnist-dir .devdata/mnist            # full: under 8 minutes on an H100
+    python3 scripts/gpu_check.py --quick --mnist-dir .devdata/mnist    # under 2 minutes
+
+Each stage runs in a subprocess with its own time limit; one that reaches it is
+stopped and says so, and a failing stage never stops the next. Everything goes
+under --out (default $OUT): gpu-check.json (every figure, the versions, each
+stage's status, pytest's counts), pytest-gpu.txt, benchmark-gpu.json,
+ptxas-report.txt and gpu-check-log.txt (each stage's command and output tail):
+at most 8 plain files, no folders. A summary table is printed last. Without a
+usable GPU it says why in one line, skips the GPU stages and exits 0. Exit
+status: 0 when no stage failed, 1 otherwise, 2 for a bad argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUTS = ("gpu-check.json", "pytest-gpu.txt", "benchmark-gpu.json", "ptxas-report.txt", "gpu-check-log.txt")
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+# Seconds per stage, (quick, full): the quick sum stays under 2 minutes, the full one under 8.
+LIMITS = {
+    "environment": (15, 20),
+    "pytest": (55, 130),  # a fresh machine compiles each CuPy kernel once (NVRTC), a few tenths of a second each
+    "cli": (20, 60),
+    "benchmark": (25, 230),  # torch.compile's compilations take most of the full run's share
+    "mnist_fast": (0, 25),
+    "ptxas": (0, 10),
+}
+
+ENV_PROBE = r"""
+import importlib.metadata as md, json, platform, sys
+info = {"python": sys.version.split()[0], "platform": platform.platform()}
+for name in ("numpy", "cupy-cuda13x", "cupy-cuda12x", "torch", "jax", "jaxlib", "pytest", "gpunet"):
+    try:
+        info[name] = md.version(name)
+    except md.PackageNotFoundError:
+        pass
+from gpunet.bench import gpu_machine
+from gpunet.backend import cupy_unavailable_reason
+info["no_gpu_reason"] = cupy_unavailable_reason()
+info["machine"] = gpu_machine()
+print(json.dumps(info))
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit status 2, no usage dump
+        self.exit(2, f"gpu_check.py: error: {message}\n")
+
+
+@dataclass
+class Stage:
+    name: str
+    status: str = "skipped"  # passed, failed, timed out, skipped
+    seconds: float = 0.0
+    detail: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+class Check:
+    def __init__(self, out: Path, quick: bool, mnist_dir: str | None) -> None:
+        self.out, self.quick, self.mnist_dir = out, quick, mnist_dir
+        self.stages: list[Stage] = []
+        self.log: list[str] = []
+        self.environment: dict[str, Any] = {}
+
+    def limit(self, stage: str) -> int:
+        return LIMITS[stage][0 if self.quick else 1]
+
+    def run(self, args: list[str], limit: float, cwd: Path = ROOT, env: dict[str, str] | None = None) -> tuple[str, int | None, float]:
+        """(output, exit status or None when stopped at ``limit``, seconds); the output tail goes in the log."""
+        start = time.monotonic()
+        proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=limit)
+            status: int | None = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole group: pytest's and the CLI's children too
+            out, _ = proc.communicate()
+            status = None
+        seconds = time.monotonic() - start
+        ended = f"exit {status}" if status is not None else f"stopped at its {limit:g} s limit"
+        self.log += [f"$ {' '.join(args)}   ({ended}, {seconds:.1f} s)", out[-6000:], ""]
+        return out, status, seconds
+
+    def add(self, stage: Stage, say: bool = True) -> Stage:
+        self.stages.append(stage)
+        if say:  # progress, one line per stage
+            print(f"[{stage.name}] {stage.status}{': ' + stage.detail if stage.detail else ''}", flush=True)
+        return stage
+
+    # --- the stages ---------------------------------------------------------------------
+
+    def environment_stage(self) -> str | None:
+        """Versions and the GPU; returns why there is no usable GPU, or None."""
+        limit = self.limit("environment")
+        out, status, seconds = self.run([sys.executable, "-c", ENV_PROBE], limit)
+        stage = Stage("environment", seconds=seconds)
+        if status is None:
+            stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit"
+            self.add(stage)
+            return f"the environment probe did not finish in {limit} s"
+        if status != 0:
+            stage.status, stage.detail = "failed", _last_line(out)
+            self.add(stage)
+            return f"the environment probe failed: {_last_line(out)}"
+        self.environment = json.loads(out.strip().splitlines()[-1])
+        smi, smi_status, _ = self.run(["nvidia-smi"], 10) if _which("nvidia-smi") else ("not found", 1, 0)
+        self.environment["nvidia_smi"] = smi.strip() if smi_status == 0 else f"unavailable: {_last_line(smi)}"
+        reason = self.environment["no_gpu_reason"]
+        machine = self.environment["machine"]
+        stage.status = "passed"
+        stage.detail = machine["gpu"] if reason is None else f"no usable GPU: {reason}"
+        self.add(stage, say=reason is None)  # without a GPU, main says it in one line
+        return reason
+
+    def pytest_stage(self) -> None:
+        limit = self.limit("pytest")
+        env = {"GPUNET_MNIST_DIR": self.mnist_dir} if self.mnist_dir else {}
+        args = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "-rfEs", "--tb=short",
+                "-q", "tests"]
+        out, status, seconds = self.run(args, limit, env=env)
+        (self.out / "pytest-gpu.txt").write_text(f"$ {' '.join(args[1:])}\n{out}")
+        counts = pytest_counts(out)
+        stage = Stage("pytest -m gpu", seconds=seconds, figures=counts)
+        summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+        if status is None:
+            stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit ({summary or 'no summary'})"
+        else:
+            ok = status == 0 and counts.get("passed", 0) > 0
+            stage.status, stage.detail = ("passed" if ok else "failed"), summary or _last_line(out)
+        self.add(stage)
+
+    def cli_stage(self) -> None:
+        """gpunet train --backend cupy on the digits, and one MNIST epoch (>= 90%) when the folder is given."""
+        deadline = time.monotonic() + self.limit("cli")
+        with tempfile.TemporaryDirectory() as tmp:  # the runs' folders stay out of --out
+            jobs = [("digits", ["--epochs", "3"], 0.90)]
+            if self.mnist_dir:
+                jobs.append(("mnist", ["--dataset", "mnist", "--data-dir", self.mnist_dir, "--epochs", "1",
+                                       "--batch-size", "32"], 0.90))
+            for name, extra, need in jobs:
+                left = deadline - time.monotonic()
+                stage = Stage(f"cli {name}")
+                if left < 2:
+                    stage.status, stage.detail = "timed out", "no time left in the CLI stage's limit"
+                    self.add(stage)
+                    continue
+                args = [sys.executable, "-m", "gpunet", "train", "--backend", "cupy", "--quiet",
+                        "--out", str(Path(tmp) / name), *extra]
+                out, status, stage.seconds = self.run(args, left)
+                found = re.search(r"test accuracy ([\d.]+)% after (\d+) epoch", out)
+                if status is None:
+                    stage.status, stage.detail = "timed out", "stopped at the CLI stage's limit"
+                elif status != 0 or found is None:
+                    stage.status, stage.detail = "failed", _last_line(out)
+                else:
+                    accuracy = float(found.group(1)) / 100
+                    stage.figures = {"test_accuracy": accuracy, "epochs": int(found.group(2))}
+                    stage.status = "passed" if accuracy >= need else "failed"
+                    stage.detail = f"test accuracy {accuracy:.2%} (needs >= {need:.0%})"
+                self.add(stage)
+
+    def benchmark_stage(self) -> None:
+        limit = self.limit("benchmark")
+        path = self.out / "benchmark-gpu.json"
+        args = [sys.executable, str(ROOT / "scripts/benchmark.py"), "--gpu", "--json", str(path)]
+        args += ["--quick"] if self.quick else []
+        args += ["--mnist-dir", self.mnist_dir] if self.mnist_dir else []
+        out, status, seconds = self.run(args, limit)
+        for partial in self.out.glob(".benchmark-gpu.json.*.tmp"):  # a write cut short by the limit
+            partial.unlink()
+        stage = Stage("benchmark", seconds=seconds)
+        results = json.loads(path.read_text()) if path.is_file() else None
+        done = len(results["cases"]) if results else 0
+        if results:
+            stage.figures = {"targets": results["targets"], "epoch_seconds": {
+                c["case"]: {n: round(r["epoch_seconds"], 4) for n, r in c["contenders"].items() if "epoch_seconds" in r}
+                for c in results["cases"]}}
+        if status is None:
+            stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit after {done} cases"
+        elif status != 0:
+            stage.status, stage.detail = "failed", _last_line(out)
+        else:
+            met = sum(t["status"] == "met" for t in results["targets"])
+            stage.status, stage.detail = "passed", f"{done} cases; targets met: {met} of {len(results['targets'])}"
+        self.add(stage)
+
+    def mnist_fast_stage(self) -> None:
+        stage = Stage("mnist_fast")
+        if self.quick or not self.mnist_dir:
+            stage.detail = "full mode with --mnist-dir only"
+            self.add(stage)
+            return
+        limit = self.limit("mnist_fast")
+        with tempfile.TemporaryDirectory() as tmp:
+            result = Path(tmp) / "fast.json"
+            out, status, stage.seconds = self.run([sys.executable, str(ROOT / "scripts/mnist_fast.py"), "--mnist-dir",
+                                                   self.mnist_dir, "--json", str(result)], limit)
+            if status is None:
+                stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit"
+            elif status != 0 or not result.is_file():
+                stage.status, stage.detail = "failed", _last_line(out)
+            else:
+                stage.figures = json.loads(result.read_text())
+                met = stage.figures["test_accuracy"] >= 0.98 and stage.figures["train_seconds"] <= 1.0
+                stage.status = "passed"
+                stage.detail = (f"test accuracy {stage.figures['test_accuracy']:.2%} after "
+                                f"{stage.figures['train_seconds']:.2f} s of training; target (>= 98% in <= 1 s) "
+                                + ("met" if met else "not met"))
+        self.add(stage)
+
+    def ptxas_stage(self) -> None:
+        stage = Stage("ptxas")
+        if self.quick:
+            stage.detail = "full mode only"
+            self.add(stage)
+            return
+        code = ("import gpunet.cuda as c, sys\n"
+                "f = getattr(c, 'ptxas_report', None)\n"
+                "print(f() if f else 'unavailable: gpunet.cuda has no ptxas_report()')")
+        limit = self.limit("ptxas")
+        out, status, stage.seconds = self.run([sys.executable, "-c", code], limit)
+        (self.out / "ptxas-report.txt").write_text(out)
+        if status is None:
+            stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit"
+        elif status != 0:
+            stage.status, stage.detail = "failed", _last_line(out)
+        elif out.startswith("unavailable"):
+            stage.detail = _last_line(out)  # skipped: this gpunet has no report to give
+        else:
+            stage.status, stage.detail = "passed", f"{len(out.splitlines())} lines"
+        self.add(stage)
+
+    # --- outputs --------------------------------------------------------------------------
+
+    def write(self, no_gpu: str | None, started: float) -> None:
+        doc = {"quick": self.quick, "mnist_dir": self.mnist_dir, "no_gpu_reason": no_gpu,
+               "seconds": round(time.monotonic() - started, 1), "environment": self.environment,
+               "stages": [vars(s) for s in self.stages]}
+        (self.out / "gpu-check.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        (self.out / "gpu-check-log.txt").write_text("\n".join(self.log) + "\n")
+
+    def summary(self) -> str:
+        width = max(len(s.name) for s in self.stages)
+        lines = [f"{'stage':<{width}}  {'status':<9}  {'seconds':>7}  detail"]
+        lines += [f"{s.name:<{width}}  {s.status:<9}  {s.seconds:>7.1f}  {s.detail}" for s in self.stages]
+        return "\n".join(lines)
+
+
+def pytest_counts(output: str) -> dict[str, int]:
+    """passed/failed/skipped/... from pytest's last summary line ("3 failed, 40 passed, 2 skipped in 9.1s")."""
+    lines = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed|skipped|error|deselected)", line)]
+    if not lines:
+        return {}
+    return {k.rstrip("s") + ("s" if k.startswith("error") else ""): int(n)
+            for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)", lines[-1])}
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def _which(program: str) -> bool:
+    return any(os.access(Path(d) / program, os.X_OK) for d in os.environ.get("PATH", "").split(os.pathsep) if d)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = _Parser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", metavar="DIR", default=os.environ.get("OUT") or None,
+                   help="where the outputs go (default: $OUT)")
+    p.add_argument("--mnist-dir", metavar="DIR", help="folder with the four MNIST IDX files")
+    p.add_argument("--quick", action="store_true", help="under 2 minutes: fewer rows, no torch.compile, no mnist_fast")
+    args = p.parse_args(argv)
+    if not args.out:
+        p.error("--out DIR is required when $OUT is not set")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {args.out!r} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "gpu-check.json").is_file():
+        p.error(f"--out {args.out!r} holds other files; give an empty or new folder (or a previous check's)")
+    if args.mnist_dir is not None:
+        folder = Path(args.mnist_dir)  # gzipped or not, as gpunet's reader takes them
+        missing = [f for f in MNIST_FILES if not any((folder / n).is_file() for n in (f, f.removesuffix(".gz")))]
+        if missing:
+            p.error(f"--mnist-dir {args.mnist_dir!r} lacks {missing[0]} (expected the four MNIST IDX files)")
+        args.mnist_dir = str(Path(args.mnist_dir).resolve())
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        p.error(f"--out {args.out!r} cannot be created: {exc.strerror or exc}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    started = time.monotonic()
+    check = Check(Path(args.out), args.quick, args.mnist_dir)
+    no_gpu = check.environment_stage()
+    if no_gpu is not None:
+        print(f"no usable GPU: {no_gpu}; skipping the GPU stages", flush=True)
+        for name in ("pytest -m gpu", "cli", "benchmark", "mnist_fast", "ptxas"):
+            check.add(Stage(name, detail=f"no usable GPU: {no_gpu}"), say=False)
+    else:
+        check.pytest_stage()
+        check.cli_stage()
+        check.benchmark_stage()
+        check.mnist_fast_stage()
+        check.ptxas_stage()
+    check.write(no_gpu, started)
+    print()
+    print(check.summary())
+    failed = any(s.status in ("failed", "timed out") for s in check.stages)
+    return 1 if failed and no_gpu is None else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

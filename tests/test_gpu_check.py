@@ -1,0 +1,154 @@
+"""scripts/gpu_check.py here, without a GPU: the dry run, its argument checks, and the stage machinery."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gpunet.backend import cupy_unavailable_reason
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+needs_no_gpu = pytest.mark.skipif(cupy_unavailable_reason() is None, reason="a GPU is usable here: no dry run")
+
+
+def gpu_check(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd, env=env)
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_no_gpu
+def test_dry_run_says_why_in_one_line_and_skips_the_gpu_stages(tmp_path):
+    out = gpu_check("--quick", "--out", str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr
+    reason = cupy_unavailable_reason()
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"no usable GPU: {reason}; skipping the GPU stages"
+    assert sum("no usable GPU" in line and "skipping" in line for line in lines) == 1
+    assert lines[2].split() == ["stage", "status", "seconds", "detail"]  # the summary table comes last
+    assert [line.split()[0] for line in lines[3:]] == ["environment", "pytest", "cli", "benchmark", "mnist_fast",
+                                                       "ptxas"]
+    doc = json.loads((tmp_path / "out/gpu-check.json").read_text())
+    assert doc["no_gpu_reason"] == reason and doc["quick"] is True
+    assert doc["environment"]["numpy"] and doc["environment"]["machine"]["gpu"] == f"none: {reason}"
+    stages = {s["name"]: s for s in doc["stages"]}
+    assert stages["environment"]["status"] == "passed"
+    for name in ("pytest -m gpu", "cli", "benchmark", "mnist_fast", "ptxas"):
+        assert stages[name] == {"name": name, "status": "skipped", "seconds": 0.0,
+                                "detail": f"no usable GPU: {reason}", "figures": {}}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu-check-log.txt", "gpu-check.json"]
+
+
+@needs_no_gpu
+def test_out_defaults_to_the_out_variable_and_a_rerun_may_reuse_its_folder(tmp_path):
+    env = {**__import__("os").environ, "OUT": str(tmp_path / "o")}
+    for _ in range(2):  # the second run finds its own outputs there: allowed
+        out = gpu_check("--quick", env=env)
+        assert out.returncode == 0, out.stderr
+    assert (tmp_path / "o/gpu-check.json").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "{file}"], "--out '{file}' is a file, not a folder"),
+    (["--out", "{busy}"], "--out '{busy}' holds other files; give an empty or new folder"),
+    (["--out", "{tmp}/o", "--mnist-dir", "{tmp}"], "--mnist-dir '{tmp}' lacks train-images-idx3-ubyte.gz"),
+    (["--out", "{file}/sub"], "--out '{file}/sub' cannot be created"),
+    (["--out", "{tmp}/o", "--quick", "--fast"], "unrecognized arguments: --fast"),
+])
+def test_bad_arguments_fail_in_one_line_with_status_2(tmp_path, args, message):
+    (tmp_path / "f.txt").write_text("user data")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy/notes.txt").write_text("user data")
+    names = {"file": str(tmp_path / "f.txt"), "busy": str(tmp_path / "busy"), "tmp": str(tmp_path)}
+    out = gpu_check(*(a.format(**names) for a in args))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("gpu_check.py: error: ")
+    assert message.format(**names) in out.stderr
+    assert (tmp_path / "f.txt").read_text() == "user data" and (tmp_path / "busy/notes.txt").read_text() == "user data"
+    assert not (tmp_path / "o").exists() and sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["notes.txt"]
+
+
+def test_out_is_required_without_the_out_variable(tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OUT"}
+    out = gpu_check(cwd=tmp_path, env=env)
+    assert out.returncode == 2 and out.stderr == "gpu_check.py: error: --out DIR is required when $OUT is not set\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stage_at_its_limit_is_stopped_and_says_so(tmp_path):
+    check = _module().Check(tmp_path, quick=True, mnist_dir=None)
+    start = time.monotonic()
+    sleeper = "import time; print('started', flush=True); time.sleep(60)"
+    out, status, seconds = check.run([sys.executable, "-c", sleeper], limit=1.5)
+    assert status is None and 1.5 <= seconds < 20 and time.monotonic() - start < 20
+    assert out == "started\n" and "stopped at its 1.5 s limit" in check.log[0]
+    out, status, _ = check.run([sys.executable, "-c", "import sys; print('x'); sys.exit(3)"], limit=30)
+    assert (out, status) == ("x\n", 3) and "(exit 3," in check.log[3]
+
+
+def test_pytest_counts_read_the_last_summary_line():
+    counts = _module().pytest_counts
+    text = "tests/test_a.py ..F\n=== 1 failed, 40 passed, 2 skipped, 1 error in 9.10s ===\n"
+    assert counts(text) == {"failed": 1, "passed": 40, "skipped": 2, "errors": 1}
+    assert counts("12 passed, 350 deselected in 3.2s") == {"passed": 12, "deselected": 350}
+    assert counts("collected 0 items\nno tests ran in 0.01s") == {}
+
+
+def test_quick_and_full_limits_fit_the_issue_budgets():
+    limits = _module().LIMITS
+    assert sum(q for q, _ in limits.values()) < 120  # --quick: under 2 minutes on an H100
+    assert sum(f for _, f in limits.values()) < 480  # full: under 8
+
+
+def test_outputs_fit_what_a_device_run_brings_back():
+    outputs = _module().OUTPUTS
+    assert len(outputs) <= 8 and all(__import__("re").fullmatch(r"[A-Za-z0-9._-]+", n) for n in outputs)
+
+
+@needs_no_gpu
+def test_the_gpu_stages_run_here_and_report_what_happened(tmp_path, monkeypatch):
+    """Each GPU stage's code, run on this GPU-less machine with short limits: failures and time-outs are named."""
+    module = _module()
+    monkeypatch.setitem(module.LIMITS, "benchmark", (4, 4))
+    monkeypatch.setitem(module.LIMITS, "mnist_fast", (4, 4))
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    for name in module.MNIST_FILES:
+        (mnist / name).write_bytes(b"")
+    check = module.Check(tmp_path / "out", quick=False, mnist_dir=str(mnist))
+    (tmp_path / "out").mkdir()
+    assert check.environment_stage() == cupy_unavailable_reason()
+    check.pytest_stage()
+    check.cli_stage()
+    check.benchmark_stage()
+    check.mnist_fast_stage()
+    check.ptxas_stage()
+    stages = {s.name: s for s in check.stages}
+    assert stages["pytest -m gpu"].status == "failed"  # nothing passed: every gpu test skipped here
+    assert stages["pytest -m gpu"].figures["skipped"] >= 30 and "passed" not in stages["pytest -m gpu"].figures
+    assert "skipped" in (tmp_path / "out/pytest-gpu.txt").read_text()
+    for name in ("cli digits", "cli mnist"):
+        assert stages[name].status == "failed" and "backend 'cupy' is unavailable" in stages[name].detail
+    assert stages["benchmark"].status in ("timed out", "failed")
+    assert stages["mnist_fast"].status in ("timed out", "failed")  # empty MNIST files: a one-line error at most
+    has_report = hasattr(__import__("gpunet.cuda").cuda, "ptxas_report")
+    assert stages["ptxas"].status == ("passed" if has_report else "skipped")
+    check.write(None, time.monotonic())
+    doc = json.loads((tmp_path / "out/gpu-check.json").read_text())
+    assert [s["name"] for s in doc["stages"]] == list(stages)
+    assert not list((tmp_path / "out").glob(".*"))  # no partial file left behind
+    summary = check.summary().splitlines()
+    assert len(summary) == 1 + len(stages) and summary[2].split()[:3] == ["pytest", "-m", "gpu"]
