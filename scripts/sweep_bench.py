@@ -21,7 +21,7 @@ from pathlib import Path
 
 from gpunet.distributed import run_sweep
 from gpunet.files import write_json
-from gpunet.runs import TrainConfig, machine, run_experiment
+from gpunet.runs import TrainConfig, machine, run_config
 
 TIMING = {"seconds", "samples_per_s", "wall_seconds", "started", "finished", "host", "worker"}
 
@@ -37,7 +37,7 @@ def numbers(value: object) -> object:
 
 def timed(configs: list[TrainConfig], path: Path, workers: int | None) -> tuple[float, list[dict]]:
     start = time.perf_counter()
-    rows = run_sweep(configs, run_experiment, path, workers=workers)
+    rows = run_sweep(configs, run_config, path, workers=workers)
     return time.perf_counter() - start, rows
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                for s in range(args.runs)]
     print(f"{args.runs} runs of `{configs[0].command()} --seed S`; in-process vs {args.workers} local Dask workers",
           flush=True)
-    run_experiment(TrainConfig(hidden=(args.hidden,), epochs=1, backend="numpy"))  # untimed: imports, digits cache
+    run_config(TrainConfig(hidden=(args.hidden,), epochs=1, backend="numpy"))  # untimed: imports, digits cache
     repeats = []
     with tempfile.TemporaryDirectory() as folder:
         for k in range(args.repeats):
