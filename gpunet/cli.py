@@ -293,6 +293,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     name, configs = load_grid(args.sweep)
     configs = override(configs, backend=args.backend, epochs=args.epochs, data_dir=args.data_dir)
     out = Path(args.out or f"{name}.json")
+    if out.suffix == ".jsonl":
+        raise ValueError(f"--out {out}: expected a name not ending in .jsonl (the runs go to FILE with .jsonl)")
     # disable=None: no bar where stderr is not a terminal (logs, CI)
     bar = tqdm(total=len(configs), unit="run", desc=name, file=sys.stderr, disable=None)
 

@@ -284,14 +284,14 @@ def test_a_worker_killed_mid_sweep_and_every_run_still_finishes_once(tmp_path):
     try:
         path, configs, outcome = tmp_path / "r.jsonl", grid(6, epochs=15), {}
 
-        def sweep() -> None:
+        def run() -> None:
             try:
                 outcome["rows"] = sweep.run_sweep(configs, path, scheduler=processes.address)
             except BaseException as exc:  # handed to the test's thread
                 outcome["error"] = exc
 
         with dask_distributed.Client(processes.address, timeout=30) as watcher:
-            thread = threading.Thread(target=sweep)
+            thread = threading.Thread(target=run)
             thread.start()
             busy: list[str] = []
             wait_for(lambda: busy.extend(a for a, keys in watcher.processing().items() if keys) or busy
@@ -352,3 +352,64 @@ def test_a_run_that_kills_every_worker_it_is_given_is_recorded_as_failed(tmp_pat
     assert rows[1]["error"].startswith("KilledWorker: Attempted to run task"), rows[1]["error"]
     assert rows[1]["command"] == "gpunet train --hidden 16 --epochs 2 --seed 1"
     assert len(lines(tmp_path / "r.jsonl")) == 3
+
+
+def test_readme_sweep_commands_run_as_written_and_agree(tmp_path, dask_cluster):
+    """The README's ```sh block of ``gpunet sweep`` lines, each run as a command (HOST: the test's scheduler)."""
+    import shlex
+
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", README.read_text(), re.S) if "--scheduler" in b)
+    commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.startswith("gpunet sweep")]
+    assert [c[:3] for c in commands] == [["gpunet", "sweep", "scripts/sweeps/digits.toml"]] * 4
+    (tmp_path / "scripts").symlink_to(README.parent / "scripts")
+    gpunet = [sys.executable, "-m", "gpunet"]
+    env = {**os.environ, "GPUNET_BACKEND": "numpy"}
+    results = {}
+    for words in commands:
+        words = [w.replace("tcp://HOST:8786", dask_cluster.address) for w in words]
+        out = subprocess.run([*gpunet, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+        if "--gpus" in words:  # no GPU here: it stops at its one-line reason, before any run
+            assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+            assert re.match(r'gpunet sweep: error: (dask-cuda is not installed: pip install "gpunet\[dask-cuda\]"'
+                            r"|one Dask worker per GPU needs CuPy with a CUDA device: )", out.stderr), out.stderr
+            assert not (tmp_path / "gpus.json").exists() and not (tmp_path / "gpus.jsonl").exists()
+            continue
+        assert out.returncode == 0, out.stderr
+        assert ("dashboard: http://127.0.0.1:" in out.stdout) == (len(words) > 3)  # a cluster's, not in-process
+        name = words[words.index("--out") + 1] if "--out" in words else "digits.json"
+        results[name] = json.loads((tmp_path / name).read_text())["results"]
+        assert out.stdout.count(" ok\n") == 6 and f"wrote {name}" in out.stdout
+    assert list(results) == ["digits.json", "local.json", "cluster.json"]
+    serial = [numbers(r) for r in results["digits.json"]]
+    assert len(serial) == 6 and all(r["test_accuracy"] > 0.9 for r in serial)
+    assert [numbers(r) for r in results["local.json"]] == serial == [numbers(r) for r in results["cluster.json"]]
+    assert {r["worker"] for r in results["cluster.json"]} <= set(dask_cluster.pids)
+
+
+def test_gpunet_sweep_reports_a_cluster_that_fails_to_start_in_one_line(tmp_path, monkeypatch, capsys):
+    from gpunet.cli import main
+
+    def fails(**kwargs):
+        raise RuntimeError("Cluster failed to start: Worker failed to start.\nTraceback (most recent call last): ...")
+
+    monkeypatch.setattr(dask_distributed, "LocalCluster", fails)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text('[base]\nhidden = [8]\nepochs = 1\n[grid]\nseed = [0, 1]\n')
+    assert main(["sweep", "s.toml", "--workers", "2"]) == 2
+    assert capsys.readouterr().err == ("gpunet sweep: error: the Dask cluster did not start: RuntimeError: Cluster "
+                                       "failed to start: Worker failed to start.\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]  # nothing written
+
+
+def test_sweep_bench_runs_and_finds_the_two_sweeps_equal(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_bench", README.parent / "scripts" / "sweep_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--runs", "2", "--hidden", "8", "--epochs", "1", "--repeats", "1", "--out", str(out)]) == 0
+    assert "results equal run for run" in capsys.readouterr().out  # 1 is returned where they differ
+    doc = json.loads(out.read_text())
+    assert len(doc["repeats"]) == 1 and doc["median_ratio"] == doc["repeats"][0]["ratio"] > 0

@@ -100,7 +100,7 @@ def test_a_sweep_honours_early_stopping_as_gpunet_train_does(tmp_path, monkeypat
 
 
 def test_run_sweep_appends_rows_skips_the_ones_done_and_loads_shared_data_once(tmp_path, monkeypatch):
-    import gpunet.sweep as sweep
+    from gpunet import sweep
 
     configs = [TrainConfig(hidden=(8,), epochs=1, seed=s, backend="numpy") for s in range(3)]
     ran, loaded = [], []
@@ -173,6 +173,7 @@ def test_gpunet_sweep_records_a_failed_run_lists_it_and_exits_1(tmp_path, monkey
     (["--scheduler", "tcp://127.0.0.1:8786"], 'Dask is not installed: pip install "gpunet[dask]"'),
     (["--workers", "0"], "workers must be an integer >= 1; got 0"),
     (["--workers", "2", "--gpus"], "choose one of workers, scheduler and gpus; got workers and gpus"),
+    (["--out", "r.jsonl"], "--out r.jsonl: expected a name not ending in .jsonl (the runs go to FILE with .jsonl)"),
 ])
 def test_gpunet_sweep_dask_options_without_dask_or_wrong_say_so_in_one_line(tmp_path, monkeypatch, capsys, args,
                                                                            message):
