@@ -40,11 +40,11 @@ DASK_CUDA_HINT = 'dask-cuda is not installed: pip install "gpunet[dask-cuda]"'
 RETRIES = 2
 CONNECT_TIMEOUT = 30  # seconds to reach a scheduler given by address before giving up with an OSError
 Record = dict[str, Any]
+Progress = Callable[[int, int, int, int], object]
 
 
 class ClusterStartError(RuntimeError):
     """A Dask cluster this process started did not come up (Dask raises a RuntimeError); the message is one line."""
-Progress = Callable[[int, int, int, int], object]
 
 
 def run_key(config: Any) -> str:

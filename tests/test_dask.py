@@ -358,7 +358,7 @@ def test_readme_sweep_commands_run_as_written_and_agree(tmp_path, dask_cluster):
     """The README's ```sh block of ``gpunet sweep`` lines, each run as a command (HOST: the test's scheduler)."""
     import shlex
 
-    block = next(b for b in re.findall(r"```sh\n(.*?)```", README.read_text(), re.S) if "--scheduler" in b)
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", README.read_text(), re.S) if "tcp://HOST:8786" in b)
     commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.startswith("gpunet sweep")]
     assert [c[:3] for c in commands] == [["gpunet", "sweep", "scripts/sweeps/digits.toml"]] * 4
     (tmp_path / "scripts").symlink_to(README.parent / "scripts")
