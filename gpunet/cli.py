@@ -76,6 +76,11 @@ SWEEP: Options = [
     (("--epochs",), dict(type=int, help="override every run's epochs (a quick look)")),
     (("--out",), dict(metavar="FILE", help="results JSON (default: <name>.json); finished runs are kept in FILE with "
                       ".jsonl, and a rerun skips them")),
+    (("--workers",), dict(type=int, metavar="N", help="run on a Dask LocalCluster of N worker processes (needs "
+                          'pip install "gpunet[dask]")')),
+    (("--scheduler",), dict(metavar="tcp://HOST:PORT", help="run on the Dask cluster of this scheduler")),
+    (("--gpus",), dict(action="store_true", help="one Dask worker per visible GPU (dask-cuda's LocalCUDACluster; "
+                       'pip install "gpunet[dask-cuda]"; unverified on a GPU)')),
 ]
 BENCH: Options = [
     (("--quick",), dict(action="store_true", help="small sizes and 2 repeats: seconds, for a smoke test")),
@@ -280,20 +285,36 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from .sweep import format_table, load_grid, override, run_sweep, write_results
+    from tqdm import tqdm
+
+    from .distributed import ClusterStartError
+    from .sweep import failures, format_table, load_grid, override, run_sweep, write_results
 
     name, configs = load_grid(args.sweep)
     configs = override(configs, backend=args.backend, epochs=args.epochs, data_dir=args.data_dir)
     out = Path(args.out or f"{name}.json")
+    if out.suffix == ".jsonl":
+        raise ValueError(f"--out {out}: expected a name not ending in .jsonl (the runs go to FILE with .jsonl)")
+    # disable=None: no bar where stderr is not a terminal (logs, CI)
+    bar = tqdm(total=len(configs), unit="run", desc=name, file=sys.stderr, disable=None)
 
-    def on_row(k: int, row: dict[str, Any], done_before: bool) -> None:
-        how = "done before" if done_before else f"in {row['seconds']:.1f} s"
-        print(f"[{k}/{len(configs)}] {row['test_accuracy']:.2%} {how}: {row['command']}", flush=True)
+    def on_progress(finished: int, running: int, failed: int, total: int) -> None:
+        bar.total, bar.n = total, finished
+        bar.set_postfix({"running": running, "failed": failed})  # redraws the bar
 
-    rows = run_sweep(configs, out.with_suffix(".jsonl"), on_row)
-    write_results(out, name, rows)
-    print(f"\n{format_table(rows)}\n\nwrote {out}")
-    return 0
+    try:
+        records = run_sweep(configs, out.with_suffix(".jsonl"), workers=args.workers, scheduler=args.scheduler,
+                            gpus=args.gpus, on_progress=on_progress,
+                            on_dashboard=lambda address: tqdm.write(f"dashboard: {address}", file=sys.stdout))
+    except ClusterStartError as exc:  # a RuntimeError, which main() does not take for the user's
+        print(f"gpunet sweep: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    write_results(out, name, records)
+    failed = failures(records)
+    print(f"\n{format_table(records)}\n" + "".join(f"\nfailed: {line}" for line in failed) + f"\nwrote {out}")
+    return 1 if failed else 0
 
 
 JSON: Options = [(("--json",), dict(action="store_true", help="print JSON instead of text"))]
@@ -311,7 +332,8 @@ COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], Non
              '"gpunet[plot]")', [*MODEL, (("--out",), dict(metavar="DIR", help="where the PNG files go (default: "
                                  "the run folder)")), *TEST_DATA, *BACKEND], run_plot),
     "bench": ("time gpunet against PyTorch, scikit-learn and the article's plain code", BENCH, run_bench),
-    "sweep": ("train every config of a grid file and write one results table", [*SWEEP, *BACKEND], run_sweep),
+    "sweep": ("train every config of a grid file, in-process or on Dask workers, and write one results table; "
+              "exit status 1 when a run failed", [*SWEEP, *BACKEND], run_sweep),
     "export": ("write a model as ONNX (Gemm and activation nodes, float32) for onnxruntime, its input preprocessing "
                'in the metadata; needs the onnx package: pip install "gpunet[onnx]"', [*MODEL, *ONNX_PATH], run_export),
 }

@@ -1,5 +1,7 @@
 """Running a sweep's configs in-process or on Dask workers, each finished run appended whole to a JSON Lines file.
 
+This is the one place where sweeps run: ``gpunet sweep`` and
+``gpunet.sweep.run_sweep`` call it with ``run_one=gpunet.sweep.run_config``.
 ``run_sweep(configs, run_one, "results.jsonl")`` runs every config one after
 another; ``workers=N`` runs them on a Dask LocalCluster of N processes,
 ``scheduler="tcp://HOST:PORT"`` on an existing Dask cluster and ``gpus=True``
@@ -39,6 +41,10 @@ RETRIES = 2
 CONNECT_TIMEOUT = 30  # seconds to reach a scheduler given by address before giving up with an OSError
 Record = dict[str, Any]
 Progress = Callable[[int, int, int, int], object]
+
+
+class ClusterStartError(RuntimeError):
+    """A Dask cluster this process started did not come up (Dask raises a RuntimeError); the message is one line."""
 
 
 def run_key(config: Any) -> str:
@@ -218,13 +224,16 @@ class _Cluster:
     def __init__(self, mode: str, workers: int | None, scheduler: str | None) -> None:
         distributed = _import_distributed()
         self.cluster = None
-        if mode == "workers":
-            self.cluster = distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",  # a free port on loopback: several sweeps may run on one host
-            )
-        elif mode == "gpus":
-            self.cluster = _import_dask_cuda().LocalCUDACluster()
+        try:
+            if mode == "workers":
+                self.cluster = distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0",  # a free port on loopback: several sweeps may run on one host
+                )
+            elif mode == "gpus":
+                self.cluster = _import_dask_cuda().LocalCUDACluster()
+        except RuntimeError as exc:  # Dask's "Cluster failed to start", with the worker's traceback in its message
+            raise ClusterStartError(f"the Dask cluster did not start: {one_line(exc)}") from exc
         try:
             self.client = distributed.Client(self.cluster if self.cluster is not None else scheduler,
                                              timeout=CONNECT_TIMEOUT)

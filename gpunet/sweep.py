@@ -1,10 +1,11 @@
-"""Sweeps: grid files, running them one config at a time, and their results.
+"""Sweeps: grid files, one run of a config, and a sweep's results table and JSON.
 
 A sweep runs each config through the same ``Run`` as ``gpunet train`` (early
-stopping included), kept in memory. ``run_config`` runs ONE config and returns
-one JSON-ready row; ``run_sweep`` appends each finished row to a JSON Lines file
-and skips the configs already there, so an interrupted sweep goes on where it
-stopped. (A parallel executor can call ``run_config`` in its workers.)
+stopping included), kept in memory: ``run_config`` runs ONE config and returns
+one JSON-ready row. ``run_sweep`` hands ``run_config`` to
+``gpunet.distributed.run_sweep``, the one place where sweeps run (in-process,
+or on Dask workers), which appends each finished run to a JSON Lines results
+file and skips the runs already there.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import itertools
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
+from . import distributed
 from .config import TrainConfig
 from .datasets import Split
 from .files import require_file, write_json
@@ -25,7 +28,7 @@ from .run import Run, load_data
 
 COLUMNS = [("network", "network", "{}"), ("command", "command", "{}"), ("backend", "backend", "{}"),
            ("epochs", "epochs", "{}"), ("seconds", "seconds", "{:.1f}"), ("test acc", "test_accuracy", "{:.2%}"),
-           ("best epoch", "best_epoch_accuracy", "{:.2%}")]
+           ("best epoch", "best_epoch_accuracy", "{:.2%}"), ("status", "status", "{}")]
 
 
 def load_grid(path: str | os.PathLike[str]) -> tuple[str, list[TrainConfig]]:
@@ -70,8 +73,20 @@ def override(configs: list[TrainConfig], *, backend: str | None = None, epochs: 
             for c in configs]
 
 
+_shared: dict[tuple[Any, ...], Split] | None = None  # while run_sweep runs: the last dataset run_config loaded
+
+
 def run_config(config: TrainConfig, data: Split | None = None) -> dict[str, Any]:
-    """Train ``config`` from scratch, writing nothing, and return its results row (JSON-ready)."""
+    """Train ``config`` from scratch, writing nothing, and return its results row (JSON-ready).
+
+    ``data``: the config's dataset, already loaded (``gpunet.run.load_data``).
+    """
+    if data is None and _shared is not None:  # in a sweep in this process: runs on the same data load it once
+        key = _data_key(config)
+        if key not in _shared:
+            _shared.clear()  # one dataset in memory at a time
+            _shared[key] = load_data(config)
+        data = _shared[key]
     run = Run.new(config, None, data=data)
     start = time.perf_counter()
     history = run.train()
@@ -95,46 +110,35 @@ def _data_key(config: TrainConfig) -> tuple[Any, ...]:
             config.validation_share, config.seed if config.validation_share else None)
 
 
-def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The rows of a JSON Lines results file (a torn last line, from a killed sweep, is left out)."""
-    path, rows = Path(path), []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+@contextmanager
+def _sharing_data() -> Iterator[None]:
+    global _shared
+    _shared = {}
+    try:
+        yield
+    finally:
+        _shared = None
 
 
-def run_sweep(configs: list[TrainConfig], rows_path: str | os.PathLike[str],
-              on_row: Callable[[int, dict[str, Any], bool], object] | None = None) -> list[dict[str, Any]]:
-    """Run every config not yet in ``rows_path`` (JSON Lines), appending each row as it finishes.
+def run_sweep(configs: Sequence[TrainConfig], results_path: str | os.PathLike[str], *, workers: int | None = None,
+              scheduler: str | None = None, gpus: bool = False, on_progress: distributed.Progress | None = None,
+              on_dashboard: Callable[[str], object] | None = None) -> list[dict[str, Any]]:
+    """Run every config not yet in ``results_path`` (JSON Lines) with ``run_config``; each config's record, in order.
 
-    Returns the rows in the order of ``configs``; ``on_row(k, row, done_before)``
-    is called for each, ``k`` counting from 1.
+    ``gpunet.distributed.run_sweep(configs, run_config, results_path, ...)``:
+    in-process with none of ``workers``, ``scheduler`` and ``gpus`` (runs that
+    need the same dataset then load it once), else on Dask workers (each run
+    loads its own). Each record is ``run_config``'s row with the run's ``key``
+    and ``status`` (``"ok"``, or ``"failed"`` with its one-line ``error``).
     """
-    rows_path = Path(rows_path)
-    rows_path.parent.mkdir(parents=True, exist_ok=True)
-    if rows_path.exists():  # cut a torn last line (a killed sweep), or the next row would be glued to it
-        text = rows_path.read_bytes()
-        if text and not text.endswith(b"\n"):
-            os.truncate(rows_path, text.rfind(b"\n") + 1)
-    done = {json.dumps(r["config"], sort_keys=True): r for r in read_rows(rows_path)}
-    rows, cache = [], {}
-    for k, config in enumerate(configs, start=1):
-        key = json.dumps(config.to_dict(), sort_keys=True)
-        row = done.get(key)
-        if row is None:
-            if _data_key(config) not in cache:
-                cache = {_data_key(config): load_data(config)}  # one dataset in memory at a time
-            row = run_config(config, cache[_data_key(config)])
-            with open(rows_path, "a") as f:  # one whole line per write
-                f.write(json.dumps(row) + "\n")
-        rows.append(row)
-        if on_row is not None:
-            on_row(k, row, key in done)
-    return rows
+    with _sharing_data():
+        return distributed.run_sweep(configs, run_config, results_path, workers=workers, scheduler=scheduler,
+                                     gpus=gpus, on_progress=on_progress, on_dashboard=on_dashboard)
+
+
+def failures(records: list[dict[str, Any]]) -> list[str]:
+    """``command: reason`` for each failed run of ``records``."""
+    return [f"{r['command']}: {r['error']}" for r in records if r["status"] != "ok"]
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]] = COLUMNS) -> str:

@@ -3,8 +3,9 @@
     python scripts/sweep_bench.py                      # 8 runs, 2 workers, 3 repeats
     python scripts/sweep_bench.py --repeats 1 --epochs 10
 
-Each repeat times the in-process sweep and the Dask sweep (``run_sweep(...,
-workers=N)``, its cluster's start and stop included), in alternating order, each
+Each repeat times the in-process sweep and the Dask sweep
+(``gpunet.sweep.run_sweep``, what ``gpunet sweep`` and ``gpunet sweep --workers
+N`` run; the cluster's start and stop included), in alternating order, each
 into a fresh results file; the ratio is Dask's wall time over the in-process
 one (below 1: Dask is faster). The runs are digits runs of one hidden layer that
 differ in seed; the two sweeps' results are checked to be equal run for run.
@@ -19,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpunet.distributed import run_sweep
+from gpunet.config import TrainConfig
 from gpunet.files import write_json
-from gpunet.runs import TrainConfig, machine, run_experiment
+from gpunet.machine import machine
+from gpunet.sweep import run_config, run_sweep
 
 TIMING = {"seconds", "samples_per_s", "wall_seconds", "started", "finished", "host", "worker"}
 
@@ -37,7 +39,7 @@ def numbers(value: object) -> object:
 
 def timed(configs: list[TrainConfig], path: Path, workers: int | None) -> tuple[float, list[dict]]:
     start = time.perf_counter()
-    rows = run_sweep(configs, run_experiment, path, workers=workers)
+    rows = run_sweep(configs, path, workers=workers)
     return time.perf_counter() - start, rows
 
 
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                for s in range(args.runs)]
     print(f"{args.runs} runs of `{configs[0].command()} --seed S`; in-process vs {args.workers} local Dask workers",
           flush=True)
-    run_experiment(TrainConfig(hidden=(args.hidden,), epochs=1, backend="numpy"))  # untimed: imports, digits cache
+    run_config(TrainConfig(hidden=(args.hidden,), epochs=1, backend="numpy"))  # untimed: imports, digits cache
     repeats = []
     with tempfile.TemporaryDirectory() as folder:
         for k in range(args.repeats):

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from gpunet import distributed as gd
+from gpunet import sweep
 from gpunet.backend import BackendUnavailableError
-from gpunet.runs import TrainConfig, run_experiment
+from gpunet.config import TrainConfig
+from gpunet.sweep import run_config
 
 dask_distributed = pytest.importorskip("distributed", reason="Dask is part of the test extra (gpunet[dask])")
 
@@ -104,21 +106,21 @@ def dask_cluster(tmp_path_factory):
 def test_in_process_sweep_records_each_run_once_and_a_restart_skips_them(tmp_path):
     path, calls = tmp_path / "r.jsonl", []
     configs = grid(3)
-    rows = gd.run_sweep(configs, run_experiment, path, on_progress=lambda *a: calls.append(a))
+    rows = gd.run_sweep(configs, run_config, path, on_progress=lambda *a: calls.append(a))
     assert [r["key"] for r in rows] == [gd.run_key(c) for c in configs] == [r["key"] for r in lines(path)]
     assert all(r["status"] == "ok" and r["backend"] == "numpy" and r["worker"] is None for r in rows)
     assert rows[1]["command"] == "gpunet train --hidden 16 --epochs 2 --seed 1" == configs[1].command()
     assert rows[1]["config"]["seed"] == 1 and len(rows[1]["history"]) == 2
-    direct = run_experiment(configs[2])  # the same seed gives the same numbers outside the sweep
+    direct = run_config(configs[2])  # the same seed gives the same numbers outside the sweep
     assert rows[2]["test_accuracy"] == direct["test_accuracy"] and rows[2]["test_accuracy"] > 0.2
     assert calls == [(0, 1, 0, 3), (1, 1, 0, 3), (2, 1, 0, 3), (3, 0, 0, 3)]
     before = path.read_bytes()
     calls.clear()
-    again = gd.run_sweep([*configs, *grid(4)[3:]], run_experiment, path, on_progress=lambda *a: calls.append(a))
+    again = gd.run_sweep([*configs, *grid(4)[3:]], run_config, path, on_progress=lambda *a: calls.append(a))
     assert path.read_bytes().startswith(before) and len(lines(path)) == 4  # only the new seed ran
     assert again[:3] == rows and calls == [(3, 1, 0, 4), (4, 0, 0, 4)]
     calls.clear()
-    assert gd.run_sweep(configs[::-1], run_experiment, path, on_progress=lambda *a: calls.append(a)) == rows[::-1]
+    assert gd.run_sweep(configs[::-1], run_config, path, on_progress=lambda *a: calls.append(a)) == rows[::-1]
     assert calls == [(3, 0, 0, 3)] and len(lines(path)) == 4  # nothing to run: one call, the bar full
 
 
@@ -126,7 +128,7 @@ def test_a_failing_run_is_recorded_with_its_reason_and_the_others_finish(tmp_pat
     configs = [*grid(1), TrainConfig(dataset="csv", train_csv=str(tmp_path / "missing.csv"),
                                      test_csv=str(tmp_path / "missing.csv"), epochs=1), *grid(2)[1:]]
     calls: list[tuple] = []
-    rows = gd.run_sweep(configs, run_experiment, tmp_path / "r.jsonl", on_progress=lambda *a: calls.append(a))
+    rows = gd.run_sweep(configs, run_config, tmp_path / "r.jsonl", on_progress=lambda *a: calls.append(a))
     assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
     assert rows[1]["error"] == f"DataError: {tmp_path / 'missing.csv'}: no such file"
     assert rows[1]["command"].startswith("gpunet train --epochs 1 --dataset csv --train-csv ")
@@ -142,17 +144,17 @@ def test_a_row_that_is_not_json_fails_its_run_alone(tmp_path):
 def test_a_torn_last_line_is_dropped_and_a_duplicate_key_is_not_appended(tmp_path):
     path = tmp_path / "r.jsonl"
     configs = grid(2)
-    first = gd.run_task(run_experiment, configs[0])
+    first = gd.run_task(run_config, configs[0])
     path.write_bytes((json.dumps(first) + "\n").encode() + b'{"key": "ab12", "sta')  # a kill mid-write
     assert list(gd.read_results(path)) == [first["key"]]
-    rows = gd.run_sweep(configs, run_experiment, path)
+    rows = gd.run_sweep(configs, run_config, path)
     assert [r["key"] for r in lines(path)] == [first["key"], rows[1]["key"]]  # torn tail gone, one line each
     assert rows[0] == json.loads(json.dumps(first))  # not rerun: a rerun's epoch times would differ
     with gd.ResultsFile(path) as results:
         assert results.append(dict(first, test_accuracy=0.0)) is False  # a task that finished twice
     assert path.read_bytes().count(b"\n") == 2 and lines(path)[0]["test_accuracy"] == first["test_accuracy"]
     path.write_bytes(json.dumps(first).encode()[:50])  # the very first line torn
-    assert gd.read_results(path) == {} and gd.run_sweep(configs[:1], run_experiment, path)[0]["status"] == "ok"
+    assert gd.read_results(path) == {} and gd.run_sweep(configs[:1], run_config, path)[0]["status"] == "ok"
     assert len(lines(path)) == 1
 
 
@@ -160,16 +162,16 @@ def test_a_file_that_is_not_a_results_file_is_refused_untouched(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("my notes, not JSON")
     with pytest.raises(ValueError, match="notes.txt: not a gpunet results file"):
-        gd.run_sweep(grid(1), run_experiment, path)
+        gd.run_sweep(grid(1), run_config, path)
     path.write_text('{"key": "1", "status": "ok"}\nplain text\n')
     with pytest.raises(ValueError, match="line 2 is not a gpunet results record"):
-        gd.run_sweep(grid(1), run_experiment, path)
+        gd.run_sweep(grid(1), run_config, path)
     assert path.read_text() == '{"key": "1", "status": "ok"}\nplain text\n'
 
 
 def test_a_second_client_on_the_same_results_file_is_refused(tmp_path):
     with gd.ResultsFile(tmp_path / "r.jsonl"), pytest.raises(ValueError, match="another sweep is writing this"):
-        gd.run_sweep(grid(1), run_experiment, tmp_path / "r.jsonl")
+        gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl")
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -179,14 +181,14 @@ def test_a_second_client_on_the_same_results_file_is_refused(tmp_path):
 ])
 def test_bad_options_are_named(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        gd.run_sweep(grid(1), run_experiment, tmp_path / "r.jsonl", **kwargs)
+        gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl", **kwargs)
     assert not (tmp_path / "r.jsonl").exists()
 
 
 def test_a_scheduler_that_does_not_answer_is_an_os_error_naming_it(tmp_path, monkeypatch):
     monkeypatch.setattr(gd, "CONNECT_TIMEOUT", 1)
     with pytest.raises(OSError, match="tcp://127.0.0.1:9 after 1 s"):
-        gd.run_sweep(grid(1), run_experiment, tmp_path / "r.jsonl", scheduler="tcp://127.0.0.1:9")
+        gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl", scheduler="tcp://127.0.0.1:9")
     assert not (tmp_path / "r.jsonl").exists()
 
 
@@ -195,16 +197,16 @@ def test_without_dask_the_options_say_what_to_install(tmp_path, monkeypatch, kwa
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now raises ImportError
     monkeypatch.setitem(sys.modules, "dask_cuda", None)
     with pytest.raises(ImportError) as info:
-        gd.run_sweep(grid(1), run_experiment, tmp_path / "r.jsonl", **kwargs)
+        gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl", **kwargs)
     assert str(info.value) == 'Dask is not installed: pip install "gpunet[dask]"'
     assert not (tmp_path / "r.jsonl").exists()
-    assert gd.run_sweep(grid(1), run_experiment, tmp_path / "r.jsonl")[0]["status"] == "ok"  # in-process still runs
+    assert gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl")[0]["status"] == "ok"  # in-process still runs
 
 
 def test_gpus_without_dask_cuda_or_without_a_gpu_say_so(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "dask_cuda", None)
     with pytest.raises(ImportError, match=r'^dask-cuda is not installed: pip install "gpunet\[dask-cuda\]"$'):
-        gd.run_sweep(grid(1), run_experiment, tmp_path / "r.jsonl", gpus=True)
+        gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl", gpus=True)
     made = []
 
     class FakeCUDACluster:
@@ -215,21 +217,21 @@ def test_gpus_without_dask_cuda_or_without_a_gpu_say_so(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "dask_cuda", types.SimpleNamespace(LocalCUDACluster=FakeCUDACluster))
     monkeypatch.setattr(gd, "cupy_unavailable_reason", lambda: "no CUDA device")
     with pytest.raises(BackendUnavailableError, match="one Dask worker per GPU needs CuPy with a CUDA device: no CUDA"):
-        gd.run_sweep(grid(1), run_experiment, tmp_path / "r.jsonl", gpus=True)
+        gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl", gpus=True)
     assert made == []
     monkeypatch.setattr(gd, "cupy_unavailable_reason", lambda: None)
     with pytest.raises(RuntimeError, match="stop here"):
-        gd.run_sweep(grid(1), run_experiment, tmp_path / "r.jsonl", gpus=True)
+        gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl", gpus=True)
     assert made == [((), {})]  # one worker per visible GPU: dask-cuda's defaults
     assert not (tmp_path / "r.jsonl").exists()
 
 
 def test_local_cluster_sweep_equals_the_serial_sweep_run_for_run(tmp_path):
     configs = [*grid(4, epochs=3), TrainConfig(hidden=(16,), epochs=2, backend="numpy", **DIVERGES)]
-    serial = gd.run_sweep(configs, run_experiment, tmp_path / "serial.jsonl")
+    serial = sweep.run_sweep(configs, tmp_path / "serial.jsonl")  # gpunet sweep's default: in-process
     calls, dashboards = [], []
-    local = gd.run_sweep(configs, run_experiment, tmp_path / "local.jsonl", workers=2,
-                         on_progress=lambda *a: calls.append(a), on_dashboard=dashboards.append)
+    local = sweep.run_sweep(configs, tmp_path / "local.jsonl", workers=2,
+                            on_progress=lambda *a: calls.append(a), on_dashboard=dashboards.append)
     assert [numbers(r) for r in local] == [numbers(r) for r in serial]
     assert [r["status"] for r in local] == ["ok"] * 4 + ["failed"]
     assert local[4]["error"].startswith("DivergenceError: training diverged in epoch 1: the training loss became nan")
@@ -241,18 +243,18 @@ def test_local_cluster_sweep_equals_the_serial_sweep_run_for_run(tmp_path):
 
 def test_sweep_against_a_scheduler_address_equals_the_serial_sweep(tmp_path, dask_cluster):
     configs = grid(4)
-    serial = gd.run_sweep(configs, run_experiment, tmp_path / "serial.jsonl")
-    remote = gd.run_sweep(configs, run_experiment, tmp_path / "remote.jsonl", scheduler=dask_cluster.address)
+    serial = sweep.run_sweep(configs, tmp_path / "serial.jsonl")
+    remote = sweep.run_sweep(configs, tmp_path / "remote.jsonl", scheduler=dask_cluster.address)
     assert [numbers(r) for r in remote] == [numbers(r) for r in serial]
     assert {r["worker"] for r in remote} <= set(dask_cluster.pids)
 
 
 CLIENT = textwrap.dedent("""
     import sys
-    from gpunet.distributed import run_sweep
-    from gpunet.runs import TrainConfig, run_experiment
+    from gpunet.config import TrainConfig
+    from gpunet.sweep import run_sweep
     configs = [TrainConfig(hidden=(16,), epochs=int(sys.argv[3]), backend="numpy", seed=s) for s in range(8)]
-    run_sweep(configs, run_experiment, sys.argv[1], scheduler=sys.argv[2])
+    run_sweep(configs, sys.argv[1], scheduler=sys.argv[2])
 """)
 
 
@@ -268,8 +270,8 @@ def test_a_client_killed_mid_sweep_restarts_and_skips_the_finished_runs(tmp_path
     assert 2 <= len(before) < 8, "the client finished before it was killed; the test needs longer runs"
     calls: list[tuple] = []
     configs = grid(8, epochs=epochs)
-    rows = gd.run_sweep(configs, run_experiment, path, scheduler=dask_cluster.address,
-                        on_progress=lambda *a: calls.append(a))
+    rows = sweep.run_sweep(configs, path, scheduler=dask_cluster.address,
+                           on_progress=lambda *a: calls.append(a))
     assert calls[0][0] == len(before) and calls[-1] == (8, 0, 0, 8)
     keys = [r["key"] for r in lines(path)]
     assert sorted(keys) == sorted(gd.run_key(c) for c in configs)  # every run exactly once
@@ -282,14 +284,14 @@ def test_a_worker_killed_mid_sweep_and_every_run_still_finishes_once(tmp_path):
     try:
         path, configs, outcome = tmp_path / "r.jsonl", grid(6, epochs=15), {}
 
-        def sweep() -> None:
+        def run() -> None:
             try:
-                outcome["rows"] = gd.run_sweep(configs, run_experiment, path, scheduler=processes.address)
+                outcome["rows"] = sweep.run_sweep(configs, path, scheduler=processes.address)
             except BaseException as exc:  # handed to the test's thread
                 outcome["error"] = exc
 
         with dask_distributed.Client(processes.address, timeout=30) as watcher:
-            thread = threading.Thread(target=sweep)
+            thread = threading.Thread(target=run)
             thread.start()
             busy: list[str] = []
             wait_for(lambda: busy.extend(a for a, keys in watcher.processing().items() if keys) or busy
@@ -333,7 +335,7 @@ def dies_on_seed_1(config: TrainConfig) -> dict:
     """A run that takes its worker process down with it (as a crash or the OOM killer would)."""
     if config.seed == 1:
         os.kill(os.getpid(), signal.SIGKILL)
-    return run_experiment(config)
+    return run_config(config)
 
 
 def test_a_run_that_kills_every_worker_it_is_given_is_recorded_as_failed(tmp_path):
@@ -350,3 +352,64 @@ def test_a_run_that_kills_every_worker_it_is_given_is_recorded_as_failed(tmp_pat
     assert rows[1]["error"].startswith("KilledWorker: Attempted to run task"), rows[1]["error"]
     assert rows[1]["command"] == "gpunet train --hidden 16 --epochs 2 --seed 1"
     assert len(lines(tmp_path / "r.jsonl")) == 3
+
+
+def test_readme_sweep_commands_run_as_written_and_agree(tmp_path, dask_cluster):
+    """The README's ```sh block of ``gpunet sweep`` lines, each run as a command (HOST: the test's scheduler)."""
+    import shlex
+
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", README.read_text(), re.S) if "tcp://HOST:8786" in b)
+    commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.startswith("gpunet sweep")]
+    assert [c[:3] for c in commands] == [["gpunet", "sweep", "scripts/sweeps/digits.toml"]] * 4
+    (tmp_path / "scripts").symlink_to(README.parent / "scripts")
+    gpunet = [sys.executable, "-m", "gpunet"]
+    env = {**os.environ, "GPUNET_BACKEND": "numpy"}
+    results = {}
+    for words in commands:
+        words = [w.replace("tcp://HOST:8786", dask_cluster.address) for w in words]
+        out = subprocess.run([*gpunet, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+        if "--gpus" in words:  # no GPU here: it stops at its one-line reason, before any run
+            assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+            assert re.match(r'gpunet sweep: error: (dask-cuda is not installed: pip install "gpunet\[dask-cuda\]"'
+                            r"|one Dask worker per GPU needs CuPy with a CUDA device: )", out.stderr), out.stderr
+            assert not (tmp_path / "gpus.json").exists() and not (tmp_path / "gpus.jsonl").exists()
+            continue
+        assert out.returncode == 0, out.stderr
+        assert ("dashboard: http://127.0.0.1:" in out.stdout) == (len(words) > 3)  # a cluster's, not in-process
+        name = words[words.index("--out") + 1] if "--out" in words else "digits.json"
+        results[name] = json.loads((tmp_path / name).read_text())["results"]
+        assert out.stdout.count(" ok\n") == 6 and f"wrote {name}" in out.stdout
+    assert list(results) == ["digits.json", "local.json", "cluster.json"]
+    serial = [numbers(r) for r in results["digits.json"]]
+    assert len(serial) == 6 and all(r["test_accuracy"] > 0.9 for r in serial)
+    assert [numbers(r) for r in results["local.json"]] == serial == [numbers(r) for r in results["cluster.json"]]
+    assert {r["worker"] for r in results["cluster.json"]} <= set(dask_cluster.pids)
+
+
+def test_gpunet_sweep_reports_a_cluster_that_fails_to_start_in_one_line(tmp_path, monkeypatch, capsys):
+    from gpunet.cli import main
+
+    def fails(**kwargs):
+        raise RuntimeError("Cluster failed to start: Worker failed to start.\nTraceback (most recent call last): ...")
+
+    monkeypatch.setattr(dask_distributed, "LocalCluster", fails)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text('[base]\nhidden = [8]\nepochs = 1\n[grid]\nseed = [0, 1]\n')
+    assert main(["sweep", "s.toml", "--workers", "2"]) == 2
+    assert capsys.readouterr().err == ("gpunet sweep: error: the Dask cluster did not start: RuntimeError: Cluster "
+                                       "failed to start: Worker failed to start.\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]  # nothing written
+
+
+def test_sweep_bench_runs_and_finds_the_two_sweeps_equal(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_bench", README.parent / "scripts" / "sweep_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--runs", "2", "--hidden", "8", "--epochs", "1", "--repeats", "1", "--out", str(out)]) == 0
+    assert "results equal run for run" in capsys.readouterr().out  # 1 is returned where they differ
+    doc = json.loads(out.read_text())
+    assert len(doc["repeats"]) == 1 and doc["median_ratio"] == doc["repeats"][0]["ratio"] > 0

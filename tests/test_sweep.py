@@ -99,19 +99,87 @@ def test_a_sweep_honours_early_stopping_as_gpunet_train_does(tmp_path, monkeypat
     assert row["early_stopping"]["stopped"] and row["early_stopping"]["best_epoch"] == len(records) - 2
 
 
-def test_run_sweep_appends_rows_and_skips_the_ones_done(tmp_path, monkeypatch):
-    import gpunet.sweep as sweep
+def test_run_sweep_appends_rows_skips_the_ones_done_and_loads_shared_data_once(tmp_path, monkeypatch):
+    from gpunet import sweep
 
     configs = [TrainConfig(hidden=(8,), epochs=1, seed=s, backend="numpy") for s in range(3)]
-    ran = []
-    real = sweep.run_config
-    monkeypatch.setattr(sweep, "run_config", lambda c, data=None: ran.append(c.seed) or real(c, data))
+    ran, loaded = [], []
+    real_run, real_load = sweep.Run.new, sweep.load_data
+    monkeypatch.setattr(sweep.Run, "new", lambda config, folder, data=None: ran.append(config.seed)
+                        or real_run(config, folder, data=data))
+    monkeypatch.setattr(sweep, "load_data", lambda config: loaded.append(config.seed) or real_load(config))
     rows = sweep.run_sweep(configs[:2], tmp_path / "rows.jsonl")
     assert ran == [0, 1] and [r["config"]["seed"] for r in rows] == [0, 1]
+    assert loaded == [0]  # runs that differ only in seed share one dataset in-process
+    assert sweep._shared is None  # and nothing is kept after the sweep
     with open(tmp_path / "rows.jsonl", "a") as f:
-        f.write('{"config": {"torn')  # a sweep killed mid-line
-    seen = []
-    rows = sweep.run_sweep(configs, tmp_path / "rows.jsonl", lambda k, row, before: seen.append((k, before)))
-    assert ran == [0, 1, 2] and seen == [(1, True), (2, True), (3, False)]
-    assert [r["config"]["seed"] for r in rows] == [0, 1, 2]
-    assert [r["config"]["seed"] for r in sweep.read_rows(tmp_path / "rows.jsonl")] == [0, 1, 2]
+        f.write('{"key": "torn')  # a sweep killed mid-line
+    calls = []
+    rows = sweep.run_sweep(configs, tmp_path / "rows.jsonl", on_progress=lambda *a: calls.append(a))
+    assert ran == [0, 1, 2] and calls == [(2, 1, 0, 3), (3, 0, 0, 3)]
+    assert [r["config"]["seed"] for r in rows] == [0, 1, 2] and [r["status"] for r in rows] == ["ok"] * 3
+    assert [json.loads(x)["config"]["seed"] for x in (tmp_path / "rows.jsonl").read_text().splitlines()] == [0, 1, 2]
+    # a validation share makes the seed pick the held-out rows: then each seed loads its own
+    loaded.clear()
+    sweep.run_sweep([TrainConfig(hidden=(8,), epochs=1, seed=s, backend="numpy", validation=0.1)
+                     for s in range(2)], tmp_path / "val.jsonl")
+    assert loaded == [0, 1]
+
+
+TINY = 'name = "tiny"\n[base]\nhidden = [16]\nepochs = 2\nbackend = "numpy"\n[grid]\nseed = [0, 1]\n'
+
+
+def test_gpunet_sweep_draws_a_bar_over_the_runs(tmp_path, monkeypatch, capsys):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(TINY)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["sweep", "s.toml"]) == 0
+    bar = terminal.getvalue()
+    assert re.search(r"tiny: +0%.*0/2 .*running=1, failed=0", bar), bar
+    assert re.search(r"tiny: +100%.*2/2 .*running=0, failed=0", bar), bar
+    out = capsys.readouterr().out
+    assert "wrote tiny.json" in out and out.count("numpy") == 2
+    terminal.truncate(0)
+    assert main(["sweep", "s.toml"]) == 0  # all done before: the bar starts full and nothing runs
+    assert "running=1" not in terminal.getvalue() and "2/2" in terminal.getvalue()
+
+
+def test_gpunet_sweep_records_a_failed_run_lists_it_and_exits_1(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(TINY + 'lr = [0.1, 1e30]\nactivation = ["relu"]\noptimizer = ["sgd"]\n')
+    assert main(["sweep", "s.toml", "--out", "r.json"]) == 1
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if line.startswith("failed: ")]
+    assert failed == [f"failed: gpunet train --hidden 16 --optimizer sgd --lr 1e+30 --epochs 2"
+                      f"{seed}: DivergenceError: training diverged in epoch 1: the training loss became nan between "
+                      "rows 0 and 1438 of 1438; try a smaller learning rate (this epoch used 1e+30)"
+                      for seed in ("", " --seed 1")]
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert [r["status"] for r in doc["results"]] == ["ok", "failed", "ok", "failed"]
+    assert [json.loads(x)["status"] for x in (tmp_path / "r.jsonl").read_text().splitlines()] == [
+        "ok", "failed", "ok", "failed"]
+    assert doc["results"][0]["test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "2"], 'Dask is not installed: pip install "gpunet[dask]"'),
+    (["--scheduler", "tcp://127.0.0.1:8786"], 'Dask is not installed: pip install "gpunet[dask]"'),
+    (["--workers", "0"], "workers must be an integer >= 1; got 0"),
+    (["--workers", "2", "--gpus"], "choose one of workers, scheduler and gpus; got workers and gpus"),
+    (["--out", "r.jsonl"], "--out r.jsonl: expected a name not ending in .jsonl (the runs go to FILE with .jsonl)"),
+])
+def test_gpunet_sweep_dask_options_without_dask_or_wrong_say_so_in_one_line(tmp_path, monkeypatch, capsys, args,
+                                                                           message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now raises ImportError
+    (tmp_path / "s.toml").write_text(TINY)
+    assert main(["sweep", "s.toml", *args]) == 2
+    assert capsys.readouterr().err == f"gpunet sweep: error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]  # nothing written
