@@ -54,7 +54,7 @@ def _same_as_numpy(to_array, digits):
         np.testing.assert_array_equal(net.get_params()[k], p, err_msg=k)
     np.testing.assert_array_equal(net.forward(to_array(X_test)), reference.forward(X_test))
     np.testing.assert_array_equal(net.predict(to_array(X_test)), reference.predict(X_test))
-    T = net.targets(y[:8])
+    T = net.targets_from_labels(y[:8])
     assert net.loss(to_array(X[:8]), to_array(T)) == reference.loss(X[:8], T)
 
 

@@ -71,7 +71,7 @@ def test_network_api_on_the_backend(candidate):
     Y = net.forward(backend.to_device(X))  # device input stays on the device
     assert type(Y) is type(backend.xp.empty(0)) and Y.dtype == np.dtype(dtype)
     _close(backend.to_host(Y), ref.forward(X), TOLERANCE[dtype], "forward")
-    T = net.targets(labels)
+    T = net.targets_from_labels(labels)
     assert isinstance(T, np.ndarray) and T.sum() == len(labels)  # one-hot for softmax + cross-entropy
     assert isinstance(net.loss(X, T), float)
     _close(net.loss(X, T), ref.loss(X, T), TOLERANCE[dtype], "loss")
@@ -121,7 +121,7 @@ def test_evaluate_and_the_cli_evaluate(candidate, tmp_path, capsys, monkeypatch)
     for b, dt in ((backend, dtype), (ref_backend, ref_dtype)):
         net = gpunet.Network([64, 32, 10], "relu", "softmax", "cross-entropy", init="he", backend=b, dtype=dt)
         gpunet.train(net, d.X_train, d.y_train, epochs=2, batch_size=32, lr=0.003, optimizer="adam")
-        Xd, Td = b.to_device(d.X_test, net.dtype), b.to_device(net.targets(d.y_test))
+        Xd, Td = b.to_device(d.X_test, net.dtype), b.to_device(net.targets_from_labels(d.y_test))
         results.append((net, gpunet.evaluate(net, Xd, Td, d.y_test)))
     (_, got), (_, want) = results
     assert want["test_accuracy"] >= 0.9
