@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -375,10 +377,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     """The library's message with command-line spellings: option names for settings, --backend numpy."""
-    text = exc.text(flag) if isinstance(exc, SettingError) else str(exc)
-    if isinstance(exc, BackendUnavailableError):
-        text = text.replace("backend='numpy'", "--backend numpy")
+    text = exc.text(flag) if isinstance(exc, SettingError) else SETTING_IN_TEXT.sub(_as_option, str(exc))
     return " ".join(text.split()) or type(exc).__name__
+
+
+# The library names a setting as Python does, "batch_size=" or "dtype='float32'"; the command line says
+# "--batch-size" and "--dtype float32".
+SETTING_IN_TEXT = re.compile(r"\b(" + "|".join(f.name for f in dataclasses.fields(TrainConfig)) + r")=(?:'([^']*)')?")
+
+
+def _as_option(match: re.Match[str]) -> str:
+    return flag(match[1]) + (f" {match[2]}" if match[2] is not None else "")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -260,7 +260,7 @@ def check_dataset(name: str, train_csv: object = None, test_csv: object = None) 
     """A known dataset name, with both CSV files where it is csv."""
     check_choice("dataset", name, DATASETS)
     if name == "csv" and (train_csv is None or test_csv is None):
-        raise ValueError("--dataset csv needs --train-csv FILE and --test-csv FILE")
+        raise ValueError("dataset='csv' needs train_csv= and test_csv= (the two CSV files)")
 
 
 def load(

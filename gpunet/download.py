@@ -175,5 +175,5 @@ def _download_missing(
         else:
             raise DownloadError(
                 f"could not download {name} ({'; '.join(errors)}). Offline? Place the four files "
-                f"{', '.join(files)} in {directory} (or pass --data-dir DIR)"
+                f"{', '.join(files)} in {directory} (or pass data_dir=, the folder that holds them)"
             )

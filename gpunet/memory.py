@@ -60,7 +60,7 @@ def build_params(sizes: list[int], init: str, seed: int, backend: Any, dtype: np
     if free is not None and host > free:
         raise out_of_memory(
             f"out of memory: layers {sizes} have {n:,} parameters; building them in {dtype.name} needs about "
-            f"{host / GiB:,.1f} GiB of host memory and {free / GiB:,.1f} GiB is free; reduce --hidden"
+            f"{host / GiB:,.1f} GiB of host memory and {free / GiB:,.1f} GiB is free; reduce hidden="
         )
     try:
         return {k: backend.to_device(v, dtype) for k, v in init_params(sizes, init, seed).items()}
@@ -69,6 +69,6 @@ def build_params(sizes: list[int], init: str, seed: int, backend: Any, dtype: np
         raise out_of_memory(
             f"out of memory on {backend.name} ({backend.device}) while building layers {sizes} in {dtype.name} "
             f"({n * dtype.itemsize / GiB:,.2f} GiB of parameters): {str(exc).strip() or type(exc).__name__}; "
-            "reduce --hidden or use --dtype float32"
+            "reduce hidden= or use dtype='float32'"
         ) from None
 

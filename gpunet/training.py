@@ -204,7 +204,7 @@ def _out_of_memory(net: Network, rows: int, exc: BaseException, doing: str = "tr
     return DeviceMemoryError(
         f"out of memory on {net.backend.name} ({net.backend.device}) while {doing} {rows} rows at a time through "
         f"layers {net.sizes} in {net.dtype.name} (about {rows * per_row / 2**20:.1f} MiB per activation array): "
-        f"{str(exc).strip() or type(exc).__name__}; reduce --batch-size or --hidden, or use --dtype float32"
+        f"{str(exc).strip() or type(exc).__name__}; reduce batch_size= or hidden=, or use dtype='float32'"
     )
 
 

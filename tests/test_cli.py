@@ -224,3 +224,21 @@ def test_progress_bar_shows_the_epoch_and_the_running_mean_loss(monkeypatch, cap
     # (a single batch's loss would dip below the epoch's mean and jump about)
     assert len(means) >= 2 and all(m >= records[0]["train_loss"] for m in means), (means, records[0])
     assert means == sorted(means, reverse=True)
+
+
+def test_library_errors_name_settings_and_the_cli_spells_them_as_options(monkeypatch):
+    # The library says "batch_size=" and "dtype='float32'" (a Python user's words); the command line
+    # reports the same error with its options, "--batch-size" and "--dtype float32".
+    import gpunet.datasets
+    from gpunet.cli import _one_line
+    from gpunet.training import DeviceMemoryError
+
+    library = "out of memory ...; reduce batch_size= or hidden=, or use dtype='float32'"
+    assert _one_line(DeviceMemoryError(library)) == (
+        "out of memory ...; reduce --batch-size or --hidden, or use --dtype float32")
+    assert _one_line(ValueError("dataset='csv' needs train_csv= and test_csv= (the two CSV files)")) == (
+        "--dataset csv needs --train-csv and --test-csv (the two CSV files)")
+    assert _one_line(ValueError("not_a_setting= stays")) == "not_a_setting= stays"
+    with pytest.raises(ValueError) as info:
+        gpunet.datasets.check_dataset("csv")
+    assert "--" not in str(info.value)  # the library itself names no option

@@ -228,7 +228,7 @@ def test_out_of_memory_is_one_line_and_the_process_goes_on():
         gpunet.train(net, X, labels, epochs=1, batch_size=32768)
     text = str(info.value)
     assert "\n" not in text and text.startswith(f"out of memory on cupy ({backend.device}) while training 32768 rows")
-    assert "[4, 2097152, 2]" in text and "reduce --batch-size or --hidden" in text
+    assert "[4, 2097152, 2]" in text and "reduce batch_size= or hidden=" in text
     del net
     backend.free_memory()
     small = gpunet.Network([4, 8, 2], backend=backend)  # the process goes on: the device still trains

@@ -130,7 +130,7 @@ def test_image_declaring_huge_dimensions_is_refused_from_its_header(tmp_path):
 
 def test_a_network_too_big_for_memory_is_refused_before_it_is_drawn(monkeypatch):
     with pytest.raises(DeviceMemoryError, match=r"out of memory: layers \[1000000, 1000000, 10\] have "
-                                                r"1,000,011,000,010 parameters; .* GiB is free; reduce --hidden"):
+                                                r"1,000,011,000,010 parameters; .* GiB is free; reduce hidden="):
         gpunet.Network([10**6, 10**6, 10], backend="numpy")
     monkeypatch.setattr(gpunet.memory, "available_host_bytes", lambda: 10_000)
     with pytest.raises(DeviceMemoryError, match=r"layers \[20, 30, 10\] have 940 parameters; building them in "
@@ -147,7 +147,7 @@ def test_an_allocation_failure_while_building_is_the_documented_message(monkeypa
     monkeypatch.setattr(gpunet.memory, "available_host_bytes", lambda: None)  # where free memory is unknown
     monkeypatch.setattr(gpunet.memory, "init_params", no_memory)
     with pytest.raises(DeviceMemoryError, match=r"out of memory on numpy \(cpu\) while building layers \[64, 8, 10\] "
-                                                r"in float32 .*Unable to allocate 3.2 GiB; reduce --hidden"):
+                                                r"in float32 .*Unable to allocate 3.2 GiB; reduce hidden="):
         gpunet.Network([64, 8, 10], backend="numpy")
 
 

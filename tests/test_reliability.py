@@ -298,7 +298,7 @@ def test_out_of_memory_is_explained_and_memory_freed(monkeypatch, capsys):
     with pytest.raises(DeviceMemoryError) as info:
         gpunet.train(net, d.X_train, d.y_train, batch_size=128)
     text = str(info.value)
-    for part in ("128 rows at a time", "[64, 32, 10]", "1,073,741,824 bytes", "reduce --batch-size or --hidden"):
+    for part in ("128 rows at a time", "[64, 32, 10]", "1,073,741,824 bytes", "reduce batch_size= or hidden="):
         assert part in text
     assert freed == ["numpy"]
     assert main(["train", "--batch-size", "128", "--out", "run"]) == 1
