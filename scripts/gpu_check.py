@@ -82,7 +82,8 @@ class Check:
     def limit(self, stage: str) -> int:
         return LIMITS[stage][0 if self.quick else 1]
 
-    def run(self, args: list[str], limit: float, cwd: Path = ROOT, env: dict[str, str] | None = None) -> tuple[str, int | None, float]:
+    def run(self, args: list[str], limit: float, cwd: Path = ROOT,
+            env: dict[str, str] | None = None) -> tuple[str, int | None, float]:
         """(output, exit status or None when stopped at ``limit``, seconds); the output tail goes in the log."""
         start = time.monotonic()
         proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -153,7 +153,8 @@ def test_csv_labels_out_of_range_fail_before_writing(tmp_path, capsys):
     (tmp_path / "test.csv").write_text("1,0,255\n")
     assert main(["train", "--dataset", "csv", "--train-csv", "train.csv", "--test-csv", "test.csv",
                  "--backend", "numpy"]) == 2
-    assert "train.csv: labels must be in 0..9; got 12 (line 2, cell 1)" in capsys.readouterr().err  # read_csv names the line
+    # read_csv names the line
+    assert "train.csv: labels must be in 0..9; got 12 (line 2, cell 1)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test.csv", "train.csv"]
 
 
