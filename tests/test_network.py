@@ -160,7 +160,7 @@ def test_targets_follow_output_and_loss():
     ce = gpunet.Network([3, 4, 3], output="softmax", loss="cross-entropy", backend="numpy")
     np.testing.assert_array_equal(ce.targets_from_labels(labels), [[0, 0, 1], [1, 0, 0]])
     with pytest.deprecated_call(match="use Network.targets_from_labels"):
-        old = ce.targets_from_labels(labels)  # the old name still works
+        old = ce.targets(labels)  # the old name still works
     np.testing.assert_array_equal(old, ce.targets_from_labels(labels))
 
 
