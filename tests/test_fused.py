@@ -491,7 +491,8 @@ def test_cli_kernels_fused_on_numpy_is_one_line_and_writes_nothing(tmp_path, cap
     out = tmp_path / "run"
     assert main(["train", "--backend", "numpy", "--kernels", "fused", "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "kernels='fused' needs the cupy backend" in err
+    assert err.count("\n") == 0 and "--kernels fused needs the cupy backend" in err
+    assert "(use --kernels auto or --kernels plain)" in err  # the library's kernels='auto', spelled as an option
     assert not out.exists()
 
 

@@ -32,7 +32,7 @@ def check_kernels(kernels: Any, backend: Any) -> str:
     check_choice("kernels", kernels, KERNELS)
     if kernels in ("fused", "graph") and backend.name != "cupy":
         raise ValueError(f"kernels={kernels!r} needs the cupy backend; got backend {backend.name!r} "
-                         "(use kernels='auto' or 'plain')")
+                         "(use kernels='auto' or kernels='plain')")
     return kernels
 
 
