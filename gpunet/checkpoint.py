@@ -17,7 +17,7 @@ from .files import atomic_write, require_file
 from .memory import GiB, available_host_bytes, out_of_memory
 from .network import Network
 from .optim import Optimizer, make_optimizer
-from .training import DeviceMemoryError
+from .memory import DeviceMemoryError
 
 FORMAT = 1
 HEADER_LIMIT = 1 << 24  # bytes: a header declaring more is refused before it is read

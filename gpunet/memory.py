@@ -35,10 +35,13 @@ def available_host_bytes() -> int | None:
     return free
 
 
-def out_of_memory(message: str) -> MemoryError:
-    """gpunet.training.DeviceMemoryError(message): the error the command line reports in one line."""
-    from .training import DeviceMemoryError  # imported here: training imports network, which imports this module
+class DeviceMemoryError(MemoryError):
+    """An array did not fit in the device's (or host's) memory; the message gives the sizes.
+    (Also ``gpunet.training.DeviceMemoryError``, where training raises it.)"""
 
+
+def out_of_memory(message: str) -> MemoryError:
+    """DeviceMemoryError(message): the error the command line reports in one line."""
     return DeviceMemoryError(message)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from .cuda import select
 from .checks import check_decay, check_int, check_matrix, check_number
+from .memory import DeviceMemoryError  # raised here too; defined beside the memory checks
 from .network import Network
 from .optim import Optimizer, make_optimizer
 
@@ -30,10 +31,6 @@ class DivergenceError(ArithmeticError):
     def __init__(self, message: str, epoch: int) -> None:
         super().__init__(message)
         self.epoch = epoch
-
-
-class DeviceMemoryError(MemoryError):
-    """An array did not fit in the device's (or host's) memory; the message gives the sizes."""
 
 
 class TrainingInterrupted(Exception):

@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from . import ACT_CODES, load
+from . import ACT_CODES, LOSS_CODES, OUTPUT_CODES, load
 from .flat import FlatOptimizer, FlatParameters, rule_of
-from .reference import LOSS_CODES, RULE_CODES
+
+# fused.cu's and optim.cu's codes (their GPUNET_LOSS_* and RULE defines), by gpunet's names
+RULE_CODES = {"sgd": 0, "momentum": 1, "adam": 2}
 
 Array = Any
-OUTPUT_CODES = {**ACT_CODES, "softmax": 5}  # fused.cu's GPUNET_SOFTMAX
 HIDDEN = ("sigmoid", "tanh", "relu", "leaky_relu")
 OUTPUT_LOSSES = [(o, loss) for o in OUTPUT_CODES for loss in ("squared", "absolute")] + [
     ("softmax", "cross-entropy"), ("sigmoid", "cross-entropy")]

@@ -18,16 +18,18 @@ CPU tests check against network.py's plain path. Unverified on a device so far.
 from __future__ import annotations
 
 import itertools
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from ..activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from ..checks import check_int, check_number
-from ..network import Network
 from ..optim import SGD, Optimizer
 from . import ACT_CODES, load
 from .gemm import GRAD_WRITE, LOSS_CODES, LOSS_THREADS, SGD_DECAY, SGD_FOLDED, SOFTMAX, TILE, TRANSCRIPTIONS
+
+if TYPE_CHECKING:  # annotations only
+    from ..network import Network
 
 Array = Any
 C_TYPES = {"float32": "float", "float64": "double"}
@@ -97,6 +99,8 @@ class GraphTrainer:
     """
 
     def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, batch_size: int) -> None:
+        from ..network import Network  # here, not at the top: network.py imports gpunet.cuda (its selection)
+
         if not isinstance(net, Network):
             raise TypeError(f"net must be a gpunet Network; got {type(net).__name__}")
         if net.backend.name not in ("cupy", "numpy"):

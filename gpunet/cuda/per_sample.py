@@ -18,7 +18,7 @@ import numpy as np
 
 from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSSES
 from ..optim import SGD
-from . import ACT_CODES, load
+from . import ACT_CODES, LOSS_CODES, OUTPUT_CODES, load
 
 Array = Any
 Network = Any  # gpunet.network.Network (not imported: network.py may come to import this module)
@@ -26,8 +26,6 @@ Network = Any  # gpunet.network.Network (not imported: network.py may come to im
 SOURCE = "per_sample.cu"
 CTYPES = {"float32": "float", "float64": "double"}
 # Output activations: activations.cuh's codes, and softmax, which the kernel does across the lanes of a warp.
-OUTPUT_CODES = {**ACT_CODES, "softmax": 5}
-LOSS_CODES = {"squared": 0, "absolute": 1, "cross-entropy": 2}  # cross-entropy: fused with softmax or sigmoid
 MAX_THREADS = 512
 WARP = 32
 

@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..activations import ACTIVATIONS
+from .fused import delta_bias_geometry
 
-LOSS_CODES = {"squared": 0, "absolute": 1, "cross-entropy": 2}
-RULE_CODES = {"sgd": 0, "momentum": 1, "adam": 2}
 WARP = 32
 
 
@@ -148,8 +147,6 @@ class NumpyKernels:
         output_layer(Z, b, T, loss, output, loss_name, scale)
 
     def delta_bias(self, dA: Any, A: Any, db: Any, act: str, update: bool) -> None:
-        from .fused import delta_bias_geometry
-
         delta_bias(dA, A, db, act, update, delta_bias_geometry(*dA.shape)[1][1])
 
     def gemm_update(self, A: Any, delta: Any, W: Any) -> None:
