@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +11,8 @@ from gpunet.backend import as_array, cupy_unavailable_reason, to_numpy
 from gpunet.datasets import load_digits
 
 from conftest import backend_param, rel_diff, require
+
+from readme_examples import readme_example
 
 
 class DLPackOnly:
@@ -153,19 +153,13 @@ def test_torch_cuda_tensors_stay_on_the_device(name, digits):
     np.testing.assert_array_equal(reference.forward(X), reference.forward(X_host))
 
 
-def readme_example(index: int) -> str:
-    """The ``index``-th Python example of the README's section on scikit-learn, ONNX, PyTorch and JAX."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text[text.index("## Using gpunet with scikit-learn"):]
-    section = section[: section.index("\n## ", 3)]
-    return re.findall(r"```python\n(.*?)```", section, re.S)[index]
-
-
-def test_readme_example(monkeypatch):
-    pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
-    pytest.importorskip("jax", reason="JAX is not installed (pip install jax)")
+@pytest.mark.parametrize("index, library", [(2, "jax"), (3, "torch")])
+def test_readme_examples(monkeypatch, index, library):
+    pytest.importorskip(library, reason=f"{library} is not installed (not a gpunet dependency)")
     monkeypatch.setenv("GPUNET_BACKEND", "numpy")
     scope: dict = {}
-    exec(compile(readme_example(2), "README.md", "exec"), scope)
+    block = readme_example(index)
+    assert f"import {library}" in block  # the block this test means: JAX's, then PyTorch's
+    exec(compile(block, "README.md", "exec"), scope)
     assert scope["accuracy"] > 0.93  # "about 0.95"
-    assert scope["labels"].dtype == np.int64 and scope["Y_jax"].shape == (len(scope["labels"]), 10)
+    assert scope["labels"].dtype == np.int64 and scope["labels"].shape == scope["data"].y_test.shape

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +13,8 @@ import gpunet
 from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
 from gpunet.datasets import load_digits
+
+from readme_examples import readme_example
 
 onnx = pytest.importorskip("onnx", reason="onnx is in the test extra")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the test extra")
@@ -137,14 +137,6 @@ def test_command_line_export_errors_in_one_line(tmp_path, monkeypatch, args, bad
     assert (tmp_path / "run/config.json").read_bytes() == before
     assert not (tmp_path / "out.onnx").exists()
     json.loads(before)  # still the run's config
-
-
-def readme_example(index: int) -> str:
-    """The ``index``-th Python example of the README's section on scikit-learn, ONNX, PyTorch and JAX."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text[text.index("## Using gpunet with scikit-learn"):]
-    section = section[: section.index("\n## ", 3)]
-    return re.findall(r"```python\n(.*?)```", section, re.S)[index]
 
 
 def test_readme_example(monkeypatch):

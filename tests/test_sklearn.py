@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +16,8 @@ from gpunet.datasets import load_digits
 from gpunet.sklearn import GPUNetClassifier, GPUNetRegressor
 
 from conftest import backend_param, require
+
+from readme_examples import readme_example
 
 # Small networks keep scikit-learn's ~50 checks per estimator to seconds; every other parameter is the default.
 SMALL = {"hidden_layer_sizes": (16,)}
@@ -177,14 +177,6 @@ def test_classifier_on_the_gpu_matches_numpy(name, digits):
     cpu = GPUNetClassifier(backend="numpy", **kwargs).fit(X, y)
     assert gpu.network_.backend.name == "cupy"
     np.testing.assert_allclose(gpu.predict_proba(X_test), cpu.predict_proba(X_test), atol=1e-9)
-
-
-def readme_example(index: int) -> str:
-    """The ``index``-th Python example of the README's section on scikit-learn, ONNX, PyTorch and JAX."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text[text.index("## Using gpunet with scikit-learn"):]
-    section = section[: section.index("\n## ", 3)]
-    return re.findall(r"```python\n(.*?)```", section, re.S)[index]
 
 
 def test_readme_example(monkeypatch):
