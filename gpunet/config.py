@@ -19,7 +19,7 @@ from .backend import BACKEND_NAMES
 from .cuda.select import KERNELS
 from .datasets import DATASETS, PIXELS
 from .initializers import ALIASES, INITS
-from .network import DTYPES
+from .network import DTYPES, target_levels
 from .optim import OPTIMIZERS
 
 EARLY_STOPPING_VALIDATION = 0.1  # the share held out when early stopping is asked for without a validation split
@@ -215,3 +215,11 @@ class TrainConfig:
 
 # Keys that checkpoints of earlier versions hold in their train_config: how a run talked, not what it trained.
 LEGACY_KEYS = ("quiet", "out", "resume")
+
+
+def preprocessing(pixels: str, output: str, loss: str) -> dict[str, Any]:
+    """How a network's pixels and targets were made, as config.json and checkpoints record it (``gpunet
+    train`` and ``gpunet.save`` alike), so evaluate, predict and export treat new images the same way."""
+    low, high = target_levels(output, loss)
+    targets = "one-hot" if (low, high) == (0.0, 1.0) else f"{low:g}/{high:g}"
+    return {"pixels": pixels, "pixel_scaling": PIXELS[pixels], "targets": targets}

@@ -122,28 +122,52 @@ def load_mnist(directory: str | os.PathLike[str], pixels: str = "original", dtyp
     Test images must have the training images' height and width (not only their
     pixel count), and every label must be a digit 0-9.
     """
+    directory, paths = _mnist_paths(directory, ("train", "test"))
+    arrays = {key: read_idx(path) for key, path in paths.items()}
+    train, test = (_mnist_part(directory, paths, arrays, part) for part in ("train", "test"))
+    if test[0].shape[1:] != train[0].shape[1:]:
+        raise DataError(f"{paths['test_images']}: test images are {_hw(test[0])} pixels; "
+                        f"expected {_hw(train[0])} like the training images")
+    return Split(*(a for images, labels in (train, test) for a in _flat(images, labels, pixels, dtype)))
+
+
+def load_mnist_test(directory: str | os.PathLike[str], pixels: str = "original", dtype: object = np.float64
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Only the test images and labels of the MNIST IDX files in ``directory``, checked and scaled as
+    :func:`load_mnist` does (the training files need not be there)."""
+    directory, paths = _mnist_paths(directory, ("test",))
+    arrays = {key: read_idx(path) for key, path in paths.items()}
+    return _flat(*_mnist_part(directory, paths, arrays, "test"), pixels, dtype)
+
+
+def _mnist_paths(directory: str | os.PathLike[str], parts: tuple[str, ...]) -> tuple[Path, dict[str, Path]]:
+    """The folder and the files of ``parts`` in it, each found (gz or not) before anything is read."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"{directory}: no such folder" if not directory.exists() else f"{directory}: not a folder")
-    paths = {key: _gz_or_raw(directory, name) for key, name in MNIST_FILES.items()}
-    arrays = {key: read_idx(path) for key, path in paths.items()}
-    split = []
-    for part in ("train", "test"):
-        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        if images.ndim != 3 or labels.ndim != 1:
-            raise DataError(
-                f"{directory}: {part} images must be 3-D and labels 1-D; got {images.shape} and {labels.shape}"
-            )
-        if images.shape[0] != labels.shape[0]:
-            raise DataError(f"{directory}: {images.shape[0]} {part} images but {labels.shape[0]} labels")
-        if labels.size and labels.max() > 9:
-            at = int(np.argmax(labels > 9))
-            raise DataError(f"{paths[f'{part}_labels']}: {part} label {labels[at]} (item {at}) is not a digit 0-9")
-        if part == "test" and images.shape[1:] != arrays["train_images"].shape[1:]:
-            raise DataError(f"{paths['test_images']}: test images are {_hw(images)} pixels; "
-                            f"expected {_hw(arrays['train_images'])} like the training images")
-        split += [scale_pixels(images.reshape(images.shape[0], -1), 255.0, pixels, dtype), labels.astype(np.int64)]
-    return Split(*split)
+    return directory, {key: _gz_or_raw(directory, name) for key, name in MNIST_FILES.items()
+                       if key.startswith(parts)}
+
+
+def _mnist_part(directory: Path, paths: dict[str, Path], arrays: dict[str, np.ndarray], part: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """One part's images (N, H, W) and labels (N,), checked: ranks, counts, digits 0-9."""
+    images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(
+            f"{directory}: {part} images must be 3-D and labels 1-D; got {images.shape} and {labels.shape}"
+        )
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{directory}: {images.shape[0]} {part} images but {labels.shape[0]} labels")
+    if labels.size and labels.max() > 9:
+        at = int(np.argmax(labels > 9))
+        raise DataError(f"{paths[f'{part}_labels']}: {part} label {labels[at]} (item {at}) is not a digit 0-9")
+    return images, labels
+
+
+def _flat(images: np.ndarray, labels: np.ndarray, pixels: str, dtype: object) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W) uint8 images and their labels -> (N, H*W) scaled pixels and int64 labels."""
+    return scale_pixels(images.reshape(images.shape[0], -1), 255.0, pixels, dtype), labels.astype(np.int64)
 
 
 def _hw(images: np.ndarray) -> str:
@@ -154,7 +178,8 @@ def _gz_or_raw(directory: Path, name: str) -> Path:
     for candidate in (directory / name, directory / name.removesuffix(".gz")):
         if candidate.exists():
             return candidate
-    raise DataError(f"{directory}: missing {name} (or {name.removesuffix('.gz')})")
+    raise DataError(f"{directory / name}: no such file (nor {name.removesuffix('.gz')}): "
+                    f"{directory} is missing {name}")
 
 
 def read_csv(

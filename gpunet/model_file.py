@@ -9,8 +9,9 @@ from typing import Any
 from .backend import Backend
 from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_choice
+from .config import preprocessing
 from .datasets import PIXELS
-from .network import Network, target_levels
+from .network import Network
 from .optim import SGD, Optimizer
 
 SAVED_BY = "gpunet.save"  # meta["saved_by"]: written from Python, not by a `gpunet train` run
@@ -47,7 +48,6 @@ def save(
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: no such folder")
     optimizer = optimizer if optimizer is not None else SGD()
-    low, high = target_levels(net.output, net.loss_name)
     train_config: dict[str, Any] = {
         "hidden": list(net.sizes[1:-1]), "activation": net.activation, "output": net.output,
         "loss": net.loss_name, "init": net.init, "seed": net.seed, "dtype": net.dtype.name,
@@ -57,8 +57,7 @@ def save(
         train_config["data_dir"] = str(data_dir)
     meta = {
         "saved_by": SAVED_BY, "epoch": 0, "record": None, "position": None, "train_config": train_config,
-        "preprocessing": {"pixels": pixels, "pixel_scaling": PIXELS[pixels],
-                          "targets": "one-hot" if (low, high) == (0.0, 1.0) else f"{low:g}/{high:g}"},
+        "preprocessing": preprocessing(pixels, net.output, net.loss_name),
     }
     save_checkpoint(path, net, optimizer, meta)
 

@@ -22,12 +22,12 @@ import numpy as np
 from .backend import Backend, get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_labels
-from .config import TrainConfig
+from .config import TrainConfig, preprocessing
 from .cuda.select import check_kernels
-from .datasets import MNIST_FILES, PIXELS, DataError, Split, hold_out, load, read_csv, read_idx, scale_pixels
+from .datasets import MNIST_FILES, Split, hold_out, load, load_mnist_test, read_csv
 from .download import MNIST_MD5, download_mnist
 from .files import atomic_write, write_json
-from .network import Network, target_levels
+from .network import Network
 from .optim import Optimizer, make_optimizer
 from .training import DivergenceError, TrainingInterrupted, train
 
@@ -84,18 +84,11 @@ def load_test_data(config: TrainConfig, on_download: Callable[[str, str], object
 
 
 def _mnist_test(config: TrainConfig, on_download: Callable[[str, str], object] | None) -> tuple[Any, Any]:
-    names = (MNIST_FILES["test_images"], MNIST_FILES["test_labels"])
-    if config.data_dir is None:
+    directory = config.data_dir
+    if directory is None:  # the two test files only
+        names = (MNIST_FILES["test_images"], MNIST_FILES["test_labels"])
         directory = download_mnist(on_file=on_download, files={name: MNIST_MD5[name] for name in names})
-    else:
-        directory = Path(config.data_dir)
-        if not directory.is_dir():
-            raise DataError(f"{directory}: no such folder" if not directory.exists() else f"{directory}: not a folder")
-    images, labels = (read_idx(next((p for p in (directory / n, directory / n.removesuffix(".gz")) if p.exists()),
-                                    directory / n)) for n in names)  # either name; the reader names a missing one
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DataError(f"{directory}: test images {images.shape} and labels {labels.shape} do not match")
-    return scale_pixels(images.reshape(len(images), -1), 255.0, config.pixels, np.dtype(config.dtype)), labels
+    return load_mnist_test(directory, config.pixels, np.dtype(config.dtype))
 
 
 def build(config: TrainConfig, n_inputs: int, backend: Backend) -> tuple[Network, Optimizer]:
@@ -104,13 +97,6 @@ def build(config: TrainConfig, n_inputs: int, backend: Backend) -> tuple[Network
                   loss=config.loss, init=config.init, seed=config.seed, backend=backend, dtype=config.dtype,
                   kernels=config.kernels)
     return net, make_optimizer(config.optimizer, config.weight_decay)
-
-
-def preprocessing(config: TrainConfig) -> dict[str, Any]:
-    """How the pixels and targets were made, as recorded in config.json and the checkpoint."""
-    low, high = target_levels(config.output, config.loss)
-    targets = "one-hot" if (low, high) == (0.0, 1.0) else f"{low:g}/{high:g}"
-    return {"pixels": config.pixels, "pixel_scaling": PIXELS[config.pixels], "targets": targets}
 
 
 def saved_config(meta: dict[str, Any], path: str | os.PathLike[str]) -> TrainConfig:
@@ -329,7 +315,7 @@ class Run:
         self.open()
         if self._folder is not None:
             document = {**self.config.to_dict(), "network": self.net.config(),
-                        "preprocessing": preprocessing(self.config)}
+                        "preprocessing": preprocessing(self.config.pixels, self.config.output, self.config.loss)}
             self._folder.start(document, self.last_record, self.source)
         c = self.config
         try:
@@ -374,7 +360,8 @@ class Run:
         record = self.last_record
         save_checkpoint(self.folder / name, self.net, self.optimizer, {
             "epoch": record["epoch"] if record else 0, "record": record, "position": position,
-            "train_config": self.config.to_dict(), "preprocessing": preprocessing(self.config),
+            "train_config": self.config.to_dict(),
+            "preprocessing": preprocessing(self.config.pixels, self.config.output, self.config.loss),
             "early_stopping": self.stopping.state() if self.stopping is not None else None,
         })
 

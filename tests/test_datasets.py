@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from gpunet.datasets import DataError, load_digits, load_mnist, read_csv, read_idx
+from gpunet.datasets import DataError, load_digits, load_mnist, load_mnist_test, read_csv, read_idx
 
 
 def idx_bytes(array: np.ndarray, type_byte: int = 0x08) -> bytes:
@@ -117,3 +117,19 @@ def test_digits_split_is_fixed_and_disjoint():
     assert len(a.y_train) == 1438 and len(a.y_test) == 359
     rows = {r.tobytes() for r in a.X_train}
     assert sum(r.tobytes() in rows for r in a.X_test) < 10  # a few digits are pixel-identical duplicates
+
+
+def test_mnist_test_files_alone_are_read_and_checked_like_the_whole_set(tmp_path):
+    # evaluate reads only the two test files; they get load_mnist's checks (a label 12 was let through
+    # by an earlier copy of the test-only reader) and the same scaling.
+    parts = write_mnist(tmp_path, compress=False)
+    whole = load_mnist(tmp_path, pixels="unit", dtype=np.float32)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (tmp_path / name).unlink()
+    X, y = load_mnist_test(tmp_path, pixels="unit", dtype=np.float32)
+    np.testing.assert_array_equal(X, whole.X_test)
+    np.testing.assert_array_equal(y, parts["t10k-labels-idx1-ubyte"])
+    assert y.dtype == np.int64
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([1, 12, 3, 4])))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: test label 12 \(item 1\) is not a digit 0-9"):
+        load_mnist_test(tmp_path)
