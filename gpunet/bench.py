@@ -431,6 +431,36 @@ def _ceiling(device: str, n: int) -> tuple[Callable[[], None], int]:
     return run, 2 * n**3
 
 
+def _case_entry(case: Case) -> dict[str, Any]:
+    """A case's record, its ceilings and contenders still to fill."""
+    return {"case": case.name, "sizes": list(case.sizes), "batch": case.batch, "dtype": case.dtype,
+            "rows": case.rows, "flops_per_sample": case.flops_per_sample(), "ceiling_gflops": {}, "contenders": {}}
+
+
+def _ceiling_gflops(ceilings: dict[str, tuple[Callable[[], None], int]],
+                    times: dict[str, list[float]]) -> dict[str, float]:
+    """Each device's matrix-product GFLOP/s in this case's rounds (the median)."""
+    return {device: flops / statistics.median(times[f"ceiling-{device}"]) / 1e9
+            for device, (_, flops) in ceilings.items()}
+
+
+def _figures(times: list[float], rows: int, flops_per_sample: int, ceiling: float | None) -> dict[str, Any]:
+    """A contender's figures from its rounds' times: the median, samples/s, GFLOP/s and the share of ``ceiling``."""
+    seconds = statistics.median(times)
+    rate = rows / seconds
+    gflops = rate * flops_per_sample / 1e9
+    return {"samples_per_s": rate, "seconds_median": seconds, "seconds": times, "gflops": gflops,
+            "share_of_ceiling": gflops / ceiling if ceiling else None}
+
+
+def _add_speedups(entry: dict[str, Any]) -> None:
+    """Give each measured contender of a case its ``gpunet_numpy_speedup``: > 1 where gpunet on NumPy is faster."""
+    base = entry["contenders"].get("gpunet-numpy", {}).get("samples_per_s")
+    for r in entry["contenders"].values():
+        if base and "samples_per_s" in r:
+            r["gpunet_numpy_speedup"] = base / r["samples_per_s"]
+
+
 def run_benchmark(quick: bool = False, repeats: int = 5, only: list[str] | None = None,
                   on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Every case on every contender; returns the JSON-ready results (see scripts/benchmark.py).
@@ -448,9 +478,7 @@ def run_benchmark(quick: bool = False, repeats: int = 5, only: list[str] | None 
         X = rng.random((case.rows, case.sizes[0]))
         labels = rng.integers(0, case.sizes[2], case.rows)
         params = init_params(list(case.sizes), "article", 0)
-        entry: dict[str, Any] = {"case": case.name, "sizes": list(case.sizes), "batch": case.batch,
-                                 "dtype": case.dtype, "rows": case.rows, "flops_per_sample": case.flops_per_sample(),
-                                 "ceiling_gflops": {}, "contenders": {}}
+        entry = _case_entry(case)
         names = case.contenders or tuple(n for n in CONTENDERS if n != "textbook")
         if case.batch == 1 and not case.contenders:
             names = (*names, "textbook")
@@ -466,21 +494,12 @@ def run_benchmark(quick: bool = False, repeats: int = 5, only: list[str] | None 
                 entry["contenders"][name] = {}
                 runs[name] = make(case, X, labels, params)
         times = _time_rounds(runs, repeats, 0.02 if quick else SETTLE_S)  # --quick: a smoke test, not a contest
-        for device, (_, flops) in ceilings.items():
-            entry["ceiling_gflops"][device] = flops / statistics.median(times[f"ceiling-{device}"]) / 1e9
+        entry["ceiling_gflops"] = _ceiling_gflops(ceilings, times)
         for name, r in entry["contenders"].items():
-            if name not in times:
-                continue
-            seconds = statistics.median(times[name])
-            rate = case.rows / seconds
-            gflops = rate * case.flops_per_sample() / 1e9
-            ceiling = entry["ceiling_gflops"]["gpu" if "cuda" in name or "cupy" in name else "cpu"]
-            r.update(samples_per_s=rate, seconds_median=seconds, seconds=times[name],
-                     gflops=gflops, share_of_ceiling=gflops / ceiling)
-        base = entry["contenders"].get("gpunet-numpy", {}).get("samples_per_s")
-        for name, r in entry["contenders"].items():
-            if base and "samples_per_s" in r:
-                r["gpunet_numpy_speedup"] = base / r["samples_per_s"]  # > 1: gpunet on NumPy is faster
+            if name in times:
+                ceiling = entry["ceiling_gflops"]["gpu" if "cuda" in name or "cupy" in name else "cpu"]
+                r.update(_figures(times[name], case.rows, case.flops_per_sample(), ceiling))
+        _add_speedups(entry)
         results["cases"].append(entry)
         if on_result is not None:
             on_result(entry)
@@ -642,9 +661,7 @@ def run_gpu_benchmark(fraction: float = 1.0, repeats: int = 5, only: list[str] |
     X_all, labels_all, results["data"] = gpu_data(max(c.rows for c in all_cases), mnist_dir)
     for case in all_cases:
         params = init_params(list(case.sizes), "article", 0)
-        entry: dict[str, Any] = {"case": case.name, "sizes": list(case.sizes), "batch": case.batch,
-                                 "dtype": case.dtype, "rows": case.rows, "flops_per_sample": case.flops_per_sample(),
-                                 "ceiling_gflops": {}, "contenders": {}}
+        entry = _case_entry(case)
         runs: dict[str, Run] = {f"ceiling-{device}": run for device, (run, _) in ceilings.items()}
         for name in case.contenders:
             if only and name not in only:
@@ -661,23 +678,15 @@ def run_gpu_benchmark(fraction: float = 1.0, repeats: int = 5, only: list[str] |
             entry["contenders"][name] = {"skipped": why} if why else {"rows": case.rows_for(name)}
         failed: dict[str, str] = {}
         times = _time_rounds(runs, repeats, GPU_SETTLE_S, failed)
-        for device, (_, flops) in ceilings.items():
-            entry["ceiling_gflops"][device] = flops / statistics.median(times[f"ceiling-{device}"]) / 1e9
+        entry["ceiling_gflops"] = _ceiling_gflops(ceilings, times)
         for name, r in entry["contenders"].items():
             if name in failed:
                 entry["contenders"][name] = {"skipped": failed[name]}
             elif name in times:
-                seconds = statistics.median(times[name])
-                rate = r["rows"] / seconds
-                gflops = rate * case.flops_per_sample() / 1e9
                 ceiling = entry["ceiling_gflops"].get("cpu" if name == "gpunet-numpy" else "gpu")
-                r.update(samples_per_s=rate, seconds_median=seconds, seconds=times[name],
-                         epoch_seconds=EPOCH_ROWS / rate, gflops=gflops,
-                         share_of_ceiling=gflops / ceiling if ceiling else None)
-        base = entry["contenders"].get("gpunet-numpy", {}).get("samples_per_s")
-        for r in entry["contenders"].values():
-            if base and "samples_per_s" in r:
-                r["gpunet_numpy_speedup"] = base / r["samples_per_s"]  # > 1: gpunet on NumPy is faster
+                r.update(_figures(times[name], r["rows"], case.flops_per_sample(), ceiling))
+                r["epoch_seconds"] = EPOCH_ROWS / r["samples_per_s"]
+        _add_speedups(entry)
         results["cases"].append(entry)
         results["targets"] = gpu_targets(results)
         for device in devices:
