@@ -141,6 +141,22 @@ def failures(records: list[dict[str, Any]]) -> list[str]:
     return [f"{r['command']}: {r['error']}" for r in records if r["status"] != "ok"]
 
 
+# What a record holds that depends on when and where its run ran: the clock, the host, the Dask worker.
+TIMING = frozenset({"seconds", "samples_per_s", "wall_seconds", "started", "finished", "host", "worker"})
+
+
+def without_timing(record: Any) -> Any:
+    """``record`` (a results line, or any JSON value) without its ``TIMING`` keys, at every depth.
+
+    Two sweeps of the same configs, serial or on Dask, give equal records this way.
+    """
+    if isinstance(record, dict):
+        return {k: without_timing(v) for k, v in record.items() if k not in TIMING}
+    if isinstance(record, list):
+        return [without_timing(v) for v in record]
+    return record
+
+
 def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]] = COLUMNS) -> str:
     """A plain-text table; ``columns`` are (heading, key, format) like ("test acc", "test_accuracy", "{:.2%}")."""
     cells = [[heading for heading, _, _ in columns]]

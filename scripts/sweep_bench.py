@@ -23,19 +23,7 @@ from pathlib import Path
 from gpunet.config import TrainConfig
 from gpunet.files import write_json
 from gpunet.machine import machine
-from gpunet.sweep import run_config, run_sweep
-
-TIMING = {"seconds", "samples_per_s", "wall_seconds", "started", "finished", "host", "worker"}
-
-
-def numbers(value: object) -> object:
-    """A record without what depends on when and where it ran."""
-    if isinstance(value, dict):
-        return {k: numbers(v) for k, v in value.items() if k not in TIMING}
-    if isinstance(value, list):
-        return [numbers(v) for v in value]
-    return value
-
+from gpunet.sweep import run_config, run_sweep, without_timing
 
 def timed(configs: list[TrainConfig], path: Path, workers: int | None) -> tuple[float, list[dict]]:
     start = time.perf_counter()
@@ -68,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             for workers in order:
                 path = Path(folder) / f"{k}-{workers or 'serial'}.jsonl"
                 seconds[workers], rows[workers] = timed(configs, path, workers)
-            if [numbers(r) for r in rows[None]] != [numbers(r) for r in rows[args.workers]]:
+            if [without_timing(r) for r in rows[None]] != [without_timing(r) for r in rows[args.workers]]:
                 print("error: the Dask sweep's results differ from the in-process sweep's", file=sys.stderr)
                 return 1
             ratio = seconds[args.workers] / seconds[None]

@@ -21,27 +21,17 @@ from gpunet import distributed as gd
 from gpunet import sweep
 from gpunet.backend import BackendUnavailableError
 from gpunet.config import TrainConfig
-from gpunet.sweep import run_config
+from gpunet.sweep import run_config, without_timing
 
 dask_distributed = pytest.importorskip("distributed", reason="Dask is part of the test extra (gpunet[dask])")
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-TIMING = {"seconds", "samples_per_s", "wall_seconds", "started", "finished", "host", "worker"}
 DIVERGES = {"activation": "relu", "optimizer": "sgd", "lr": 1e30}  # NaN loss in epoch 1 on the digits
 
 
 def grid(n: int, epochs: int = 2, **settings: object) -> list[TrainConfig]:
     """``n`` tiny digits runs that differ in seed."""
     return [TrainConfig(hidden=(16,), epochs=epochs, backend="numpy", seed=s, **settings) for s in range(n)]
-
-
-def numbers(record: dict) -> dict:
-    """A record without what depends on when and where it ran."""
-    if isinstance(record, dict):
-        return {k: numbers(v) for k, v in record.items() if k not in TIMING}
-    if isinstance(record, list):
-        return [numbers(v) for v in record]
-    return record
 
 
 def lines(path: Path) -> list[dict]:
@@ -232,7 +222,7 @@ def test_local_cluster_sweep_equals_the_serial_sweep_run_for_run(tmp_path):
     calls, dashboards = [], []
     local = sweep.run_sweep(configs, tmp_path / "local.jsonl", workers=2,
                             on_progress=lambda *a: calls.append(a), on_dashboard=dashboards.append)
-    assert [numbers(r) for r in local] == [numbers(r) for r in serial]
+    assert [without_timing(r) for r in local] == [without_timing(r) for r in serial]
     assert [r["status"] for r in local] == ["ok"] * 4 + ["failed"]
     assert local[4]["error"].startswith("DivergenceError: training diverged in epoch 1: the training loss became nan")
     assert len({r["history"][-1]["train_loss"] for r in local[:4]}) == 4  # four seeds, four different runs
@@ -245,7 +235,7 @@ def test_sweep_against_a_scheduler_address_equals_the_serial_sweep(tmp_path, das
     configs = grid(4)
     serial = sweep.run_sweep(configs, tmp_path / "serial.jsonl")
     remote = sweep.run_sweep(configs, tmp_path / "remote.jsonl", scheduler=dask_cluster.address)
-    assert [numbers(r) for r in remote] == [numbers(r) for r in serial]
+    assert [without_timing(r) for r in remote] == [without_timing(r) for r in serial]
     assert {r["worker"] for r in remote} <= set(dask_cluster.pids)
 
 
@@ -381,9 +371,9 @@ def test_readme_sweep_commands_run_as_written_and_agree(tmp_path, dask_cluster):
         results[name] = json.loads((tmp_path / name).read_text())["results"]
         assert out.stdout.count(" ok\n") == 6 and f"wrote {name}" in out.stdout
     assert list(results) == ["digits.json", "local.json", "cluster.json"]
-    serial = [numbers(r) for r in results["digits.json"]]
+    serial = [without_timing(r) for r in results["digits.json"]]
     assert len(serial) == 6 and all(r["test_accuracy"] > 0.9 for r in serial)
-    assert [numbers(r) for r in results["local.json"]] == serial == [numbers(r) for r in results["cluster.json"]]
+    assert [without_timing(r) for r in results["local.json"]] == serial == [without_timing(r) for r in results["cluster.json"]]
     assert {r["worker"] for r in results["cluster.json"]} <= set(dask_cluster.pids)
 
 

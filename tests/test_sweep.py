@@ -126,6 +126,20 @@ def test_run_sweep_appends_rows_skips_the_ones_done_and_loads_shared_data_once(t
     assert loaded == [0, 1]
 
 
+
+def test_without_timing_keeps_the_numbers_and_drops_the_clock_at_every_depth(tmp_path):
+    from gpunet.sweep import run_sweep, without_timing
+
+    config = TrainConfig(hidden=(8,), epochs=2, seed=3, backend="numpy")
+    first, again = (run_sweep([config], tmp_path / f"{name}.jsonl")[0] for name in ("a", "b"))
+    assert first != again  # started, finished and the timings differ between two runs
+    assert without_timing(first) == without_timing(again)
+    kept = without_timing(first)
+    assert not {"seconds", "wall_seconds", "started", "finished", "host", "worker"} & set(kept)
+    assert [set(epoch) & {"seconds", "samples_per_s"} for epoch in kept["history"]] == [set(), set()]
+    assert kept["history"][1]["test_accuracy"] == first["history"][1]["test_accuracy"]
+    assert kept["config"] == first["config"] and kept["key"] == first["key"]
+
 TINY = 'name = "tiny"\n[base]\nhidden = [16]\nepochs = 2\nbackend = "numpy"\n[grid]\nseed = [0, 1]\n'
 
 
