@@ -23,6 +23,17 @@ def test_there_are_sources_and_each_has_its_formula_comment():
         assert cuda.source(name).startswith("//"), f"{name} must open with the formula it computes"
 
 
+def test_the_python_code_tables_are_the_header_defines():
+    # activations.cuh is the one place the kernels' codes are defined; cuda/__init__.py names them.
+    header = (cuda.SOURCE_DIR / "activations.cuh").read_text()
+    defines = {name: int(value) for name, value in re.findall(r"^#define GPUNET_(\w+) (\d+)(?:\s|$)", header, re.M)}
+    assert {f"{a.upper()}": code for a, code in cuda.OUTPUT_CODES.items()} == {
+        k: v for k, v in defines.items() if not k.startswith("LOSS_")}
+    assert {f"LOSS_{loss.upper().replace('-', '_')}": code for loss, code in cuda.LOSS_CODES.items()} == {
+        k: v for k, v in defines.items() if k.startswith("LOSS_")}
+    for name in SOURCES:  # no kernel defines a code of its own beside the header's
+        assert not re.search(r"^#define (GPUNET_)?(SOFTMAX|(LOSS_)?(SQUARED|ABSOLUTE|CROSS_ENTROPY)) ", cuda.source(name), re.M), name
+
 def test_every_name_expression_belongs_to_a_source():
     table = cuda.name_expressions()
     assert set(table) <= set(SOURCES)

@@ -28,10 +28,11 @@ SOURCE_DIR = Path(__file__).parent
 NVRTC_OPTIONS = ("-std=c++17", f"-I{SOURCE_DIR}")
 # The activation codes of activations.cuh (its GPUNET_* defines), by gpunet's names.
 ACT_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4}
-# The output activations (softmax is row-wise: each kernel's GPUNET_SOFTMAX / SOFTMAX 5) and the losses
-# (GPUNET_LOSS_*: cross-entropy fused with a softmax or sigmoid output), one table for every kernel.
+# The output activations (softmax is row-wise: GPUNET_SOFTMAX) and the losses (GPUNET_LOSS_*: cross-entropy
+# fused with a softmax or sigmoid output), activations.cuh's defines too, one table for every kernel.
 OUTPUT_CODES = {**ACT_CODES, "softmax": 5}
 LOSS_CODES = {"squared": 0, "absolute": 1, "cross-entropy": 2}
+C_TYPES = {"float32": "float", "float64": "double"}  # the kernels' element types, by NumPy dtype name
 ARCHS = ("sm_80", "sm_90")  # A100, H100/H200: every source must compile for both
 
 

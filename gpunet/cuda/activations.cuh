@@ -3,6 +3,7 @@
 //   backward dZ = dA * f'(Z), with f' read off the output A (sigma' = A (1 - A), tanh' = 1 - A^2,
 //            relu' = [A > 0], leaky relu' = 1 where A > 0 else LEAKY_SLOPE).
 // ACT is one of the codes below; gpunet/cuda/__init__.py ACT_CODES maps the names to them.
+// The output and loss codes below are every kernel's too (OUTPUT_CODES, LOSS_CODES there).
 // Included by the kernels of this folder (NVRTC gets -I<this folder>); no host headers.
 #pragma once
 
@@ -12,6 +13,10 @@
 #define GPUNET_LEAKY_RELU 3
 #define GPUNET_IDENTITY 4
 #define GPUNET_LEAKY_SLOPE 0.01
+#define GPUNET_SOFTMAX 5  // output only: a row operation, not in the elementwise table below
+#define GPUNET_LOSS_SQUARED 0
+#define GPUNET_LOSS_ABSOLUTE 1
+#define GPUNET_LOSS_CROSS_ENTROPY 2  // fused with a softmax or sigmoid output
 
 template <int ACT, typename T>
 __device__ __forceinline__ T act_forward(T z) {

@@ -15,11 +15,6 @@
 // Indices are 64-bit: N * n_i may pass 2^31.
 #include "activations.cuh"
 
-#define GPUNET_SOFTMAX 5  // output only: a row operation, not in activations.cuh's elementwise table
-#define GPUNET_SQUARED 0
-#define GPUNET_ABSOLUTE 1
-#define GPUNET_CROSS_ENTROPY 2
-
 // Sum (max) over the 32 lanes by a xor butterfly: every lane ends with the same value, a + b == b + a.
 template <typename T> __device__ __forceinline__ T warp_sum(T x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
@@ -44,7 +39,7 @@ __global__ void bias_act(T* Z, const T* b, long long rows, int cols) {
 
 // dL_n/dY for the elementwise losses: squared (Y - T), absolute sign(Y - T).
 template <typename T, int LOSS> __device__ __forceinline__ T loss_grad(T y, T t) {
-    if constexpr (LOSS == GPUNET_SQUARED) {
+    if constexpr (LOSS == GPUNET_LOSS_SQUARED) {
         return y - t;
     } else {
         const T d = y - t;
@@ -72,7 +67,7 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
             T s = T(0);
             for (int j = lane; j < cols; j += 32) {
                 const T zj = z[j] + b[j];
-                if constexpr (LOSS == GPUNET_CROSS_ENTROPY) {
+                if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY) {
                     t_sum += t[j];
                     t_dot_z += t[j] * zj;
                 }
@@ -80,7 +75,7 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
                 s += z[j];
             }
             s = warp_sum(s);
-            if constexpr (LOSS == GPUNET_CROSS_ENTROPY) {
+            if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY) {
                 t_sum = warp_sum(t_sum);
                 l = (m + log(s)) * t_sum - warp_sum(t_dot_z);  // logsumexp(z) * sum t - sum t z, shifted by m
             }
@@ -88,16 +83,16 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
         } else {
             for (int j = lane; j < cols; j += 32) {
                 const T zj = z[j] + b[j];
-                if constexpr (LOSS == GPUNET_CROSS_ENTROPY) {  // sigmoid: softplus(z) - t z
+                if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY) {  // sigmoid: softplus(z) - t z
                     l += ((zj > T(0) ? zj : T(0)) + log1p(exp(-(zj < T(0) ? -zj : zj)))) - t[j] * zj;
                 }
                 z[j] = act_forward<OUT>(zj);
             }
         }
-        if constexpr (LOSS != GPUNET_CROSS_ENTROPY) {
+        if constexpr (LOSS != GPUNET_LOSS_CROSS_ENTROPY) {
             for (int j = lane; j < cols; j += 32) {
                 const T y = z[j], tj = t[j];
-                if constexpr (LOSS == GPUNET_SQUARED) {
+                if constexpr (LOSS == GPUNET_LOSS_SQUARED) {
                     l += (tj - y) * (tj - y);
                 } else {
                     const T d = tj - y;
@@ -107,13 +102,13 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
             }
             if constexpr (OUT == GPUNET_SOFTMAX) g_dot_y = warp_sum(g_dot_y);
         }
-        if constexpr (!(OUT == GPUNET_SOFTMAX && LOSS == GPUNET_CROSS_ENTROPY)) l = warp_sum(l);
-        if (lane == 0) loss[n] = LOSS == GPUNET_SQUARED ? T(0.5) * l : l;
+        if constexpr (!(OUT == GPUNET_SOFTMAX && LOSS == GPUNET_LOSS_CROSS_ENTROPY)) l = warp_sum(l);
+        if (lane == 0) loss[n] = LOSS == GPUNET_LOSS_SQUARED ? T(0.5) * l : l;
         for (int j = lane; j < cols; j += 32) {
             const T y = z[j], tj = t[j];
-            if constexpr (LOSS == GPUNET_CROSS_ENTROPY && OUT == GPUNET_SOFTMAX) {
+            if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY && OUT == GPUNET_SOFTMAX) {
                 z[j] = (y * t_sum - tj) * scale;  // y * sum(t) - t
-            } else if constexpr (LOSS == GPUNET_CROSS_ENTROPY) {
+            } else if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY) {
                 z[j] = (y - tj) * scale;  // sigmoid: y - t
             } else if constexpr (OUT == GPUNET_SOFTMAX) {
                 z[j] = y * (loss_grad<T, LOSS>(y, tj) * scale - g_dot_y);  // Y_j (dA_j - sum_k dA_k Y_k)

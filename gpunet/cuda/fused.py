@@ -26,17 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from . import ACT_CODES, LOSS_CODES, OUTPUT_CODES, load
+from ..activations import HIDDEN_ACTIVATIONS
+from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
 from .flat import FlatOptimizer, FlatParameters, rule_of
 
-# fused.cu's and optim.cu's codes (their GPUNET_LOSS_* and RULE defines), by gpunet's names
+# optim.cu's update rules (its GPUNET_RULE_* defines), by gpunet's names
 RULE_CODES = {"sgd": 0, "momentum": 1, "adam": 2}
 
 Array = Any
-HIDDEN = ("sigmoid", "tanh", "relu", "leaky_relu")
+HIDDEN = HIDDEN_ACTIVATIONS
 OUTPUT_LOSSES = [(o, loss) for o in OUTPUT_CODES for loss in ("squared", "absolute")] + [
     ("softmax", "cross-entropy"), ("sigmoid", "cross-entropy")]
-C_TYPES = {"float32": "float", "float64": "double"}
 THREADS = 256  # 8 warps: enough to hide memory latency, small enough that a block retires quickly
 MAX_BLOCKS = 8192  # grid-stride beyond this: 8192 x 256 threads fill any current GPU several times over
 

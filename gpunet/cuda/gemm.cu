@@ -27,10 +27,6 @@
 
 #define TILE 16             // a TILE x TILE block computes a TILE x TILE tile of the product
 #define LOSS_THREADS 256    // loss_total's one block; a power of two for its tree
-#define GPUNET_SOFTMAX 5    // output only, applied row-wise by output_delta
-#define LOSS_SQUARED 0
-#define LOSS_ABSOLUTE 1
-#define LOSS_CROSS_ENTROPY 2
 #define GRAD_WRITE 0
 #define SGD_FOLDED 1
 #define SGD_DECAY 2
@@ -122,11 +118,11 @@ __global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double*
             e += y[j];
         }
         for (int j = 0; j < n_out; ++j) y[j] = y[j] / e;
-        if constexpr (LOSS == LOSS_CROSS_ENTROPY) {  // -sum t log softmax(z) = logsumexp(z) sum(t) - sum(t z)
+        if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY) {  // -sum t log softmax(z) = logsumexp(z) sum(t) - sum(t z)
             loss[r] = (m + log(e)) * tsum - tz;
             for (int j = 0; j < n_out; ++j) d[j] = (y[j] * tsum - t[j]) * s;  // dL/dZ = y sum(t) - t
         }
-    } else if constexpr (LOSS == LOSS_CROSS_ENTROPY) {  // sigmoid: y holds Z on entry
+    } else if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY) {  // sigmoid: y holds Z on entry
         T L = T(0);
         for (int j = 0; j < n_out; ++j) {  // -t log y - (1 - t) log(1 - y) = softplus(z) - t z
             const T z = y[j];
@@ -137,22 +133,22 @@ __global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double*
         }
         loss[r] = L;
     }
-    if constexpr (LOSS == LOSS_SQUARED) {  // 1/2 sum (t - y)^2
+    if constexpr (LOSS == GPUNET_LOSS_SQUARED) {  // 1/2 sum (t - y)^2
         T L = T(0);
         for (int j = 0; j < n_out; ++j) {
             const T e = t[j] - y[j];
             L += e * e;
         }
         loss[r] = T(0.5) * L;
-    } else if constexpr (LOSS == LOSS_ABSOLUTE) {  // sum |t - y|
+    } else if constexpr (LOSS == GPUNET_LOSS_ABSOLUTE) {  // sum |t - y|
         T L = T(0);
         for (int j = 0; j < n_out; ++j) L += fabs(t[j] - y[j]);
         loss[r] = L;
     }
-    if constexpr (LOSS != LOSS_CROSS_ENTROPY) {  // dL/dY = y - t or sign(y - t), then through the output activation
+    if constexpr (LOSS != GPUNET_LOSS_CROSS_ENTROPY) {  // dL/dY = y - t or sign(y - t), then through the output activation
         for (int j = 0; j < n_out; ++j) {
             const T e = y[j] - t[j];
-            d[j] = (LOSS == LOSS_SQUARED ? e : T((e > T(0)) - (e < T(0)))) * s;
+            d[j] = (LOSS == GPUNET_LOSS_SQUARED ? e : T((e > T(0)) - (e < T(0)))) * s;
         }
         if constexpr (OUT == GPUNET_SOFTMAX) {  // dZ_j = y_j (dY_j - sum_k dY_k y_k)
             T dot = T(0);

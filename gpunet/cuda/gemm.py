@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from ..activations import LEAKY_SLOPE
-from . import ACT_CODES, LOSS_CODES
+from . import ACT_CODES, LOSS_CODES, OUTPUT_CODES
 
 Array = Any
 TILE = 16  # gemm.cu's defines
 LOSS_THREADS = 256
-SOFTMAX = 5
+SOFTMAX = OUTPUT_CODES["softmax"]
 GRAD_WRITE, SGD_FOLDED, SGD_DECAY = 0, 1, 2
 SIGMOID, TANH, RELU, LEAKY_RELU = (ACT_CODES[k] for k in ("sigmoid", "tanh", "relu", "leaky_relu"))
 

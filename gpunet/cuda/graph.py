@@ -25,15 +25,13 @@ import numpy as np
 from ..activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from ..checks import check_int, check_number
 from ..optim import SGD, Optimizer
-from . import ACT_CODES, load
-from .gemm import GRAD_WRITE, LOSS_CODES, LOSS_THREADS, SGD_DECAY, SGD_FOLDED, SOFTMAX, TILE, TRANSCRIPTIONS
+from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
+from .gemm import GRAD_WRITE, LOSS_THREADS, SGD_DECAY, SGD_FOLDED, TILE, TRANSCRIPTIONS
 
 if TYPE_CHECKING:  # annotations only
     from ..network import Network
 
 Array = Any
-C_TYPES = {"float32": "float", "float64": "double"}
-OUT_CODES = {**ACT_CODES, "softmax": SOFTMAX}
 PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS for loss in LOSSES] + list(FUSED)  # every (output, loss) pair
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
 ELEMENT_THREADS = 256  # gather_rows, output_delta, bias_grad: one thread per element, row or column
@@ -43,7 +41,7 @@ SOURCE = "gemm.cu"
 EXPRESSIONS = [
     *(f"gather_rows<{t}>" for t in C_TYPES.values()),
     *(f"forward<{t}, {a}>" for t in C_TYPES.values() for a in sorted(ACT_CODES.values())),
-    *(f"output_delta<{t}, {OUT_CODES[o]}, {LOSS_CODES[loss]}>" for t in C_TYPES.values() for o, loss in PAIRS),
+    *(f"output_delta<{t}, {OUTPUT_CODES[o]}, {LOSS_CODES[loss]}>" for t in C_TYPES.values() for o, loss in PAIRS),
     *(f"loss_total<{t}>" for t in C_TYPES.values()),
     *(f"backward<{t}, {ACT_CODES[a]}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS),
     *(f"{k}<{t}, {m}>" for k in ("weight_grad", "bias_grad") for t in C_TYPES.values()
@@ -206,7 +204,7 @@ class GraphTrainer:
         n_out = Y.shape[1]
         fold_lr = np.int32(self.mode == SGD_FOLDED)
         args = (Y, T, delta, self.buffers["loss"], self.buffers["lr"], fold_lr, np.int32(N), np.int32(n_out))
-        params = {"out": OUT_CODES[self.net.output], "loss_code": LOSS_CODES[self.net.loss_name]}
+        params = {"out": OUTPUT_CODES[self.net.output], "loss_code": LOSS_CODES[self.net.loss_name]}
         return Launch("output_delta", self.net.dtype.name, params, grid, block, args)
 
     def _loss_total(self, N: int, first: bool) -> Launch:

@@ -26,11 +26,6 @@
 // Warp 0 does the output layer, lane o owning outputs o, o + 32, ...
 #include "activations.cuh"
 
-#define GPUNET_SOFTMAX 5
-#define GPUNET_LOSS_SQUARED 0
-#define GPUNET_LOSS_ABSOLUTE 1
-#define GPUNET_LOSS_CROSS_ENTROPY 2  // fused with a softmax or sigmoid output
-
 // Sum over the warp's 32 lanes, halving the distance each step; lane 0 ends with the total.
 template <typename F>
 __device__ __forceinline__ F warp_sum(F v) {

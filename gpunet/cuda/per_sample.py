@@ -18,27 +18,25 @@ import numpy as np
 
 from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSSES
 from ..optim import SGD
-from . import ACT_CODES, LOSS_CODES, OUTPUT_CODES, load
+from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
 
 Array = Any
 Network = Any  # gpunet.network.Network (not imported: network.py may come to import this module)
 
 SOURCE = "per_sample.cu"
-CTYPES = {"float32": "float", "float64": "double"}
-# Output activations: activations.cuh's codes, and softmax, which the kernel does across the lanes of a warp.
 MAX_THREADS = 512
 WARP = 32
 
 
 def _expression(dtype_name: str, activation: str) -> str:
-    return f"per_sample_chunk<{CTYPES[dtype_name]}, {ACT_CODES[activation]}>"
+    return f"per_sample_chunk<{C_TYPES[dtype_name]}, {ACT_CODES[activation]}>"
 
 
 # The hidden activations activations.cuh has code for (today all of gpunet's).
 HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)
 # Every instantiation load() compiles: one per dtype and hidden activation (the output layer's
 # activation and loss are run-time arguments: they run once a row, on 32 threads).
-EXPRESSIONS = [_expression(d, a) for d, a in itertools.product(CTYPES, HIDDEN)]
+EXPRESSIONS = [_expression(d, a) for d, a in itertools.product(C_TYPES, HIDDEN)]
 NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}  # gpunet.cuda.name_expressions' convention
 
 
@@ -68,7 +66,7 @@ def supports(net: Network) -> str | None:
         return f"the kernel covers networks with one hidden layer; this one has {net.n_layers - 1}"
     if net.activation not in HIDDEN or net.output not in OUTPUT_CODES or net.loss_name not in LOSS_CODES:
         return f"the kernel has no code for {net.activation}/{net.output}/{net.loss_name}"
-    if net.dtype.name not in CTYPES:
+    if net.dtype.name not in C_TYPES:
         return f"the kernel covers float32 and float64; this network is {net.dtype.name}"
     if net.backend.name != "cupy":
         return f"the kernel needs the cupy backend; this network is on {net.backend.name}"
