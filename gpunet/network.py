@@ -224,10 +224,7 @@ class Network:
         hidden, out = ACTIVATIONS[self.activation], ACTIVATIONS[self.output]
         fused = FUSED.get((self.output, self.loss_name))
         P = self.params
-        Z1 = X @ P["W1"] + P["b1"]  # (K, n_in) @ (n_in, n_1): every row's x_t W1 + b1 as they are now
-        G = X @ X.T  # (K, K): x_t . x_k, how row k's update to W1 moves row t's Z1
-        G += 1  # ... and its update to b1
-        G *= lr
+        Z1, G = self._per_sample_first_layer(X, lr)
         D = xp.empty_like(Z1)  # (K, n_1): each row's delta1
         ZL = xp.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)  # each row's output logits before its step
         Y = xp.empty_like(ZL)  # ... and its output
@@ -247,10 +244,23 @@ class Network:
                 P[f"b{i}"] -= lr * delta[0]
                 delta = hidden.backward(As[i - 1], dA)
             D[t] = delta[0]
-        # (n_in, K) @ (K, n_1): the K first-layer updates at once, counted as K steps
-        optimizer.step_scaled({"W1": P["W1"], "b1": P["b1"]},
-                              {"W1": lr * (X.T @ D), "b1": lr * D.sum(axis=0)}, steps=X.shape[0])
+        self._per_sample_update_first_layer(X, D, lr, optimizer)
         return self.per_sample_loss(ZL, Y, T).sum()
+
+    def _per_sample_first_layer(self, X: Array, lr: float) -> tuple[Array, Array]:
+        """Z1 = X W1 + b1 (K, n_1), every row's as W1 is now, and G = lr (X X^T + 1) (K, K), how row k's
+        update moves row t's Z1: the per-sample paths' (this one's, and the CUDA kernel's) first layer."""
+        Z1 = X @ self.params["W1"] + self.params["b1"]  # (K, n_in) @ (n_in, n_1)
+        G = X @ X.T  # (K, K): x_t . x_k, how row k's update to W1 moves row t's Z1
+        G += 1  # ... and its update to b1
+        G *= lr
+        return Z1, G
+
+    def _per_sample_update_first_layer(self, X: Array, D: Array, lr: float, optimizer: Optimizer) -> None:
+        """W1 -= lr X^T D, b1 -= lr sum_t D_t: (n_in, K) @ (K, n_1), the K first-layer updates of a
+        per-sample chunk (D: each row's delta1) at once, through ``optimizer``, counted as K steps."""
+        optimizer.step_scaled({"W1": self.params["W1"], "b1": self.params["b1"]},
+                              {"W1": lr * (X.T @ D), "b1": lr * D.sum(axis=0)}, steps=X.shape[0])
 
     def predict(self, X: Array) -> np.ndarray:
         """Predicted class of each row (argmax of the outputs) as a NumPy int array."""

@@ -101,22 +101,6 @@ def per_sample_chunk_numpy(net: Network, X: np.ndarray, T: np.ndarray, lr: float
     return net.per_sample_loss(Z2, Y, T).sum()
 
 
-def _first_layer(net: Network, X: Array, lr: float) -> tuple[Array, Array]:
-    """Z1 = X W1 + b1 (K, H) as W1 is now, and G = lr (X X^T + 1) (K, K): what train_per_sample_unchecked computes."""
-    Z1 = X @ net.params["W1"] + net.params["b1"]  # (K, n_in) @ (n_in, H)
-    G = X @ X.T  # (K, K): x_t . x_k, how row k's update to W1 moves row t's Z1
-    G += 1  # ... and its update to b1
-    G *= lr
-    return Z1, G
-
-
-def _update_first_layer(net: Network, X: Array, D: Array, lr: float, optimizer: SGD | None = None) -> None:
-    """W1 -= lr X^T D, b1 -= lr sum_t D_t: (n_in, K) @ (K, H), the chunk's K first-layer updates at once,
-    through the optimiser's folded step as the plain path does, counted as K steps."""
-    (optimizer or SGD()).step_scaled({"W1": net.params["W1"], "b1": net.params["b1"]},
-                                     {"W1": lr * (X.T @ D), "b1": lr * D.sum(axis=0)}, steps=X.shape[0])
-
-
 def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | None = None,
                   optimizer: SGD | None = None) -> tuple[Array, Array]:
     """Run the chunk through the kernel; returns (Z2, Y), each (K, n_out): each row's output
@@ -124,7 +108,7 @@ def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | No
     xp, P = net.backend.xp, net.params
     K, (H, O) = X.shape[0], P["W2"].shape
     T = xp.ascontiguousarray(T, dtype=net.dtype)  # the kernel indexes it as (K, O), row-major; no copy when it is
-    Z1, G = _first_layer(net, X, lr)
+    Z1, G = net._per_sample_first_layer(X, lr)
     D = xp.empty_like(Z1)  # (K, H): each row's delta1, written by the kernel
     Y = xp.empty((K, O), dtype=net.dtype)
     Z2 = xp.empty((K, O), dtype=net.dtype)
@@ -135,7 +119,7 @@ def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | No
     i32 = np.int32
     kernel((1,), (threads,), (Z1, G, T, P["W2"], P["b2"], D, Y, Z2, i32(K), i32(H), i32(O), net.dtype.type(lr),
                               i32(OUTPUT_CODES[net.output]), i32(LOSS_CODES[net.loss_name])), shared_mem=shared)
-    _update_first_layer(net, X, D, lr, optimizer)
+    net._per_sample_update_first_layer(X, D, lr, optimizer or SGD())
     return Z2, Y
 
 
@@ -189,7 +173,7 @@ def _transcribed_chunk(net: Network, X: np.ndarray, T: np.ndarray, lr: float, th
     threads, _ = launch_geometry(H, O, dtype.itemsize, threads)
     per_thread, n_warps = -(-H // threads), threads // WARP
     hidden, out = ACTIVATIONS[net.activation], ACTIVATIONS[net.output]
-    Z1, G = _first_layer(net, X, lr)
+    Z1, G = net._per_sample_first_layer(X, lr)
     W2s, b2s = P["W2"].T.copy(), P["b2"].copy()  # (O, H) and (O,): the kernel's shared copies
     D, Y, Z2 = np.empty((K, H), dtype=dtype), np.empty((K, O), dtype=dtype), np.empty((K, O), dtype=dtype)
     for t in range(K):
@@ -230,5 +214,5 @@ def _transcribed_chunk(net: Network, X: np.ndarray, T: np.ndarray, lr: float, th
         D[t] = hidden.backward(A1, dA)
     P["W2"][...] = W2s.T
     P["b2"][...] = b2s
-    _update_first_layer(net, X, D, lr)
+    net._per_sample_update_first_layer(X, D, lr, SGD())
     return Z2, Y
