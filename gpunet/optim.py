@@ -29,6 +29,7 @@ class Optimizer:
 
     def step(self, params: dict[str, Array], grads: dict[str, Array], lr: float) -> None:
         """One update of every parameter from its gradient; ``grads`` may be overwritten."""
+        self.upgrade_state(lr)
         self.t += 1
         for name, p in params.items():
             g = grads[name]
@@ -50,6 +51,10 @@ class Optimizer:
         self.t += steps
         for name, g in scaled_grads.items():
             params[name] -= g
+
+    def upgrade_state(self, lr: float) -> None:
+        """Bring state a checkpoint wrote under an older convention up to date, with ``lr``, the
+        learning rate of the step about to be taken (every step does this first). None here."""
 
     def _buffer(self, key: str, like: Array) -> Array:
         if key not in self.state:
@@ -116,11 +121,14 @@ class Momentum(Optimizer):
     def hyperparameters(self) -> dict[str, float]:
         return {"momentum": self.momentum, **super().hyperparameters()}
 
-    def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
-        if f"v.{name}" in self.state:  # the old convention's velocity, from a checkpoint: v = -lr * buf
-            v = self.state.pop(f"v.{name}")
+    def upgrade_state(self, lr: float) -> None:
+        """The old convention's velocity, from a checkpoint ("v.W1": v = -lr * buf), as ``buf``."""
+        for key in [k for k in self.state if k.startswith("v.")]:
+            v = self.state.pop(key)
             v *= -1.0 / lr
-            self.state[f"buf.{name}"] = v
+            self.state[f"buf.{key[2:]}"] = v
+
+    def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
         buf = self._buffer(f"buf.{name}", p)
         buf *= self.momentum
         buf += g  # buf = mu buf + g

@@ -87,9 +87,9 @@ class FlatParameters:
         """Make the optimiser's state buffers views into flat ones: its values copied in, zeros where it has none
         yet (optim.py starts every buffer at zero). Covers a restored checkpoint, which rebinds ``state``.
 
-        Momentum from a checkpoint of the old convention holds the velocity v = -lr * buf ("v.W1", ...):
-        it is converted here with ``lr``, the learning rate of the step about to be taken, exactly as
-        optim.py's Momentum converts it on its first step (buf = v * (-1 / lr), in the parameters' dtype)."""
+        State of an older convention (Momentum's velocity "v.W1", ...) is converted first with ``lr``, the
+        learning rate of the step about to be taken, by the optimiser's own ``upgrade_state``."""
+        optimizer.upgrade_state(lr)
         for s in names:
             if s not in self.state:
                 self.state[s] = self.xp.zeros(self.layout.size, dtype=self.dtype)
@@ -99,12 +99,7 @@ class FlatParameters:
                 current = optimizer.state.get(key)
                 if current is view:
                     continue
-                old_v = optimizer.state.pop(f"v.{k}", None) if s == "buf" and current is None else None
-                if old_v is not None:
-                    view[...] = old_v
-                    view *= -1.0 / lr  # optim.py Momentum._update's conversion, the same operation
-                else:
-                    view[...] = 0 if current is None else current
+                view[...] = 0 if current is None else current
                 optimizer.state[key] = view
 
 
