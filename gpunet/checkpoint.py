@@ -14,10 +14,9 @@ import numpy as np
 
 from .backend import Backend, BackendUnavailableError
 from .files import atomic_write, require_file
-from .memory import GiB, available_host_bytes, out_of_memory
+from .memory import DeviceMemoryError, GiB, available_host_bytes
 from .network import Network
 from .optim import Optimizer, make_optimizer
-from .memory import DeviceMemoryError
 
 FORMAT = 1
 HEADER_LIMIT = 1 << 24  # bytes: a header declaring more is refused before it is read
@@ -68,7 +67,7 @@ def load_checkpoint(
     except (CheckpointError, BackendUnavailableError, DeviceMemoryError):
         raise
     except MemoryError:
-        raise out_of_memory(f"out of memory while reading the checkpoint {path}") from None
+        raise DeviceMemoryError(f"out of memory while reading the checkpoint {path}") from None
     except Exception as exc:  # noqa: BLE001
         # A damaged zip, a bad value: zipfile, zlib, numpy and the constructors raise many types
         # (BadZipFile, ValueError, zlib.error, ...); to the caller it is one thing.
@@ -134,7 +133,7 @@ def _load(z: zipfile.ZipFile, path: Path, backend: str | Backend | None) -> tupl
         total += math.prod(shape) * dtype.itemsize
     free = available_host_bytes()
     if free is not None and total > free:
-        raise out_of_memory(f"out of memory: the checkpoint {path} holds {total / GiB:,.1f} GiB of arrays "
+        raise DeviceMemoryError(f"out of memory: the checkpoint {path} holds {total / GiB:,.1f} GiB of arrays "
                             f"and {free / GiB:,.1f} GiB is free")
 
     net = Network(backend=backend, **network)  # checks the names and values, and that the network fits

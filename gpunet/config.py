@@ -18,7 +18,7 @@ from .activations import FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIO
 from .backend import BACKEND_NAMES
 from .cuda.select import KERNELS
 from .datasets import DATASETS, PIXELS
-from .initializers import ALIASES, INITS
+from .initializers import INITS, init_name
 from .network import DTYPES, target_levels
 from .optim import OPTIMIZERS
 
@@ -156,8 +156,7 @@ class TrainConfig:
     early_stopping: int | None = None  # stop after this many epochs without a better validation loss
 
     def __post_init__(self) -> None:  # fail before anything is loaded or written
-        if isinstance(self.init, str):  # old checkpoints and sweep files say "seed"
-            object.__setattr__(self, "init", ALIASES.get(self.init, self.init))
+        object.__setattr__(self, "init", init_name(self.init))  # old checkpoints and sweep files say "seed"
         for s in SETTINGS:
             value = getattr(self, s.name)
             if value is None and s.optional:

@@ -40,11 +40,6 @@ class DeviceMemoryError(MemoryError):
     (Also ``gpunet.training.DeviceMemoryError``, where training raises it.)"""
 
 
-def out_of_memory(message: str) -> MemoryError:
-    """DeviceMemoryError(message): the error the command line reports in one line."""
-    return DeviceMemoryError(message)
-
-
 def parameter_count(sizes: list[int]) -> int:
     """Weights and biases of a network with these layer sizes (a Python int: no overflow)."""
     return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
@@ -61,7 +56,7 @@ def build_params(sizes: list[int], init: str, seed: int, backend: Any, dtype: np
     host = n * (8 + (dtype.itemsize if backend.xp is np else 0))
     free = available_host_bytes()
     if free is not None and host > free:
-        raise out_of_memory(
+        raise DeviceMemoryError(
             f"out of memory: layers {sizes} have {n:,} parameters; building them in {dtype.name} needs about "
             f"{host / GiB:,.1f} GiB of host memory and {free / GiB:,.1f} GiB is free; reduce hidden="
         )
@@ -69,7 +64,7 @@ def build_params(sizes: list[int], init: str, seed: int, backend: Any, dtype: np
         return {k: backend.to_device(v, dtype) for k, v in init_params(sizes, init, seed).items()}
     except backend.out_of_memory_errors as exc:
         backend.free_memory()
-        raise out_of_memory(
+        raise DeviceMemoryError(
             f"out of memory on {backend.name} ({backend.device}) while building layers {sizes} in {dtype.name} "
             f"({n * dtype.itemsize / GiB:,.2f} GiB of parameters): {str(exc).strip() or type(exc).__name__}; "
             "reduce hidden= or use dtype='float32'"

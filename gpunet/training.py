@@ -207,7 +207,7 @@ def _out_of_memory(net: Network, rows: int, exc: BaseException, doing: str = "tr
 
 def evaluate(net: Network, X: Array, T: Array, labels: np.ndarray) -> dict[str, float]:
     """Mean per-sample loss and accuracy of ``net`` on data ``X``, target rows ``T`` and host labels."""
-    X = net.backend.to_device(check_matrix("X", X, net.sizes[0]), net.dtype)  # no copy for train's prepared data
+    X = net._checked_input(X)  # no copy for train's prepared data
     T = net.backend.to_device(check_matrix("T", T, net.sizes[-1]), net.dtype)
     if not X.shape[0] == T.shape[0] == len(labels):
         raise ValueError(f"X, T and labels must have as many rows; got {X.shape[0]}, {T.shape[0]}, {len(labels)}")
