@@ -18,8 +18,9 @@ from . import __version__
 from .backend import BACKEND_NAMES, BackendUnavailableError
 from .config import SETTINGS, SettingError, TrainConfig
 from .datasets import DATASETS
+from .distributed import ClusterStartError
 from .download import DownloadError
-from .run import Run, new_run_folder
+from .run import RESUME_HONOURS, Run, new_run_folder
 from .training import DeviceMemoryError, DivergenceError, TrainingInterrupted
 
 EXAMPLES = """examples:
@@ -32,7 +33,6 @@ EXAMPLES = """examples:
   gpunet sweep grid.toml                        # every config of a grid file, one results table
   gpunet export runs/RUN model.onnx             # for onnxruntime (pip install "gpunet[onnx]")
 """
-RESUME_HONOURS = ("epochs", "backend", "kernels")  # with --resume, every other setting comes from the checkpoint
 
 
 def flag(name: str) -> str:
@@ -289,7 +289,6 @@ def run_bench(args: argparse.Namespace) -> int:
 def run_sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .distributed import ClusterStartError
     from .sweep import failures, format_table, load_grid, override, run_sweep, write_results
 
     name, configs = load_grid(args.sweep)
@@ -308,9 +307,6 @@ def run_sweep(args: argparse.Namespace) -> int:
         records = run_sweep(configs, out.with_suffix(".jsonl"), workers=args.workers, scheduler=args.scheduler,
                             gpus=args.gpus, on_progress=on_progress,
                             on_dashboard=lambda address: tqdm.write(f"dashboard: {address}", file=sys.stdout))
-    except ClusterStartError as exc:  # a RuntimeError, which main() does not take for the user's
-        print(f"gpunet sweep: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
     finally:
         bar.close()
     write_results(out, name, records)
@@ -363,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, BackendUnavailableError, DownloadError, OSError, ImportError,
+    except (ValueError, TypeError, BackendUnavailableError, DownloadError, ClusterStartError, OSError, ImportError,
             DivergenceError, DeviceMemoryError) as exc:
         if args.debug:
             raise

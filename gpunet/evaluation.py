@@ -16,7 +16,7 @@ from .config import TrainConfig
 from .files import require_file
 from .metrics import classification_report, confusion_matrix
 from .network import Network
-from .run import load_test_data, model_path, saved_config
+from .run import check_width, load_test_data, model_path, saved_config
 
 
 def model_and_test_data(model: str | os.PathLike[str], *, dataset: str | None = None, data_dir: str | None = None,
@@ -38,9 +38,7 @@ def model_and_test_data(model: str | os.PathLike[str], *, dataset: str | None = 
         overrides.update(train_csv=test_csv, test_csv=test_csv)  # the training file is not read
     config = replace(saved, **overrides)
     X, y = load_test_data(config, on_download)
-    if X.shape[1] != net.sizes[0]:
-        raise ValueError(f"{path}: the network takes {net.sizes[0]} inputs; the {config.dataset} images have "
-                         f"{X.shape[1]}")
+    check_width(net, X, path, config.dataset)
     return net, config, X, check_labels(y, net.sizes[-1])
 
 

@@ -70,6 +70,17 @@ def write_json(path: str | os.PathLike[str], value: Any) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(value, indent=2) + "\n").encode()))
 
 
+def new_file(path: str | os.PathLike[str], overwrite: bool, hint: str) -> Path:
+    """``path`` as a Path, to be written: FileExistsError (with ``hint``, what to do instead) if it exists
+    and ``overwrite`` is false, FileNotFoundError if its folder does not exist."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; {hint}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no such folder")
+    return path
+
+
 def require_file(path: str | os.PathLike[str], error: type[Exception]) -> Path:
     """``path`` as a Path if it is a regular file, else ``error`` saying what it is instead."""
     path = Path(path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from .backend import Backend
@@ -11,6 +10,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_choice
 from .config import preprocessing
 from .datasets import PIXELS
+from .files import new_file
 from .network import Network
 from .optim import SGD, Optimizer
 
@@ -42,11 +42,7 @@ def save(
         raise TypeError(f"optimizer must be a gpunet Optimizer or None; got {type(optimizer).__name__}")
     check_choice("dataset", dataset, DATASETS)
     check_choice("pixels", pixels, tuple(PIXELS))
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path.parent}: no such folder")
+    path = new_file(path, overwrite, "pass overwrite=True to replace it")
     optimizer = optimizer if optimizer is not None else SGD()
     train_config: dict[str, Any] = {
         "hidden": list(net.sizes[1:-1]), "activation": net.activation, "output": net.output,

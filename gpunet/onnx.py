@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from .activations import LEAKY_SLOPE
-from .files import atomic_write
+from .files import atomic_write, new_file
 from .network import Network
 
 OPSET = 17  # Gemm, Softmax(axis), LeakyRelu: all stable since long before 17; onnxruntime >= 1.11 runs it
@@ -104,11 +104,7 @@ def export(
     Parameters are written in float32 (a float64 network is rounded).
     """
     model = to_model(net, preprocessing)
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another name or delete it first")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path.parent}: no such folder")
+    path = new_file(path, overwrite, "choose another name or delete it first")
     atomic_write(path, lambda f: f.write(model.SerializeToString()))
     return path
 

@@ -26,12 +26,13 @@ from .config import TrainConfig, preprocessing
 from .cuda.select import check_kernels
 from .datasets import MNIST_FILES, Split, hold_out, load, load_mnist_test, read_csv
 from .download import MNIST_MD5, download_mnist
-from .files import atomic_write, write_json
+from .files import atomic_write, remove_stale_temporaries, write_json
 from .network import Network
 from .optim import Optimizer, make_optimizer
 from .training import DivergenceError, TrainingInterrupted, train
 
 RUN_FILES = ("config.json", "metrics.jsonl", "model.npz", "best.npz")
+RESUME_HONOURS = ("epochs", "backend", "kernels")  # a resume may change these; every other setting is the checkpoint's
 
 
 class RunFolderError(ValueError):
@@ -171,7 +172,7 @@ class RunFolder:
         if source is not None and model.exists() and not model.samefile(source):
             raise RunFolderError(f"{folder} already holds a run ({model}); resume from it, or into another folder")
         if not model.exists() and (folder / "config.json").exists():  # a run stopped before its first checkpoint
-            what = {k: v for k, v in config.to_dict().items() if k not in ("epochs", "backend", "kernels")}
+            what = {k: v for k, v in config.to_dict().items() if k not in RESUME_HONOURS}
             try:
                 started = json.loads((folder / "config.json").read_text())
                 same = {k: started.get(k) for k in what} == what
@@ -190,9 +191,7 @@ class RunFolder:
         """Write config.json and the metrics lines the checkpoint holds (from ``source``'s folder if another),
         with its best.npz; temporary files of a killed process go."""
         folder = self.path
-        for name in RUN_FILES:
-            for stale in folder.glob(f".{name}.*.tmp"):
-                stale.unlink(missing_ok=True)
+        remove_stale_temporaries(folder, RUN_FILES)
         origin = source.parent if source is not None else folder
         if not origin.samefile(folder) and (origin / "best.npz").exists():
             atomic_write(folder / "best.npz", lambda f: f.write((origin / "best.npz").read_bytes()))
@@ -261,9 +260,7 @@ class Run:
         config = replace(saved, epochs=epochs or saved.epochs, backend=backend, kernels=kernels or "auto")
         check_kernels(config.kernels, net.backend)  # before anything is written
         data = load_data(config, on_download)
-        if data.X_train.shape[1] != net.sizes[0]:
-            raise ValueError(f"{checkpoint}: the network takes {net.sizes[0]} inputs; "
-                             f"the {config.dataset} images have {data.X_train.shape[1]}")
+        check_width(net, data.X_train, checkpoint, config.dataset)
         return cls(config, net, optimizer, data, Path(folder) if folder is not None else checkpoint.parent,
                    start_epoch=meta["epoch"] + 1, position=meta.get("position"), last_record=meta.get("record"),
                    stopping=meta.get("early_stopping"), source=checkpoint)
@@ -364,6 +361,12 @@ class Run:
             "preprocessing": preprocessing(self.config.pixels, self.config.output, self.config.loss),
             "early_stopping": self.stopping.state() if self.stopping is not None else None,
         })
+
+
+def check_width(net: Network, X: Any, path: str | os.PathLike[str], dataset: str) -> None:
+    """ValueError naming the model file ``path`` where ``X``'s rows do not have the network's input width."""
+    if X.shape[1] != net.sizes[0]:
+        raise ValueError(f"{path}: the network takes {net.sizes[0]} inputs; the {dataset} images have {X.shape[1]}")
 
 
 def _check_data(config: TrainConfig, net: Network, data: Split) -> None:
