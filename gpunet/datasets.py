@@ -17,7 +17,6 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .checks import check_choice, check_fraction, check_int
-from .download import download_mnist
 from .files import require_file
 from .memory import GiB, available_host_bytes
 
@@ -304,5 +303,8 @@ def load(
         return load_digits(pixels, dtype)
     if name == "csv":
         return Split(*read_csv(train_csv, pixels=pixels, dtype=dtype), *read_csv(test_csv, pixels=pixels, dtype=dtype))
-    directory = data_dir if data_dir is not None else download_mnist(on_file=on_download)
-    return load_mnist(directory, pixels, dtype)
+    if data_dir is None:
+        from .download import download_mnist  # here: urllib, http and ssl are not part of `import gpunet`
+
+        data_dir = download_mnist(on_file=on_download)
+    return load_mnist(data_dir, pixels, dtype)

@@ -133,3 +133,13 @@ def test_mnist_test_files_alone_are_read_and_checked_like_the_whole_set(tmp_path
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([1, 12, 3, 4])))
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: test label 12 \(item 1\) is not a digit 0-9"):
         load_mnist_test(tmp_path)
+
+
+def test_import_gpunet_leaves_the_downloader_and_its_network_modules_out():
+    import subprocess
+    import sys
+
+    modules = ("gpunet.download", "urllib.request", "ssl")
+    code = f"import sys, gpunet; print(sorted(m for m in {modules} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
