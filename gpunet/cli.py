@@ -39,7 +39,9 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with errors in one line, exit status 2, no usage dump (the scripts use it too)."""
+
     def error(self, message: str) -> None:  # one line, exit status 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -338,11 +340,11 @@ COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gpunet", description="A fully connected neural network on NumPy or CuPy.",
+    parser = OneLineParser(prog="gpunet", description="A fully connected neural network on NumPy or CuPy.",
                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"gpunet {__version__}")
     parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, (help, options, action) in COMMANDS.items():
         p = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -13,23 +13,17 @@ The JSON is rewritten after every case, so a run stopped early keeps what it fin
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from gpunet.cli import main
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit status 2, no usage dump
-        self.exit(2, f"benchmark.py: error: {message}\n")
+from gpunet.cli import OneLineParser, main
 
 
 def gpu_main(argv: list[str]) -> int:
     from gpunet.bench import ALL_GPU_CONTENDERS, format_gpu_results, run_gpu_benchmark
     from gpunet.files import write_json
 
-    p = _Parser(description="the GPU benchmark cases")
+    p = OneLineParser(prog="benchmark.py", description="the GPU benchmark cases")
     p.add_argument("--gpu", action="store_true", required=True)
     p.add_argument("--quick", action="store_true", help="an eighth of an epoch per run, 3 runs, no torch.compile")
     p.add_argument("--fraction", type=float, help="share of an epoch per timed run (default: 1, or 1/8 with --quick)")

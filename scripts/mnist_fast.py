@@ -18,8 +18,6 @@ time of the whole train() call is printed beside it.
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import sys
 import time
 from pathlib import Path
@@ -28,25 +26,20 @@ import numpy as np
 
 import gpunet
 from gpunet.backend import BACKEND_NAMES
+from gpunet.cli import OneLineParser
+from gpunet.cuda.select import FASTEST_FIRST
 from gpunet.datasets import load_mnist
 from gpunet.files import write_json
 
 CONFIG = dict(sizes=[784, 2048, 10], activation="relu", output="softmax", loss="cross-entropy", init="he")
 TRAIN = dict(epochs=6, batch_size=256, lr=2e-3, lr_decay=0.5, optimizer="adam", seed=0)
-KERNELS = ("graph", "fused")  # fastest first; without any, the plain path
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit status 2, no usage dump
-        self.exit(2, f"mnist_fast.py: error: {message}\n")
 
 
 def train_fast(data, backend: str | None, epochs: int) -> dict:
     """Warm up, then train CONFIG for ``epochs``; the figures as a JSON-ready dict."""
     net_backend = gpunet.get_backend(backend)
-    takes_kernels = "kernels" in inspect.signature(gpunet.train).parameters and net_backend.name == "cupy"
     options = dict(TRAIN, epochs=epochs)
-    for kernels in (*KERNELS, None) if takes_kernels else (None,):
+    for kernels in (*FASTEST_FIRST, None) if net_backend.name == "cupy" else (None,):  # None: the plain path
         extra = {} if kernels is None else {"kernels": kernels}
         try:  # the warm-up: compiles every kernel the timed run uses (and finds the path that takes this config)
             warm = gpunet.Network(backend=net_backend, dtype="float32", **CONFIG)
@@ -69,7 +62,7 @@ def train_fast(data, backend: str | None, epochs: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="mnist_fast.py", description=__doc__.splitlines()[0])
     p.add_argument("--mnist-dir", metavar="DIR", required=True, help="folder with the four MNIST IDX files")
     p.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, else auto)")
     p.add_argument("--epochs", type=int, default=TRAIN["epochs"], help=f"(default: {TRAIN['epochs']})")
