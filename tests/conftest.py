@@ -1,4 +1,5 @@
-"""Shared fixtures: the backend fixture that runs a test body on every usable backend, and MNIST."""
+"""Shared fixtures: the backend fixture that runs a test body on every usable backend, the parity
+candidates (each backend and dtype with its reference), MNIST, and the closeness check."""
 
 from __future__ import annotations
 
@@ -34,6 +35,19 @@ def backend(request: pytest.FixtureRequest) -> gpunet.Backend:
     return require(request.param)
 
 
+# Parity: CuPy runs against NumPy in the same dtype; the NumPy float32 run against NumPy float64.
+TOLERANCE = {"float32": 1e-4, "float64": 1e-9}  # max-norm relative
+CANDIDATES = [backend_param("numpy", "float32"), backend_param("cupy", "float32"), backend_param("cupy", "float64")]
+
+
+@pytest.fixture(params=CANDIDATES)
+def candidate(request: pytest.FixtureRequest) -> tuple[gpunet.Backend, str, gpunet.Backend, str]:
+    """(backend, dtype, reference backend, reference dtype): CuPy against NumPy, NumPy float32 against float64."""
+    name, dtype = request.param
+    reference = ("numpy", dtype) if name == "cupy" else ("numpy", "float64")
+    return require(name), dtype, require(reference[0]), reference[1]
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
@@ -45,3 +59,15 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     """Max-norm relative difference |a - b| / |b|, robust to entries near zero."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def assert_close(got: object, want: object, tol: float, where: str = "") -> None:
+    """``got`` within ``tol`` (rel_diff) of ``want``, of the same shape; dicts key by key, naming the key."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), where
+        for k in want:
+            assert_close(got[k], want[k], tol, f"{where}/{k}")
+        return
+    assert np.shape(got) == np.shape(want), where
+    d = rel_diff(got, want)
+    assert d <= tol, f"{where}: relative difference {d:.2e} > {tol:.0e}"

@@ -24,35 +24,12 @@ from gpunet.cli import main
 from gpunet.datasets import load_digits
 from gpunet.training import DeviceMemoryError, DivergenceError, TrainingInterrupted
 
-from conftest import backend_param, rel_diff, require
-
-TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
-CANDIDATES = [backend_param("numpy", "float32"), backend_param("cupy", "float32"), backend_param("cupy", "float64")]
-
-
-@pytest.fixture(params=CANDIDATES)
-def candidate(request):
-    """(backend, dtype, reference backend, reference dtype): CuPy against NumPy, NumPy float32 against float64."""
-    name, dtype = request.param
-    reference = ("numpy", dtype) if name == "cupy" else ("numpy", "float64")
-    return require(name), dtype, require(reference[0]), reference[1]
-
-
-@pytest.fixture(params=[backend_param("numpy"), backend_param("cupy")])
-def backend(request):
-    return require(request.param)
+from conftest import TOLERANCE, assert_close, require
 
 
 def _data(n=128, n_in=12, n_out=4, seed=5):
     rng = np.random.default_rng(seed)
     return rng.uniform(0.01, 1.0, (n, n_in)), rng.integers(0, n_out, n)
-
-
-def _close(got, want, tol, where=""):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, where
-    d = rel_diff(got, want)
-    assert d <= tol, f"{where}: relative difference {d:.2e} > {tol:.0e}"
 
 
 def test_network_api_on_the_backend(candidate):
@@ -70,11 +47,11 @@ def test_network_api_on_the_backend(candidate):
     assert all(type(p) is type(backend.xp.empty(0)) and p.dtype == np.dtype(dtype) for p in net.params.values())
     Y = net.forward(backend.to_device(X))  # device input stays on the device
     assert type(Y) is type(backend.xp.empty(0)) and Y.dtype == np.dtype(dtype)
-    _close(backend.to_host(Y), ref.forward(X), TOLERANCE[dtype], "forward")
+    assert_close(backend.to_host(Y), ref.forward(X), TOLERANCE[dtype], "forward")
     T = net.targets_from_labels(labels)
     assert isinstance(T, np.ndarray) and T.sum() == len(labels)  # one-hot for softmax + cross-entropy
     assert isinstance(net.loss(X, T), float)
-    _close(net.loss(X, T), ref.loss(X, T), TOLERANCE[dtype], "loss")
+    assert_close(net.loss(X, T), ref.loss(X, T), TOLERANCE[dtype], "loss")
     for _ in range(5):
         net.train_step(X, T, lr=0.3, optimizer=None)
         ref.train_step(X, T, lr=0.3, optimizer=None)
@@ -84,7 +61,7 @@ def test_network_api_on_the_backend(candidate):
     got = net.get_params()
     assert all(isinstance(v, np.ndarray) for v in got.values())
     for k, v in ref.get_params().items():
-        _close(got[k], v, TOLERANCE[dtype], k)
+        assert_close(got[k], v, TOLERANCE[dtype], k)
 
 
 @pytest.mark.parametrize("batch", [1, 64, 48])  # 128 rows: 48 leaves a partial last batch of 32
@@ -108,9 +85,9 @@ def test_train_every_optimiser_and_batch(candidate, optimizer, batch):
     expected_rows = list(range(chunk, 128, chunk)) + [128]
     assert got_rows == want_rows == expected_rows * 2
     assert want_losses[-1, 0] < want_losses[0, 0]  # it trains
-    _close(got_losses, want_losses, TOLERANCE[dtype], "losses")
+    assert_close(got_losses, want_losses, TOLERANCE[dtype], "losses")
     for k in want:
-        _close(got[k], want[k], TOLERANCE[dtype], k)
+        assert_close(got[k], want[k], TOLERANCE[dtype], k)
     assert abs(got_acc[-1] - want_acc[-1]) <= 1 / 50  # at most one borderline test row may flip
 
 
@@ -125,7 +102,7 @@ def test_evaluate_and_the_cli_evaluate(candidate, tmp_path, capsys, monkeypatch)
         results.append((net, gpunet.evaluate(net, Xd, Td, d.y_test)))
     (_, got), (_, want) = results
     assert want["test_accuracy"] >= 0.9
-    _close(got["test_loss"], want["test_loss"], TOLERANCE[dtype], "test_loss")
+    assert_close(got["test_loss"], want["test_loss"], TOLERANCE[dtype], "test_loss")
     assert abs(got["test_accuracy"] - want["test_accuracy"]) <= 2 / len(d.y_test)
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--quiet", "--epochs", "3", "--backend", backend.name, "--dtype", dtype, "--out", "run"]) == 0
@@ -156,7 +133,7 @@ def test_predict_on_images(backend, tmp_path, capsys, monkeypatch):
     assert [r["digit"] for r in rows] == [r["digit"] for r in want]
     assert sum(r["digit"] == y for r, y in zip(rows, d.y_test[:12])) >= 9
     for r, w in zip(rows, want):
-        _close(r["probabilities"], w["probabilities"], 1e-4, r["image"])
+        assert_close(r["probabilities"], w["probabilities"], 1e-4, r["image"])
 
 
 @pytest.mark.parametrize("direction", ["gpu-to-cpu", "cpu-to-gpu"])
@@ -174,12 +151,12 @@ def test_checkpoint_across_backends_gives_the_same_numbers(backend, direction, t
         np.testing.assert_array_equal(loaded.get_params()[k], v)
     for k, v in opt.state_dict().items():
         np.testing.assert_array_equal(loaded_opt.state_dict()[k], v)
-    _close(second.to_host(loaded.forward(X)), first.to_host(net.forward(X)), 1e-12, "forward")
+    assert_close(second.to_host(loaded.forward(X)), first.to_host(net.forward(X)), 1e-12, "forward")
     # one more epoch on each side from the saved state: still the same numbers
     for n, o in ((net, opt), (loaded, loaded_opt)):
         gpunet.train(n, X, labels, epochs=3, start_epoch=3, batch_size=16, lr=0.01, optimizer=o)
     for k, v in net.get_params().items():
-        _close(loaded.get_params()[k], v, 1e-9, k)
+        assert_close(loaded.get_params()[k], v, 1e-9, k)
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(backend, tmp_path):

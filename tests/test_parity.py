@@ -11,23 +11,14 @@ import pytest
 
 import gpunet
 
-from conftest import backend_param, rel_diff, require
+from conftest import TOLERANCE, assert_close, rel_diff
 
-TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
-CANDIDATES = [backend_param("numpy", "float32"), backend_param("cupy", "float32"), backend_param("cupy", "float64")]
 CONFIGS = {
     "original": dict(sizes=[12, 10, 4], activation="sigmoid", output="sigmoid", loss="squared", init="article"),
     "deep-relu-ce": dict(sizes=[12, 16, 8, 4], activation="relu", output="softmax", loss="cross-entropy", init="he"),
     "tanh-absolute": dict(sizes=[12, 8, 4], activation="tanh", output="identity", loss="absolute", init="xavier"),
     "leaky-bce": dict(sizes=[12, 8, 4], activation="leaky_relu", output="sigmoid", loss="cross-entropy", init="fan-in"),
 }
-
-
-@pytest.fixture(params=CANDIDATES)
-def candidate(request):
-    name, dtype = request.param
-    reference = ("numpy", dtype) if name == "cupy" else ("numpy", "float64")
-    return require(name), dtype, require(reference[0]), reference[1]
 
 
 def _data(n=64, n_in=12, n_out=4):
@@ -67,17 +58,6 @@ def _trajectory(config, optimizer, backend, dtype, steps=50):
     return {"losses": np.array(losses), "params": net.get_params(), "predict": net.predict(X)}
 
 
-def _assert_close(got, want, tol, where=""):
-    if isinstance(want, dict):
-        assert set(got) == set(want), where
-        for k in want:
-            _assert_close(got[k], want[k], tol, f"{where}/{k}")
-        return
-    assert np.shape(got) == np.shape(want), where
-    d = rel_diff(got, want)
-    assert d <= tol, f"{where}: relative difference {d:.2e} > {tol:.0e}"
-
-
 @pytest.mark.parametrize("config", CONFIGS)
 def test_forward_loss_gradients(candidate, config):
     backend, dtype, ref_backend, ref_dtype = candidate
@@ -86,7 +66,7 @@ def test_forward_loss_gradients(candidate, config):
     assert got["forward"].dtype == np.dtype(dtype)
     for k in got["initial"]:  # identical starting parameters, up to the dtype's rounding
         np.testing.assert_array_equal(got["initial"][k], want["initial"][k].astype(dtype))
-    _assert_close(got, want, TOLERANCE[dtype])
+    assert_close(got, want, TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
@@ -96,7 +76,7 @@ def test_training_trajectory(candidate, config, optimizer):
     got = _trajectory(config, optimizer, backend, dtype)
     want = _trajectory(config, optimizer, ref_backend, ref_dtype)
     assert want["losses"][-1] < want["losses"][0]  # the trajectory really trains
-    _assert_close({"losses": got["losses"], "params": got["params"]},
+    assert_close({"losses": got["losses"], "params": got["params"]},
                   {"losses": want["losses"], "params": want["params"]}, TOLERANCE[dtype])
     np.testing.assert_array_equal(got["predict"], want["predict"])
 
@@ -113,8 +93,8 @@ def test_train_history(candidate):
 
     got_params, got_hist = run(backend, dtype)
     want_params, want_hist = run(ref_backend, ref_dtype)
-    _assert_close(got_params, want_params, TOLERANCE[dtype])
-    _assert_close(np.array(got_hist), np.array(want_hist), TOLERANCE[dtype])
+    assert_close(got_params, want_params, TOLERANCE[dtype])
+    assert_close(np.array(got_hist), np.array(want_hist), TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("sizes, activation, output, loss", [
