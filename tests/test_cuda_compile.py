@@ -31,8 +31,10 @@ def test_the_python_code_tables_are_the_header_defines():
         k: v for k, v in defines.items() if not k.startswith("LOSS_")}
     assert {f"LOSS_{loss.upper().replace('-', '_')}": code for loss, code in cuda.LOSS_CODES.items()} == {
         k: v for k, v in defines.items() if k.startswith("LOSS_")}
+    own_code = re.compile(r"^#define (GPUNET_)?(SOFTMAX|(LOSS_)?(SQUARED|ABSOLUTE|CROSS_ENTROPY)) ", re.M)
     for name in SOURCES:  # no kernel defines a code of its own beside the header's
-        assert not re.search(r"^#define (GPUNET_)?(SOFTMAX|(LOSS_)?(SQUARED|ABSOLUTE|CROSS_ENTROPY)) ", cuda.source(name), re.M), name
+        assert not own_code.search(cuda.source(name)), name
+
 
 def test_every_name_expression_belongs_to_a_source():
     table = cuda.name_expressions()
@@ -79,7 +81,7 @@ def test_nvrtc_reports_a_broken_source(nvrtc, tmp_path, monkeypatch):
     assert not ok and "undefined_name" in log and lowered == {}
 
 
-def test_ptxas_report_gives_registers_for_every_kernel_and_no_spills_in_the_fused_ones():
+def test_ptxas_report_gives_registers_for_every_kernel_and_no_spills_in_the_batch_kernels():
     if cuda.nvcc_path() is None and cuda.nvrtc_library() is None:
         pytest.skip("neither nvcc nor libnvrtc is available")
     report = cuda.ptxas_report()
@@ -89,8 +91,9 @@ def test_ptxas_report_gives_registers_for_every_kernel_and_no_spills_in_the_fuse
     kernels = re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", report)
     assert len(kernels) >= sum(len(v) for v in cuda.name_expressions().values()) * len(cuda.ARCHS)
     assert len(re.findall(r"Used \d+ registers", report)) == len(kernels)
-    for name in ("fused.cu", "optim.cu"):
+    for name in ("fused.cu", "optim.cu", "gemm.cu"):
         for arch in cuda.ARCHS:
             part = report.split(f"== {name} {arch}")[1].split("\n== ")[0]
+            assert len(re.findall("Compiling entry function", part)) == len(cuda.name_expressions()[name]), name
             spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", part)
             assert spills and all(s == ("0", "0") for s in spills), (name, arch)

@@ -371,9 +371,9 @@ def test_readme_sweep_commands_run_as_written_and_agree(tmp_path, dask_cluster):
         results[name] = json.loads((tmp_path / name).read_text())["results"]
         assert out.stdout.count(" ok\n") == 6 and f"wrote {name}" in out.stdout
     assert list(results) == ["digits.json", "local.json", "cluster.json"]
-    serial = [without_timing(r) for r in results["digits.json"]]
+    serial, local, cluster = ([without_timing(r) for r in results[name]] for name in results)
     assert len(serial) == 6 and all(r["test_accuracy"] > 0.9 for r in serial)
-    assert [without_timing(r) for r in results["local.json"]] == serial == [without_timing(r) for r in results["cluster.json"]]
+    assert local == serial == cluster
     assert {r["worker"] for r in results["cluster.json"]} <= set(dask_cluster.pids)
 
 
