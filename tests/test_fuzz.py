@@ -74,10 +74,11 @@ def test_idx_reader(data):
 
 
 CSV = b"label,p1,p2,p3\n3,0,128,255\n7,255,1,2\n0,9,9,9\n"
+CSV_BOM = b"\xef\xbb\xbflabel,p1,p2\n3,0,128\n7,255,1\n"  # as a spreadsheet may save it
 
 
 @FUZZ
-@given(st.one_of(st.binary(max_size=300), mutated(CSV)))
+@given(st.one_of(st.binary(max_size=300), mutated(CSV), mutated(CSV_BOM)))
 def test_csv_reader(data):
     try:
         X, y = read_csv(_file("x.csv", data))
