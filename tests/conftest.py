@@ -3,8 +3,12 @@ candidates (each backend and dtype with its reference), MNIST, and the closeness
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ import pytest
 import gpunet
 from gpunet.backend import cupy_unavailable_reason
 
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 MNIST_DIR = Path(os.environ.get("GPUNET_MNIST_DIR", Path(__file__).resolve().parents[2] / "shared/data/mnist"))
 
 
@@ -71,3 +76,20 @@ def assert_close(got: object, want: object, tol: float, where: str = "") -> None
     assert np.shape(got) == np.shape(want), where
     d = rel_diff(got, want)
     assert d <= tol, f"{where}: relative difference {d:.2e} > {tol:.0e}"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as the module ``name`` (registered in sys.modules, where dataclasses
+    look their module up)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal: progress bars draw on it."""
+
+    def isatty(self) -> bool:
+        return True

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
 
@@ -204,13 +206,9 @@ FAST = SCRIPT.parent / "mnist_fast.py"
 
 def test_mnist_fast_trains_and_reports_its_figures():
     """The script's training function on a small MNIST-shaped split (NumPy; the real figures need MNIST)."""
-    import importlib.util
-
     from gpunet.datasets import Split
 
-    spec = importlib.util.spec_from_file_location("mnist_fast", FAST)
-    fast = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fast)
+    fast = load_script("mnist_fast")
     rng = np.random.default_rng(0)
     centres = rng.random((10, 784))  # ten separable classes
     y = rng.integers(0, 10, 400)

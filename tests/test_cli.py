@@ -13,6 +13,8 @@ import pytest
 from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
 
+from conftest import Terminal
+
 
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path, monkeypatch):
@@ -207,12 +209,6 @@ def test_resumed_early_stopping_stops_where_an_uninterrupted_run_does(tmp_path, 
 
 
 def test_progress_bar_shows_the_epoch_and_the_running_mean_loss(monkeypatch, capsys):
-    import io
-
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     assert main(["train", "--backend", "numpy", "--epochs", "2", "--batch-size", "8", "--out", "run"]) == 0

@@ -23,6 +23,8 @@ from gpunet.backend import BackendUnavailableError
 from gpunet.config import TrainConfig
 from gpunet.sweep import run_config, without_timing
 
+from conftest import load_script
+
 dask_distributed = pytest.importorskip("distributed", reason="Dask is part of the test extra (gpunet[dask])")
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -393,11 +395,7 @@ def test_gpunet_sweep_reports_a_cluster_that_fails_to_start_in_one_line(tmp_path
 
 
 def test_sweep_bench_runs_and_finds_the_two_sweeps_equal(tmp_path, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("sweep_bench", README.parent / "scripts" / "sweep_bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("sweep_bench")
     out = tmp_path / "bench.json"
     assert bench.main(["--runs", "2", "--hidden", "8", "--epochs", "1", "--repeats", "1", "--out", str(out)]) == 0
     assert "results equal run for run" in capsys.readouterr().out  # 1 is returned where they differ

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from gpunet.backend import cupy_unavailable_reason
+
+from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
 needs_no_gpu = pytest.mark.skipif(cupy_unavailable_reason() is None, reason="a GPU is usable here: no dry run")
@@ -23,11 +24,7 @@ def gpu_check(*args: str, cwd: Path | None = None, env: dict | None = None) -> s
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_check")
 
 
 @needs_no_gpu

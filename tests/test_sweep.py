@@ -15,6 +15,8 @@ from gpunet.cli import main
 from gpunet.config import TrainConfig
 from gpunet.sweep import load_grid
 
+from conftest import Terminal
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -144,12 +146,6 @@ TINY = 'name = "tiny"\n[base]\nhidden = [16]\nepochs = 2\nbackend = "numpy"\n[gr
 
 
 def test_gpunet_sweep_draws_a_bar_over_the_runs(tmp_path, monkeypatch, capsys):
-    import io
-
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.toml").write_text(TINY)
     terminal = Terminal()
