@@ -24,10 +24,10 @@ from gpunet.config import TrainConfig
 from gpunet.sweep import run_config, without_timing
 
 from conftest import load_script
+from readme_examples import README, readme_blocks
 
 dask_distributed = pytest.importorskip("distributed", reason="Dask is part of the test extra (gpunet[dask])")
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 DIVERGES = {"activation": "relu", "optimizer": "sgd", "lr": 1e30}  # NaN loss in epoch 1 on the digits
 
 
@@ -309,7 +309,7 @@ def test_a_worker_killed_mid_sweep_and_every_run_still_finishes_once(tmp_path):
 def test_readme_dask_example_runs_as_written_and_a_second_run_skips_everything(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GPUNET_BACKEND", "numpy")
     monkeypatch.chdir(tmp_path)
-    block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "run_sweep" in b)
+    block = next(b for b in readme_blocks() if "run_sweep" in b)
     exec(compile(block, str(README), "exec"), {"__name__": "__main__"})
     out = capsys.readouterr().out
     assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/status$", out, re.M), out
@@ -350,7 +350,7 @@ def test_readme_sweep_commands_run_as_written_and_agree(tmp_path, dask_cluster):
     """The README's ```sh block of ``gpunet sweep`` lines, each run as a command (HOST: the test's scheduler)."""
     import shlex
 
-    block = next(b for b in re.findall(r"```sh\n(.*?)```", README.read_text(), re.S) if "tcp://HOST:8786" in b)
+    block = next(b for b in readme_blocks("sh") if "tcp://HOST:8786" in b)
     commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.startswith("gpunet sweep")]
     assert [c[:3] for c in commands] == [["gpunet", "sweep", "scripts/sweeps/digits.toml"]] * 4
     (tmp_path / "scripts").symlink_to(README.parent / "scripts")

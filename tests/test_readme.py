@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.S | re.M)
-API_BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text().split("## The Python API\n")[1].split("\n## ")[0],
-                        re.S | re.M)
+from readme_examples import readme_blocks
+
+BLOCKS = readme_blocks()
+API_BLOCKS = readme_blocks(section="## The Python API\n")
 NEEDS = re.compile(r"^# needs: ([\w, ]+)")
 AT_LEAST = re.compile(r"^print\((?P<expr>.*)\)\s*#\s*>=\s*(?P<bound>[0-9.]+)")
 
