@@ -342,6 +342,23 @@ def test_bad_arguments_are_named() -> None:
 
 GPU_SIZES = [20, 16, 12, 5]
 GPU_CASES = [(HIDDEN_ACTIVATIONS[k % len(HIDDEN_ACTIVATIONS)], o, loss) for k, (o, loss) in enumerate(PAIRS)]
+# The data of the runs against the plain path. With seed 1, the tanh / identity / absolute run passes an
+# output within 1e-8 of its target, the sign of which turns on rounding: graph mode ended 0.047 from the
+# plain path in float32 (H100, 2026-11-27), as far as NumPy's own float32 run ends from its float64 run.
+GPU_DATA_SEED = 2
+
+
+def test_the_gpu_cases_are_well_conditioned_in_float32() -> None:
+    """A float32 run can only be held to the plain path's 1e-4 where float32 rounding cannot move it that
+    far: NumPy's float32 run of each case must stay within a tenth of that of its float64 run."""
+    X, y = data(1003, GPU_SIZES, GPU_DATA_SEED)
+    worst = {}
+    for case in GPU_CASES:
+        nets = [make_net(*case, dtype, "numpy", GPU_SIZES) for dtype in ("float32", "float64")]
+        for net in nets:
+            train(net, X, y, epochs=2, batch_size=8, lr=0.05, lr_decay=0.9, seed=3)
+        worst[case] = params_diff(*nets)
+    assert max(worst.values()) <= GPU_TOLERANCE["float32"] / 10, max(worst, key=worst.get)
 
 
 @pytest.mark.gpu
@@ -349,7 +366,7 @@ GPU_CASES = [(HIDDEN_ACTIVATIONS[k % len(HIDDEN_ACTIVATIONS)], o, loss) for k, (
 @pytest.mark.parametrize("activation,output,loss", GPU_CASES)
 def test_gpu_graph_equals_the_plain_path(activation: str, output: str, loss: str, dtype: str) -> None:
     require("cupy")
-    X, y = data(1003, GPU_SIZES)  # batches of 8: 125 full and a partial 3, 126 steps an epoch
+    X, y = data(1003, GPU_SIZES, GPU_DATA_SEED)  # batches of 8: 125 full and a partial 3, 126 steps an epoch
     plain, graph, resumed = (make_net(activation, output, loss, dtype, "cupy", GPU_SIZES) for _ in range(3))
     history = train(plain, X, y, epochs=2, batch_size=8, lr=0.05, lr_decay=0.9, seed=3)
     losses = graph_epochs(trainer(graph, X, y, 8), range(1, 3), 0.05, 3, lr_decay=0.9)  # capture, then a replay
