@@ -16,6 +16,7 @@ status: 0 when no stage failed, 1 otherwise, 2 for a bad argument.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -35,12 +36,20 @@ MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 # Seconds per stage, (quick, full): the quick sum stays under 2 minutes, the full one under 8.
 LIMITS = {
     "environment": (15, 20),
-    "pytest": (55, 130),  # a fresh machine compiles each CuPy kernel once (NVRTC), a few tenths of a second each
-    "cli": (20, 60),
-    "benchmark": (25, 210),  # torch.compile's compilations take most of the full run's share
-    "mnist_fast": (0, 25),
-    "ptxas": (0, 30),  # nvcc -Xptxas -v on every instantiation for one architecture: 7.6 s on this 2-core VM
+    # A fresh machine compiles each CuPy kernel once (NVRTC): the H100 run of 2026-11-27 took over 130 s
+    # serially on a fresh machine and 89 s once compiled; with pytest-xdist, 4 processes compile at once.
+    "pytest": (55, 195),
+    "cli": (20, 30),  # 11 s on the H100
+    "benchmark": (25, 190),  # per-sample cases first; 3 batch cases took 210 s with 5 runs each, 3 here
+    "mnist_fast": (0, 15),  # 3 s on the H100
+    "ptxas": (0, 25),  # nvcc -Xptxas -v on every instantiation for one architecture: 15 s on the H100
 }
+BENCHMARK_REPEATS = 3  # timed runs per contender in the full run: the medians of 3
+PYTEST_WORKERS = 4  # with pytest-xdist, which the GPU machine has; else one process
+# Seconds one test may take, with pytest-timeout (the GPU machine has it): the slowest took 4.6 s on the H100
+# once compiled. The first run stopped inside a test (per-sample kernel on 2,048 MNIST rows, 784-1024-10 in
+# float64, or its neighbour) for the rest of its 130 s; xdist replaces a worker that a time-out ends.
+PYTEST_TEST_LIMIT = 90
 
 ENV_PROBE = r"""
 import importlib.metadata as md, json, platform, sys
@@ -136,6 +145,10 @@ class Check:
         env = {"GPUNET_MNIST_DIR": self.mnist_dir} if self.mnist_dir else {}
         args = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "-rfEs", "--tb=short",
                 "-q", "tests"]
+        if importlib.util.find_spec("xdist") is not None:
+            args[3:3] = ["-n", str(PYTEST_WORKERS)]
+        if importlib.util.find_spec("pytest_timeout") is not None:  # a test that hangs fails alone
+            args[3:3] = ["--timeout", str(PYTEST_TEST_LIMIT), "--timeout-method", "thread"]
         out, status, seconds = self.run(args, limit, env=env)
         (self.out / "pytest-gpu.txt").write_text(f"$ {' '.join(args[1:])}\n{out}")
         counts = pytest_counts(out)
@@ -182,7 +195,7 @@ class Check:
         limit = self.limit("benchmark")
         path = self.out / "benchmark-gpu.json"
         args = [sys.executable, str(ROOT / "scripts/benchmark.py"), "--gpu", "--json", str(path)]
-        args += ["--quick"] if self.quick else []
+        args += ["--quick"] if self.quick else ["--repeats", str(BENCHMARK_REPEATS)]
         args += ["--mnist-dir", self.mnist_dir] if self.mnist_dir else []
         out, status, seconds = self.run(args, limit)
         for partial in self.out.glob(".benchmark-gpu.json.*.tmp"):  # a write cut short by the limit
