@@ -390,10 +390,15 @@ def test_name_expression_table_covers_every_configuration():
 
 # --- selection ------------------------------------------------------------------------------------
 
-def test_auto_means_plain_until_a_path_is_verified_on_a_device():
-    assert select.VERIFIED == frozenset()
+def test_auto_takes_the_paths_a_device_run_verified():
+    """The H100 run of 2026-11-27 verified "fused" for batches; graph mode and the per-sample kernel wait."""
+    assert select.VERIFIED == frozenset({"fused"})
     net = gpunet.Network([4, 3, 2], backend="numpy")
-    assert net.kernels == "auto" and select.choose("auto", net, SGD()) == "plain"
+    assert net.kernels == "auto" and select.choose("auto", net, SGD()) == "plain"  # NumPy: plain, always
+    cupy_net = _FakeCupyNet()
+    assert [select.choose("auto", cupy_net, opt) for opt in (SGD(), Momentum(), Adam())] == ["fused"] * 3
+    assert select.choose("auto", cupy_net, SGD(), per_sample=True) == "plain"
+    assert select.choose("fused", cupy_net, SGD(), per_sample=True) == "fused"  # asked for: the kernel runs
 
 
 @pytest.mark.parametrize("kernels", ("fused", "graph"))
@@ -423,6 +428,7 @@ class _Custom(Optimizer):
 
 def test_choose_on_cupy(monkeypatch):
     net = _FakeCupyNet()
+    monkeypatch.setattr(select, "VERIFIED", frozenset())
     assert select.choose("fused", net, Adam()) == "fused"
     assert select.choose("auto", net, Adam()) == "plain"
     with pytest.raises(ValueError, match="flat optimiser kernel implements SGD, Momentum and Adam; got _Custom"):
@@ -430,6 +436,9 @@ def test_choose_on_cupy(monkeypatch):
     monkeypatch.setattr(select, "VERIFIED", frozenset({"fused"}))
     assert select.choose("auto", net, Adam()) == "fused"
     assert select.choose("auto", net, _Custom()) == "plain"  # auto never fails: it falls back
+    assert select.choose("auto", net, SGD(), per_sample=True) == "plain"
+    monkeypatch.setattr(select, "VERIFIED", frozenset({"fused", "per-sample"}))
+    assert select.choose("auto", net, SGD(), per_sample=True) == "fused"
 
 
 class _PlanNet(_FakeCupyNet):
@@ -452,6 +461,7 @@ class _RefusingGraph:
 
 
 def test_plan_picks_the_step_functions(monkeypatch):
+    monkeypatch.setattr(select, "VERIFIED", frozenset())
     plan = select.plan(_PlanNet("fused"), "plain", Adam(), None, None, 16, False)  # train's kernels= wins
     assert (plan.path, plan.step(), plan.per_sample(), plan.graph) == ("plain", "plain step", "plain per-sample", None)
     plan = select.plan(_PlanNet("auto"), None, Adam(), None, None, 16, False)

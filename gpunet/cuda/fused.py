@@ -15,7 +15,7 @@ here each becomes one kernel:
 
 :class:`FusedStep` holds this sequence once, for any kernel set: :class:`CudaKernels`
 on the device, ``reference.NumpyKernels`` (the NumPy transcription) in the CPU tests.
-Unverified on a device: see gpunet/cuda/select.py.
+Verified on an H100 (2026-11-27) and the default on CuPy: see gpunet/cuda/select.py.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ loss returned as a 0-d array, each row's loss before its step) for a network
 with one hidden layer on CuPy; :func:`supports` says whether a network is
 covered. The kernel is ``per_sample.cu``; :func:`per_sample_chunk_numpy` is a
 NumPy transcription of its exact loop order, which the CPU tests hold to
-``Network.train_step``. Unverified on a device: nobody has run it on a GPU yet.
+``Network.train_step``. Equal to the CPU on an H100 (2026-11-27); its speed against the plain per-sample
+path is not measured yet, so only ``kernels="fused"`` runs it (gpunet/cuda/select.py).
 """
 
 from __future__ import annotations
