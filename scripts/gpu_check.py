@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTPUTS = ("gpu-check.json", "pytest-gpu.txt", "benchmark-gpu.json", "ptxas-report.txt", "gpu-check-log.txt")
+OUTPUTS = ("gpu-check.json", "pytest-gpu.txt", "benchmark-gpu.json", "per-sample-profile.json", "ptxas-report.txt",
+           "gpu-check-log.txt")
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 # Seconds per stage, (quick, full): the quick sum stays under 2 minutes, the full one under 8.
@@ -38,11 +39,12 @@ LIMITS = {
     "environment": (15, 20),
     # A fresh machine compiles each CuPy kernel once (NVRTC): the H100 run of 2026-11-27 took over 130 s
     # serially on a fresh machine and 89 s once compiled; with pytest-xdist, 4 processes compile at once.
-    "pytest": (55, 195),
-    "cli": (20, 30),  # 11 s on the H100
+    "pytest": (55, 190),
+    "cli": (20, 25),  # 11 s on the H100
     "benchmark": (25, 190),  # per-sample cases first; 3 batch cases took 210 s with 5 runs each, 3 here
     "mnist_fast": (0, 15),  # 3 s on the H100
-    "ptxas": (0, 25),  # nvcc -Xptxas -v on every instantiation for one architecture: 15 s on the H100
+    "ptxas": (0, 20),  # nvcc -Xptxas -v on every instantiation for one architecture: 15 s on the H100
+    "per_sample_profile": (0, 15),  # 8 cases of a few hundred chunks each
 }
 BENCHMARK_REPEATS = 3  # timed runs per contender in the full run: the medians of 3
 PYTEST_WORKERS = 4  # with pytest-xdist, which the GPU machine has; else one process
@@ -240,6 +242,31 @@ class Check:
                                 + ("met" if met else "not met"))
         self.add(stage)
 
+    def profile_stage(self) -> None:
+        """scripts/per_sample_profile.py: where a per-sample chunk's time goes (issue 13)."""
+        stage = Stage("per-sample profile")
+        if self.quick:
+            stage.detail = "full mode only"
+            self.add(stage)
+            return
+        limit = self.limit("per_sample_profile")
+        path = self.out / "per-sample-profile.json"
+        path.unlink(missing_ok=True)  # a previous check's: the script writes only a new file
+        out, status, stage.seconds = self.run([sys.executable, str(ROOT / "scripts/per_sample_profile.py"),
+                                               "--json", str(path)], limit)
+        if status is None:
+            stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit"
+        elif status != 0 or not path.is_file():
+            stage.status, stage.detail = "failed", _last_line(out)
+        else:
+            stage.figures = json.loads(path.read_text())
+            first = stage.figures["cases"][0]  # 784-100-10, float32, the chunks gpunet.train uses
+            stage.status = "passed"
+            stage.detail = (f"784-100-10 float32, {first['rows_per_chunk']} rows a chunk: kernel "
+                            f"{first['kernel_us']:.0f} us, chunk {first['chunk_us']:.0f} us, host "
+                            f"{first['host_us']:.0f} us; epoch {first['epoch_s']:.3f} s")
+        self.add(stage)
+
     def ptxas_stage(self) -> None:
         stage = Stage("ptxas")
         if self.quick:
@@ -334,13 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     no_gpu = check.environment_stage()
     if no_gpu is not None:
         print(f"no usable GPU: {no_gpu}; skipping the GPU stages", flush=True)
-        for name in ("pytest -m gpu", "cli", "benchmark", "mnist_fast", "ptxas"):
+        for name in ("pytest -m gpu", "cli", "benchmark", "mnist_fast", "per-sample profile", "ptxas"):
             check.add(Stage(name, detail=f"no usable GPU: {no_gpu}"), say=False)
     else:
         check.pytest_stage()
         check.cli_stage()
         check.benchmark_stage()
         check.mnist_fast_stage()
+        check.profile_stage()
         check.ptxas_stage()
     check.write(no_gpu, started)
     print()

@@ -106,10 +106,19 @@ def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | No
                   optimizer: SGD | None = None) -> tuple[Array, Array]:
     """Run the chunk through the kernel; returns (Z2, Y), each (K, n_out): each row's output
     layer pre-activation and output before its step."""
-    xp, P = net.backend.xp, net.params
-    K, (H, O) = X.shape[0], P["W2"].shape
-    T = xp.ascontiguousarray(T, dtype=net.dtype)  # the kernel indexes it as (K, O), row-major; no copy when it is
+    T = net.backend.xp.ascontiguousarray(T, dtype=net.dtype)  # the kernel indexes it as (K, O), row-major
     Z1, G = net._per_sample_first_layer(X, lr)
+    D, Y, Z2 = _launch(net, Z1, G, T, lr, threads)
+    net._per_sample_update_first_layer(X, D, lr, optimizer or SGD())
+    return Z2, Y
+
+
+def _launch(net: Network, Z1: Array, G: Array, T: Array, lr: float, threads: int | None = None
+            ) -> tuple[Array, Array, Array]:
+    """The kernel's one launch for a chunk, from its first layer's ``Z1`` and ``G`` and its contiguous
+    targets ``T``: (D, Y, Z2), each row's delta1, output and output pre-activation; W2, b2 updated."""
+    xp, P = net.backend.xp, net.params
+    K, (H, O) = Z1.shape[0], P["W2"].shape
     D = xp.empty_like(Z1)  # (K, H): each row's delta1, written by the kernel
     Y = xp.empty((K, O), dtype=net.dtype)
     Z2 = xp.empty((K, O), dtype=net.dtype)
@@ -120,8 +129,7 @@ def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | No
     i32 = np.int32
     kernel((1,), (threads,), (Z1, G, T, P["W2"], P["b2"], D, Y, Z2, i32(K), i32(H), i32(O), net.dtype.type(lr),
                               i32(OUTPUT_CODES[net.output]), i32(LOSS_CODES[net.loss_name])), shared_mem=shared)
-    net._per_sample_update_first_layer(X, D, lr, optimizer or SGD())
-    return Z2, Y
+    return D, Y, Z2
 
 
 _SHARED_LIMITS: dict[int, int] = {}

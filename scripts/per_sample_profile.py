@@ -1,0 +1,128 @@
+"""Where a per-sample chunk's time goes on the GPU: the kernel, the first layer's products, the host.
+
+    python scripts/per_sample_profile.py [--json FILE] [--repeats N]
+
+For 784-100-10 and 784-200-10 (sigmoid, squared loss, the article's start), in
+float32 and float64, with chunks of 64 and 256 rows (gpunet.train uses 64), on
+random pixels in [0.01, 1]. Each figure is microseconds per chunk, over
+``--repeats`` back-to-back calls between two synchronisations (medians of 3
+such rounds):
+
+- ``kernel``: the one launch of per_sample.cu (``per_sample._launch``);
+- ``first_layer``: Z1 = X W1 + b1 and G = lr (X X^T + 1), before the launch;
+- ``update``: W1 and b1's K updates, after it;
+- ``chunk``: the whole ``per_sample_chunk`` (the three above, the loss, the
+  allocations), as gpunet.train calls it;
+- ``host``: the time the host takes to issue one ``per_sample_chunk``, without
+  waiting for the device. When it is close to ``chunk``, the host is the bound.
+
+``epoch_s`` is ``chunk`` scaled to a 60,000-row epoch. Issue 13 asks for a
+784-100-10 float32 epoch in <= 0.3 s on an H100. Without a usable GPU it says
+why in one line and exits with status 1. scripts/gpu_check.py runs it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+import gpunet
+from gpunet.backend import cupy_unavailable_reason
+from gpunet.bench import gpu_machine
+from gpunet.cli import OneLineParser
+from gpunet.cuda import per_sample
+from gpunet.files import new_file, write_json
+
+SIZES = ((784, 100, 10), (784, 200, 10))
+DTYPES = ("float32", "float64")
+CHUNKS = (64, 256)
+LR = 0.1
+EPOCH_ROWS = 60_000
+FIGURES = ("kernel", "first_layer", "update", "chunk", "host")
+
+
+def per_call_us(backend: Any, call: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(device-bound, host) microseconds per call: ``repeats`` calls between two synchronisations,
+    the median of 3 rounds; the host figure stops its clock before the closing synchronisation."""
+    call()  # the first call compiles and allocates
+    backend.synchronize()
+    rounds, hosts = [], []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        hosts.append(time.perf_counter() - start)
+        backend.synchronize()
+        rounds.append(time.perf_counter() - start)
+    return statistics.median(rounds) * 1e6 / repeats, statistics.median(hosts) * 1e6 / repeats
+
+
+def profile_case(backend: Any, sizes: tuple[int, int, int], dtype: str, rows: int, repeats: int) -> dict[str, Any]:
+    """The figures of one network, dtype and chunk size."""
+    rng = np.random.default_rng(0)
+    net = gpunet.Network(list(sizes), "sigmoid", "sigmoid", "squared", init="article", seed=0, backend=backend,
+                         dtype=dtype)
+    labels = rng.integers(0, sizes[2], rows)
+    X = backend.to_device(rng.uniform(0.01, 1.0, (rows, sizes[0])), net.dtype)
+    T = backend.to_device(net.targets_from_labels(labels), net.dtype)
+    Z1, G = net._per_sample_first_layer(X, LR)
+    D, _, _ = per_sample._launch(net, Z1, G, T, LR)
+    optimizer = gpunet.SGD()
+    figures = {
+        "kernel": per_call_us(backend, lambda: per_sample._launch(net, Z1, G, T, LR), repeats)[0],
+        "first_layer": per_call_us(backend, lambda: net._per_sample_first_layer(X, LR), repeats)[0],
+        "update": per_call_us(backend, lambda: net._per_sample_update_first_layer(X, D, LR, optimizer), repeats)[0],
+    }
+    figures["chunk"], figures["host"] = per_call_us(
+        backend, lambda: per_sample.per_sample_chunk(net, X, T, LR, optimizer), repeats)
+    return case_record(sizes, dtype, rows, figures)
+
+
+def case_record(sizes: tuple[int, int, int], dtype: str, rows: int, figures: dict[str, float]) -> dict[str, Any]:
+    """One case's JSON record: its figures in microseconds per chunk, and ``chunk`` scaled to an epoch."""
+    return {"sizes": list(sizes), "dtype": dtype, "rows_per_chunk": rows,
+            **{f"{k}_us": round(figures[k], 1) for k in FIGURES},
+            "epoch_s": round(figures["chunk"] * 1e-6 * EPOCH_ROWS / rows, 4)}
+
+
+def format_table(cases: list[dict[str, Any]]) -> str:
+    head = f"{'network':<12} {'dtype':<8} {'rows':>4}  " + "  ".join(f"{f + ' us':>14}" for f in FIGURES) + \
+        f"  {'epoch s':>8}"
+    lines = [head]
+    for c in cases:
+        name = "-".join(map(str, c["sizes"]))
+        lines.append(f"{name:<12} {c['dtype']:<8} {c['rows_per_chunk']:>4}  "
+                     + "  ".join(f"{c[f + '_us']:>14.1f}" for f in FIGURES) + f"  {c['epoch_s']:>8.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", metavar="FILE", help="also write the figures here (a new file)")
+    p.add_argument("--repeats", type=int, default=50, help="calls per timed round (default: 50)")
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats must be at least 1; got {args.repeats}")
+    try:
+        out = new_file(args.json, overwrite=False, hint="choose another --json") if args.json else None
+    except OSError as exc:
+        p.error(f"--json: {exc}")
+    reason = cupy_unavailable_reason()
+    if reason is not None:
+        print(f"no usable GPU: {reason}", file=sys.stderr)
+        return 1
+    backend = gpunet.get_backend("cupy")
+    cases = [profile_case(backend, sizes, dtype, rows, args.repeats)
+             for sizes in SIZES for dtype in DTYPES for rows in CHUNKS]
+    if out is not None:
+        write_json(out, {"machine": gpu_machine(), "repeats": args.repeats, "cases": cases})
+    print(format_table(cases))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

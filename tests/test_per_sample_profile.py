@@ -1,0 +1,74 @@
+"""scripts/per_sample_profile.py: its timing and records here; its figures on a GPU (marker gpu)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import SCRIPTS, load_script, require
+from gpunet.backend import cupy_unavailable_reason
+
+profile = load_script("per_sample_profile")
+SCRIPT = SCRIPTS / "per_sample_profile.py"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_per_call_us_counts_each_call_and_splits_the_host_from_the_device():
+    calls = []
+
+    class Backend:  # the device "finishes" its queued work at the synchronisation
+        def synchronize(self):
+            time.sleep(0.02)
+
+    def call():
+        calls.append(1)
+        time.sleep(0.002)
+
+    device_us, host_us = profile.per_call_us(Backend(), call, repeats=5)
+    assert len(calls) == 1 + 3 * 5  # a warm-up call, then three rounds
+    assert 2000 <= host_us < 3000  # the host's 2 ms a call
+    assert device_us == pytest.approx(host_us + 20000 / 5, rel=0.2)  # plus the closing sync, shared by 5 calls
+
+
+def test_case_record_scales_the_chunk_to_an_epoch():
+    figures = {"kernel": 250.04, "first_layer": 30.0, "update": 20.0, "chunk": 320.0, "host": 150.0}
+    record = profile.case_record((784, 100, 10), "float32", 64, figures)
+    assert record == {"sizes": [784, 100, 10], "dtype": "float32", "rows_per_chunk": 64, "kernel_us": 250.0,
+                      "first_layer_us": 30.0, "update_us": 20.0, "chunk_us": 320.0, "host_us": 150.0,
+                      "epoch_s": 0.3}  # 937.5 chunks of 320 us
+    assert profile.case_record((784, 100, 10), "float32", 256, figures)["epoch_s"] == 0.075
+    line = profile.format_table([record]).splitlines()[1]
+    assert line.split() == ["784-100-10", "float32", "64", "250.0", "30.0", "20.0", "320.0", "150.0", "0.300"]
+
+
+def test_bad_arguments_are_one_line_and_nothing_is_overwritten(tmp_path):
+    kept = tmp_path / "kept.json"
+    kept.write_text("mine")
+    for args, message in [(("--repeats", "0"), "--repeats must be at least 1; got 0"),
+                          (("--json", str(kept)), f"--json: {kept} already exists; choose another --json"),
+                          (("--json", str(tmp_path / "no" / "p.json")), "no such folder")]:
+        out = run(*args)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
+    assert kept.read_text() == "mine"
+
+
+@pytest.mark.skipif(cupy_unavailable_reason() is None, reason="a GPU is usable here")
+def test_without_a_gpu_it_says_why_in_one_line(tmp_path):
+    out = run("--json", str(tmp_path / "p.json"))
+    assert out.returncode == 1 and out.stderr == f"no usable GPU: {cupy_unavailable_reason()}\n"
+    assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.gpu
+def test_figures_on_a_gpu():
+    backend = require("cupy")
+    record = profile.profile_case(backend, (784, 100, 10), "float32", 64, repeats=3)
+    assert all(record[f"{f}_us"] > 0 for f in profile.FIGURES)
+    assert record["chunk_us"] >= record["kernel_us"]  # the chunk's calls include the launch
+    assert record["epoch_s"] == pytest.approx(record["chunk_us"] * 1e-6 * 60000 / 64, rel=1e-3)
