@@ -56,7 +56,7 @@ def params_diff(a: Network, b: Network) -> float:
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
 def test_tile_product_is_the_matrix_product(trans_a: bool, trans_b: bool) -> None:
     rng = np.random.default_rng(0)
-    M, Nc, K = 19, 23, 37  # none a multiple of TILE, K spans three slices
+    M, Nc, K = 19, 23, 150  # none a multiple of TILE, K spans three slices of KTILE
     A, B = rng.normal(size=(M, K)), rng.normal(size=(K, Nc))
     stored_A = np.ascontiguousarray(A.T) if trans_a else A
     stored_B = np.ascontiguousarray(B.T) if trans_b else B
@@ -379,11 +379,14 @@ def test_gpu_graph_equals_the_plain_path(activation: str, output: str, loss: str
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_gpu_graph_equals_the_transcription(dtype: str) -> None:
+@pytest.mark.parametrize("sizes,batch", [(GPU_SIZES, 16), ([150, 70, 5], 100)])
+def test_gpu_graph_equals_the_transcription(dtype: str, sizes: list[int], batch: int) -> None:
+    """203 rows: batches of 16 (12 full and a partial 11), or of 100 (2 and a partial 3). The second shape
+    has products over 150, 100 and 70 terms: several of the kernels' k-slices (KTILE), the last ragged."""
     require("cupy")
-    X, y = data(203, GPU_SIZES)  # batches of 16: 12 full and a partial 11
-    device, host = (make_net("sigmoid", "softmax", "cross-entropy", dtype, b, GPU_SIZES) for b in ("cupy", "numpy"))
-    on_device, on_host = trainer(device, X, y, 16), trainer(host, X, y, 16)
+    X, y = data(203, sizes)
+    device, host = (make_net("sigmoid", "softmax", "cross-entropy", dtype, b, sizes) for b in ("cupy", "numpy"))
+    on_device, on_host = trainer(device, X, y, batch), trainer(host, X, y, batch)
     xp = device.backend.xp
     losses = []
     for epoch in range(1, 4):

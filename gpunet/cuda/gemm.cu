@@ -26,6 +26,7 @@
 #include "activations.cuh"
 
 #define TILE 16             // a TILE x TILE block computes a TILE x TILE tile of the product
+#define KTILE 64            // the slice of k a block stages per pass: KTILE / TILE loads a thread in flight
 #define LOSS_THREADS 256    // loss_total's one block; a power of two for its tree
 #define GRAD_WRITE 0
 #define SGD_FOLDED 1
@@ -42,33 +43,39 @@ __device__ __forceinline__ T quiet_nan() {
 
 // C[row, col] = sum_k A[row, k] B[k, col] for this thread's element of the block's tile of C (M, Nc).
 // A is (M, K), stored as (K, M) when TRANS_A; B is (K, Nc), stored as (Nc, K) when TRANS_B. The block
-// stages TILE-wide slices of k in shared memory, loading along the stored rows so that neighbouring
-// threads read neighbouring addresses; each thread then adds its products in order k = 0, 1, ..., K - 1.
+// stages KTILE-wide slices of k in shared memory, each thread loading KTILE / TILE elements of each
+// operand at once (independent loads, in flight together: one pass costs about one load's latency,
+// and a pass of KTILE k's leaves a fourth of the passes a TILE-wide one needs). Loads run along the
+// stored rows, so neighbouring threads read neighbouring addresses. Each thread then adds its products
+// in order k = 0, 1, ..., K - 1, as with any slice width.
 // Every thread of the block must call this (it synchronises); out-of-range ones get a value to ignore.
 template <typename T, bool TRANS_A, bool TRANS_B>
 __device__ __forceinline__ T tile_product(const T* A, const T* B, int M, int Nc, int K) {
-    __shared__ T As[TILE][TILE + 1];  // As[i][kk] = A[r0 + i, k0 + kk]; + 1: transposed stores hit 16 banks
-    __shared__ T Bs[TILE][TILE + 1];  // Bs[kk][j] = B[k0 + kk, c0 + j]
+    __shared__ T As[TILE][KTILE + 1];  // As[i][kk] = A[r0 + i, k0 + kk]; + 1: transposed stores spread over banks
+    __shared__ T Bs[KTILE][TILE + 1];  // Bs[kk][j] = B[k0 + kk, c0 + j]
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int r0 = blockIdx.y * TILE, c0 = blockIdx.x * TILE;
     T acc = T(0);
-    for (int k0 = 0; k0 < K; k0 += TILE) {
-        if constexpr (TRANS_A) {
-            const int r = r0 + tx, k = k0 + ty;
-            As[tx][ty] = (r < M && k < K) ? A[(size_t)k * M + r] : T(0);
-        } else {
-            const int r = r0 + ty, k = k0 + tx;
-            As[ty][tx] = (r < M && k < K) ? A[(size_t)r * K + k] : T(0);
-        }
-        if constexpr (TRANS_B) {
-            const int c = c0 + ty, k = k0 + tx;
-            Bs[tx][ty] = (c < Nc && k < K) ? B[(size_t)c * K + k] : T(0);
-        } else {
-            const int c = c0 + tx, k = k0 + ty;
-            Bs[ty][tx] = (c < Nc && k < K) ? B[(size_t)k * Nc + c] : T(0);
+    for (int k0 = 0; k0 < K; k0 += KTILE) {
+#pragma unroll
+        for (int q = 0; q < KTILE / TILE; ++q) {
+            if constexpr (TRANS_A) {
+                const int r = r0 + tx, k = k0 + ty + q * TILE;
+                As[tx][ty + q * TILE] = (r < M && k < K) ? A[(size_t)k * M + r] : T(0);
+            } else {
+                const int r = r0 + ty, k = k0 + tx + q * TILE;
+                As[ty][tx + q * TILE] = (r < M && k < K) ? A[(size_t)r * K + k] : T(0);
+            }
+            if constexpr (TRANS_B) {
+                const int c = c0 + ty, k = k0 + tx + q * TILE;
+                Bs[tx + q * TILE][ty] = (c < Nc && k < K) ? B[(size_t)c * K + k] : T(0);
+            } else {
+                const int c = c0 + tx, k = k0 + ty + q * TILE;
+                Bs[ty + q * TILE][tx] = (c < Nc && k < K) ? B[(size_t)k * Nc + c] : T(0);
+            }
         }
         __syncthreads();
-        const int kmax = K - k0 < TILE ? K - k0 : TILE;
+        const int kmax = K - k0 < KTILE ? K - k0 : KTILE;
         for (int kk = 0; kk < kmax; ++kk) {
             acc += As[ty][kk] * Bs[kk][tx];
         }

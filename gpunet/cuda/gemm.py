@@ -22,6 +22,7 @@ from . import ACT_CODES, LOSS_CODES, OUTPUT_CODES
 
 Array = Any
 TILE = 16  # gemm.cu's defines
+KTILE = 64
 LOSS_THREADS = 256
 SOFTMAX = OUTPUT_CODES["softmax"]
 GRAD_WRITE, SGD_FOLDED, SGD_DECAY = 0, 1, 2
@@ -62,12 +63,12 @@ def act_backward(act: int, A: Array, dA: Array) -> Array:
 def tile_product(A: Array, B: Array, M: int, Nc: int, K: int, trans_a: bool, trans_b: bool) -> Array:
     """tile_product for every element at once: C (M, Nc) = A (M, K) @ B (K, Nc), A stored (K, M) when
     trans_a, B stored (Nc, K) when trans_b. Each element adds its products in order k = 0, 1, ..., K - 1,
-    slice by slice of TILE; staging through shared memory moves values, not arithmetic."""
+    slice by slice of KTILE; staging through shared memory moves values, not arithmetic."""
     A = _rows(A, K, M).T if trans_a else _rows(A, M, K)
     B = _rows(B, Nc, K).T if trans_b else _rows(B, K, Nc)
     acc = np.zeros((M, Nc), dtype=A.dtype)
-    for k0 in range(0, K, TILE):
-        for k in range(k0, min(k0 + TILE, K)):
+    for k0 in range(0, K, KTILE):
+        for k in range(k0, min(k0 + KTILE, K)):
             acc += A[:, k, None] * B[None, k, :]
     return acc
 
