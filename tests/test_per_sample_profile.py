@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -19,21 +18,24 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
 
 
-def test_per_call_us_counts_each_call_and_splits_the_host_from_the_device():
+def test_per_call_us_counts_each_call_and_splits_the_host_from_the_device(monkeypatch):
+    """On a fake clock: each call costs the host 2 ms, and the closing synchronisation 20 ms more."""
+    now = [0.0]
     calls = []
+    monkeypatch.setattr(profile.time, "perf_counter", lambda: now[0])
 
     class Backend:  # the device "finishes" its queued work at the synchronisation
         def synchronize(self):
-            time.sleep(0.02)
+            now[0] += 0.020
 
     def call():
         calls.append(1)
-        time.sleep(0.002)
+        now[0] += 0.002
 
     device_us, host_us = profile.per_call_us(Backend(), call, repeats=5)
     assert len(calls) == 1 + 3 * 5  # a warm-up call, then three rounds
-    assert 2000 <= host_us < 3000  # the host's 2 ms a call
-    assert device_us == pytest.approx(host_us + 20000 / 5, rel=0.2)  # plus the closing sync, shared by 5 calls
+    assert host_us == pytest.approx(2000)
+    assert device_us == pytest.approx(2000 + 20000 / 5)  # the sync's wait, shared by the round's 5 calls
 
 
 def test_case_record_scales_the_chunk_to_an_epoch():
