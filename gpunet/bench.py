@@ -373,6 +373,22 @@ def _no_torch_cuda() -> str | None:
 SETTLE_S = 0.3  # seconds between timed runs: see _time_rounds
 
 
+def per_call_us(backend: Any, call: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(device-bound, host) microseconds per call: ``repeats`` calls between two synchronisations,
+    the median of 3 rounds; the host figure stops its clock before the closing synchronisation."""
+    call()  # the first call compiles and allocates
+    backend.synchronize()
+    rounds, hosts = [], []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        hosts.append(time.perf_counter() - start)
+        backend.synchronize()
+        rounds.append(time.perf_counter() - start)
+    return statistics.median(rounds) * 1e6 / repeats, statistics.median(hosts) * 1e6 / repeats
+
+
 def _time_rounds(runs: dict[str, Run], repeats: int, settle: float = SETTLE_S,
                  failed: dict[str, str] | None = None) -> dict[str, list[float]]:
     """Seconds of every run, ``repeats`` times each, after one warm-up each.

@@ -27,11 +27,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTPUTS = ("gpu-check.json", "pytest-gpu.txt", "benchmark-gpu.json", "per-sample-profile.json", "ptxas-report.txt",
-           "gpu-check-log.txt")
+OUTPUTS = ("gpu-check.json", "pytest-gpu.txt", "benchmark-gpu.json", "per-sample-profile.json", "graph-profile.json",
+           "ptxas-report.txt", "gpu-check-log.txt")
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 # Seconds per stage, (quick, full): the quick sum stays under 2 minutes, the full one under 8.
@@ -39,12 +39,13 @@ LIMITS = {
     "environment": (15, 20),
     # A fresh machine compiles each CuPy kernel once (NVRTC): the H100 run of 2026-11-27 took over 130 s
     # serially on a fresh machine and 89 s once compiled; with pytest-xdist, 4 processes compile at once.
-    "pytest": (55, 190),
-    "cli": (20, 25),  # 11 s on the H100
-    "benchmark": (25, 190),  # per-sample cases first; 3 batch cases took 210 s with 5 runs each, 3 here
+    "pytest": (55, 185),
+    "cli": (20, 20),  # 11 s on the H100
+    "benchmark": (25, 185),  # per-sample cases first; 3 batch cases took 210 s with 5 runs each, 3 here
     "mnist_fast": (0, 15),  # 3 s on the H100
     "ptxas": (0, 20),  # nvcc -Xptxas -v on every instantiation for one architecture: 15 s on the H100
     "per_sample_profile": (0, 15),  # 8 cases of a few hundred chunks each
+    "graph_profile": (0, 15),  # 3 cases: 60,000 rows uploaded, an epoch captured and replayed 3 times
 }
 BENCHMARK_REPEATS = 3  # timed runs per contender in the full run: the medians of 3
 PYTEST_WORKERS = 4  # with pytest-xdist, which the GPU machine has; else one process
@@ -242,30 +243,36 @@ class Check:
                                 + ("met" if met else "not met"))
         self.add(stage)
 
-    def profile_stage(self) -> None:
-        """scripts/per_sample_profile.py: where a per-sample chunk's time goes (issue 13)."""
-        stage = Stage("per-sample profile")
+    def profile_stage(self, script: str, name: str, summary: Callable[[dict[str, Any]], str]) -> None:
+        """scripts/<script>.py --json <script with dashes>.json: a profile of where a step's time goes;
+        ``summary`` makes the detail line of its first case."""
+        stage = Stage(name)
         if self.quick:
             stage.detail = "full mode only"
             self.add(stage)
             return
-        limit = self.limit("per_sample_profile")
-        path = self.out / "per-sample-profile.json"
+        limit = self.limit(script)
+        path = self.out / f"{script.replace('_', '-')}.json"
         path.unlink(missing_ok=True)  # a previous check's: the script writes only a new file
-        out, status, stage.seconds = self.run([sys.executable, str(ROOT / "scripts/per_sample_profile.py"),
-                                               "--json", str(path)], limit)
+        out, status, stage.seconds = self.run([sys.executable, str(ROOT / f"scripts/{script}.py"), "--json",
+                                               str(path)], limit)
         if status is None:
             stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit"
         elif status != 0 or not path.is_file():
             stage.status, stage.detail = "failed", _last_line(out)
         else:
             stage.figures = json.loads(path.read_text())
-            first = stage.figures["cases"][0]  # 784-100-10, float32, the chunks gpunet.train uses
-            stage.status = "passed"
-            stage.detail = (f"784-100-10 float32, {first['rows_per_chunk']} rows a chunk: kernel "
-                            f"{first['kernel_us']:.0f} us, chunk {first['chunk_us']:.0f} us, host "
-                            f"{first['host_us']:.0f} us; epoch {first['epoch_s']:.3f} s")
+            stage.status, stage.detail = "passed", summary(stage.figures["cases"][0])
         self.add(stage)
+
+    def profile_stages(self) -> None:
+        """Where the time goes: a per-sample chunk (issue 13) and a graph-mode step (issue 12)."""
+        self.profile_stage("per_sample_profile", "per-sample profile", lambda c: (
+            f"784-100-10 float32, {c['rows_per_chunk']} rows a chunk: kernel {c['kernel_us']:.0f} us, chunk "
+            f"{c['chunk_us']:.0f} us, host {c['host_us']:.0f} us; epoch {c['epoch_s']:.3f} s"))
+        self.profile_stage("graph_profile", "graph profile", lambda c: (
+            f"784-100-10 at batch {c['batch']}: launches {c['launches_us']:.0f} us, replayed step "
+            f"{c['replayed_us']:.0f} us; epoch {c['epoch_s']:.4f} s"))
 
     def ptxas_stage(self) -> None:
         stage = Stage("ptxas")
@@ -361,14 +368,15 @@ def main(argv: list[str] | None = None) -> int:
     no_gpu = check.environment_stage()
     if no_gpu is not None:
         print(f"no usable GPU: {no_gpu}; skipping the GPU stages", flush=True)
-        for name in ("pytest -m gpu", "cli", "benchmark", "mnist_fast", "per-sample profile", "ptxas"):
+        for name in ("pytest -m gpu", "cli", "benchmark", "mnist_fast", "per-sample profile", "graph profile",
+                     "ptxas"):
             check.add(Stage(name, detail=f"no usable GPU: {no_gpu}"), say=False)
     else:
         check.pytest_stage()
         check.cli_stage()
         check.benchmark_stage()
         check.mnist_fast_stage()
-        check.profile_stage()
+        check.profile_stages()
         check.ptxas_stage()
     check.write(no_gpu, started)
     print()

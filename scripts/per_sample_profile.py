@@ -23,16 +23,14 @@ why in one line and exits with status 1. scripts/gpu_check.py runs it.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 import gpunet
 from gpunet.backend import cupy_unavailable_reason
-from gpunet.bench import gpu_machine
+from gpunet.bench import gpu_machine, per_call_us
 from gpunet.cli import OneLineParser
 from gpunet.cuda import per_sample
 from gpunet.files import new_file, write_json
@@ -43,22 +41,6 @@ CHUNKS = (64, 256)
 LR = 0.1
 EPOCH_ROWS = 60_000
 FIGURES = ("kernel", "first_layer", "update", "chunk", "host")
-
-
-def per_call_us(backend: Any, call: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """(device-bound, host) microseconds per call: ``repeats`` calls between two synchronisations,
-    the median of 3 rounds; the host figure stops its clock before the closing synchronisation."""
-    call()  # the first call compiles and allocates
-    backend.synchronize()
-    rounds, hosts = [], []
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            call()
-        hosts.append(time.perf_counter() - start)
-        backend.synchronize()
-        rounds.append(time.perf_counter() - start)
-    return statistics.median(rounds) * 1e6 / repeats, statistics.median(hosts) * 1e6 / repeats
 
 
 def profile_case(backend: Any, sizes: tuple[int, int, int], dtype: str, rows: int, repeats: int) -> dict[str, Any]:

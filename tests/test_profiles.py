@@ -1,4 +1,5 @@
-"""scripts/per_sample_profile.py: its timing and records here; its figures on a GPU (marker gpu)."""
+"""scripts/per_sample_profile.py and graph_profile.py: their timing and records here; their figures on a GPU
+(marker gpu)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,24 @@ import sys
 import pytest
 
 from conftest import SCRIPTS, load_script, require
+from gpunet import bench
 from gpunet.backend import cupy_unavailable_reason
 
 profile = load_script("per_sample_profile")
-SCRIPT = SCRIPTS / "per_sample_profile.py"
+graph_profile = load_script("graph_profile")
+SCRIPT_NAMES = ("per_sample_profile", "graph_profile")
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPTS / f"{script}.py"), *args], capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_per_call_us_counts_each_call_and_splits_the_host_from_the_device(monkeypatch):
     """On a fake clock: each call costs the host 2 ms, and the closing synchronisation 20 ms more."""
     now = [0.0]
     calls = []
-    monkeypatch.setattr(profile.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
 
     class Backend:  # the device "finishes" its queued work at the synchronisation
         def synchronize(self):
@@ -32,7 +36,7 @@ def test_per_call_us_counts_each_call_and_splits_the_host_from_the_device(monkey
         calls.append(1)
         now[0] += 0.002
 
-    device_us, host_us = profile.per_call_us(Backend(), call, repeats=5)
+    device_us, host_us = bench.per_call_us(Backend(), call, repeats=5)
     assert len(calls) == 1 + 3 * 5  # a warm-up call, then three rounds
     assert host_us == pytest.approx(2000)
     assert device_us == pytest.approx(2000 + 20000 / 5)  # the sync's wait, shared by the round's 5 calls
@@ -49,28 +53,53 @@ def test_case_record_scales_the_chunk_to_an_epoch():
     assert line.split() == ["784-100-10", "float32", "64", "250.0", "30.0", "20.0", "320.0", "150.0", "0.300"]
 
 
-def test_bad_arguments_are_one_line_and_nothing_is_overwritten(tmp_path):
+def test_graph_case_record_sums_the_launches_and_divides_the_epoch_into_steps():
+    launches = [("gather_rows<float>", (784,), 2.004), ("forward<float, 0>", (7, 4), 30.0)]
+    record = graph_profile.case_record((784, 100, 10), 64, launches, 0.0586, 938)
+    assert record == {"sizes": [784, 100, 10], "batch": 64,
+                      "launches": [{"kernel": "gather_rows<float>", "grid": [784], "us": 2.0},
+                                   {"kernel": "forward<float, 0>", "grid": [7, 4], "us": 30.0}],
+                      "launches_us": 32.0, "replayed_us": 62.47, "epoch_s": 0.0586}
+    lines = graph_profile.format_table([record]).splitlines()
+    assert lines[0] == "784-100-10 at batch 64: launches 32.0 us, replayed step 62.5 us, epoch 0.0586 s"
+    assert lines[2].split() == ["30.00", "us", "forward<float,", "0>", "grid", "(7,", "4)"]
+
+
+@pytest.mark.parametrize("script", SCRIPT_NAMES)
+def test_bad_arguments_are_one_line_and_nothing_is_overwritten(tmp_path, script):
     kept = tmp_path / "kept.json"
     kept.write_text("mine")
     for args, message in [(("--repeats", "0"), "--repeats must be at least 1; got 0"),
                           (("--json", str(kept)), f"--json: {kept} already exists; choose another --json"),
                           (("--json", str(tmp_path / "no" / "p.json")), "no such folder")]:
-        out = run(*args)
+        out = run(script, *args)
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
     assert kept.read_text() == "mine"
 
 
 @pytest.mark.skipif(cupy_unavailable_reason() is None, reason="a GPU is usable here")
-def test_without_a_gpu_it_says_why_in_one_line(tmp_path):
-    out = run("--json", str(tmp_path / "p.json"))
+@pytest.mark.parametrize("script", SCRIPT_NAMES)
+def test_without_a_gpu_it_says_why_in_one_line(tmp_path, script):
+    out = run(script, "--json", str(tmp_path / "p.json"))
     assert out.returncode == 1 and out.stderr == f"no usable GPU: {cupy_unavailable_reason()}\n"
     assert not (tmp_path / "p.json").exists()
 
 
 @pytest.mark.gpu
-def test_figures_on_a_gpu():
+def test_per_sample_figures_on_a_gpu():
     backend = require("cupy")
     record = profile.profile_case(backend, (784, 100, 10), "float32", 64, repeats=3)
     assert all(record[f"{f}_us"] > 0 for f in profile.FIGURES)
     assert record["chunk_us"] >= record["kernel_us"]  # the chunk's calls include the launch
     assert record["epoch_s"] == pytest.approx(record["chunk_us"] * 1e-6 * 60000 / 64, rel=1e-3)
+
+
+@pytest.mark.gpu
+def test_graph_figures_on_a_gpu():
+    backend = require("cupy")
+    record = graph_profile.profile_case(backend, (784, 100, 10), 64, repeats=3)
+    kernels = [launch["kernel"].split("<")[0] for launch in record["launches"]]
+    assert kernels == ["gather_rows", "gather_rows", "forward", "forward", "output_delta", "loss_total", "backward",
+                       "weight_grad", "bias_grad", "weight_grad", "bias_grad"]  # GraphTrainer._step's order
+    assert all(launch["us"] > 0 for launch in record["launches"])
+    assert record["replayed_us"] == pytest.approx(record["epoch_s"] * 1e6 / 938, rel=1e-2)  # 937 full + 1 partial
