@@ -29,11 +29,10 @@ from typing import Any
 import numpy as np
 
 import gpunet
-from gpunet.backend import cupy_unavailable_reason
-from gpunet.bench import gpu_machine, per_call_us
-from gpunet.cli import OneLineParser
+from gpunet.bench import per_call_us
 from gpunet.cuda import per_sample
-from gpunet.files import new_file, write_json
+
+import profiling  # scripts/profiling.py: the command line both profiles share
 
 SIZES = ((784, 100, 10), (784, 200, 10))
 DTYPES = ("float32", "float64")
@@ -82,28 +81,14 @@ def format_table(cases: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def measure(backend: Any, repeats: int) -> list[dict[str, Any]]:
+    """Every case: each network, dtype and chunk size."""
+    return [profile_case(backend, sizes, dtype, rows, repeats)
+            for sizes in SIZES for dtype in DTYPES for rows in CHUNKS]
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", metavar="FILE", help="also write the figures here (a new file)")
-    p.add_argument("--repeats", type=int, default=50, help="calls per timed round (default: 50)")
-    args = p.parse_args(argv)
-    if args.repeats < 1:
-        p.error(f"--repeats must be at least 1; got {args.repeats}")
-    try:
-        out = new_file(args.json, overwrite=False, hint="choose another --json") if args.json else None
-    except OSError as exc:
-        p.error(f"--json: {exc}")
-    reason = cupy_unavailable_reason()
-    if reason is not None:
-        print(f"no usable GPU: {reason}", file=sys.stderr)
-        return 1
-    backend = gpunet.get_backend("cupy")
-    cases = [profile_case(backend, sizes, dtype, rows, args.repeats)
-             for sizes in SIZES for dtype in DTYPES for rows in CHUNKS]
-    if out is not None:
-        write_json(out, {"machine": gpu_machine(), "repeats": args.repeats, "cases": cases})
-    print(format_table(cases))
-    return 0
+    return profiling.main(argv, __doc__, "calls", measure, format_table)
 
 
 if __name__ == "__main__":

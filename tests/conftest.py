@@ -80,7 +80,10 @@ def assert_close(got: object, want: object, tol: float, where: str = "") -> None
 
 def load_script(name: str) -> ModuleType:
     """``scripts/<name>.py`` imported as the module ``name`` (registered in sys.modules, where dataclasses
-    look their module up)."""
+    look their module up). scripts/ goes on sys.path, as it is for a script run as a program: the
+    profiles import their shared scripts/profiling.py."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.append(str(SCRIPTS))
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
