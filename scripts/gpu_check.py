@@ -228,20 +228,35 @@ class Check:
         limit = self.limit("mnist_fast")
         with tempfile.TemporaryDirectory() as tmp:
             result = Path(tmp) / "fast.json"
-            out, status, stage.seconds = self.run([sys.executable, str(ROOT / "scripts/mnist_fast.py"), "--mnist-dir",
-                                                   self.mnist_dir, "--json", str(result)], limit)
-            if status is None:
-                stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit"
-            elif status != 0 or not result.is_file():
-                stage.status, stage.detail = "failed", _last_line(out)
-            else:
-                stage.figures = json.loads(result.read_text())
-                met = stage.figures["test_accuracy"] >= 0.98 and stage.figures["train_seconds"] <= 1.0
-                stage.status = "passed"
-                stage.detail = (f"test accuracy {stage.figures['test_accuracy']:.2%} after "
-                                f"{stage.figures['train_seconds']:.2f} s of training; target (>= 98% in <= 1 s) "
-                                + ("met" if met else "not met"))
+            figures = self.json_script(stage, [str(ROOT / "scripts/mnist_fast.py"), "--mnist-dir", self.mnist_dir,
+                                               "--json", str(result)], result, limit)
+            if figures is not None:
+                met = figures["test_accuracy"] >= 0.98 and figures["train_seconds"] <= 1.0
+                stage.detail = (f"test accuracy {figures['test_accuracy']:.2%} after {figures['train_seconds']:.2f} s "
+                                "of training; target (>= 98% in <= 1 s) " + ("met" if met else "not met"))
         self.add(stage)
+
+    def gpu_stages(self) -> None:
+        """Every stage after the environment's, in order."""
+        self.pytest_stage()
+        self.cli_stage()
+        self.benchmark_stage()
+        self.mnist_fast_stage()
+        self.profile_stages()
+        self.ptxas_stage()
+
+    def json_script(self, stage: Stage, args: list[str], result: Path, limit: int) -> dict[str, Any] | None:
+        """Run ``python args`` within ``limit``: passed with the JSON it wrote to ``result`` as the stage's
+        figures (returned), or timed out, or failed with its last line (None)."""
+        out, status, stage.seconds = self.run([sys.executable, *args], limit)
+        if status is None:
+            stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit"
+        elif status != 0 or not result.is_file():
+            stage.status, stage.detail = "failed", _last_line(out)
+        else:
+            stage.status, stage.figures = "passed", json.loads(result.read_text())
+            return stage.figures
+        return None
 
     def profile_stage(self, script: str, name: str, summary: Callable[[dict[str, Any]], str]) -> None:
         """scripts/<script>.py --json <script with dashes>.json: a profile of where a step's time goes;
@@ -254,15 +269,9 @@ class Check:
         limit = self.limit(script)
         path = self.out / f"{script.replace('_', '-')}.json"
         path.unlink(missing_ok=True)  # a previous check's: the script writes only a new file
-        out, status, stage.seconds = self.run([sys.executable, str(ROOT / f"scripts/{script}.py"), "--json",
-                                               str(path)], limit)
-        if status is None:
-            stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit"
-        elif status != 0 or not path.is_file():
-            stage.status, stage.detail = "failed", _last_line(out)
-        else:
-            stage.figures = json.loads(path.read_text())
-            stage.status, stage.detail = "passed", summary(stage.figures["cases"][0])
+        figures = self.json_script(stage, [str(ROOT / f"scripts/{script}.py"), "--json", str(path)], path, limit)
+        if figures is not None:
+            stage.detail = summary(figures["cases"][0])
         self.add(stage)
 
     def profile_stages(self) -> None:
@@ -372,12 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                      "ptxas"):
             check.add(Stage(name, detail=f"no usable GPU: {no_gpu}"), say=False)
     else:
-        check.pytest_stage()
-        check.cli_stage()
-        check.benchmark_stage()
-        check.mnist_fast_stage()
-        check.profile_stages()
-        check.ptxas_stage()
+        check.gpu_stages()
     check.write(no_gpu, started)
     print()
     print(check.summary())

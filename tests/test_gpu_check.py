@@ -128,12 +128,7 @@ def test_the_gpu_stages_run_here_and_report_what_happened(tmp_path, monkeypatch)
     check = module.Check(tmp_path / "out", quick=False, mnist_dir=str(mnist))
     (tmp_path / "out").mkdir()
     assert check.environment_stage() == cupy_unavailable_reason()
-    check.pytest_stage()
-    check.cli_stage()
-    check.benchmark_stage()
-    check.mnist_fast_stage()
-    check.profile_stages()
-    check.ptxas_stage()
+    check.gpu_stages()
     stages = {s.name: s for s in check.stages}
     assert stages["pytest -m gpu"].status == "failed"  # nothing passed: every gpu test skipped here
     assert stages["pytest -m gpu"].figures["skipped"] >= 30 and "passed" not in stages["pytest -m gpu"].figures
