@@ -418,6 +418,12 @@ def test_csv_rows_are_all_used(tmp_path, text, labels):
     ("1,2,3\n3,0,-inf\n", r"contains NaN or infinity; got -inf \(line 2, cell 3\)"),
     ("1,2,3\n3,0,255.5\n", r"pixels must be in 0..255; got 255.5 \(line 2, cell 3\)"),
     ("label,a,b\n1,2\n", r"line 2: 2 cells; expected 3 like the header"),
+    ("1,2,3\n4,5\n", r"line 2: 2 cells; expected 3"),
+    ("1,2,3\n4,x,6\n", r"line 2: non-numeric cell 'x'"),
+    ("1.5,2,3\n", r"labels must be integers >= 0; got 1.5 \(line 1, cell 1\)"),
+    ("1,2,300\n", r"pixels must be in 0..255; got 300 \(line 1, cell 3\)"),
+    ("label,a\n", r"no data rows"),
+    ("1\n", r"rows need a label and at least one pixel"),
 ])
 def test_csv_faults_name_their_line(tmp_path, text, match):
     path = tmp_path / "x.csv"
