@@ -83,6 +83,15 @@ class FlatParameters:
                 view[...] = params[k]
                 params[k] = view
 
+    def state_buffers(self, names: tuple[str, ...]) -> dict[str, Array]:
+        """The flat state buffers ``names`` ("buf", "m", "v"), made (zeros) where missing; made once, so a
+        captured graph may hold them."""
+        for s in names:
+            if s not in self.state:
+                self.state[s] = self.xp.zeros(self.layout.size, dtype=self.dtype)
+                self.state_views[s] = views(self.state[s], self.layout)
+        return {s: self.state[s] for s in names}
+
     def adopt_state(self, optimizer: Optimizer, names: tuple[str, ...], lr: float) -> None:
         """Make the optimiser's state buffers views into flat ones: its values copied in, zeros where it has none
         yet (optim.py starts every buffer at zero). Covers a restored checkpoint, which rebinds ``state``.
@@ -90,10 +99,8 @@ class FlatParameters:
         State of an older convention (Momentum's velocity "v.W1", ...) is converted first with ``lr``, the
         learning rate of the step about to be taken, by the optimiser's own ``upgrade_state``."""
         optimizer.upgrade_state(lr)
+        self.state_buffers(names)
         for s in names:
-            if s not in self.state:
-                self.state[s] = self.xp.zeros(self.layout.size, dtype=self.dtype)
-                self.state_views[s] = views(self.state[s], self.layout)
             for k, view in self.state_views[s].items():
                 key = f"{s}.{k}"
                 current = optimizer.state.get(key)
@@ -103,13 +110,25 @@ class FlatParameters:
                 optimizer.state[key] = view
 
 
-class FlatOptimizer:
-    """optim.cu's ``flat_step`` for any of SGD, Momentum and Adam over a :class:`FlatParameters`.
+def checked_rule(optimizer: Optimizer, path: str) -> str:
+    """optim.cu's rule for ``optimizer``; ValueError naming ``path`` ("kernels='fused'", "graph mode") where the
+    flat kernel does not implement it (a subclass may change the rule)."""
+    rule = rule_of(optimizer)
+    if rule is None:
+        raise ValueError(f"{path} supports SGD, Momentum and Adam; got {type(optimizer).__name__}")
+    return rule
 
-    ``kernels`` launches it (``CudaKernels`` on the device, ``reference.NumpyKernels`` on NumPy).
+
+class FlatOptimizer:
+    """optim.cu's ``flat_step`` for any of SGD, Momentum and Adam over a :class:`FlatParameters`: the learning
+    rate and step count it reads from device memory, and its arguments.
+
+    :meth:`step` launches it through ``kernels`` (``CudaKernels`` on the device, ``reference.NumpyKernels`` on
+    NumPy). Graph mode passes no kernels: it captures the launch from :meth:`arguments` into its graph and,
+    before each replay, calls :meth:`prepare`, then :meth:`advance` by the steps replayed.
     """
 
-    def __init__(self, flat: FlatParameters, kernels: Any) -> None:
+    def __init__(self, flat: FlatParameters, kernels: Any = None) -> None:
         xp = flat.xp
         self.flat, self.kernels = flat, kernels
         self.lr = xp.zeros(1, dtype=np.float64)  # read by the kernel, written only when it changes
@@ -118,25 +137,37 @@ class FlatOptimizer:
         self._lr_host: float | None = None
         self._t_host: int | None = None  # what step_count holds, as far as the host knows
 
-    def step(self, optimizer: Optimizer, lr: float) -> None:
-        """One step of ``optimizer`` from ``flat.grads`` (already written by the step's products)."""
-        rule = rule_of(optimizer)
-        if rule is None:
-            raise ValueError("the flat optimiser kernel implements SGD, Momentum and Adam; "
-                             f"got {type(optimizer).__name__}")
+    def arguments(self, optimizer: Optimizer) -> tuple[Any, ...]:
+        """``kernels.flat_step``'s arguments for ``optimizer``: (rule, p, g, m, v, n_weights, lr, step, done,
+        weight_decay, beta1, beta2, eps). The buffers are the same on every call, so a graph may capture them."""
+        rule = checked_rule(optimizer, "the flat optimiser kernel")
+        state = self.flat.state_buffers(STATE_NAMES[rule])
+        m = state["buf"] if rule == "momentum" else state["m"] if rule == "adam" else None  # momentum's buf in m
+        v = state["v"] if rule == "adam" else None
+        beta1 = optimizer.momentum if rule == "momentum" else getattr(optimizer, "beta1", 0.0)
+        beta2, eps = getattr(optimizer, "beta2", 0.0), getattr(optimizer, "eps", 0.0)
+        return (rule, self.flat.params, self.flat.grads, m, v, self.flat.layout.n_weights, self.lr, self.step_count,
+                self.done, optimizer.weight_decay, beta1, beta2, eps)
+
+    def prepare(self, optimizer: Optimizer, lr: float) -> None:
+        """Ready the device for steps of ``optimizer`` at ``lr``: its state adopted into the flat buffers, and lr
+        and the step count written where they differ from what the device holds."""
+        rule = checked_rule(optimizer, "the flat optimiser kernel")
         self.flat.adopt_state(optimizer, STATE_NAMES[rule], lr)
         if lr != self._lr_host:
             self.lr.fill(lr)
             self._lr_host = lr
         if optimizer.t != self._t_host:  # first step, a restored checkpoint, or steps taken by another path
             self.step_count.fill(optimizer.t)
-        state = self.flat.state
-        m = state["buf"] if rule == "momentum" else state["m"] if rule == "adam" else None  # momentum's buf in m
-        v = state["v"] if rule == "adam" else None
-        beta1 = optimizer.momentum if rule == "momentum" else getattr(optimizer, "beta1", 0.0)
-        self.kernels.flat_step(
-            rule, self.flat.params, self.flat.grads, m, v, self.flat.layout.n_weights, self.lr, self.step_count,
-            self.done, optimizer.weight_decay, beta1, getattr(optimizer, "beta2", 0.0), getattr(optimizer, "eps", 0.0),
-        )
-        optimizer.t += 1
+            self._t_host = optimizer.t
+
+    def advance(self, optimizer: Optimizer, steps: int) -> None:
+        """Count ``steps`` steps the device took (each launch advanced step_count by one)."""
+        optimizer.t += steps
         self._t_host = optimizer.t
+
+    def step(self, optimizer: Optimizer, lr: float) -> None:
+        """One step of ``optimizer`` from ``flat.grads`` (already written by the step's products)."""
+        self.prepare(optimizer, lr)
+        self.kernels.flat_step(*self.arguments(optimizer))
+        self.advance(optimizer, 1)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..activations import HIDDEN_ACTIVATIONS
 from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
-from .flat import FlatOptimizer, FlatParameters, rule_of
+from .flat import FlatOptimizer, FlatParameters, checked_rule
 
 # optim.cu's update rules (its GPUNET_RULE_* defines), by gpunet's names
 RULE_CODES = {"sgd": 0, "momentum": 1, "adam": 2}
@@ -84,6 +84,14 @@ def delta_bias_geometry(rows: int, cols: int) -> tuple[tuple[int], tuple[int, in
     return (-(-cols // 32),), (32, r)
 
 
+def flat_step_arguments(p: Array, g: Array, m: Array | None, v: Array | None, n_weights: int, lr: Array,
+                        step: Array, done: Array, weight_decay: float, beta1: float, beta2: float,
+                        eps: float) -> tuple[Any, ...]:
+    """optim.cu flat_step's arguments, in its order and C types; p stands in for a state the rule lacks."""
+    return (p, g, p if m is None else m, p if v is None else v, np.int64(p.size), np.int64(n_weights), lr, step,
+            done, np.float64(weight_decay), np.float64(beta1), np.float64(beta2), np.float64(eps))
+
+
 def workspace_shapes(sizes: list[int], rows: int) -> dict[str, tuple[int, ...]]:
     """The arrays one step of ``rows`` rows needs besides the parameters: each layer's activation (A_L holds
     Z_L, then delta_L), each hidden layer's dA (then its delta), and the rows' losses."""
@@ -117,8 +125,7 @@ class FusedStep:
         L, n = net.n_layers, X.shape[0]
         folds = optimizer.folds_lr  # plain SGD: lr into the deltas, updates straight into W and b
         if not folds:
-            if rule_of(optimizer) is None:
-                raise ValueError(f"kernels='fused' supports SGD, Momentum and Adam; got {type(optimizer).__name__}")
+            checked_rule(optimizer, "kernels='fused'")
             if self.flat is None:
                 self.flat = FlatParameters(net.params, xp)
                 self.optimizer = FlatOptimizer(self.flat, k)
@@ -193,10 +200,8 @@ class CudaKernels:
     def flat_step(self, rule: str, p: Array, g: Array, m: Array | None, v: Array | None, n_weights: int,
                   lr: Array, step: Array, done: Array, weight_decay: float, beta1: float, beta2: float,
                   eps: float) -> None:
-        self._flat_step[rule](
-            *elementwise_geometry(p.size),
-            (p, g, p if m is None else m, p if v is None else v, np.int64(p.size), np.int64(n_weights), lr, step,
-             done, np.float64(weight_decay), np.float64(beta1), np.float64(beta2), np.float64(eps)))
+        self._flat_step[rule](*elementwise_geometry(p.size), flat_step_arguments(
+            p, g, m, v, n_weights, lr, step, done, weight_decay, beta1, beta2, eps))
 
 
 def step(net: Any, X: Array, T: Array, lr: float, optimizer: Any) -> Array:
