@@ -545,33 +545,34 @@ def test_the_gpu_pairs_are_well_conditioned_in_float32():
     assert max(worst.values()) <= TOLERANCE["float32"] / 10, max(worst, key=worst.get)
 
 
-def _train_pair(activation, output, loss, optimizer, dtype, resume):
-    """gpunet.train, plain and fused, 7 epochs of 16 batches (the last of 10 rows): 112 steps. With
-    ``resume``, the fused run stops after 3 epochs and 40 rows, and a new network and optimiser continue it."""
+def _train_pair(activation, output, loss, optimizer, dtype, resume, kernels="fused"):
+    """gpunet.train, plain and by ``kernels``, 7 epochs of 16 batches (the last of 10 rows): 112 steps. With
+    ``resume``, a fused run stops after 3 epochs and 40 rows (graph mode asks should_stop only between
+    epochs), and a new network and optimiser continue it by ``kernels``."""
     backend = require("cupy")
     X, T, kw, common = _pair_setup(activation, output, loss, dtype, backend)
     common["lr"] = PAIR_LR[optimizer]
     plain_net, plain_opt = gpunet.Network([12, 16, 8, 4], **kw), OPTIMIZERS[optimizer]()
     plain = gpunet.train(plain_net, X, T, epochs=7, optimizer=plain_opt, kernels="plain", **common)
-    fused_net, fused_opt = gpunet.Network([12, 16, 8, 4], kernels="fused", **kw), OPTIMIZERS[optimizer]()
+    fast_net, fast_opt = gpunet.Network([12, 16, 8, 4], kernels=kernels, **kw), OPTIMIZERS[optimizer]()
     if not resume:
-        got = gpunet.train(fused_net, X, T, epochs=7, optimizer=fused_opt, **common)
+        got = gpunet.train(fast_net, X, T, epochs=7, optimizer=fast_opt, **common)
     else:
         calls = iter(range(10**6))
         with pytest.raises(gpunet.training.TrainingInterrupted) as stop:
-            gpunet.train(fused_net, X, T, epochs=7, optimizer=fused_opt,
+            gpunet.train(fast_net, X, T, epochs=7, optimizer=fast_opt, kernels="fused",
                          should_stop=lambda: next(calls) == 3 * 16 + 2, **common)
-        fresh_net, fresh_opt = gpunet.Network([12, 16, 8, 4], kernels="fused", **kw), OPTIMIZERS[optimizer]()
-        fresh_net.set_params(fused_net.get_params())
-        fresh_opt.load_state_dict(fused_opt.state_dict(), fresh_net.params)
+        fresh_net, fresh_opt = gpunet.Network([12, 16, 8, 4], kernels=kernels, **kw), OPTIMIZERS[optimizer]()
+        fresh_net.set_params(fast_net.get_params())
+        fresh_opt.load_state_dict(fast_opt.state_dict(), fresh_net.params)
         got = gpunet.train(fresh_net, X, T, epochs=7, optimizer=fresh_opt, start_epoch=stop.value.epoch,
                            start_row=stop.value.rows, start_loss=stop.value.loss_sum, **common)
-        fused_net, fused_opt = fresh_net, fresh_opt
+        fast_net, fast_opt = fresh_net, fresh_opt
     tol = TOLERANCE[dtype]
     assert rel_diff([r["train_loss"] for r in got], [r["train_loss"] for r in plain[-len(got):]]) <= tol
     for k, p in plain_net.get_params().items():
-        assert rel_diff(fused_net.get_params()[k], p) <= tol, k
-    assert fused_opt.t == plain_opt.t == 7 * 16
+        assert rel_diff(fast_net.get_params()[k], p) <= tol, k
+    assert fast_opt.t == plain_opt.t == 7 * 16
 
 
 @pytest.mark.gpu
@@ -588,6 +589,16 @@ def test_gpu_fused_equals_plain_for_every_output_loss_and_optimiser(output, loss
 @pytest.mark.parametrize("activation", HIDDEN)
 def test_gpu_fused_equals_plain_for_every_hidden_activation_with_resume(activation, optimizer, dtype):
     _train_pair(activation, "softmax", "cross-entropy", optimizer, dtype, resume=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("resume", [False, True], ids=["whole", "resumed"])
+def test_gpu_graph_mode_through_train_equals_plain(resume, optimizer, dtype):
+    """gpunet.train(kernels="graph"): every epoch one replay; resumed, the interrupted epoch's rest runs as
+    fused steps (their own flat buffers), then the graph takes the parameters and state over."""
+    _train_pair("sigmoid", "softmax", "cross-entropy", optimizer, dtype, resume, kernels="graph")
 
 
 @pytest.mark.gpu

@@ -12,7 +12,7 @@ import pytest
 from conftest import rel_diff, require
 from gpunet import Network, train
 from gpunet.activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS
-from gpunet.cuda import gemm
+from gpunet.cuda import fused, gemm, reference
 from gpunet.cuda.graph import PAIRS, GraphTrainer
 from gpunet.cuda.graph import EXPRESSIONS as NAME_EXPRESSIONS
 from gpunet.optim import SGD, Adam, Momentum
@@ -288,13 +288,15 @@ def test_buffers_batches_and_launches() -> None:
 
 def test_name_expressions_cover_every_configuration() -> None:
     assert len(NAME_EXPRESSIONS) == len(set(NAME_EXPRESSIONS)) == 62
+    compiled = {("gemm.cu", e) for e in NAME_EXPRESSIONS}
+    compiled |= {("optim.cu", e) for e in fused.NAME_EXPRESSIONS["optim.cu"]}
     X, y = data(5)
     for dtype in ("float32", "float64"):
         for activation in HIDDEN_ACTIVATIONS:
             for output, loss in PAIRS:
-                for opt in (SGD(), SGD(weight_decay=0.1)):
+                for opt in (SGD(), SGD(weight_decay=0.1), Momentum(), Adam()):
                     g = trainer(make_net(activation, output, loss, dtype), X, y, 2, opt)
-                    assert {launch.expression for launch in g.launches()} <= set(NAME_EXPRESSIONS)
+                    assert {(launch.source, launch.expression) for launch in g.launches()} <= compiled
 
 
 def test_the_returned_loss_is_a_copy() -> None:
@@ -306,11 +308,126 @@ def test_the_returned_loss_is_a_copy() -> None:
     assert first.shape == () and float(first) == kept
 
 
-@pytest.mark.parametrize("optimizer", [Momentum(), Adam()])
-def test_other_optimisers_are_refused(optimizer) -> None:
+# --- momentum and Adam: gradients into the flat buffer, then one flat_step a step -------------------
+
+GRAPH_OPTIMIZERS = {
+    "momentum": lambda: Momentum(0.9),
+    "momentum-wd": lambda: Momentum(0.8, weight_decay=0.01),
+    "adam": lambda: Adam(),
+    "adam-wd": lambda: Adam(beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.02),
+}
+GRAPH_LR = {"momentum": 0.05, "momentum-wd": 0.05, "adam": 0.01, "adam-wd": 0.01}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", GRAPH_OPTIMIZERS)
+def test_momentum_and_adam_epochs_equal_the_plain_path(name: str, dtype: str) -> None:
+    X, y = data(11)
+    plain, graph = (make_net("tanh", "softmax", "cross-entropy", dtype) for _ in range(2))
+    lr = GRAPH_LR[name]
+    plain_opt, graph_opt = GRAPH_OPTIMIZERS[name](), GRAPH_OPTIMIZERS[name]()
+    history = train(plain, X, y, epochs=3, batch_size=4, lr=lr, lr_decay=0.8, seed=5, optimizer=plain_opt)
+    losses = graph_epochs(trainer(graph, X, y, 4, graph_opt), range(1, 4), lr, 5, lr_decay=0.8)
+    assert graph_opt.t == plain_opt.t == 9
+    assert params_diff(graph, plain) < TOLERANCE[dtype]
+    assert rel_diff(losses, [r["train_loss"] for r in history]) < TOLERANCE[dtype]
+    for key, buffer in plain_opt.state.items():  # the state stays the optimiser's, as views into the flat buffers
+        assert rel_diff(graph_opt.state[key], buffer) < TOLERANCE[dtype], key
+
+
+@pytest.mark.parametrize("name,rule", [("momentum", 1), ("adam", 2)])
+def test_momentum_and_adam_write_gradients_and_step_in_one_launch(name: str, rule: int) -> None:
+    X, y = data(11)
+    net = make_net("tanh", "softmax", "cross-entropy", "float32")
+    g = trainer(net, X, y, 4, GRAPH_OPTIMIZERS[name]())
+    assert g.mode == gemm.GRAD_WRITE
+    assert all(net.params[k] is g.flat.param_views[k] for k in net.params)
+    launches = g.launches()
+    per_step = 2 + 3 + 2 + 2 + 3 * 2 + 1  # the SGD step's launches and the flat step
+    assert len(launches) == 3 * per_step
+    step = launches[-1]
+    assert (step.kernel, step.source, step.expression) == ("flat_step", "optim.cu", f"flat_step<float, {rule}>")
+    assert step.args[0] is g.flat.params and step.args[1] is g.flat.grads
+    assert step.args[2] is g.flat.state["buf" if name == "momentum" else "m"]
+    assert step.args[3] is (g.flat.params if name == "momentum" else g.flat.state["v"])  # v: unused by momentum
+    assert step.args[4] == g.flat.params.size and step.args[6] is g.flat_optimizer.lr
+    writes = {launch.kernel: launch for launch in launches[-per_step:-1] if launch.kernel.endswith("_grad")}
+    assert writes["weight_grad"].params == {"mode": gemm.GRAD_WRITE}
+    assert writes["weight_grad"].args[3] is g.flat.grad_views["W1"]  # the last product: the first layer's dW
+    assert writes["bias_grad"].args[2] is g.flat.grad_views["b1"]
+
+
+def test_fused_steps_and_graph_epochs_hand_over_parameters_and_state() -> None:
+    """A resumed epoch in gpunet.train runs its first rows as fused steps (their own flat buffers, which
+    net.params and the optimiser's state then view), the rest in the graph: each copies the other's values in."""
+    X, y = data(11)
+    plain, graph = (make_net("relu", "sigmoid", "cross-entropy", "float64") for _ in range(2))
+    plain_opt, graph_opt = Adam(weight_decay=0.01), Adam(weight_decay=0.01)
+    train(plain, X, y, epochs=2, batch_size=4, lr=0.02, seed=2, optimizer=plain_opt)
+    g = trainer(graph, X, y, 4, graph_opt)
+    step = fused.FusedStep(graph, reference.NumpyKernels())
+    T = graph.targets_from_labels(y)
+    order = np.random.default_rng([2, 1]).permutation(11)
+    step(X[order[:4]], T[order[:4]], 0.02, graph_opt)  # epoch 1's first batch, fused
+    assert graph.params["W1"] is step.flat.param_views["W1"]
+    assert graph_opt.state["m.W1"] is step.flat.state_views["m"]["W1"]
+    g.run_epoch(order, 0.02, start_row=4)  # the rest of epoch 1 in the graph
+    assert graph.params["W1"] is g.flat.param_views["W1"]
+    assert graph_opt.state["v.b2"] is g.flat.state_views["v"]["b2"]
+    graph_epochs(g, range(2, 3), 0.02, 2)
+    assert graph_opt.t == plain_opt.t == 6
+    assert params_diff(graph, plain) < 1e-12
+
+
+def test_a_restored_checkpoint_is_copied_into_the_graph() -> None:
+    """set_params and load_state_dict after the graph was made (as a resume does): the next epoch trains
+    from the restored parameters, state and step count, and equals the epoch first trained from them."""
+    X, y = data(11)
+    net, opt = make_net("sigmoid", "softmax", "cross-entropy", "float64"), Adam()
+    g = trainer(net, X, y, 4, opt)
+    graph_epochs(g, range(1, 2), 0.01, 3)
+    params, state = net.get_params(), opt.state_dict()
+    first = graph_epochs(g, range(2, 3), 0.01, 3)
+    trained = net.get_params()
+    net.set_params(params)
+    opt.load_state_dict(state, net.params)  # new state arrays and t back to 3: the device's count is rewritten
+    again = graph_epochs(g, range(2, 3), 0.01, 3)
+    assert again == first and opt.t == 6
+    assert all(np.array_equal(net.get_params()[k], trained[k]) for k in trained)
+
+
+@pytest.mark.parametrize("optimizer", [SGD(), Momentum(0.5)])
+def test_a_rebound_parameter_is_copied_in_before_the_next_epoch(optimizer) -> None:
+    X, y = data(11)
+    plain, graph = (make_net("leaky_relu", "identity", "squared", "float64") for _ in range(2))
+    plain_opt = type(optimizer)(**optimizer.hyperparameters())
+    train(plain, X, y, epochs=1, batch_size=4, lr=0.05, seed=4, optimizer=plain_opt)
+    g = trainer(graph, X, y, 4, optimizer)
+    graph_epochs(g, range(1, 2), 0.05, 4)
+    for net in (plain, graph):
+        net.params["W2"] = net.params["W2"] * 0.5  # a new array in the dict, not a write into the old one
+    train(plain, X, y, epochs=2, start_epoch=2, batch_size=4, lr=0.05, seed=4, optimizer=plain_opt)
+    graph_epochs(g, range(2, 3), 0.05, 4)
+    assert graph.params["W2"] is g.flat.param_views["W2"]
+    assert params_diff(graph, plain) < 1e-12
+
+
+def test_other_optimisers_and_changed_hyperparameters_are_refused() -> None:
+    class Nesterov(Momentum):  # a subclass may change the rule: the flat kernel would not follow
+        pass
+
     X, y = data(5)
-    with pytest.raises(ValueError, match=f"plain SGD only; got optimizer '{optimizer.name}'"):
-        trainer(make_net("relu", "softmax", "cross-entropy", "float32"), X, y, 2, optimizer)
+    net = make_net("relu", "softmax", "cross-entropy", "float32")
+    with pytest.raises(ValueError, match="graph mode supports SGD, Momentum and Adam; got Nesterov"):
+        trainer(net, X, y, 2, Nesterov())
+    with pytest.raises(TypeError, match="optimizer must be a gpunet Optimizer; got str"):
+        trainer(net, X, y, 2, "adam")
+    opt = Momentum(0.9)
+    g = trainer(net, X, y, 2, opt)
+    opt.momentum = 0.5
+    with pytest.raises(ValueError, match=r"hyperparameters changed to \{'momentum': 0.5, .*make a new GraphTrainer"):
+        g.run_epoch(np.arange(5), 0.1)
+    assert opt.t == 0
 
 
 def test_bad_arguments_are_named() -> None:
@@ -348,16 +465,28 @@ GPU_CASES = [(HIDDEN_ACTIVATIONS[k % len(HIDDEN_ACTIVATIONS)], o, loss) for k, (
 GPU_DATA_SEED = 2
 
 
+# Momentum and Adam on the device: each with a cross-entropy and a squared-loss case (the rule is the same
+# flat_step for every pair; the pairs themselves are covered with SGD above).
+GPU_OPTIMIZER_CASES = [(*case, name) for name in GRAPH_OPTIMIZERS
+                       for case in [("sigmoid", "softmax", "cross-entropy"), ("tanh", "sigmoid", "squared")]]
+
+
+def gpu_run_settings(name: str) -> dict:
+    """train()'s settings of the runs on the device: 2 epochs of 126 steps (125 batches of 8, a partial 3)."""
+    return dict(epochs=2, batch_size=8, lr=GRAPH_LR.get(name, 0.05), lr_decay=0.9, seed=3)
+
+
 def test_the_gpu_cases_are_well_conditioned_in_float32() -> None:
     """A float32 run can only be held to the plain path's 1e-4 where float32 rounding cannot move it that
     far: NumPy's float32 run of each case must stay within a tenth of that of its float64 run."""
     X, y = data(1003, GPU_SIZES, GPU_DATA_SEED)
     worst = {}
-    for case in GPU_CASES:
+    for *case, name in [(*c, "sgd") for c in GPU_CASES] + GPU_OPTIMIZER_CASES:
         nets = [make_net(*case, dtype, "numpy", GPU_SIZES) for dtype in ("float32", "float64")]
         for net in nets:
-            train(net, X, y, epochs=2, batch_size=8, lr=0.05, lr_decay=0.9, seed=3)
-        worst[case] = params_diff(*nets)
+            optimizer = GRAPH_OPTIMIZERS[name]() if name in GRAPH_OPTIMIZERS else SGD()
+            train(net, X, y, optimizer=optimizer, **gpu_run_settings(name))
+        worst[(*case, name)] = params_diff(*nets)
     assert max(worst.values()) <= GPU_TOLERANCE["float32"] / 10, max(worst, key=worst.get)
 
 
@@ -368,12 +497,36 @@ def test_gpu_graph_equals_the_plain_path(activation: str, output: str, loss: str
     require("cupy")
     X, y = data(1003, GPU_SIZES, GPU_DATA_SEED)  # batches of 8: 125 full and a partial 3, 126 steps an epoch
     plain, graph, resumed = (make_net(activation, output, loss, dtype, "cupy", GPU_SIZES) for _ in range(3))
-    history = train(plain, X, y, epochs=2, batch_size=8, lr=0.05, lr_decay=0.9, seed=3)
+    history = train(plain, X, y, **gpu_run_settings("sgd"))
     losses = graph_epochs(trainer(graph, X, y, 8), range(1, 3), 0.05, 3, lr_decay=0.9)  # capture, then a replay
     assert params_diff(graph, plain) <= GPU_TOLERANCE[dtype]
     assert rel_diff(losses, [r["train_loss"] for r in history]) <= GPU_TOLERANCE[dtype]
     train(resumed, X, y, epochs=1, batch_size=8, lr=0.05, seed=3)  # resume: a new trainer, epoch 2
     graph_epochs(trainer(resumed, X, y, 8), range(2, 3), 0.05, 3, lr_decay=0.9)
+    assert params_diff(resumed, plain) <= GPU_TOLERANCE[dtype]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation,output,loss,name", GPU_OPTIMIZER_CASES)
+def test_gpu_graph_momentum_and_adam_equal_the_plain_path(activation: str, output: str, loss: str, name: str,
+                                                          dtype: str) -> None:
+    """Momentum and Adam in the graph (flat_step captured, lr and the step count read from device memory)
+    against the plain path over 252 steps, then a resume: a new trainer with a restored optimiser."""
+    require("cupy")
+    X, y = data(1003, GPU_SIZES, GPU_DATA_SEED)
+    settings = gpu_run_settings(name)
+    plain, graph, resumed = (make_net(activation, output, loss, dtype, "cupy", GPU_SIZES) for _ in range(3))
+    plain_opt, graph_opt = GRAPH_OPTIMIZERS[name](), GRAPH_OPTIMIZERS[name]()
+    history = train(plain, X, y, optimizer=plain_opt, **settings)
+    losses = graph_epochs(trainer(graph, X, y, 8, graph_opt), range(1, 3), settings["lr"], 3, lr_decay=0.9)
+    assert graph_opt.t == plain_opt.t == 2 * 126
+    assert params_diff(graph, plain) <= GPU_TOLERANCE[dtype]
+    assert rel_diff(losses, [r["train_loss"] for r in history]) <= GPU_TOLERANCE[dtype]
+    first_opt, resumed_opt = GRAPH_OPTIMIZERS[name](), GRAPH_OPTIMIZERS[name]()
+    train(resumed, X, y, optimizer=first_opt, **{**settings, "epochs": 1})
+    resumed_opt.load_state_dict(first_opt.state_dict(), resumed.params)  # as a checkpoint restores it
+    graph_epochs(trainer(resumed, X, y, 8, resumed_opt), range(2, 3), settings["lr"], 3, lr_decay=0.9)
     assert params_diff(resumed, plain) <= GPU_TOLERANCE[dtype]
 
 

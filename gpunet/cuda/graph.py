@@ -4,16 +4,21 @@ A step is a dozen launches of gemm.cu's kernels (no cuBLAS: CuPy's cuBLAS wrappe
 capture): gather the batch on the device, a forward product per layer with bias and activation fused,
 the output delta and per-row loss (cross-entropy from the logits, as in the plain path), the loss total,
 and per layer from the top the backward product with f' fused, the weight-gradient product with the SGD
-update fused, and the bias update.
+update fused, and the bias update. Momentum and Adam write the gradients instead, into flat.py's one
+buffer, and step every parameter in one launch of optim.cu's flat_step, which reads lr and the step count
+from device memory and advances the count itself.
 The whole training set, the epoch's permutation and lr live in device buffers the graph reads, so an
 epoch costs two small copies and one graph launch, with no host round trip.
 
 Every buffer is allocated in ``GraphTrainer.__init__``, before any capture, and kept in
-``GraphTrainer.buffers`` as long as the trainer (and so its graphs) lives: an array freed during capture
-would go back to CuPy's memory pool, and the replay would write into memory reused by something else.
-On the NumPy backend the same launches run gemm.py's transcriptions instead (no graph): that is what the
-CPU tests check against network.py's plain path. Equal to plain on an H100 (2026-11-27), but not in
-select.VERIFIED: see there.
+``GraphTrainer.buffers`` (and its ``flat`` parameters, gradients and optimiser state) as long as the
+trainer (and so its graphs) lives: an array freed during capture would go back to CuPy's memory pool, and
+the replay would write into memory reused by something else. ``net.params`` and the optimiser's state
+become views into the flat buffers; an entry rebound since (a restored checkpoint, a fused step's own
+buffer) is copied back in before the next replay.
+On the NumPy backend the same launches run gemm.py's transcriptions (and reference.py's flat_step) instead,
+with no graph: that is what the CPU tests check against network.py's plain path. Plain SGD was equal to
+plain on an H100 (2026-11-27); momentum and Adam have not run on a device. Not in select.VERIFIED: see there.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import numpy as np
 
 from ..activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from ..checks import check_int, check_number
-from ..optim import SGD, Optimizer
-from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
-from .gemm import GRAD_WRITE, LOSS_THREADS, SGD_DECAY, SGD_FOLDED, TILE, TRANSCRIPTIONS
+from ..optim import Optimizer
+from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, gemm, load, reference
+from .flat import FlatOptimizer, FlatParameters, checked_rule
+from .fused import RULE_CODES, elementwise_geometry, flat_step_arguments
+from .gemm import GRAD_WRITE, LOSS_THREADS, SGD_DECAY, SGD_FOLDED, TILE
 
 if TYPE_CHECKING:  # annotations only
     from ..network import Network
@@ -37,8 +44,9 @@ PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS for loss in LOSSES] + list(FUSED)
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
 ELEMENT_THREADS = 256  # gather_rows, output_delta, bias_grad: one thread per element, row or column
 SOURCE = "gemm.cu"
-# Every template instantiation GraphTrainer may load, by source file (gpunet.cuda.name_expressions'
-# convention); the shared compile test compiles exactly these.
+OPTIM_SOURCE = "optim.cu"  # flat_step, for momentum and Adam: fused.py's NAME_EXPRESSIONS has its instantiations
+# Every template instantiation of gemm.cu GraphTrainer may load (gpunet.cuda.name_expressions' convention);
+# the shared compile test compiles exactly these.
 EXPRESSIONS = [
     *(f"gather_rows<{t}>" for t in C_TYPES.values()),
     *(f"forward<{t}, {a}>" for t in C_TYPES.values() for a in sorted(ACT_CODES.values())),
@@ -49,17 +57,20 @@ EXPRESSIONS = [
       for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)),
 ]
 NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}
+# What runs each launch on the NumPy backend: the transcriptions, called with the kernels' own arguments.
+TRANSCRIPTIONS = {**gemm.TRANSCRIPTIONS, "flat_step": reference.flat_step_kernel}
 
 
 class Launch(NamedTuple):
-    """One kernel launch of a step: gemm.cu's kernel, its template parameters, geometry and arguments."""
+    """One kernel launch of a step: the kernel, its template parameters, geometry and arguments."""
 
     kernel: str  # e.g. "forward"
     dtype: str  # "float32" or "float64": the first template parameter
-    params: dict[str, int]  # the other template parameters, in order, by gemm.py's keyword names
+    params: dict[str, int]  # the other template parameters, in order, by the transcriptions' keyword names
     grid: tuple[int, ...]
     block: tuple[int, ...]
     args: tuple[Any, ...]
+    source: str = SOURCE  # the CUDA file that defines the kernel
 
     @property
     def expression(self) -> str:
@@ -93,8 +104,10 @@ class GraphTrainer:
     ``X`` and ``T`` are the whole training set (inputs and target rows) on the network's backend, in
     its dtype. ``run_epoch(order, lr)`` trains on the batches ``order[lo : lo + batch_size]`` like
     ``gpunet.train``'s plain path and returns the epoch's summed per-sample loss (each row before its
-    step) as a 0-d device array, without a host sync. Covers plain SGD (with or without weight decay),
-    every hidden activation, every (output, loss) pair and any depth; momentum and Adam raise ValueError.
+    step) as a 0-d device array, without a host sync. Covers SGD (with or without weight decay), Momentum
+    and Adam, every hidden activation, every (output, loss) pair and any depth; a subclass of an optimiser
+    (which may change its rule) raises ValueError, and so does a run after the optimiser's hyperparameters
+    changed (the graph holds them).
     """
 
     def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, batch_size: int) -> None:
@@ -106,13 +119,11 @@ class GraphTrainer:
             raise ValueError(
                 f"graph mode needs the cupy backend (numpy runs its transcription); got {net.backend.name!r}"
             )
-        if type(optimizer) is not SGD:
-            name = getattr(optimizer, "name", type(optimizer).__name__)
-            raise ValueError(
-                f"graph mode covers plain SGD only; got optimizer {name!r} "
-                "(momentum and Adam are not in graph mode yet)"
-            )
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a gpunet Optimizer; got {type(optimizer).__name__}")
+        self.rule = checked_rule(optimizer, "graph mode")
         self.net, self.optimizer = net, optimizer
+        self.hyperparameters = optimizer.hyperparameters()  # captured into the graph's launches
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.X, self.T = _check_data(net, X, T)
         self.n = self.X.shape[0]
@@ -122,14 +133,23 @@ class GraphTrainer:
                 f"graph mode covers batches and layers of up to {MAX_GRID_Y * TILE} rows; "
                 f"got batch {rows} and sizes {net.sizes}"
             )
-        self.mode = SGD_FOLDED if optimizer.folds_lr else SGD_DECAY
+        if self.rule != "sgd":  # gradients into the flat buffer, then one flat_step
+            self.mode = GRAD_WRITE
+        else:
+            self.mode = SGD_FOLDED if optimizer.folds_lr else SGD_DECAY
+        # The parameters the graph reads and writes, at addresses fixed for its life; net.params become views.
+        self.flat = FlatParameters(net.params, net.backend.xp)
+        self.flat_optimizer = FlatOptimizer(self.flat) if self.mode == GRAD_WRITE else None
         self.buffers = self._allocate(rows)
         self._graphs: dict[int, Any] = {}  # start row -> the captured graph of that epoch's steps
         self._functions: dict[str, Any] = {}
         if net.backend.name == "cupy":  # compile and fetch every kernel now: nothing may compile during capture
-            expressions = sorted({launch.expression for launch in self._step(0, rows, first=True)})
-            module = load(net.backend, SOURCE, expressions)
-            self._functions = {e: module.get_function(e) for e in expressions}
+            by_source: dict[str, set[str]] = {}
+            for launch in self._step(0, rows, first=True):
+                by_source.setdefault(launch.source, set()).add(launch.expression)
+            for source, expressions in by_source.items():
+                module = load(net.backend, source, sorted(expressions))
+                self._functions.update({e: module.get_function(e) for e in expressions})
             self._stream = net.backend.xp.cuda.Stream(non_blocking=True)
 
     def _allocate(self, rows: int) -> dict[str, Array]:
@@ -150,7 +170,7 @@ class GraphTrainer:
 
     @property
     def workspace_bytes(self) -> int:
-        """Device memory held by the buffers (the training set and parameters not counted)."""
+        """Device memory held by the buffers (the training set and the flat buffers not counted)."""
         return sum(int(a.nbytes) for a in self.buffers.values())
 
     def batches(self, start_row: int = 0) -> list[tuple[int, int]]:
@@ -166,7 +186,7 @@ class GraphTrainer:
     def _step(self, lo: int, N: int, first: bool) -> list[Launch]:
         """One step on rows order[lo : lo + N]: the plain path's Network.plain_step_unchecked, kernel by kernel."""
         net, buf, L = self.net, self.buffers, self.net.n_layers
-        P = net.params
+        P = self.flat.param_views
         hidden = ACT_CODES[net.activation]
         steps = [self._gather(self.X, lo, N, buf["X"]), self._gather(self.T, lo, N, buf["T"])]
         A = [buf["X"]] + [buf[f"A{i}"] for i in range(1, L + 1)]
@@ -180,6 +200,8 @@ class GraphTrainer:
                 steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], A[i - 1], buf[f"delta{i - 1}"], N, hidden))
             steps.append(self._weight_grad(A[i - 1], buf[f"delta{i}"], P[f"W{i}"], N))
             steps.append(self._bias_grad(buf[f"delta{i}"], P[f"b{i}"], N))
+        if self.flat_optimizer is not None:
+            steps.append(self._flat_step())
         return steps
 
     # --- one function per kernel: its geometry, with why, and its arguments ----------------------
@@ -223,9 +245,9 @@ class GraphTrainer:
     def _weight_grad(self, A_prev: Array, delta: Array, W: Array, N: int) -> Launch:
         n_prev, n_i = W.shape
         grid, block = _tile_geometry(n_prev, n_i)  # dW: (n_prev, n_i)
-        decay = self.net.dtype.type(self.optimizer.weight_decay)
-        # dW is written only in GRAD_WRITE mode, which these SGD steps do not use: W stands in for it.
-        args = (A_prev, delta, W, W, self.buffers["lr"], decay, np.int32(N), np.int32(n_prev), np.int32(n_i))
+        decay = self.net.dtype.type(self.optimizer.weight_decay if self.mode == SGD_DECAY else 0.0)
+        dW = self._gradient_of(W)
+        args = (A_prev, delta, W, dW, self.buffers["lr"], decay, np.int32(N), np.int32(n_prev), np.int32(n_i))
         return Launch("weight_grad", self.net.dtype.name, {"mode": self.mode}, grid, block, args)
 
     def _bias_grad(self, delta: Array, b: Array, N: int) -> Launch:
@@ -233,8 +255,23 @@ class GraphTrainer:
         # neighbouring addresses of each row.
         n_i = b.shape[0]
         grid, block = (_blocks(n_i, ELEMENT_THREADS),), (ELEMENT_THREADS,)
-        args = (delta, b, b, self.buffers["lr"], np.int32(N), np.int32(n_i))
+        args = (delta, b, self._gradient_of(b), self.buffers["lr"], np.int32(N), np.int32(n_i))
         return Launch("bias_grad", self.net.dtype.name, {"mode": self.mode}, grid, block, args)
+
+    def _gradient_of(self, p: Array) -> Array:
+        """Where a product writes p's gradient: its view in the flat gradient buffer in GRAD_WRITE mode; in
+        the SGD modes the kernel updates p itself and writes no gradient, so p stands in."""
+        if self.mode != GRAD_WRITE:
+            return p
+        return next(self.flat.grad_views[k] for k, view in self.flat.param_views.items() if view is p)
+
+    def _flat_step(self) -> Launch:
+        # One thread per element of the flat buffers (fused.py's elementwise geometry): lr, the step count
+        # and the state buffers are the FlatOptimizer's, read from device memory at every replay.
+        rule, *arguments = self.flat_optimizer.arguments(self.optimizer)
+        grid, block = elementwise_geometry(self.flat.params.size)
+        args = flat_step_arguments(*arguments)
+        return Launch("flat_step", self.net.dtype.name, {"rule": RULE_CODES[rule]}, grid, block, args, OPTIM_SOURCE)
 
     # --- running an epoch ------------------------------------------------------------------------
 
@@ -244,6 +281,11 @@ class GraphTrainer:
         trained (a 0-d array on the device, each row's loss before its step); no host sync."""
         check_number("lr", lr, positive=True)
         check_int("start_row", start_row, 0)
+        if self.optimizer.hyperparameters() != self.hyperparameters:
+            raise ValueError(
+                f"the optimizer's hyperparameters changed to {self.optimizer.hyperparameters()} after the graph "
+                f"was made with {self.hyperparameters}; make a new GraphTrainer"
+            )
         if start_row >= self.n:
             raise ValueError(f"start_row must be below the {self.n} training rows; got {start_row}")
         xp = self.net.backend.xp
@@ -253,6 +295,9 @@ class GraphTrainer:
             raise ValueError(
                 f"order must be a permutation of the {self.n} rows as a {xp.__name__} integer array; got {got}"
             )
+        self.flat.adopt(self.net.params)  # an entry rebound since the last epoch is copied in (no-op otherwise)
+        if self.flat_optimizer is not None:  # its state adopted, lr and the step count where the device reads them
+            self.flat_optimizer.prepare(self.optimizer, lr)
         if xp is np:
             self.buffers["order"][...] = order
             self.buffers["lr"].fill(lr)
@@ -271,7 +316,11 @@ class GraphTrainer:
                 graph.launch(self._stream)
                 loss = self.buffers["loss_total"].reshape(()).copy()
             caller.wait_event(self._stream.record())  # the caller's next work sees the trained parameters
-        self.optimizer.t += len(self.batches(start_row))
+        steps = len(self.batches(start_row))
+        if self.flat_optimizer is not None:
+            self.flat_optimizer.advance(self.optimizer, steps)  # the device's count advanced by flat_step
+        else:
+            self.optimizer.t += steps
         return loss
 
     def _capture(self, start_row: int) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..activations import ACTIVATIONS
-from .fused import delta_bias_geometry
+from .fused import RULE_CODES, delta_bias_geometry
 
 WARP = 32
 
@@ -133,6 +133,15 @@ def flat_step(rule: str, p: np.ndarray, g: np.ndarray, m: np.ndarray | None, v: 
         v[...] = T(beta2) * v + T(1.0 - beta2) * (g * g)
         p -= m / (np.sqrt(v * v_hat_scale) + T(eps)) * T(float(lr[0]) * m_hat_scale)
     step[0] = t
+
+
+def flat_step_kernel(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, size: int, n_weights: int,
+                     lr: np.ndarray, step: np.ndarray, done: np.ndarray, weight_decay: float, beta1: float,
+                     beta2: float, eps: float, *, rule: int) -> None:
+    """flat_step<T, RULE> called with the kernel's own arguments and template parameter (optim.cu's rule code),
+    as graph mode's launches hold them; m and v are p where the rule has no such state."""
+    name = {code: r for r, code in RULE_CODES.items()}[rule]
+    flat_step(name, p[:size], g[:size], m[:size], v[:size], n_weights, lr, step, weight_decay, beta1, beta2, eps)
 
 
 class NumpyKernels:

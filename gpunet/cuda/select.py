@@ -29,7 +29,8 @@ KERNELS = ("auto", "plain", "fused", "graph")
 #   at batch 64, 128 and 1024 (scripts/results/benchmark-gpu-h100.json).
 # Not yet:
 # - "graph": equal to plain, and 13-15x faster at batch 64 and 128, but 1.6x slower than fused at batch
-#   1024 (784-1024-10), and it calls on_batch once an epoch: auto needs a rule for when it wins first;
+#   1024 (784-1024-10), and it calls on_batch once an epoch: auto needs a rule for when it wins first.
+#   Its momentum and Adam (a captured flat_step) came after that run and have not run on a device;
 # - "per-sample" (the per-sample kernel of "fused"): 40 MNIST runs of 5 epochs equal to the CPU's in
 #   float64, but its speed against the plain per-sample path is not measured yet.
 VERIFIED: frozenset[str] = frozenset({"fused"})
