@@ -441,6 +441,23 @@ def test_choose_on_cupy(monkeypatch):
     assert select.choose("auto", net, SGD(), per_sample=True) == "fused"
 
 
+def test_per_sample_sgd_under_graph_runs_the_per_sample_kernel(monkeypatch):
+    """A graph of per-sample steps would hold a dozen launches per row: "graph" (asked for, or chosen by auto)
+    trains batches in graphs and per-sample SGD on the per-sample kernel of "fused"."""
+    net = _FakeCupyNet()
+    assert select.choose("graph", net, SGD(), per_sample=True) == "fused"
+    assert select.choose("graph", net, SGD()) == "graph"
+    monkeypatch.setattr(select, "VERIFIED", frozenset({"graph", "fused", "per-sample"}))
+    assert select.choose("auto", net, SGD(), per_sample=True) == "fused"
+    assert select.choose("auto", net, SGD()) == "graph"
+    monkeypatch.setattr(select, "VERIFIED", frozenset({"graph", "per-sample"}))
+    assert select.choose("auto", net, SGD(), per_sample=True) == "plain"  # the kernel is fused's: not verified
+    real = select._module
+    monkeypatch.setattr(select, "_module", lambda name: None if name == "per_sample" else real(name))
+    with pytest.raises(ValueError, match="kernels='graph' cannot train this network: gpunet/cuda/per_sample.py"):
+        select.choose("graph", net, SGD(), per_sample=True)
+
+
 class _PlanNet(_FakeCupyNet):
     def __init__(self, kernels):
         self.kernels = kernels

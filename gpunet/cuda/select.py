@@ -4,7 +4,7 @@
 - ``"fused"``: gpunet/cuda/fused.py (cuBLAS products, fused elementwise kernels, one-launch optimiser), and
   gpunet/cuda/per_sample.py for per-sample plain SGD in ``gpunet.train``;
 - ``"graph"``: gpunet/cuda/graph.py, whole epochs of ``gpunet.train`` captured in a CUDA graph (a single
-  ``train_step`` outside ``gpunet.train`` runs fused);
+  ``train_step`` outside ``gpunet.train`` runs fused, and so does per-sample plain SGD: its kernel);
 - ``"auto"``: the fastest path in :data:`VERIFIED` that can run the configuration, else plain; per-sample
   plain SGD runs on the per-sample kernel only once ``"per-sample"`` is in VERIFIED too.
 
@@ -35,6 +35,9 @@ KERNELS = ("auto", "plain", "fused", "graph")
 #   float64, but its speed against the plain per-sample path is not measured yet.
 VERIFIED: frozenset[str] = frozenset({"fused"})
 FASTEST_FIRST = ("graph", "fused")
+# Per-sample plain SGD runs on the per-sample kernel of "fused", one launch a chunk of rows, under "graph" too:
+# a graph would hold a dozen launches for each of the epoch's rows (720,000 for MNIST), each a dependent step.
+PER_SAMPLE_FIRST = ("fused",)
 
 
 def check_kernels(kernels: Any, backend: Any) -> str:
@@ -78,12 +81,14 @@ def choose(kernels: str, net: Any, optimizer: Any, per_sample: bool = False) -> 
     if kernels == "auto":
         if per_sample and "per-sample" not in VERIFIED:
             return "plain"
-        return next((p for p in FASTEST_FIRST if p in VERIFIED and why_not(p, net, optimizer, per_sample) is None),
+        candidates = PER_SAMPLE_FIRST if per_sample else FASTEST_FIRST
+        return next((p for p in candidates if p in VERIFIED and why_not(p, net, optimizer, per_sample) is None),
                     "plain")
-    reason = why_not(kernels, net, optimizer, per_sample)
+    path = "fused" if per_sample and kernels == "graph" else kernels  # see PER_SAMPLE_FIRST
+    reason = why_not(path, net, optimizer, per_sample)
     if reason is not None:
         raise ValueError(f"kernels={kernels!r} cannot train this network: {reason}")
-    return kernels
+    return path
 
 
 def step_function(net: Any, path: str) -> Callable[[Array, Array, float, Any], Array]:
