@@ -472,8 +472,9 @@ GPU_OPTIMIZER_CASES = [(*case, name) for name in GRAPH_OPTIMIZERS
 
 
 def gpu_run_settings(name: str) -> dict:
-    """train()'s settings of the runs on the device: 2 epochs of 126 steps (125 batches of 8, a partial 3)."""
-    return dict(epochs=2, batch_size=8, lr=GRAPH_LR.get(name, 0.05), lr_decay=0.9, seed=3)
+    """train()'s settings of the runs on the device: 2 epochs of 126 steps (125 batches of 8, a partial 3), on
+    the plain path (on CuPy, kernels="auto" would pick the fused one)."""
+    return dict(epochs=2, batch_size=8, lr=GRAPH_LR.get(name, 0.05), lr_decay=0.9, seed=3, kernels="plain")
 
 
 def test_the_gpu_cases_are_well_conditioned_in_float32() -> None:
@@ -501,7 +502,7 @@ def test_gpu_graph_equals_the_plain_path(activation: str, output: str, loss: str
     losses = graph_epochs(trainer(graph, X, y, 8), range(1, 3), 0.05, 3, lr_decay=0.9)  # capture, then a replay
     assert params_diff(graph, plain) <= GPU_TOLERANCE[dtype]
     assert rel_diff(losses, [r["train_loss"] for r in history]) <= GPU_TOLERANCE[dtype]
-    train(resumed, X, y, epochs=1, batch_size=8, lr=0.05, seed=3)  # resume: a new trainer, epoch 2
+    train(resumed, X, y, **{**gpu_run_settings("sgd"), "epochs": 1})  # resume: a new trainer, epoch 2
     graph_epochs(trainer(resumed, X, y, 8), range(2, 3), 0.05, 3, lr_decay=0.9)
     assert params_diff(resumed, plain) <= GPU_TOLERANCE[dtype]
 
