@@ -7,6 +7,8 @@ flat views and the optimiser state are tested here; a device run only has to con
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -492,6 +494,24 @@ def test_plan_picks_the_step_functions(monkeypatch):
         select.plan(_PlanNet("graph"), None, Adam(), None, None, 16, False)
     monkeypatch.setattr(select, "VERIFIED", frozenset({"graph"}))
     assert select.plan(_PlanNet("auto"), None, Adam(), None, None, 16, False).path == "plain"  # auto falls back
+
+
+def test_per_sample_sgd_on_a_network_the_kernel_does_not_cover_takes_the_plain_path(monkeypatch):
+    """The README's promise: a network the per-sample kernel cannot run (two hidden layers, say) trains
+    per-sample SGD on the plain path under "fused" and "graph", not a kernel that refuses it mid-run."""
+    real = select._module
+    kernel = SimpleNamespace(supports=lambda net: "the kernel covers networks with one hidden layer; this one has 2",
+                             per_sample_chunk=lambda net, *args: "kernel chunk")
+    monkeypatch.setattr(select, "_module", lambda name: kernel if name == "per_sample" else real(name))
+    for kernels in ("fused", "graph"):
+        plan = select.plan(_PlanNet(kernels), None, SGD(), None, None, 1, True)
+        assert (plan.path, plan.per_sample(), plan.graph) == ("plain", "plain per-sample", None), kernels
+    kernel.supports = lambda net: None
+    for kernels in ("fused", "graph"):
+        plan = select.plan(_PlanNet(kernels), None, SGD(), None, None, 1, True)
+        assert (plan.path, plan.per_sample(), plan.graph) == ("fused", "kernel chunk", None), kernels
+    plan = select.plan(_PlanNet("fused"), None, Adam(), None, None, 1, False)  # batches of 1 with Adam: fused steps
+    assert plan.path == "fused" and plan.per_sample() == "plain per-sample"
 
 
 def test_forced_fused_per_sample_needs_the_per_sample_kernel(monkeypatch):

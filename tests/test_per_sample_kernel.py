@@ -225,3 +225,21 @@ def test_kernel_matches_its_transcription_with_more_outputs_than_lanes(output, l
     assert got == pytest.approx(want, rel=1e-11)  # the same order; only exp/tanh and fused multiply-adds differ
     for k, v in plain.get_params().items():
         assert rel_diff(fast.get_params()[k], v) <= 1e-11, k
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernels", ["fused", "graph"])
+def test_a_network_the_kernel_does_not_cover_trains_per_sample_on_the_plain_path(kernels):
+    # Two hidden layers: supports() refuses it, so per-sample SGD in gpunet.train takes the plain path under
+    # "fused" and "graph" alike, and trains exactly as kernels="plain" does (the same operations).
+    cupy = require("cupy")
+    sizes = [16, 12, 8, 5]
+    X, T = _random_data(150, sizes)
+    params = {}
+    for k in ("plain", kernels):
+        net = _random_net(sizes, "tanh", "softmax", "cross-entropy", "float64", backend=cupy)
+        assert "one hidden layer; this one has 2" in per_sample.supports(net)
+        gpunet.train(net, X, T, epochs=2, batch_size=1, lr=LR, seed=5, kernels=k)
+        params[k] = net.get_params()
+    for key, want in params["plain"].items():
+        assert np.array_equal(params[kernels][key], want), key

@@ -8,6 +8,9 @@
 - ``"auto"``: the fastest path in :data:`VERIFIED` that can run the configuration, else plain; per-sample
   plain SGD runs on the per-sample kernel only once ``"per-sample"`` is in VERIFIED too.
 
+Per-sample plain SGD on a network the per-sample kernel does not cover (``per_sample.supports``: not one
+hidden layer, or a layer too wide for the device's shared memory) takes the plain path under every choice.
+
 Asking for "fused" or "graph" where it cannot run raises ValueError saying why.
 """
 
@@ -113,6 +116,8 @@ def plan(net: Any, kernels: str | None, optimizer: Any, X: Array, T: Array, batc
     """gpunet.train's plan; ``kernels`` None means the network's ``kernels=``. X, T: the whole training set."""
     requested = net.kernels if kernels is None else check_kernels(kernels, net.backend)
     path = choose(requested, net, optimizer, per_sample)
+    if per_sample and path != "plain" and _module("per_sample").supports(net) is not None:
+        path = "plain"  # the per-sample kernel covers one hidden layer that fits on chip: the rest take the plain path
     graph = None
     if path == "graph":
         try:
