@@ -533,21 +533,27 @@ def test_gpu_graph_momentum_and_adam_equal_the_plain_path(activation: str, outpu
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["sgd", "momentum-wd", "adam-wd"])
 @pytest.mark.parametrize("sizes,batch", [(GPU_SIZES, 16), ([150, 70, 5], 100)])
-def test_gpu_graph_equals_the_transcription(dtype: str, sizes: list[int], batch: int) -> None:
+def test_gpu_graph_equals_the_transcription(dtype: str, sizes: list[int], batch: int, name: str) -> None:
     """203 rows: batches of 16 (12 full and a partial 11), or of 100 (2 and a partial 3). The second shape
-    has products over 150, 100 and 70 terms: several of the kernels' k-slices (KTILE), the last ragged."""
+    has products over 150, 100 and 70 terms: several of the kernels' k-slices (KTILE), the last ragged.
+    Momentum and Adam add the flat buffers, lr, the step count and flat_step's block counter to what the
+    graph holds across replays."""
     require("cupy")
     X, y = data(203, sizes)
     device, host = (make_net("sigmoid", "softmax", "cross-entropy", dtype, b, sizes) for b in ("cupy", "numpy"))
-    on_device, on_host = trainer(device, X, y, batch), trainer(host, X, y, batch)
+    optimizers = [GRAPH_OPTIMIZERS[name]() if name in GRAPH_OPTIMIZERS else SGD() for _ in range(2)]
+    on_device, on_host = (trainer(net, X, y, batch, opt) for net, opt in zip((device, host), optimizers))
     xp = device.backend.xp
     losses = []
     for epoch in range(1, 4):
-        losses.append([graph_epochs(g, range(epoch, epoch + 1), 0.1, 9)[0] for g in (on_device, on_host)])
+        losses.append([graph_epochs(g, range(epoch, epoch + 1), GRAPH_LR.get(name, 0.1), 9)[0]
+                       for g in (on_device, on_host)])
         # Fill the memory pool's free blocks with NaN: a buffer freed during the capture would be handed
         # out here, and the next replay would read NaN or write into these arrays.
         junk = [xp.full(1 << k, xp.nan, dtype=dtype) for k in range(4, 20)]
         del junk
     assert params_diff(device, host) <= GPU_TOLERANCE[dtype]
     assert rel_diff(*zip(*losses)) <= GPU_TOLERANCE[dtype]
+    assert optimizers[0].t == optimizers[1].t == 3 * len(on_host.batches())
