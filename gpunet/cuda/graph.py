@@ -121,7 +121,7 @@ class GraphTrainer:
             )
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a gpunet Optimizer; got {type(optimizer).__name__}")
-        self.rule = checked_rule(optimizer, "graph mode")
+        rule = checked_rule(optimizer, "graph mode")
         self.net, self.optimizer = net, optimizer
         self.hyperparameters = optimizer.hyperparameters()  # captured into the graph's launches
         self.batch_size = check_int("batch_size", batch_size, 1)
@@ -133,7 +133,7 @@ class GraphTrainer:
                 f"graph mode covers batches and layers of up to {MAX_GRID_Y * TILE} rows; "
                 f"got batch {rows} and sizes {net.sizes}"
             )
-        if self.rule != "sgd":  # gradients into the flat buffer, then one flat_step
+        if rule != "sgd":  # gradients into the flat buffer, then one flat_step
             self.mode = GRAD_WRITE
         else:
             self.mode = SGD_FOLDED if optimizer.folds_lr else SGD_DECAY
@@ -187,6 +187,9 @@ class GraphTrainer:
         """One step on rows order[lo : lo + N]: the plain path's Network.plain_step_unchecked, kernel by kernel."""
         net, buf, L = self.net, self.buffers, self.net.n_layers
         P = self.flat.param_views
+        # Where the products write each gradient: the flat gradient buffer for flat_step; in the SGD modes
+        # the kernels update P themselves and write no gradient, so P stands in.
+        G = self.flat.grad_views if self.mode == GRAD_WRITE else P
         hidden = ACT_CODES[net.activation]
         steps = [self._gather(self.X, lo, N, buf["X"]), self._gather(self.T, lo, N, buf["T"])]
         A = [buf["X"]] + [buf[f"A{i}"] for i in range(1, L + 1)]
@@ -198,8 +201,8 @@ class GraphTrainer:
         for i in range(L, 0, -1):  # W_i feeds delta_{i-1} before its own update
             if i > 1:
                 steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], A[i - 1], buf[f"delta{i - 1}"], N, hidden))
-            steps.append(self._weight_grad(A[i - 1], buf[f"delta{i}"], P[f"W{i}"], N))
-            steps.append(self._bias_grad(buf[f"delta{i}"], P[f"b{i}"], N))
+            steps.append(self._weight_grad(A[i - 1], buf[f"delta{i}"], P[f"W{i}"], G[f"W{i}"], N))
+            steps.append(self._bias_grad(buf[f"delta{i}"], P[f"b{i}"], G[f"b{i}"], N))
         if self.flat_optimizer is not None:
             steps.append(self._flat_step())
         return steps
@@ -242,28 +245,20 @@ class GraphTrainer:
         args = (delta, W, A_prev, delta_prev, np.int32(N), np.int32(n_prev), np.int32(n_i))
         return Launch("backward", self.net.dtype.name, {"act": act}, grid, block, args)
 
-    def _weight_grad(self, A_prev: Array, delta: Array, W: Array, N: int) -> Launch:
+    def _weight_grad(self, A_prev: Array, delta: Array, W: Array, dW: Array, N: int) -> Launch:
         n_prev, n_i = W.shape
         grid, block = _tile_geometry(n_prev, n_i)  # dW: (n_prev, n_i)
         decay = self.net.dtype.type(self.optimizer.weight_decay if self.mode == SGD_DECAY else 0.0)
-        dW = self._gradient_of(W)
         args = (A_prev, delta, W, dW, self.buffers["lr"], decay, np.int32(N), np.int32(n_prev), np.int32(n_i))
         return Launch("weight_grad", self.net.dtype.name, {"mode": self.mode}, grid, block, args)
 
-    def _bias_grad(self, delta: Array, b: Array, N: int) -> Launch:
+    def _bias_grad(self, delta: Array, b: Array, db: Array, N: int) -> Launch:
         # One thread per column: each sums its column down the N rows, and neighbouring threads read
         # neighbouring addresses of each row.
         n_i = b.shape[0]
         grid, block = (_blocks(n_i, ELEMENT_THREADS),), (ELEMENT_THREADS,)
-        args = (delta, b, self._gradient_of(b), self.buffers["lr"], np.int32(N), np.int32(n_i))
+        args = (delta, b, db, self.buffers["lr"], np.int32(N), np.int32(n_i))
         return Launch("bias_grad", self.net.dtype.name, {"mode": self.mode}, grid, block, args)
-
-    def _gradient_of(self, p: Array) -> Array:
-        """Where a product writes p's gradient: its view in the flat gradient buffer in GRAD_WRITE mode; in
-        the SGD modes the kernel updates p itself and writes no gradient, so p stands in."""
-        if self.mode != GRAD_WRITE:
-            return p
-        return next(self.flat.grad_views[k] for k, view in self.flat.param_views.items() if view is p)
 
     def _flat_step(self) -> Launch:
         # One thread per element of the flat buffers (fused.py's elementwise geometry): lr, the step count

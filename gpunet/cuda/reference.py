@@ -18,6 +18,7 @@ from ..activations import ACTIVATIONS
 from .fused import RULE_CODES, delta_bias_geometry
 
 WARP = 32
+RULE_NAMES = {code: name for name, code in RULE_CODES.items()}  # optim.cu's rule codes -> "sgd", "momentum", "adam"
 
 
 def bias_act(Z: np.ndarray, b: np.ndarray, act: str) -> None:
@@ -140,8 +141,8 @@ def flat_step_kernel(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray,
                      beta2: float, eps: float, *, rule: int) -> None:
     """flat_step<T, RULE> called with the kernel's own arguments and template parameter (optim.cu's rule code),
     as graph mode's launches hold them; m and v are p where the rule has no such state."""
-    name = {code: r for r, code in RULE_CODES.items()}[rule]
-    flat_step(name, p[:size], g[:size], m[:size], v[:size], n_weights, lr, step, weight_decay, beta1, beta2, eps)
+    flat_step(RULE_NAMES[rule], p[:size], g[:size], m[:size], v[:size], n_weights, lr, step, weight_decay, beta1,
+              beta2, eps)
 
 
 class NumpyKernels:
