@@ -25,6 +25,7 @@ from gpunet.files import write_json
 from gpunet.machine import machine
 from gpunet.sweep import run_config, run_sweep, without_timing
 
+
 def timed(configs: list[TrainConfig], path: Path, workers: int | None) -> tuple[float, list[dict]]:
     start = time.perf_counter()
     rows = run_sweep(configs, path, workers=workers)

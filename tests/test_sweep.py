@@ -128,7 +128,6 @@ def test_run_sweep_appends_rows_skips_the_ones_done_and_loads_shared_data_once(t
     assert loaded == [0, 1]
 
 
-
 def test_without_timing_keeps_the_numbers_and_drops_the_clock_at_every_depth(tmp_path):
     from gpunet.sweep import run_sweep, without_timing
 
@@ -141,6 +140,7 @@ def test_without_timing_keeps_the_numbers_and_drops_the_clock_at_every_depth(tmp
     assert [set(epoch) & {"seconds", "samples_per_s"} for epoch in kept["history"]] == [set(), set()]
     assert kept["history"][1]["test_accuracy"] == first["history"][1]["test_accuracy"]
     assert kept["config"] == first["config"] and kept["key"] == first["key"]
+
 
 TINY = 'name = "tiny"\n[base]\nhidden = [16]\nepochs = 2\nbackend = "numpy"\n[grid]\nseed = [0, 1]\n'
 
