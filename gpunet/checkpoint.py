@@ -134,7 +134,7 @@ def _load(z: zipfile.ZipFile, path: Path, backend: str | Backend | None) -> tupl
     free = available_host_bytes()
     if free is not None and total > free:
         raise DeviceMemoryError(f"out of memory: the checkpoint {path} holds {total / GiB:,.1f} GiB of arrays "
-                            f"and {free / GiB:,.1f} GiB is free")
+                                f"and {free / GiB:,.1f} GiB is free")
 
     net = Network(backend=backend, **network)  # checks the names and values, and that the network fits
     net.set_params({k[6:]: _read(z, members[k]) for k in wanted if k.startswith("param/")})

@@ -341,7 +341,7 @@ COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], Non
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="gpunet", description="A fully connected neural network on NumPy or CuPy.",
-                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"gpunet {__version__}")
     parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)

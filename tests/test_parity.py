@@ -77,7 +77,7 @@ def test_training_trajectory(candidate, config, optimizer):
     want = _trajectory(config, optimizer, ref_backend, ref_dtype)
     assert want["losses"][-1] < want["losses"][0]  # the trajectory really trains
     assert_close({"losses": got["losses"], "params": got["params"]},
-                  {"losses": want["losses"], "params": want["params"]}, TOLERANCE[dtype])
+                 {"losses": want["losses"], "params": want["params"]}, TOLERANCE[dtype])
     np.testing.assert_array_equal(got["predict"], want["predict"])
 
 
