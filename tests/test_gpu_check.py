@@ -12,9 +12,9 @@ import pytest
 
 from gpunet.backend import cupy_unavailable_reason
 
-from conftest import load_script
+from conftest import SCRIPTS, load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+SCRIPT = SCRIPTS / "gpu_check.py"
 needs_no_gpu = pytest.mark.skipif(cupy_unavailable_reason() is None, reason="a GPU is usable here: no dry run")
 
 

@@ -7,7 +7,6 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,9 +14,7 @@ from gpunet.cli import main
 from gpunet.config import TrainConfig
 from gpunet.sweep import load_grid
 
-from conftest import Terminal
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from conftest import SCRIPTS, Terminal
 
 
 def test_grid_expands_base_grid_and_runs(tmp_path):
