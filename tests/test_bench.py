@@ -142,7 +142,6 @@ def test_gpu_targets_are_met_not_met_or_not_measured():
     assert [t["status"] for t in after[4:]] == ["not met"] * 3  # 0.4 s > 0.3 s, 15x < 20x, 3.75x < 5x
 
 
-
 def _peer_against_gpunet(make, batch: int) -> None:
     """One run of a peer contender's builder trains the same network, rows and order as gpunet.train."""
     from gpunet import bench
