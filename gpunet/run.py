@@ -282,6 +282,11 @@ class Run:
 
     # --- the folder ------------------------------------------------------------------------
 
+    @property
+    def _preprocessing(self) -> dict[str, Any]:
+        """How the pixels and targets were made, as config.json and every checkpoint record it."""
+        return preprocessing(self.config.pixels, self.config.output, self.config.loss)
+
     def open(self) -> Run:
         """Take the folder for this process (creating it), or raise RunFolderError having changed nothing."""
         if self._folder is not None:
@@ -312,7 +317,7 @@ class Run:
         self.open()
         if self._folder is not None:
             document = {**self.config.to_dict(), "network": self.net.config(),
-                        "preprocessing": preprocessing(self.config.pixels, self.config.output, self.config.loss)}
+                        "preprocessing": self._preprocessing}
             self._folder.start(document, self.last_record, self.source)
         c = self.config
         try:
@@ -358,7 +363,7 @@ class Run:
         save_checkpoint(self.folder / name, self.net, self.optimizer, {
             "epoch": record["epoch"] if record else 0, "record": record, "position": position,
             "train_config": self.config.to_dict(),
-            "preprocessing": preprocessing(self.config.pixels, self.config.output, self.config.loss),
+            "preprocessing": self._preprocessing,
             "early_stopping": self.stopping.state() if self.stopping is not None else None,
         })
 
