@@ -17,9 +17,7 @@ and exits with status 1. scripts/gpu_check.py runs it.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -44,7 +42,8 @@ def profile_case(backend: Any, sizes: tuple[int, int, int], batch: int, repeats:
     T = backend.to_device(net.targets_from_labels(rng.integers(0, sizes[2], ROWS)), net.dtype)
     trainer = GraphTrainer(net, gpunet.SGD(), X, T, batch)
     order = backend.to_device(rng.permutation(ROWS))
-    trainer.run_epoch(order, LR)  # the capture
+    # An epoch: the first call captures its graph (and replays it), then 3 rounds of one replay each.
+    epoch_seconds = per_call_us(backend, lambda: trainer.run_epoch(order, LR), 1)[0] * 1e-6
     trainer.buffers["order"][...] = order  # what the step's gathers read
     trainer.buffers["lr"].fill(LR)
     launches = []
@@ -52,14 +51,7 @@ def profile_case(backend: Any, sizes: tuple[int, int, int], batch: int, repeats:
         function = trainer._functions[launch.expression]
         us = per_call_us(backend, lambda: function(launch.grid, launch.block, launch.args), repeats)[0]
         launches.append((launch.expression, launch.grid, us))
-    seconds = []
-    for _ in range(3):
-        backend.synchronize()
-        start = time.perf_counter()
-        trainer.run_epoch(order, LR)
-        backend.synchronize()
-        seconds.append(time.perf_counter() - start)
-    return case_record(sizes, batch, launches, statistics.median(seconds), len(trainer.batches()))
+    return case_record(sizes, batch, launches, epoch_seconds, len(trainer.batches()))
 
 
 def case_record(sizes: tuple[int, int, int], batch: int, launches: list[tuple[str, tuple[int, ...], float]],
