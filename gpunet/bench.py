@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import inspect
 import json
 import os
 import statistics
@@ -95,17 +94,13 @@ def _targets(labels: np.ndarray, n_out: int, dtype: Any) -> np.ndarray:
     return T
 
 
-def _has_kernels_option() -> bool:
-    return "kernels" in inspect.signature(train).parameters
-
-
 def _gpunet(backend_name: str, kernels: str | None = None) -> Callable[[Case, np.ndarray, np.ndarray, dict], Run]:
-    """gpunet.train for one epoch; on CuPy with ``kernels`` forced where train() takes it."""
+    """gpunet.train for one epoch; on CuPy with ``kernels`` forced when given."""
     def make(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
         net = Network(list(case.sizes), "sigmoid", "sigmoid", "squared", backend=backend_name, dtype=case.dtype)
         net.set_params(params)
         Xd, yd = net.backend.to_device(X, net.dtype), labels
-        options = {"kernels": kernels} if kernels and _has_kernels_option() else {}
+        options = {"kernels": kernels} if kernels else {}
         on_gpu = backend_name == "cupy"
 
         def run() -> float | None:
@@ -338,17 +333,13 @@ CONTENDERS: dict[str, tuple[Callable[..., Run], Callable[[], str | None]]] = {
 }
 # The GPU benchmark's own contenders (run_gpu_benchmark); gpunet-numpy and the three above with cuda/cupy too.
 GPU_CONTENDERS: dict[str, tuple[Callable[..., Run], Callable[[], str | None]]] = {
-    "gpunet-cupy-fused": (_gpunet("cupy", "fused"), lambda: cupy_unavailable_reason() or _no_kernels()),
-    "gpunet-cupy-graph": (_gpunet("cupy", "graph"), lambda: cupy_unavailable_reason() or _no_kernels()),
-    "gpunet-cupy-kernel": (_gpunet("cupy", "fused"), lambda: cupy_unavailable_reason() or _no_kernels()),
+    "gpunet-cupy-fused": (_gpunet("cupy", "fused"), lambda: cupy_unavailable_reason()),
+    "gpunet-cupy-graph": (_gpunet("cupy", "graph"), lambda: cupy_unavailable_reason()),
+    "gpunet-cupy-kernel": (_gpunet("cupy", "fused"), lambda: cupy_unavailable_reason()),
     "torch-compile": (_torch_compile, lambda: _missing("torch") or _no_torch_cuda()),
     "jax-jit": (_jax(False), lambda: _missing("jax") or _no_jax_gpu()),
     "jax-scan": (_jax(True), lambda: _missing("jax") or _no_jax_gpu()),
 }
-
-
-def _no_kernels() -> str | None:
-    return None if _has_kernels_option() else "this gpunet's train() has no kernels= option"
 
 
 def _no_jax_gpu() -> str | None:
