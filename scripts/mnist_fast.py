@@ -7,13 +7,14 @@ weights, Adam (lr 2e-3, halved every epoch), batch 256, 6 epochs, float32,
 pixels scaled to [0, 1]. (Accuracy on this configuration was measured on a CPU:
 784-1024-10 reached 98.07% after 8 epochs, 784-2048-10 98.27% after 6. The
 wider layer costs little on a GPU, where small steps are bound by launches
-rather than products: on an H100, 98.29% after 0.50 s of training, 2026-11-27.) On CuPy it asks for
-the fastest kernels this gpunet offers (graph, then fused; the plain path where train() has no ``kernels``
-option or refuses the configuration). A short warm-up run first compiles the
-kernels, so the timed run measures training, not compilation. "training
-seconds" is the sum of the epochs' own synchronised times (gpunet.train's
-history: the data upload and the test evaluations fall outside it); the wall
-time of the whole train() call is printed beside it.
+rather than products: on an H100, 98.29% after 0.50 s of training, 2026-11-27.)
+On CuPy it asks for the fastest kernels gpunet offers (select.FASTEST_FIRST:
+graph, then fused; the plain path where train() refuses the configuration under
+both). A short warm-up run first compiles the kernels, so the timed run
+measures training, not compilation. "training seconds" is the sum of the
+epochs' own synchronised times (gpunet.train's history: the data upload and
+the test evaluations fall outside it); the wall time of the whole train() call
+is printed beside it.
 """
 
 from __future__ import annotations
