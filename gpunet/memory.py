@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .cuda.flat import Packed, empty_packed
 from .initializers import init_params
 
 GiB = float(1 << 30)
@@ -45,8 +46,9 @@ def parameter_count(sizes: list[int]) -> int:
     return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
 
 
-def build_params(sizes: list[int], init: str, seed: int, backend: Any, dtype: np.dtype) -> dict[str, Any]:
-    """init_params moved to ``backend`` in ``dtype``, after checking that they fit.
+def build_params(sizes: list[int], init: str, seed: int, backend: Any, dtype: np.dtype) -> Packed:
+    """init_params moved to ``backend`` in ``dtype``, after checking that they fit: one flat buffer
+    (gpunet/cuda/flat.py's layout, which the CUDA fast paths step in place) and each parameter a view into it.
 
     The host holds every parameter in float64 while they are drawn (and, on NumPy,
     their copies in ``dtype``); a network that cannot fit gets DeviceMemoryError
@@ -61,7 +63,11 @@ def build_params(sizes: list[int], init: str, seed: int, backend: Any, dtype: np
             f"{host / GiB:,.1f} GiB of host memory and {free / GiB:,.1f} GiB is free; reduce hidden="
         )
     try:
-        return {k: backend.to_device(v, dtype) for k, v in init_params(sizes, init, seed).items()}
+        host_params = init_params(sizes, init, seed)
+        packed = empty_packed({k: v.shape for k, v in host_params.items()}, dtype, backend.xp)
+        for k, v in host_params.items():  # one tensor at a time on the device besides the buffer
+            packed.views[k][...] = backend.to_device(v, dtype)
+        return packed
     except backend.out_of_memory_errors as exc:
         backend.free_memory()
         raise DeviceMemoryError(

@@ -22,6 +22,7 @@ from .activations import (
 from .initializers import INITS, init_name
 from .memory import build_params
 from .optim import SGD, Optimizer
+from .cuda.flat import pack
 from .cuda.select import check_kernels, choose, step_function
 
 Array = Any
@@ -66,7 +67,10 @@ class Network:
         self.dtype = np.dtype(_dtype_name(dtype))
         self.kernels = check_kernels(kernels, self.backend)  # "auto", "plain", "fused", "graph": gpunet/cuda/select.py
         # checked against free memory first: a network too big fails with DeviceMemoryError, not a traceback
-        self.params: dict[str, Array] = build_params(self.sizes, init, self.seed, self.backend, self.dtype)
+        # The parameters live in one flat buffer (gpunet/cuda/flat.py) that the CUDA fast paths step in place:
+        # net.params[k] is the same array object for the network's life, whichever path trains it.
+        self.packed = build_params(self.sizes, init, self.seed, self.backend, self.dtype)
+        self.params: dict[str, Array] = dict(self.packed.views)
         self._sgd = SGD()
         self._buffers: dict[Any, Array] = {}  # train_step's activations and gradients, reused step to step
 
@@ -80,6 +84,17 @@ class Network:
             "sizes": list(self.sizes), "activation": self.activation, "output": self.output,
             "loss": self.loss_name, "init": self.init, "seed": self.seed, "dtype": self.dtype.name,
         }
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the flat buffer: pickle copies each view apart from it, so unpickling packs again."""
+        state = self.__dict__.copy()
+        del state["packed"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.packed = pack(self.params, self.backend.xp)
+        self.params = dict(self.packed.views)
 
     def __repr__(self) -> str:
         return (

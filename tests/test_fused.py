@@ -7,6 +7,7 @@ flat views and the optimiser state are tested here; a device run only has to con
 
 from __future__ import annotations
 
+import pickle
 from types import SimpleNamespace
 
 import numpy as np
@@ -249,7 +250,10 @@ def _compare(activation, output, loss, optimizer, dtype, sizes=(6, 9, 7, 4), epo
     plain_opt, fused_opt = OPTIMIZERS[optimizer](), OPTIMIZERS[optimizer]()
     lr = 0.01 if optimizer == "adam" else 0.2
     expected = _run(plain_net, plain_opt, X, T, plain_net.plain_step_unchecked, epochs, batch, lr)
+    arrays = dict(fused_net.params)
     got = _run(fused_net, fused_opt, X, T, FusedStep(fused_net, reference.NumpyKernels()), epochs, batch, lr)
+    # stepped in place: the network's own arrays, never rebound (a caller holding net.params["W1"] sees the steps)
+    assert all(fused_net.params[k] is a for k, a in arrays.items())
     tol = TOLERANCE[dtype]
     assert rel_diff(got, expected) <= tol
     for k, p in plain_net.get_params().items():
@@ -360,6 +364,18 @@ def test_flat_views_share_memory_and_net_params_stay_usable():
     net.params["W1"] = np.zeros((5, 4))  # someone rebinds an entry: the next adopt copies it in
     flat.adopt(net.params)
     assert net.params["W1"] is flat.param_views["W1"] and not flat.param_views["W1"].any()
+
+
+def test_an_unpickled_network_is_stepped_in_its_own_flat_buffer():
+    # pickle copies each view apart from the buffer; unpickling packs again, so a fast path never rebinds
+    net = pickle.loads(pickle.dumps(gpunet.Network([5, 4, 3], backend="numpy", dtype="float64", seed=1)))
+    arrays, before = dict(net.params), net.get_params()
+    step = FusedStep(net, reference.NumpyKernels())
+    X, T = _data(8, 5, 3, one_hot=True)
+    _run(net, Adam(), X, T, step, 2, 4, 0.01)
+    for k, a in arrays.items():
+        assert net.params[k] is a and np.shares_memory(a, step.flat.params)
+        assert not np.array_equal(a, before[k]), k
 
 
 def test_workspace_shapes():

@@ -162,8 +162,9 @@ def test_epochs_equal_the_plain_path(activation: str, output: str, loss: str, dt
     X, y = data(11)  # batches of 4: 4, 4 and a partial 3
     plain, graph = make_net(activation, output, loss, dtype), make_net(activation, output, loss, dtype)
     history = train(plain, X, y, epochs=2, batch_size=4, lr=0.3, lr_decay=0.5, seed=5)
-    opt = SGD()
+    opt, arrays = SGD(), dict(graph.params)
     losses = graph_epochs(trainer(graph, X, y, 4, opt), range(1, 3), 0.3, 5, lr_decay=0.5)
+    assert all(graph.params[k] is a for k, a in arrays.items())  # the network's own arrays, stepped in place
     assert params_diff(graph, plain) < TOLERANCE[dtype]
     assert rel_diff(losses, [r["train_loss"] for r in history]) < TOLERANCE[dtype]
     assert opt.t == 6
@@ -327,7 +328,9 @@ def test_momentum_and_adam_epochs_equal_the_plain_path(name: str, dtype: str) ->
     lr = GRAPH_LR[name]
     plain_opt, graph_opt = GRAPH_OPTIMIZERS[name](), GRAPH_OPTIMIZERS[name]()
     history = train(plain, X, y, epochs=3, batch_size=4, lr=lr, lr_decay=0.8, seed=5, optimizer=plain_opt)
+    arrays = dict(graph.params)
     losses = graph_epochs(trainer(graph, X, y, 4, graph_opt), range(1, 4), lr, 5, lr_decay=0.8)
+    assert all(graph.params[k] is a for k, a in arrays.items())  # the network's own arrays, stepped in place
     assert graph_opt.t == plain_opt.t == 9
     assert params_diff(graph, plain) < TOLERANCE[dtype]
     assert rel_diff(losses, [r["train_loss"] for r in history]) < TOLERANCE[dtype]

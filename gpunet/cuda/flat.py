@@ -1,9 +1,12 @@
 """One flat buffer for a network's parameters, one for their gradients and one per optimiser state, and optim.cu's
 one-launch optimiser step over them.
 
-The network's ``params[k]`` become views into the flat buffer (and the
-optimiser's ``state[k]`` views into theirs), so everything that reads or writes
-them in place — ``set_params``, checkpoints, the plain path — keeps working.
+A network keeps its parameters in such a buffer from construction (:func:`pack`,
+called by ``memory.build_params``): each ``net.params[k]`` is a view into it, the
+same array object for the network's life, and a fast path steps that buffer
+itself. The optimiser's ``state[k]`` become views into flat buffers of their own,
+so everything that reads or writes them in place — ``set_params``, checkpoints,
+the plain path — keeps working.
 Weights come first, biases after them, so weight decay applies to one prefix of
 the buffer. lr and the step count live in device memory: the kernel reads them,
 so a captured CUDA graph replays with the current values.
@@ -12,7 +15,7 @@ so a captured CUDA graph replays with the current values.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -55,21 +58,52 @@ def views(flat: Array, lay: Layout) -> dict[str, Array]:
             for k, o in lay.offsets.items()}
 
 
+class Packed(NamedTuple):
+    """A network's parameters in one flat buffer: ``buffer`` (1-D, laid out by :func:`layout`) and ``views``,
+    each parameter as a view into it, in the parameters' own order."""
+
+    buffer: Array
+    views: dict[str, Array]
+
+
+def empty_packed(shapes: dict[str, tuple[int, ...]], dtype: Any, xp: Any) -> Packed:
+    """A zeroed flat buffer for tensors of ``shapes`` on ``xp``, and its views in the order of ``shapes``."""
+    lay = layout(shapes)
+    buffer = xp.zeros(lay.size, dtype=dtype)
+    by_offset = views(buffer, lay)
+    return Packed(buffer, {k: by_offset[k] for k in shapes})
+
+
+def pack(params: dict[str, Array], xp: Any) -> Packed:
+    """``params`` copied into a new flat buffer on ``xp`` (in their dtype), and its views."""
+    first = next(iter(params.values()))
+    packed = empty_packed({k: p.shape for k, p in params.items()}, first.dtype, xp)
+    for k, p in params.items():
+        packed.views[k][...] = p
+    return packed
+
+
 def rule_of(optimizer: Optimizer) -> str | None:
     """optim.cu's rule for ``optimizer``, or None when the flat kernel does not implement it."""
     return RULES.get(type(optimizer))
 
 
 class FlatParameters:
-    """The flat parameter and gradient buffers of one network on its array module ``xp``."""
+    """The flat parameter and gradient buffers of one network on its array module ``xp``.
 
-    def __init__(self, params: dict[str, Array], xp: Any) -> None:
+    ``home`` is the network's own :class:`Packed` buffer (``net.packed``): the parameters stay there and keep
+    their array objects. Without one (a bare dict of arrays), a new buffer is made and the entries of
+    ``params`` are rebound to views into it."""
+
+    def __init__(self, params: dict[str, Array], xp: Any, home: Packed | None = None) -> None:
         first = next(iter(params.values()))
         self.xp, self.dtype = xp, first.dtype
         self.layout = layout({k: p.shape for k, p in params.items()})
-        self.params = xp.zeros(self.layout.size, dtype=self.dtype)
+        if home is None:
+            home = empty_packed({k: p.shape for k, p in params.items()}, self.dtype, xp)
+        self.params = home.buffer
         self.grads = xp.zeros(self.layout.size, dtype=self.dtype)
-        self.param_views = views(self.params, self.layout)
+        self.param_views = home.views
         self.grad_views = views(self.grads, self.layout)
         self.state: dict[str, Array] = {}  # "buf", "m", "v" -> a flat buffer, made when an optimiser first needs it
         self.state_views: dict[str, dict[str, Array]] = {}

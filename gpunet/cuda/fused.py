@@ -127,7 +127,7 @@ class FusedStep:
         if not folds:
             checked_rule(optimizer, "kernels='fused'")
             if self.flat is None:
-                self.flat = FlatParameters(net.params, xp)
+                self.flat = FlatParameters(net.params, xp, net.packed)
                 self.optimizer = FlatOptimizer(self.flat, k)
             self.flat.adopt(net.params)
         P, work = net.params, self.workspace(n)

@@ -13,9 +13,9 @@ epoch costs two small copies and one graph launch, with no host round trip.
 Every buffer is allocated in ``GraphTrainer.__init__``, before any capture, and kept in
 ``GraphTrainer.buffers`` (and its ``flat`` parameters, gradients and optimiser state) as long as the
 trainer (and so its graphs) lives: an array freed during capture would go back to CuPy's memory pool, and
-the replay would write into memory reused by something else. ``net.params`` and the optimiser's state
-become views into the flat buffers; an entry rebound since (a restored checkpoint, a fused step's own
-buffer) is copied back in before the next replay.
+the replay would write into memory reused by something else. ``net.params`` are views into the network's own flat
+buffer (``net.packed``) from its construction, and the optimiser's state becomes views into flat buffers; an
+entry rebound since (a user's assignment, a restored optimiser state) is copied back in before the next replay.
 On the NumPy backend the same launches run gemm.py's transcriptions (and reference.py's flat_step) instead,
 with no graph: that is what the CPU tests check against network.py's plain path. Plain SGD was equal to
 plain on an H100 (2026-11-27); momentum and Adam have not run on a device. Not in select.VERIFIED: see there.
@@ -137,8 +137,8 @@ class GraphTrainer:
             self.mode = GRAD_WRITE
         else:
             self.mode = SGD_FOLDED if optimizer.folds_lr else SGD_DECAY
-        # The parameters the graph reads and writes, at addresses fixed for its life; net.params become views.
-        self.flat = FlatParameters(net.params, net.backend.xp)
+        # The parameters the graph reads and writes: the network's own flat buffer, at addresses fixed for its life.
+        self.flat = FlatParameters(net.params, net.backend.xp, net.packed)
         self.flat_optimizer = FlatOptimizer(self.flat) if self.mode == GRAD_WRITE else None
         self.buffers = self._allocate(rows)
         self._graphs: dict[int, Any] = {}  # start row -> the captured graph of that epoch's steps
