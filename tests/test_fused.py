@@ -409,13 +409,14 @@ def test_name_expression_table_covers_every_configuration():
 # --- selection ------------------------------------------------------------------------------------
 
 def test_auto_takes_the_paths_a_device_run_verified():
-    """The H100 run of 2026-11-27 verified "fused" for batches; graph mode and the per-sample kernel wait."""
-    assert select.VERIFIED == frozenset({"fused"})
+    """The H100 runs of 2026-11-27 verified "fused" for batches and the per-sample kernel; graph mode waits."""
+    assert select.VERIFIED == frozenset({"fused", "per-sample"})
     net = gpunet.Network([4, 3, 2], backend="numpy")
     assert net.kernels == "auto" and select.choose("auto", net, SGD()) == "plain"  # NumPy: plain, always
     cupy_net = _FakeCupyNet()
     assert [select.choose("auto", cupy_net, opt) for opt in (SGD(), Momentum(), Adam())] == ["fused"] * 3
-    assert select.choose("auto", cupy_net, SGD(), per_sample=True) == "plain"
+    assert select.choose("auto", cupy_net, SGD(), per_sample=True) == "fused"  # the per-sample kernel
+    assert select.choose("plain", cupy_net, SGD(), per_sample=True) == "plain"
     assert select.choose("fused", cupy_net, SGD(), per_sample=True) == "fused"  # asked for: the kernel runs
 
 

@@ -26,17 +26,18 @@ from .flat import rule_of
 Array = Any
 KERNELS = ("auto", "plain", "fused", "graph")
 # The fast paths a run on a device has shown equal to the plain path (the gpu tests) and faster; add one here
-# only with that evidence. The H100 run of 2026-11-27 (scripts/results/gpu-check-h100.json):
+# only with that evidence. The H100 runs of 2026-11-27 (scripts/results/gpu-check-h100*.json):
 # - "fused": its gpu tests passed (the one float32 miss, 1.03e-4 against 1e-4, was a setup whose float32
 #   trajectory turns on rounding; see tests/test_fused.py), and an epoch ran 2.2-2.5x faster than plain
 #   at batch 64, 128 and 1024 (scripts/results/benchmark-gpu-h100.json).
+# - "per-sample" (the per-sample kernel of "fused"): its gpu tests passed, MNIST runs included; 40 MNIST runs
+#   of 5 epochs in float64 equal to the CPU's, and the same bit for bit in a second run; and 38-66x the plain
+#   per-sample path on CuPy (an epoch of 784-100-10 in 0.63 s against 41.8 s; benchmark-gpu-h100-run2.json).
 # Not yet:
 # - "graph": equal to plain, and 13-15x faster at batch 64 and 128, but 1.6x slower than fused at batch
 #   1024 (784-1024-10), and it calls on_batch once an epoch: auto needs a rule for when it wins first.
-#   Its momentum and Adam (a captured flat_step) came after that run and have not run on a device;
-# - "per-sample" (the per-sample kernel of "fused"): 40 MNIST runs of 5 epochs equal to the CPU's in
-#   float64, but its speed against the plain per-sample path is not measured yet.
-VERIFIED: frozenset[str] = frozenset({"fused"})
+#   Its momentum and Adam (a captured flat_step) passed their gpu tests in the second run, unbenchmarked.
+VERIFIED: frozenset[str] = frozenset({"fused", "per-sample"})
 FASTEST_FIRST = ("graph", "fused")
 # Per-sample plain SGD runs on the per-sample kernel of "fused", one launch a chunk of rows, under "graph" too:
 # a graph would hold a dozen launches for each of the epoch's rows (720,000 for MNIST), each a dependent step.
