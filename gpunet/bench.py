@@ -605,7 +605,10 @@ def format_results(results: dict[str, Any]) -> str:
 # --- the GPU benchmark (issues 12 and 13) ---------------------------------------------------
 
 EPOCH_ROWS = 60_000  # one MNIST epoch
-SLOW_ROWS = 3000  # per-sample rows for the contenders that take a few seconds an epoch (the estimate scales)
+# Per-sample rows for the contenders that take a second or more for them (the estimate scales): on the H100
+# of 2026-11-27, 3,000 rows cost the plain CuPy path 2 s and PyTorch 4 s a run, and the four per-sample cases
+# filled gpu_check's 185 s benchmark stage on their own; 1,000 leave the batch cases time.
+SLOW_ROWS = 1000
 GPU_SETTLE_S = 0.05  # the GPU machine has 16 cores: idle BLAS threads do not take the GPU contenders' core
 BATCH_CONTENDERS = ("gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "torch-cuda", "torch-cuda-graph",
                     "torch-compile", "jax-jit", "jax-scan", "gpunet-numpy")

@@ -82,7 +82,7 @@ def test_gpu_benchmark_json_shape(tmp_path):
         assert list(contenders) == expected
         assert contenders.get("torch-compile", {"skipped": "not run with --quick"})["skipped"].startswith(
             "not run with --quick")
-        assert case["rows"] == 300 and contenders["gpunet-numpy"]["rows"] == (30 if case["batch"] == 1 else 75)
+        assert case["rows"] == 300 and contenders["gpunet-numpy"]["rows"] == (10 if case["batch"] == 1 else 75)
         for name, r in contenders.items():
             if "skipped" in r:
                 assert r["skipped"] and name != "gpunet-numpy" and f"{name:<20} skipped: {r['skipped']}" in out.stdout
