@@ -114,7 +114,7 @@ def train(
         raise ValueError(f"start_row must be below the {n} training rows; got {start_row}")
     per_sample = batch_size == 1 and opt.folds_lr  # plain SGD: the per-sample fast path applies
     chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
-    plan = select.plan(net, kernels, opt, X, T, batch_size, per_sample)  # which kernels train (one place decides)
+    plan = select.plan(net, kernels, opt, X, T, chunk, per_sample)  # which kernels train (one place decides)
     widest = chunk * max(a * b for a, b in zip(net.sizes, net.sizes[1:]))  # multiply-adds of one product
     xp = backend.xp
     try:

@@ -460,15 +460,18 @@ def test_choose_on_cupy(monkeypatch):
     assert select.choose("auto", net, SGD(), per_sample=True) == "fused"
 
 
-def test_per_sample_sgd_under_graph_runs_the_per_sample_kernel(monkeypatch):
-    """A graph of per-sample steps would hold a dozen launches per row: "graph" (asked for, or chosen by auto)
-    trains batches in graphs and per-sample SGD on the per-sample kernel of "fused"."""
+def test_auto_takes_per_sample_epochs_only_once_verified_apart_from_batch_graphs(monkeypatch):
+    """"graph" trains batches in CUDA graphs and per-sample SGD in PerSampleEpochs: auto needs a device run's
+    word for each ("graph" and "per-sample-epochs"), and the per-sample kernel of "fused" for "fused" too."""
     net = _FakeCupyNet()
-    assert select.choose("graph", net, SGD(), per_sample=True) == "fused"
+    assert select.choose("graph", net, SGD(), per_sample=True) == "graph"  # asked for: PerSampleEpochs
     assert select.choose("graph", net, SGD()) == "graph"
     monkeypatch.setattr(select, "VERIFIED", frozenset({"graph", "fused", "per-sample"}))
     assert select.choose("auto", net, SGD(), per_sample=True) == "fused"
     assert select.choose("auto", net, SGD()) == "graph"
+    monkeypatch.setattr(select, "VERIFIED", frozenset({"fused", "per-sample", "per-sample-epochs"}))
+    assert select.choose("auto", net, SGD(), per_sample=True) == "graph"
+    assert select.choose("auto", net, SGD()) == "fused"
     monkeypatch.setattr(select, "VERIFIED", frozenset({"graph", "per-sample"}))
     assert select.choose("auto", net, SGD(), per_sample=True) == "plain"  # the kernel is fused's: not verified
     real = select._module
@@ -524,11 +527,22 @@ def test_per_sample_sgd_on_a_network_the_kernel_does_not_cover_takes_the_plain_p
         plan = select.plan(_PlanNet(kernels), None, SGD(), None, None, 1, True)
         assert (plan.path, plan.per_sample(), plan.graph) == ("plain", "plain per-sample", None), kernels
     kernel.supports = lambda net: None
-    for kernels in ("fused", "graph"):
-        plan = select.plan(_PlanNet(kernels), None, SGD(), None, None, 1, True)
-        assert (plan.path, plan.per_sample(), plan.graph) == ("fused", "kernel chunk", None), kernels
+    plan = select.plan(_PlanNet("fused"), None, SGD(), None, None, 64, True)
+    assert (plan.path, plan.per_sample(), plan.graph) == ("fused", "kernel chunk", None)
+    kernel.PerSampleEpochs = lambda net, optimizer, X, T, chunk: ("per-sample epochs", chunk)
+    plan = select.plan(_PlanNet("graph"), None, SGD(), None, None, 64, True)  # whole epochs; chunks on a resume
+    assert (plan.path, plan.per_sample(), plan.graph) == ("graph", "kernel chunk", ("per-sample epochs", 64))
     plan = select.plan(_PlanNet("fused"), None, Adam(), None, None, 1, False)  # batches of 1 with Adam: fused steps
     assert plan.path == "fused" and plan.per_sample() == "plain per-sample"
+
+    def refuse(*args):
+        raise ValueError("per-sample epochs refuse this")
+    kernel.PerSampleEpochs = refuse
+    monkeypatch.setattr(select, "VERIFIED", frozenset({"fused", "per-sample", "per-sample-epochs"}))
+    plan = select.plan(_PlanNet("auto"), None, SGD(), None, None, 64, True)
+    assert (plan.path, plan.per_sample(), plan.graph) == ("fused", "kernel chunk", None)  # auto falls back
+    with pytest.raises(ValueError, match="per-sample epochs refuse this"):
+        select.plan(_PlanNet("graph"), None, SGD(), None, None, 64, True)  # asked for: the reason
 
 
 def test_forced_fused_per_sample_needs_the_per_sample_kernel(monkeypatch):

@@ -109,6 +109,68 @@ def test_transcription_is_per_sample_on_mnist(mnist_dir, hidden, activation):
                   ).max() > 1e-4  # the first layer did move
 
 
+def _epochs_against_train(fast, plain, X, T, epochs, lr, seed=5, threads=None):
+    """PerSampleEpochs on ``fast`` against gpunet.train's per-sample path on ``plain`` (kernels="plain"),
+    epoch by epoch with train's own permutations; returns the largest relative differences seen."""
+    optimizer = gpunet.SGD()
+    to = fast.backend.to_device
+    runner = per_sample.PerSampleEpochs(fast, optimizer, to(X, fast.dtype), to(T, fast.dtype), 64)
+    if threads is not None:  # the transcription's thread count, as the kernel tests set it
+        runner._launch = lambda *a: per_sample._transcribed_launch(fast, *a, in_kernel=True, threads=threads)
+    arrays, losses, diffs = dict(fast.params), [], {"loss": 0.0, "params": 0.0}
+    history = gpunet.train(plain, X, T, epochs=epochs, batch_size=1, lr=lr, seed=seed, kernels="plain")
+    for epoch in range(1, epochs + 1):
+        order = to(np.random.default_rng([seed, epoch]).permutation(X.shape[0]))
+        losses.append(float(runner.run_epoch(order, lr)) / X.shape[0])
+    diffs["loss"] = rel_diff(np.array(losses), np.array([r["train_loss"] for r in history]))
+    diffs["params"] = max(rel_diff(fast.get_params()[k], v) for k, v in plain.get_params().items())
+    assert all(fast.params[k] is a for k, a in arrays.items())  # stepped in place
+    assert optimizer.t == epochs * X.shape[0]  # a step a row
+    return diffs
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("output, loss", PAIRS)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_per_sample_epochs_transcribed_are_train_per_sample(activation, output, loss, dtype):
+    # 150 rows: chunks of 64, 64 and 22; H = 70 on 64 threads; two epochs, each in train's own order.
+    sizes = [16, 70, 5]
+    X, T = _random_data(150, sizes)
+    fast, plain = (_random_net(sizes, activation, output, loss, dtype) for _ in range(2))
+    diffs = _epochs_against_train(fast, plain, X, T, 2, LR, threads=64)
+    assert diffs["loss"] <= CPU_TOLERANCE[dtype] and diffs["params"] <= CPU_TOLERANCE[dtype], diffs
+
+
+def test_per_sample_epochs_transcribed_on_mnist(mnist_dir):
+    # The article's network on 300 real rows (4 full chunks and one of 44), lr 0.1, every parameter moving.
+    data = load_mnist(mnist_dir)
+    X, y = data.X_train[:300], data.y_train[:300]
+    fast, plain = (gpunet.Network([784, 100, 10], seed=1, dtype="float64") for _ in range(2))
+    start = fast.get_params()
+    diffs = _epochs_against_train(fast, plain, X, fast.targets_from_labels(y), 2, 0.1)
+    assert diffs["loss"] <= 1e-12 and diffs["params"] <= 1e-12, diffs
+    assert all(np.abs(fast.get_params()[k] - v).max() > 1e-4 for k, v in start.items())  # b1 and W1 too
+
+
+def test_per_sample_epochs_refuse_what_they_cannot_run():
+    X, T = np.ones((4, 8)), np.ones((4, 3))
+    deep = gpunet.Network([8, 6, 5, 3], backend="numpy", dtype="float64")
+    with pytest.raises(ValueError, match="per-sample epochs cannot run .* one hidden layer; this one has 2"):
+        per_sample.PerSampleEpochs(deep, gpunet.SGD(), X, T, 64)
+    net = gpunet.Network([8, 6, 3], backend="numpy", dtype="float64")
+    with pytest.raises(ValueError, match="need plain SGD without weight decay; got .*Momentum"):
+        per_sample.PerSampleEpochs(net, gpunet.Momentum(), X, T, 64)
+    with pytest.raises(ValueError, match="need plain SGD without weight decay"):
+        per_sample.PerSampleEpochs(net, gpunet.SGD(weight_decay=0.1), X, T, 64)
+    with pytest.raises(ValueError, match="X must be C-contiguous float64 like the network; got C-contiguous float32"):
+        per_sample.PerSampleEpochs(net, gpunet.SGD(), X.astype(np.float32), T, 64)
+    runner = per_sample.PerSampleEpochs(net, gpunet.SGD(), X, T, 64)
+    with pytest.raises(ValueError, match="order must be a permutation of the 4 rows as a numpy integer array"):
+        runner.run_epoch(np.arange(3), 0.1)
+    with pytest.raises(ValueError, match="lr must be"):
+        runner.run_epoch(np.arange(4), -1.0)
+
+
 def test_sums_add_in_the_kernels_tree_order():
     # 1 + 2^-53 rounds to 1, so the order shows: lanes 8 and 24 meet first (offset 16), then lane 0 (offset 8).
     v = np.zeros(32)
@@ -169,9 +231,9 @@ def test_codes_match_the_kernels_defines():
 def test_name_expressions_cover_every_kernel_it_loads():
     assert per_sample.HIDDEN == HIDDEN_ACTIVATIONS  # the kernel covers every hidden activation
     assert sorted(per_sample.EXPRESSIONS) == sorted(
-        f"per_sample_chunk<{c}, {a}>" for c in ("float", "double") for a in range(4))
-    for dtype, activation in itertools.product(("float32", "float64"), HIDDEN_ACTIVATIONS):
-        assert per_sample._expression(dtype, activation) in per_sample.EXPRESSIONS
+        f"per_sample_chunk<{c}, {a}, {i}>" for c in ("float", "double") for a in range(4) for i in ("false", "true"))
+    for dtype, activation, in_kernel in itertools.product(("float32", "float64"), HIDDEN_ACTIVATIONS, (False, True)):
+        assert per_sample._expression(dtype, activation, in_kernel) in per_sample.EXPRESSIONS
 
 
 # --- on a device: the kernel --------------------------------------------------------------

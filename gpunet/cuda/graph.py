@@ -125,7 +125,7 @@ class GraphTrainer:
         self.net, self.optimizer = net, optimizer
         self.hyperparameters = optimizer.hyperparameters()  # captured into the graph's launches
         self.batch_size = check_int("batch_size", batch_size, 1)
-        self.X, self.T = _check_data(net, X, T)
+        self.X, self.T = check_data(net, X, T)
         self.n = self.X.shape[0]
         rows = min(self.batch_size, self.n)
         if max(_blocks(rows, TILE), _blocks(max(net.sizes[:-1]), TILE)) > MAX_GRID_Y:
@@ -330,7 +330,7 @@ class GraphTrainer:
         return graph
 
 
-def _check_data(net: Network, X: Array, T: Array) -> tuple[Array, Array]:
+def check_data(net: Network, X: Array, T: Array) -> tuple[Array, Array]:
     """X (n, n_in) and T (n, n_out): contiguous arrays on the network's backend, in its dtype."""
     xp = net.backend.xp
     for label, a, width in (("X", X, net.sizes[0]), ("T", T, net.sizes[-1])):

@@ -13,9 +13,15 @@
 // After the launch: W1 -= lr X^T D, b1 -= lr sum_t D_t (one product), loss from Z2 and Y (cross-entropy
 // from the logits Z2, as Network.per_sample_loss does).
 //
+// IN_KERNEL (PerSampleEpochs in per_sample.py, fewer launches a chunk): Z1 comes without b1 and G as X X^T;
+// the kernel adds b1 to Z1 and scales G to lr (G + 1) as it reads them (the same operations, in the same
+// order, as the host's), and at the end updates b1 -= lr sum_t D_t itself, each unit summing its column of
+// D in row order. W1's update stays one product after the launch.
+//
 // Arguments (row-major, F = float or double):
 //   Z1 (K, H), G (K, K), T (K, O) targets          in
 //   W2 (H, O), b2 (O,)                              in/out, updated in place
+//   b1 (H,)                                         in/out with IN_KERNEL, else not read
 //   D (K, H) delta1, Y (K, O) outputs and Z2o (K, O) logits, before each row's step    out
 //   lr, out_act (ACT_CODES, or GPUNET_SOFTMAX), loss (GPUNET_LOSS_*)
 //
@@ -78,10 +84,10 @@ __device__ __forceinline__ F loss_grad(int loss, F y, F t) {
     return d;
 }
 
-template <typename F, int HIDDEN>
+template <typename F, int HIDDEN, bool IN_KERNEL>
 __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
-                                 F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ D, F* __restrict__ Y,
-                                 F* __restrict__ Z2o,
+                                 F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ b1, F* __restrict__ D,
+                                 F* __restrict__ Y, F* __restrict__ Z2o,
                                  int K, int H, int O, F lr, int out_act, int loss) {
     extern __shared__ __align__(16) unsigned char shared[];
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, n_warps = blockDim.x / 32;
@@ -100,8 +106,14 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
         // z1 = Z1_t - sum_{k<t} G_tk delta1_k; A1 = f(z1). Each thread only its own units j.
         for (int j = tid; j < H; j += blockDim.x) {
             F correction = F(0);
-            for (int k = 0; k < t; ++k) correction += G[t * K + k] * D[k * H + j];
-            A1[j] = act_forward<HIDDEN>(Z1[t * H + j] - correction);
+            for (int k = 0; k < t; ++k) {
+                F g = G[t * K + k];
+                if (IN_KERNEL) g = lr * (g + F(1));
+                correction += g * D[k * H + j];
+            }
+            F z1 = Z1[t * H + j];
+            if (IN_KERNEL) z1 += b1[j];
+            A1[j] = act_forward<HIDDEN>(z1 - correction);
         }
         // Z2 = A1 W2: each thread's units in order, then the warp, then (warp 0, below) the warps in order.
         for (int o = 0; o < O; ++o) {
@@ -165,4 +177,11 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
     __syncthreads();
     for (int i = tid; i < H * O; i += blockDim.x) W2[i] = W2s[(i % O) * H + i / O];
     for (int o = tid; o < O; o += blockDim.x) b2[o] = b2s[o];
+    if (IN_KERNEL) {  // b1 -= lr sum_t D_t: each unit its own column of D, rows in order (no barrier needed)
+        for (int j = tid; j < H; j += blockDim.x) {
+            F s = F(0);
+            for (int t = 0; t < K; ++t) s += D[t * H + j];
+            b1[j] -= lr * s;
+        }
+    }
 }

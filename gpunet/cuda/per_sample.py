@@ -12,14 +12,17 @@ path is not measured yet, so only ``kernels="fused"`` runs it (gpunet/cuda/selec
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from typing import Any
 
 import numpy as np
 
 from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSSES
+from ..checks import check_int, check_number
 from ..optim import SGD
 from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
+from .graph import check_data
 
 Array = Any
 Network = Any  # gpunet.network.Network (not imported: network.py may come to import this module)
@@ -29,15 +32,15 @@ MAX_THREADS = 512
 WARP = 32
 
 
-def _expression(dtype_name: str, activation: str) -> str:
-    return f"per_sample_chunk<{C_TYPES[dtype_name]}, {ACT_CODES[activation]}>"
+def _expression(dtype_name: str, activation: str, in_kernel: bool = False) -> str:
+    return f"per_sample_chunk<{C_TYPES[dtype_name]}, {ACT_CODES[activation]}, {str(in_kernel).lower()}>"
 
 
 # The hidden activations activations.cuh has code for (today all of gpunet's).
 HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)
-# Every instantiation load() compiles: one per dtype and hidden activation (the output layer's
+# Every instantiation load() compiles: one per dtype, hidden activation and IN_KERNEL (the output layer's
 # activation and loss are run-time arguments: they run once a row, on 32 threads).
-EXPRESSIONS = [_expression(d, a) for d, a in itertools.product(C_TYPES, HIDDEN)]
+EXPRESSIONS = [_expression(d, a, i) for d, a, i in itertools.product(C_TYPES, HIDDEN, (False, True))]
 NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}  # gpunet.cuda.name_expressions' convention
 
 
@@ -63,12 +66,9 @@ def launch_geometry(n_hidden: int, n_out: int, itemsize: int, threads: int | Non
 
 def supports(net: Network) -> str | None:
     """None when the kernel covers ``net``, else the reason it takes the plain path."""
-    if net.n_layers != 2:
-        return f"the kernel covers networks with one hidden layer; this one has {net.n_layers - 1}"
-    if net.activation not in HIDDEN or net.output not in OUTPUT_CODES or net.loss_name not in LOSS_CODES:
-        return f"the kernel has no code for {net.activation}/{net.output}/{net.loss_name}"
-    if net.dtype.name not in C_TYPES:
-        return f"the kernel covers float32 and float64; this network is {net.dtype.name}"
+    reason = _covers(net)
+    if reason is not None:
+        return reason
     if net.backend.name != "cupy":
         return f"the kernel needs the cupy backend; this network is on {net.backend.name}"
     _, shared = launch_geometry(net.sizes[1], net.sizes[2], net.dtype.itemsize)
@@ -76,6 +76,17 @@ def supports(net: Network) -> str | None:
     if shared > limit:
         return (f"a hidden layer of {net.sizes[1]} with {net.sizes[2]} outputs in {net.dtype.name} needs "
                 f"{shared} bytes of shared memory; this device has {limit} per block")
+    return None
+
+
+def _covers(net: Network) -> str | None:
+    """:func:`supports` less the device: the layers, activations, loss and dtype the kernel has code for."""
+    if net.n_layers != 2:
+        return f"the kernel covers networks with one hidden layer; this one has {net.n_layers - 1}"
+    if net.activation not in HIDDEN or net.output not in OUTPUT_CODES or net.loss_name not in LOSS_CODES:
+        return f"the kernel has no code for {net.activation}/{net.output}/{net.loss_name}"
+    if net.dtype.name not in C_TYPES:
+        return f"the kernel covers float32 and float64; this network is {net.dtype.name}"
     return None
 
 
@@ -102,34 +113,125 @@ def per_sample_chunk_numpy(net: Network, X: np.ndarray, T: np.ndarray, lr: float
     return net.per_sample_loss(Z2, Y, T).sum()
 
 
+class PerSampleEpochs:
+    """Whole epochs of per-sample plain SGD on the kernel with the fewest calls a chunk: what
+    ``kernels="graph"`` runs for per-sample SGD in gpunet.train (gpunet/cuda/select.py; not a CUDA graph:
+    its products are cuBLAS's, which CuPy will not capture).
+
+    Each epoch first gathers the training rows in the epoch's order, once, on the device, into a copy of
+    the training set (so the data takes twice its size there). Then, for each chunk of ``chunk`` rows in
+    order, as :func:`per_sample_chunk` does but with b1, G's scaling and b1's update inside the kernel
+    (per_sample.cu's IN_KERNEL): Z1 = X W1 and G = X X^T (two products), one launch, and W1 -= lr X^T D
+    (one product with beta = 1). Each chunk's outputs land in epoch-long buffers, and the epoch's loss is
+    computed from them once, at its end. Nothing is allocated, gathered or summed per chunk: the host issues
+    four calls a chunk and can stay ahead of the device. ``gpunet.train`` calls ``on_batch`` once an epoch.
+
+    On the NumPy backend the same steps run with :func:`_transcribed_launch` for the kernel: that is what
+    the CPU tests hold to gpunet.train's plain per-sample path.
+    """
+
+    def __init__(self, net: Network, optimizer: Any, X: Array, T: Array, chunk: int) -> None:
+        reason = supports(net) if net.backend.name == "cupy" else _covers(net)
+        if reason is not None:
+            raise ValueError(f"per-sample epochs cannot run {net!r}: {reason}")
+        if not (isinstance(optimizer, SGD) and optimizer.folds_lr):
+            raise ValueError(f"per-sample epochs need plain SGD without weight decay; got {optimizer!r}")
+        self.net, self.optimizer = net, optimizer
+        self.chunk = check_int("chunk", chunk, 1)
+        self.X, self.T = check_data(net, X, T)
+        self.n = self.X.shape[0]
+        xp, O = net.backend.xp, net.sizes[-1]
+        self.X_epoch, self.T_epoch = xp.empty_like(self.X), xp.empty_like(self.T)  # the rows in the epoch's order
+        self.Y, self.Z2 = xp.empty((self.n, O), dtype=net.dtype), xp.empty((self.n, O), dtype=net.dtype)
+        self.workspaces = {rows: self._workspace(rows) for rows in {min(self.chunk, self.n), self.n % self.chunk}
+                           if rows}  # a full chunk and the epoch's last, shorter one
+        if xp is np:
+            self._launch, self._update_W1 = self._transcribed_launch, self._numpy_update_W1
+        else:
+            self._kernel = _kernel_function(net, in_kernel=True)
+            self._cublas = getattr(xp, "cublas", None) or importlib.import_module(f"{xp.__name__}.cublas")
+            self._launch, self._update_W1 = self._kernel_launch, self._cublas_update_W1
+
+    def _workspace(self, rows: int) -> dict[str, Array]:
+        xp, H, dtype = self.net.backend.xp, self.net.sizes[1], self.net.dtype
+        return {"Z1": xp.empty((rows, H), dtype=dtype), "G": xp.empty((rows, rows), dtype=dtype),
+                "D": xp.empty((rows, H), dtype=dtype)}
+
+    def run_epoch(self, order: Array, lr: float) -> Array:
+        """Train one epoch on ``order`` (the permutation of the rows, on the device) at learning rate ``lr``.
+        Returns the summed per-sample loss (a 0-d array on the device, each row's loss before its step); no
+        host sync. The optimiser counts one step a row."""
+        check_number("lr", lr, positive=True)
+        xp = self.net.backend.xp
+        if not isinstance(order, xp.ndarray) or order.shape != (self.n,) or order.dtype.kind not in "iu":
+            got = f"{type(order).__name__} of shape {getattr(order, 'shape', None)}"
+            raise ValueError(f"order must be a permutation of the {self.n} rows as a {xp.__name__} integer "
+                             f"array; got {got}")
+        xp.take(self.X, order, axis=0, out=self.X_epoch)
+        xp.take(self.T, order, axis=0, out=self.T_epoch)
+        W1 = self.net.params["W1"]
+        for lo in range(0, self.n, self.chunk):
+            hi = min(lo + self.chunk, self.n)
+            work, X = self.workspaces[hi - lo], self.X_epoch[lo:hi]
+            xp.matmul(X, W1, out=work["Z1"])  # X W1, b1 added in the kernel
+            xp.matmul(X, X.T, out=work["G"])  # X X^T, scaled to lr (X X^T + 1) in the kernel
+            self._launch(work["Z1"], work["G"], self.T_epoch[lo:hi], lr, work["D"], self.Y[lo:hi], self.Z2[lo:hi])
+            self._update_W1(X, work["D"], W1, lr)
+        self.optimizer.t += self.n
+        return self.net.per_sample_loss(self.Z2, self.Y, self.T_epoch).sum()
+
+    def _kernel_launch(self, Z1: Array, G: Array, T: Array, lr: float, D: Array, Y: Array, Z2: Array) -> None:
+        _launch(self.net, Z1, G, T, lr, D, Y, Z2, in_kernel=True, kernel=self._kernel)
+
+    def _transcribed_launch(self, Z1: Array, G: Array, T: Array, lr: float, D: Array, Y: Array, Z2: Array
+                            ) -> None:
+        _transcribed_launch(self.net, Z1, G, T, lr, D, Y, Z2, in_kernel=True)
+
+    def _cublas_update_W1(self, X: Array, D: Array, W1: Array, lr: float) -> None:
+        self._cublas.gemm("T", "N", X, D, out=W1, alpha=-lr, beta=1.0)  # W1 = -lr X^T D + W1
+
+    @staticmethod
+    def _numpy_update_W1(X: np.ndarray, D: np.ndarray, W1: np.ndarray, lr: float) -> None:
+        W1 += W1.dtype.type(-lr) * (X.T @ D)  # the product's alpha = -lr, beta = 1
+
+
 def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | None = None,
                   optimizer: SGD | None = None) -> tuple[Array, Array]:
     """Run the chunk through the kernel; returns (Z2, Y), each (K, n_out): each row's output
     layer pre-activation and output before its step."""
     T = net.backend.xp.ascontiguousarray(T, dtype=net.dtype)  # the kernel indexes it as (K, O), row-major
     Z1, G = net._per_sample_first_layer(X, lr)
-    D, Y, Z2 = _launch(net, Z1, G, T, lr, threads)
+    xp, (K, O) = net.backend.xp, (Z1.shape[0], net.sizes[-1])
+    D, Y, Z2 = xp.empty_like(Z1), xp.empty((K, O), dtype=net.dtype), xp.empty((K, O), dtype=net.dtype)
+    _launch(net, Z1, G, T, lr, D, Y, Z2, in_kernel=False, threads=threads)
     net._per_sample_update_first_layer(X, D, lr, optimizer or SGD())
     return Z2, Y
 
 
-def _launch(net: Network, Z1: Array, G: Array, T: Array, lr: float, threads: int | None = None
-            ) -> tuple[Array, Array, Array]:
-    """The kernel's one launch for a chunk, from its first layer's ``Z1`` and ``G`` and its contiguous
-    targets ``T``: (D, Y, Z2), each row's delta1, output and output pre-activation; W2, b2 updated."""
-    xp, P = net.backend.xp, net.params
-    K, (H, O) = Z1.shape[0], P["W2"].shape
-    D = xp.empty_like(Z1)  # (K, H): each row's delta1, written by the kernel
-    Y = xp.empty((K, O), dtype=net.dtype)
-    Z2 = xp.empty((K, O), dtype=net.dtype)
+def _kernel_function(net: Network, in_kernel: bool, threads: int | None = None) -> tuple[Any, int, int]:
+    """(the compiled kernel for ``net``, threads, dynamic shared bytes) of a chunk's launch."""
+    H, O = net.params["W2"].shape
     threads, shared = launch_geometry(H, O, net.dtype.itemsize, threads)
-    kernel = load(net.backend, SOURCE, EXPRESSIONS).get_function(_expression(net.dtype.name, net.activation))
+    kernel = load(net.backend, SOURCE, EXPRESSIONS).get_function(
+        _expression(net.dtype.name, net.activation, in_kernel))
     if shared > kernel.max_dynamic_shared_size_bytes:  # above the default 48 KiB: opt in (supports() checked)
         kernel.max_dynamic_shared_size_bytes = shared
+    return kernel, threads, shared
+
+
+def _launch(net: Network, Z1: Array, G: Array, T: Array, lr: float, D: Array, Y: Array, Z2: Array,
+            in_kernel: bool, threads: int | None = None, kernel: tuple[Any, int, int] | None = None) -> None:
+    """The kernel's one launch for a chunk, from its first layer's ``Z1`` and ``G`` and its contiguous
+    targets ``T``, into D, Y and Z2 (each row's delta1, output and output pre-activation); W2, b2 updated.
+    ``in_kernel``: Z1 without b1 and G as X X^T, b1 added, G scaled and b1 updated by the kernel.
+    ``kernel``: :func:`_kernel_function`'s result, where the caller keeps it."""
+    P = net.params
+    K, (H, O) = Z1.shape[0], P["W2"].shape
+    kernel, threads, shared = kernel or _kernel_function(net, in_kernel, threads)
     i32 = np.int32
-    kernel((1,), (threads,), (Z1, G, T, P["W2"], P["b2"], D, Y, Z2, i32(K), i32(H), i32(O), net.dtype.type(lr),
-                              i32(OUTPUT_CODES[net.output]), i32(LOSS_CODES[net.loss_name])), shared_mem=shared)
-    return D, Y, Z2
+    kernel((1,), (threads,), (Z1, G, T, P["W2"], P["b2"], P["b1"], D, Y, Z2, i32(K), i32(H), i32(O),
+                              net.dtype.type(lr), i32(OUTPUT_CODES[net.output]), i32(LOSS_CODES[net.loss_name])),
+           shared_mem=shared)
 
 
 _SHARED_LIMITS: dict[int, int] = {}
@@ -176,20 +278,30 @@ def _by_thread(a: np.ndarray, per_thread: int, threads: int) -> np.ndarray:
 
 def _transcribed_chunk(net: Network, X: np.ndarray, T: np.ndarray, lr: float, threads: int | None
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """per_sample.cu's loop, row by row, in NumPy; returns (Z2, Y), each (K, n_out)."""
+    """:func:`_kernel_chunk` in NumPy, the launch by :func:`_transcribed_launch`; returns (Z2, Y)."""
+    K, (H, O), dtype = X.shape[0], net.params["W2"].shape, net.dtype
+    Z1, G = net._per_sample_first_layer(X, lr)
+    D, Y, Z2 = np.empty((K, H), dtype=dtype), np.empty((K, O), dtype=dtype), np.empty((K, O), dtype=dtype)
+    _transcribed_launch(net, Z1, G, T, lr, D, Y, Z2, in_kernel=False, threads=threads)
+    net._per_sample_update_first_layer(X, D, lr, SGD())
+    return Z2, Y
+
+
+def _transcribed_launch(net: Network, Z1: np.ndarray, G: np.ndarray, T: np.ndarray, lr: float, D: np.ndarray,
+                        Y: np.ndarray, Z2: np.ndarray, in_kernel: bool, threads: int | None = None) -> None:
+    """:func:`_launch` in NumPy: per_sample.cu's loop, row by row, in the kernel's order."""
     P, dtype = net.params, net.dtype
-    K, (H, O) = X.shape[0], P["W2"].shape
+    K, (H, O) = Z1.shape[0], P["W2"].shape
     threads, _ = launch_geometry(H, O, dtype.itemsize, threads)
     per_thread, n_warps = -(-H // threads), threads // WARP
     hidden, out = ACTIVATIONS[net.activation], ACTIVATIONS[net.output]
-    Z1, G = net._per_sample_first_layer(X, lr)
+    lr_f, one = dtype.type(lr), dtype.type(1)
     W2s, b2s = P["W2"].T.copy(), P["b2"].copy()  # (O, H) and (O,): the kernel's shared copies
-    D, Y, Z2 = np.empty((K, H), dtype=dtype), np.empty((K, O), dtype=dtype), np.empty((K, O), dtype=dtype)
     for t in range(K):
         correction = np.zeros(H, dtype=dtype)
         for k in range(t):  # each unit j sums its column of D in the order of the rows
-            correction += G[t, k] * D[k]
-        A1 = hidden.forward(Z1[t] - correction)  # (H,)
+            correction += (lr_f * (G[t, k] + one) if in_kernel else G[t, k]) * D[k]
+        A1 = hidden.forward((Z1[t] + P["b1"] if in_kernel else Z1[t]) - correction)  # (H,)
         # Z2 = A1 W2: each thread's units in order, each warp's lanes by warp_sum, then the warps in order.
         partial = np.zeros((O, threads), dtype=dtype)
         A1t, W2t = _by_thread(A1, per_thread, threads), _by_thread(W2s, per_thread, threads)
@@ -223,5 +335,8 @@ def _transcribed_chunk(net: Network, X: np.ndarray, T: np.ndarray, lr: float, th
         D[t] = hidden.backward(A1, dA)
     P["W2"][...] = W2s.T
     P["b2"][...] = b2s
-    net._per_sample_update_first_layer(X, D, lr, SGD())
-    return Z2, Y
+    if in_kernel:  # b1 -= lr sum_t D_t, each unit summing its column in row order
+        column_sums = np.zeros(H, dtype=dtype)
+        for t in range(K):
+            column_sums += D[t]
+        P["b1"] -= lr_f * column_sums

@@ -3,10 +3,12 @@
 - ``"plain"``: network.py's array operations, the reference every fast path is tested against;
 - ``"fused"``: gpunet/cuda/fused.py (cuBLAS products, fused elementwise kernels, one-launch optimiser), and
   gpunet/cuda/per_sample.py for per-sample plain SGD in ``gpunet.train``;
-- ``"graph"``: gpunet/cuda/graph.py, whole epochs of ``gpunet.train`` captured in a CUDA graph (a single
-  ``train_step`` outside ``gpunet.train`` runs fused, and so does per-sample plain SGD: its kernel);
-- ``"auto"``: the fastest path in :data:`VERIFIED` that can run the configuration, else plain; per-sample
-  plain SGD runs on the per-sample kernel only once ``"per-sample"`` is in VERIFIED too.
+- ``"graph"``: whole epochs of ``gpunet.train`` at a time: gpunet/cuda/graph.py captures a batch epoch in a
+  CUDA graph, and per-sample plain SGD runs per_sample.PerSampleEpochs (the per-sample kernel with the
+  fewest calls a chunk); a single ``train_step`` outside ``gpunet.train`` runs fused;
+- ``"auto"``: the fastest path that can run the configuration among those :data:`VERIFIED` lets it take,
+  else plain: for batches the paths in VERIFIED; for per-sample plain SGD "graph" once "per-sample-epochs"
+  is in VERIFIED, "fused" once "fused" and "per-sample" are.
 
 Per-sample plain SGD on a network the per-sample kernel does not cover (``per_sample.supports``: not one
 hidden layer, or a layer too wide for the device's shared memory) takes the plain path under every choice.
@@ -37,11 +39,12 @@ KERNELS = ("auto", "plain", "fused", "graph")
 # - "graph": equal to plain, and 13-15x faster at batch 64 and 128, but 1.6x slower than fused at batch
 #   1024 (784-1024-10), and it calls on_batch once an epoch: auto needs a rule for when it wins first.
 #   Its momentum and Adam (a captured flat_step) passed their gpu tests in the second run, unbenchmarked.
+# - "per-sample-epochs" ("graph" for per-sample plain SGD: per_sample.PerSampleEpochs): written after the
+#   second run, tested on the CPU through its NumPy transcription only.
 VERIFIED: frozenset[str] = frozenset({"fused", "per-sample"})
 FASTEST_FIRST = ("graph", "fused")
-# Per-sample plain SGD runs on the per-sample kernel of "fused", one launch a chunk of rows, under "graph" too:
-# a graph would hold a dozen launches for each of the epoch's rows (720,000 for MNIST), each a dependent step.
-PER_SAMPLE_FIRST = ("fused",)
+# Per-sample plain SGD, fastest first: each path and the VERIFIED names auto needs before it takes it.
+PER_SAMPLE_FIRST = (("graph", frozenset({"per-sample-epochs"})), ("fused", frozenset({"fused", "per-sample"})))
 
 
 def check_kernels(kernels: Any, backend: Any) -> str:
@@ -83,16 +86,18 @@ def choose(kernels: str, net: Any, optimizer: Any, per_sample: bool = False) -> 
     if kernels == "plain" or (kernels == "auto" and not VERIFIED):  # every step asks: the common case first
         return "plain"
     if kernels == "auto":
-        if per_sample and "per-sample" not in VERIFIED:
-            return "plain"
-        candidates = PER_SAMPLE_FIRST if per_sample else FASTEST_FIRST
-        return next((p for p in candidates if p in VERIFIED and why_not(p, net, optimizer, per_sample) is None),
-                    "plain")
-    path = "fused" if per_sample and kernels == "graph" else kernels  # see PER_SAMPLE_FIRST
-    reason = why_not(path, net, optimizer, per_sample)
+        return next((p for p in _verified(per_sample) if why_not(p, net, optimizer, per_sample) is None), "plain")
+    reason = why_not(kernels, net, optimizer, per_sample)
     if reason is not None:
         raise ValueError(f"kernels={kernels!r} cannot train this network: {reason}")
-    return path
+    return kernels
+
+
+def _verified(per_sample: bool) -> list[str]:
+    """The fast paths auto may take, fastest first."""
+    if per_sample:
+        return [p for p, needs in PER_SAMPLE_FIRST if needs <= VERIFIED]
+    return [p for p in FASTEST_FIRST if p in VERIFIED]
 
 
 def step_function(net: Any, path: str) -> Callable[[Array, Array, float, Any], Array]:
@@ -112,9 +117,9 @@ class Plan(NamedTuple):
     graph: Any
 
 
-def plan(net: Any, kernels: str | None, optimizer: Any, X: Array, T: Array, batch_size: int,
-         per_sample: bool) -> Plan:
-    """gpunet.train's plan; ``kernels`` None means the network's ``kernels=``. X, T: the whole training set."""
+def plan(net: Any, kernels: str | None, optimizer: Any, X: Array, T: Array, rows: int, per_sample: bool) -> Plan:
+    """gpunet.train's plan; ``kernels`` None means the network's ``kernels=``. X, T: the whole training set;
+    ``rows``: the rows a step takes (the batch size, or the per-sample chunk)."""
     requested = net.kernels if kernels is None else check_kernels(kernels, net.backend)
     path = choose(requested, net, optimizer, per_sample)
     if per_sample and path != "plain" and _module("per_sample").supports(net) is not None:
@@ -122,11 +127,15 @@ def plan(net: Any, kernels: str | None, optimizer: Any, X: Array, T: Array, batc
     graph = None
     if path == "graph":
         try:
-            graph = _module("graph").GraphTrainer(net, optimizer, X, T, batch_size)
+            if per_sample:
+                graph = _module("per_sample").PerSampleEpochs(net, optimizer, X, T, rows)
+            else:
+                graph = _module("graph").GraphTrainer(net, optimizer, X, T, rows)
         except ValueError:  # a configuration graph mode does not support
             if requested == "graph":
                 raise
-            path = "fused" if "fused" in VERIFIED and why_not("fused", net, optimizer, per_sample) is None else "plain"
+            path = next((p for p in _verified(per_sample) if p != "graph"
+                         and why_not(p, net, optimizer, per_sample) is None), "plain")
     if path != "plain" and per_sample:
         chunk = functools.partial(_module("per_sample").per_sample_chunk, net)
     else:
