@@ -76,7 +76,8 @@ def test_gpu_benchmark_json_shape(tmp_path):
         "per-sample 784-200-10 float64", "batch 64 784-100-10", "batch 128 784-100-10", "batch 1024 784-1024-10"]
     for case in doc["cases"]:
         contenders = case["contenders"]
-        expected = (["gpunet-cupy-kernel", "gpunet-cupy", "torch-cuda", "gpunet-numpy"] if case["batch"] == 1 else
+        expected = (["gpunet-cupy-graph", "gpunet-cupy-kernel", "gpunet-cupy", "torch-cuda", "gpunet-numpy"]
+                    if case["batch"] == 1 else
                     ["gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "torch-cuda", "torch-cuda-graph",
                      "torch-compile", "jax-jit", "jax-scan", "gpunet-numpy"])
         assert list(contenders) == expected
