@@ -280,7 +280,8 @@ class Check:
         """Where the time goes: a per-sample chunk (issue 13) and a graph-mode step (issue 12)."""
         self.profile_stage("per_sample_profile", "per-sample profile", lambda c: (
             f"784-100-10 float32, {c['rows_per_chunk']} rows a chunk: kernel {c['kernel_us']:.0f} us, chunk "
-            f"{c['chunk_us']:.0f} us, host {c['host_us']:.0f} us; epoch {c['epoch_s']:.3f} s"))
+            f"{c['chunk_us']:.0f} us, host {c['host_us']:.0f} us; epoch {c['epoch_s']:.3f} s; per-sample epochs "
+            f"{c['epochs_us']:.0f} us a chunk, host {c['epochs_host_us']:.0f} us; epoch {c['epochs_epoch_s']:.3f} s"))
         self.profile_stage("graph_profile", "graph profile", lambda c: (
             f"784-100-10 at batch {c['batch']}: launches {c['launches_us']:.0f} us, replayed step "
             f"{c['replayed_us']:.0f} us; epoch {c['epoch_s']:.4f} s"))

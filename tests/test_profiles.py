@@ -43,14 +43,17 @@ def test_per_call_us_counts_each_call_and_splits_the_host_from_the_device(monkey
 
 
 def test_case_record_scales_the_chunk_to_an_epoch():
-    figures = {"kernel": 250.04, "first_layer": 30.0, "update": 20.0, "chunk": 320.0, "host": 150.0}
+    figures = {"kernel": 250.04, "first_layer": 30.0, "update": 20.0, "chunk": 320.0, "host": 150.0,
+               "epochs": 256.0, "epochs_host": 40.0}
     record = profile.case_record((784, 100, 10), "float32", 64, figures)
     assert record == {"sizes": [784, 100, 10], "dtype": "float32", "rows_per_chunk": 64, "kernel_us": 250.0,
                       "first_layer_us": 30.0, "update_us": 20.0, "chunk_us": 320.0, "host_us": 150.0,
-                      "epoch_s": 0.3}  # 937.5 chunks of 320 us
+                      "epochs_us": 256.0, "epochs_host_us": 40.0,
+                      "epoch_s": 0.3, "epochs_epoch_s": 0.24}  # 937.5 chunks of 320 us, and of 256 us
     assert profile.case_record((784, 100, 10), "float32", 256, figures)["epoch_s"] == 0.075
     line = profile.format_table([record]).splitlines()[1]
-    assert line.split() == ["784-100-10", "float32", "64", "250.0", "30.0", "20.0", "320.0", "150.0", "0.300"]
+    assert line.split() == ["784-100-10", "float32", "64", "250.0", "30.0", "20.0", "320.0", "150.0", "256.0",
+                            "40.0", "0.300", "0.240"]
 
 
 def test_graph_case_record_sums_the_launches_and_divides_the_epoch_into_steps():
@@ -92,6 +95,7 @@ def test_per_sample_figures_on_a_gpu():
     assert all(record[f"{f}_us"] > 0 for f in profile.FIGURES)
     assert record["chunk_us"] >= record["kernel_us"]  # the chunk's calls include the launch
     assert record["epoch_s"] == pytest.approx(record["chunk_us"] * 1e-6 * 60000 / 64, rel=1e-3)
+    assert record["epochs_epoch_s"] == pytest.approx(record["epochs_us"] * 1e-6 * 60000 / 64, rel=1e-3)
 
 
 @pytest.mark.gpu
