@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("gpu-check.json", "pytest-gpu.txt", "benchmark-gpu.json", "per-sample-profile.json", "graph-profile.json",
-           "ptxas-report.txt", "gpu-check-log.txt")
+           "graph-vs-fused.json", "ptxas-report.txt", "gpu-check-log.txt")
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 # Seconds per stage, (quick, full): the quick sum stays under 2 minutes, the full one under 8.
@@ -39,15 +39,16 @@ LIMITS = {
     "environment": (15, 20),
     # A fresh machine compiles each CuPy kernel once (NVRTC): the first H100 run of 2026-11-27 took over 130 s
     # serially on a fresh machine; the second, in 4 processes (pytest-xdist), 80 s.
-    "pytest": (55, 130),
+    "pytest": (55, 120),
     "cli": (20, 20),  # 11 s on the H100
     # Per-sample cases first. The second H100 run spent all of 185 s on them (their plain contenders timed on
     # 3,000 rows; bench.SLOW_ROWS is 1,000 since); the first took 210 s for the 3 batch cases with 5 runs each.
-    "benchmark": (25, 240),
+    "benchmark": (25, 225),
     "mnist_fast": (0, 15),  # 3 s on the H100
     "ptxas": (0, 20),  # nvcc -Xptxas -v on every instantiation for one architecture: 15 s on the H100
     "per_sample_profile": (0, 15),  # 8 cases of a few hundred chunks each
     "graph_profile": (0, 15),  # 3 cases: 60,000 rows uploaded, an epoch captured and replayed 3 times
+    "graph_vs_fused": (0, 25),  # 9 cases, 4 half-epochs a path: about 15 s estimated from the H100's epochs
 }
 BENCHMARK_REPEATS = 3  # timed runs per contender in the full run: the medians of 3
 PYTEST_WORKERS = 4  # with pytest-xdist, which the GPU machine has; else one process
@@ -262,7 +263,7 @@ class Check:
 
     def profile_stage(self, script: str, name: str, summary: Callable[[dict[str, Any]], str]) -> None:
         """scripts/<script>.py --json <script with dashes>.json: a profile of where a step's time goes;
-        ``summary`` makes the detail line of its first case."""
+        ``summary`` makes the detail line from its cases."""
         stage = Stage(name)
         if self.quick:
             stage.detail = "full mode only"
@@ -273,18 +274,15 @@ class Check:
         path.unlink(missing_ok=True)  # a previous check's: the script writes only a new file
         figures = self.json_script(stage, [str(ROOT / f"scripts/{script}.py"), "--json", str(path)], path, limit)
         if figures is not None:
-            stage.detail = summary(figures["cases"][0])
+            stage.detail = summary(figures["cases"])
         self.add(stage)
 
     def profile_stages(self) -> None:
-        """Where the time goes: a per-sample chunk (issue 13) and a graph-mode step (issue 12)."""
-        self.profile_stage("per_sample_profile", "per-sample profile", lambda c: (
-            f"784-100-10 float32, {c['rows_per_chunk']} rows a chunk: kernel {c['kernel_us']:.0f} us, chunk "
-            f"{c['chunk_us']:.0f} us, host {c['host_us']:.0f} us; epoch {c['epoch_s']:.3f} s; per-sample epochs "
-            f"{c['epochs_us']:.0f} us a chunk, host {c['epochs_host_us']:.0f} us; epoch {c['epochs_epoch_s']:.3f} s"))
-        self.profile_stage("graph_profile", "graph profile", lambda c: (
-            f"784-100-10 at batch {c['batch']}: launches {c['launches_us']:.0f} us, replayed step "
-            f"{c['replayed_us']:.0f} us; epoch {c['epoch_s']:.4f} s"))
+        """Where the time goes: a per-sample chunk (issue 13) and a graph-mode step (issue 12); and where graph
+        mode stops beating fused (issue 12: the rule kernels="auto" needs before it may pick graph mode)."""
+        self.profile_stage("per_sample_profile", "per-sample profile", per_sample_summary)
+        self.profile_stage("graph_profile", "graph profile", graph_summary)
+        self.profile_stage("graph_vs_fused", "graph vs fused", graph_speedups)
 
     def ptxas_stage(self) -> None:
         stage = Stage("ptxas")
@@ -337,6 +335,29 @@ def pytest_counts(output: str) -> dict[str, int]:
             for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)", lines[-1])}
 
 
+def per_sample_summary(cases: list[dict[str, Any]]) -> str:
+    """per_sample_profile.py's first case (784-100-10 float32, chunks of 64) in one line."""
+    c = cases[0]
+    return (f"784-100-10 float32, {c['rows_per_chunk']} rows a chunk: kernel {c['kernel_us']:.0f} us, chunk "
+            f"{c['chunk_us']:.0f} us, host {c['host_us']:.0f} us; epoch {c['epoch_s']:.3f} s; per-sample epochs "
+            f"{c['epochs_us']:.0f} us a chunk, host {c['epochs_host_us']:.0f} us; epoch {c['epochs_epoch_s']:.3f} s")
+
+
+def graph_summary(cases: list[dict[str, Any]]) -> str:
+    """graph_profile.py's first case (784-100-10 at batch 64) in one line."""
+    c = cases[0]
+    return (f"784-100-10 at batch {c['batch']}: launches {c['launches_us']:.0f} us, replayed step "
+            f"{c['replayed_us']:.0f} us; epoch {c['epoch_s']:.4f} s")
+
+
+def graph_speedups(cases: list[dict[str, Any]]) -> str:
+    """graph_vs_fused.py's cases in one line: graph mode's speed-up over fused, network by network."""
+    networks: dict[str, list[str]] = {}
+    for c in cases:
+        networks.setdefault("-".join(map(str, c["sizes"])), []).append(f"{c['batch']} {c['graph_speedup']:.2f}x")
+    return "graph over fused, by batch: " + "; ".join(f"{n}: {', '.join(v)}" for n, v in networks.items())
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "(no output)"
@@ -381,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     if no_gpu is not None:
         print(f"no usable GPU: {no_gpu}; skipping the GPU stages", flush=True)
         for name in ("pytest -m gpu", "cli", "benchmark", "mnist_fast", "per-sample profile", "graph profile",
-                     "ptxas"):
+                     "graph vs fused", "ptxas"):
             check.add(Stage(name, detail=f"no usable GPU: {no_gpu}"), say=False)
     else:
         check.gpu_stages()

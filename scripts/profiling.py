@@ -16,13 +16,14 @@ Cases = list[dict[str, Any]]
 
 
 def main(argv: list[str] | None, doc: str, repeated: str, measure: Callable[[Any, int], Cases],
-         format_table: Callable[[Cases], str]) -> int:
+         format_table: Callable[[Cases], str], default_repeats: int = 50) -> int:
     """Parse ``argv`` (``doc``'s first paragraph the description; ``repeated`` what --repeats counts),
     run ``measure(backend, repeats)`` on CuPy, write --json and print ``format_table`` of the cases.
     Without a usable GPU: one line saying why, exit status 1."""
     p = OneLineParser(description=doc.split("\n\n")[0])
     p.add_argument("--json", metavar="FILE", help="also write the figures here (a new file)")
-    p.add_argument("--repeats", type=int, default=50, help=f"{repeated} per timed round (default: 50)")
+    p.add_argument("--repeats", type=int, default=default_repeats,
+                   help=f"{repeated} per timed round (default: {default_repeats})")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats must be at least 1; got {args.repeats}")

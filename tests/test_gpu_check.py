@@ -37,13 +37,14 @@ def test_dry_run_says_why_in_one_line_and_skips_the_gpu_stages(tmp_path):
     assert sum("no usable GPU" in line and "skipping" in line for line in lines) == 1
     assert lines[2].split() == ["stage", "status", "seconds", "detail"]  # the summary table comes last
     assert [line.split()[0] for line in lines[3:]] == ["environment", "pytest", "cli", "benchmark", "mnist_fast",
-                                                       "per-sample", "graph", "ptxas"]
+                                                       "per-sample", "graph", "graph", "ptxas"]
     doc = json.loads((tmp_path / "out/gpu-check.json").read_text())
     assert doc["no_gpu_reason"] == reason and doc["quick"] is True
     assert doc["environment"]["numpy"] and doc["environment"]["machine"]["gpu"] == f"none: {reason}"
     stages = {s["name"]: s for s in doc["stages"]}
     assert stages["environment"]["status"] == "passed"
-    for name in ("pytest -m gpu", "cli", "benchmark", "mnist_fast", "per-sample profile", "graph profile", "ptxas"):
+    for name in ("pytest -m gpu", "cli", "benchmark", "mnist_fast", "per-sample profile", "graph profile",
+                 "graph vs fused", "ptxas"):
         assert stages[name] == {"name": name, "status": "skipped", "seconds": 0.0,
                                 "detail": f"no usable GPU: {reason}", "figures": {}}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu-check-log.txt", "gpu-check.json"]
@@ -137,7 +138,7 @@ def test_the_gpu_stages_run_here_and_report_what_happened(tmp_path, monkeypatch)
         assert stages[name].status == "failed" and "backend 'cupy' is unavailable" in stages[name].detail
     assert stages["benchmark"].status in ("timed out", "failed")
     assert stages["mnist_fast"].status in ("timed out", "failed")  # empty MNIST files: a one-line error at most
-    for name in ("per-sample profile", "graph profile"):
+    for name in ("per-sample profile", "graph profile", "graph vs fused"):
         assert stages[name].status == "failed" and stages[name].detail == f"no usable GPU: {cupy_unavailable_reason()}"
     assert stages["ptxas"].status == "passed"
     check.write(None, time.monotonic())

@@ -1,11 +1,12 @@
-"""scripts/per_sample_profile.py and graph_profile.py: their timing and records here; their figures on a GPU
-(marker gpu)."""
+"""scripts/per_sample_profile.py, graph_profile.py and graph_vs_fused.py: their timing and records here; their
+figures on a GPU (marker gpu)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import SCRIPTS, load_script, require
@@ -14,7 +15,9 @@ from gpunet.backend import cupy_unavailable_reason
 
 profile = load_script("per_sample_profile")
 graph_profile = load_script("graph_profile")
-SCRIPT_NAMES = ("per_sample_profile", "graph_profile")
+graph_vs_fused = load_script("graph_vs_fused")
+gpu_check = load_script("gpu_check")
+SCRIPT_NAMES = ("per_sample_profile", "graph_profile", "graph_vs_fused")
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -68,6 +71,20 @@ def test_graph_case_record_sums_the_launches_and_divides_the_epoch_into_steps():
     assert lines[2].split() == ["30.00", "us", "forward<float,", "0>", "grid", "(7,", "4)"]
 
 
+def test_graph_vs_fused_records_the_speedup_and_the_check_sums_it_up_by_network():
+    cases = [graph_vs_fused.case_record((784, 100, 10), 64, {"fused": 0.315, "graph": 0.0586}),
+             graph_vs_fused.case_record((784, 100, 10), 1024, {"fused": 0.05, "graph": 0.1}),
+             graph_vs_fused.case_record((784, 1024, 10), 1024, {"fused": 0.0275, "graph": 0.0427})]
+    assert cases[0] == {"sizes": [784, 100, 10], "batch": 64, "fused_epoch_s": 0.315, "graph_epoch_s": 0.0586,
+                        "graph_speedup": 5.375}
+    assert [c["graph_speedup"] for c in cases[1:]] == [0.5, 0.644]
+    assert graph_vs_fused.format_table(cases).splitlines()[3].split() == [
+        "784-1024-10", "1024", "0.0275", "0.0427", "0.64x"]
+    assert gpu_check.graph_speedups(cases) == ("graph over fused, by batch: 784-100-10: 64 5.38x, 1024 0.50x; "
+                                               "784-1024-10: 1024 0.64x")
+    assert len(graph_vs_fused.CASES) == 9 and {b for _, b in graph_vs_fused.CASES} == {64, 128, 256, 512, 1024}
+
+
 @pytest.mark.parametrize("script", SCRIPT_NAMES)
 def test_bad_arguments_are_one_line_and_nothing_is_overwritten(tmp_path, script):
     kept = tmp_path / "kept.json"
@@ -107,3 +124,14 @@ def test_graph_figures_on_a_gpu():
                        "weight_grad", "bias_grad", "weight_grad", "bias_grad"]  # GraphTrainer._step's order
     assert all(launch["us"] > 0 for launch in record["launches"])
     assert record["replayed_us"] == pytest.approx(record["epoch_s"] * 1e6 / 938, rel=1e-2)  # 937 full + 1 partial
+
+
+@pytest.mark.gpu
+def test_graph_vs_fused_figures_on_a_gpu():
+    backend = require("cupy")
+    rng = np.random.default_rng(0)
+    X = backend.to_device(rng.uniform(0.01, 1.0, (2000, 784)), np.float32)
+    y = rng.integers(0, 10, 2000)
+    seconds = {p: graph_vs_fused.epoch_seconds(backend, (784, 100, 10), 64, p, X, y, 2) for p in graph_vs_fused.PATHS}
+    assert all(0 < s < 60 for s in seconds.values())  # scaled to 60,000 rows
+    assert graph_vs_fused.case_record((784, 100, 10), 64, seconds)["graph_speedup"] > 0
