@@ -47,7 +47,7 @@ def profile_case(backend: Any, sizes: tuple[int, int, int], batch: int, repeats:
     trainer.buffers["order"][...] = order  # what the step's gathers read
     trainer.buffers["lr"].fill(LR)
     launches = []
-    for launch in trainer._step(0, batch, True):
+    for launch in trainer._step(0, batch):
         function = trainer._functions[launch.expression]
         us = per_call_us(backend, lambda: function(launch.grid, launch.block, launch.args), repeats)[0]
         launches.append((launch.expression, launch.grid, us))

@@ -84,24 +84,32 @@ def test_loss_total_sums_more_rows_than_threads_and_accumulates() -> None:
     assert total[0] == 600 * 601 / 2 + 55
 
 
-def test_gather_rows_takes_the_ordered_rows_and_marks_bad_indices_with_nan() -> None:
-    X = np.arange(12.0).reshape(4, 3)
+def test_gather_rows_takes_the_ordered_rows_of_both_arrays_and_marks_bad_indices_with_nan() -> None:
+    X, T = np.arange(12.0).reshape(4, 3), -np.arange(8.0).reshape(4, 2)
     order = np.array([2, 0, 3, 7, 1])
-    Xb = np.zeros((3, 3))
-    gemm.gather_rows(X, order, 1, 3, 3, 4, Xb)  # rows order[1:4] = 0, 3, 7 (out of range)
+    Xb, Tb = np.zeros((3, 3)), np.zeros((3, 2))
+    gemm.gather_rows(X, T, order, 1, 3, 3, 2, 4, Xb, Tb)  # rows order[1:4] = 0, 3, 7 (out of range)
     np.testing.assert_array_equal(Xb[:2], X[[0, 3]])
-    assert np.isnan(Xb[2]).all()
+    np.testing.assert_array_equal(Tb[:2], T[[0, 3]])
+    assert np.isnan(Xb[2]).all() and np.isnan(Tb[2]).all()
 
 
-def test_gradient_write_variants_match_the_plain_gradients() -> None:
+def test_weight_grad_writes_the_weight_and_bias_gradients_in_one_launch() -> None:
     rng = np.random.default_rng(2)
     A_prev, delta = rng.normal(size=(9, 5)), rng.normal(size=(9, 4))
     dW, db = np.zeros((5, 4)), np.zeros(4)
     lr = np.array([0.5])
-    gemm.weight_grad(A_prev, delta, None, dW, lr, 0.0, 9, 5, 4, mode=gemm.GRAD_WRITE)
-    gemm.bias_grad(delta, None, db, lr, 9, 4, mode=gemm.GRAD_WRITE)
+    gemm.weight_grad(A_prev, delta, None, dW, None, db, lr, 0.0, 9, 5, 4, mode=gemm.GRAD_WRITE)
     assert rel_diff(dW, A_prev.T @ delta) < 1e-13
-    assert rel_diff(db, delta.sum(axis=0)) < 1e-13
+    in_row_order = np.zeros(4)
+    for r in range(9):  # the bias's row of the product adds delta's rows in order: exactly
+        in_row_order += delta[r]
+    np.testing.assert_array_equal(db, in_row_order)
+    W, b = rng.normal(size=(5, 4)), rng.normal(size=4)
+    W0, b0 = W.copy(), b.copy()
+    gemm.weight_grad(A_prev, delta, W, None, b, None, lr, 0.1, 9, 5, 4, mode=gemm.SGD_DECAY)
+    assert rel_diff(W, W0 - 0.5 * (dW + 0.1 * W0)) < 1e-13
+    assert rel_diff(b, b0 - 0.5 * db) < 1e-13  # biases never decay
 
 
 def test_act_codes_match_the_python_activations() -> None:
@@ -262,33 +270,37 @@ def test_buffers_batches_and_launches() -> None:
     shapes = {k: v.shape for k, v in g.buffers.items()}
     assert shapes == {
         "order": (11,), "lr": (1,), "X": (4, 5), "T": (4, 4), "A1": (4, 7), "delta1": (4, 7), "A2": (4, 6),
-        "delta2": (4, 6), "A3": (4, 4), "delta3": (4, 4), "loss": (4,), "loss_total": (1,),
+        "delta2": (4, 6), "A3": (4, 4), "delta3": (4, 4), "loss": (11,), "loss_total": (1,),
     }
-    floats = 4 * (5 + 4 + 2 * (7 + 6 + 4) + 1) + 1
+    floats = 4 * (5 + 4 + 2 * (7 + 6 + 4)) + 11 + 1
     assert g.workspace_bytes == 11 * 8 + 8 + 4 * floats
     assert g.batches() == [(0, 4), (4, 4), (8, 3)]
     launches = g.launches()
-    per_step = 2 + 3 + 2 + 2 + 3 * 2  # gathers, forwards, output delta and loss, backwards, updates
-    assert len(launches) == 3 * per_step
-    last = launches[-per_step:]
+    per_step = 1 + 3 + 1 + 2 + 3  # the gather, forwards, output delta, backwards, updates (with the biases)
+    assert len(launches) == 3 * per_step + 1  # and the epoch's loss total
+    last = launches[-per_step - 1 : -1]
     assert [launch.kernel for launch in last] == [
-        "gather_rows", "gather_rows", "forward", "forward", "forward", "output_delta", "loss_total",
-        "backward", "weight_grad", "bias_grad", "backward", "weight_grad", "bias_grad", "weight_grad", "bias_grad",
+        "gather_rows", "forward", "forward", "forward", "output_delta",
+        "backward", "weight_grad", "backward", "weight_grad", "weight_grad",
     ]
-    assert last[0].args[2] == 8 and last[0].args[3] == 3  # the partial batch: rows order[8:11]
-    assert [launch.args[2] for launch in launches if launch.kernel == "loss_total"] == [1, 0, 0]  # resets once
-    assert last[4].expression == "forward<float, 4>"  # softmax output: identity here, softmax in output_delta
-    assert last[5].expression == "output_delta<float, 5, 2>"
+    assert last[0].args[3] == 8 and last[0].args[4] == 3  # the partial batch: rows order[8:11]
+    assert last[4].args[3].shape == (3,) and np.shares_memory(last[4].args[3], g.buffers["loss"])  # rows 8-10
+    total = launches[-1]
+    assert total.kernel == "loss_total" and total.args[1:3] == (11, 1) and total.args[0].shape == (11,)
+    assert g.launches(4)[-1].args[0].shape == (7,)  # a resumed epoch sums its own rows
+    assert last[3].expression == "forward<float, 4>"  # softmax output: identity here, softmax in output_delta
+    assert last[4].expression == "output_delta<float, 5, 2>"
     for output, loss, act in [("sigmoid", "cross-entropy", 4), ("sigmoid", "squared", 0), ("relu", "absolute", 2)]:
         # sigmoid with cross-entropy keeps the logits too (its loss needs them); otherwise f is fused
         launches = trainer(make_net("tanh", output, loss, "float32"), X, y, 4).launches()
-        assert launches[4].expression == f"forward<float, {act}>"
-    assert last[2].grid == (1, 1) and last[2].block == (16, 16)
+        assert launches[3].expression == f"forward<float, {act}>"
+    assert last[1].grid == (1, 1) and last[1].block == (16, 16)
+    assert last[6].grid == (1, 1)  # W2 (7, 6) and its bias row: 8 rows, one tile
     assert {launch.expression for launch in launches} <= set(NAME_EXPRESSIONS)
 
 
 def test_name_expressions_cover_every_configuration() -> None:
-    assert len(NAME_EXPRESSIONS) == len(set(NAME_EXPRESSIONS)) == 62
+    assert len(NAME_EXPRESSIONS) == len(set(NAME_EXPRESSIONS)) == 56
     compiled = {("gemm.cu", e) for e in NAME_EXPRESSIONS}
     compiled |= {("optim.cu", e) for e in fused.NAME_EXPRESSIONS["optim.cu"]}
     X, y = data(5)
@@ -346,23 +358,23 @@ def test_momentum_and_adam_write_gradients_and_step_in_one_launch(name: str, rul
     assert g.mode == gemm.GRAD_WRITE
     assert all(net.params[k] is g.flat.param_views[k] for k in net.params)
     launches = g.launches()
-    per_step = 2 + 3 + 2 + 2 + 3 * 2 + 1  # the SGD step's launches and the flat step
-    assert len(launches) == 3 * per_step
-    step = launches[-1]
+    per_step = 1 + 3 + 1 + 2 + 3 + 1  # the SGD step's launches and the flat step
+    assert len(launches) == 3 * per_step + 1  # and the epoch's loss total
+    step = launches[-2]
     assert (step.kernel, step.source, step.expression) == ("flat_step", "optim.cu", f"flat_step<float, {rule}>")
     assert step.args[0] is g.flat.params and step.args[1] is g.flat.grads
     assert step.args[2] is g.flat.state["buf" if name == "momentum" else "m"]
     assert step.args[3] is (g.flat.params if name == "momentum" else g.flat.state["v"])  # v: unused by momentum
     assert step.args[4] == g.flat.params.size and step.args[6] is g.flat_optimizer.lr
-    writes = {launch.kernel: launch for launch in launches[-per_step:-1] if launch.kernel.endswith("_grad")}
+    writes = {launch.kernel: launch for launch in launches[-per_step - 1 : -2] if launch.kernel.endswith("_grad")}
     assert writes["weight_grad"].params == {"mode": gemm.GRAD_WRITE}
     assert writes["weight_grad"].args[3] is g.flat.grad_views["W1"]  # the last product: the first layer's dW
-    assert writes["bias_grad"].args[2] is g.flat.grad_views["b1"]
+    assert writes["weight_grad"].args[5] is g.flat.grad_views["b1"]  # and db
 
 
 def test_fused_steps_and_graph_epochs_hand_over_parameters_and_state() -> None:
-    """A resumed epoch in gpunet.train runs its first rows as fused steps (their own flat buffers, which
-    net.params and the optimiser's state then view), the rest in the graph: each copies the other's values in."""
+    """A resumed epoch in gpunet.train runs its first rows as fused steps, the rest in the graph: both step the
+    network's own flat buffer, and each adopts the optimiser's state (in flat buffers of its own) from the other."""
     X, y = data(11)
     plain, graph = (make_net("relu", "sigmoid", "cross-entropy", "float64") for _ in range(2))
     plain_opt, graph_opt = Adam(weight_decay=0.01), Adam(weight_decay=0.01)

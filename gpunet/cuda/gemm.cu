@@ -2,7 +2,8 @@
 // so graph.py can capture an epoch of steps into one CUDA graph. Shapes are batch-first as in network.py:
 // the batch has N rows, layer i maps n_{i-1} -> n_i, every array is row-major and contiguous.
 //
-//   gather_rows   Xb[r, :] = X[order[lo + r], :]                  X (n, w), order (n,) int64, Xb (N, w)
+//   gather_rows   Xb[r, :] = X[order[lo + r], :],                 X (n, wx), T (n, wt), order (n,) int64,
+//                 Tb[r, :] = T[order[lo + r], :]                  Xb (N, wx), Tb (N, wt): one launch for both
 //   forward       A_i = f(A_{i-1} @ W_i + b_i)                    A_{i-1} (N, n_{i-1}), W_i (n_{i-1}, n_i),
 //                                                                 b_i (n_i,), A_i (N, n_i)
 //   output_delta  loss[r] = L(Y_r, T_r), delta_L = s * dL/dZ_L,  Y = A_L, T, delta_L (N, n_L), loss (N,)
@@ -10,14 +11,18 @@
 //                 Z_L (softmax output; sigmoid output with cross-entropy), A_L holds Z_L on entry and
 //                 Y = f(Z_L) in place on exit; cross-entropy then comes from the logits, as in
 //                 activations.py's FUSED: logsumexp(z) sum(t) - sum(t z), or sum softplus(z) - t z.
+//                 (graph.py passes each step its rows' slice of an epoch-long loss buffer)
 //   loss_total    total += sum_r loss[r]   (total = 0 first when first != 0)     loss (N,), total (1,)
+//                 (graph.py: once an epoch, over the epoch's rows)
 //   backward      delta_{i-1} = (delta_i @ W_i^T) * f'(A_{i-1})   delta_i (N, n_i), W_i (n_{i-1}, n_i),
 //                                                                 A_{i-1}, delta_{i-1} (N, n_{i-1})
 //   weight_grad   dW_i = A_{i-1}^T @ delta_i, then by MODE:       A_{i-1} (N, n_{i-1}), delta_i (N, n_i),
 //                   GRAD_WRITE   dW_i written (for other optimisers)         W_i, dW_i (n_{i-1}, n_i)
 //                   SGD_FOLDED   W_i -= dW_i (lr already in delta)
 //                   SGD_DECAY    W_i -= lr * (dW_i + weight_decay * W_i)
-//   bias_grad     db_i = sum_r delta_i[r, :], then b_i -= db_i, b_i -= lr * db_i, or db_i written (n_i,)
+//                 and the bias in the same launch: db_i = sum_r delta_i[r, :] is row n_{i-1} of
+//                 [A_{i-1}, 1]^T @ delta_i (a row of ones appended to A^T), then b_i -= db_i,
+//                 b_i -= lr * db_i, or db_i written (biases never decay)     b_i, db_i (n_i,)
 //
 // lr lives in device memory as one double (graph.py writes it before each replay), so a captured graph
 // serves every epoch's learning rate. Each product is one thread per output element, summing its
@@ -49,7 +54,9 @@ __device__ __forceinline__ T quiet_nan() {
 // stored rows, so neighbouring threads read neighbouring addresses. Each thread then adds its products
 // in order k = 0, 1, ..., K - 1, as with any slice width.
 // Every thread of the block must call this (it synchronises); out-of-range ones get a value to ignore.
-template <typename T, bool TRANS_A, bool TRANS_B>
+// ONES_ROW (with TRANS_A): A has a row M of ones after its M stored rows, so the block row holding row M
+// computes sum_k B[k, col] in order k = 0, 1, ...: 1 * B[k, col] + acc rounds as B[k, col] + acc does.
+template <typename T, bool TRANS_A, bool TRANS_B, bool ONES_ROW = false>
 __device__ __forceinline__ T tile_product(const T* A, const T* B, int M, int Nc, int K) {
     __shared__ T As[TILE][KTILE + 1];  // As[i][kk] = A[r0 + i, k0 + kk]; + 1: transposed stores spread over banks
     __shared__ T Bs[KTILE][TILE + 1];  // Bs[kk][j] = B[k0 + kk, c0 + j]
@@ -61,7 +68,8 @@ __device__ __forceinline__ T tile_product(const T* A, const T* B, int M, int Nc,
         for (int q = 0; q < KTILE / TILE; ++q) {
             if constexpr (TRANS_A) {
                 const int r = r0 + tx, k = k0 + ty + q * TILE;
-                As[tx][ty + q * TILE] = (r < M && k < K) ? A[(size_t)k * M + r] : T(0);
+                As[tx][ty + q * TILE] = (r < M && k < K) ? A[(size_t)k * M + r]
+                                        : (ONES_ROW && r == M && k < K) ? T(1) : T(0);
             } else {
                 const int r = r0 + ty, k = k0 + tx + q * TILE;
                 As[ty][tx + q * TILE] = (r < M && k < K) ? A[(size_t)r * K + k] : T(0);
@@ -84,14 +92,20 @@ __device__ __forceinline__ T tile_product(const T* A, const T* B, int M, int Nc,
     return acc;
 }
 
-// Xb[r, c] = X[order[lo + r], c]; an index outside [0, n_rows) gives a NaN row, which the loss reports.
+// Xb[r, c] = X[order[lo + r], c] for the first N * wx threads, Tb[r, c] = Tg[order[lo + r], c] for the next
+// N * wt; an index outside [0, n_rows) gives a NaN row, which the loss reports.
 template <typename T>
-__global__ void gather_rows(const T* X, const long long* order, int lo, int N, int width, int n_rows, T* Xb) {
+__global__ void gather_rows(const T* X, const T* Tg, const long long* order, int lo, int N, int wx, int wt,
+                            int n_rows, T* Xb, T* Tb) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)N * width) return;
-    const int r = (int)(i / width), c = (int)(i % width);
+    const long long n_x = (long long)N * wx;
+    if (i >= n_x + (long long)N * wt) return;
+    const bool is_x = i < n_x;
+    const long long e = is_x ? i : i - n_x;  // the element of Xb or Tb
+    const int width = is_x ? wx : wt;
+    const int r = (int)(e / width), c = (int)(e % width);
     const long long src = order[lo + r];
-    Xb[i] = (src >= 0 && src < n_rows) ? X[src * width + c] : quiet_nan<T>();
+    (is_x ? Xb : Tb)[e] = (src >= 0 && src < n_rows) ? (is_x ? X : Tg)[src * width + c] : quiet_nan<T>();
 }
 
 // A_i = f(Z_i), Z_i = A_{i-1} @ W_i + b_i: (N, n_in) @ (n_in, n_out) + (n_out,)
@@ -195,14 +209,17 @@ __global__ void backward(const T* delta, const T* W, const T* A_prev, T* delta_p
     }
 }
 
-// dW_i = A_{i-1}^T @ delta_i: (n_prev, N) @ (N, n_i) -> (n_prev, n_i), then the update by MODE (see the top).
-// dW is only written in GRAD_WRITE mode, W only in the SGD modes; lr is read in SGD_DECAY mode.
+// [dW_i; db_i] = [A_{i-1}, 1]^T @ delta_i: (n_prev + 1, N) @ (N, n_i) -> (n_prev + 1, n_i), the grid covering
+// n_prev + 1 rows; then the update by MODE (see the top): rows j < n_prev are W's, row n_prev is b's, summed
+// in order r = 0, 1, ..., N - 1. dW, db are only written in GRAD_WRITE mode, W, b only in the SGD modes; lr
+// is read in SGD_DECAY mode.
 template <typename T, int MODE>
-__global__ void weight_grad(const T* A_prev, const T* delta, T* W, T* dW, const double* lr, T weight_decay,
-                            int N, int n_prev, int n_i) {
-    const T g = tile_product<T, true, false>(A_prev, delta, n_prev, n_i, N);
+__global__ void weight_grad(const T* A_prev, const T* delta, T* W, T* dW, T* b, T* db, const double* lr,
+                            T weight_decay, int N, int n_prev, int n_i) {
+    const T g = tile_product<T, true, false, true>(A_prev, delta, n_prev, n_i, N);
     const int j = blockIdx.y * TILE + threadIdx.y, k = blockIdx.x * TILE + threadIdx.x;
-    if (j < n_prev && k < n_i) {
+    if (k >= n_i || j > n_prev) return;
+    if (j < n_prev) {
         const size_t idx = (size_t)j * n_i + k;
         if constexpr (MODE == GRAD_WRITE) {
             dW[idx] = g;
@@ -211,17 +228,7 @@ __global__ void weight_grad(const T* A_prev, const T* delta, T* W, T* dW, const 
         } else {
             W[idx] -= T(lr[0]) * (g + weight_decay * W[idx]);
         }
-    }
-}
-
-// db_i[k] = sum_r delta_i[r, k], in order r = 0, 1, ..., N - 1, then the update by MODE (biases never decay).
-template <typename T, int MODE>
-__global__ void bias_grad(const T* delta, T* b, T* db, const double* lr, int N, int n_i) {
-    const int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= n_i) return;
-    T g = T(0);
-    for (int r = 0; r < N; ++r) g += delta[(size_t)r * n_i + k];
-    if constexpr (MODE == GRAD_WRITE) {
+    } else if constexpr (MODE == GRAD_WRITE) {  // j == n_prev: the bias
         db[k] = g;
     } else if constexpr (MODE == SGD_FOLDED) {
         b[k] -= g;

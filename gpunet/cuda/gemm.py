@@ -3,7 +3,7 @@
 Each function takes its kernel's arguments in order (NumPy arrays for the pointers, which may be longer
 than the kernel reads: it uses the first rows, as the device does) and the kernel's template parameters
 as keywords, and writes where the kernel writes. What runs in parallel on the device (the elements of a
-product, the rows of output_delta, the columns of bias_grad) is vectorised here; what a thread does in
+product, the rows of output_delta) is vectorised here; what a thread does in
 sequence is a Python loop in the same order. The one difference left: the device may contract
 ``acc + a * b`` into a fused multiply-add, one rounding instead of two.
 GraphTrainer runs these on the NumPy backend, so the CPU tests hold the device's arithmetic against the
@@ -60,11 +60,16 @@ def act_backward(act: int, A: Array, dA: Array) -> Array:
     return dA
 
 
-def tile_product(A: Array, B: Array, M: int, Nc: int, K: int, trans_a: bool, trans_b: bool) -> Array:
+def tile_product(A: Array, B: Array, M: int, Nc: int, K: int, trans_a: bool, trans_b: bool,
+                 ones_row: bool = False) -> Array:
     """tile_product for every element at once: C (M, Nc) = A (M, K) @ B (K, Nc), A stored (K, M) when
     trans_a, B stored (Nc, K) when trans_b. Each element adds its products in order k = 0, 1, ..., K - 1,
-    slice by slice of KTILE; staging through shared memory moves values, not arithmetic."""
+    slice by slice of KTILE; staging through shared memory moves values, not arithmetic. ``ones_row``
+    (with trans_a): A gets a row M of ones, and C a row M, the column sums of B (M + 1 rows in all)."""
     A = _rows(A, K, M).T if trans_a else _rows(A, M, K)
+    if ones_row:
+        A = np.concatenate([A, np.ones((1, K), dtype=A.dtype)])
+        M += 1
     B = _rows(B, Nc, K).T if trans_b else _rows(B, K, Nc)
     acc = np.zeros((M, Nc), dtype=A.dtype)
     for k0 in range(0, K, KTILE):
@@ -73,12 +78,14 @@ def tile_product(A: Array, B: Array, M: int, Nc: int, K: int, trans_a: bool, tra
     return acc
 
 
-def gather_rows(X: Array, order: Array, lo: int, N: int, width: int, n_rows: int, Xb: Array) -> None:
+def gather_rows(X: Array, Tg: Array, order: Array, lo: int, N: int, wx: int, wt: int, n_rows: int, Xb: Array,
+                Tb: Array) -> None:
     src = order[lo : lo + N]
     valid = (src >= 0) & (src < n_rows)
-    rows = _rows(Xb, N, width)
-    rows[...] = _rows(X, n_rows, width)[np.where(valid, src, 0)]
-    rows[~valid] = np.nan  # an index out of range: a NaN row, which the loss reports
+    for source, width, out in ((X, wx, Xb), (Tg, wt, Tb)):
+        rows = _rows(out, N, width)
+        rows[...] = _rows(source, n_rows, width)[np.where(valid, src, 0)]
+        rows[~valid] = np.nan  # an index out of range: a NaN row, which the loss reports
 
 
 def forward(A_prev: Array, W: Array, b: Array, A: Array, N: int, n_in: int, n_out: int, *, act: int) -> None:
@@ -165,32 +172,23 @@ def backward(
 
 
 def weight_grad(
-    A_prev: Array, delta: Array, W: Array, dW: Array, lr: Array, weight_decay: Any, N: int, n_prev: int, n_i: int,
-    *, mode: int,
+    A_prev: Array, delta: Array, W: Array, dW: Array, b: Array, db: Array, lr: Array, weight_decay: Any, N: int,
+    n_prev: int, n_i: int, *, mode: int,
 ) -> None:
-    g = tile_product(A_prev, delta, n_prev, n_i, N, True, False)
+    g = tile_product(A_prev, delta, n_prev, n_i, N, True, False, ones_row=True)
+    gW, gb = g[:n_prev], g[n_prev]  # the weights' rows, then the bias's: the column sums of delta in row order
     if mode == GRAD_WRITE:
-        dW[...] = g
+        dW[...] = gW
+        db[...] = gb
     elif mode == SGD_FOLDED:
-        W -= g
+        W -= gW
+        b -= gb
     else:
-        W -= W.dtype.type(lr[0]) * (g + weight_decay * W)
-
-
-def bias_grad(delta: Array, b: Array, db: Array, lr: Array, N: int, n_i: int, *, mode: int) -> None:
-    rows = _rows(delta, N, n_i)
-    g = np.zeros(n_i, dtype=delta.dtype)
-    for r in range(N):
-        g += rows[r]
-    if mode == GRAD_WRITE:
-        db[...] = g
-    elif mode == SGD_FOLDED:
-        b -= g
-    else:
-        b -= b.dtype.type(lr[0]) * g
+        W -= W.dtype.type(lr[0]) * (gW + weight_decay * W)
+        b -= b.dtype.type(lr[0]) * gb
 
 
 TRANSCRIPTIONS: dict[str, Callable[..., None]] = {
     "gather_rows": gather_rows, "forward": forward, "output_delta": output_delta, "loss_total": loss_total,
-    "backward": backward, "weight_grad": weight_grad, "bias_grad": bias_grad,
+    "backward": backward, "weight_grad": weight_grad,
 }

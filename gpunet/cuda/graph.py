@@ -1,10 +1,12 @@
 """Graph mode: an epoch of training steps captured once into a CUDA graph, then replayed every epoch.
 
-A step is a dozen launches of gemm.cu's kernels (no cuBLAS: CuPy's cuBLAS wrappers refuse stream
-capture): gather the batch on the device, a forward product per layer with bias and activation fused,
-the output delta and per-row loss (cross-entropy from the logits, as in the plain path), the loss total,
-and per layer from the top the backward product with f' fused, the weight-gradient product with the SGD
-update fused, and the bias update. Momentum and Adam write the gradients instead, into flat.py's one
+A step is 3L + 1 launches of gemm.cu's kernels for L layers (no cuBLAS: CuPy's cuBLAS wrappers refuse
+stream capture): gather the batch's inputs and targets on the device (one launch), a forward product per
+layer with bias and activation fused, the output delta and per-row loss (cross-entropy from the logits,
+as in the plain path), and per layer from the top the backward product with f' fused and the
+weight-gradient product with the SGD update fused, its bias's gradient and update in the same launch (a
+row of ones appended to the activations). Each row's loss goes to an epoch-long buffer, summed once at
+the epoch's end. Momentum and Adam write the gradients instead, into flat.py's one
 buffer, and step every parameter in one launch of optim.cu's flat_step, which reads lr and the step count
 from device memory and advances the count itself.
 The whole training set, the epoch's permutation and lr live in device buffers the graph reads, so an
@@ -42,7 +44,7 @@ if TYPE_CHECKING:  # annotations only
 Array = Any
 PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS for loss in LOSSES] + list(FUSED)  # every (output, loss) pair
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
-ELEMENT_THREADS = 256  # gather_rows, output_delta, bias_grad: one thread per element, row or column
+ELEMENT_THREADS = 256  # gather_rows, output_delta: one thread per element or row
 SOURCE = "gemm.cu"
 OPTIM_SOURCE = "optim.cu"  # flat_step, for momentum and Adam: fused.py's NAME_EXPRESSIONS has its instantiations
 # Every template instantiation of gemm.cu GraphTrainer may load (gpunet.cuda.name_expressions' convention);
@@ -53,8 +55,7 @@ EXPRESSIONS = [
     *(f"output_delta<{t}, {OUTPUT_CODES[o]}, {LOSS_CODES[loss]}>" for t in C_TYPES.values() for o, loss in PAIRS),
     *(f"loss_total<{t}>" for t in C_TYPES.values()),
     *(f"backward<{t}, {ACT_CODES[a]}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS),
-    *(f"{k}<{t}, {m}>" for k in ("weight_grad", "bias_grad") for t in C_TYPES.values()
-      for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)),
+    *(f"weight_grad<{t}, {m}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)),
 ]
 NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}
 # What runs each launch on the NumPy backend: the transcriptions, called with the kernels' own arguments.
@@ -128,10 +129,11 @@ class GraphTrainer:
         self.X, self.T = check_data(net, X, T)
         self.n = self.X.shape[0]
         rows = min(self.batch_size, self.n)
-        if max(_blocks(rows, TILE), _blocks(max(net.sizes[:-1]), TILE)) > MAX_GRID_Y:
+        # A product's rows, in tiles, fill gridDim.y: the batch, and a layer's inputs plus weight_grad's bias row.
+        if max(_blocks(rows, TILE), _blocks(max(net.sizes[:-1]) + 1, TILE)) > MAX_GRID_Y:
             raise ValueError(
-                f"graph mode covers batches and layers of up to {MAX_GRID_Y * TILE} rows; "
-                f"got batch {rows} and sizes {net.sizes}"
+                f"graph mode covers batches of up to {MAX_GRID_Y * TILE} rows and layers of up to "
+                f"{MAX_GRID_Y * TILE - 1} inputs; got batch {rows} and sizes {net.sizes}"
             )
         if rule != "sgd":  # gradients into the flat buffer, then one flat_step
             self.mode = GRAD_WRITE
@@ -145,7 +147,7 @@ class GraphTrainer:
         self._functions: dict[str, Any] = {}
         if net.backend.name == "cupy":  # compile and fetch every kernel now: nothing may compile during capture
             by_source: dict[str, set[str]] = {}
-            for launch in self._step(0, rows, first=True):
+            for launch in [*self._step(0, rows), self._loss_total(0)]:
                 by_source.setdefault(launch.source, set()).add(launch.expression)
             for source, expressions in by_source.items():
                 module = load(net.backend, source, sorted(expressions))
@@ -164,7 +166,7 @@ class GraphTrainer:
         for i, width in enumerate(sizes[1:], start=1):
             buffers[f"A{i}"] = xp.zeros((rows, width), dtype=dtype)
             buffers[f"delta{i}"] = xp.zeros((rows, width), dtype=dtype)
-        buffers["loss"] = xp.zeros(rows, dtype=dtype)  # each row's loss
+        buffers["loss"] = xp.zeros(self.n, dtype=dtype)  # each row's loss, in the epoch's order
         buffers["loss_total"] = xp.zeros(1, dtype=dtype)  # the epoch's sum
         return buffers
 
@@ -179,11 +181,10 @@ class GraphTrainer:
 
     def launches(self, start_row: int = 0) -> list[Launch]:
         """Every kernel launch of an epoch started at ``start_row``, in order: what one graph holds."""
-        return list(itertools.chain.from_iterable(
-            self._step(lo, N, first=k == 0) for k, (lo, N) in enumerate(self.batches(start_row))
-        ))
+        steps = itertools.chain.from_iterable(self._step(lo, N) for lo, N in self.batches(start_row))
+        return [*steps, self._loss_total(start_row)]
 
-    def _step(self, lo: int, N: int, first: bool) -> list[Launch]:
+    def _step(self, lo: int, N: int) -> list[Launch]:
         """One step on rows order[lo : lo + N]: the plain path's Network.plain_step_unchecked, kernel by kernel."""
         net, buf, L = self.net, self.buffers, self.net.n_layers
         P = self.flat.param_views
@@ -191,30 +192,30 @@ class GraphTrainer:
         # the kernels update P themselves and write no gradient, so P stands in.
         G = self.flat.grad_views if self.mode == GRAD_WRITE else P
         hidden = ACT_CODES[net.activation]
-        steps = [self._gather(self.X, lo, N, buf["X"]), self._gather(self.T, lo, N, buf["T"])]
+        steps = [self._gather(lo, N)]
         A = [buf["X"]] + [buf[f"A{i}"] for i in range(1, L + 1)]
         for i in range(1, L + 1):
             act = hidden if i < L else _output_forward_act(net.output, net.loss_name)
             steps.append(self._forward(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, act))
-        steps.append(self._output_delta(A[L], buf["T"], buf[f"delta{L}"], N))
-        steps.append(self._loss_total(N, first))
+        steps.append(self._output_delta(A[L], buf["T"], buf[f"delta{L}"], lo, N))
         for i in range(L, 0, -1):  # W_i feeds delta_{i-1} before its own update
             if i > 1:
                 steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], A[i - 1], buf[f"delta{i - 1}"], N, hidden))
-            steps.append(self._weight_grad(A[i - 1], buf[f"delta{i}"], P[f"W{i}"], G[f"W{i}"], N))
-            steps.append(self._bias_grad(buf[f"delta{i}"], P[f"b{i}"], G[f"b{i}"], N))
+            steps.append(self._weight_grad(A[i - 1], buf[f"delta{i}"], (P[f"W{i}"], G[f"W{i}"]),
+                                           (P[f"b{i}"], G[f"b{i}"]), N))
         if self.flat_optimizer is not None:
             steps.append(self._flat_step())
         return steps
 
     # --- one function per kernel: its geometry, with why, and its arguments ----------------------
 
-    def _gather(self, source: Array, lo: int, N: int, out: Array) -> Launch:
-        # One thread per element of the (N, width) batch: consecutive threads copy consecutive columns of
-        # a row, so both the read of X's row and the write are coalesced.
-        width = source.shape[1]
-        grid, block = (_blocks(N * width, ELEMENT_THREADS),), (ELEMENT_THREADS,)
-        args = (source, self.buffers["order"], np.int32(lo), np.int32(N), np.int32(width), np.int32(self.n), out)
+    def _gather(self, lo: int, N: int) -> Launch:
+        # One thread per element of the (N, wx) inputs and then the (N, wt) targets, in one launch:
+        # consecutive threads copy consecutive columns of a row, so the reads and writes are coalesced.
+        wx, wt = self.X.shape[1], self.T.shape[1]
+        grid, block = (_blocks(N * (wx + wt), ELEMENT_THREADS),), (ELEMENT_THREADS,)
+        args = (self.X, self.T, self.buffers["order"], np.int32(lo), np.int32(N), np.int32(wx), np.int32(wt),
+                np.int32(self.n), self.buffers["X"], self.buffers["T"])
         return Launch("gather_rows", self.net.dtype.name, {}, grid, block, args)
 
     def _forward(self, A_prev: Array, W: Array, b: Array, A: Array, N: int, act: int) -> Launch:
@@ -223,20 +224,23 @@ class GraphTrainer:
         args = (A_prev, W, b, A, np.int32(N), np.int32(n_in), np.int32(n_out))
         return Launch("forward", self.net.dtype.name, {"act": act}, grid, block, args)
 
-    def _output_delta(self, Y: Array, T: Array, delta: Array, N: int) -> Launch:
+    def _output_delta(self, Y: Array, T: Array, delta: Array, lo: int, N: int) -> Launch:
         # One thread per row: a row (n_out outputs, 10 for MNIST) is short, and softmax and the loss need
-        # the whole row; the rows of a batch fill the 256-thread blocks.
+        # the whole row; the rows of a batch fill the 256-thread blocks. Each row's loss lands at its place
+        # in the epoch's loss buffer.
         grid, block = (_blocks(N, ELEMENT_THREADS),), (ELEMENT_THREADS,)
         n_out = Y.shape[1]
         fold_lr = np.int32(self.mode == SGD_FOLDED)
-        args = (Y, T, delta, self.buffers["loss"], self.buffers["lr"], fold_lr, np.int32(N), np.int32(n_out))
+        loss = self.buffers["loss"][lo : lo + N]
+        args = (Y, T, delta, loss, self.buffers["lr"], fold_lr, np.int32(N), np.int32(n_out))
         params = {"out": OUTPUT_CODES[self.net.output], "loss_code": LOSS_CODES[self.net.loss_name]}
         return Launch("output_delta", self.net.dtype.name, params, grid, block, args)
 
-    def _loss_total(self, N: int, first: bool) -> Launch:
-        # One block: a batch has few rows, and one block sums them in a fixed order with no atomics, so
-        # the total does not depend on scheduling.
-        args = (self.buffers["loss"], np.int32(N), np.int32(first), self.buffers["loss_total"])
+    def _loss_total(self, start_row: int) -> Launch:
+        # Once an epoch, after its last step: one block sums the epoch's rows (from start_row) in a fixed
+        # order with no atomics, so the total does not depend on scheduling.
+        args = (self.buffers["loss"][start_row:], np.int32(self.n - start_row), np.int32(1),
+                self.buffers["loss_total"])
         return Launch("loss_total", self.net.dtype.name, {}, (1,), (LOSS_THREADS,), args)
 
     def _backward(self, delta: Array, W: Array, A_prev: Array, delta_prev: Array, N: int, act: int) -> Launch:
@@ -245,20 +249,15 @@ class GraphTrainer:
         args = (delta, W, A_prev, delta_prev, np.int32(N), np.int32(n_prev), np.int32(n_i))
         return Launch("backward", self.net.dtype.name, {"act": act}, grid, block, args)
 
-    def _weight_grad(self, A_prev: Array, delta: Array, W: Array, dW: Array, N: int) -> Launch:
+    def _weight_grad(self, A_prev: Array, delta: Array, weight: tuple[Array, Array], bias: tuple[Array, Array],
+                     N: int) -> Launch:
+        (W, dW), (b, db) = weight, bias
         n_prev, n_i = W.shape
-        grid, block = _tile_geometry(n_prev, n_i)  # dW: (n_prev, n_i)
+        grid, block = _tile_geometry(n_prev + 1, n_i)  # [dW; db]: (n_prev + 1, n_i), the bias's row last
         decay = self.net.dtype.type(self.optimizer.weight_decay if self.mode == SGD_DECAY else 0.0)
-        args = (A_prev, delta, W, dW, self.buffers["lr"], decay, np.int32(N), np.int32(n_prev), np.int32(n_i))
+        args = (A_prev, delta, W, dW, b, db, self.buffers["lr"], decay, np.int32(N), np.int32(n_prev),
+                np.int32(n_i))
         return Launch("weight_grad", self.net.dtype.name, {"mode": self.mode}, grid, block, args)
-
-    def _bias_grad(self, delta: Array, b: Array, db: Array, N: int) -> Launch:
-        # One thread per column: each sums its column down the N rows, and neighbouring threads read
-        # neighbouring addresses of each row.
-        n_i = b.shape[0]
-        grid, block = (_blocks(n_i, ELEMENT_THREADS),), (ELEMENT_THREADS,)
-        args = (delta, b, db, self.buffers["lr"], np.int32(N), np.int32(n_i))
-        return Launch("bias_grad", self.net.dtype.name, {"mode": self.mode}, grid, block, args)
 
     def _flat_step(self) -> Launch:
         # One thread per element of the flat buffers (fused.py's elementwise geometry): lr, the step count
