@@ -114,10 +114,10 @@ def train(
         raise ValueError(f"start_row must be below the {n} training rows; got {start_row}")
     per_sample = batch_size == 1 and opt.folds_lr  # plain SGD: the per-sample fast path applies
     chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
-    plan = select.plan(net, kernels, opt, X, T, chunk, per_sample)  # which kernels train (one place decides)
     widest = chunk * max(a * b for a, b in zip(net.sizes, net.sizes[1:]))  # multiply-adds of one product
     xp = backend.xp
-    try:
+    try:  # a fast path's plan may allocate too (graph mode's buffers, per-sample epochs' copy of the data)
+        plan = select.plan(net, kernels, opt, X, T, chunk, per_sample)  # which kernels train (one place decides)
         X_batch = xp.empty((min(chunk, n), X.shape[1]), dtype=X.dtype)
         T_batch = xp.empty((min(chunk, n), T.shape[1]), dtype=T.dtype)
     except backend.out_of_memory_errors as exc:

@@ -378,6 +378,21 @@ def test_an_unpickled_network_is_stepped_in_its_own_flat_buffer():
         assert not np.array_equal(a, before[k]), k
 
 
+def test_a_network_trained_on_the_fused_path_can_be_freed():
+    # fused.step keeps each network's FusedStep in a WeakKeyDictionary: the step must not keep its key alive.
+    import gc
+    import weakref
+
+    net = gpunet.Network([5, 4, 3], backend="numpy", dtype="float64", seed=1)
+    fused._STEPS[net] = step = FusedStep(net, reference.NumpyKernels())
+    X, T = _data(8, 5, 3, one_hot=True)
+    _run(net, Adam(), X, T, step, 1, 4, 0.01)
+    alive = weakref.ref(net)
+    del net, step
+    gc.collect()
+    assert alive() is None and len(fused._STEPS) == 0
+
+
 def test_workspace_shapes():
     assert workspace_shapes([784, 100, 50, 10], 64) == {
         "A1": (64, 100), "A2": (64, 50), "A3": (64, 10), "dA1": (64, 100), "dA2": (64, 50), "loss": (64,)}

@@ -327,7 +327,7 @@ def test_gpu_per_sample_epochs_are_train_per_sample(output, loss, dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_gpu_train_with_graph_kernels_runs_per_sample_epochs_on_mnist(mnist_dir, dtype):
     # gpunet.train(kernels="graph") at batch 1: 2,048 real rows, two epochs, against NumPy's plain path;
-    # then a resumed epoch (its first rows on the per-sample kernel, as train does) lands on the same numbers.
+    # then a resumed epoch (its remaining rows on the per-sample kernel, as train does) lands on the same numbers.
     cupy = require("cupy")
     data = load_mnist(mnist_dir)
     X, y = data.X_train[:2048], data.y_train[:2048]

@@ -107,7 +107,9 @@ class FusedStep:
     """One network's fused training step over a kernel set; buffers are kept per batch size."""
 
     def __init__(self, net: Any, kernels: Any) -> None:
-        self.net, self.kernels = net, kernels
+        # A proxy: _STEPS holds this step as long as the network lives, so a strong reference here would keep
+        # every network trained on the fused path alive for good.
+        self.net, self.kernels = weakref.proxy(net), kernels
         self.workspaces: dict[int, dict[str, Array]] = {}  # rows -> workspace_shapes' arrays
         self.flat: FlatParameters | None = None  # made at the first step that needs gradients in one buffer
         self.optimizer: FlatOptimizer | None = None
