@@ -80,6 +80,8 @@ def test_gpu_benchmark_json_shape(tmp_path):
                     if case["batch"] == 1 else
                     ["gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "torch-cuda", "torch-cuda-graph",
                      "torch-compile", "jax-jit", "jax-scan", "gpunet-numpy"])
+        if case["batch"] > 64:  # torch.compile compiles anew in each case: batch 64 only
+            expected.remove("torch-compile")
         assert list(contenders) == expected
         assert contenders.get("torch-compile", {"skipped": "not run with --quick"})["skipped"].startswith(
             "not run with --quick")
