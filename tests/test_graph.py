@@ -13,6 +13,7 @@ from conftest import rel_diff, require
 from gpunet import Network, train
 from gpunet.activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS
 from gpunet.cuda import fused, gemm, reference
+from gpunet.cuda import graph as graph_module
 from gpunet.cuda.graph import PAIRS, GraphTrainer
 from gpunet.cuda.graph import EXPRESSIONS as NAME_EXPRESSIONS
 from gpunet.optim import SGD, Adam, Momentum
@@ -288,19 +289,98 @@ def test_buffers_batches_and_launches() -> None:
     total = launches[-1]
     assert total.kernel == "loss_total" and total.args[1:3] == (11, 1) and total.args[0].shape == (11,)
     assert g.launches(4)[-1].args[0].shape == (7,)  # a resumed epoch sums its own rows
-    assert last[3].expression == "forward<float, 4>"  # softmax output: identity here, softmax in output_delta
+    assert last[3].expression == "forward<float, 4, 1>"  # softmax output: identity here, softmax in output_delta
     assert last[4].expression == "output_delta<float, 5, 2>"
     for output, loss, act in [("sigmoid", "cross-entropy", 4), ("sigmoid", "squared", 0), ("relu", "absolute", 2)]:
         # sigmoid with cross-entropy keeps the logits too (its loss needs them); otherwise f is fused
         launches = trainer(make_net("tanh", output, loss, "float32"), X, y, 4).launches()
-        assert launches[3].expression == f"forward<float, {act}>"
+        assert launches[3].expression == f"forward<float, {act}, 1>"
     assert last[1].grid == (1, 1) and last[1].block == (16, 16)
     assert last[6].grid == (1, 1)  # W2 (7, 6) and its bias row: 8 rows, one tile
     assert {launch.expression for launch in launches} <= set(NAME_EXPRESSIONS)
 
 
+def test_large_products_run_register_tiled() -> None:
+    """784-1024-10 at batch 1024: the first layer's three products (1024 x 1024, 1024 x 1024 and 785 x 1024
+    elements) take RTILE x RTILE elements a thread, 64 x 64 a block; the output layer's stay one a thread."""
+    rng = np.random.default_rng(0)
+    net = Network([784, 1024, 10], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float32")
+    X = rng.random((1024, 784), dtype=np.float32)
+    T = net.targets_from_labels(rng.integers(0, 10, 1024)).astype(np.float32)
+    step = GraphTrainer(net, SGD(), X, T, 1024)._step(0, 1024)
+    products = [(launch.kernel, launch.params["r"], launch.grid) for launch in step if "r" in launch.params]
+    assert products == [("forward", 4, (16, 16)), ("forward", 1, (1, 64)), ("backward", 4, (16, 16)),
+                        ("weight_grad", 1, (1, 65)), ("weight_grad", 4, (16, 13))]
+    assert all(launch.block == (16, 16) and launch.expression in NAME_EXPRESSIONS for launch in step
+               if "r" in launch.params)
+    assert graph_module._tile_geometry(511, 1024)[2] == 1 and graph_module._tile_geometry(512, 1024)[2] == 4
+
+
+def _register_tiled(A, B, M, Nc, K, trans_a, trans_b, ones_row):
+    """gemm.cu's tile_product_r and product<R = RTILE>, index for index: every block, every thread's staging
+    loads into As and Bs, then its RTILE x RTILE elements; returns C as the kernels' element(r, c, value)
+    calls would see it (rows beyond M + ones_row and columns beyond Nc dropped, as the epilogues drop them)."""
+    T, R, KT = gemm.TILE, gemm.RTILE, gemm.KTILE_R
+    W, threads = T * R, T * T
+    C = np.full((M + 1, Nc), np.nan)
+    for by in range(-(-(M + ones_row) // W)):
+        for bx in range(-(-Nc // W)):
+            r0, c0 = by * W, bx * W
+            acc = np.zeros((threads, R, R))
+            for k0 in range(0, K, KT):
+                As, Bs = np.full((W, KT), np.nan), np.full((KT, W), np.nan)
+                for q in range(W * KT // threads):
+                    for tid in range(threads):
+                        e = tid + q * threads
+                        if trans_a:
+                            i, kk = e % W, e // W
+                        else:
+                            kk, i = e % KT, e // KT
+                        r, k = r0 + i, k0 + kk
+                        if r < M and k < K:
+                            As[i, kk] = A[k * M + r] if trans_a else A[r * K + k]
+                        else:
+                            As[i, kk] = 1.0 if (ones_row and r == M and k < K) else 0.0
+                        if trans_b:
+                            kk, j = e % KT, e // KT
+                        else:
+                            j, kk = e % W, e // W
+                        c, k = c0 + j, k0 + kk
+                        Bs[kk, j] = (B[c * K + k] if trans_b else B[k * Nc + c]) if (c < Nc and k < K) else 0.0
+                assert not np.isnan(As).any() and not np.isnan(Bs).any()  # every staged element written
+                for kk in range(min(KT, K - k0)):
+                    for tid in range(threads):
+                        tx, ty = tid % T, tid // T
+                        a = As[ty + np.arange(R) * T, kk]
+                        b = Bs[kk, tx + np.arange(R) * T]
+                        acc[tid] += a[:, None] * b[None, :]
+            for tid in range(threads):
+                tx, ty = tid % T, tid // T
+                for i in range(R):
+                    for j in range(R):
+                        r, c = r0 + ty + i * T, c0 + tx + j * T
+                        if r <= M and c < Nc:
+                            C[r, c] = acc[tid, i, j]
+    return C if ones_row else C[:M]
+
+
+@pytest.mark.parametrize("trans_a,trans_b,ones_row", [(False, False, False), (False, True, False),
+                                                       (True, False, True)])
+def test_register_tiled_product_indexes_every_element_once(trans_a: bool, trans_b: bool, ones_row: bool) -> None:
+    # 70 x 67 over K = 45: two block tiles each way, the second ragged, and two k-slices, the second ragged;
+    # forward (A @ B), backward (A @ B^T) and weight_grad (A^T @ B with the bias's row of ones).
+    rng = np.random.default_rng(4)
+    M, Nc, K = 70, 67, 45
+    A, B = rng.normal(size=(M, K)), rng.normal(size=(K, Nc))
+    stored_A = (A.T if trans_a else A).reshape(-1)
+    stored_B = (B.T if trans_b else B).reshape(-1)
+    C = _register_tiled(stored_A, stored_B, M, Nc, K, trans_a, trans_b, ones_row)
+    want = np.vstack([A @ B, B.sum(axis=0)]) if ones_row else A @ B
+    assert rel_diff(C, want) < 1e-13
+
+
 def test_name_expressions_cover_every_configuration() -> None:
-    assert len(NAME_EXPRESSIONS) == len(set(NAME_EXPRESSIONS)) == 56
+    assert len(NAME_EXPRESSIONS) == len(set(NAME_EXPRESSIONS)) == 80
     compiled = {("gemm.cu", e) for e in NAME_EXPRESSIONS}
     compiled |= {("optim.cu", e) for e in fused.NAME_EXPRESSIONS["optim.cu"]}
     X, y = data(5)
@@ -367,7 +447,7 @@ def test_momentum_and_adam_write_gradients_and_step_in_one_launch(name: str, rul
     assert step.args[3] is (g.flat.params if name == "momentum" else g.flat.state["v"])  # v: unused by momentum
     assert step.args[4] == g.flat.params.size and step.args[6] is g.flat_optimizer.lr
     writes = {launch.kernel: launch for launch in launches[-per_step - 1 : -2] if launch.kernel.endswith("_grad")}
-    assert writes["weight_grad"].params == {"mode": gemm.GRAD_WRITE}
+    assert writes["weight_grad"].params == {"mode": gemm.GRAD_WRITE, "r": 1}
     assert writes["weight_grad"].args[3] is g.flat.grad_views["W1"]  # the last product: the first layer's dW
     assert writes["weight_grad"].args[5] is g.flat.grad_views["b1"]  # and db
 
@@ -550,12 +630,17 @@ def test_gpu_graph_momentum_and_adam_equal_the_plain_path(activation: str, outpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ["sgd", "momentum-wd", "adam-wd"])
 @pytest.mark.parametrize("sizes,batch", [(GPU_SIZES, 16), ([150, 70, 5], 100)])
-def test_gpu_graph_equals_the_transcription(dtype: str, sizes: list[int], batch: int, name: str) -> None:
+@pytest.mark.parametrize("tiling", ["one a thread", "register-tiled"])
+def test_gpu_graph_equals_the_transcription(dtype: str, sizes: list[int], batch: int, name: str, tiling: str,
+                                            monkeypatch) -> None:
     """203 rows: batches of 16 (12 full and a partial 11), or of 100 (2 and a partial 3). The second shape
     has products over 150, 100 and 70 terms: several of the kernels' k-slices (KTILE), the last ragged.
     Momentum and Adam add the flat buffers, lr, the step count and flat_step's block counter to what the
-    graph holds across replays."""
+    graph holds across replays. Register-tiled: every product at RTILE x RTILE elements a thread (no size is
+    a multiple of the 64 x 64 block tile, nor k of its 32-wide slices)."""
     require("cupy")
+    if tiling == "register-tiled":
+        monkeypatch.setattr(graph_module, "BIG_PRODUCT", 0)
     X, y = data(203, sizes)
     device, host = (make_net("sigmoid", "softmax", "cross-entropy", dtype, b, sizes) for b in ("cupy", "numpy"))
     optimizers = [GRAPH_OPTIMIZERS[name]() if name in GRAPH_OPTIMIZERS else SGD() for _ in range(2)]

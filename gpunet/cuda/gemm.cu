@@ -25,13 +25,16 @@
 //                 b_i -= lr * db_i, or db_i written (biases never decay)     b_i, db_i (n_i,)
 //
 // lr lives in device memory as one double (graph.py writes it before each replay), so a captured graph
-// serves every epoch's learning rate. Each product is one thread per output element, summing its
+// serves every epoch's learning rate. Each product is one thread per output element (RTILE x RTILE
+// elements a thread for large products: the template parameter R), each element summing its
 // products in order k = 0, 1, ..., K - 1: gpunet/cuda/gemm.py transcribes that order in NumPy.
 // No host headers: NVRTC has none.
 #include "activations.cuh"
 
-#define TILE 16             // a TILE x TILE block computes a TILE x TILE tile of the product
+#define TILE 16             // a TILE x TILE block computes a TILE x TILE tile of the product (R = 1)
 #define KTILE 64            // the slice of k a block stages per pass: KTILE / TILE loads a thread in flight
+#define RTILE 4             // R = RTILE: each thread computes RTILE x RTILE elements, a block a 64 x 64 tile
+#define KTILE_R 32          // the slice of k such a block stages per pass (64 x 32 of each operand)
 #define LOSS_THREADS 256    // loss_total's one block; a power of two for its tree
 #define GRAD_WRITE 0
 #define SGD_FOLDED 1
@@ -92,6 +95,61 @@ __device__ __forceinline__ T tile_product(const T* A, const T* B, int M, int Nc,
     return acc;
 }
 
+// The register-tiled product for large products (R = RTILE): thread (tx, ty) computes the RTILE x RTILE
+// elements at rows r0 + ty + i TILE and columns c0 + tx + j TILE of the block's (TILE RTILE)-square tile, so
+// each element it loads from shared memory serves RTILE products. Each element still adds its products in
+// order k = 0, 1, ..., K - 1, as tile_product's do (the slice width moves values, not arithmetic): the
+// results are tile_product's, bit for bit. Same operands, storage, ONES_ROW and synchronisation rules.
+template <typename T, bool TRANS_A, bool TRANS_B, bool ONES_ROW = false>
+__device__ __forceinline__ void tile_product_r(const T* A, const T* B, int M, int Nc, int K,
+                                               T (&acc)[RTILE][RTILE]) {
+    constexpr int W = TILE * RTILE;                 // the block tile's rows and columns
+    constexpr int THREADS = TILE * TILE;
+    constexpr int LOADS = W * KTILE_R / THREADS;    // elements of each operand a thread stages per pass
+    __shared__ T As[W][KTILE_R + 1];                // As[i][kk] = A[r0 + i, k0 + kk]
+    __shared__ T Bs[KTILE_R][W + 1];                // Bs[kk][j] = B[k0 + kk, c0 + j]
+    const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * TILE + tx;
+    const int r0 = blockIdx.y * W, c0 = blockIdx.x * W;
+#pragma unroll
+    for (int i = 0; i < RTILE; ++i)
+#pragma unroll
+        for (int j = 0; j < RTILE; ++j) acc[i][j] = T(0);
+    for (int k0 = 0; k0 < K; k0 += KTILE_R) {
+#pragma unroll
+        for (int q = 0; q < LOADS; ++q) {
+            const int e = tid + q * THREADS;
+            if constexpr (TRANS_A) {  // stored (K, M): consecutive threads along the rows of A
+                const int i = e % W, kk = e / W, r = r0 + i, k = k0 + kk;
+                As[i][kk] = (r < M && k < K) ? A[(size_t)k * M + r] : (ONES_ROW && r == M && k < K) ? T(1) : T(0);
+            } else {                  // stored (M, K): consecutive threads along k
+                const int kk = e % KTILE_R, i = e / KTILE_R, r = r0 + i, k = k0 + kk;
+                As[i][kk] = (r < M && k < K) ? A[(size_t)r * K + k] : T(0);
+            }
+            if constexpr (TRANS_B) {  // stored (Nc, K): consecutive threads along k
+                const int kk = e % KTILE_R, j = e / KTILE_R, c = c0 + j, k = k0 + kk;
+                Bs[kk][j] = (c < Nc && k < K) ? B[(size_t)c * K + k] : T(0);
+            } else {                  // stored (K, Nc): consecutive threads along the columns
+                const int j = e % W, kk = e / W, c = c0 + j, k = k0 + kk;
+                Bs[kk][j] = (c < Nc && k < K) ? B[(size_t)k * Nc + c] : T(0);
+            }
+        }
+        __syncthreads();
+        const int kmax = K - k0 < KTILE_R ? K - k0 : KTILE_R;
+        for (int kk = 0; kk < kmax; ++kk) {
+            T a[RTILE], b[RTILE];
+#pragma unroll
+            for (int i = 0; i < RTILE; ++i) a[i] = As[ty + i * TILE][kk];
+#pragma unroll
+            for (int j = 0; j < RTILE; ++j) b[j] = Bs[kk][tx + j * TILE];
+#pragma unroll
+            for (int i = 0; i < RTILE; ++i)
+#pragma unroll
+                for (int j = 0; j < RTILE; ++j) acc[i][j] += a[i] * b[j];
+        }
+        __syncthreads();
+    }
+}
+
 // Xb[r, c] = X[order[lo + r], c] for the first N * wx threads, Tb[r, c] = Tg[order[lo + r], c] for the next
 // N * wt; an index outside [0, n_rows) gives a NaN row, which the loss reports.
 template <typename T>
@@ -108,14 +166,31 @@ __global__ void gather_rows(const T* X, const T* Tg, const long long* order, int
     (is_x ? Xb : Tb)[e] = (src >= 0 && src < n_rows) ? (is_x ? X : Tg)[src * width + c] : quiet_nan<T>();
 }
 
-// A_i = f(Z_i), Z_i = A_{i-1} @ W_i + b_i: (N, n_in) @ (n_in, n_out) + (n_out,)
-template <typename T, int ACT>
-__global__ void forward(const T* A_prev, const T* W, const T* b, T* A, int N, int n_in, int n_out) {
-    const T Z = tile_product<T, false, false>(A_prev, W, N, n_out, n_in);
-    const int r = blockIdx.y * TILE + threadIdx.y, j = blockIdx.x * TILE + threadIdx.x;
-    if (r < N && j < n_out) {
-        A[(size_t)r * n_out + j] = act_forward<ACT, T>(Z + b[j]);
+// Each product kernel below computes one element a thread (R = 1, tile_product) or RTILE x RTILE
+// (R = RTILE, tile_product_r), then applies its epilogue to each: element(r, c, value).
+template <typename T, bool TRANS_A, bool TRANS_B, bool ONES_ROW, int R, typename Epilogue>
+__device__ __forceinline__ void product(const T* A, const T* B, int M, int Nc, int K, Epilogue element) {
+    if constexpr (R == 1) {
+        const T v = tile_product<T, TRANS_A, TRANS_B, ONES_ROW>(A, B, M, Nc, K);
+        element(blockIdx.y * TILE + threadIdx.y, blockIdx.x * TILE + threadIdx.x, v);
+    } else {
+        T acc[RTILE][RTILE];
+        tile_product_r<T, TRANS_A, TRANS_B, ONES_ROW>(A, B, M, Nc, K, acc);
+#pragma unroll
+        for (int i = 0; i < RTILE; ++i)
+#pragma unroll
+            for (int j = 0; j < RTILE; ++j)
+                element(blockIdx.y * TILE * RTILE + threadIdx.y + i * TILE,
+                        blockIdx.x * TILE * RTILE + threadIdx.x + j * TILE, acc[i][j]);
     }
+}
+
+// A_i = f(Z_i), Z_i = A_{i-1} @ W_i + b_i: (N, n_in) @ (n_in, n_out) + (n_out,)
+template <typename T, int ACT, int R>
+__global__ void forward(const T* A_prev, const T* W, const T* b, T* A, int N, int n_in, int n_out) {
+    product<T, false, false, false, R>(A_prev, W, N, n_out, n_in, [&](int r, int j, T Z) {
+        if (r < N && j < n_out) A[(size_t)r * n_out + j] = act_forward<ACT, T>(Z + b[j]);
+    });
 }
 
 // One thread per row r: Y_r = f(Z_r) in place where A_L holds Z_r (see the top), loss[r] = L(Y_r, T_r) or,
@@ -199,40 +274,40 @@ __global__ void loss_total(const T* loss, int N, int first, T* total) {
 }
 
 // delta_{i-1} = dA * f'(A_{i-1}), dA = delta_i @ W_i^T: (N, n_i) @ (n_i, n_prev) -> (N, n_prev)
-template <typename T, int ACT>
+template <typename T, int ACT, int R>
 __global__ void backward(const T* delta, const T* W, const T* A_prev, T* delta_prev, int N, int n_prev, int n_i) {
-    const T dA = tile_product<T, false, true>(delta, W, N, n_prev, n_i);
-    const int r = blockIdx.y * TILE + threadIdx.y, j = blockIdx.x * TILE + threadIdx.x;
-    if (r < N && j < n_prev) {
-        const size_t idx = (size_t)r * n_prev + j;
-        delta_prev[idx] = act_backward<ACT, T>(A_prev[idx], dA);
-    }
+    product<T, false, true, false, R>(delta, W, N, n_prev, n_i, [&](int r, int j, T dA) {
+        if (r < N && j < n_prev) {
+            const size_t idx = (size_t)r * n_prev + j;
+            delta_prev[idx] = act_backward<ACT, T>(A_prev[idx], dA);
+        }
+    });
 }
 
 // [dW_i; db_i] = [A_{i-1}, 1]^T @ delta_i: (n_prev + 1, N) @ (N, n_i) -> (n_prev + 1, n_i), the grid covering
 // n_prev + 1 rows; then the update by MODE (see the top): rows j < n_prev are W's, row n_prev is b's, summed
 // in order r = 0, 1, ..., N - 1. dW, db are only written in GRAD_WRITE mode, W, b only in the SGD modes; lr
 // is read in SGD_DECAY mode.
-template <typename T, int MODE>
+template <typename T, int MODE, int R>
 __global__ void weight_grad(const T* A_prev, const T* delta, T* W, T* dW, T* b, T* db, const double* lr,
                             T weight_decay, int N, int n_prev, int n_i) {
-    const T g = tile_product<T, true, false, true>(A_prev, delta, n_prev, n_i, N);
-    const int j = blockIdx.y * TILE + threadIdx.y, k = blockIdx.x * TILE + threadIdx.x;
-    if (k >= n_i || j > n_prev) return;
-    if (j < n_prev) {
-        const size_t idx = (size_t)j * n_i + k;
-        if constexpr (MODE == GRAD_WRITE) {
-            dW[idx] = g;
+    product<T, true, false, true, R>(A_prev, delta, n_prev, n_i, N, [&](int j, int k, T g) {
+        if (k >= n_i || j > n_prev) return;
+        if (j < n_prev) {
+            const size_t idx = (size_t)j * n_i + k;
+            if constexpr (MODE == GRAD_WRITE) {
+                dW[idx] = g;
+            } else if constexpr (MODE == SGD_FOLDED) {
+                W[idx] -= g;
+            } else {
+                W[idx] -= T(lr[0]) * (g + weight_decay * W[idx]);
+            }
+        } else if constexpr (MODE == GRAD_WRITE) {  // j == n_prev: the bias
+            db[k] = g;
         } else if constexpr (MODE == SGD_FOLDED) {
-            W[idx] -= g;
+            b[k] -= g;
         } else {
-            W[idx] -= T(lr[0]) * (g + weight_decay * W[idx]);
+            b[k] -= T(lr[0]) * g;
         }
-    } else if constexpr (MODE == GRAD_WRITE) {  // j == n_prev: the bias
-        db[k] = g;
-    } else if constexpr (MODE == SGD_FOLDED) {
-        b[k] -= g;
-    } else {
-        b[k] -= T(lr[0]) * g;
-    }
+    });
 }

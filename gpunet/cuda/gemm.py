@@ -23,6 +23,8 @@ from . import ACT_CODES, LOSS_CODES, OUTPUT_CODES
 Array = Any
 TILE = 16  # gemm.cu's defines
 KTILE = 64
+RTILE = 4  # the register-tiled products' RTILE x RTILE elements a thread (template parameter R)
+KTILE_R = 32
 LOSS_THREADS = 256
 SOFTMAX = OUTPUT_CODES["softmax"]
 GRAD_WRITE, SGD_FOLDED, SGD_DECAY = 0, 1, 2
@@ -88,7 +90,13 @@ def gather_rows(X: Array, Tg: Array, order: Array, lo: int, N: int, wx: int, wt:
         rows[~valid] = np.nan  # an index out of range: a NaN row, which the loss reports
 
 
-def forward(A_prev: Array, W: Array, b: Array, A: Array, N: int, n_in: int, n_out: int, *, act: int) -> None:
+# The product kernels' template parameter R (1, or RTILE for large products) picks which thread computes an
+# element, not its arithmetic: each element adds its products in order k = 0, 1, ... either way. The
+# transcriptions take it and compute the same numbers for both.
+
+
+def forward(A_prev: Array, W: Array, b: Array, A: Array, N: int, n_in: int, n_out: int, *, act: int,
+            r: int = 1) -> None:
     Z = tile_product(A_prev, W, N, n_out, n_in, False, False)
     _rows(A, N, n_out)[...] = act_forward(act, Z + b[:n_out])
 
@@ -165,7 +173,8 @@ def loss_total(loss: Array, N: int, first: int, total: Array) -> None:
 
 
 def backward(
-    delta: Array, W: Array, A_prev: Array, delta_prev: Array, N: int, n_prev: int, n_i: int, *, act: int
+    delta: Array, W: Array, A_prev: Array, delta_prev: Array, N: int, n_prev: int, n_i: int, *, act: int,
+    r: int = 1,
 ) -> None:
     dA = tile_product(delta, W, N, n_prev, n_i, False, True)
     _rows(delta_prev, N, n_prev)[...] = act_backward(act, _rows(A_prev, N, n_prev), dA)
@@ -173,7 +182,7 @@ def backward(
 
 def weight_grad(
     A_prev: Array, delta: Array, W: Array, dW: Array, b: Array, db: Array, lr: Array, weight_decay: Any, N: int,
-    n_prev: int, n_i: int, *, mode: int,
+    n_prev: int, n_i: int, *, mode: int, r: int = 1,
 ) -> None:
     g = tile_product(A_prev, delta, n_prev, n_i, N, True, False, ones_row=True)
     gW, gb = g[:n_prev], g[n_prev]  # the weights' rows, then the bias's: the column sums of delta in row order

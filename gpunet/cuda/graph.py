@@ -36,7 +36,7 @@ from ..optim import Optimizer
 from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, gemm, load, reference
 from .flat import FlatOptimizer, FlatParameters, checked_rule
 from .fused import RULE_CODES, elementwise_geometry, flat_step_arguments
-from .gemm import GRAD_WRITE, LOSS_THREADS, SGD_DECAY, SGD_FOLDED, TILE
+from .gemm import GRAD_WRITE, LOSS_THREADS, RTILE, SGD_DECAY, SGD_FOLDED, TILE
 
 if TYPE_CHECKING:  # annotations only
     from ..network import Network
@@ -44,6 +44,10 @@ if TYPE_CHECKING:  # annotations only
 Array = Any
 PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS for loss in LOSSES] + list(FUSED)  # every (output, loss) pair
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
+# Products of at least this many elements run register-tiled (R = RTILE: RTILE x RTILE elements a thread, a
+# 64 x 64 tile a block): at least 128 such blocks. The first H100 run's 784-1024-10 step at batch 1024 spent
+# 540 of its 631 us in two 1024 x 1024-element products at one element a thread. Unmeasured on a device.
+BIG_PRODUCT = 1 << 19
 ELEMENT_THREADS = 256  # gather_rows, output_delta: one thread per element or row
 SOURCE = "gemm.cu"
 OPTIM_SOURCE = "optim.cu"  # flat_step, for momentum and Adam: fused.py's NAME_EXPRESSIONS has its instantiations
@@ -51,11 +55,12 @@ OPTIM_SOURCE = "optim.cu"  # flat_step, for momentum and Adam: fused.py's NAME_E
 # the shared compile test compiles exactly these.
 EXPRESSIONS = [
     *(f"gather_rows<{t}>" for t in C_TYPES.values()),
-    *(f"forward<{t}, {a}>" for t in C_TYPES.values() for a in sorted(ACT_CODES.values())),
+    *(f"forward<{t}, {a}, {r}>" for t in C_TYPES.values() for a in sorted(ACT_CODES.values()) for r in (1, RTILE)),
     *(f"output_delta<{t}, {OUTPUT_CODES[o]}, {LOSS_CODES[loss]}>" for t in C_TYPES.values() for o, loss in PAIRS),
     *(f"loss_total<{t}>" for t in C_TYPES.values()),
-    *(f"backward<{t}, {ACT_CODES[a]}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS),
-    *(f"weight_grad<{t}, {m}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)),
+    *(f"backward<{t}, {ACT_CODES[a]}, {r}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS for r in (1, RTILE)),
+    *(f"weight_grad<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
+      for r in (1, RTILE)),
 ]
 NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}
 # What runs each launch on the NumPy backend: the transcriptions, called with the kernels' own arguments.
@@ -92,11 +97,14 @@ def _blocks(count: int, per_block: int) -> int:
     return (count + per_block - 1) // per_block
 
 
-def _tile_geometry(rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """forward, backward, weight_grad: one thread per element of the (rows, cols) product, TILE x TILE
-    threads a block, so each slice of k staged in shared memory is read by TILE threads of each row and
-    column, and the 256 threads fill eight warps; x runs along the columns for coalesced stores."""
-    return (_blocks(cols, TILE), _blocks(rows, TILE)), (TILE, TILE)
+def _tile_geometry(rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int], int]:
+    """forward, backward, weight_grad: (grid, block, R). TILE x TILE threads a block, so each slice of k staged
+    in shared memory is read by TILE threads of each row and column, and the 256 threads fill eight warps; x
+    runs along the columns for coalesced stores. One element a thread (R = 1), or RTILE x RTILE of them for
+    products of BIG_PRODUCT elements or more (R = RTILE), where one a thread would leave each thread a
+    load from shared memory per multiply-add."""
+    r = RTILE if rows * cols >= BIG_PRODUCT else 1
+    return (_blocks(cols, TILE * r), _blocks(rows, TILE * r)), (TILE, TILE), r
 
 
 class GraphTrainer:
@@ -220,9 +228,9 @@ class GraphTrainer:
 
     def _forward(self, A_prev: Array, W: Array, b: Array, A: Array, N: int, act: int) -> Launch:
         n_in, n_out = W.shape
-        grid, block = _tile_geometry(N, n_out)  # A: (N, n_out)
+        grid, block, r = _tile_geometry(N, n_out)  # A: (N, n_out)
         args = (A_prev, W, b, A, np.int32(N), np.int32(n_in), np.int32(n_out))
-        return Launch("forward", self.net.dtype.name, {"act": act}, grid, block, args)
+        return Launch("forward", self.net.dtype.name, {"act": act, "r": r}, grid, block, args)
 
     def _output_delta(self, Y: Array, T: Array, delta: Array, lo: int, N: int) -> Launch:
         # One thread per row: a row (n_out outputs, 10 for MNIST) is short, and softmax and the loss need
@@ -245,19 +253,19 @@ class GraphTrainer:
 
     def _backward(self, delta: Array, W: Array, A_prev: Array, delta_prev: Array, N: int, act: int) -> Launch:
         n_prev, n_i = W.shape
-        grid, block = _tile_geometry(N, n_prev)  # delta_prev: (N, n_prev)
+        grid, block, r = _tile_geometry(N, n_prev)  # delta_prev: (N, n_prev)
         args = (delta, W, A_prev, delta_prev, np.int32(N), np.int32(n_prev), np.int32(n_i))
-        return Launch("backward", self.net.dtype.name, {"act": act}, grid, block, args)
+        return Launch("backward", self.net.dtype.name, {"act": act, "r": r}, grid, block, args)
 
     def _weight_grad(self, A_prev: Array, delta: Array, weight: tuple[Array, Array], bias: tuple[Array, Array],
                      N: int) -> Launch:
         (W, dW), (b, db) = weight, bias
         n_prev, n_i = W.shape
-        grid, block = _tile_geometry(n_prev + 1, n_i)  # [dW; db]: (n_prev + 1, n_i), the bias's row last
+        grid, block, r = _tile_geometry(n_prev + 1, n_i)  # [dW; db]: (n_prev + 1, n_i), the bias's row last
         decay = self.net.dtype.type(self.optimizer.weight_decay if self.mode == SGD_DECAY else 0.0)
         args = (A_prev, delta, W, dW, b, db, self.buffers["lr"], decay, np.int32(N), np.int32(n_prev),
                 np.int32(n_i))
-        return Launch("weight_grad", self.net.dtype.name, {"mode": self.mode}, grid, block, args)
+        return Launch("weight_grad", self.net.dtype.name, {"mode": self.mode, "r": r}, grid, block, args)
 
     def _flat_step(self) -> Launch:
         # One thread per element of the flat buffers (fused.py's elementwise geometry): lr, the step count
