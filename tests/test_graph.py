@@ -316,6 +316,33 @@ def test_large_products_run_register_tiled() -> None:
     assert graph_module._tile_geometry(511, 1024)[2] == 1 and graph_module._tile_geometry(512, 1024)[2] == 4
 
 
+def test_every_kernel_of_an_epoch_is_compiled_before_its_capture(monkeypatch) -> None:
+    """A full batch of 1024 rows makes 784-1024-10's first-layer products register-tiled, a last batch of 300
+    does not: both forms must be compiled before a capture (a resumed epoch's own last batch too)."""
+    rng = np.random.default_rng(0)
+    net = Network([784, 1024, 10], seed=1, backend="numpy", dtype="float32")
+    X = rng.random((1324, 784), dtype=np.float32)
+    T = net.targets_from_labels(rng.integers(0, 10, 1324)).astype(np.float32)
+    g = GraphTrainer(net, SGD(), X, T, 1024)
+    expressions = {launch.expression for launch in g.launches()}
+    assert {"forward<float, 0, 4>", "forward<float, 0, 1>"} <= expressions  # rows 0-1023, then 1024-1323
+    compiled = []
+
+    class Module:
+        def __init__(self, names):
+            compiled.extend(names)
+
+        def get_function(self, name):
+            return name
+    monkeypatch.setattr(graph_module, "load", lambda backend, source, names: Module(names))
+    g._load(g.launches())
+    assert sorted(compiled) == sorted(expressions) and set(g._functions) == expressions
+    compiled.clear()
+    g._load(g.launches(700))  # a resume: batches of 624 rows (R = 4) and none new
+    g._load(g.launches(1000))  # batches of 324 rows: nothing new either
+    assert compiled == []
+
+
 def _register_tiled(A, B, M, Nc, K, trans_a, trans_b, ones_row):
     """gemm.cu's tile_product_r and product<R = RTILE>, index for index: every block, every thread's staging
     loads into As and Bs, then its RTILE x RTILE elements; returns C as the kernels' element(r, c, value)

@@ -153,13 +153,8 @@ class GraphTrainer:
         self.buffers = self._allocate(rows)
         self._graphs: dict[int, Any] = {}  # start row -> the captured graph of that epoch's steps
         self._functions: dict[str, Any] = {}
-        if net.backend.name == "cupy":  # compile and fetch every kernel now: nothing may compile during capture
-            by_source: dict[str, set[str]] = {}
-            for launch in [*self._step(0, rows), self._loss_total(0)]:
-                by_source.setdefault(launch.source, set()).add(launch.expression)
-            for source, expressions in by_source.items():
-                module = load(net.backend, source, sorted(expressions))
-                self._functions.update({e: module.get_function(e) for e in expressions})
+        if net.backend.name == "cupy":  # compile and fetch the epoch's kernels now (a resume's, if new, before
+            self._load(self.launches())  # its capture): nothing may compile during a capture
             self._stream = net.backend.xp.cuda.Stream(non_blocking=True)
 
     def _allocate(self, rows: int) -> dict[str, Array]:
@@ -325,9 +320,21 @@ class GraphTrainer:
             self.optimizer.t += steps
         return loss
 
+    def _load(self, launches: list[Launch]) -> None:
+        """Compile and fetch every kernel of ``launches`` not fetched yet. A partial last batch may take a
+        product's other form (R) than the full ones, and a resumed epoch has its own partial batch."""
+        by_source: dict[str, set[str]] = {}
+        for launch in launches:
+            if launch.expression not in self._functions:
+                by_source.setdefault(launch.source, set()).add(launch.expression)
+        for source, expressions in by_source.items():
+            module = load(self.net.backend, source, sorted(expressions))
+            self._functions.update({e: module.get_function(e) for e in expressions})
+
     def _capture(self, start_row: int) -> Any:
         """The epoch's launches from ``start_row`` recorded into a CUDA graph, once (on self._stream)."""
         launches = self.launches(start_row)
+        self._load(launches)  # before the capture begins
         self._stream.begin_capture()
         try:
             for launch in launches:
