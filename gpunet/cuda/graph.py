@@ -80,7 +80,7 @@ class Launch(NamedTuple):
 
     @property
     def expression(self) -> str:
-        """The name expression NVRTC instantiates, e.g. "forward<float, 0>"."""
+        """The name expression NVRTC instantiates, e.g. "forward<float, 0, 1>"."""
         return f"{self.kernel}<{', '.join([C_TYPES[self.dtype], *map(str, self.params.values())])}>"
 
 
