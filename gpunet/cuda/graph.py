@@ -286,12 +286,7 @@ class GraphTrainer:
         if start_row >= self.n:
             raise ValueError(f"start_row must be below the {self.n} training rows; got {start_row}")
         xp = self.net.backend.xp
-        if not isinstance(order, xp.ndarray) or order.shape != (self.n,) or order.dtype.kind not in "iu":
-            shape, dtype = getattr(order, "shape", None), getattr(order, "dtype", None)
-            got = f"{type(order).__name__} of shape {shape} dtype {dtype}"
-            raise ValueError(
-                f"order must be a permutation of the {self.n} rows as a {xp.__name__} integer array; got {got}"
-            )
+        check_order(xp, order, self.n)
         self.flat.adopt(self.net.params)  # an entry rebound since the last epoch is copied in (no-op otherwise)
         if self.flat_optimizer is not None:  # its state adopted, lr and the step count where the device reads them
             self.flat_optimizer.prepare(self.optimizer, lr)
@@ -342,6 +337,14 @@ class GraphTrainer:
         finally:
             graph = self._stream.end_capture()
         return graph
+
+
+def check_order(xp: Any, order: Any, n: int) -> None:
+    """``order``, an epoch's permutation of the ``n`` rows: a (n,) integer array on ``xp``, else ValueError."""
+    if not isinstance(order, xp.ndarray) or order.shape != (n,) or order.dtype.kind not in "iu":
+        shape, dtype = getattr(order, "shape", None), getattr(order, "dtype", None)
+        got = f"{type(order).__name__} of shape {shape} dtype {dtype}"
+        raise ValueError(f"order must be a permutation of the {n} rows as a {xp.__name__} integer array; got {got}")
 
 
 def check_data(net: Network, X: Array, T: Array) -> tuple[Array, Array]:

@@ -23,7 +23,7 @@ from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSSES
 from ..checks import check_int, check_number
 from ..optim import SGD
 from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
-from .graph import check_data
+from .graph import check_data, check_order
 
 Array = Any
 Network = Any  # gpunet.network.Network (not imported: network.py may come to import this module)
@@ -164,10 +164,7 @@ class PerSampleEpochs:
         host sync. The optimiser counts one step a row."""
         check_number("lr", lr, positive=True)
         xp = self.net.backend.xp
-        if not isinstance(order, xp.ndarray) or order.shape != (self.n,) or order.dtype.kind not in "iu":
-            got = f"{type(order).__name__} of shape {getattr(order, 'shape', None)}"
-            raise ValueError(f"order must be a permutation of the {self.n} rows as a {xp.__name__} integer "
-                             f"array; got {got}")
+        check_order(xp, order, self.n)
         xp.take(self.X, order, axis=0, out=self.X_epoch)
         xp.take(self.T, order, axis=0, out=self.T_epoch)
         W1 = self.net.params["W1"]
