@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 
 import gpunet
+from gpunet.bench import EPOCH_ROWS
 
 import profiling  # scripts/profiling.py: the command line the GPU profiles share
 
 CASES = tuple(((784, 100, 10), b) for b in (64, 128, 256, 512, 1024)) + \
     tuple(((784, 1024, 10), b) for b in (128, 256, 512, 1024))
 ROWS = 30_000
-EPOCH_ROWS = 60_000
 LR = 0.1
 PATHS = ("fused", "graph")
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 import gpunet
-from gpunet.bench import per_call_us
+from gpunet.bench import EPOCH_ROWS, per_call_us
 from gpunet.cuda import per_sample
 
 import profiling  # scripts/profiling.py: the command line both profiles share
@@ -42,7 +42,6 @@ SIZES = ((784, 100, 10), (784, 200, 10))
 DTYPES = ("float32", "float64")
 CHUNKS = (64, 256)
 LR = 0.1
-EPOCH_ROWS = 60_000
 FIGURES = ("kernel", "first_layer", "update", "chunk", "host", "epochs", "epochs_host")
 EPOCH_CHUNKS = 16  # chunks in each of PerSampleEpochs' timed epochs
 
