@@ -86,18 +86,21 @@ def choose(kernels: str, net: Any, optimizer: Any, per_sample: bool = False) -> 
     if kernels == "plain" or (kernels == "auto" and not VERIFIED):  # every step asks: the common case first
         return "plain"
     if kernels == "auto":
-        return next((p for p in _verified(per_sample) if why_not(p, net, optimizer, per_sample) is None), "plain")
+        return _fastest(net, optimizer, per_sample)
     reason = why_not(kernels, net, optimizer, per_sample)
     if reason is not None:
         raise ValueError(f"kernels={kernels!r} cannot train this network: {reason}")
     return kernels
 
 
-def _verified(per_sample: bool) -> list[str]:
-    """The fast paths auto may take, fastest first."""
+def _fastest(net: Any, optimizer: Any, per_sample: bool, skip: str | None = None) -> str:
+    """auto's choice: the fastest path VERIFIED lets it take (other than ``skip``) that can run the
+    configuration, else "plain"."""
     if per_sample:
-        return [p for p, needs in PER_SAMPLE_FIRST if needs <= VERIFIED]
-    return [p for p in FASTEST_FIRST if p in VERIFIED]
+        allowed = [p for p, needs in PER_SAMPLE_FIRST if needs <= VERIFIED]
+    else:
+        allowed = [p for p in FASTEST_FIRST if p in VERIFIED]
+    return next((p for p in allowed if p != skip and why_not(p, net, optimizer, per_sample) is None), "plain")
 
 
 def step_function(net: Any, path: str) -> Callable[[Array, Array, float, Any], Array]:
@@ -134,8 +137,7 @@ def plan(net: Any, kernels: str | None, optimizer: Any, X: Array, T: Array, rows
         except ValueError:  # a configuration graph mode does not support
             if requested == "graph":
                 raise
-            path = next((p for p in _verified(per_sample) if p != "graph"
-                         and why_not(p, net, optimizer, per_sample) is None), "plain")
+            path = _fastest(net, optimizer, per_sample, skip="graph")
     if path != "plain" and per_sample:
         chunk = functools.partial(_module("per_sample").per_sample_chunk, net)
     else:
