@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -198,10 +198,18 @@ def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | No
     """Run the chunk through the kernel; returns (Z2, Y), each (K, n_out): each row's output
     layer pre-activation and output before its step."""
     T = net.backend.xp.ascontiguousarray(T, dtype=net.dtype)  # the kernel indexes it as (K, O), row-major
+    return _chunk(net, X, T, lr, _launch, threads, optimizer)
+
+
+def _chunk(net: Network, X: Array, T: Array, lr: float, launch: Callable[..., None], threads: int | None,
+           optimizer: SGD | None) -> tuple[Array, Array]:
+    """A chunk as :func:`per_sample_chunk` runs it, its launch by ``launch`` (:func:`_launch`, or
+    :func:`_transcribed_launch` on NumPy): the first layer's products, the launch, then W1's and b1's
+    update through ``optimizer`` (default a fresh SGD). Returns (Z2, Y)."""
     Z1, G = net._per_sample_first_layer(X, lr)
-    xp, (K, O) = net.backend.xp, (Z1.shape[0], net.sizes[-1])
-    D, Y, Z2 = xp.empty_like(Z1), xp.empty((K, O), dtype=net.dtype), xp.empty((K, O), dtype=net.dtype)
-    _launch(net, Z1, G, T, lr, D, Y, Z2, in_kernel=False, threads=threads)
+    xp, K, (H, O) = net.backend.xp, X.shape[0], net.params["W2"].shape
+    D, Y, Z2 = (xp.empty(shape, dtype=net.dtype) for shape in ((K, H), (K, O), (K, O)))
+    launch(net, Z1, G, T, lr, D, Y, Z2, in_kernel=False, threads=threads)
     net._per_sample_update_first_layer(X, D, lr, optimizer or SGD())
     return Z2, Y
 
@@ -277,12 +285,7 @@ def _by_thread(a: np.ndarray, per_thread: int, threads: int) -> np.ndarray:
 def _transcribed_chunk(net: Network, X: np.ndarray, T: np.ndarray, lr: float, threads: int | None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_kernel_chunk` in NumPy, the launch by :func:`_transcribed_launch`; returns (Z2, Y)."""
-    K, (H, O), dtype = X.shape[0], net.params["W2"].shape, net.dtype
-    Z1, G = net._per_sample_first_layer(X, lr)
-    D, Y, Z2 = np.empty((K, H), dtype=dtype), np.empty((K, O), dtype=dtype), np.empty((K, O), dtype=dtype)
-    _transcribed_launch(net, Z1, G, T, lr, D, Y, Z2, in_kernel=False, threads=threads)
-    net._per_sample_update_first_layer(X, D, lr, SGD())
-    return Z2, Y
+    return _chunk(net, X, T, lr, _transcribed_launch, threads, None)
 
 
 def _transcribed_launch(net: Network, Z1: np.ndarray, G: np.ndarray, T: np.ndarray, lr: float, D: np.ndarray,
