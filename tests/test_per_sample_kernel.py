@@ -39,6 +39,14 @@ def _random_data(n, sizes, seed=4):
     return rng.uniform(0.01, 1.0, (n, sizes[0])), rng.random((n, sizes[-1]))  # targets in [0, 1], sums != 1
 
 
+def _case(rows, sizes, activation, output, loss, dtype, backend="numpy"):
+    """(X, T, fast, plain): ``rows`` random rows, and two networks with the same random weights, ``fast`` on
+    ``backend`` (the path under test) and ``plain`` on NumPy (the reference)."""
+    X, T = _random_data(rows, sizes)
+    fast = _random_net(sizes, activation, output, loss, dtype, backend=backend)
+    return X, T, fast, _random_net(sizes, activation, output, loss, dtype)
+
+
 def _row_by_row(net, X, T, lr):
     """train_step on one row at a time: each row's output before its step, its loss, params after each chunk."""
     Y, losses = [], []
@@ -76,18 +84,14 @@ def _transcribed(threads=None):
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
 def test_transcription_is_train_step_row_by_row(activation, output, loss, dtype):
     # H = 70 on 64 threads: two warps, the first 6 threads own two units each, the rest one.
-    sizes = [16, 70, 5]
-    X, T = _random_data(48, sizes)
-    fast, plain = (_random_net(sizes, activation, output, loss, dtype) for _ in range(2))
+    X, T, fast, plain = _case(48, [16, 70, 5], activation, output, loss, dtype)
     _assert_trajectory(_transcribed(threads=64), fast, plain, X, T, LR, 24, CPU_TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("output, loss", [("softmax", "cross-entropy"), ("softmax", "squared"), ("tanh", "absolute")])
 def test_transcription_with_more_outputs_than_lanes(output, loss):
     # 40 outputs: warp 0's lanes 0-7 own two outputs each; the default geometry (H = 600: 512 threads).
-    sizes = [10, 600, 40]
-    X, T = _random_data(30, sizes)
-    fast, plain = (_random_net(sizes, "tanh", output, loss, "float64") for _ in range(2))
+    X, T, fast, plain = _case(30, [10, 600, 40], "tanh", output, loss, "float64")
     _assert_trajectory(_transcribed(), fast, plain, X, T, LR, 30, CPU_TOLERANCE["float64"])
 
 
@@ -133,9 +137,7 @@ def _epochs_against_train(fast, plain, X, T, epochs, lr, seed=5, threads=None):
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
 def test_per_sample_epochs_transcribed_are_train_per_sample(activation, output, loss, dtype):
     # 150 rows: chunks of 64, 64 and 22; H = 70 on 64 threads; two epochs, each in train's own order.
-    sizes = [16, 70, 5]
-    X, T = _random_data(150, sizes)
-    fast, plain = (_random_net(sizes, activation, output, loss, dtype) for _ in range(2))
+    X, T, fast, plain = _case(150, [16, 70, 5], activation, output, loss, dtype)
     diffs = _epochs_against_train(fast, plain, X, T, 2, LR, threads=64)
     assert diffs["loss"] <= CPU_TOLERANCE[dtype] and diffs["params"] <= CPU_TOLERANCE[dtype], diffs
 
@@ -266,10 +268,7 @@ def test_kernel_is_train_step_row_by_row_on_mnist(mnist_dir, hidden, dtype):
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
 def test_kernel_is_train_step_row_by_row(activation, output, loss, dtype):
     cupy = require("cupy")
-    sizes = [16, 70, 5]
-    X, T = _random_data(128, sizes)
-    fast = _random_net(sizes, activation, output, loss, dtype, backend=cupy)
-    plain = _random_net(sizes, activation, output, loss, dtype)
+    X, T, fast, plain = _case(128, [16, 70, 5], activation, output, loss, dtype, backend=cupy)
     _assert_trajectory(_kernel(threads=64), fast, plain, X, T, LR, 64, GPU_TOLERANCE[dtype])
 
 
@@ -277,10 +276,7 @@ def test_kernel_is_train_step_row_by_row(activation, output, loss, dtype):
 @pytest.mark.parametrize("output, loss", [("softmax", "cross-entropy"), ("softmax", "absolute"), ("relu", "squared")])
 def test_kernel_matches_its_transcription_with_more_outputs_than_lanes(output, loss):
     cupy = require("cupy")
-    sizes = [10, 600, 40]
-    X, T = _random_data(64, sizes)
-    fast = _random_net(sizes, "leaky_relu", output, loss, "float64", backend=cupy)
-    plain = _random_net(sizes, "leaky_relu", output, loss, "float64")
+    X, T, fast, plain = _case(64, [10, 600, 40], "leaky_relu", output, loss, "float64", backend=cupy)
     got = float(per_sample.per_sample_chunk(fast, fast._checked_input(X), fast._checked_targets(T, X), LR))
     want = float(per_sample.per_sample_chunk_numpy(plain, X, T, LR))
     assert got == pytest.approx(want, rel=1e-11)  # the same order; only exp/tanh and fused multiply-adds differ
@@ -314,10 +310,7 @@ def test_gpu_per_sample_epochs_are_train_per_sample(output, loss, dtype):
     # hidden activations take turns (the launch differs from the verified one in the first layer only).
     cupy = require("cupy")
     activation = HIDDEN_ACTIVATIONS[PAIRS.index((output, loss)) % len(HIDDEN_ACTIVATIONS)]
-    sizes = [16, 70, 5]
-    X, T = _random_data(150, sizes)
-    fast = _random_net(sizes, activation, output, loss, dtype, backend=cupy)
-    plain = _random_net(sizes, activation, output, loss, dtype)
+    X, T, fast, plain = _case(150, [16, 70, 5], activation, output, loss, dtype, backend=cupy)
     diffs = _epochs_against_train(fast, plain, X, T, 2, LR)
     assert diffs["loss"] <= GPU_TOLERANCE[dtype] and diffs["params"] <= GPU_TOLERANCE[dtype], diffs
 
