@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -128,6 +129,12 @@ class Backend:
             return
         with _threadpools().limit(limits=1, user_api="blas"):
             yield
+
+    @property
+    def cublas(self) -> ModuleType:
+        """cupy.cublas, whose gemm adds a product into its output (alpha, beta): the CUDA fast paths' weight
+        updates. CuPy backends only (``numpy.cublas`` does not exist)."""
+        return importlib.import_module(f"{self.xp.__name__}.cublas")
 
     @property
     def out_of_memory_errors(self) -> tuple[type[BaseException], ...]:

@@ -110,6 +110,16 @@ def test_host_device_round_trip(backend):
     backend.synchronize()
 
 
+def test_cublas_is_the_submodule_of_the_backends_array_module(monkeypatch):
+    # the fast paths (fused.py, per_sample.py) reach cupy.cublas through Backend.cublas, not an import of their own
+    xp, cublas = types.ModuleType("fake_xp"), types.ModuleType("fake_xp.cublas")
+    monkeypatch.setitem(sys.modules, "fake_xp", xp)
+    monkeypatch.setitem(sys.modules, "fake_xp.cublas", cublas)
+    assert backend_module.Backend("cupy", xp, "a device").cublas is cublas
+    with pytest.raises(ModuleNotFoundError, match="numpy.cublas"):
+        gpunet.get_backend("numpy").cublas
+
+
 def test_only_backend_module_imports_cupy():
     imports_cupy = re.compile(r"^\s*(import cupy|from cupy[ .])", re.M)
     offenders = [p.name for p in PACKAGE.glob("*.py") if p.name != "backend.py" and imports_cupy.search(p.read_text())]

@@ -20,7 +20,6 @@ Verified on an H100 (2026-11-27) and the default on CuPy: see gpunet/cuda/select
 
 from __future__ import annotations
 
-import importlib
 import weakref
 from typing import Any
 
@@ -168,8 +167,7 @@ class CudaKernels:
     def __init__(self, backend: Any, dtype: Any, activation: str, output: str, loss: str) -> None:
         self.xp = backend.xp
         self.dtype = np.dtype(dtype)
-        # cupy.cublas through the backend's module (gpunet/backend.py stays the only import of CuPy by name)
-        self._cublas = getattr(self.xp, "cublas", None) or importlib.import_module(f"{self.xp.__name__}.cublas")
+        self._cublas = backend.cublas
         ctype = C_TYPES[self.dtype.name]
         fused = load(backend, "fused.cu", fused_expressions(ctype, activation, output, loss))
         optim = load(backend, "optim.cu", optim_expressions(ctype))

@@ -13,7 +13,6 @@ whole epochs on it with fewer calls a chunk (``kernels="graph"``; not yet run on
 
 from __future__ import annotations
 
-import importlib
 import itertools
 from typing import Any, Callable
 
@@ -150,7 +149,7 @@ class PerSampleEpochs:
             self._launch, self._update_W1 = self._transcribed_launch, self._numpy_update_W1
         else:
             self._kernel = _kernel_function(net, in_kernel=True)
-            self._cublas = getattr(xp, "cublas", None) or importlib.import_module(f"{xp.__name__}.cublas")
+            self._cublas = net.backend.cublas
             self._launch, self._update_W1 = self._kernel_launch, self._cublas_update_W1
 
     def _workspace(self, rows: int) -> dict[str, Array]:
