@@ -74,15 +74,17 @@ def test_graph_case_record_sums_the_launches_and_divides_the_epoch_into_steps():
 def test_graph_vs_fused_records_the_speedup_and_the_check_sums_it_up_by_network():
     cases = [graph_vs_fused.case_record((784, 100, 10), 64, {"fused": 0.315, "graph": 0.0586}),
              graph_vs_fused.case_record((784, 100, 10), 1024, {"fused": 0.05, "graph": 0.1}),
-             graph_vs_fused.case_record((784, 1024, 10), 1024, {"fused": 0.0275, "graph": 0.0427})]
-    assert cases[0] == {"sizes": [784, 100, 10], "batch": 64, "fused_epoch_s": 0.315, "graph_epoch_s": 0.0586,
-                        "graph_speedup": 5.375}
-    assert [c["graph_speedup"] for c in cases[1:]] == [0.5, 0.644]
+             graph_vs_fused.case_record((784, 1024, 10), 1024, {"fused": 0.0275, "graph": 0.0427}),
+             graph_vs_fused.case_record((784, 100, 10), 64, {"fused": 0.3, "graph": 0.04}, "adam")]
+    assert cases[0] == {"sizes": [784, 100, 10], "batch": 64, "optimizer": "sgd", "fused_epoch_s": 0.315,
+                        "graph_epoch_s": 0.0586, "graph_speedup": 5.375}
+    assert [c["graph_speedup"] for c in cases[1:]] == [0.5, 0.644, 7.5]
     assert graph_vs_fused.format_table(cases).splitlines()[3].split() == [
-        "784-1024-10", "1024", "0.0275", "0.0427", "0.64x"]
-    assert gpu_check.graph_speedups(cases) == ("graph over fused, by batch: 784-100-10: 64 5.38x, 1024 0.50x; "
-                                               "784-1024-10: 1024 0.64x")
+        "784-1024-10", "1024", "sgd", "0.0275", "0.0427", "0.64x"]
+    assert gpu_check.graph_speedups(cases) == ("graph over fused, by batch: 784-100-10: 64 5.38x, 1024 0.50x, "
+                                               "64 adam 7.50x; 784-1024-10: 1024 0.64x")
     assert len(graph_vs_fused.CASES) == 9 and {b for _, b in graph_vs_fused.CASES} == {64, 128, 256, 512, 1024}
+    assert graph_vs_fused.LR == {"sgd": 0.1, "adam": 0.001} and len(graph_vs_fused.ADAM_CASES) == 2
 
 
 @pytest.mark.parametrize("script", SCRIPT_NAMES)
@@ -132,6 +134,8 @@ def test_graph_vs_fused_figures_on_a_gpu():
     rng = np.random.default_rng(0)
     X = backend.to_device(rng.uniform(0.01, 1.0, (2000, 784)), np.float32)
     y = rng.integers(0, 10, 2000)
-    seconds = {p: graph_vs_fused.epoch_seconds(backend, (784, 100, 10), 64, p, X, y, 2) for p in graph_vs_fused.PATHS}
-    assert all(0 < s < 60 for s in seconds.values())  # scaled to 60,000 rows
-    assert graph_vs_fused.case_record((784, 100, 10), 64, seconds)["graph_speedup"] > 0
+    for optimizer in ("sgd", "adam"):
+        seconds = {p: graph_vs_fused.epoch_seconds(backend, (784, 100, 10), 64, p, X, y, 2, optimizer)
+                   for p in graph_vs_fused.PATHS}
+        assert all(0 < s < 60 for s in seconds.values())  # scaled to 60,000 rows
+        assert graph_vs_fused.case_record((784, 100, 10), 64, seconds, optimizer)["graph_speedup"] > 0
