@@ -163,7 +163,8 @@ def _train_with_progress(run: Run, quiet: bool) -> list[dict[str, Any]] | None:
     ctrl_c = _CtrlC(quiet)
     try:
         with ctrl_c:
-            return run.train(on_epoch=on_epoch, on_batch=on_batch, should_stop=ctrl_c.pressed)
+            # the bar and Ctrl-C will do with once an epoch: auto may train whole epochs as CUDA graphs
+            return run.train(on_epoch=on_epoch, on_batch=on_batch, should_stop=ctrl_c.pressed, every_step=False)
     except TrainingInterrupted as exc:
         model = run.folder / "model.npz"
         print(f"gpunet train: interrupted in epoch {exc.epoch} after {exc.rows} of {n} rows; saved {model}; "
@@ -195,8 +196,8 @@ class _CtrlC:
         if self.count > 1:
             raise KeyboardInterrupt
         if not self.quiet:
-            print("\nstopping after this step and saving a checkpoint (Ctrl-C again to stop at once)",
-                  file=sys.stderr, flush=True)
+            print("\nstopping after this step (in graph mode, this epoch) and saving a checkpoint "
+                  "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> _CtrlC:
         if threading.current_thread() is threading.main_thread():

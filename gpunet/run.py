@@ -308,8 +308,9 @@ class Run:
 
     def train(self, *, on_epoch: Callable[[dict[str, Any]], object] | None = None,
               on_batch: Callable[[int, Any], object] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+              should_stop: Callable[[], bool] | None = None, every_step: bool = True) -> list[dict[str, Any]]:
         """Train to ``config.epochs`` (or until early stopping), checkpointing every epoch; returns the records.
+        ``on_batch``, ``should_stop`` and ``every_step`` are gpunet.train's.
 
         Raises TrainingInterrupted after saving a checkpoint of the position when
         ``should_stop`` says so, and DivergenceError saying which checkpoint is kept.
@@ -327,7 +328,7 @@ class Run:
                 y_test=self.data.y_test, X_val=self.data.X_val, y_val=self.data.y_val,
                 callback=lambda record: self._end_epoch(record, on_epoch), on_batch=on_batch,
                 should_stop=should_stop, start_epoch=self.start_epoch, start_row=self.position["row"],
-                start_loss=self.position["loss_sum"], kernels=c.kernels,
+                start_loss=self.position["loss_sum"], kernels=c.kernels, every_step=every_step,
             )
         except TrainingInterrupted as exc:
             self._save("model.npz", {"epoch": exc.epoch, "row": exc.rows, "loss_sum": exc.loss_sum})

@@ -67,6 +67,7 @@ def train(
     start_row: int = 0,
     start_loss: float = 0.0,
     kernels: str | None = None,
+    every_step: bool = True,
 ) -> list[EpochRecord]:
     """Train ``net`` in place with mini-batches and return one record per epoch.
 
@@ -89,7 +90,11 @@ def train(
     array (reading it is a CPU-GPU sync). ``should_stop()`` is asked after every
     step; True raises :class:`TrainingInterrupted` with the position.
     ``kernels`` ("auto", "plain", "fused", "graph"; None: the network's) picks the path, see gpunet/cuda/select.py;
-    in graph mode ``on_batch`` is called once an epoch and ``should_stop`` is not asked within one.
+    in graph mode ``on_batch`` is called once an epoch and ``should_stop`` is asked after each epoch but the
+    last instead (True raises TrainingInterrupted at row 0 of the next epoch). "auto"
+    takes graph mode on CuPy where a device run verified it faster, but not where ``on_batch`` or
+    ``should_stop`` is given and ``every_step`` is True (the default): ``every_step=False`` says calls once
+    an epoch will do (the command line's progress bar and Ctrl-C do).
 
     Per-sample plain SGD (``batch_size=1``, ``SGD`` without weight decay) runs
     through :meth:`Network.train_per_sample` in chunks of ``PER_SAMPLE_CHUNK``
@@ -114,10 +119,11 @@ def train(
         raise ValueError(f"start_row must be below the {n} training rows; got {start_row}")
     per_sample = batch_size == 1 and opt.folds_lr  # plain SGD: the per-sample fast path applies
     chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
-    widest = chunk * max(a * b for a, b in zip(net.sizes, net.sizes[1:]))  # multiply-adds of one product
+    widest = select.widest_product(net, chunk)  # multiply-adds of one product
     xp = backend.xp
     try:  # a fast path's plan may allocate too (graph mode's buffers, per-sample epochs' copy of the data)
-        plan = select.plan(net, kernels, opt, X, T, chunk, per_sample)  # which kernels train (one place decides)
+        step_calls = every_step and (on_batch is not None or should_stop is not None)
+        plan = select.plan(net, kernels, opt, X, T, chunk, per_sample, step_calls)  # one place decides the kernels
         X_batch = xp.empty((min(chunk, n), X.shape[1]), dtype=X.dtype)
         T_batch = xp.empty((min(chunk, n), T.shape[1]), dtype=T.dtype)
     except backend.out_of_memory_errors as exc:
@@ -173,6 +179,8 @@ def train(
         history.append(record)
         if callback is not None and callback(record) is True:
             break
+        if plan.graph is not None and should_stop is not None and epoch < epochs and should_stop():
+            raise TrainingInterrupted(epoch + 1, 0, 0.0)  # graph mode asks once an epoch, after it
     return history
 
 

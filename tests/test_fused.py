@@ -424,13 +424,14 @@ def test_name_expression_table_covers_every_configuration():
 # --- selection ------------------------------------------------------------------------------------
 
 def test_auto_takes_the_paths_a_device_run_verified():
-    """The H100 runs of 2026-11-27 verified "fused" for batches and the per-sample kernel; graph mode waits."""
-    assert select.VERIFIED == frozenset({"fused", "per-sample"})
+    """The H100 runs of 2026-11-27 verified "fused" for batches and the per-sample kernel, the H200 run graph
+    mode for batches and whole per-sample epochs."""
+    assert select.VERIFIED == frozenset({"fused", "per-sample", "graph", "per-sample-epochs"})
     net = gpunet.Network([4, 3, 2], backend="numpy")
     assert net.kernels == "auto" and select.choose("auto", net, SGD()) == "plain"  # NumPy: plain, always
     cupy_net = _FakeCupyNet()
-    assert [select.choose("auto", cupy_net, opt) for opt in (SGD(), Momentum(), Adam())] == ["fused"] * 3
-    assert select.choose("auto", cupy_net, SGD(), per_sample=True) == "fused"  # the per-sample kernel
+    assert [select.choose("auto", cupy_net, opt) for opt in (SGD(), Momentum(), Adam())] == ["graph"] * 3
+    assert select.choose("auto", cupy_net, SGD(), per_sample=True) == "graph"  # PerSampleEpochs
     assert select.choose("plain", cupy_net, SGD(), per_sample=True) == "plain"
     assert select.choose("fused", cupy_net, SGD(), per_sample=True) == "fused"  # asked for: the kernel runs
 
@@ -496,6 +497,8 @@ def test_auto_takes_per_sample_epochs_only_once_verified_apart_from_batch_graphs
 
 
 class _PlanNet(_FakeCupyNet):
+    sizes = [4, 3, 2]
+
     def __init__(self, kernels):
         self.kernels = kernels
 
@@ -529,6 +532,73 @@ def test_plan_picks_the_step_functions(monkeypatch):
         select.plan(_PlanNet("graph"), None, Adam(), None, None, 16, False)
     monkeypatch.setattr(select, "VERIFIED", frozenset({"graph"}))
     assert select.plan(_PlanNet("auto"), None, Adam(), None, None, 16, False).path == "plain"  # auto falls back
+
+
+def test_auto_takes_graph_mode_up_to_the_largest_product_a_device_run_saw_it_win(monkeypatch):
+    """graph-vs-fused-h200-run3.json: graph mode won up to 784-1024-10 at batch 1024; beyond, auto takes fused,
+    while kernels="graph" asked for still gets graph mode, and per-sample epochs are not bounded by it."""
+    real = select._module
+    graphs = SimpleNamespace(GraphTrainer=lambda net, optimizer, X, T, rows: ("graph trainer", rows))
+    monkeypatch.setattr(select, "_module", lambda name: graphs if name == "graph" else real(name))
+    net = _PlanNet("auto")
+    net.sizes = [784, 1024, 10]
+    assert select.widest_product(net, 1024) == select.GRAPH_MAX_PRODUCT == 1024 * 784 * 1024
+    assert select.plan(net, None, Adam(), None, None, 1024, False).graph == ("graph trainer", 1024)
+    plan = select.plan(net, None, Adam(), None, None, 1025, False)
+    assert (plan.path, plan.graph) == ("fused", None) and plan.step.func is fused.step
+    assert select.plan(net, "graph", Adam(), None, None, 4096, False).graph == ("graph trainer", 4096)
+    net.sizes = [100, 2048, 2048, 10]  # the widest layer sets the bound: 196 x 2048 x 2048 <= 1024 x 784 x 1024
+    assert select.plan(net, None, SGD(), None, None, 196, False).path == "graph"
+    assert select.plan(net, None, SGD(), None, None, 197, False).path == "fused"
+
+
+def test_auto_passes_graph_mode_over_where_the_caller_wants_calls_every_step(monkeypatch):
+    real = select._module
+    graphs = SimpleNamespace(GraphTrainer=lambda net, optimizer, X, T, rows: "graph trainer")
+    kernel = SimpleNamespace(supports=lambda net: None, per_sample_chunk=lambda net, *args: "kernel chunk",
+                             PerSampleEpochs=lambda net, optimizer, X, T, rows: "per-sample epochs")
+    modules = {"graph": graphs, "per_sample": kernel}
+    monkeypatch.setattr(select, "_module", lambda name: modules.get(name) or real(name))
+    net = _PlanNet("auto")
+    for per_sample, wanted in ((False, "graph trainer"), (True, "per-sample epochs")):
+        assert select.plan(net, None, SGD(), None, None, 64, per_sample).graph == wanted
+        plan = select.plan(net, None, SGD(), None, None, 64, per_sample, step_calls=True)
+        assert (plan.path, plan.graph) == ("fused", None)
+        assert select.plan(net, "graph", SGD(), None, None, 64, per_sample, step_calls=True).graph == wanted
+
+
+def test_graph_mode_asks_should_stop_after_each_epoch_and_the_run_resumes_at_the_next(monkeypatch):
+    """gpunet.train with a graph plan (GraphTrainer runs its NumPy transcription here): on_batch once an epoch,
+    should_stop after each epoch but the last; True stops at row 0 of the next epoch, and resuming there gives
+    the uninterrupted run."""
+    from gpunet.cuda.graph import GraphTrainer
+    from gpunet.training import TrainingInterrupted
+
+    real_plan = select.plan
+
+    def graph_plan(net, kernels, optimizer, X, T, rows, per_sample, step_calls=False):
+        plan = real_plan(net, kernels, optimizer, X, T, rows, per_sample, step_calls)
+        return plan._replace(graph=GraphTrainer(net, optimizer, X, T, rows))
+
+    rng = np.random.default_rng(5)
+    X, y = rng.random((11, 5)), rng.integers(0, 3, 11)
+
+    def net():
+        return gpunet.Network([5, 4, 3], "tanh", "softmax", "cross-entropy", seed=2, backend="numpy", dtype="float64")
+
+    whole = net()
+    history = gpunet.train(whole, X, y, epochs=3, batch_size=4, lr=0.3, seed=7)
+    monkeypatch.setattr(select, "plan", graph_plan)
+    stopped, asked, rows = net(), [], []
+    with pytest.raises(TrainingInterrupted) as stop:
+        gpunet.train(stopped, X, y, epochs=3, batch_size=4, lr=0.3, seed=7, on_batch=lambda n, loss: rows.append(n),
+                     should_stop=lambda: asked.append(1) or len(asked) == 2)
+    assert (stop.value.epoch, stop.value.rows, stop.value.loss_sum) == (3, 0, 0.0) and rows == [11, 11]
+    monkeypatch.setattr(select, "plan", real_plan)
+    rest = gpunet.train(stopped, X, y, epochs=3, batch_size=4, lr=0.3, seed=7, start_epoch=3)
+    assert rel_diff(rest[0]["train_loss"], history[2]["train_loss"]) < 1e-12
+    for k, v in whole.get_params().items():
+        assert rel_diff(stopped.get_params()[k], v) < 1e-12
 
 
 def test_per_sample_sgd_on_a_network_the_kernel_does_not_cover_takes_the_plain_path(monkeypatch):

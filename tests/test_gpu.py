@@ -91,6 +91,34 @@ def test_train_every_optimiser_and_batch(candidate, optimizer, batch):
     assert abs(got_acc[-1] - want_acc[-1]) <= 1 / 50  # at most one borderline test row may flip
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,optimizer", [(16, "adam"), (1, "sgd")])  # batches; per-sample plain SGD
+def test_auto_trains_in_graphs_on_cupy_unless_asked_to_call_every_step(batch, optimizer):
+    """select.VERIFIED holds "graph" and "per-sample-epochs": auto's run is kernels="graph"'s, bit for bit; given
+    on_batch it is kernels="fused"'s, with a call every step, and with every_step=False graph's again."""
+    cupy = require("cupy")
+    X, labels = _data(n=200)
+
+    def run(kernels, **calls):
+        net = gpunet.Network([12, 10, 4], "relu", "softmax", "cross-entropy", init="he", seed=1, backend=cupy)
+        history = gpunet.train(net, X, labels, epochs=2, batch_size=batch, lr=0.01, optimizer=optimizer, seed=9,
+                               kernels=kernels, **calls)
+        return net.get_params(), [r["train_loss"] for r in history]
+
+    rows = []
+    runs = {"auto": run("auto"), "graph": run("graph"), "fused": run("fused"),
+            "auto, on_batch": run("auto", on_batch=lambda n, loss: rows.append(n)),
+            "auto, every_step=False": run("auto", on_batch=lambda n, loss: None, every_step=False)}
+    chunk = 64 if batch == 1 else batch
+    assert rows == (list(range(chunk, 200, chunk)) + [200]) * 2
+    for name, twin in (("auto", "graph"), ("auto, on_batch", "fused"), ("auto, every_step=False", "graph")):
+        got, want = runs[name], runs[twin]
+        assert got[1] == want[1], name
+        assert all(np.array_equal(got[0][k], v) for k, v in want[0].items()), name
+    if batch > 1:  # graph mode's products round unlike cuBLAS's: the test can tell the two apart
+        assert runs["graph"][1] != runs["fused"][1]
+
+
 def test_evaluate_and_the_cli_evaluate(candidate, tmp_path, capsys, monkeypatch):
     backend, dtype, ref_backend, ref_dtype = candidate
     d = load_digits()
@@ -161,7 +189,9 @@ def test_checkpoint_across_backends_gives_the_same_numbers(backend, direction, t
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(backend, tmp_path):
     X, labels = _data(n=200)
-    options = dict(batch_size=16, lr=0.01, seed=9)
+    # One path throughout: on CuPy, auto trains the uninterrupted run in CUDA graphs but passes them over for
+    # the run given should_stop (it wants asking every step), and graph mode's products round differently.
+    options = dict(batch_size=16, lr=0.01, seed=9, kernels="fused" if backend.name == "cupy" else "plain")
 
     def fresh():
         return gpunet.Network([12, 10, 4], "relu", "softmax", "cross-entropy", init="he", seed=1, backend=backend)

@@ -7,8 +7,11 @@
   CUDA graph, and per-sample plain SGD runs per_sample.PerSampleEpochs (the per-sample kernel with the
   fewest calls a chunk); a single ``train_step`` outside ``gpunet.train`` runs fused;
 - ``"auto"``: the fastest path that can run the configuration among those :data:`VERIFIED` lets it take,
-  else plain: for batches the paths in VERIFIED; for per-sample plain SGD "graph" once "per-sample-epochs"
-  is in VERIFIED, "fused" once "fused" and "per-sample" are.
+  else plain: for batches the paths in VERIFIED, graph mode only where a step's widest product is no larger
+  than :data:`GRAPH_MAX_PRODUCT` (the largest a device run has seen it win); for per-sample plain SGD
+  "graph" once "per-sample-epochs" is in VERIFIED, "fused" once "fused" and "per-sample" are. Graph mode
+  calls ``gpunet.train``'s ``on_batch`` once an epoch and never asks ``should_stop`` within one, so auto
+  passes it over where the caller gives either and ``every_step`` is True (the default).
 
 Per-sample plain SGD on a network the per-sample kernel does not cover (``per_sample.supports``: not one
 hidden layer, or a layer too wide for the device's shared memory) takes the plain path under every choice.
@@ -28,20 +31,25 @@ from .flat import rule_of
 Array = Any
 KERNELS = ("auto", "plain", "fused", "graph")
 # The fast paths a run on a device has shown equal to the plain path (the gpu tests) and faster; add one here
-# only with that evidence. The H100 runs of 2026-11-27 (scripts/results/gpu-check-h100*.json):
+# only with that evidence. The device runs of 2026-11-27 (scripts/results/gpu-check-h100*.json, -h200-run3.json):
 # - "fused": its gpu tests passed (the one float32 miss, 1.03e-4 against 1e-4, was a setup whose float32
 #   trajectory turns on rounding; see tests/test_fused.py), and an epoch ran 2.2-2.5x faster than plain
 #   at batch 64, 128 and 1024 (scripts/results/benchmark-gpu-h100.json).
 # - "per-sample" (the per-sample kernel of "fused"): its gpu tests passed, MNIST runs included; 40 MNIST runs
 #   of 5 epochs in float64 equal to the CPU's, and the same bit for bit in a second run; and 38-66x the plain
 #   per-sample path on CuPy (an epoch of 784-100-10 in 0.63 s against 41.8 s; benchmark-gpu-h100-run2.json).
-# Not yet:
-# - "graph": equal to plain, and 13-15x faster at batch 64 and 128, but 1.6x slower than fused at batch
-#   1024 (784-1024-10), and it calls on_batch once an epoch: auto needs a rule for when it wins first.
-#   Its momentum and Adam (a captured flat_step) passed their gpu tests in the second run, unbenchmarked.
-# - "per-sample-epochs" ("graph" for per-sample plain SGD: per_sample.PerSampleEpochs): written after the
-#   second run, tested on the CPU through its NumPy transcription only.
-VERIFIED: frozenset[str] = frozenset({"fused", "per-sample"})
+# - "graph" (run 3, one H200): every gpu test passed, momentum and Adam included, and an epoch beat fused
+#   at every batch measured: 784-100-10 at 64-1024 by 7.4-2.2x, 784-1024-10 at 128-1024 by 2.9-1.3x
+#   (graph-vs-fused-h200-run3.json); 40.8x PyTorch eager at batch 64 (benchmark-gpu-h200-run3.json).
+# - "per-sample-epochs" ("graph" for per-sample plain SGD: per_sample.PerSampleEpochs; run 3, one H200): its
+#   gpu tests passed, and an epoch beat the per-sample kernel in all four cases, 784-100-10 and 784-200-10 in
+#   float32 and float64: 0.286-0.337 s against 0.375-0.453 s (benchmark-gpu-h200-run3.json).
+VERIFIED: frozenset[str] = frozenset({"fused", "per-sample", "graph", "per-sample-epochs"})
+# auto's graph mode for batches stops here: multiply-adds of a step's widest product (batch x inputs x outputs
+# of a layer). Graph mode's lead over fused (cuBLAS) shrinks as products grow, from 2.9x at 784-1024-10's
+# batch 128 to 1.3x at its batch 1024 (1024 x 784 x 1024 multiply-adds, on the H200): beyond the largest
+# product measured, auto takes fused, as it would for any size no device run has covered.
+GRAPH_MAX_PRODUCT = 1024 * 784 * 1024
 FASTEST_FIRST = ("graph", "fused")
 # Per-sample plain SGD, fastest first: each path and the VERIFIED names auto needs before it takes it.
 PER_SAMPLE_FIRST = (("graph", frozenset({"per-sample-epochs"})), ("fused", frozenset({"fused", "per-sample"})))
@@ -110,6 +118,11 @@ def step_function(net: Any, path: str) -> Callable[[Array, Array, float, Any], A
     return functools.partial(_module("fused").step, net)
 
 
+def widest_product(net: Any, rows: int) -> int:
+    """Multiply-adds of the largest product of a step on ``rows`` rows: rows x inputs x outputs of the widest layer."""
+    return rows * max(a * b for a, b in zip(net.sizes, net.sizes[1:]))
+
+
 class Plan(NamedTuple):
     """How gpunet.train runs: ``step`` for a batch, ``per_sample`` for a chunk of per-sample SGD, and ``graph``
     (a GraphTrainer, or None) for whole epochs."""
@@ -120,11 +133,16 @@ class Plan(NamedTuple):
     graph: Any
 
 
-def plan(net: Any, kernels: str | None, optimizer: Any, X: Array, T: Array, rows: int, per_sample: bool) -> Plan:
+def plan(net: Any, kernels: str | None, optimizer: Any, X: Array, T: Array, rows: int, per_sample: bool,
+         step_calls: bool = False) -> Plan:
     """gpunet.train's plan; ``kernels`` None means the network's ``kernels=``. X, T: the whole training set;
-    ``rows``: the rows a step takes (the batch size, or the per-sample chunk)."""
+    ``rows``: the rows a step takes (the batch size, or the per-sample chunk); ``step_calls``: the caller
+    wants calls after every step, which graph mode, calling once an epoch, cannot make: auto passes it over."""
     requested = net.kernels if kernels is None else check_kernels(kernels, net.backend)
     path = choose(requested, net, optimizer, per_sample)
+    if path == "graph" and requested == "auto" and (
+            step_calls or (not per_sample and widest_product(net, rows) > GRAPH_MAX_PRODUCT)):
+        path = _fastest(net, optimizer, per_sample, skip="graph")
     if per_sample and path != "plain" and _module("per_sample").supports(net) is not None:
         path = "plain"  # the per-sample kernel covers one hidden layer that fits on chip: the rest take the plain path
     graph = None
