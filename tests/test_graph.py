@@ -682,7 +682,7 @@ GPU_OPTIMIZER_CASES = [(*case, name) for name in GRAPH_OPTIMIZERS
 
 def gpu_run_settings(name: str) -> dict:
     """train()'s settings of the runs on the device: 2 epochs of 126 steps (125 batches of 8, a partial 3), on
-    the plain path (on CuPy, kernels="auto" would pick the fused one)."""
+    the plain path (on CuPy, kernels="auto" would pick graph mode)."""
     return dict(epochs=2, batch_size=8, lr=GRAPH_LR.get(name, 0.05), lr_decay=0.9, seed=3, kernels="plain")
 
 

@@ -22,7 +22,8 @@ buffer (``net.packed``) from its construction, and the optimiser's state becomes
 entry rebound since (a user's assignment, a restored optimiser state) is copied back in before the next replay.
 On the NumPy backend the same launches run gemm.py's transcriptions (and reference.py's flat_step) instead,
 with no graph: that is what the CPU tests check against network.py's plain path. Plain SGD was equal to
-plain on an H100 (2026-11-27); momentum and Adam have not run on a device. Not in select.VERIFIED: see there.
+plain on an H100 (2026-11-27), and every optimiser on an H200 (the third run), where graph mode joined
+select.VERIFIED: see there.
 """
 
 from __future__ import annotations
