@@ -44,7 +44,7 @@ def profile_case(backend: Any, sizes: tuple[int, int, int], batch: int, repeats:
     order = backend.to_device(rng.permutation(ROWS))
     # An epoch: the first call captures its graph (and replays it), then 3 rounds of one replay each.
     epoch_seconds = per_call_us(backend, lambda: trainer.run_epoch(order, LR), 1)[0] * 1e-6
-    trainer.buffers["order"][...] = order  # what the first layer and the output delta read their rows through
+    trainer.buffers["order"][...] = order  # what the step's gathers read
     trainer.buffers["lr"].fill(LR)
     launches = []
     for launch in trainer._step(0, batch):

@@ -60,10 +60,10 @@ def test_case_record_scales_the_chunk_to_an_epoch():
 
 
 def test_graph_case_record_sums_the_launches_and_divides_the_epoch_into_steps():
-    launches = [("forward_output<float, 0, 0, 0>", (1, 4), 2.004), ("forward<float, 0>", (7, 4), 30.0)]
+    launches = [("gather_rows<float>", (784,), 2.004), ("forward<float, 0>", (7, 4), 30.0)]
     record = graph_profile.case_record((784, 100, 10), 64, launches, 0.0586, 938)
     assert record == {"sizes": [784, 100, 10], "batch": 64,
-                      "launches": [{"kernel": "forward_output<float, 0, 0, 0>", "grid": [1, 4], "us": 2.0},
+                      "launches": [{"kernel": "gather_rows<float>", "grid": [784], "us": 2.0},
                                    {"kernel": "forward<float, 0>", "grid": [7, 4], "us": 30.0}],
                       "launches_us": 32.0, "replayed_us": 62.47, "epoch_s": 0.0586}
     lines = graph_profile.format_table([record]).splitlines()
@@ -122,8 +122,8 @@ def test_graph_figures_on_a_gpu():
     backend = require("cupy")
     record = graph_profile.profile_case(backend, (784, 100, 10), 64, repeats=3)
     kernels = [launch["kernel"].split("<")[0] for launch in record["launches"]]
-    assert kernels == ["forward", "forward_output", "backward", "weight_grad",
-                       "weight_grad"]  # GraphTrainer._step's order, 3L - 1 (the epoch's loss total comes after)
+    assert kernels == ["gather_rows", "forward", "forward", "output_delta", "backward", "weight_grad",
+                       "weight_grad"]  # GraphTrainer._step's order (the epoch's loss total comes after its steps)
     assert all(launch["us"] > 0 for launch in record["launches"])
     assert record["replayed_us"] == pytest.approx(record["epoch_s"] * 1e6 / 938, rel=1e-2)  # 937 full + 1 partial
 

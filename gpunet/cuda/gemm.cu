@@ -2,28 +2,21 @@
 // so graph.py can capture an epoch of steps into one CUDA graph. Shapes are batch-first as in network.py:
 // the batch has N rows, layer i maps n_{i-1} -> n_i, every array is row-major and contiguous.
 //
+//   gather_rows   Xb[r, :] = X[order[lo + r], :],                 X (n, wx), T (n, wt), order (n,) int64,
+//                 Tb[r, :] = T[order[lo + r], :]                  Xb (N, wx), Tb (N, wt): one launch for both
 //   forward       A_i = f(A_{i-1} @ W_i + b_i)                    A_{i-1} (N, n_{i-1}), W_i (n_{i-1}, n_i),
 //                                                                 b_i (n_i,), A_i (N, n_i)
-//                 The first layer reads its batch straight from the training set: row r of A_0 is row
-//                 rows[lo + r] of X (n, n_0), rows = the epoch's permutation order (n,) int64; null rows
-//                 (every other layer): row r of A_{i-1}. An index outside [0, n) reads NaN, which the loss
-//                 reports.
-//   output_delta  loss[r] = L(Y_r, T_r), delta_L = s * dL/dZ_L,  Y = A_L, delta_L (N, n_L), loss (N,),
-//                 T_r = row rows[lo + r] of T (n, n_L) (NaN for an index outside [0, n)),
+//   output_delta  loss[r] = L(Y_r, T_r), delta_L = s * dL/dZ_L,  Y = A_L, T, delta_L (N, n_L), loss (N,)
 //                 s = lr / N (lr folded in, plain SGD) or 1 / N. Where the output layer's forward kept
 //                 Z_L (softmax output; sigmoid output with cross-entropy), A_L holds Z_L on entry and
 //                 Y = f(Z_L) in place on exit; cross-entropy then comes from the logits, as in
 //                 activations.py's FUSED: logsumexp(z) sum(t) - sum(t z), or sum softplus(z) - t z.
 //                 (graph.py passes each step its rows' slice of an epoch-long loss buffer)
-//   forward_output  the output layer's forward, then output_delta on each row, in one launch: for an output
-//                 layer of one column tile (n_L <= TILE, R = 1), whose blocks each hold whole rows of A_L.
-//                 Both parts are the separate kernels' code, so the results are theirs bit for bit.
 //   loss_total    total += sum_r loss[r]   (total = 0 first when first != 0)     loss (N,), total (1,)
 //                 (graph.py: once an epoch, over the epoch's rows)
 //   backward      delta_{i-1} = (delta_i @ W_i^T) * f'(A_{i-1})   delta_i (N, n_i), W_i (n_{i-1}, n_i),
 //                                                                 A_{i-1}, delta_{i-1} (N, n_{i-1})
-//   weight_grad   dW_i = A_{i-1}^T @ delta_i, then by MODE:       A_{i-1} (N, n_{i-1}) (the first layer's:
-//                                                                 rows[lo + r] of X, as forward), delta_i (N, n_i),
+//   weight_grad   dW_i = A_{i-1}^T @ delta_i, then by MODE:       A_{i-1} (N, n_{i-1}), delta_i (N, n_i),
 //                   GRAD_WRITE   dW_i written (for other optimisers)         W_i, dW_i (n_{i-1}, n_i)
 //                   SGD_FOLDED   W_i -= dW_i (lr already in delta)
 //                   SGD_DECAY    W_i -= lr * (dW_i + weight_decay * W_i)
@@ -31,11 +24,10 @@
 //                 [A_{i-1}, 1]^T @ delta_i (a row of ones appended to A^T), then b_i -= db_i,
 //                 b_i -= lr * db_i, or db_i written (biases never decay)     b_i, db_i (n_i,)
 //
-// A step is thus 3L - 1 launches for L layers, 3L where the output layer is wider than a tile (and optim.cu's
-// flat_step for momentum and Adam). lr lives in device memory as one double (graph.py writes it before each
-// replay), so a captured graph serves every epoch's learning rate. Each product is one thread per output
-// element (RTILE x RTILE elements a thread for large products: the template parameter R), each element summing
-// its products in order k = 0, 1, ..., K - 1: gpunet/cuda/gemm.py transcribes that order in NumPy.
+// lr lives in device memory as one double (graph.py writes it before each replay), so a captured graph
+// serves every epoch's learning rate. Each product is one thread per output element (RTILE x RTILE
+// elements a thread for large products: the template parameter R), each element summing its
+// products in order k = 0, 1, ..., K - 1: gpunet/cuda/gemm.py transcribes that order in NumPy.
 // No host headers: NVRTC has none.
 #include "activations.cuh"
 
@@ -57,26 +49,8 @@ __device__ __forceinline__ T quiet_nan() {
     }
 }
 
-// Where A's stored rows come from: row s is row index[lo + s] of an (n_rows, width) array (the training set,
-// index the epoch's permutation), or row s itself where index is null. One uniform branch a load, no second
-// copy of each product: the gathering layers are the first layer's forward and weight_grad only.
-struct RowIndex {
-    const long long* index;
-    int lo, n_rows;
-};
-
-// Element col of A's stored row s (row width `width`): NaN for an index outside [0, n_rows), as the loss
-// reports it. Neighbouring threads read neighbouring columns of one row, gathered or not.
-template <typename T>
-__device__ __forceinline__ T stored_a(const T* A, RowIndex rows, int s, int width, int col) {
-    if (rows.index == nullptr) return A[(size_t)s * width + col];
-    const long long src = rows.index[rows.lo + s];
-    return (src >= 0 && src < rows.n_rows) ? A[(size_t)src * width + col] : quiet_nan<T>();
-}
-
 // C[row, col] = sum_k A[row, k] B[k, col] for this thread's element of the block's tile of C (M, Nc).
-// A is (M, K), stored as (K, M) when TRANS_A; B is (K, Nc), stored as (Nc, K) when TRANS_B. A's stored
-// rows (its rows, or its k's when TRANS_A) come through `rows` (see RowIndex). The block
+// A is (M, K), stored as (K, M) when TRANS_A; B is (K, Nc), stored as (Nc, K) when TRANS_B. The block
 // stages KTILE-wide slices of k in shared memory, each thread loading KTILE / TILE elements of each
 // operand at once (independent loads, in flight together: one pass costs about one load's latency,
 // and a pass of KTILE k's leaves a fourth of the passes a TILE-wide one needs). Loads run along the
@@ -86,7 +60,7 @@ __device__ __forceinline__ T stored_a(const T* A, RowIndex rows, int s, int widt
 // ONES_ROW (with TRANS_A): A has a row M of ones after its M stored rows, so the block row holding row M
 // computes sum_k B[k, col] in order k = 0, 1, ...: 1 * B[k, col] + acc rounds as B[k, col] + acc does.
 template <typename T, bool TRANS_A, bool TRANS_B, bool ONES_ROW = false>
-__device__ __forceinline__ T tile_product(const T* A, RowIndex rows, const T* B, int M, int Nc, int K) {
+__device__ __forceinline__ T tile_product(const T* A, const T* B, int M, int Nc, int K) {
     __shared__ T As[TILE][KTILE + 1];  // As[i][kk] = A[r0 + i, k0 + kk]; + 1: transposed stores spread over banks
     __shared__ T Bs[KTILE][TILE + 1];  // Bs[kk][j] = B[k0 + kk, c0 + j]
     const int tx = threadIdx.x, ty = threadIdx.y;
@@ -97,11 +71,11 @@ __device__ __forceinline__ T tile_product(const T* A, RowIndex rows, const T* B,
         for (int q = 0; q < KTILE / TILE; ++q) {
             if constexpr (TRANS_A) {
                 const int r = r0 + tx, k = k0 + ty + q * TILE;
-                As[tx][ty + q * TILE] = (r < M && k < K) ? stored_a(A, rows, k, M, r)
+                As[tx][ty + q * TILE] = (r < M && k < K) ? A[(size_t)k * M + r]
                                         : (ONES_ROW && r == M && k < K) ? T(1) : T(0);
             } else {
                 const int r = r0 + ty, k = k0 + tx + q * TILE;
-                As[ty][tx + q * TILE] = (r < M && k < K) ? stored_a(A, rows, r, K, k) : T(0);
+                As[ty][tx + q * TILE] = (r < M && k < K) ? A[(size_t)r * K + k] : T(0);
             }
             if constexpr (TRANS_B) {
                 const int c = c0 + ty, k = k0 + tx + q * TILE;
@@ -125,9 +99,9 @@ __device__ __forceinline__ T tile_product(const T* A, RowIndex rows, const T* B,
 // elements at rows r0 + ty + i TILE and columns c0 + tx + j TILE of the block's (TILE RTILE)-square tile, so
 // each element it loads from shared memory serves RTILE products. Each element still adds its products in
 // order k = 0, 1, ..., K - 1, as tile_product's do (the slice width moves values, not arithmetic): the
-// results are tile_product's, bit for bit. Same operands, storage, rows, ONES_ROW and synchronisation rules.
+// results are tile_product's, bit for bit. Same operands, storage, ONES_ROW and synchronisation rules.
 template <typename T, bool TRANS_A, bool TRANS_B, bool ONES_ROW = false>
-__device__ __forceinline__ void tile_product_r(const T* A, RowIndex rows, const T* B, int M, int Nc, int K,
+__device__ __forceinline__ void tile_product_r(const T* A, const T* B, int M, int Nc, int K,
                                                T (&acc)[RTILE][RTILE]) {
     constexpr int W = TILE * RTILE;                 // the block tile's rows and columns
     constexpr int THREADS = TILE * TILE;
@@ -146,10 +120,10 @@ __device__ __forceinline__ void tile_product_r(const T* A, RowIndex rows, const 
             const int e = tid + q * THREADS;
             if constexpr (TRANS_A) {  // stored (K, M): consecutive threads along the rows of A
                 const int i = e % W, kk = e / W, r = r0 + i, k = k0 + kk;
-                As[i][kk] = (r < M && k < K) ? stored_a(A, rows, k, M, r) : (ONES_ROW && r == M && k < K) ? T(1) : T(0);
+                As[i][kk] = (r < M && k < K) ? A[(size_t)k * M + r] : (ONES_ROW && r == M && k < K) ? T(1) : T(0);
             } else {                  // stored (M, K): consecutive threads along k
                 const int kk = e % KTILE_R, i = e / KTILE_R, r = r0 + i, k = k0 + kk;
-                As[i][kk] = (r < M && k < K) ? stored_a(A, rows, r, K, k) : T(0);
+                As[i][kk] = (r < M && k < K) ? A[(size_t)r * K + k] : T(0);
             }
             if constexpr (TRANS_B) {  // stored (Nc, K): consecutive threads along k
                 const int kk = e % KTILE_R, j = e / KTILE_R, c = c0 + j, k = k0 + kk;
@@ -176,17 +150,32 @@ __device__ __forceinline__ void tile_product_r(const T* A, RowIndex rows, const 
     }
 }
 
+// Xb[r, c] = X[order[lo + r], c] for the first N * wx threads, Tb[r, c] = Tg[order[lo + r], c] for the next
+// N * wt; an index outside [0, n_rows) gives a NaN row, which the loss reports.
+template <typename T>
+__global__ void gather_rows(const T* X, const T* Tg, const long long* order, int lo, int N, int wx, int wt,
+                            int n_rows, T* Xb, T* Tb) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long n_x = (long long)N * wx;
+    if (i >= n_x + (long long)N * wt) return;
+    const bool is_x = i < n_x;
+    const long long e = is_x ? i : i - n_x;  // the element of Xb or Tb
+    const int width = is_x ? wx : wt;
+    const int r = (int)(e / width), c = (int)(e % width);
+    const long long src = order[lo + r];
+    (is_x ? Xb : Tb)[e] = (src >= 0 && src < n_rows) ? (is_x ? X : Tg)[src * width + c] : quiet_nan<T>();
+}
+
 // Each product kernel below computes one element a thread (R = 1, tile_product) or RTILE x RTILE
 // (R = RTILE, tile_product_r), then applies its epilogue to each: element(r, c, value).
 template <typename T, bool TRANS_A, bool TRANS_B, bool ONES_ROW, int R, typename Epilogue>
-__device__ __forceinline__ void product(const T* A, RowIndex rows, const T* B, int M, int Nc, int K,
-                                        Epilogue element) {
+__device__ __forceinline__ void product(const T* A, const T* B, int M, int Nc, int K, Epilogue element) {
     if constexpr (R == 1) {
-        const T v = tile_product<T, TRANS_A, TRANS_B, ONES_ROW>(A, rows, B, M, Nc, K);
+        const T v = tile_product<T, TRANS_A, TRANS_B, ONES_ROW>(A, B, M, Nc, K);
         element(blockIdx.y * TILE + threadIdx.y, blockIdx.x * TILE + threadIdx.x, v);
     } else {
         T acc[RTILE][RTILE];
-        tile_product_r<T, TRANS_A, TRANS_B, ONES_ROW>(A, rows, B, M, Nc, K, acc);
+        tile_product_r<T, TRANS_A, TRANS_B, ONES_ROW>(A, B, M, Nc, K, acc);
 #pragma unroll
         for (int i = 0; i < RTILE; ++i)
 #pragma unroll
@@ -196,85 +185,65 @@ __device__ __forceinline__ void product(const T* A, RowIndex rows, const T* B, i
     }
 }
 
-// A_i = f(Z_i), Z_i = A_{i-1} @ W_i + b_i: (N, n_in) @ (n_in, n_out) + (n_out,). Row r of A_{i-1} is row
-// rows[lo + r] of A_prev (n_rows, n_in) (the first layer: the training set X), or row r where rows is null.
+// A_i = f(Z_i), Z_i = A_{i-1} @ W_i + b_i: (N, n_in) @ (n_in, n_out) + (n_out,)
 template <typename T, int ACT, int R>
-__device__ __forceinline__ void forward_rows(const T* A_prev, RowIndex rows, const T* W, const T* b, T* A, int N,
-                                             int n_in, int n_out) {
-    product<T, false, false, false, R>(A_prev, rows, W, N, n_out, n_in, [&](int r, int j, T Z) {
+__global__ void forward(const T* A_prev, const T* W, const T* b, T* A, int N, int n_in, int n_out) {
+    product<T, false, false, false, R>(A_prev, W, N, n_out, n_in, [&](int r, int j, T Z) {
         if (r < N && j < n_out) A[(size_t)r * n_out + j] = act_forward<ACT, T>(Z + b[j]);
     });
 }
 
-// Two blocks an SM at R = RTILE, as before the row index: without the bound, ptxas gave the double form 138
-// registers (one block an SM); with it, 122 and no spills (sm_90).
-template <typename T, int ACT, int R>
-__global__ void __launch_bounds__(TILE * TILE, R == 1 ? 1 : 2)
-forward(const T* A_prev, const long long* rows, int lo, int n_rows, const T* W, const T* b, T* A, int N, int n_in,
-        int n_out) {
-    forward_rows<T, ACT, R>(A_prev, RowIndex{rows, lo, n_rows}, W, b, A, N, n_in, n_out);
-}
-
-// Target j of a row: NaN where the row's index was out of range (t null), which the loss reports.
-template <typename T>
-__device__ __forceinline__ T target(const T* t, int j) {
-    return t ? t[j] : quiet_nan<T>();
-}
-
-// The targets of batch row r: row rows[lo + r] of Tg (n_rows, n_out), or row r where rows is null; null for
-// an index outside [0, n_rows).
-template <typename T>
-__device__ __forceinline__ const T* target_row(const T* Tg, RowIndex rows, int r, int n_out) {
-    const long long src = rows.index ? rows.index[rows.lo + r] : r;
-    return (src >= 0 && src < rows.n_rows) ? Tg + (size_t)src * n_out : nullptr;
-}
-
-// One row: Y_r = f(Z_r) in place where A_L holds Z_r (see the top), loss = L(Y_r, T_r) or, for cross-entropy,
-// L(Z_r, T_r), delta_r = s dL/dZ_r. y, t, d: the row's n_out outputs, targets (null: NaN) and deltas. Shared
-// by output_delta and forward_output, so both compute the same numbers.
+// One thread per row r: Y_r = f(Z_r) in place where A_L holds Z_r (see the top), loss[r] = L(Y_r, T_r) or,
+// for cross-entropy, L(Z_r, T_r), delta_r = s dL/dZ_r.
 template <typename T, int OUT, int LOSS>
-__device__ __forceinline__ void output_row(T* y, const T* t, T* d, T& loss, T s, int n_out) {
+__global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double* lr, int fold_lr, int N, int n_out) {
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= N) return;
+    T* y = Y + (size_t)r * n_out;
+    const T* t = Tg + (size_t)r * n_out;
+    T* d = delta + (size_t)r * n_out;
+    const T s = T(fold_lr ? lr[0] / N : 1.0 / N);  // the plain path's lr / N (or 1 / N), rounded once
     if constexpr (OUT == GPUNET_SOFTMAX) {  // Y = exp(Z - max Z) / sum exp(Z - max Z), y holds Z on entry
         T m = y[0];
         for (int j = 1; j < n_out; ++j) m = y[j] > m ? y[j] : m;
         T e = T(0), tsum = T(0), tz = T(0);
         for (int j = 0; j < n_out; ++j) {
-            tsum += target(t, j);
-            tz += target(t, j) * y[j];
+            tsum += t[j];
+            tz += t[j] * y[j];
             y[j] = exp(y[j] - m);
             e += y[j];
         }
         for (int j = 0; j < n_out; ++j) y[j] = y[j] / e;
         if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY) {  // -sum t log softmax(z) = logsumexp(z) sum(t) - sum(t z)
-            loss = (m + log(e)) * tsum - tz;
-            for (int j = 0; j < n_out; ++j) d[j] = (y[j] * tsum - target(t, j)) * s;  // dL/dZ = y sum(t) - t
+            loss[r] = (m + log(e)) * tsum - tz;
+            for (int j = 0; j < n_out; ++j) d[j] = (y[j] * tsum - t[j]) * s;  // dL/dZ = y sum(t) - t
         }
     } else if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY) {  // sigmoid: y holds Z on entry
         T L = T(0);
         for (int j = 0; j < n_out; ++j) {  // -t log y - (1 - t) log(1 - y) = softplus(z) - t z
             const T z = y[j];
             const T softplus = (z > T(0) ? z : T(0)) + log1p(exp(-fabs(z)));  // log(1 + exp(z)), no overflow
-            L += softplus - target(t, j) * z;
+            L += softplus - t[j] * z;
             y[j] = act_forward<GPUNET_SIGMOID, T>(z);
-            d[j] = (y[j] - target(t, j)) * s;  // dL/dZ = y - t
+            d[j] = (y[j] - t[j]) * s;  // dL/dZ = y - t
         }
-        loss = L;
+        loss[r] = L;
     }
     if constexpr (LOSS == GPUNET_LOSS_SQUARED) {  // 1/2 sum (t - y)^2
         T L = T(0);
         for (int j = 0; j < n_out; ++j) {
-            const T e = target(t, j) - y[j];
+            const T e = t[j] - y[j];
             L += e * e;
         }
-        loss = T(0.5) * L;
+        loss[r] = T(0.5) * L;
     } else if constexpr (LOSS == GPUNET_LOSS_ABSOLUTE) {  // sum |t - y|
         T L = T(0);
-        for (int j = 0; j < n_out; ++j) L += fabs(target(t, j) - y[j]);
-        loss = L;
+        for (int j = 0; j < n_out; ++j) L += fabs(t[j] - y[j]);
+        loss[r] = L;
     }
     if constexpr (LOSS != GPUNET_LOSS_CROSS_ENTROPY) {  // dL/dY = y - t or sign(y - t), then through the output activation
         for (int j = 0; j < n_out; ++j) {
-            const T e = y[j] - target(t, j);
+            const T e = y[j] - t[j];
             d[j] = (LOSS == GPUNET_LOSS_SQUARED ? e : T((e > T(0)) - (e < T(0)))) * s;
         }
         if constexpr (OUT == GPUNET_SOFTMAX) {  // dZ_j = y_j (dY_j - sum_k dY_k y_k)
@@ -285,40 +254,6 @@ __device__ __forceinline__ void output_row(T* y, const T* t, T* d, T& loss, T s,
             for (int j = 0; j < n_out; ++j) d[j] = act_backward<OUT, T>(y[j], d[j]);
         }
     }
-}
-
-// The plain path's lr / N (or 1 / N), rounded once.
-template <typename T>
-__device__ __forceinline__ T delta_scale(const double* lr, int fold_lr, int N) {
-    return T(fold_lr ? lr[0] / N : 1.0 / N);
-}
-
-// One thread per row r of Y = A_L (N, n_out): output_row, the targets row rows[lo + r] of Tg.
-template <typename T, int OUT, int LOSS>
-__global__ void output_delta(T* Y, const T* Tg, const long long* rows, int lo, int n_rows, T* delta, T* loss,
-                             const double* lr, int fold_lr, int N, int n_out) {
-    const int r = blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= N) return;
-    const size_t row = (size_t)r * n_out;
-    output_row<T, OUT, LOSS>(Y + row, target_row(Tg, RowIndex{rows, lo, n_rows}, r, n_out), delta + row, loss[r],
-                             delta_scale<T>(lr, fold_lr, N), n_out);
-}
-
-// The output layer's forward (epilogue ACT, forward's) and then output_delta, in one launch of a one-column-tile
-// grid (n_out <= TILE, R = 1): once the block has written its TILE rows of Y = A_L, thread x = 0 of each row runs
-// output_row on it. The arguments: the forward's (a_rows: A_prev's rows, the epoch's order in a one-layer
-// network, else null; from lo, as the targets'), then output_delta's.
-template <typename T, int ACT, int OUT, int LOSS>
-__global__ void forward_output(const T* A_prev, const long long* a_rows, const T* W, const T* b, int n_in, T* Y,
-                               const T* Tg, const long long* rows, int lo, int n_rows, T* delta, T* loss,
-                               const double* lr, int fold_lr, int N, int n_out) {
-    forward_rows<T, ACT, 1>(A_prev, RowIndex{a_rows, lo, n_rows}, W, b, Y, N, n_in, n_out);
-    __syncthreads();  // the block's rows of Y written and visible to its threads (every thread gets here)
-    const int r = blockIdx.y * TILE + threadIdx.y;
-    if (threadIdx.x != 0 || r >= N) return;
-    const size_t row = (size_t)r * n_out;
-    output_row<T, OUT, LOSS>(Y + row, target_row(Tg, RowIndex{rows, lo, n_rows}, r, n_out), delta + row, loss[r],
-                             delta_scale<T>(lr, fold_lr, N), n_out);
 }
 
 // total += sum_r loss[r] (total = 0 first when first != 0). One block of LOSS_THREADS: thread t sums rows
@@ -341,7 +276,7 @@ __global__ void loss_total(const T* loss, int N, int first, T* total) {
 // delta_{i-1} = dA * f'(A_{i-1}), dA = delta_i @ W_i^T: (N, n_i) @ (n_i, n_prev) -> (N, n_prev)
 template <typename T, int ACT, int R>
 __global__ void backward(const T* delta, const T* W, const T* A_prev, T* delta_prev, int N, int n_prev, int n_i) {
-    product<T, false, true, false, R>(delta, RowIndex{nullptr, 0, N}, W, N, n_prev, n_i, [&](int r, int j, T dA) {
+    product<T, false, true, false, R>(delta, W, N, n_prev, n_i, [&](int r, int j, T dA) {
         if (r < N && j < n_prev) {
             const size_t idx = (size_t)r * n_prev + j;
             delta_prev[idx] = act_backward<ACT, T>(A_prev[idx], dA);
@@ -351,13 +286,12 @@ __global__ void backward(const T* delta, const T* W, const T* A_prev, T* delta_p
 
 // [dW_i; db_i] = [A_{i-1}, 1]^T @ delta_i: (n_prev + 1, N) @ (N, n_i) -> (n_prev + 1, n_i), the grid covering
 // n_prev + 1 rows; then the update by MODE (see the top): rows j < n_prev are W's, row n_prev is b's, summed
-// in order r = 0, 1, ..., N - 1; A_prev's row r is row rows[lo + r] of it (the first layer: X), or row r where
-// rows is null. dW, db are only written in GRAD_WRITE mode, W, b only in the SGD modes; lr
+// in order r = 0, 1, ..., N - 1. dW, db are only written in GRAD_WRITE mode, W, b only in the SGD modes; lr
 // is read in SGD_DECAY mode.
 template <typename T, int MODE, int R>
-__global__ void weight_grad(const T* A_prev, const long long* rows, int lo, int n_rows, const T* delta, T* W, T* dW,
-                            T* b, T* db, const double* lr, T weight_decay, int N, int n_prev, int n_i) {
-    product<T, true, false, true, R>(A_prev, RowIndex{rows, lo, n_rows}, delta, n_prev, n_i, N, [&](int j, int k, T g) {
+__global__ void weight_grad(const T* A_prev, const T* delta, T* W, T* dW, T* b, T* db, const double* lr,
+                            T weight_decay, int N, int n_prev, int n_i) {
+    product<T, true, false, true, R>(A_prev, delta, n_prev, n_i, N, [&](int j, int k, T g) {
         if (k >= n_i || j > n_prev) return;
         if (j < n_prev) {
             const size_t idx = (size_t)j * n_i + k;

@@ -2,8 +2,8 @@
 
 Each function takes its kernel's arguments in order (NumPy arrays for the pointers, which may be longer
 than the kernel reads: it uses the first rows, as the device does) and the kernel's template parameters
-as keywords, and writes where the kernel writes (a null pointer is None). What runs in parallel on the
-device (the elements of a product, the rows of output_delta) is vectorised here; what a thread does in
+as keywords, and writes where the kernel writes. What runs in parallel on the device (the elements of a
+product, the rows of output_delta) is vectorised here; what a thread does in
 sequence is a Python loop in the same order. The one difference left: the device may contract
 ``acc + a * b`` into a fused multiply-add, one rounding instead of two.
 GraphTrainer runs these on the NumPy backend, so the CPU tests hold the device's arithmetic against the
@@ -36,18 +36,6 @@ def _rows(a: Array, N: int, width: int) -> Array:
     return a.reshape(-1)[: N * width].reshape(N, width)
 
 
-def _gathered(a: Array, rows: Array | None, lo: int, n_rows: int, N: int, width: int) -> Array:
-    """gemm.cu's RowIndex: row s of the result is row rows[lo + s] of ``a`` read as (n_rows, width), NaN for
-    an index outside [0, n_rows); where rows is None (null), the first N rows of ``a`` (a view)."""
-    if rows is None:
-        return _rows(a, N, width)
-    src = rows[lo : lo + N]
-    valid = (src >= 0) & (src < n_rows)
-    out = _rows(a, n_rows, width)[np.where(valid, src, 0)]
-    out[~valid] = np.nan  # an index out of range: a NaN row, which the loss reports
-    return out
-
-
 def act_forward(act: int, Z: Array) -> Array:
     """activations.cuh act_forward<ACT>."""
     if act == SIGMOID:
@@ -75,13 +63,12 @@ def act_backward(act: int, A: Array, dA: Array) -> Array:
 
 
 def tile_product(A: Array, B: Array, M: int, Nc: int, K: int, trans_a: bool, trans_b: bool,
-                 ones_row: bool = False, rows: tuple[Array | None, int, int] = (None, 0, 0)) -> Array:
+                 ones_row: bool = False) -> Array:
     """tile_product for every element at once: C (M, Nc) = A (M, K) @ B (K, Nc), A stored (K, M) when
     trans_a, B stored (Nc, K) when trans_b. Each element adds its products in order k = 0, 1, ..., K - 1,
     slice by slice of KTILE; staging through shared memory moves values, not arithmetic. ``ones_row``
-    (with trans_a): A gets a row M of ones, and C a row M, the column sums of B (M + 1 rows in all).
-    ``rows`` (index, lo, n_rows), the kernel's RowIndex: A's stored rows (its k's when trans_a) gathered."""
-    A = _gathered(A, *rows, K, M).T if trans_a else _gathered(A, *rows, M, K)
+    (with trans_a): A gets a row M of ones, and C a row M, the column sums of B (M + 1 rows in all)."""
+    A = _rows(A, K, M).T if trans_a else _rows(A, M, K)
     if ones_row:
         A = np.concatenate([A, np.ones((1, K), dtype=A.dtype)])
         M += 1
@@ -93,40 +80,34 @@ def tile_product(A: Array, B: Array, M: int, Nc: int, K: int, trans_a: bool, tra
     return acc
 
 
+def gather_rows(X: Array, Tg: Array, order: Array, lo: int, N: int, wx: int, wt: int, n_rows: int, Xb: Array,
+                Tb: Array) -> None:
+    src = order[lo : lo + N]
+    valid = (src >= 0) & (src < n_rows)
+    for source, width, out in ((X, wx, Xb), (Tg, wt, Tb)):
+        rows = _rows(out, N, width)
+        rows[...] = _rows(source, n_rows, width)[np.where(valid, src, 0)]
+        rows[~valid] = np.nan  # an index out of range: a NaN row, which the loss reports
+
+
 # The product kernels' template parameter R (1, or RTILE for large products) picks which thread computes an
 # element, not its arithmetic: each element adds its products in order k = 0, 1, ... either way. The
 # transcriptions take it and compute the same numbers for both.
 
 
-def forward(A_prev: Array, rows: Array | None, lo: int, n_rows: int, W: Array, b: Array, A: Array, N: int, n_in: int,
-            n_out: int, *, act: int, r: int = 1) -> None:
-    Z = tile_product(A_prev, W, N, n_out, n_in, False, False, rows=(rows, lo, n_rows))
+def forward(A_prev: Array, W: Array, b: Array, A: Array, N: int, n_in: int, n_out: int, *, act: int,
+            r: int = 1) -> None:
+    Z = tile_product(A_prev, W, N, n_out, n_in, False, False)
     _rows(A, N, n_out)[...] = act_forward(act, Z + b[:n_out])
 
 
 def output_delta(
-    Y: Array, Tg: Array, rows: Array | None, lo: int, n_rows: int, delta: Array, loss: Array, lr: Array,
-    fold_lr: int, N: int, n_out: int, *, out: int, loss_code: int,
+    Y: Array, Tg: Array, delta: Array, loss: Array, lr: Array, fold_lr: int, N: int, n_out: int, *, out: int,
+    loss_code: int,
 ) -> None:
-    t = _gathered(Tg, rows, lo, n_rows, N, n_out)  # target_row: NaN targets for an index out of range
-    s = Y.dtype.type(lr[0] / N if fold_lr else 1.0 / N)  # delta_scale
-    output_rows(_rows(Y, N, n_out), t, _rows(delta, N, n_out), loss, s, N, n_out, out, loss_code)
-
-
-def forward_output(
-    A_prev: Array, a_rows: Array | None, W: Array, b: Array, n_in: int, Y: Array, Tg: Array, rows: Array | None,
-    lo: int, n_rows: int, delta: Array, loss: Array, lr: Array, fold_lr: int, N: int, n_out: int, *, act: int,
-    out: int, loss_code: int,
-) -> None:
-    """forward (R = 1), then output_delta on the rows it wrote: the kernel's two parts, in its order."""
-    forward(A_prev, a_rows, lo, n_rows, W, b, Y, N, n_in, n_out, act=act)
-    output_delta(Y, Tg, rows, lo, n_rows, delta, loss, lr, fold_lr, N, n_out, out=out, loss_code=loss_code)
-
-
-def output_rows(y: Array, t: Array, d: Array, loss: Array, s: Any, N: int, n_out: int, out: int,
-                loss_code: int) -> None:
-    """gemm.cu's output_row, for the N rows at once: y (in place), t, d (N, n_out), loss (N,)."""
+    y, t, d = _rows(Y, N, n_out), _rows(Tg, N, n_out), _rows(delta, N, n_out)
     dtype = y.dtype.type
+    s = dtype(lr[0] / N if fold_lr else 1.0 / N)
     cross_entropy = loss_code == LOSS_CODES["cross-entropy"]
     if out == SOFTMAX:  # y holds Z on entry
         m = y[:, 0].copy()
@@ -200,10 +181,10 @@ def backward(
 
 
 def weight_grad(
-    A_prev: Array, rows: Array | None, lo: int, n_rows: int, delta: Array, W: Array, dW: Array, b: Array, db: Array,
-    lr: Array, weight_decay: Any, N: int, n_prev: int, n_i: int, *, mode: int, r: int = 1,
+    A_prev: Array, delta: Array, W: Array, dW: Array, b: Array, db: Array, lr: Array, weight_decay: Any, N: int,
+    n_prev: int, n_i: int, *, mode: int, r: int = 1,
 ) -> None:
-    g = tile_product(A_prev, delta, n_prev, n_i, N, True, False, ones_row=True, rows=(rows, lo, n_rows))
+    g = tile_product(A_prev, delta, n_prev, n_i, N, True, False, ones_row=True)
     gW, gb = g[:n_prev], g[n_prev]  # the weights' rows, then the bias's: the column sums of delta in row order
     if mode == GRAD_WRITE:
         dW[...] = gW
@@ -217,6 +198,6 @@ def weight_grad(
 
 
 TRANSCRIPTIONS: dict[str, Callable[..., None]] = {
-    "forward": forward, "output_delta": output_delta, "forward_output": forward_output, "loss_total": loss_total,
+    "gather_rows": gather_rows, "forward": forward, "output_delta": output_delta, "loss_total": loss_total,
     "backward": backward, "weight_grad": weight_grad,
 }

@@ -1,16 +1,14 @@
 """Graph mode: an epoch of training steps captured once into a CUDA graph, then replayed every epoch.
 
-A step is 3L - 1 launches of gemm.cu's kernels for L layers (no cuBLAS: CuPy's cuBLAS wrappers refuse
-stream capture): a forward product per layer with bias and activation fused, the output layer's fused with
-the output delta and per-row loss too (cross-entropy from the logits, as in the plain path), and per layer
-from the top the backward product with f' fused (none for the first layer) and the weight-gradient product
-with the SGD update fused, its bias's gradient and update in the same launch (a row of ones appended to the
-activations). No launch copies the batch: the first layer's products read their rows of the training set
-through the epoch's permutation, and the output delta its targets' rows. An output layer wider than one
-tile of a product (TILE outputs) keeps a launch of its own for the output delta: 3L launches. Each row's
-loss goes to an epoch-long buffer, summed once at the epoch's end. Momentum and Adam write the gradients
-instead, into flat.py's one buffer, and step every parameter in one launch of optim.cu's flat_step, which
-reads lr and the step count from device memory and advances the count itself.
+A step is 3L + 1 launches of gemm.cu's kernels for L layers (no cuBLAS: CuPy's cuBLAS wrappers refuse
+stream capture): gather the batch's inputs and targets on the device (one launch), a forward product per
+layer with bias and activation fused, the output delta and per-row loss (cross-entropy from the logits,
+as in the plain path), and per layer from the top the backward product with f' fused and the
+weight-gradient product with the SGD update fused, its bias's gradient and update in the same launch (a
+row of ones appended to the activations). Each row's loss goes to an epoch-long buffer, summed once at
+the epoch's end. Momentum and Adam write the gradients instead, into flat.py's one
+buffer, and step every parameter in one launch of optim.cu's flat_step, which reads lr and the step count
+from device memory and advances the count itself.
 The whole training set, the epoch's permutation and lr live in device buffers the graph reads, so an
 epoch costs two small copies and one graph launch, with no host round trip.
 
@@ -51,27 +49,15 @@ MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
 # 64 x 64 tile a block): at least 128 such blocks. The first H100 run's 784-1024-10 step at batch 1024 spent
 # 540 of its 631 us in two 1024 x 1024-element products at one element a thread. Unmeasured on a device.
 BIG_PRODUCT = 1 << 19
-ELEMENT_THREADS = 256  # output_delta: one thread per row
+ELEMENT_THREADS = 256  # gather_rows, output_delta: one thread per element or row
 SOURCE = "gemm.cu"
 OPTIM_SOURCE = "optim.cu"  # flat_step, for momentum and Adam: fused.py's NAME_EXPRESSIONS has its instantiations
-
-
-def _output_forward_act(output: str, loss: str) -> int:
-    """The output layer's forward epilogue: the identity where output_delta applies the output activation
-    itself, so A_L holds the logits Z_L there: softmax (it needs the whole row) and every fused
-    cross-entropy pair (its loss comes from Z_L, as in the plain path); the output activation elsewhere."""
-    if output == "softmax" or (output, loss) in FUSED:
-        return ACT_CODES["identity"]
-    return ACT_CODES[output]
-
-
 # Every template instantiation of gemm.cu GraphTrainer may load (gpunet.cuda.name_expressions' convention);
 # the shared compile test compiles exactly these.
 EXPRESSIONS = [
+    *(f"gather_rows<{t}>" for t in C_TYPES.values()),
     *(f"forward<{t}, {a}, {r}>" for t in C_TYPES.values() for a in sorted(ACT_CODES.values()) for r in (1, RTILE)),
     *(f"output_delta<{t}, {OUTPUT_CODES[o]}, {LOSS_CODES[loss]}>" for t in C_TYPES.values() for o, loss in PAIRS),
-    *(f"forward_output<{t}, {_output_forward_act(o, loss)}, {OUTPUT_CODES[o]}, {LOSS_CODES[loss]}>"
-      for t in C_TYPES.values() for o, loss in PAIRS),
     *(f"loss_total<{t}>" for t in C_TYPES.values()),
     *(f"backward<{t}, {ACT_CODES[a]}, {r}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS for r in (1, RTILE)),
     *(f"weight_grad<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
@@ -97,6 +83,15 @@ class Launch(NamedTuple):
     def expression(self) -> str:
         """The name expression NVRTC instantiates, e.g. "forward<float, 0, 1>"."""
         return f"{self.kernel}<{', '.join([C_TYPES[self.dtype], *map(str, self.params.values())])}>"
+
+
+def _output_forward_act(output: str, loss: str) -> int:
+    """The output layer's forward epilogue: the identity where output_delta applies the output activation
+    itself, so A_L holds the logits Z_L there: softmax (it needs the whole row) and every fused
+    cross-entropy pair (its loss comes from Z_L, as in the plain path); the output activation elsewhere."""
+    if output == "softmax" or (output, loss) in FUSED:
+        return ACT_CODES["identity"]
+    return ACT_CODES[output]
 
 
 def _blocks(count: int, per_block: int) -> int:
@@ -169,6 +164,8 @@ class GraphTrainer:
         buffers = {
             "order": xp.zeros(self.n, dtype=np.int64),  # the epoch's permutation, rewritten each epoch
             "lr": xp.zeros(1, dtype=np.float64),  # the epoch's learning rate, rewritten each epoch
+            "X": xp.zeros((rows, sizes[0]), dtype=dtype),  # the batch, gathered on the device
+            "T": xp.zeros((rows, sizes[-1]), dtype=dtype),
         }
         for i, width in enumerate(sizes[1:], start=1):
             buffers[f"A{i}"] = xp.zeros((rows, width), dtype=dtype)
@@ -198,72 +195,50 @@ class GraphTrainer:
         # Where the products write each gradient: the flat gradient buffer for flat_step; in the SGD modes
         # the kernels update P themselves and write no gradient, so P stands in.
         G = self.flat.grad_views if self.mode == GRAD_WRITE else P
-        hidden, output_act = ACT_CODES[net.activation], _output_forward_act(net.output, net.loss_name)
-        A = [None] + [buf[f"A{i}"] for i in range(1, L + 1)]  # A_0 is no buffer: the first layer reads X's rows
-        inputs = [self._input(A, i, lo, N) for i in range(1, L + 1)]  # layer i's A_{i-1} and its row index
-        steps = [self._forward(inputs[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, hidden) for i in range(1, L)]
-        if self._fuses_output(N):
-            steps.append(self._forward_output(inputs[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], lo, N, output_act))
-        else:
-            steps.append(self._forward(inputs[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], N, output_act))
-            steps.append(self._output_delta(A[L], buf[f"delta{L}"], lo, N))
+        hidden = ACT_CODES[net.activation]
+        steps = [self._gather(lo, N)]
+        A = [buf["X"]] + [buf[f"A{i}"] for i in range(1, L + 1)]
+        for i in range(1, L + 1):
+            act = hidden if i < L else _output_forward_act(net.output, net.loss_name)
+            steps.append(self._forward(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, act))
+        steps.append(self._output_delta(A[L], buf["T"], buf[f"delta{L}"], lo, N))
         for i in range(L, 0, -1):  # W_i feeds delta_{i-1} before its own update
             if i > 1:
                 steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], A[i - 1], buf[f"delta{i - 1}"], N, hidden))
-            steps.append(self._weight_grad(inputs[i - 1], buf[f"delta{i}"], (P[f"W{i}"], G[f"W{i}"]),
+            steps.append(self._weight_grad(A[i - 1], buf[f"delta{i}"], (P[f"W{i}"], G[f"W{i}"]),
                                            (P[f"b{i}"], G[f"b{i}"]), N))
         if self.flat_optimizer is not None:
             steps.append(self._flat_step())
         return steps
 
-    def _input(self, A: list[Array], i: int, lo: int, N: int) -> tuple[Array, Array | None, np.int32, np.int32]:
-        """Layer i's input as its products read it, (A_prev, rows, lo, n_rows): the first layer's row r is row
-        order[lo + r] of the whole training set X (no copy of the batch, no launch to make one); the other
-        layers' is row r of A_{i-1} (rows null)."""
-        if i == 1:
-            return self.X, self.buffers["order"], np.int32(lo), np.int32(self.n)
-        return A[i - 1], None, np.int32(0), np.int32(N)
-
-    def _targets(self, lo: int) -> tuple[Array, Array, np.int32, np.int32]:
-        """(Tg, rows, lo, n_rows): the batch's targets, row r being row order[lo + r] of the whole T."""
-        return self.T, self.buffers["order"], np.int32(lo), np.int32(self.n)
-
-    def _fuses_output(self, N: int) -> bool:
-        """Whether the output layer's forward and the output delta are one launch (forward_output): where its
-        product is one column tile at one element a thread, each block holds whole rows of A_L."""
-        n_out = self.net.sizes[-1]
-        return n_out <= TILE and _tile_geometry(N, n_out)[2] == 1
-
     # --- one function per kernel: its geometry, with why, and its arguments ----------------------
 
-    def _forward(self, source: tuple, W: Array, b: Array, A: Array, N: int, act: int) -> Launch:
+    def _gather(self, lo: int, N: int) -> Launch:
+        # One thread per element of the (N, wx) inputs and then the (N, wt) targets, in one launch:
+        # consecutive threads copy consecutive columns of a row, so the reads and writes are coalesced.
+        wx, wt = self.X.shape[1], self.T.shape[1]
+        grid, block = (_blocks(N * (wx + wt), ELEMENT_THREADS),), (ELEMENT_THREADS,)
+        args = (self.X, self.T, self.buffers["order"], np.int32(lo), np.int32(N), np.int32(wx), np.int32(wt),
+                np.int32(self.n), self.buffers["X"], self.buffers["T"])
+        return Launch("gather_rows", self.net.dtype.name, {}, grid, block, args)
+
+    def _forward(self, A_prev: Array, W: Array, b: Array, A: Array, N: int, act: int) -> Launch:
         n_in, n_out = W.shape
         grid, block, r = _tile_geometry(N, n_out)  # A: (N, n_out)
-        args = (*source, W, b, A, np.int32(N), np.int32(n_in), np.int32(n_out))
+        args = (A_prev, W, b, A, np.int32(N), np.int32(n_in), np.int32(n_out))
         return Launch("forward", self.net.dtype.name, {"act": act, "r": r}, grid, block, args)
 
-    def _output_delta(self, Y: Array, delta: Array, lo: int, N: int) -> Launch:
-        # One thread per row: a row (n_out outputs) is short, and softmax and the loss need the whole row;
-        # the rows of a batch fill the 256-thread blocks. Each row's loss lands at its place in the epoch's
-        # loss buffer.
+    def _output_delta(self, Y: Array, T: Array, delta: Array, lo: int, N: int) -> Launch:
+        # One thread per row: a row (n_out outputs, 10 for MNIST) is short, and softmax and the loss need
+        # the whole row; the rows of a batch fill the 256-thread blocks. Each row's loss lands at its place
+        # in the epoch's loss buffer.
         grid, block = (_blocks(N, ELEMENT_THREADS),), (ELEMENT_THREADS,)
+        n_out = Y.shape[1]
         fold_lr = np.int32(self.mode == SGD_FOLDED)
-        args = (Y, *self._targets(lo), delta, self.buffers["loss"][lo : lo + N], self.buffers["lr"], fold_lr,
-                np.int32(N), np.int32(Y.shape[1]))
+        loss = self.buffers["loss"][lo : lo + N]
+        args = (Y, T, delta, loss, self.buffers["lr"], fold_lr, np.int32(N), np.int32(n_out))
         params = {"out": OUTPUT_CODES[self.net.output], "loss_code": LOSS_CODES[self.net.loss_name]}
         return Launch("output_delta", self.net.dtype.name, params, grid, block, args)
-
-    def _forward_output(self, source: tuple, W: Array, b: Array, A: Array, lo: int, N: int, act: int) -> Launch:
-        # forward's geometry, one column tile (n_out <= TILE) at one element a thread: a block's TILE x TILE
-        # threads compute its TILE rows of A_L whole, then one thread a row runs output_delta's code on them.
-        # The arguments: the forward's operands, then output_delta's own (A_L its Y).
-        A_prev, a_rows, _, _ = source  # a_rows, if any, is order from lo, as the targets' rows are
-        n_in, n_out = W.shape
-        grid, block, r = _tile_geometry(N, n_out)
-        assert r == 1 and grid[0] == 1, (grid, r)  # _fuses_output's condition
-        delta = self._output_delta(A, self.buffers[f"delta{self.net.n_layers}"], lo, N)
-        args = (A_prev, a_rows, W, b, np.int32(n_in), *delta.args)
-        return Launch("forward_output", self.net.dtype.name, {"act": act, **delta.params}, grid, block, args)
 
     def _loss_total(self, start_row: int) -> Launch:
         # Once an epoch, after its last step: one block sums the epoch's rows (from start_row) in a fixed
@@ -278,13 +253,13 @@ class GraphTrainer:
         args = (delta, W, A_prev, delta_prev, np.int32(N), np.int32(n_prev), np.int32(n_i))
         return Launch("backward", self.net.dtype.name, {"act": act, "r": r}, grid, block, args)
 
-    def _weight_grad(self, source: tuple, delta: Array, weight: tuple[Array, Array], bias: tuple[Array, Array],
+    def _weight_grad(self, A_prev: Array, delta: Array, weight: tuple[Array, Array], bias: tuple[Array, Array],
                      N: int) -> Launch:
         (W, dW), (b, db) = weight, bias
         n_prev, n_i = W.shape
         grid, block, r = _tile_geometry(n_prev + 1, n_i)  # [dW; db]: (n_prev + 1, n_i), the bias's row last
         decay = self.net.dtype.type(self.optimizer.weight_decay if self.mode == SGD_DECAY else 0.0)
-        args = (*source, delta, W, dW, b, db, self.buffers["lr"], decay, np.int32(N), np.int32(n_prev),
+        args = (A_prev, delta, W, dW, b, db, self.buffers["lr"], decay, np.int32(N), np.int32(n_prev),
                 np.int32(n_i))
         return Launch("weight_grad", self.net.dtype.name, {"mode": self.mode, "r": r}, grid, block, args)
 
