@@ -407,7 +407,7 @@ def test_register_tiled_product_indexes_every_element_once(trans_a: bool, trans_
 
 
 def test_name_expressions_cover_every_configuration() -> None:
-    assert len(NAME_EXPRESSIONS) == len(set(NAME_EXPRESSIONS)) == 80
+    assert len(NAME_EXPRESSIONS) == len(set(NAME_EXPRESSIONS)) == 120
     compiled = {("gemm.cu", e) for e in NAME_EXPRESSIONS}
     compiled |= {("optim.cu", e) for e in fused.NAME_EXPRESSIONS["optim.cu"]}
     X, y = data(5)
