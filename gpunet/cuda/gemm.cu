@@ -12,6 +12,9 @@
 //                 Y = f(Z_L) in place on exit; cross-entropy then comes from the logits, as in
 //                 activations.py's FUSED: logsumexp(z) sum(t) - sum(t z), or sum softplus(z) - t z.
 //                 (graph.py passes each step its rows' slice of an epoch-long loss buffer)
+//   forward_output  the output layer's forward, then output_delta on each row, in one launch: for an output
+//                 layer of one column tile (n_L <= TILE, R = 1), whose blocks each hold whole rows of A_L.
+//                 Both parts are the separate kernels' code (forward_tile, output_row).
 //   loss_total    total += sum_r loss[r]   (total = 0 first when first != 0)     loss (N,), total (1,)
 //                 (graph.py: once an epoch, over the epoch's rows)
 //   backward      delta_{i-1} = (delta_i @ W_i^T) * f'(A_{i-1})   delta_i (N, n_i), W_i (n_{i-1}, n_i),
@@ -23,6 +26,11 @@
 //                 and the bias in the same launch: db_i = sum_r delta_i[r, :] is row n_{i-1} of
 //                 [A_{i-1}, 1]^T @ delta_i (a row of ones appended to A^T), then b_i -= db_i,
 //                 b_i -= lr * db_i, or db_i written (biases never decay)     b_i, db_i (n_i,)
+//   weight_grads  weight_grad for up to MAX_LAYERS layers in one launch (a table of their arguments, by
+//                 value), each block running weight_grad's code (weight_grad_tile) on one tile of one layer
+//
+// graph.py's merged launches (merged_launches) use forward_output and weight_grads: a step of 2L + 1 launches
+// where the separate kernels take 3L + 1, every value computed by the same code in the same order.
 //
 // lr lives in device memory as one double (graph.py writes it before each replay), so a captured graph
 // serves every epoch's learning rate. Each product is one thread per output element (RTILE x RTILE

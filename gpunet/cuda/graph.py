@@ -8,7 +8,10 @@ weight-gradient product with the SGD update fused, its bias's gradient and updat
 row of ones appended to the activations). Each row's loss goes to an epoch-long buffer, summed once at
 the epoch's end. Momentum and Adam write the gradients instead, into flat.py's one
 buffer, and step every parameter in one launch of optim.cu's flat_step, which reads lr and the step count
-from device memory and advances the count itself.
+from device memory and advances the count itself. With ``merged_launches`` (MERGED_LAUNCHES, off until a device
+run shows it faster) a step is 2L + 1 launches: the output delta runs in the output layer's forward
+(forward_output) where that product is one column tile, and every layer's weight-gradient product runs in one
+launch (weight_grads) after the last backward product, with the same arithmetic as the separate launches.
 The whole training set, the epoch's permutation and lr live in device buffers the graph reads, so an
 epoch costs two small copies and one graph launch, with no host round trip.
 
