@@ -4,6 +4,7 @@ gemm.cu, with every instantiation and no spills, as it does every source)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from conftest import rel_diff, require
 from gpunet import Network, train
 from gpunet.activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS
+from gpunet import cuda
 from gpunet.cuda import fused, gemm, reference
 from gpunet.cuda import graph as graph_module
 from gpunet.cuda.graph import PAIRS, GraphTrainer
@@ -33,9 +35,15 @@ def make_net(activation: str, output: str, loss: str, dtype: str, backend: str =
     return Network(sizes, activation, output, loss, init="article", seed=3, backend=backend, dtype=dtype)
 
 
-def trainer(net: Network, X: np.ndarray, y: np.ndarray, batch_size: int, optimizer=None) -> GraphTrainer:
+def trainer(net: Network, X: np.ndarray, y: np.ndarray, batch_size: int, optimizer=None,
+            merged: bool | None = None) -> GraphTrainer:
     to = net.backend.to_device
-    return GraphTrainer(net, optimizer or SGD(), to(X, net.dtype), to(net.targets_from_labels(y), net.dtype), batch_size)
+    T = to(net.targets_from_labels(y), net.dtype)
+    return GraphTrainer(net, optimizer or SGD(), to(X, net.dtype), T, batch_size, merged_launches=merged)
+
+
+# Both forms of a step: the separate launches, and the merged ones (forward_output, weight_grads).
+MERGED = pytest.mark.parametrize("merged", [False, True], ids=["separate", "merged"])
 
 
 def graph_epochs(g: GraphTrainer, epochs: range, lr: float, seed: int, lr_decay: float = 1.0) -> list[float]:
@@ -164,15 +172,16 @@ def test_cross_entropy_rows_equal_the_fused_losses(output: str) -> None:
 # --- whole epochs against gpunet.train's plain path -------------------------------------------------
 
 
+@MERGED
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("output,loss", PAIRS)
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
-def test_epochs_equal_the_plain_path(activation: str, output: str, loss: str, dtype: str) -> None:
+def test_epochs_equal_the_plain_path(activation: str, output: str, loss: str, dtype: str, merged: bool) -> None:
     X, y = data(11)  # batches of 4: 4, 4 and a partial 3
     plain, graph = make_net(activation, output, loss, dtype), make_net(activation, output, loss, dtype)
     history = train(plain, X, y, epochs=2, batch_size=4, lr=0.3, lr_decay=0.5, seed=5)
     opt, arrays = SGD(), dict(graph.params)
-    losses = graph_epochs(trainer(graph, X, y, 4, opt), range(1, 3), 0.3, 5, lr_decay=0.5)
+    losses = graph_epochs(trainer(graph, X, y, 4, opt, merged), range(1, 3), 0.3, 5, lr_decay=0.5)
     assert all(graph.params[k] is a for k, a in arrays.items())  # the network's own arrays, stepped in place
     assert params_diff(graph, plain) < TOLERANCE[dtype]
     assert rel_diff(losses, [r["train_loss"] for r in history]) < TOLERANCE[dtype]
@@ -189,8 +198,9 @@ def old_clamped_loss(net: Network, X: np.ndarray, y: np.ndarray) -> float:
     return float(-L.sum(axis=1).mean())
 
 
+@MERGED
 @pytest.mark.parametrize("output,loss", PAIRS)
-def test_saturated_epoch_losses_equal_the_plain_path(output: str, loss: str) -> None:
+def test_saturated_epoch_losses_equal_the_plain_path(output: str, loss: str, merged: bool) -> None:
     # Weights of scale 300: the hidden tanh units sit at +-1 and the logits reach the thousands, where a
     # sigmoid output rounds to exactly 0 or 1 and a softmax output to a one-hot row.
     X, y = data(11)
@@ -202,17 +212,21 @@ def test_saturated_epoch_losses_equal_the_plain_path(output: str, loss: str) -> 
     if loss == "cross-entropy":  # the data saturates: the old formula from Y would be far off
         assert abs(old_clamped_loss(plain, X, y) - plain.loss(X, plain.targets_from_labels(y))) > 1.0
     history = train(plain, X, y, epochs=2, batch_size=4, lr=0.01, seed=5)
-    losses = graph_epochs(trainer(graph, X, y, 4), range(1, 3), 0.01, 5)
+    losses = graph_epochs(trainer(graph, X, y, 4, merged=merged), range(1, 3), 0.01, 5)
     assert rel_diff(losses, [r["train_loss"] for r in history]) <= 1e-12
     assert params_diff(graph, plain) <= 1e-12
 
 
-@pytest.mark.parametrize("depth", [[5, 4], [5, 9, 8, 7, 4]])
-def test_any_depth(depth: list[int]) -> None:
+@MERGED
+@pytest.mark.parametrize("depth", [[5, 4], [5, 9, 4], [5, 9, 8, 4], [5, 9, 8, 7, 4], [5, *[6] * 10, 4],
+                                   [5, 9, 20], [5, 9, 8, 20]])
+def test_any_depth(depth: list[int], merged: bool) -> None:
+    """1 to 11 layers (11: weight_grads in parts of MAX_LAYERS), and 20 outputs (wider than a tile: the output
+    delta runs as its own launch, merged or not)."""
     X, y = data(13, depth)
     plain, graph = (make_net("tanh", "softmax", "cross-entropy", "float64", sizes=depth) for _ in range(2))
     train(plain, X, y, epochs=2, batch_size=5, lr=0.2, seed=7)
-    graph_epochs(trainer(graph, X, y, 5), range(1, 3), 0.2, 7)
+    graph_epochs(trainer(graph, X, y, 5, merged=merged), range(1, 3), 0.2, 7)
     assert params_diff(graph, plain) < 1e-12
 
 
@@ -226,27 +240,30 @@ def test_one_batch_larger_than_the_data() -> None:
     assert params_diff(graph, plain) < 1e-12
 
 
-def test_sgd_with_weight_decay_updates_in_the_epilogue() -> None:
+@MERGED
+def test_sgd_with_weight_decay_updates_in_the_epilogue(merged: bool) -> None:
     X, y = data(11)
     plain, graph = (make_net("sigmoid", "softmax", "cross-entropy", "float64") for _ in range(2))
     train(plain, X, y, epochs=2, batch_size=4, lr=0.3, weight_decay=0.01, seed=4)
-    g = trainer(graph, X, y, 4, SGD(weight_decay=0.01))
+    g = trainer(graph, X, y, 4, SGD(weight_decay=0.01), merged)
     assert g.mode == gemm.SGD_DECAY
     graph_epochs(g, range(1, 3), 0.3, 4)
     assert params_diff(graph, plain) < 1e-12
 
 
-def test_a_new_trainer_continues_where_the_plain_path_left_off() -> None:
+@MERGED
+def test_a_new_trainer_continues_where_the_plain_path_left_off(merged: bool) -> None:
     X, y = data(11)
     plain, resumed = (make_net("leaky_relu", "identity", "absolute", "float64") for _ in range(2))
     history = train(plain, X, y, epochs=3, batch_size=4, lr=0.1, seed=6)
     train(resumed, X, y, epochs=1, batch_size=4, lr=0.1, seed=6)
-    losses = graph_epochs(trainer(resumed, X, y, 4), range(2, 4), 0.1, 6)
+    losses = graph_epochs(trainer(resumed, X, y, 4, merged=merged), range(2, 4), 0.1, 6)
     assert params_diff(resumed, plain) < 1e-12
     assert rel_diff(losses, [r["train_loss"] for r in history[1:]]) < 1e-12
 
 
-def test_an_interrupted_epoch_resumes_at_its_row() -> None:
+@MERGED
+def test_an_interrupted_epoch_resumes_at_its_row(merged: bool) -> None:
     X, y = data(11)
     plain, resumed = (make_net("sigmoid", "sigmoid", "cross-entropy", "float64") for _ in range(2))
     history = train(plain, X, y, epochs=1, batch_size=3, lr=0.5, seed=8)
@@ -254,7 +271,7 @@ def test_an_interrupted_epoch_resumes_at_its_row() -> None:
     with pytest.raises(TrainingInterrupted) as stop:
         train(resumed, X, y, epochs=1, batch_size=3, lr=0.5, seed=8, should_stop=lambda: next(asked))
     assert stop.value.rows == 6
-    g = trainer(resumed, X, y, 3)
+    g = trainer(resumed, X, y, 3, merged=merged)
     assert g.batches(6) == [(6, 3), (9, 2)]
     order = np.random.default_rng([8, 1]).permutation(11)
     rest = float(g.run_epoch(order, 0.5, start_row=6))
@@ -407,15 +424,16 @@ def test_register_tiled_product_indexes_every_element_once(trans_a: bool, trans_
 
 
 def test_name_expressions_cover_every_configuration() -> None:
-    assert len(NAME_EXPRESSIONS) == len(set(NAME_EXPRESSIONS)) == 80
+    assert len(NAME_EXPRESSIONS) == len(set(NAME_EXPRESSIONS)) == 120
     compiled = {("gemm.cu", e) for e in NAME_EXPRESSIONS}
     compiled |= {("optim.cu", e) for e in fused.NAME_EXPRESSIONS["optim.cu"]}
     X, y = data(5)
     for dtype in ("float32", "float64"):
         for activation in HIDDEN_ACTIVATIONS:
             for output, loss in PAIRS:
-                for opt in (SGD(), SGD(weight_decay=0.1), Momentum(), Adam()):
-                    g = trainer(make_net(activation, output, loss, dtype), X, y, 2, opt)
+                for opt, merged in itertools.product((SGD(), SGD(weight_decay=0.1), Momentum(), Adam()),
+                                                     (False, True)):
+                    g = trainer(make_net(activation, output, loss, dtype), X, y, 2, opt, merged)
                     assert {(launch.source, launch.expression) for launch in g.launches()} <= compiled
 
 
@@ -439,16 +457,17 @@ GRAPH_OPTIMIZERS = {
 GRAPH_LR = {"momentum": 0.05, "momentum-wd": 0.05, "adam": 0.01, "adam-wd": 0.01}
 
 
+@MERGED
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", GRAPH_OPTIMIZERS)
-def test_momentum_and_adam_epochs_equal_the_plain_path(name: str, dtype: str) -> None:
+def test_momentum_and_adam_epochs_equal_the_plain_path(name: str, dtype: str, merged: bool) -> None:
     X, y = data(11)
     plain, graph = (make_net("tanh", "softmax", "cross-entropy", dtype) for _ in range(2))
     lr = GRAPH_LR[name]
     plain_opt, graph_opt = GRAPH_OPTIMIZERS[name](), GRAPH_OPTIMIZERS[name]()
     history = train(plain, X, y, epochs=3, batch_size=4, lr=lr, lr_decay=0.8, seed=5, optimizer=plain_opt)
     arrays = dict(graph.params)
-    losses = graph_epochs(trainer(graph, X, y, 4, graph_opt), range(1, 4), lr, 5, lr_decay=0.8)
+    losses = graph_epochs(trainer(graph, X, y, 4, graph_opt, merged), range(1, 4), lr, 5, lr_decay=0.8)
     assert all(graph.params[k] is a for k, a in arrays.items())  # the network's own arrays, stepped in place
     assert graph_opt.t == plain_opt.t == 9
     assert params_diff(graph, plain) < TOLERANCE[dtype]
@@ -577,6 +596,128 @@ def test_bad_arguments_are_named() -> None:
         g.run_epoch(np.arange(5), 0.1, start_row=5)
 
 
+# --- merged launches: forward_output and weight_grads, the same values in fewer launches ------------
+
+MERGE_OPTIMIZERS = {"sgd": SGD, "sgd-wd": lambda: SGD(weight_decay=0.01), **GRAPH_OPTIMIZERS}
+STEP_CASES = [  # sizes, batch, optimiser: the kernels of a merged step (a separate step is 3L + 1, + flat_step)
+    ([784, 100, 10], 64, "sgd", ["gather_rows", "forward", "forward_output", "backward", "weight_grads"]),
+    ([784, 100, 50, 10], 64, "sgd",
+     ["gather_rows", "forward", "forward", "forward_output", "backward", "backward", "weight_grads"]),
+    ([784, 100, 10], 64, "adam", ["gather_rows", "forward", "forward_output", "backward", "weight_grads", "flat_step"]),
+    ([784, 10], 64, "sgd", ["gather_rows", "forward_output", "weight_grad"]),  # one layer: nothing to merge
+    ([784, 100, 20], 64, "sgd",  # 20 outputs, two column tiles: the output delta stays its own launch
+     ["gather_rows", "forward", "forward", "output_delta", "backward", "weight_grads"]),
+    ([784, 1024, 10], 1024, "sgd",  # the first layer's weight_grad at R = RTILE, the second's at R = 1
+     ["gather_rows", "forward", "forward_output", "backward", "weight_grad", "weight_grad"]),
+    ([5, *[6] * 10, 4], 4, "sgd",  # 11 layers: weight_grads in parts of MAX_LAYERS
+     ["gather_rows", *["forward"] * 10, "forward_output", *["backward"] * 10, "weight_grads", "weight_grads"]),
+]
+
+
+@pytest.mark.parametrize("sizes,batch,name,kernels", STEP_CASES)
+def test_a_merged_step_has_fewer_launches(sizes: list[int], batch: int, name: str, kernels: list[str]) -> None:
+    rng = np.random.default_rng(0)
+    net = Network(sizes, "sigmoid", "sigmoid", "squared", seed=1, backend="numpy", dtype="float32")
+    X = rng.random((batch, sizes[0]), dtype=np.float32)
+    T = net.targets_from_labels(rng.integers(0, sizes[-1], batch)).astype(np.float32)
+    separate, merged = (GraphTrainer(net, MERGE_OPTIMIZERS[name](), X, T, batch, merged_launches=m)._step(0, batch)
+                        for m in (False, True))
+    assert [launch.kernel for launch in merged] == kernels
+    assert len(separate) == 3 * net.n_layers + 1 + (name != "sgd")
+    assert all(launch.expression in NAME_EXPRESSIONS for launch in merged if launch.source == "gemm.cu")
+    alone_launches = iter([launch for launch in separate if launch.kernel == "weight_grad"])  # from the top
+    for launch in merged:
+        if launch.kernel != "weight_grads":
+            continue
+        first = 0
+        for layer in launch.args[0]:  # each layer's tiles: its separate launch's grid, end to end
+            alone = next(alone_launches)  # (every case here has its layers at one R: one order)
+            assert layer.W.shape == alone.args[2].shape and np.shares_memory(layer.W, alone.args[2])  # same net
+            assert (layer.first_block, layer.tiles_x) == (first, alone.grid[0])
+            assert launch.params == alone.params and launch.block == alone.block == (16, 16)
+            assert (layer.n_prev, layer.n_i) == tuple(int(a) for a in alone.args[-2:])
+            first += alone.grid[0] * alone.grid[1]
+        assert launch.grid == (first,) and len(launch.args[0]) <= gemm.MAX_LAYERS
+
+
+def test_forward_output_is_forward_and_output_delta_in_one_launch() -> None:
+    X, y = data(11)
+    g = trainer(make_net("tanh", "softmax", "cross-entropy", "float32"), X, y, 4, merged=True)
+    step = g._step(8, 3)  # the partial batch: rows order[8:11]
+    fo = step[3]
+    assert fo.kernel == "forward_output" and fo.expression == "forward_output<float, 4, 5, 2>"
+    assert fo.grid == (1, 1) and fo.block == (16, 16)
+    assert fo.args[3] is g.buffers["A3"] and fo.args[5] is g.buffers["T"] and fo.args[6] is g.buffers["delta3"]
+    assert fo.args[7].shape == (3,) and np.shares_memory(fo.args[7], g.buffers["loss"])
+    assert [int(a) for a in (fo.args[4], fo.args[9], fo.args[10], fo.args[11])] == [6, 1, 3, 4]  # n_in, fold, N, n_out
+
+
+def test_merged_launches_follow_the_module_constant_unless_given(monkeypatch) -> None:
+    X, y = data(5)
+    net = make_net("relu", "softmax", "cross-entropy", "float32")
+    assert graph_module.MERGED_LAUNCHES is False  # until a device run shows the merged step faster
+    assert trainer(net, X, y, 2).merged_launches is False
+    monkeypatch.setattr(graph_module, "MERGED_LAUNCHES", True)
+    assert trainer(net, X, y, 2).merged_launches is True
+    assert trainer(net, X, y, 2, merged=False).merged_launches is False
+    with pytest.raises(TypeError, match="merged_launches must be True, False or None; got 'yes'"):
+        trainer(net, X, y, 2, merged="yes")
+
+
+def test_the_layer_table_is_the_structs_layout() -> None:
+    """graph.py packs weight_grads' WeightGradLayers by hand: its layout must be the C struct's (gemm.cu's
+    static_asserts hold the struct to the same sizes): 6 pointers and 4 ints a layer, then the count."""
+    text = cuda.source("gemm.cu")
+    assert f"#define MAX_LAYERS {gemm.MAX_LAYERS} " in text
+    assert "sizeof(WeightGradLayers<float>) == 64 * MAX_LAYERS + 8" in text
+    assert graph_module.LAYER_DTYPE.itemsize == 64
+    assert graph_module.LAYERS_DTYPE.itemsize == 64 * gemm.MAX_LAYERS + 8
+    a = np.zeros(8)
+    layers = (gemm.WeightGradLayer(a, a[1:], a[2:], a[3:], a[4:], a[5:], 3, 4, 0, 2),
+              gemm.WeightGradLayer(a[6:], a, a, a, a, a, 5, 6, 7, 8))
+    raw = graph_module.pack_layers(layers).tobytes()
+    assert len(raw) == 520
+    pointers = np.frombuffer(raw[:48], dtype=np.uint64) - a.ctypes.data
+    assert pointers.tolist() == [0, 8, 16, 24, 32, 40]  # byte offsets of a[0], a[1], ...
+    assert np.frombuffer(raw[48:64], dtype=np.int32).tolist() == [3, 4, 0, 2]
+    assert np.frombuffer(raw[112:128], dtype=np.int32).tolist() == [5, 6, 7, 8]
+    assert np.frombuffer(raw[512:516], dtype=np.int32).tolist() == [2] and raw[128:512] == bytes(384)
+    for count in (0, gemm.MAX_LAYERS + 1):
+        with pytest.raises(ValueError, match=f"weight_grads takes 1 to 8 layers; got {count}"):
+            graph_module.pack_layers(layers[:1] * count)
+
+
+MERGE_CASES = [  # activation, output, loss, sizes, batch, optimiser, dtype
+    ("sigmoid", "softmax", "cross-entropy", SIZES, 4, "sgd", "float32"),
+    ("relu", "sigmoid", "squared", [5, 9, 20], 4, "sgd-wd", "float64"),  # 20 outputs: output_delta separate
+    ("tanh", "sigmoid", "cross-entropy", [5, 9, 8, 7, 4], 3, "adam-wd", "float32"),
+    ("leaky_relu", "identity", "absolute", [5, 4], 4, "momentum", "float64"),
+    ("tanh", "softmax", "squared", [5, *[6] * 10, 4], 4, "momentum-wd", "float32"),
+]
+
+
+@pytest.mark.parametrize("tiling", ["one a thread", "register-tiled"])
+@pytest.mark.parametrize("activation,output,loss,sizes,batch,name,dtype", MERGE_CASES)
+def test_merged_launches_equal_the_separate_ones_bit_for_bit(activation, output, loss, sizes, batch, name, dtype,
+                                                             tiling, monkeypatch) -> None:
+    """Two epochs (11 rows: a partial last batch) and a resumed third from row 4: the same parameters, losses and
+    optimiser state, bit for bit. Register-tiled: every product at R = RTILE (no forward_output)."""
+    if tiling == "register-tiled":
+        monkeypatch.setattr(graph_module, "BIG_PRODUCT", 0)
+    X, y = data(11, sizes)
+    nets = [make_net(activation, output, loss, dtype, sizes=sizes) for _ in range(2)]
+    optimizers = [MERGE_OPTIMIZERS[name]() for _ in range(2)]
+    losses = []
+    for net, opt, merged in zip(nets, optimizers, (False, True)):
+        g = trainer(net, X, y, batch, opt, merged)
+        losses.append(graph_epochs(g, range(1, 3), 0.05, 3))
+        losses[-1].append(float(g.run_epoch(np.random.default_rng(7).permutation(11), 0.05, start_row=4)))
+    assert losses[0] == losses[1]
+    assert all(np.array_equal(nets[0].params[k], nets[1].params[k]) for k in nets[0].params)
+    for key, state in optimizers[0].state.items():
+        assert np.array_equal(optimizers[1].state[key], state), key
+
+
 # --- on a GPU: the captured graph against the plain path and against the transcription ------------
 
 GPU_SIZES = [20, 16, 12, 5]
@@ -684,3 +825,41 @@ def test_gpu_graph_equals_the_transcription(dtype: str, sizes: list[int], batch:
     assert params_diff(device, host) <= GPU_TOLERANCE[dtype]
     assert rel_diff(*zip(*losses)) <= GPU_TOLERANCE[dtype]
     assert optimizers[0].t == optimizers[1].t == 3 * len(on_host.batches())
+
+
+GPU_MERGE_CASES = [  # activation, output, loss, sizes, batch, optimiser, dtype, tiling
+    ("sigmoid", "softmax", "cross-entropy", GPU_SIZES, 8, "sgd", "float32", "one a thread"),  # 3 layers
+    ("sigmoid", "sigmoid", "squared", [784, 100, 10], 64, "adam", "float32", "one a thread"),  # the benchmark's net
+    ("tanh", "sigmoid", "cross-entropy", [150, 70, 5], 100, "momentum-wd", "float64", "one a thread"),
+    ("relu", "identity", "absolute", [20, 16, 12, 30], 16, "sgd-wd", "float64", "one a thread"),  # 30 outputs
+    ("tanh", "softmax", "cross-entropy", GPU_SIZES, 16, "adam-wd", "float32", "register-tiled"),
+    ("sigmoid", "softmax", "squared", [20, *[16] * 10, 5], 8, "sgd", "float32", "one a thread"),  # 11 layers
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("activation,output,loss,sizes,batch,name,dtype,tiling", GPU_MERGE_CASES)
+def test_gpu_merged_launches_equal_the_separate_ones_bit_for_bit(activation, output, loss, sizes, batch, name, dtype,
+                                                                 tiling, monkeypatch) -> None:
+    """On the device, merged launches (forward_output, weight_grads with its table passed by value) against the
+    separate ones: two epochs of 203 rows (a capture and a replay, a partial last batch), then an epoch resumed
+    at row 40 (its own capture); the same parameters, epoch losses and optimiser state, bit for bit."""
+    require("cupy")
+    if tiling == "register-tiled":
+        monkeypatch.setattr(graph_module, "BIG_PRODUCT", 0)
+    X, y = data(203, sizes)
+    nets = [make_net(activation, output, loss, dtype, "cupy", sizes) for _ in range(2)]
+    optimizers = [MERGE_OPTIMIZERS[name]() for _ in range(2)]
+    lr = GRAPH_LR.get(name, 0.05)
+    losses = []
+    for net, opt, merged in zip(nets, optimizers, (False, True)):
+        g = trainer(net, X, y, batch, opt, merged)
+        assert any(launch.kernel in ("forward_output", "weight_grads") for launch in g.launches()) == merged
+        losses.append(graph_epochs(g, range(1, 3), lr, 11))
+        order = net.backend.to_device(np.random.default_rng(12).permutation(203))
+        losses[-1].append(float(g.run_epoch(order, lr, start_row=40)))
+    assert losses[0] == losses[1]
+    host = [net.get_params() for net in nets]
+    assert all(np.array_equal(host[0][k], host[1][k]) for k in host[0]), name
+    for key, state in optimizers[0].state.items():
+        assert np.array_equal(nets[0].backend.to_host(state), nets[1].backend.to_host(optimizers[1].state[key])), key

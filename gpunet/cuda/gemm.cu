@@ -12,6 +12,9 @@
 //                 Y = f(Z_L) in place on exit; cross-entropy then comes from the logits, as in
 //                 activations.py's FUSED: logsumexp(z) sum(t) - sum(t z), or sum softplus(z) - t z.
 //                 (graph.py passes each step its rows' slice of an epoch-long loss buffer)
+//   forward_output  the output layer's forward, then output_delta on each row, in one launch: for an output
+//                 layer of one column tile (n_L <= TILE, R = 1), whose blocks each hold whole rows of A_L.
+//                 Both parts are the separate kernels' code (forward_tile, output_row).
 //   loss_total    total += sum_r loss[r]   (total = 0 first when first != 0)     loss (N,), total (1,)
 //                 (graph.py: once an epoch, over the epoch's rows)
 //   backward      delta_{i-1} = (delta_i @ W_i^T) * f'(A_{i-1})   delta_i (N, n_i), W_i (n_{i-1}, n_i),
@@ -23,6 +26,11 @@
 //                 and the bias in the same launch: db_i = sum_r delta_i[r, :] is row n_{i-1} of
 //                 [A_{i-1}, 1]^T @ delta_i (a row of ones appended to A^T), then b_i -= db_i,
 //                 b_i -= lr * db_i, or db_i written (biases never decay)     b_i, db_i (n_i,)
+//   weight_grads  weight_grad for up to MAX_LAYERS layers in one launch (a table of their arguments, by
+//                 value), each block running weight_grad's code (weight_grad_tile) on one tile of one layer
+//
+// graph.py's merged launches (merged_launches) use forward_output and weight_grads: a step of 2L + 1 launches
+// where the separate kernels take 3L + 1, every value computed by the same code in the same order.
 //
 // lr lives in device memory as one double (graph.py writes it before each replay), so a captured graph
 // serves every epoch's learning rate. Each product is one thread per output element (RTILE x RTILE
@@ -36,6 +44,7 @@
 #define RTILE 4             // R = RTILE: each thread computes RTILE x RTILE elements, a block a 64 x 64 tile
 #define KTILE_R 32          // the slice of k such a block stages per pass (64 x 32 of each operand)
 #define LOSS_THREADS 256    // loss_total's one block; a power of two for its tree
+#define MAX_LAYERS 8        // weight_grads: the most layers one launch takes (graph.py launches more in parts)
 #define GRAD_WRITE 0
 #define SGD_FOLDED 1
 #define SGD_DECAY 2
@@ -60,11 +69,11 @@ __device__ __forceinline__ T quiet_nan() {
 // ONES_ROW (with TRANS_A): A has a row M of ones after its M stored rows, so the block row holding row M
 // computes sum_k B[k, col] in order k = 0, 1, ...: 1 * B[k, col] + acc rounds as B[k, col] + acc does.
 template <typename T, bool TRANS_A, bool TRANS_B, bool ONES_ROW = false>
-__device__ __forceinline__ T tile_product(const T* A, const T* B, int M, int Nc, int K) {
+__device__ __forceinline__ T tile_product(int bx, int by, const T* A, const T* B, int M, int Nc, int K) {
     __shared__ T As[TILE][KTILE + 1];  // As[i][kk] = A[r0 + i, k0 + kk]; + 1: transposed stores spread over banks
     __shared__ T Bs[KTILE][TILE + 1];  // Bs[kk][j] = B[k0 + kk, c0 + j]
     const int tx = threadIdx.x, ty = threadIdx.y;
-    const int r0 = blockIdx.y * TILE, c0 = blockIdx.x * TILE;
+    const int r0 = by * TILE, c0 = bx * TILE;
     T acc = T(0);
     for (int k0 = 0; k0 < K; k0 += KTILE) {
 #pragma unroll
@@ -101,7 +110,7 @@ __device__ __forceinline__ T tile_product(const T* A, const T* B, int M, int Nc,
 // order k = 0, 1, ..., K - 1, as tile_product's do (the slice width moves values, not arithmetic): the
 // results are tile_product's, bit for bit. Same operands, storage, ONES_ROW and synchronisation rules.
 template <typename T, bool TRANS_A, bool TRANS_B, bool ONES_ROW = false>
-__device__ __forceinline__ void tile_product_r(const T* A, const T* B, int M, int Nc, int K,
+__device__ __forceinline__ void tile_product_r(int bx, int by, const T* A, const T* B, int M, int Nc, int K,
                                                T (&acc)[RTILE][RTILE]) {
     constexpr int W = TILE * RTILE;                 // the block tile's rows and columns
     constexpr int THREADS = TILE * TILE;
@@ -109,7 +118,7 @@ __device__ __forceinline__ void tile_product_r(const T* A, const T* B, int M, in
     __shared__ T As[W][KTILE_R + 1];                // As[i][kk] = A[r0 + i, k0 + kk]
     __shared__ T Bs[KTILE_R][W + 1];                // Bs[kk][j] = B[k0 + kk, c0 + j]
     const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * TILE + tx;
-    const int r0 = blockIdx.y * W, c0 = blockIdx.x * W;
+    const int r0 = by * W, c0 = bx * W;
 #pragma unroll
     for (int i = 0; i < RTILE; ++i)
 #pragma unroll
@@ -167,42 +176,46 @@ __global__ void gather_rows(const T* X, const T* Tg, const long long* order, int
 }
 
 // Each product kernel below computes one element a thread (R = 1, tile_product) or RTILE x RTILE
-// (R = RTILE, tile_product_r), then applies its epilogue to each: element(r, c, value).
+// (R = RTILE, tile_product_r), then applies its epilogue to each: element(r, c, value). (bx, by) is the
+// block's tile of C: blockIdx, except in weight_grads, whose one grid holds every layer's tiles.
 template <typename T, bool TRANS_A, bool TRANS_B, bool ONES_ROW, int R, typename Epilogue>
-__device__ __forceinline__ void product(const T* A, const T* B, int M, int Nc, int K, Epilogue element) {
+__device__ __forceinline__ void product(int bx, int by, const T* A, const T* B, int M, int Nc, int K,
+                                        Epilogue element) {
     if constexpr (R == 1) {
-        const T v = tile_product<T, TRANS_A, TRANS_B, ONES_ROW>(A, B, M, Nc, K);
-        element(blockIdx.y * TILE + threadIdx.y, blockIdx.x * TILE + threadIdx.x, v);
+        const T v = tile_product<T, TRANS_A, TRANS_B, ONES_ROW>(bx, by, A, B, M, Nc, K);
+        element(by * TILE + threadIdx.y, bx * TILE + threadIdx.x, v);
     } else {
         T acc[RTILE][RTILE];
-        tile_product_r<T, TRANS_A, TRANS_B, ONES_ROW>(A, B, M, Nc, K, acc);
+        tile_product_r<T, TRANS_A, TRANS_B, ONES_ROW>(bx, by, A, B, M, Nc, K, acc);
 #pragma unroll
         for (int i = 0; i < RTILE; ++i)
 #pragma unroll
             for (int j = 0; j < RTILE; ++j)
-                element(blockIdx.y * TILE * RTILE + threadIdx.y + i * TILE,
-                        blockIdx.x * TILE * RTILE + threadIdx.x + j * TILE, acc[i][j]);
+                element(by * TILE * RTILE + threadIdx.y + i * TILE, bx * TILE * RTILE + threadIdx.x + j * TILE,
+                        acc[i][j]);
     }
 }
 
-// A_i = f(Z_i), Z_i = A_{i-1} @ W_i + b_i: (N, n_in) @ (n_in, n_out) + (n_out,)
+// A_i = f(Z_i), Z_i = A_{i-1} @ W_i + b_i: (N, n_in) @ (n_in, n_out) + (n_out,); the block's tile, forward's
+// and forward_output's.
 template <typename T, int ACT, int R>
-__global__ void forward(const T* A_prev, const T* W, const T* b, T* A, int N, int n_in, int n_out) {
-    product<T, false, false, false, R>(A_prev, W, N, n_out, n_in, [&](int r, int j, T Z) {
+__device__ __forceinline__ void forward_tile(const T* A_prev, const T* W, const T* b, T* A, int N, int n_in,
+                                             int n_out) {
+    product<T, false, false, false, R>(blockIdx.x, blockIdx.y, A_prev, W, N, n_out, n_in, [&](int r, int j, T Z) {
         if (r < N && j < n_out) A[(size_t)r * n_out + j] = act_forward<ACT, T>(Z + b[j]);
     });
 }
 
-// One thread per row r: Y_r = f(Z_r) in place where A_L holds Z_r (see the top), loss[r] = L(Y_r, T_r) or,
-// for cross-entropy, L(Z_r, T_r), delta_r = s dL/dZ_r.
+template <typename T, int ACT, int R>
+__global__ void forward(const T* A_prev, const T* W, const T* b, T* A, int N, int n_in, int n_out) {
+    forward_tile<T, ACT, R>(A_prev, W, b, A, N, n_in, n_out);
+}
+
+// One row of the output layer, y = Y_r, t = T_r, d = delta_r (n_out each): y = f(Z_r) in place where A_L holds
+// Z_r (see the top), loss = L(Y_r, T_r) or, for cross-entropy, L(Z_r, T_r), d = s dL/dZ_r. Run by one thread,
+// output_delta's and forward_output's.
 template <typename T, int OUT, int LOSS>
-__global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double* lr, int fold_lr, int N, int n_out) {
-    const int r = blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= N) return;
-    T* y = Y + (size_t)r * n_out;
-    const T* t = Tg + (size_t)r * n_out;
-    T* d = delta + (size_t)r * n_out;
-    const T s = T(fold_lr ? lr[0] / N : 1.0 / N);  // the plain path's lr / N (or 1 / N), rounded once
+__device__ __forceinline__ void output_row(T* y, const T* t, T* d, T& loss, T s, int n_out) {
     if constexpr (OUT == GPUNET_SOFTMAX) {  // Y = exp(Z - max Z) / sum exp(Z - max Z), y holds Z on entry
         T m = y[0];
         for (int j = 1; j < n_out; ++j) m = y[j] > m ? y[j] : m;
@@ -215,7 +228,7 @@ __global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double*
         }
         for (int j = 0; j < n_out; ++j) y[j] = y[j] / e;
         if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY) {  // -sum t log softmax(z) = logsumexp(z) sum(t) - sum(t z)
-            loss[r] = (m + log(e)) * tsum - tz;
+            loss = (m + log(e)) * tsum - tz;
             for (int j = 0; j < n_out; ++j) d[j] = (y[j] * tsum - t[j]) * s;  // dL/dZ = y sum(t) - t
         }
     } else if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY) {  // sigmoid: y holds Z on entry
@@ -227,7 +240,7 @@ __global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double*
             y[j] = act_forward<GPUNET_SIGMOID, T>(z);
             d[j] = (y[j] - t[j]) * s;  // dL/dZ = y - t
         }
-        loss[r] = L;
+        loss = L;
     }
     if constexpr (LOSS == GPUNET_LOSS_SQUARED) {  // 1/2 sum (t - y)^2
         T L = T(0);
@@ -235,11 +248,11 @@ __global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double*
             const T e = t[j] - y[j];
             L += e * e;
         }
-        loss[r] = T(0.5) * L;
+        loss = T(0.5) * L;
     } else if constexpr (LOSS == GPUNET_LOSS_ABSOLUTE) {  // sum |t - y|
         T L = T(0);
         for (int j = 0; j < n_out; ++j) L += fabs(t[j] - y[j]);
-        loss[r] = L;
+        loss = L;
     }
     if constexpr (LOSS != GPUNET_LOSS_CROSS_ENTROPY) {  // dL/dY = y - t or sign(y - t), then through the output activation
         for (int j = 0; j < n_out; ++j) {
@@ -254,6 +267,35 @@ __global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double*
             for (int j = 0; j < n_out; ++j) d[j] = act_backward<OUT, T>(y[j], d[j]);
         }
     }
+}
+
+// The plain path's lr / N (or 1 / N), rounded once.
+template <typename T>
+__device__ __forceinline__ T delta_scale(const double* lr, int fold_lr, int N) {
+    return T(fold_lr ? lr[0] / N : 1.0 / N);
+}
+
+// One thread per row r of Y = A_L (N, n_out): output_row.
+template <typename T, int OUT, int LOSS>
+__global__ void output_delta(T* Y, const T* Tg, T* delta, T* loss, const double* lr, int fold_lr, int N, int n_out) {
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= N) return;
+    const size_t row = (size_t)r * n_out;
+    output_row<T, OUT, LOSS>(Y + row, Tg + row, delta + row, loss[r], delta_scale<T>(lr, fold_lr, N), n_out);
+}
+
+// The output layer's forward (epilogue ACT, forward's) and then output_delta, in one launch of a one-column-tile
+// grid (n_out <= TILE, R = 1, forward's geometry): once the block has written its TILE rows of Y = A_L, thread
+// x = 0 of each row runs output_row on it. The arguments: forward's, then output_delta's after Y.
+template <typename T, int ACT, int OUT, int LOSS>
+__global__ void forward_output(const T* A_prev, const T* W, const T* b, T* Y, int n_in, const T* Tg, T* delta,
+                               T* loss, const double* lr, int fold_lr, int N, int n_out) {
+    forward_tile<T, ACT, 1>(A_prev, W, b, Y, N, n_in, n_out);
+    __syncthreads();  // the block's rows of Y written and visible to its threads (every thread gets here)
+    const int r = blockIdx.y * TILE + threadIdx.y;
+    if (threadIdx.x != 0 || r >= N) return;
+    const size_t row = (size_t)r * n_out;
+    output_row<T, OUT, LOSS>(Y + row, Tg + row, delta + row, loss[r], delta_scale<T>(lr, fold_lr, N), n_out);
 }
 
 // total += sum_r loss[r] (total = 0 first when first != 0). One block of LOSS_THREADS: thread t sums rows
@@ -276,7 +318,7 @@ __global__ void loss_total(const T* loss, int N, int first, T* total) {
 // delta_{i-1} = dA * f'(A_{i-1}), dA = delta_i @ W_i^T: (N, n_i) @ (n_i, n_prev) -> (N, n_prev)
 template <typename T, int ACT, int R>
 __global__ void backward(const T* delta, const T* W, const T* A_prev, T* delta_prev, int N, int n_prev, int n_i) {
-    product<T, false, true, false, R>(delta, W, N, n_prev, n_i, [&](int r, int j, T dA) {
+    product<T, false, true, false, R>(blockIdx.x, blockIdx.y, delta, W, N, n_prev, n_i, [&](int r, int j, T dA) {
         if (r < N && j < n_prev) {
             const size_t idx = (size_t)r * n_prev + j;
             delta_prev[idx] = act_backward<ACT, T>(A_prev[idx], dA);
@@ -287,11 +329,12 @@ __global__ void backward(const T* delta, const T* W, const T* A_prev, T* delta_p
 // [dW_i; db_i] = [A_{i-1}, 1]^T @ delta_i: (n_prev + 1, N) @ (N, n_i) -> (n_prev + 1, n_i), the grid covering
 // n_prev + 1 rows; then the update by MODE (see the top): rows j < n_prev are W's, row n_prev is b's, summed
 // in order r = 0, 1, ..., N - 1. dW, db are only written in GRAD_WRITE mode, W, b only in the SGD modes; lr
-// is read in SGD_DECAY mode.
+// is read in SGD_DECAY mode. The block's tile (bx, by): weight_grad's and weight_grads'.
 template <typename T, int MODE, int R>
-__global__ void weight_grad(const T* A_prev, const T* delta, T* W, T* dW, T* b, T* db, const double* lr,
-                            T weight_decay, int N, int n_prev, int n_i) {
-    product<T, true, false, true, R>(A_prev, delta, n_prev, n_i, N, [&](int j, int k, T g) {
+__device__ __forceinline__ void weight_grad_tile(int bx, int by, const T* A_prev, const T* delta, T* W, T* dW, T* b,
+                                                 T* db, const double* lr, T weight_decay, int N, int n_prev,
+                                                 int n_i) {
+    product<T, true, false, true, R>(bx, by, A_prev, delta, n_prev, n_i, N, [&](int j, int k, T g) {
         if (k >= n_i || j > n_prev) return;
         if (j < n_prev) {
             const size_t idx = (size_t)j * n_i + k;
@@ -310,4 +353,52 @@ __global__ void weight_grad(const T* A_prev, const T* delta, T* W, T* dW, T* b, 
             b[k] -= T(lr[0]) * g;
         }
     });
+}
+
+template <typename T, int MODE, int R>
+__global__ void weight_grad(const T* A_prev, const T* delta, T* W, T* dW, T* b, T* db, const double* lr,
+                            T weight_decay, int N, int n_prev, int n_i) {
+    weight_grad_tile<T, MODE, R>(blockIdx.x, blockIdx.y, A_prev, delta, W, dW, b, db, lr, weight_decay, N, n_prev,
+                                 n_i);
+}
+
+// weight_grads: one layer's part of the launch, weight_grad's arguments and where its tiles sit in the grid.
+template <typename T>
+struct WeightGradLayer {
+    const T* A_prev;
+    const T* delta;
+    T* W;
+    T* dW;
+    T* b;
+    T* db;
+    int n_prev, n_i;
+    int first_block;  // the layer's tiles are blocks first_block, first_block + 1, ... of the 1-D grid,
+    int tiles_x;      // row by row of its own (tiles_x, tiles_y) grid, weight_grad's
+};
+
+// Every layer's part, passed by value (graph.py packs it): at most MAX_LAYERS, count of them used, in order
+// of first_block (layer[0].first_block = 0).
+template <typename T>
+struct WeightGradLayers {
+    WeightGradLayer<T> layer[MAX_LAYERS];
+    int count;
+};
+static_assert(sizeof(WeightGradLayer<float>) == 64 && sizeof(WeightGradLayer<double>) == 64, "graph.py's layout");
+static_assert(sizeof(WeightGradLayers<float>) == 64 * MAX_LAYERS + 8, "graph.py's layout");
+
+// Every layer's weight_grad in one launch, once every backward has read its W_i: block blockIdx.x finds its
+// layer (the last whose first_block it has reached) and its tile there, and runs weight_grad's code on that
+// tile, so each element is computed as the separate launch computes it. The layers' products read and write
+// disjoint memory. Every layer at the same R (its shared memory and registers are the kernel's).
+template <typename T, int MODE, int R>
+__global__ void weight_grads(const WeightGradLayers<T> layers, const double* lr, T weight_decay, int N) {
+    const int block = blockIdx.x;
+    WeightGradLayer<T> L = layers.layer[0];
+#pragma unroll
+    for (int l = 1; l < MAX_LAYERS; ++l) {  // unrolled: constant indices keep the table in parameter space
+        if (l < layers.count && block >= layers.layer[l].first_block) L = layers.layer[l];
+    }
+    const int tile = block - L.first_block;
+    weight_grad_tile<T, MODE, R>(tile % L.tiles_x, tile / L.tiles_x, L.A_prev, L.delta, L.W, L.dW, L.b, L.db, lr,
+                                 weight_decay, N, L.n_prev, L.n_i);
 }

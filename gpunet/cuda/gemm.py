@@ -13,7 +13,7 @@ plain path of network.py.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,6 +26,7 @@ KTILE = 64
 RTILE = 4  # the register-tiled products' RTILE x RTILE elements a thread (template parameter R)
 KTILE_R = 32
 LOSS_THREADS = 256
+MAX_LAYERS = 8  # weight_grads: the most layers one launch takes
 SOFTMAX = OUTPUT_CODES["softmax"]
 GRAD_WRITE, SGD_FOLDED, SGD_DECAY = 0, 1, 2
 SIGMOID, TANH, RELU, LEAKY_RELU = (ACT_CODES[k] for k in ("sigmoid", "tanh", "relu", "leaky_relu"))
@@ -99,6 +100,15 @@ def forward(A_prev: Array, W: Array, b: Array, A: Array, N: int, n_in: int, n_ou
             r: int = 1) -> None:
     Z = tile_product(A_prev, W, N, n_out, n_in, False, False)
     _rows(A, N, n_out)[...] = act_forward(act, Z + b[:n_out])
+
+
+def forward_output(
+    A_prev: Array, W: Array, b: Array, Y: Array, n_in: int, Tg: Array, delta: Array, loss: Array, lr: Array,
+    fold_lr: int, N: int, n_out: int, *, act: int, out: int, loss_code: int,
+) -> None:
+    """forward (R = 1), then output_delta on the rows it wrote: the kernel's two parts, in its order."""
+    forward(A_prev, W, b, Y, N, n_in, n_out, act=act)
+    output_delta(Y, Tg, delta, loss, lr, fold_lr, N, n_out, out=out, loss_code=loss_code)
 
 
 def output_delta(
@@ -197,7 +207,30 @@ def weight_grad(
         b -= b.dtype.type(lr[0]) * gb
 
 
+class WeightGradLayer(NamedTuple):
+    """gemm.cu's WeightGradLayer: one layer's weight_grad arguments, and its tiles' place in weight_grads' grid."""
+
+    A_prev: Array
+    delta: Array
+    W: Array
+    dW: Array
+    b: Array
+    db: Array
+    n_prev: int
+    n_i: int
+    first_block: int  # its (tiles_x, tiles_y) tiles are blocks first_block, first_block + 1, ..., row by row
+    tiles_x: int
+
+
+def weight_grads(layers: tuple[WeightGradLayer, ...], lr: Array, weight_decay: Any, N: int, *, mode: int,
+                 r: int = 1) -> None:
+    """Each layer's weight_grad, as the one launch runs it (the layers read and write disjoint memory)."""
+    for layer in layers:
+        weight_grad(layer.A_prev, layer.delta, layer.W, layer.dW, layer.b, layer.db, lr, weight_decay, N,
+                    layer.n_prev, layer.n_i, mode=mode, r=r)
+
+
 TRANSCRIPTIONS: dict[str, Callable[..., None]] = {
-    "gather_rows": gather_rows, "forward": forward, "output_delta": output_delta, "loss_total": loss_total,
-    "backward": backward, "weight_grad": weight_grad,
+    "gather_rows": gather_rows, "forward": forward, "forward_output": forward_output, "output_delta": output_delta,
+    "loss_total": loss_total, "backward": backward, "weight_grad": weight_grad, "weight_grads": weight_grads,
 }

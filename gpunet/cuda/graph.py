@@ -8,7 +8,10 @@ weight-gradient product with the SGD update fused, its bias's gradient and updat
 row of ones appended to the activations). Each row's loss goes to an epoch-long buffer, summed once at
 the epoch's end. Momentum and Adam write the gradients instead, into flat.py's one
 buffer, and step every parameter in one launch of optim.cu's flat_step, which reads lr and the step count
-from device memory and advances the count itself.
+from device memory and advances the count itself. With ``merged_launches`` (MERGED_LAUNCHES, off until a device
+run shows it faster) a step is 2L + 1 launches: the output delta runs in the output layer's forward
+(forward_output) where that product is one column tile, and every layer's weight-gradient product runs in one
+launch (weight_grads) after the last backward product, with the same arithmetic as the separate launches.
 The whole training set, the epoch's permutation and lr live in device buffers the graph reads, so an
 epoch costs two small copies and one graph launch, with no host round trip.
 
@@ -37,7 +40,7 @@ from ..optim import Optimizer
 from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, gemm, load, reference
 from .flat import FlatOptimizer, FlatParameters, checked_rule
 from .fused import RULE_CODES, elementwise_geometry, flat_step_arguments
-from .gemm import GRAD_WRITE, LOSS_THREADS, RTILE, SGD_DECAY, SGD_FOLDED, TILE
+from .gemm import GRAD_WRITE, LOSS_THREADS, MAX_LAYERS, RTILE, SGD_DECAY, SGD_FOLDED, TILE, WeightGradLayer
 
 if TYPE_CHECKING:  # annotations only
     from ..network import Network
@@ -50,8 +53,25 @@ MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
 # 540 of its 631 us in two 1024 x 1024-element products at one element a thread. Unmeasured on a device.
 BIG_PRODUCT = 1 << 19
 ELEMENT_THREADS = 256  # gather_rows, output_delta: one thread per element or row
+# Merged launches (GraphTrainer's merged_launches; None takes this): a step of 2L + 1 launches where 3L + 1 ran,
+# the output delta run inside the output layer's forward (forward_output, where that product is one column
+# tile) and every layer's weight_grad in one launch after the last backward (weight_grads), each value computed
+# as the separate launches compute it. Written without a GPU: a device run's scripts/graph_profile.py must show
+# the merged step faster before this becomes True.
+MERGED_LAUNCHES = False
 SOURCE = "gemm.cu"
 OPTIM_SOURCE = "optim.cu"  # flat_step, for momentum and Adam: fused.py's NAME_EXPRESSIONS has its instantiations
+
+
+def _output_forward_act(output: str, loss: str) -> int:
+    """The output layer's forward epilogue: the identity where output_delta applies the output activation
+    itself, so A_L holds the logits Z_L there: softmax (it needs the whole row) and every fused
+    cross-entropy pair (its loss comes from Z_L, as in the plain path); the output activation elsewhere."""
+    if output == "softmax" or (output, loss) in FUSED:
+        return ACT_CODES["identity"]
+    return ACT_CODES[output]
+
+
 # Every template instantiation of gemm.cu GraphTrainer may load (gpunet.cuda.name_expressions' convention);
 # the shared compile test compiles exactly these.
 EXPRESSIONS = [
@@ -61,6 +81,11 @@ EXPRESSIONS = [
     *(f"loss_total<{t}>" for t in C_TYPES.values()),
     *(f"backward<{t}, {ACT_CODES[a]}, {r}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS for r in (1, RTILE)),
     *(f"weight_grad<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
+      for r in (1, RTILE)),
+    # merged launches
+    *(f"forward_output<{t}, {_output_forward_act(o, loss)}, {OUTPUT_CODES[o]}, {LOSS_CODES[loss]}>"
+      for t in C_TYPES.values() for o, loss in PAIRS),
+    *(f"weight_grads<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
       for r in (1, RTILE)),
 ]
 NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}
@@ -84,14 +109,37 @@ class Launch(NamedTuple):
         """The name expression NVRTC instantiates, e.g. "forward<float, 0, 1>"."""
         return f"{self.kernel}<{', '.join([C_TYPES[self.dtype], *map(str, self.params.values())])}>"
 
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The arguments as the kernel takes them: ``args``, with weight_grads' layers packed into the struct
+        it takes by value (the transcriptions take ``args`` as they are)."""
+        if self.kernel != "weight_grads":
+            return self.args
+        return (pack_layers(self.args[0]), *self.args[1:])
 
-def _output_forward_act(output: str, loss: str) -> int:
-    """The output layer's forward epilogue: the identity where output_delta applies the output activation
-    itself, so A_L holds the logits Z_L there: softmax (it needs the whole row) and every fused
-    cross-entropy pair (its loss comes from Z_L, as in the plain path); the output activation elsewhere."""
-    if output == "softmax" or (output, loss) in FUSED:
-        return ACT_CODES["identity"]
-    return ACT_CODES[output]
+
+# gemm.cu's WeightGradLayer and WeightGradLayers, field for field, pointers as addresses (its static_asserts
+# hold the sizes: 64 bytes a layer, 8 + 64 MAX_LAYERS in all).
+LAYER_DTYPE = np.dtype([*((name, np.uint64) for name in ("A_prev", "delta", "W", "dW", "b", "db")),
+                        *((name, np.int32) for name in ("n_prev", "n_i", "first_block", "tiles_x"))], align=True)
+LAYERS_DTYPE = np.dtype([("layer", LAYER_DTYPE, (MAX_LAYERS,)), ("count", np.int32)], align=True)
+
+
+def _address(a: Array) -> int:
+    """Where ``a``'s first element lives: a CuPy array's device pointer (a NumPy array's host address)."""
+    pointer = getattr(a.data, "ptr", None)  # cupy's MemoryPointer; NumPy's buffer is a memoryview
+    return a.ctypes.data if pointer is None else pointer
+
+
+def pack_layers(layers: tuple[WeightGradLayer, ...]) -> np.ndarray:
+    """weight_grads' layers as the WeightGradLayers it takes by value: a one-element structured array, which
+    CuPy passes by its bytes (unused layers stay zero)."""
+    if not 1 <= len(layers) <= MAX_LAYERS:
+        raise ValueError(f"weight_grads takes 1 to {MAX_LAYERS} layers; got {len(layers)}")
+    table = np.zeros(1, dtype=LAYERS_DTYPE)
+    for i, layer in enumerate(layers):
+        table["layer"][0, i] = (*map(_address, layer[:6]), *layer[6:])
+    table["count"] = len(layers)
+    return table
 
 
 def _blocks(count: int, per_block: int) -> int:
@@ -117,10 +165,12 @@ class GraphTrainer:
     step) as a 0-d device array, without a host sync. Covers SGD (with or without weight decay), Momentum
     and Adam, every hidden activation, every (output, loss) pair and any depth; a subclass of an optimiser
     (which may change its rule) raises ValueError, and so does a run after the optimiser's hyperparameters
-    changed (the graph holds them).
+    changed (the graph holds them). ``merged_launches`` (None: MERGED_LAUNCHES) takes the step of fewer
+    launches, forward_output and weight_grads, with the same results bit for bit.
     """
 
-    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, batch_size: int) -> None:
+    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, batch_size: int, *,
+                 merged_launches: bool | None = None) -> None:
         from ..network import Network  # here, not at the top: network.py imports gpunet.cuda (its selection)
 
         if not isinstance(net, Network):
@@ -132,6 +182,9 @@ class GraphTrainer:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a gpunet Optimizer; got {type(optimizer).__name__}")
         rule = checked_rule(optimizer, "graph mode")
+        if merged_launches is not None and not isinstance(merged_launches, bool):
+            raise TypeError(f"merged_launches must be True, False or None; got {merged_launches!r}")
+        self.merged_launches = MERGED_LAUNCHES if merged_launches is None else merged_launches
         self.net, self.optimizer = net, optimizer
         self.hyperparameters = optimizer.hyperparameters()  # captured into the graph's launches
         self.batch_size = check_int("batch_size", batch_size, 1)
@@ -198,15 +251,24 @@ class GraphTrainer:
         hidden = ACT_CODES[net.activation]
         steps = [self._gather(lo, N)]
         A = [buf["X"]] + [buf[f"A{i}"] for i in range(1, L + 1)]
-        for i in range(1, L + 1):
-            act = hidden if i < L else _output_forward_act(net.output, net.loss_name)
-            steps.append(self._forward(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, act))
-        steps.append(self._output_delta(A[L], buf["T"], buf[f"delta{L}"], lo, N))
+        for i in range(1, L):
+            steps.append(self._forward(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, hidden))
+        act = _output_forward_act(net.output, net.loss_name)
+        (column_tiles, _), _, r = _tile_geometry(N, net.sizes[-1])  # the output layer's forward
+        if self.merged_launches and r == 1 and column_tiles == 1:
+            steps.append(self._forward_output(A[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], N, act, lo))
+        else:  # the output product wider than a tile (or register-tiled): a block no longer holds whole rows
+            steps.append(self._forward(A[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], N, act))
+            steps.append(self._output_delta(A[L], buf["T"], buf[f"delta{L}"], lo, N))
+        layers = []  # each layer's weight_grad arguments, from the top
         for i in range(L, 0, -1):  # W_i feeds delta_{i-1} before its own update
             if i > 1:
                 steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], A[i - 1], buf[f"delta{i - 1}"], N, hidden))
-            steps.append(self._weight_grad(A[i - 1], buf[f"delta{i}"], (P[f"W{i}"], G[f"W{i}"]),
-                                           (P[f"b{i}"], G[f"b{i}"]), N))
+            layers.append((A[i - 1], buf[f"delta{i}"], (P[f"W{i}"], G[f"W{i}"]), (P[f"b{i}"], G[f"b{i}"])))
+            if not self.merged_launches:
+                steps.append(self._weight_grad(*layers[-1], N))
+        if self.merged_launches:  # every backward has read its W_i: the updates are independent now
+            steps += self._weight_grads(layers, N)
         if self.flat_optimizer is not None:
             steps.append(self._flat_step())
         return steps
@@ -240,6 +302,18 @@ class GraphTrainer:
         params = {"out": OUTPUT_CODES[self.net.output], "loss_code": LOSS_CODES[self.net.loss_name]}
         return Launch("output_delta", self.net.dtype.name, params, grid, block, args)
 
+    def _forward_output(self, A_prev: Array, W: Array, b: Array, Y: Array, N: int, act: int, lo: int) -> Launch:
+        # forward's geometry, one column tile (n_out <= TILE): each block holds whole rows of Y, and thread x = 0
+        # of each of its TILE rows runs output_delta's per-row code once the block has written them.
+        n_in, n_out = W.shape
+        grid, block, r = _tile_geometry(N, n_out)
+        assert r == 1 and grid[0] == 1, (N, n_out)
+        fold_lr = np.int32(self.mode == SGD_FOLDED)
+        args = (A_prev, W, b, Y, np.int32(n_in), self.buffers["T"], self.buffers[f"delta{self.net.n_layers}"],
+                self.buffers["loss"][lo : lo + N], self.buffers["lr"], fold_lr, np.int32(N), np.int32(n_out))
+        params = {"act": act, "out": OUTPUT_CODES[self.net.output], "loss_code": LOSS_CODES[self.net.loss_name]}
+        return Launch("forward_output", self.net.dtype.name, params, grid, block, args)
+
     def _loss_total(self, start_row: int) -> Launch:
         # Once an epoch, after its last step: one block sums the epoch's rows (from start_row) in a fixed
         # order with no atomics, so the total does not depend on scheduling.
@@ -258,10 +332,40 @@ class GraphTrainer:
         (W, dW), (b, db) = weight, bias
         n_prev, n_i = W.shape
         grid, block, r = _tile_geometry(n_prev + 1, n_i)  # [dW; db]: (n_prev + 1, n_i), the bias's row last
-        decay = self.net.dtype.type(self.optimizer.weight_decay if self.mode == SGD_DECAY else 0.0)
-        args = (A_prev, delta, W, dW, b, db, self.buffers["lr"], decay, np.int32(N), np.int32(n_prev),
+        args = (A_prev, delta, W, dW, b, db, self.buffers["lr"], self._weight_decay(), np.int32(N), np.int32(n_prev),
                 np.int32(n_i))
         return Launch("weight_grad", self.net.dtype.name, {"mode": self.mode, "r": r}, grid, block, args)
+
+    def _weight_grads(self, layers: list[tuple[Array, Array, tuple[Array, Array], tuple[Array, Array]]],
+                      N: int) -> list[Launch]:
+        """Every layer's weight_grad (``layers``: each one's arguments, from the top) in as few launches as
+        hold them: one for the layers at R = 1, one for those at R = RTILE (a kernel with both forms would
+        hold both's registers and shared memory in every block), MAX_LAYERS at most each. Each layer's tiles
+        are weight_grad's grid, laid end to end in one 1-D grid; a launch of one layer is weight_grad itself."""
+        by_r: dict[int, list[tuple[Any, tuple[int, int]]]] = {}  # R -> each layer's arguments and tiles
+        for layer in layers:
+            W = layer[2][0]
+            tiles, _, r = _tile_geometry(W.shape[0] + 1, W.shape[1])  # weight_grad's geometry for the layer
+            by_r.setdefault(r, []).append((layer, tiles))
+        launches = []
+        for r, part in by_r.items():
+            for lo in range(0, len(part), MAX_LAYERS):
+                chunk = part[lo : lo + MAX_LAYERS]
+                if len(chunk) == 1:
+                    launches.append(self._weight_grad(*chunk[0][0], N))
+                    continue
+                table, blocks = [], 0
+                for (A_prev, delta, (W, dW), (b, db)), (tiles_x, tiles_y) in chunk:
+                    table.append(WeightGradLayer(A_prev, delta, W, dW, b, db, *W.shape, blocks, tiles_x))
+                    blocks += tiles_x * tiles_y
+                args = (tuple(table), self.buffers["lr"], self._weight_decay(), np.int32(N))
+                launches.append(Launch("weight_grads", self.net.dtype.name, {"mode": self.mode, "r": r}, (blocks,),
+                                       (TILE, TILE), args))
+        return launches
+
+    def _weight_decay(self) -> Any:
+        """The SGD_DECAY update's weight decay, in the network's dtype (0 in the other modes, which ignore it)."""
+        return self.net.dtype.type(self.optimizer.weight_decay if self.mode == SGD_DECAY else 0.0)
 
     def _flat_step(self) -> Launch:
         # One thread per element of the flat buffers (fused.py's elementwise geometry): lr, the step count
@@ -334,7 +438,7 @@ class GraphTrainer:
         self._stream.begin_capture()
         try:
             for launch in launches:
-                self._functions[launch.expression](launch.grid, launch.block, launch.args)
+                self._functions[launch.expression](launch.grid, launch.block, launch.kernel_args())
         finally:
             graph = self._stream.end_capture()
         return graph
