@@ -17,8 +17,7 @@ too (forward_output and weight_grads: 5 launches for 784-100-10 instead of 7),
 recorded as the case's ``merged``, with the same fields: where its
 ``replayed_us`` is below the case's, graph.MERGED_LAUNCHES may become True.
 Without a usable GPU it says why in one line and exits with status 1.
-scripts/gpu_check.py runs it (without --merged-launches: its stage's time limit
-holds the separate steps only).
+scripts/gpu_check.py runs it with --merged-launches.
 """
 
 from __future__ import annotations

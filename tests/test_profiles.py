@@ -82,8 +82,11 @@ def test_graph_profile_records_the_merged_step_beside_the_separate_one():
     assert len(lines) == 1 + 7 + 1 + 5
     assert lines[8] == ("784-100-10 at batch 64 (merged launches): launches 50.0 us, replayed step 30.0 us, "
                         "epoch 0.0281 s")
+    assert gpu_check.graph_summary([separate]) == ("784-100-10 at batch 64: launches 77 us, replayed step 33 us; "
+                                                   "epoch 0.0312 s")
     assert gpu_check.graph_summary([case]) == ("784-100-10 at batch 64: launches 77 us, replayed step 33 us; "
-                                               "epoch 0.0312 s")
+                                               "epoch 0.0312 s; merged launches: 5 launches, replayed step 30 us, "
+                                               "epoch 0.0281 s")
 
 
 def test_graph_vs_fused_records_the_speedup_and_the_check_sums_it_up_by_network():
