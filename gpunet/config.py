@@ -108,9 +108,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backend", f"one of {', '.join(BACKEND_NAMES)}", lambda v: v in BACKEND_NAMES,
             "array backend (default: $GPUNET_BACKEND, else auto: CuPy when a GPU is usable)",
             BACKEND_NAMES, optional=True),
-    _choice("kernels", KERNELS, "training path on CuPy, gpunet/cuda/select.py (default: auto: fused for batches "
-            "and the per-sample kernel for per-sample SGD, both verified on an H100; graph, whole epochs, only when "
-            "asked for)"),
+    _choice("kernels", KERNELS, "training path on CuPy, gpunet/cuda/select.py; auto takes graph mode (whole "
+            "epochs) for batches up to select.GRAPH_MAX_PRODUCT and for per-sample SGD, else fused, each verified "
+            "on a device"),
     _choice("dataset", DATASETS, "digits: scikit-learn's 8x8 digits (no download); mnist: the four IDX files of "
             "--data-dir, else downloaded to $GPUNET_DATA or ~/.cache/gpunet; csv: --train-csv and --test-csv"),
     Setting("data_dir", "a folder name", _text, "folder holding the four standard MNIST IDX files",
