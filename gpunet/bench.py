@@ -16,6 +16,7 @@ or not met.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -26,7 +27,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -94,8 +95,10 @@ def _targets(labels: np.ndarray, n_out: int, dtype: Any) -> np.ndarray:
     return T
 
 
-def _gpunet(backend_name: str, kernels: str | None = None) -> Callable[[Case, np.ndarray, np.ndarray, dict], Run]:
-    """gpunet.train for one epoch; on CuPy with ``kernels`` forced when given."""
+def _gpunet(backend_name: str, kernels: str | None = None,
+            merged_launches: bool | None = None) -> Callable[[Case, np.ndarray, np.ndarray, dict], Run]:
+    """gpunet.train for one epoch; on CuPy with ``kernels`` forced when given, and graph mode's
+    ``merged_launches`` (gpunet.cuda.graph.MERGED_LAUNCHES while it runs) when not None."""
     def make(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
         net = Network(list(case.sizes), "sigmoid", "sigmoid", "squared", backend=backend_name, dtype=case.dtype)
         net.set_params(params)
@@ -106,12 +109,28 @@ def _gpunet(backend_name: str, kernels: str | None = None) -> Callable[[Case, np
         def run() -> float | None:
             # On the GPU, two epochs and the second's own synchronised time: the first may compile
             # or capture, and train()'s per-call data checks and upload fall outside the epoch.
-            history = train(net, Xd, yd, epochs=2 if on_gpu else 1, batch_size=case.batch, lr=LR,
-                            optimizer=SGD(), **options)
+            with _merged_launches(merged_launches):
+                history = train(net, Xd, yd, epochs=2 if on_gpu else 1, batch_size=case.batch, lr=LR,
+                                optimizer=SGD(), **options)
             return history[-1]["seconds"] if on_gpu else None
         run.params = net.get_params  # type: ignore[attr-defined]
         return run
     return make
+
+
+@contextlib.contextmanager
+def _merged_launches(merged: bool | None) -> Iterator[None]:
+    """graph.MERGED_LAUNCHES set to ``merged`` inside (None: left as it is), restored after."""
+    if merged is None:
+        yield
+        return
+    from .cuda import graph  # gpunet.cuda.graph imports no CuPy: the kernels reach it through the Backend
+
+    saved, graph.MERGED_LAUNCHES = graph.MERGED_LAUNCHES, merged
+    try:
+        yield
+    finally:
+        graph.MERGED_LAUNCHES = saved
 
 
 def _textbook(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
@@ -335,6 +354,8 @@ CONTENDERS: dict[str, tuple[Callable[..., Run], Callable[[], str | None]]] = {
 GPU_CONTENDERS: dict[str, tuple[Callable[..., Run], Callable[[], str | None]]] = {
     "gpunet-cupy-fused": (_gpunet("cupy", "fused"), lambda: cupy_unavailable_reason()),
     "gpunet-cupy-graph": (_gpunet("cupy", "graph"), lambda: cupy_unavailable_reason()),
+    # graph mode's step of merged launches (graph.MERGED_LAUNCHES), opt-in until a device run times it
+    "gpunet-cupy-graph-merged": (_gpunet("cupy", "graph", merged_launches=True), lambda: cupy_unavailable_reason()),
     "gpunet-cupy-kernel": (_gpunet("cupy", "fused"), lambda: cupy_unavailable_reason()),
     "torch-compile": (_torch_compile, lambda: _missing("torch") or _no_torch_cuda()),
     "jax-jit": (_jax(False), lambda: _missing("jax") or _no_jax_gpu()),
@@ -610,7 +631,8 @@ EPOCH_ROWS = 60_000  # one MNIST epoch
 # filled gpu_check's 185 s benchmark stage on their own; 1,000 leave the batch cases time.
 SLOW_ROWS = 1000
 GPU_SETTLE_S = 0.05  # the GPU machine has 16 cores: idle BLAS threads do not take the GPU contenders' core
-BATCH_CONTENDERS = ("gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "torch-cuda", "torch-cuda-graph",
+BATCH_CONTENDERS = ("gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "gpunet-cupy-graph-merged",
+                    "torch-cuda", "torch-cuda-graph",
                     "torch-compile", "jax-jit", "jax-scan", "gpunet-numpy")
 PER_SAMPLE_CONTENDERS = ("gpunet-cupy-graph", "gpunet-cupy-kernel", "gpunet-cupy", "torch-cuda", "gpunet-numpy")
 QUICK_SKIPS = {"torch-compile": "not run with --quick: compiling takes tens of seconds"}
@@ -778,15 +800,15 @@ def format_gpu_results(results: dict[str, Any]) -> str:
              f"{results['fraction']:g} of an epoch per run, median of {results['repeats']}"]
     for entry in results["cases"]:
         lines += ["", f"{entry['case']} ({entry['dtype']})",
-                  f"  {'contender':<20} {'rows':>6} {'epoch s':>9} {'samples/s':>12} {'GFLOP/s':>9} "
+                  f"  {'contender':<24} {'rows':>6} {'epoch s':>9} {'samples/s':>12} {'GFLOP/s':>9} "
                   f"{'gpunet-numpy is':>16}"]
         for name, r in entry["contenders"].items():
             if "skipped" in r:
-                lines.append(f"  {name:<20} skipped: {r['skipped']}")
+                lines.append(f"  {name:<24} skipped: {r['skipped']}")
                 continue
             ratio = r.get("gpunet_numpy_speedup")
             ratio_text = f"{ratio:.3f}x" if ratio is not None and name != "gpunet-numpy" else "-"
-            lines.append(f"  {name:<20} {r['rows']:>6} {r['epoch_seconds']:>9.3f} {r['samples_per_s']:>12,.0f} "
+            lines.append(f"  {name:<24} {r['rows']:>6} {r['epoch_seconds']:>9.3f} {r['samples_per_s']:>12,.0f} "
                          f"{r['gflops']:>9.1f} {ratio_text:>16}")
     lines += ["", "targets (issues 12 and 13):"]
     for t in results["targets"]:

@@ -78,7 +78,8 @@ def test_gpu_benchmark_json_shape(tmp_path):
         contenders = case["contenders"]
         expected = (["gpunet-cupy-graph", "gpunet-cupy-kernel", "gpunet-cupy", "torch-cuda", "gpunet-numpy"]
                     if case["batch"] == 1 else
-                    ["gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "torch-cuda", "torch-cuda-graph",
+                    ["gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "gpunet-cupy-graph-merged",
+                     "torch-cuda", "torch-cuda-graph",
                      "torch-compile", "jax-jit", "jax-scan", "gpunet-numpy"])
         if case["batch"] > 64:  # torch.compile compiles anew in each case: batch 64 only
             expected.remove("torch-compile")
@@ -88,7 +89,7 @@ def test_gpu_benchmark_json_shape(tmp_path):
         assert case["rows"] == 300 and contenders["gpunet-numpy"]["rows"] == (10 if case["batch"] == 1 else 75)
         for name, r in contenders.items():
             if "skipped" in r:
-                assert r["skipped"] and name != "gpunet-numpy" and f"{name:<20} skipped: {r['skipped']}" in out.stdout
+                assert r["skipped"] and name != "gpunet-numpy" and f"{name:<24} skipped: {r['skipped']}" in out.stdout
                 continue
             assert len(r["seconds"]) == 2 and min(r["seconds"]) <= r["seconds_median"] <= max(r["seconds"])
             assert r["samples_per_s"] == pytest.approx(r["rows"] / r["seconds_median"])
@@ -230,3 +231,18 @@ def test_mnist_fast_rejects_bad_arguments(tmp_path):
         assert out.returncode == status and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
         assert out.stderr.startswith("mnist_fast.py: error: ")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_merged_launches_hold_only_while_a_contender_trains():
+    from gpunet import bench
+    from gpunet.cuda import graph
+
+    saved = graph.MERGED_LAUNCHES
+    with bench._merged_launches(not saved):
+        assert graph.MERGED_LAUNCHES is (not saved)
+    assert graph.MERGED_LAUNCHES is saved
+    with pytest.raises(RuntimeError, match="stopped"), bench._merged_launches(not saved):
+        raise RuntimeError("stopped")
+    assert graph.MERGED_LAUNCHES is saved
+    with bench._merged_launches(None):
+        assert graph.MERGED_LAUNCHES is saved
