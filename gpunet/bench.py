@@ -354,8 +354,9 @@ CONTENDERS: dict[str, tuple[Callable[..., Run], Callable[[], str | None]]] = {
 GPU_CONTENDERS: dict[str, tuple[Callable[..., Run], Callable[[], str | None]]] = {
     "gpunet-cupy-fused": (_gpunet("cupy", "fused"), lambda: cupy_unavailable_reason()),
     "gpunet-cupy-graph": (_gpunet("cupy", "graph"), lambda: cupy_unavailable_reason()),
-    # graph mode's step of merged launches (graph.MERGED_LAUNCHES), opt-in until a device run times it
-    "gpunet-cupy-graph-merged": (_gpunet("cupy", "graph", merged_launches=True), lambda: cupy_unavailable_reason()),
+    # graph mode's step of separate launches (graph.MERGED_LAUNCHES False), the default before the H200 run 5
+    "gpunet-cupy-graph-separate": (_gpunet("cupy", "graph", merged_launches=False),
+                                   lambda: cupy_unavailable_reason()),
     "gpunet-cupy-kernel": (_gpunet("cupy", "fused"), lambda: cupy_unavailable_reason()),
     "torch-compile": (_torch_compile, lambda: _missing("torch") or _no_torch_cuda()),
     "jax-jit": (_jax(False), lambda: _missing("jax") or _no_jax_gpu()),
@@ -631,7 +632,7 @@ EPOCH_ROWS = 60_000  # one MNIST epoch
 # filled gpu_check's 185 s benchmark stage on their own; 1,000 leave the batch cases time.
 SLOW_ROWS = 1000
 GPU_SETTLE_S = 0.05  # the GPU machine has 16 cores: idle BLAS threads do not take the GPU contenders' core
-BATCH_CONTENDERS = ("gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "gpunet-cupy-graph-merged",
+BATCH_CONTENDERS = ("gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "gpunet-cupy-graph-separate",
                     "torch-cuda", "torch-cuda-graph",
                     "torch-compile", "jax-jit", "jax-scan", "gpunet-numpy")
 PER_SAMPLE_CONTENDERS = ("gpunet-cupy-graph", "gpunet-cupy-kernel", "gpunet-cupy", "torch-cuda", "gpunet-numpy")

@@ -78,7 +78,7 @@ def test_gpu_benchmark_json_shape(tmp_path):
         contenders = case["contenders"]
         expected = (["gpunet-cupy-graph", "gpunet-cupy-kernel", "gpunet-cupy", "torch-cuda", "gpunet-numpy"]
                     if case["batch"] == 1 else
-                    ["gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "gpunet-cupy-graph-merged",
+                    ["gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "gpunet-cupy-graph-separate",
                      "torch-cuda", "torch-cuda-graph",
                      "torch-compile", "jax-jit", "jax-scan", "gpunet-numpy"])
         if case["batch"] > 64:  # torch.compile compiles anew in each case: batch 64 only

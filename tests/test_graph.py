@@ -65,7 +65,7 @@ def params_diff(a: Network, b: Network) -> float:
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
 def test_tile_product_is_the_matrix_product(trans_a: bool, trans_b: bool) -> None:
     rng = np.random.default_rng(0)
-    M, Nc, K = 19, 23, 150  # none a multiple of TILE, K spans three slices of KTILE
+    M, Nc, K = 19, 23, 600  # none a multiple of TILE; K spans three slices of KTILE, five of KTILE_DOUBLE
     A, B = rng.normal(size=(M, K)), rng.normal(size=(K, Nc))
     stored_A = np.ascontiguousarray(A.T) if trans_a else A
     stored_B = np.ascontiguousarray(B.T) if trans_b else B
@@ -284,7 +284,7 @@ def test_an_interrupted_epoch_resumes_at_its_row(merged: bool) -> None:
 
 def test_buffers_batches_and_launches() -> None:
     X, y = data(11)
-    g = trainer(make_net("tanh", "softmax", "cross-entropy", "float32"), X, y, 4)
+    g = trainer(make_net("tanh", "softmax", "cross-entropy", "float32"), X, y, 4, merged=False)  # separate launches
     shapes = {k: v.shape for k, v in g.buffers.items()}
     assert shapes == {
         "order": (11,), "lr": (1,), "X": (4, 5), "T": (4, 4), "A1": (4, 7), "delta1": (4, 7), "A2": (4, 6),
@@ -310,7 +310,7 @@ def test_buffers_batches_and_launches() -> None:
     assert last[4].expression == "output_delta<float, 5, 2>"
     for output, loss, act in [("sigmoid", "cross-entropy", 4), ("sigmoid", "squared", 0), ("relu", "absolute", 2)]:
         # sigmoid with cross-entropy keeps the logits too (its loss needs them); otherwise f is fused
-        launches = trainer(make_net("tanh", output, loss, "float32"), X, y, 4).launches()
+        launches = trainer(make_net("tanh", output, loss, "float32"), X, y, 4, merged=False).launches()
         assert launches[3].expression == f"forward<float, {act}, 1>"
     assert last[1].grid == (1, 1) and last[1].block == (16, 16)
     assert last[6].grid == (1, 1)  # W2 (7, 6) and its bias row: 8 rows, one tile
@@ -324,7 +324,7 @@ def test_large_products_run_register_tiled() -> None:
     net = Network([784, 1024, 10], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float32")
     X = rng.random((1024, 784), dtype=np.float32)
     T = net.targets_from_labels(rng.integers(0, 10, 1024)).astype(np.float32)
-    step = GraphTrainer(net, SGD(), X, T, 1024)._step(0, 1024)
+    step = GraphTrainer(net, SGD(), X, T, 1024, merged_launches=False)._step(0, 1024)
     products = [(launch.kernel, launch.params["r"], launch.grid) for launch in step if "r" in launch.params]
     assert products == [("forward", 4, (16, 16)), ("forward", 1, (1, 64)), ("backward", 4, (16, 16)),
                         ("weight_grad", 1, (1, 65)), ("weight_grad", 4, (16, 13))]
@@ -480,7 +480,7 @@ def test_momentum_and_adam_epochs_equal_the_plain_path(name: str, dtype: str, me
 def test_momentum_and_adam_write_gradients_and_step_in_one_launch(name: str, rule: int) -> None:
     X, y = data(11)
     net = make_net("tanh", "softmax", "cross-entropy", "float32")
-    g = trainer(net, X, y, 4, GRAPH_OPTIMIZERS[name]())
+    g = trainer(net, X, y, 4, GRAPH_OPTIMIZERS[name](), merged=False)  # the separate launches
     assert g.mode == gemm.GRAD_WRITE
     assert all(net.params[k] is g.flat.param_views[k] for k in net.params)
     launches = g.launches()
@@ -655,11 +655,11 @@ def test_forward_output_is_forward_and_output_delta_in_one_launch() -> None:
 def test_merged_launches_follow_the_module_constant_unless_given(monkeypatch) -> None:
     X, y = data(5)
     net = make_net("relu", "softmax", "cross-entropy", "float32")
-    assert graph_module.MERGED_LAUNCHES is False  # until a device run shows the merged step faster
-    assert trainer(net, X, y, 2).merged_launches is False
-    monkeypatch.setattr(graph_module, "MERGED_LAUNCHES", True)
+    assert graph_module.MERGED_LAUNCHES is True  # since the H200 run 5 timed the merged step faster
     assert trainer(net, X, y, 2).merged_launches is True
-    assert trainer(net, X, y, 2, merged=False).merged_launches is False
+    monkeypatch.setattr(graph_module, "MERGED_LAUNCHES", False)
+    assert trainer(net, X, y, 2).merged_launches is False
+    assert trainer(net, X, y, 2, merged=True).merged_launches is True
     with pytest.raises(TypeError, match="merged_launches must be True, False or None; got 'yes'"):
         trainer(net, X, y, 2, merged="yes")
 
@@ -797,12 +797,13 @@ def test_gpu_graph_momentum_and_adam_equal_the_plain_path(activation: str, outpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ["sgd", "momentum-wd", "adam-wd"])
-@pytest.mark.parametrize("sizes,batch", [(GPU_SIZES, 16), ([150, 70, 5], 100)])
+@pytest.mark.parametrize("sizes,batch", [(GPU_SIZES, 16), ([300, 70, 5], 100)])
 @pytest.mark.parametrize("tiling", ["one a thread", "register-tiled"])
 def test_gpu_graph_equals_the_transcription(dtype: str, sizes: list[int], batch: int, name: str, tiling: str,
                                             monkeypatch) -> None:
     """203 rows: batches of 16 (12 full and a partial 11), or of 100 (2 and a partial 3). The second shape
-    has products over 150, 100 and 70 terms: several of the kernels' k-slices (KTILE), the last ragged.
+    has products over 300, 100 and 70 terms: the first two of the kernels' k-slices (KTILE for float32,
+    KTILE_DOUBLE for float64), the second ragged.
     Momentum and Adam add the flat buffers, lr, the step count and flat_step's block counter to what the
     graph holds across replays. Register-tiled: every product at RTILE x RTILE elements a thread (no size is
     a multiple of the 64 x 64 block tile, nor k of its 32-wide slices)."""

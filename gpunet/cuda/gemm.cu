@@ -40,7 +40,8 @@
 #include "activations.cuh"
 
 #define TILE 16             // a TILE x TILE block computes a TILE x TILE tile of the product (R = 1)
-#define KTILE 64            // the slice of k a block stages per pass: KTILE / TILE loads a thread in flight
+#define KTILE 256           // the slice of k a float block stages per pass: KTILE / TILE loads a thread in flight
+#define KTILE_DOUBLE 128    // a double block's (either way both operands' slices take 33 KB of shared memory)
 #define RTILE 4             // R = RTILE: each thread computes RTILE x RTILE elements, a block a 64 x 64 tile
 #define KTILE_R 32          // the slice of k such a block stages per pass (64 x 32 of each operand)
 #define LOSS_THREADS 256    // loss_total's one block; a power of two for its tree
@@ -60,42 +61,64 @@ __device__ __forceinline__ T quiet_nan() {
 
 // C[row, col] = sum_k A[row, k] B[k, col] for this thread's element of the block's tile of C (M, Nc).
 // A is (M, K), stored as (K, M) when TRANS_A; B is (K, Nc), stored as (Nc, K) when TRANS_B. The block
-// stages KTILE-wide slices of k in shared memory, each thread loading KTILE / TILE elements of each
-// operand at once (independent loads, in flight together: one pass costs about one load's latency,
-// and a pass of KTILE k's leaves a fourth of the passes a TILE-wide one needs). Loads run along the
-// stored rows, so neighbouring threads read neighbouring addresses. Each thread then adds its products
-// in order k = 0, 1, ..., K - 1, as with any slice width.
+// stages KT-wide slices of k in shared memory (KTILE for float, KTILE_DOUBLE for double), each thread
+// loading KT / TILE elements of each operand into registers at once (independent loads, in flight
+// together), the next slice's while the products of this one run. A product over few rows is load
+// latency, pass after pass: on the H200 (run 5) the 784-100-10 step's first product at batch 64, 28
+// blocks of 13 passes at 64 k's, each pass's loads awaited before its products, took 9 us more than a
+// product of one pass; 256 k's a pass leave 4, each pass's loads hidden behind the last one's 256
+// products. Loads run along the stored rows, so neighbouring threads read neighbouring addresses. Each
+// thread adds its products in order k = 0, 1, ..., K - 1, as with any slice width.
 // Every thread of the block must call this (it synchronises); out-of-range ones get a value to ignore.
 // ONES_ROW (with TRANS_A): A has a row M of ones after its M stored rows, so the block row holding row M
 // computes sum_k B[k, col] in order k = 0, 1, ...: 1 * B[k, col] + acc rounds as B[k, col] + acc does.
 template <typename T, bool TRANS_A, bool TRANS_B, bool ONES_ROW = false>
 __device__ __forceinline__ T tile_product(int bx, int by, const T* A, const T* B, int M, int Nc, int K) {
-    __shared__ T As[TILE][KTILE + 1];  // As[i][kk] = A[r0 + i, k0 + kk]; + 1: transposed stores spread over banks
-    __shared__ T Bs[KTILE][TILE + 1];  // Bs[kk][j] = B[k0 + kk, c0 + j]
+    constexpr int KT = sizeof(T) == 4 ? KTILE : KTILE_DOUBLE;
+    __shared__ T As[TILE][KT + 1];  // As[i][kk] = A[r0 + i, k0 + kk]; + 1: transposed stores spread over banks
+    __shared__ T Bs[KT][TILE + 1];  // Bs[kk][j] = B[k0 + kk, c0 + j]
+    constexpr int LOADS = KT / TILE;  // elements of each operand a thread stages per pass
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int r0 = by * TILE, c0 = bx * TILE;
-    T acc = T(0);
-    for (int k0 = 0; k0 < K; k0 += KTILE) {
+    T a[LOADS], b[LOADS];  // the slice from k0 on, loaded into registers: every load issued before any is used
+    auto load = [&](int k0) {
 #pragma unroll
-        for (int q = 0; q < KTILE / TILE; ++q) {
+        for (int q = 0; q < LOADS; ++q) {
             if constexpr (TRANS_A) {
                 const int r = r0 + tx, k = k0 + ty + q * TILE;
-                As[tx][ty + q * TILE] = (r < M && k < K) ? A[(size_t)k * M + r]
-                                        : (ONES_ROW && r == M && k < K) ? T(1) : T(0);
+                a[q] = (r < M && k < K) ? A[(size_t)k * M + r] : (ONES_ROW && r == M && k < K) ? T(1) : T(0);
             } else {
                 const int r = r0 + ty, k = k0 + tx + q * TILE;
-                As[ty][tx + q * TILE] = (r < M && k < K) ? A[(size_t)r * K + k] : T(0);
+                a[q] = (r < M && k < K) ? A[(size_t)r * K + k] : T(0);
             }
             if constexpr (TRANS_B) {
                 const int c = c0 + ty, k = k0 + tx + q * TILE;
-                Bs[tx + q * TILE][ty] = (c < Nc && k < K) ? B[(size_t)c * K + k] : T(0);
+                b[q] = (c < Nc && k < K) ? B[(size_t)c * K + k] : T(0);
             } else {
                 const int c = c0 + tx, k = k0 + ty + q * TILE;
-                Bs[ty + q * TILE][tx] = (c < Nc && k < K) ? B[(size_t)k * Nc + c] : T(0);
+                b[q] = (c < Nc && k < K) ? B[(size_t)k * Nc + c] : T(0);
+            }
+        }
+    };
+    T acc = T(0);
+    load(0);
+    for (int k0 = 0; k0 < K; k0 += KT) {
+#pragma unroll
+        for (int q = 0; q < LOADS; ++q) {
+            if constexpr (TRANS_A) {
+                As[tx][ty + q * TILE] = a[q];
+            } else {
+                As[ty][tx + q * TILE] = a[q];
+            }
+            if constexpr (TRANS_B) {
+                Bs[tx + q * TILE][ty] = b[q];
+            } else {
+                Bs[ty + q * TILE][tx] = b[q];
             }
         }
         __syncthreads();
-        const int kmax = K - k0 < KTILE ? K - k0 : KTILE;
+        if (k0 + KT < K) load(k0 + KT);  // the next slice's loads, in flight while this one's products run
+        const int kmax = K - k0 < KT ? K - k0 : KT;
         for (int kk = 0; kk < kmax; ++kk) {
             acc += As[ty][kk] * Bs[kk][tx];
         }

@@ -22,7 +22,8 @@ from . import ACT_CODES, LOSS_CODES, OUTPUT_CODES
 
 Array = Any
 TILE = 16  # gemm.cu's defines
-KTILE = 64
+KTILE = 256  # float's slice of k; double's is KTILE_DOUBLE
+KTILE_DOUBLE = 128
 RTILE = 4  # the register-tiled products' RTILE x RTILE elements a thread (template parameter R)
 KTILE_R = 32
 LOSS_THREADS = 256
@@ -67,16 +68,18 @@ def tile_product(A: Array, B: Array, M: int, Nc: int, K: int, trans_a: bool, tra
                  ones_row: bool = False) -> Array:
     """tile_product for every element at once: C (M, Nc) = A (M, K) @ B (K, Nc), A stored (K, M) when
     trans_a, B stored (Nc, K) when trans_b. Each element adds its products in order k = 0, 1, ..., K - 1,
-    slice by slice of KTILE; staging through shared memory moves values, not arithmetic. ``ones_row``
-    (with trans_a): A gets a row M of ones, and C a row M, the column sums of B (M + 1 rows in all)."""
+    slice by slice of KTILE (KTILE_DOUBLE for float64); staging through shared memory moves values, not
+    arithmetic. ``ones_row`` (with trans_a): A gets a row M of ones, and C a row M, the column sums of B
+    (M + 1 rows in all)."""
     A = _rows(A, K, M).T if trans_a else _rows(A, M, K)
     if ones_row:
         A = np.concatenate([A, np.ones((1, K), dtype=A.dtype)])
         M += 1
     B = _rows(B, Nc, K).T if trans_b else _rows(B, K, Nc)
     acc = np.zeros((M, Nc), dtype=A.dtype)
-    for k0 in range(0, K, KTILE):
-        for k in range(k0, min(k0 + KTILE, K)):
+    width = KTILE if acc.dtype == np.float32 else KTILE_DOUBLE
+    for k0 in range(0, K, width):
+        for k in range(k0, min(k0 + width, K)):
             acc += A[:, k, None] * B[None, k, :]
     return acc
 
