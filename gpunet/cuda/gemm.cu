@@ -50,6 +50,18 @@
 #define SGD_FOLDED 1
 #define SGD_DECAY 2
 
+// 16 bytes of T, for one shared-memory read of 4 floats or 2 doubles.
+template <typename T>
+struct Vec16;
+template <>
+struct Vec16<float> {
+    using type = float4;
+};
+template <>
+struct Vec16<double> {
+    using type = double2;
+};
+
 template <typename T>
 __device__ __forceinline__ T quiet_nan() {
     if constexpr (sizeof(T) == 4) {
@@ -63,20 +75,25 @@ __device__ __forceinline__ T quiet_nan() {
 // A is (M, K), stored as (K, M) when TRANS_A; B is (K, Nc), stored as (Nc, K) when TRANS_B. The block
 // stages KT-wide slices of k in shared memory (KTILE for float, KTILE_DOUBLE for double), each thread
 // loading KT / TILE elements of each operand into registers at once (independent loads, in flight
-// together), the next slice's while the products of this one run. A product over few rows is load
-// latency, pass after pass: on the H200 (run 5) the 784-100-10 step's first product at batch 64, 28
-// blocks of 13 passes at 64 k's, each pass's loads awaited before its products, took 9 us more than a
-// product of one pass; 256 k's a pass leave 4, each pass's loads hidden behind the last one's 256
-// products. Loads run along the stored rows, so neighbouring threads read neighbouring addresses. Each
-// thread adds its products in order k = 0, 1, ..., K - 1, as with any slice width.
+// together), the next slice's while the products of this one run. Loads run along the stored rows, so
+// neighbouring threads read neighbouring addresses. Both slices sit k-contiguous in shared memory, so a
+// thread reads V = 16 / sizeof(T) of its row's and its column's k's at once: a product over few rows has
+// one block an SM, and its speed is that SM's shared-memory reads. Each thread adds its products in order
+// k = 0, 1, ..., K - 1, as with any slice width or read width. On the H200 the 784-100-10 step's first
+// product at batch 64 (28 blocks, K = 784) took 14.9 us a launch with 64-wide slices read one element at a
+// time (run 5), 12.7 us with 256-wide ones and the next slice's loads in flight (run 6), against 6 us for a
+// product of one short slice.
 // Every thread of the block must call this (it synchronises); out-of-range ones get a value to ignore.
 // ONES_ROW (with TRANS_A): A has a row M of ones after its M stored rows, so the block row holding row M
 // computes sum_k B[k, col] in order k = 0, 1, ...: 1 * B[k, col] + acc rounds as B[k, col] + acc does.
 template <typename T, bool TRANS_A, bool TRANS_B, bool ONES_ROW = false>
 __device__ __forceinline__ T tile_product(int bx, int by, const T* A, const T* B, int M, int Nc, int K) {
     constexpr int KT = sizeof(T) == 4 ? KTILE : KTILE_DOUBLE;
-    __shared__ T As[TILE][KT + 1];  // As[i][kk] = A[r0 + i, k0 + kk]; + 1: transposed stores spread over banks
-    __shared__ T Bs[KT][TILE + 1];  // Bs[kk][j] = B[k0 + kk, c0 + j]
+    constexpr int V = 16 / sizeof(T);  // elements in 16 bytes: one shared-memory read of Vec
+    using Vec = typename Vec16<T>::type;
+    // Both slices k-contiguous, each row 16-byte aligned; the V-element pad puts row i + 1 four banks on
+    __shared__ __align__(16) T As[TILE][KT + V];  // As[i][kk] = A[r0 + i, k0 + kk]
+    __shared__ __align__(16) T Bs[TILE][KT + V];  // Bs[j][kk] = B[k0 + kk, c0 + j]
     constexpr int LOADS = KT / TILE;  // elements of each operand a thread stages per pass
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int r0 = by * TILE, c0 = bx * TILE;
@@ -111,16 +128,32 @@ __device__ __forceinline__ T tile_product(int bx, int by, const T* A, const T* B
                 As[ty][tx + q * TILE] = a[q];
             }
             if constexpr (TRANS_B) {
-                Bs[tx + q * TILE][ty] = b[q];
+                Bs[ty][tx + q * TILE] = b[q];
             } else {
-                Bs[ty + q * TILE][tx] = b[q];
+                Bs[tx][ty + q * TILE] = b[q];
             }
         }
         __syncthreads();
         if (k0 + KT < K) load(k0 + KT);  // the next slice's loads, in flight while this one's products run
         const int kmax = K - k0 < KT ? K - k0 : KT;
-        for (int kk = 0; kk < kmax; ++kk) {
-            acc += As[ty][kk] * Bs[kk][tx];
+        const T* as = As[ty];
+        const T* bs = Bs[tx];
+        int kk = 0;
+        for (; kk + V <= kmax; kk += V) {  // V products from two 16-byte reads, added in order
+            const Vec av = *reinterpret_cast<const Vec*>(as + kk);
+            const Vec bv = *reinterpret_cast<const Vec*>(bs + kk);
+            if constexpr (V == 4) {
+                acc += av.x * bv.x;
+                acc += av.y * bv.y;
+                acc += av.z * bv.z;
+                acc += av.w * bv.w;
+            } else {
+                acc += av.x * bv.x;
+                acc += av.y * bv.y;
+            }
+        }
+        for (; kk < kmax; ++kk) {
+            acc += as[kk] * bs[kk];
         }
         __syncthreads();
     }
