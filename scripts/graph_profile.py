@@ -14,8 +14,9 @@ beyond their kernels. ``epoch_s`` is ``replayed`` for a 60,000-row epoch. Issue
 which took 0.0254 s on an H100. These are the separate launches (GraphTrainer's
 merged_launches=False). ``--merged-launches`` profiles each case's merged step
 too (forward_output and weight_grads: 5 launches for 784-100-10 instead of 7),
-recorded as the case's ``merged``, with the same fields: where its
-``replayed_us`` is below the case's, graph.MERGED_LAUNCHES may become True.
+recorded as the case's ``merged``, with the same fields: the H200 run 5 had
+it below the case's ``replayed_us`` everywhere, so graph.MERGED_LAUNCHES is
+True (the default) since.
 Without a usable GPU it says why in one line and exits with status 1.
 scripts/gpu_check.py runs it with --merged-launches.
 """
