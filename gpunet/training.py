@@ -129,10 +129,12 @@ def train(
     except backend.out_of_memory_errors as exc:
         raise _out_of_memory(net, chunk, exc) from None
     history: list[EpochRecord] = []
+    upcoming = None  # graph mode: this epoch's permutation, made while the device trained the last one
     for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
         epoch_lr = lr * lr_decay ** (epoch - 1)
-        order = backend.to_device(np.random.default_rng([seed, epoch]).permutation(n))  # small, once per epoch
+        order = backend.to_device(epoch_order(seed, epoch, n) if upcoming is None else upcoming)  # small
+        upcoming = None
         first = start_row if epoch == start_epoch else 0
         loss_sum = xp.full((), start_loss if epoch == start_epoch else 0.0, dtype=net.dtype)  # on the device
         checked, steps = first, 0  # rows up to `checked` gave a finite loss
@@ -140,6 +142,8 @@ def train(
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.products_of_size(widest):
                 if plan.graph is not None and first == 0:  # the whole epoch, replayed as one CUDA graph
                     loss_sum += plan.graph.run_epoch(order, epoch_lr)
+                    if epoch < epochs:  # the host's one piece of an epoch's work, done while the device trains
+                        upcoming = epoch_order(seed, epoch + 1, n)
                     _check_finite(net, loss_sum, epoch, 0, n, n, epoch_lr)  # CPU-GPU sync point
                     if on_batch is not None:
                         on_batch(n, loss_sum)
@@ -184,14 +188,21 @@ def train(
     return history
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the ``n`` rows in epoch ``epoch`` (from 1) of a run seeded ``seed``: the same on every path."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 def _check_finite(net: Network, loss_sum: Array, epoch: int, lo: int, hi: int, n: int, lr: float) -> None:
     """Raise DivergenceError if the running loss, or (at the epoch's end) a parameter, is not finite."""
     value = float(loss_sum)  # CPU-GPU sync point
     what = None
     if not math.isfinite(value):
         what = f"the training loss became {value}"
-    elif hi == n:
-        bad = [k for k, p in net.params.items() if not bool(net.backend.xp.isfinite(p).all())]
+    elif hi == n:  # one CPU-GPU sync for every parameter
+        xp = net.backend.xp
+        finite = xp.stack([xp.isfinite(p).all() for p in net.params.values()]).tolist()
+        bad = [k for k, ok in zip(net.params, finite) if not ok]
         what = f"parameter {bad[0]} became NaN or infinite" if bad else None
     if what is not None:
         raise DivergenceError(

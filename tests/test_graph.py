@@ -498,6 +498,37 @@ def test_momentum_and_adam_write_gradients_and_step_in_one_launch(name: str, rul
     assert writes["weight_grad"].args[5] is g.flat.grad_views["b1"]  # and db
 
 
+def test_train_runs_graph_epochs_as_the_plain_path_and_makes_the_next_order_meanwhile(monkeypatch) -> None:
+    """gpunet.train's graph branch on NumPy (a GraphTrainer of transcriptions in the plan): each epoch's
+    parameters and loss as the plain path's, and each next epoch's order made after the epoch's replay is
+    launched and before its one sync, so the host's work runs while the device trains."""
+    from gpunet import training
+    from gpunet.cuda import select
+
+    real_plan, real_order, real_check = select.plan, training.epoch_order, training._check_finite
+    events: list[tuple] = []
+
+    def graph_plan(net, kernels, opt, X, T, rows, per_sample, step_calls=False):
+        plan = real_plan(net, "plain", opt, X, T, rows, per_sample, step_calls)
+        graph = GraphTrainer(net, opt, X, T, rows)
+        run_epoch = graph.run_epoch
+        graph.run_epoch = lambda order, lr, start_row=0: (events.append(("replay",)), run_epoch(order, lr))[1]
+        return plan._replace(path="graph", graph=graph)
+
+    X, y = data(203)
+    nets = [make_net("tanh", "softmax", "cross-entropy", "float64") for _ in range(2)]
+    plain = train(nets[0], X, y, epochs=3, batch_size=16, lr=0.1, seed=5, optimizer=SGD())
+    monkeypatch.setattr(select, "plan", graph_plan)
+    monkeypatch.setattr(training, "epoch_order",
+                        lambda seed, epoch, n: (events.append(("order", epoch)), real_order(seed, epoch, n))[1])
+    monkeypatch.setattr(training, "_check_finite", lambda *a: (events.append(("sync",)), real_check(*a))[1])
+    graph = train(nets[1], X, y, epochs=3, batch_size=16, lr=0.1, seed=5, optimizer=SGD())
+    assert events == [("order", 1), ("replay",), ("order", 2), ("sync",), ("replay",), ("order", 3), ("sync",),
+                      ("replay",), ("sync",)]
+    assert params_diff(*nets) < 1e-12
+    assert rel_diff([r["train_loss"] for r in graph], [r["train_loss"] for r in plain]) < 1e-12
+
+
 def test_fused_steps_and_graph_epochs_hand_over_parameters_and_state() -> None:
     """A resumed epoch in gpunet.train runs its first rows as fused steps, the rest in the graph: both step the
     network's own flat buffer, and each adopts the optimiser's state (in flat buffers of its own) from the other."""
