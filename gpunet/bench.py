@@ -36,7 +36,7 @@ from .initializers import init_params
 from .network import Network
 from .optim import SGD
 from .machine import machine
-from .training import train
+from .training import epoch_order, train
 
 LR = 0.1
 
@@ -82,11 +82,6 @@ def cases(quick: bool) -> list[Case]:
 # All contenders visit the rows in the order gpunet.train uses for epoch 1 with seed 0.
 
 Run = Callable[[], "float | None"]
-
-
-def _order(n: int) -> np.ndarray:
-    """The row order of gpunet.train's first epoch with seed 0."""
-    return np.random.default_rng([0, 1]).permutation(n)
 
 
 def _targets(labels: np.ndarray, n_out: int, dtype: Any) -> np.ndarray:
@@ -173,7 +168,7 @@ def _torch_setup(case: Case, X: np.ndarray, labels: np.ndarray, params: dict, de
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     Xt = torch.tensor(X, dtype=dt, device=device)
     Tt = torch.tensor(_targets(labels, n_out, np.float64), dtype=dt, device=device)
-    order = torch.from_numpy(_order(len(X))).to(device)
+    order = torch.from_numpy(epoch_order(0, 1, len(X))).to(device)  # gpunet.train's first epoch, seed 0
 
     def loss_of(x: Any, t: Any) -> Any:  # gpunet's loss: mean over rows of 1/2 sum (t - y)^2
         return 0.5 * ((model(x) - t) ** 2).sum(dim=1).mean()
@@ -280,7 +275,7 @@ def _jax(scan: bool, platform: str = "gpu") -> Callable[[Case, np.ndarray, np.nd
 
         state = {"p": {k: put(v) for k, v in params.items()}}
         Xd, Td = put(X), put(_targets(labels, case.sizes[2], np.float32))
-        order = _order(len(X)).astype(np.int32)
+        order = epoch_order(0, 1, len(X)).astype(np.int32)  # gpunet.train's first epoch, seed 0
         full = len(X) // case.batch * case.batch
         batches = put(order[:full].reshape(-1, case.batch), np.int32)
         tail = put(order[full:], np.int32) if full < len(X) else None
