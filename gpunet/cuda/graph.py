@@ -254,13 +254,13 @@ class GraphTrainer:
         A = [buf["X"]] + [buf[f"A{i}"] for i in range(1, L + 1)]
         for i in range(1, L):
             steps.append(self._forward(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, hidden))
-        act = _output_forward_act(net.output, net.loss_name)
-        (column_tiles, _), _, r = _tile_geometry(N, net.sizes[-1])  # the output layer's forward
-        if self.merged_launches and r == 1 and column_tiles == 1:
-            steps.append(self._forward_output(A[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], N, act, lo))
+        output = self._forward(A[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], N,
+                               _output_forward_act(net.output, net.loss_name))
+        delta = self._output_delta(A[L], buf["T"], buf[f"delta{L}"], lo, N)
+        if self.merged_launches and output.params["r"] == 1 and output.grid[0] == 1:
+            steps.append(self._forward_output(output, delta))
         else:  # the output product wider than a tile (or register-tiled): a block no longer holds whole rows
-            steps.append(self._forward(A[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], N, act))
-            steps.append(self._output_delta(A[L], buf["T"], buf[f"delta{L}"], lo, N))
+            steps += [output, delta]
         layers = []  # each layer's weight_grad arguments, from the top
         for i in range(L, 0, -1):  # W_i feeds delta_{i-1} before its own update
             if i > 1:
@@ -303,17 +303,15 @@ class GraphTrainer:
         params = {"out": OUTPUT_CODES[self.net.output], "loss_code": LOSS_CODES[self.net.loss_name]}
         return Launch("output_delta", self.net.dtype.name, params, grid, block, args)
 
-    def _forward_output(self, A_prev: Array, W: Array, b: Array, Y: Array, N: int, act: int, lo: int) -> Launch:
-        # forward's geometry, one column tile (n_out <= TILE): each block holds whole rows of Y, and thread x = 0
-        # of each of its TILE rows runs output_delta's per-row code once the block has written them.
-        n_in, n_out = W.shape
-        grid, block, r = _tile_geometry(N, n_out)
-        assert r == 1 and grid[0] == 1, (N, n_out)
-        fold_lr = np.int32(self.mode == SGD_FOLDED)
-        args = (A_prev, W, b, Y, np.int32(n_in), self.buffers["T"], self.buffers[f"delta{self.net.n_layers}"],
-                self.buffers["loss"][lo : lo + N], self.buffers["lr"], fold_lr, np.int32(N), np.int32(n_out))
-        params = {"act": act, "out": OUTPUT_CODES[self.net.output], "loss_code": LOSS_CODES[self.net.loss_name]}
-        return Launch("forward_output", self.net.dtype.name, params, grid, block, args)
+    def _forward_output(self, forward: Launch, output_delta: Launch) -> Launch:
+        # The two launches in one, on forward's geometry: where it is one column tile (n_out <= TILE) at R = 1,
+        # each block holds whole rows of Y, and thread x = 0 of each of its TILE rows runs output_delta's
+        # per-row code once the block has written them. The arguments: forward's, then output_delta's after Y.
+        assert forward.params["r"] == 1 and forward.grid[0] == 1, (forward.grid, forward.params)
+        A_prev, W, b, Y, _, n_in, _ = forward.args
+        params = {"act": forward.params["act"], **output_delta.params}
+        args = (A_prev, W, b, Y, n_in, *output_delta.args[1:])
+        return Launch("forward_output", self.net.dtype.name, params, forward.grid, forward.block, args)
 
     def _loss_total(self, start_row: int) -> Launch:
         # Once an epoch, after its last step: one block sums the epoch's rows (from start_row) in a fixed
