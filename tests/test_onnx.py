@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -139,9 +140,11 @@ def test_command_line_export_errors_in_one_line(tmp_path, monkeypatch, args, bad
     json.loads(before)  # still the run's config
 
 
-def test_readme_example(monkeypatch):
+def test_readme_example(monkeypatch, tmp_path):
     monkeypatch.setenv("GPUNET_BACKEND", "numpy")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the example's temporary folder goes
     scope: dict = {}
     exec(compile(readme_example(1), "README.md", "exec"), scope)
     assert scope["difference"] <= TOLERANCE
     assert scope["recorded"] == "original"
+    assert list(tmp_path.iterdir()) == []  # the example leaves nothing behind
