@@ -93,7 +93,7 @@ def _targets(labels: np.ndarray, n_out: int, dtype: Any) -> np.ndarray:
 def _gpunet(backend_name: str, kernels: str | None = None,
             merged_launches: bool | None = None) -> Callable[[Case, np.ndarray, np.ndarray, dict], Run]:
     """gpunet.train for one epoch; on CuPy with ``kernels`` forced when given, and graph mode's
-    ``merged_launches`` (gpunet.cuda.graph.MERGED_LAUNCHES while it runs) when not None."""
+    ``merged_launches`` (gpunet.engines.graph.MERGED_LAUNCHES while it runs) when not None."""
     def make(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
         net = Network(list(case.sizes), "sigmoid", "sigmoid", "squared", backend=backend_name, dtype=case.dtype)
         net.set_params(params)
@@ -119,7 +119,7 @@ def _merged_launches(merged: bool | None) -> Iterator[None]:
     if merged is None:
         yield
         return
-    from .cuda import graph  # gpunet.cuda.graph imports no CuPy: the kernels reach it through the Backend
+    from .engines import graph  # gpunet.engines.graph imports no CuPy: the kernels reach it through the Backend
 
     saved, graph.MERGED_LAUNCHES = graph.MERGED_LAUNCHES, merged
     try:

@@ -10,6 +10,20 @@ import numpy as np
 from .backend import as_array
 
 
+# The training paths (gpunet/engines/select.py decides which runs): named here, below the model, so that the
+# deprecated Network(kernels=...) can check its argument without importing an engine.
+KERNELS = ("auto", "plain", "fused", "graph")
+
+
+def check_kernels(kernels: Any, backend_name: str) -> str:
+    """``kernels`` checked: one of KERNELS, and a CUDA path only on the cupy backend."""
+    check_choice("kernels", kernels, KERNELS)
+    if kernels in ("fused", "graph") and backend_name != "cupy":
+        raise ValueError(f"kernels={kernels!r} needs the cupy backend; got backend {backend_name!r} "
+                         "(use kernels='auto' or kernels='plain')")
+    return kernels
+
+
 def check_choice(label: str, value: Any, valid: Sequence[str]) -> None:
     if not isinstance(value, str) or value not in valid:
         raise ValueError(f"{label} must be one of {', '.join(valid)}; got {value!r}")

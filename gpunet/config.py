@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from .activations import FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
 from .backend import BACKEND_NAMES
-from .cuda.select import KERNELS
+from .checks import KERNELS
 from .datasets import DATASETS, PIXELS
 from .initializers import INITS, init_name
 from .network import DTYPES, target_levels
@@ -108,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backend", f"one of {', '.join(BACKEND_NAMES)}", lambda v: v in BACKEND_NAMES,
             "array backend (default: $GPUNET_BACKEND, else auto: CuPy when a GPU is usable)",
             BACKEND_NAMES, optional=True),
-    _choice("kernels", KERNELS, "training path on CuPy, gpunet/cuda/select.py; auto takes graph mode (whole "
+    _choice("kernels", KERNELS, "training path on CuPy, gpunet/engines/select.py; auto takes graph mode (whole "
             "epochs) for batches up to select.GRAPH_MAX_PRODUCT and for per-sample SGD, else fused, each verified "
             "on a device"),
     _choice("dataset", DATASETS, "digits: scikit-learn's 8x8 digits (no download); mnist: the four IDX files of "
@@ -147,7 +147,7 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     backend: str | None = None  # None: GPUNET_BACKEND, else "auto"
-    kernels: str = "auto"  # the training path on CuPy (gpunet/cuda/select.py); like backend, the machine's choice
+    kernels: str = "auto"  # the training path on CuPy (gpunet/engines/select.py); like backend, the machine's choice
     dataset: str = "digits"
     data_dir: str | None = None  # mnist: a folder with the four IDX files (default: download to the cache)
     train_csv: str | None = None

@@ -1,4 +1,7 @@
-"""The fully connected network: forward pass, backpropagation and one training step.
+"""The fully connected network: forward pass, backpropagation and one training step, in plain ``xp`` code.
+
+This is the reference: every engine (gpunet/engines/) is tested against it, and it runs
+the same on NumPy and CuPy.
 
 Shapes are batch-first: ``X`` is ``(N, n_in)``, ``W1`` is ``(n_in, n_hidden)``
 (the transpose of the article's ``W``), a layer computes ``Z = A @ W + b``.
@@ -15,15 +18,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backend import Backend, get_backend, to_numpy
-from .checks import check_choice, check_int, check_labels, check_matrix, check_number
+from .checks import check_choice, check_int, check_kernels, check_labels, check_matrix, check_number
 from .activations import (
     ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES, OUTPUT_ACTIVATIONS, softmax, softplus,
 )
 from .initializers import INITS, init_name
-from .memory import build_params
 from .optim import SGD, Optimizer
-from .cuda.flat import pack
-from .cuda.select import check_kernels, choose, step_function
+from .params import build_params, pack
 
 Array = Any
 DTYPES = ("float32", "float64")
@@ -35,8 +36,9 @@ class Network:
     >>> net = Network([784, 100, 10], activation="sigmoid", output="sigmoid",
     ...               loss="squared", init="article", seed=0, backend="numpy")
 
-    ``kernels`` picks how a training step runs on CuPy: "auto", "plain", "fused" or "graph"
-    (gpunet/cuda/select.py; "auto" is "plain" until a device run verifies a fast path).
+    ``kernels`` is deprecated here: the training path is a setting of :func:`gpunet.train`
+    (``train(..., kernels=...)``). A value other than "auto" warns, and ``train`` still honours it
+    when its own ``kernels`` is None.
     """
 
     def __init__(
@@ -65,10 +67,12 @@ class Network:
         self.seed = check_int("seed", seed, 0)
         self.backend = get_backend(backend)
         self.dtype = np.dtype(_dtype_name(dtype))
-        self.kernels = check_kernels(kernels, self.backend)  # "auto", "plain", "fused", "graph": gpunet/cuda/select.py
-        # checked against free memory first: a network too big fails with DeviceMemoryError, not a traceback
-        # The parameters live in one flat buffer (gpunet/cuda/flat.py) that the CUDA fast paths step in place:
-        # net.params[k] is the same array object for the network's life, whichever path trains it.
+        self.kernels = check_kernels(kernels, self.backend.name)
+        if kernels != "auto":
+            warnings.warn("Network(kernels=...) is deprecated; pass kernels= to gpunet.train instead",
+                          DeprecationWarning, stacklevel=2)
+        # Checked against free memory first: a network too big fails with DeviceMemoryError, not a traceback.
+        # net.params[k] is a view into one flat buffer (gpunet/params.py), the same array for the network's life.
         self.packed = build_params(self.sizes, init, self.seed, self.backend, self.dtype)
         self.params: dict[str, Array] = dict(self.packed.views)
         self._sgd = SGD()
@@ -155,12 +159,12 @@ class Network:
 
     def forward(self, X: Array) -> Array:
         """Outputs ``(N, n_out)`` on the network's backend."""
-        return self._forward(self._checked_input(X))[0][-1]
+        return self._forward(self.checked_input(X))[0][-1]
 
     def loss(self, X: Array, T: Array) -> float:
         """Mean over rows of the per-sample loss, as a Python float."""
-        X = self._checked_input(X)
-        _, losses = self.forward_and_loss_unchecked(X, self._checked_targets(T, X))
+        X = self.checked_input(X)
+        _, losses = self.forward_and_loss_unchecked(X, self.checked_targets(T, X))
         return float(losses.mean())  # CPU-GPU sync point
 
     def forward_and_loss_unchecked(self, X: Array, T: Array) -> tuple[Array, Array]:
@@ -172,11 +176,11 @@ class Network:
 
     def gradients(self, X: Array, T: Array) -> dict[str, Array]:
         """d(mean loss)/d(parameter) for every parameter, on the network's backend."""
-        X = self._checked_input(X)
-        return self._backward(self._forward(X)[0], self._checked_targets(T, X))
+        X = self.checked_input(X)
+        return self._backward(self._forward(X)[0], self.checked_targets(T, X))
 
     def train_step(self, X: Array, T: Array, lr: float = 0.1, optimizer: Optimizer | None = None) -> Array:
-        """One optimiser step on the mean per-sample loss of the rows of X.
+        """One optimiser step on the mean per-sample loss of the rows of X, by the plain array operations.
 
         ``optimizer`` defaults to plain SGD. Parameters are updated in place.
         Returns the batch's summed per-sample loss *before* the step as a 0-d
@@ -185,23 +189,14 @@ class Network:
         check_number("lr", lr, positive=True)
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a gpunet Optimizer or None; got {type(optimizer).__name__}")
-        X = self._checked_input(X)
-        return self.train_step_unchecked(X, self._checked_targets(T, X), lr, optimizer or self._sgd)
+        X = self.checked_input(X)
+        return self.train_step_unchecked(X, self.checked_targets(T, X), lr, optimizer or self._sgd)
 
     def train_step_unchecked(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
-        """:meth:`train_step` **without any checks**, for callers that checked once (gpunet.train
-        checks its data once, not every step): ``X`` and ``T`` must be device arrays of the
+        """:meth:`train_step` **without any checks**, for callers that checked once (gpunet.train's
+        plain engine checks its data once, not every step): ``X`` and ``T`` must be device arrays of the
         network's dtype and width with as many rows each, ``lr`` a number > 0 and ``optimizer``
-        an :class:`Optimizer`. Wrong input gives wrong numbers or an obscure error, not a message.
-        The path (plain, or a CUDA fast path asked for with ``kernels=``) is chosen in gpunet/cuda/select.py."""
-        path = choose(self.kernels, self, optimizer)  # "plain" unless kernels= asks for a fast path
-        if path == "plain":
-            return self.plain_step_unchecked(X, T, lr, optimizer)
-        return step_function(self, path)(X, T, lr, optimizer)
-
-    def plain_step_unchecked(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
-        """:meth:`train_step_unchecked` by the plain array operations: the reference every CUDA fast
-        path is tested against, whatever ``kernels=`` says."""
+        an :class:`Optimizer`. Wrong input gives wrong numbers or an obscure error, not a message."""
         As, Z = self._forward(X, self._buffers)
         loss = self.per_sample_loss(Z, As[-1], T).sum()
         if optimizer.folds_lr:  # lr folded into the deltas
@@ -209,73 +204,6 @@ class Network:
         else:
             optimizer.step(self.params, self._backward(As, T, self._buffers), lr)
         return loss
-
-    def train_per_sample(self, X: Array, T: Array, lr: float = 0.1, optimizer: SGD | None = None) -> Array:
-        """Plain SGD on one row at a time, in order: the article's update, the same maths as
-        calling :meth:`train_step` on each row, in fewer and larger array operations.
-
-        Row ``t`` sees the first layer as updated by rows ``0..t-1``:
-        ``Z1_t = x_t W1 + b1 - lr * sum_k (x_t . x_k + 1) delta1_k``, so one
-        product gives every row's ``x_t W1 + b1`` and one Gram matrix gives the
-        corrections; ``W1`` and ``b1`` take all the updates in one product at
-        the end. The other layers are small and are updated row by row.
-        ``optimizer`` (default: the network's own) must be :class:`SGD` without
-        weight decay; it counts one step per row.
-        Returns the summed per-sample loss (each before its step) as a 0-d array.
-        """
-        check_number("lr", lr, positive=True)
-        if optimizer is not None and not (isinstance(optimizer, Optimizer) and optimizer.folds_lr):
-            raise ValueError(f"train_per_sample needs plain SGD without weight decay (or None); got {optimizer!r}")
-        X = self._checked_input(X)
-        return self.train_per_sample_unchecked(X, self._checked_targets(T, X), lr, optimizer or self._sgd)
-
-    def train_per_sample_unchecked(self, X: Array, T: Array, lr: float, optimizer: Optimizer) -> Array:
-        """:meth:`train_per_sample` **without any checks**, for callers that checked once: ``X``
-        and ``T`` must be device arrays of the network's dtype and width with as many rows each,
-        ``lr`` a number > 0 and ``optimizer`` plain SGD (``optimizer.folds_lr``), whose rule
-        p -= lr * g is written out below; it counts the K rows as K steps when it applies the
-        first layer's K folded updates."""
-        xp, L = self.backend.xp, self.n_layers
-        hidden, out = ACTIVATIONS[self.activation], ACTIVATIONS[self.output]
-        fused = FUSED.get((self.output, self.loss_name))
-        P = self.params
-        Z1, G = self._per_sample_first_layer(X, lr)
-        D = xp.empty_like(Z1)  # (K, n_1): each row's delta1
-        ZL = xp.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)  # each row's output logits before its step
-        Y = xp.empty_like(ZL)  # ... and its output
-        for t in range(X.shape[0]):
-            z = Z1[t : t + 1] - G[t : t + 1, :t] @ D[:t]  # (1, n_1)
-            As = [X[t : t + 1]]
-            for i in range(1, L + 1):
-                if i > 1:
-                    z = As[-1] @ P[f"W{i}"] + P[f"b{i}"]  # (1, n_{i-1}) @ (n_{i-1}, n_i)
-                As.append((out if i == L else hidden).forward(z))
-            ZL[t], Y[t] = z[0], As[-1][0]
-            delta = fused.delta(As[-1], T[t : t + 1]) if fused else out.backward(
-                As[-1], LOSSES[self.loss_name].grad(As[-1], T[t : t + 1]))
-            for i in range(L, 1, -1):
-                dA = delta @ P[f"W{i}"].T  # (1, n_i) @ (n_i, n_{i-1}), with W_i before its update
-                P[f"W{i}"] -= lr * (As[i - 1].T @ delta)  # (n_{i-1}, 1) @ (1, n_i)
-                P[f"b{i}"] -= lr * delta[0]
-                delta = hidden.backward(As[i - 1], dA)
-            D[t] = delta[0]
-        self._per_sample_update_first_layer(X, D, lr, optimizer)
-        return self.per_sample_loss(ZL, Y, T).sum()
-
-    def _per_sample_first_layer(self, X: Array, lr: float) -> tuple[Array, Array]:
-        """Z1 = X W1 + b1 (K, n_1), every row's as W1 is now, and G = lr (X X^T + 1) (K, K), how row k's
-        update moves row t's Z1: the per-sample paths' (this one's, and the CUDA kernel's) first layer."""
-        Z1 = X @ self.params["W1"] + self.params["b1"]  # (K, n_in) @ (n_in, n_1)
-        G = X @ X.T  # (K, K): x_t . x_k, how row k's update to W1 moves row t's Z1
-        G += 1  # ... and its update to b1
-        G *= lr
-        return Z1, G
-
-    def _per_sample_update_first_layer(self, X: Array, D: Array, lr: float, optimizer: Optimizer) -> None:
-        """W1 -= lr X^T D, b1 -= lr sum_t D_t: (n_in, K) @ (K, n_1), the K first-layer updates of a
-        per-sample chunk (D: each row's delta1) at once, through ``optimizer``, counted as K steps."""
-        optimizer.step_scaled({"W1": self.params["W1"], "b1": self.params["b1"]},
-                              {"W1": lr * (X.T @ D), "b1": lr * D.sum(axis=0)}, steps=X.shape[0])
 
     def predict(self, X: Array) -> np.ndarray:
         """Predicted class of each row (argmax of the outputs) as a NumPy int array."""
@@ -291,7 +219,7 @@ class Network:
         """
         if self.output not in ("softmax", "sigmoid"):
             raise ValueError(f"predict_proba needs a softmax or sigmoid output; this network's is {self.output!r}")
-        As, Z = self._forward(self._checked_input(X))
+        As, Z = self._forward(self.checked_input(X))
         P = As[-1] if self.output == "softmax" else softmax(-softplus(-Z))  # log sigmoid(z) = -softplus(-z)
         P = self.backend.to_host(P).astype(np.float64)
         return P / P.sum(axis=1, keepdims=True)  # rows sum to 1 in float64, also from a float32 network
@@ -336,11 +264,11 @@ class Network:
 
     # --- input checks ------------------------------------------------------------------
 
-    def _checked_input(self, X: Array) -> Array:
+    def checked_input(self, X: Array) -> Array:
         """``X`` checked (2-D, numeric, n_in columns) and moved to the backend in the network's dtype."""
         return self.backend.to_device(check_matrix("X", X, self.sizes[0]), self.dtype)
 
-    def _checked_targets(self, T: Array, X: Array) -> Array:
+    def checked_targets(self, T: Array, X: Array) -> Array:
         """Target rows ``T`` checked (n_out columns, one row per row of ``X``) and moved to the backend."""
         T = self.backend.to_device(check_matrix("T", T, self.sizes[-1]), self.dtype)
         if T.shape[0] != X.shape[0]:

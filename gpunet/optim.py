@@ -52,6 +52,11 @@ class Optimizer:
         for name, g in scaled_grads.items():
             params[name] -= g
 
+    def count(self, steps: int) -> None:
+        """Count ``steps`` steps an engine took by this optimiser's rule outside :meth:`step` (a fused kernel,
+        a captured graph, the per-sample kernel): the step count is the optimiser's alone to keep."""
+        self.t += steps
+
     def upgrade_state(self, lr: float) -> None:
         """Bring state a checkpoint wrote under an older convention up to date, with ``lr``, the
         learning rate of the step about to be taken (every step does this first). None here."""

@@ -23,7 +23,7 @@ from .backend import Backend, get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_labels
 from .config import TrainConfig, preprocessing
-from .cuda.select import check_kernels
+from .checks import check_kernels
 from .datasets import MNIST_FILES, Split, hold_out, load, load_mnist_test, read_csv
 from .download import MNIST_MD5, download_mnist
 from .files import atomic_write, remove_stale_temporaries, write_json
@@ -258,7 +258,7 @@ class Run:
         net, optimizer, meta = load_checkpoint(checkpoint, backend)
         saved = saved_config(meta, checkpoint)
         config = replace(saved, epochs=epochs or saved.epochs, backend=backend, kernels=kernels or "auto")
-        check_kernels(config.kernels, net.backend)  # before anything is written
+        check_kernels(config.kernels, net.backend.name)  # before anything is written
         data = load_data(config, on_download)
         check_width(net, data.X_train, checkpoint, config.dataset)
         return cls(config, net, optimizer, data, Path(folder) if folder is not None else checkpoint.parent,

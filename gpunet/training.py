@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .cuda import select
+from .engines import select
 from .checks import check_decay, check_int, check_matrix, check_number
 from .memory import DeviceMemoryError  # raised here too; defined beside the memory checks
 from .network import Network
@@ -21,7 +21,7 @@ from .optim import Optimizer, make_optimizer
 
 Array = Any
 EpochRecord = dict[str, Any]
-PER_SAMPLE_CHUNK = 64  # rows per Network.train_per_sample call: the Gram matrix is CHUNK x CHUNK
+PER_SAMPLE_CHUNK = 64  # rows a per-sample engine takes a step: the Gram matrix is CHUNK x CHUNK
 CHECK_EVERY = 100  # steps between reads of the running loss (a CPU-GPU sync) for the divergence guard
 
 
@@ -89,7 +89,7 @@ def train(
     so far this epoch and the summed loss of that step's rows as a 0-d device
     array (reading it is a CPU-GPU sync). ``should_stop()`` is asked after every
     step; True raises :class:`TrainingInterrupted` with the position.
-    ``kernels`` ("auto", "plain", "fused", "graph"; None: the network's) picks the path, see gpunet/cuda/select.py;
+    ``kernels`` ("auto", "plain", "fused", "graph"; None: the network's) picks the path, see gpunet/engines/select.py;
     in graph mode ``on_batch`` is called once an epoch and ``should_stop`` is asked after each epoch but the
     last instead (True raises TrainingInterrupted at row 0 of the next epoch). "auto"
     takes graph mode on CuPy where a device run verified it faster, but not where ``on_batch`` or
@@ -97,7 +97,7 @@ def train(
     an epoch will do (the command line's progress bar and Ctrl-C do).
 
     Per-sample plain SGD (``batch_size=1``, ``SGD`` without weight decay) runs
-    through :meth:`Network.train_per_sample` in chunks of ``PER_SAMPLE_CHUNK``
+    by the Gram-chunk algorithm (gpunet/engines/plain.py) in chunks of ``PER_SAMPLE_CHUNK``
     rows: the same updates, far fewer calls. The running loss is read every
     ``CHECK_EVERY`` steps: a NaN or infinity raises :class:`DivergenceError`
     before the epoch's callback, so a caller's last checkpoint stays good.
@@ -117,56 +117,39 @@ def train(
     n = X.shape[0]
     if start_row >= n:
         raise ValueError(f"start_row must be below the {n} training rows; got {start_row}")
-    per_sample = batch_size == 1 and opt.folds_lr  # plain SGD: the per-sample fast path applies
+    per_sample = batch_size == 1 and opt.folds_lr  # plain SGD: the per-sample engines apply
     chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
     widest = select.widest_product(net, chunk)  # multiply-adds of one product
-    xp = backend.xp
-    try:  # a fast path's plan may allocate too (graph mode's buffers, per-sample epochs' copy of the data)
+    try:  # an engine may allocate too (graph mode's buffers, per-sample epochs' copy of the data)
         step_calls = every_step and (on_batch is not None or should_stop is not None)
-        plan = select.plan(net, kernels, opt, X, T, chunk, per_sample, step_calls)  # one place decides the kernels
-        X_batch = xp.empty((min(chunk, n), X.shape[1]), dtype=X.dtype)
-        T_batch = xp.empty((min(chunk, n), T.shape[1]), dtype=T.dtype)
+        engine = select.engine(net, kernels, opt, X, T, chunk, per_sample, step_calls)  # one place decides
     except backend.out_of_memory_errors as exc:
         raise _out_of_memory(net, chunk, exc) from None
     history: list[EpochRecord] = []
-    upcoming = None  # graph mode: this epoch's permutation, made while the device trained the last one
+    upcoming = None  # the next epoch's permutation, made while the device trains this one
     for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
         epoch_lr = lr * lr_decay ** (epoch - 1)
         order = backend.to_device(epoch_order(seed, epoch, n) if upcoming is None else upcoming)  # small
         upcoming = None
         first = start_row if epoch == start_epoch else 0
-        loss_sum = xp.full((), start_loss if epoch == start_epoch else 0.0, dtype=net.dtype)  # on the device
-        checked, steps = first, 0  # rows up to `checked` gave a finite loss
+        loss_sum = backend.xp.full((), start_loss if epoch == start_epoch else 0.0, dtype=net.dtype)  # on the device
+        guard = _Guard(net, loss_sum, epoch, first, n, epoch_lr)
+
+        def after_step(done: int, batch_loss: Array) -> None:
+            nonlocal upcoming
+            if done == n and epoch < epochs:  # the host's one piece of the next epoch, done while the device trains
+                upcoming = epoch_order(seed, epoch + 1, n)
+            guard.step(done)
+            if on_batch is not None:
+                on_batch(done, batch_loss)
+            if should_stop is not None and done < n and should_stop():
+                guard.check(done)
+                raise TrainingInterrupted(epoch, done, float(loss_sum))
+
         try:  # overflow in a diverging run is reported once, by the guard, not as warnings
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.products_of_size(widest):
-                if plan.graph is not None and first == 0:  # the whole epoch, replayed as one CUDA graph
-                    loss_sum += plan.graph.run_epoch(order, epoch_lr)
-                    if epoch < epochs:  # the host's one piece of an epoch's work, done while the device trains
-                        upcoming = epoch_order(seed, epoch + 1, n)
-                    _check_finite(net, loss_sum, epoch, 0, n, n, epoch_lr)  # CPU-GPU sync point
-                    if on_batch is not None:
-                        on_batch(n, loss_sum)
-                for lo in range(first, n, chunk) if plan.graph is None or first else ():
-                    idx = order[lo : lo + chunk]
-                    full = len(idx) == chunk  # gather full batches into kept arrays: no allocation per step
-                    Xb = xp.take(X, idx, axis=0, out=X_batch if full else None)
-                    Tb = xp.take(T, idx, axis=0, out=T_batch if full else None)
-                    if per_sample:  # data checked once, above
-                        batch_loss = plan.per_sample(Xb, Tb, epoch_lr, opt)
-                    else:
-                        batch_loss = plan.step(Xb, Tb, epoch_lr, opt)
-                    loss_sum += batch_loss
-                    done = min(lo + chunk, n)
-                    steps += 1
-                    if steps % CHECK_EVERY == 0 or done == n:
-                        _check_finite(net, loss_sum, epoch, checked, done, n, epoch_lr)  # CPU-GPU sync point
-                        checked = done
-                    if on_batch is not None:
-                        on_batch(done, batch_loss)
-                    if should_stop is not None and done < n and should_stop():
-                        _check_finite(net, loss_sum, epoch, checked, done, n, epoch_lr)
-                        raise TrainingInterrupted(epoch, done, float(loss_sum))
+                engine.run_epoch(order, epoch_lr, loss_sum, first, after_step)
         except backend.out_of_memory_errors as exc:
             raise _out_of_memory(net, chunk, exc) from None
         record: EpochRecord = {"epoch": epoch, "lr": epoch_lr,
@@ -183,9 +166,27 @@ def train(
         history.append(record)
         if callback is not None and callback(record) is True:
             break
-        if plan.graph is not None and should_stop is not None and epoch < epochs and should_stop():
-            raise TrainingInterrupted(epoch + 1, 0, 0.0)  # graph mode asks once an epoch, after it
+        if engine.whole_epochs and should_stop is not None and epoch < epochs and should_stop():
+            raise TrainingInterrupted(epoch + 1, 0, 0.0)  # whole-epoch engines ask once an epoch, after it
     return history
+
+
+class _Guard:
+    """The divergence guard of one epoch: the running loss read every CHECK_EVERY steps and at the epoch's end
+    (a CPU-GPU sync each), and every parameter at the end; DivergenceError names the rows since the last read."""
+
+    def __init__(self, net: Network, loss_sum: Array, epoch: int, first: int, n: int, lr: float) -> None:
+        self.net, self.loss_sum, self.epoch, self.n, self.lr = net, loss_sum, epoch, n, lr
+        self.checked, self.steps = first, 0  # rows up to `checked` gave a finite loss
+
+    def step(self, done: int) -> None:
+        self.steps += 1
+        if self.steps % CHECK_EVERY == 0 or done == self.n:
+            self.check(done)
+
+    def check(self, done: int) -> None:
+        _check_finite(self.net, self.loss_sum, self.epoch, self.checked, done, self.n, self.lr)  # CPU-GPU sync point
+        self.checked = done
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -226,7 +227,7 @@ def _out_of_memory(net: Network, rows: int, exc: BaseException, doing: str = "tr
 
 def evaluate(net: Network, X: Array, T: Array, labels: np.ndarray) -> dict[str, float]:
     """Mean per-sample loss and accuracy of ``net`` on data ``X``, target rows ``T`` and host labels."""
-    X = net._checked_input(X)  # no copy for train's prepared data
+    X = net.checked_input(X)  # no copy for train's prepared data
     T = net.backend.to_device(check_matrix("T", T, net.sizes[-1]), net.dtype)
     if not X.shape[0] == T.shape[0] == len(labels):
         raise ValueError(f"X, T and labels must have as many rows; got {X.shape[0]}, {T.shape[0]}, {len(labels)}")

@@ -298,8 +298,8 @@ class Check:
             self.add(stage)
             return
         # The device's own architecture only (sm_90 on an H100 or H200, and where no device answers): both
-        # of gpunet.cuda.ARCHS take twice as long, and tests/test_cuda_compile.py covers them in CI anyway.
-        code = ("import gpunet.cuda as c\n"
+        # of gpunet.engines.kernels.ARCHS take twice as long, and tests/test_cuda_compile.py covers them in CI anyway.
+        code = ("import gpunet.engines.build as c\n"
                 "try:\n"
                 "    from gpunet.backend import get_backend\n"
                 "    arch = 'sm_' + get_backend('cupy').xp.cuda.Device().compute_capability\n"

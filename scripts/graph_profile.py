@@ -30,7 +30,7 @@ import numpy as np
 
 import gpunet
 from gpunet.bench import per_call_us
-from gpunet.cuda.graph import GraphTrainer
+from gpunet.engines.graph import GraphTrainer
 
 import profiling  # scripts/profiling.py: the command line both profiles share
 

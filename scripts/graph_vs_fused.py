@@ -3,7 +3,7 @@
     python scripts/graph_vs_fused.py [--json FILE] [--repeats N]
 
 ``kernels="auto"`` may pick graph mode only with a rule for when it is faster
-than fused (gpunet/cuda/select.py). The first H100 run had graph mode 5.4x
+than fused (gpunet/engines/select.py). The first H100 run had graph mode 5.4x
 fused at batch 64 and 1.6x slower at batch 1024 with 784-1024-10. This measures
 between: 784-100-10 at batch 64, 128, 256, 512 and 1024, and 784-1024-10 at
 batch 128, 256, 512 and 1024 (sigmoid, squared loss, plain SGD at lr 0.1, float32,

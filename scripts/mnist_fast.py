@@ -29,7 +29,7 @@ import numpy as np
 import gpunet
 from gpunet.backend import BACKEND_NAMES
 from gpunet.cli import OneLineParser
-from gpunet.cuda.select import FASTEST_FIRST
+from gpunet.engines.select import FASTEST_FIRST
 from gpunet.datasets import load_mnist
 from gpunet.files import write_json
 

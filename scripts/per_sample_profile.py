@@ -34,7 +34,8 @@ import numpy as np
 
 import gpunet
 from gpunet.bench import EPOCH_ROWS, per_call_us
-from gpunet.cuda import per_sample
+from gpunet.engines import per_sample
+from gpunet.engines.plain import first_layer, update_first_layer
 
 import profiling  # scripts/profiling.py: the command line both profiles share
 
@@ -54,7 +55,7 @@ def profile_case(backend: Any, sizes: tuple[int, int, int], dtype: str, rows: in
     labels = rng.integers(0, sizes[2], rows)
     X = backend.to_device(rng.uniform(0.01, 1.0, (rows, sizes[0])), net.dtype)
     T = backend.to_device(net.targets_from_labels(labels), net.dtype)
-    Z1, G = net._per_sample_first_layer(X, LR)
+    Z1, G = first_layer(net, X, LR)
     D, Y, Z2 = backend.xp.empty_like(Z1), backend.xp.empty_like(T), backend.xp.empty_like(T)
 
     def launch() -> None:
@@ -64,8 +65,8 @@ def profile_case(backend: Any, sizes: tuple[int, int, int], dtype: str, rows: in
     optimizer = gpunet.SGD()
     figures = {
         "kernel": per_call_us(backend, launch, repeats)[0],
-        "first_layer": per_call_us(backend, lambda: net._per_sample_first_layer(X, LR), repeats)[0],
-        "update": per_call_us(backend, lambda: net._per_sample_update_first_layer(X, D, LR, optimizer), repeats)[0],
+        "first_layer": per_call_us(backend, lambda: first_layer(net, X, LR), repeats)[0],
+        "update": per_call_us(backend, lambda: update_first_layer(net, X, D, LR, optimizer), repeats)[0],
     }
     figures["chunk"], figures["host"] = per_call_us(
         backend, lambda: per_sample.per_sample_chunk(net, X, T, LR, optimizer), repeats)

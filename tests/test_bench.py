@@ -235,7 +235,7 @@ def test_mnist_fast_rejects_bad_arguments(tmp_path):
 
 def test_merged_launches_hold_only_while_a_contender_trains():
     from gpunet import bench
-    from gpunet.cuda import graph
+    from gpunet.engines import graph
 
     saved = graph.MERGED_LAUNCHES
     with bench._merged_launches(not saved):

@@ -1,8 +1,8 @@
-"""Every CUDA source of gpunet/cuda compiles for sm_80 and sm_90, with every instantiation the Python side
+"""Every CUDA source of gpunet/engines compiles for sm_80 and sm_90, with every instantiation the Python side
 may ask for: with nvcc (skipped, with the reason, where none is found) and with NVRTC, which CuPy uses and
 which has no host headers (skipped where libnvrtc cannot be loaded; the test extra installs it).
 
-The instantiations come from each kernel module's ``NAME_EXPRESSIONS`` (gpunet.cuda.name_expressions), so
+The instantiations come from each kernel module's ``NAME_EXPRESSIONS`` (gpunet.engines.name_expressions), so
 sources added to the folder are covered without changing this file.
 """
 
@@ -12,7 +12,8 @@ import re
 
 import pytest
 
-from gpunet import cuda
+from gpunet.engines import build as cuda
+from gpunet.engines import kernels
 
 SOURCES = [p.name for p in cuda.sources()]
 
@@ -24,12 +25,12 @@ def test_there_are_sources_and_each_has_its_formula_comment():
 
 
 def test_the_python_code_tables_are_the_header_defines():
-    # activations.cuh is the one place the kernels' codes are defined; cuda/__init__.py names them.
+    # activations.cuh is the one place the kernels' codes are defined; gpunet/engines/kernels.py names them.
     header = (cuda.SOURCE_DIR / "activations.cuh").read_text()
     defines = {name: int(value) for name, value in re.findall(r"^#define GPUNET_(\w+) (\d+)(?:\s|$)", header, re.M)}
-    assert {f"{a.upper()}": code for a, code in cuda.OUTPUT_CODES.items()} == {
+    assert {f"{a.upper()}": code for a, code in kernels.OUTPUT_CODES.items()} == {
         k: v for k, v in defines.items() if not k.startswith("LOSS_")}
-    assert {f"LOSS_{loss.upper().replace('-', '_')}": code for loss, code in cuda.LOSS_CODES.items()} == {
+    assert {f"LOSS_{loss.upper().replace('-', '_')}": code for loss, code in kernels.LOSS_CODES.items()} == {
         k: v for k, v in defines.items() if k.startswith("LOSS_")}
     own_code = re.compile(r"^#define (GPUNET_)?(SOFTMAX|(LOSS_)?(SQUARED|ABSOLUTE|CROSS_ENTROPY)) ", re.M)
     for name in SOURCES:  # no kernel defines a code of its own beside the header's
@@ -76,7 +77,7 @@ def test_nvrtc_compiles_every_name_expression(nvrtc, name, arch):
 
 def test_nvrtc_reports_a_broken_source(nvrtc, tmp_path, monkeypatch):
     (tmp_path / "broken.cu").write_text("// nothing\n__global__ void k(float* x) { x[0] = undefined_name; }\n")
-    monkeypatch.setattr(cuda, "SOURCE_DIR", tmp_path)
+    monkeypatch.setattr(kernels, "SOURCE_DIR", tmp_path)
     ok, log, lowered = cuda.nvrtc_compile("broken.cu", "sm_90")
     assert not ok and "undefined_name" in log and lowered == {}
 

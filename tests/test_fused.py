@@ -8,16 +8,16 @@ flat views and the optimiser state are tested here; a device run only has to con
 from __future__ import annotations
 
 import pickle
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import gpunet
 from gpunet.activations import ACTIVATIONS, FUSED, LOSSES
-from gpunet.cuda import fused, reference, select
-from gpunet.cuda.flat import ALIGN, FlatOptimizer, FlatParameters, layout, views
-from gpunet.cuda.fused import FusedStep, delta_bias_geometry, elementwise_geometry, workspace_shapes
+from gpunet.engines import build, fused, reference, select
+from gpunet.engines.flat import FlatOptimizer, FlatParameters
+from gpunet.params import ALIGN, layout, views
+from gpunet.engines.fused import FusedStep, delta_bias_geometry, elementwise_geometry, workspace_shapes
 from gpunet.optim import SGD, Adam, Momentum, Optimizer
 
 from conftest import rel_diff, require
@@ -226,7 +226,7 @@ def test_flat_momentum_continues_an_old_velocity_checkpoint_like_optim_py(dtype)
         assert np.array_equal(flat_opt.state[f"buf.{k}"], plain.state[f"buf.{k}"]), k
 
 
-# --- the whole step: FusedStep with the NumPy transcriptions against Network.plain_step_unchecked ---------------
+# --- the whole step: FusedStep with the NumPy transcriptions against Network.train_step_unchecked ---------------
 
 def _pair_nets(sizes, activation, output, loss, dtype):
     kw = dict(activation=activation, output=output, loss=loss, init="xavier", seed=7, backend="numpy", dtype=dtype)
@@ -249,7 +249,7 @@ def _compare(activation, output, loss, optimizer, dtype, sizes=(6, 9, 7, 4), epo
     X, T = _data(rows, sizes[0], sizes[-1], one_hot=loss == "cross-entropy")
     plain_opt, fused_opt = OPTIMIZERS[optimizer](), OPTIMIZERS[optimizer]()
     lr = 0.01 if optimizer == "adam" else 0.2
-    expected = _run(plain_net, plain_opt, X, T, plain_net.plain_step_unchecked, epochs, batch, lr)
+    expected = _run(plain_net, plain_opt, X, T, plain_net.train_step_unchecked, epochs, batch, lr)
     arrays = dict(fused_net.params)
     got = _run(fused_net, fused_opt, X, T, FusedStep(fused_net, reference.NumpyKernels()), epochs, batch, lr)
     # stepped in place: the network's own arrays, never rebound (a caller holding net.params["W1"] sees the steps)
@@ -315,7 +315,7 @@ def test_fused_step_resumes_an_old_momentum_checkpoint_like_the_plain_path(dtype
     plain_opt.load_state_dict({k: v if k == "t" else v.copy() for k, v in old.items()}, plain_net.params)
     fused_opt.load_state_dict({k: v if k == "t" else v.copy() for k, v in old.items()}, fused_net.params)
     step = FusedStep(fused_net, reference.NumpyKernels())
-    expected = _run(plain_net, plain_opt, X, T, plain_net.plain_step_unchecked, 3, 16)
+    expected = _run(plain_net, plain_opt, X, T, plain_net.train_step_unchecked, 3, 16)
     got = _run(fused_net, fused_opt, X, T, step, 3, 16)
     assert rel_diff(got, expected) <= TOLERANCE[dtype]
     for k, p in plain_net.params.items():
@@ -335,8 +335,8 @@ def test_plain_and_fused_steps_can_alternate(optimizer):
     fused_b = FusedStep(b, reference.NumpyKernels())
     for t in range(12):
         rows = slice(8 * (t % 8), 8 * (t % 8) + 8)
-        a.plain_step_unchecked(X[rows], T[rows], 0.01, opt_a)
-        (b.plain_step_unchecked if t % 3 == 1 else fused_b)(X[rows], T[rows], 0.01, opt_b)
+        a.train_step_unchecked(X[rows], T[rows], 0.01, opt_a)
+        (b.train_step_unchecked if t % 3 == 1 else fused_b)(X[rows], T[rows], 0.01, opt_b)
     assert opt_b.t == 12 and int(fused_b.optimizer.step_count[0]) == 12
     for k, p in a.params.items():
         assert rel_diff(b.params[k], p) <= 1e-12, k
@@ -378,21 +378,6 @@ def test_an_unpickled_network_is_stepped_in_its_own_flat_buffer():
         assert not np.array_equal(a, before[k]), k
 
 
-def test_a_network_trained_on_the_fused_path_can_be_freed():
-    # fused.step keeps each network's FusedStep in a WeakKeyDictionary: the step must not keep its key alive.
-    import gc
-    import weakref
-
-    net = gpunet.Network([5, 4, 3], backend="numpy", dtype="float64", seed=1)
-    fused._STEPS[net] = step = FusedStep(net, reference.NumpyKernels())
-    X, T = _data(8, 5, 3, one_hot=True)
-    _run(net, Adam(), X, T, step, 1, 4, 0.01)
-    alive = weakref.ref(net)
-    del net, step
-    gc.collect()
-    assert alive() is None and len(fused._STEPS) == 0
-
-
 def test_workspace_shapes():
     assert workspace_shapes([784, 100, 50, 10], 64) == {
         "A1": (64, 100), "A2": (64, 50), "A3": (64, 10), "dA1": (64, 100), "dA2": (64, 50), "loss": (64,)}
@@ -413,7 +398,7 @@ def test_elementwise_geometry_covers_or_strides():
 
 
 def test_name_expression_table_covers_every_configuration():
-    table = gpunet.cuda.name_expressions()
+    table = build.name_expressions()
     for ctype in ("float", "double"):
         for activation in HIDDEN:
             for output, loss in PAIRS:
@@ -490,10 +475,6 @@ def test_auto_takes_per_sample_epochs_only_once_verified_apart_from_batch_graphs
     assert select.choose("auto", net, SGD()) == "fused"
     monkeypatch.setattr(select, "VERIFIED", frozenset({"graph", "per-sample"}))
     assert select.choose("auto", net, SGD(), per_sample=True) == "plain"  # the kernel is fused's: not verified
-    real = select._module
-    monkeypatch.setattr(select, "_module", lambda name: None if name == "per_sample" else real(name))
-    with pytest.raises(ValueError, match="kernels='graph' cannot train this network: gpunet/cuda/per_sample.py"):
-        select.choose("graph", net, SGD(), per_sample=True)
 
 
 class _PlanNet(_FakeCupyNet):
@@ -502,83 +483,69 @@ class _PlanNet(_FakeCupyNet):
     def __init__(self, kernels):
         self.kernels = kernels
 
-    def train_step_unchecked(self, *args):
-        return "step"
 
-    def plain_step_unchecked(self, *args):
-        return "plain step"
-
-    def train_per_sample_unchecked(self, *args):
-        return "plain per-sample"
+def _refuse(*args):
+    raise ValueError("graph mode does not support this")
 
 
-class _RefusingGraph:
-    def __init__(self, net, optimizer, X, T, batch_size):
-        raise ValueError("graph mode does not support this")
+def _fake_engines(monkeypatch, graph=None, per_sample_graph=None, supports=lambda net: None):
+    """select's engines replaced by ones that say which ran, and with how many rows a step."""
+    def tag(name):
+        return lambda net, optimizer, X, T, rows: (name, rows)
+    monkeypatch.setattr(select, "BATCH_ENGINES", {"plain": tag("plain"), "fused": tag("fused"),
+                                                  "graph": graph or tag("graph")})
+    monkeypatch.setattr(select, "PER_SAMPLE_ENGINES", {"plain": tag("plain per-sample"), "fused": tag("kernel chunk"),
+                                                       "graph": per_sample_graph or tag("per-sample epochs")})
+    monkeypatch.setattr(select.per_sample_kernel, "supports", supports)
 
 
-def test_plan_picks_the_step_functions(monkeypatch):
+def test_engine_picks_the_path(monkeypatch):
+    _fake_engines(monkeypatch, graph=_refuse)
     monkeypatch.setattr(select, "VERIFIED", frozenset())
-    plan = select.plan(_PlanNet("fused"), "plain", Adam(), None, None, 16, False)  # train's kernels= wins
-    assert (plan.path, plan.step(), plan.per_sample(), plan.graph) == ("plain", "plain step", "plain per-sample", None)
-    plan = select.plan(_PlanNet("auto"), None, Adam(), None, None, 16, False)
-    assert plan.path == "plain" and plan.step() == "step"  # the network's own train_step_unchecked, which callers may wrap
-    plan = select.plan(_PlanNet("fused"), None, Adam(), None, None, 16, False)
-    assert plan.path == "fused" and plan.step.func is fused.step and plan.per_sample() == "plain per-sample"
-    real = select._module
-    monkeypatch.setattr(select, "_module", lambda name: type("M", (), {"GraphTrainer": _RefusingGraph})
-                        if name == "graph" else real(name))
+    assert select.engine(_PlanNet("fused"), "plain", Adam(), None, None, 16, False) == ("plain", 16)  # train's wins
+    assert select.engine(_PlanNet("auto"), None, Adam(), None, None, 16, False) == ("plain", 16)
+    assert select.engine(_PlanNet("fused"), None, Adam(), None, None, 16, False) == ("fused", 16)
     with pytest.raises(ValueError, match="graph mode does not support this"):
-        select.plan(_PlanNet("graph"), None, Adam(), None, None, 16, False)
+        select.engine(_PlanNet("graph"), None, Adam(), None, None, 16, False)
     monkeypatch.setattr(select, "VERIFIED", frozenset({"graph"}))
-    assert select.plan(_PlanNet("auto"), None, Adam(), None, None, 16, False).path == "plain"  # auto falls back
+    assert select.engine(_PlanNet("auto"), None, Adam(), None, None, 16, False) == ("plain", 16)  # auto falls back
 
 
 def test_auto_takes_graph_mode_up_to_the_largest_product_a_device_run_saw_it_win(monkeypatch):
-    """graph-vs-fused-h200-run3.json: graph mode won up to 784-1024-10 at batch 1024; beyond, auto takes fused,
-    while kernels="graph" asked for still gets graph mode, and per-sample epochs are not bounded by it."""
-    real = select._module
-    graphs = SimpleNamespace(GraphTrainer=lambda net, optimizer, X, T, rows: ("graph trainer", rows))
-    monkeypatch.setattr(select, "_module", lambda name: graphs if name == "graph" else real(name))
+    """Graph mode won up to 784-1024-10 at batch 1024 (docs/benchmarks.md); beyond, auto takes fused, while
+    kernels="graph" asked for still gets graph mode, and per-sample epochs are not bounded by it."""
+    _fake_engines(monkeypatch)
     net = _PlanNet("auto")
     net.sizes = [784, 1024, 10]
     assert select.widest_product(net, 1024) == select.GRAPH_MAX_PRODUCT == 1024 * 784 * 1024
-    assert select.plan(net, None, Adam(), None, None, 1024, False).graph == ("graph trainer", 1024)
-    plan = select.plan(net, None, Adam(), None, None, 1025, False)
-    assert (plan.path, plan.graph) == ("fused", None) and plan.step.func is fused.step
-    assert select.plan(net, "graph", Adam(), None, None, 4096, False).graph == ("graph trainer", 4096)
+    assert select.engine(net, None, Adam(), None, None, 1024, False) == ("graph", 1024)
+    assert select.engine(net, None, Adam(), None, None, 1025, False) == ("fused", 1025)
+    assert select.engine(net, "graph", Adam(), None, None, 4096, False) == ("graph", 4096)
     net.sizes = [100, 2048, 2048, 10]  # the widest layer sets the bound: 196 x 2048 x 2048 <= 1024 x 784 x 1024
-    assert select.plan(net, None, SGD(), None, None, 196, False).path == "graph"
-    assert select.plan(net, None, SGD(), None, None, 197, False).path == "fused"
+    assert select.engine(net, None, SGD(), None, None, 196, False)[0] == "graph"
+    assert select.engine(net, None, SGD(), None, None, 197, False)[0] == "fused"
 
 
 def test_auto_passes_graph_mode_over_where_the_caller_wants_calls_every_step(monkeypatch):
-    real = select._module
-    graphs = SimpleNamespace(GraphTrainer=lambda net, optimizer, X, T, rows: "graph trainer")
-    kernel = SimpleNamespace(supports=lambda net: None, per_sample_chunk=lambda net, *args: "kernel chunk",
-                             PerSampleEpochs=lambda net, optimizer, X, T, rows: "per-sample epochs")
-    modules = {"graph": graphs, "per_sample": kernel}
-    monkeypatch.setattr(select, "_module", lambda name: modules.get(name) or real(name))
+    _fake_engines(monkeypatch)
     net = _PlanNet("auto")
-    for per_sample, wanted in ((False, "graph trainer"), (True, "per-sample epochs")):
-        assert select.plan(net, None, SGD(), None, None, 64, per_sample).graph == wanted
-        plan = select.plan(net, None, SGD(), None, None, 64, per_sample, step_calls=True)
-        assert (plan.path, plan.graph) == ("fused", None)
-        assert select.plan(net, "graph", SGD(), None, None, 64, per_sample, step_calls=True).graph == wanted
+    for per_sample, wanted, instead in ((False, "graph", "fused"), (True, "per-sample epochs", "kernel chunk")):
+        assert select.engine(net, None, SGD(), None, None, 64, per_sample)[0] == wanted
+        assert select.engine(net, None, SGD(), None, None, 64, per_sample, step_calls=True)[0] == instead
+        assert select.engine(net, "graph", SGD(), None, None, 64, per_sample, step_calls=True)[0] == wanted
 
 
 def test_graph_mode_asks_should_stop_after_each_epoch_and_the_run_resumes_at_the_next(monkeypatch):
     """gpunet.train with a graph plan (GraphTrainer runs its NumPy transcription here): on_batch once an epoch,
     should_stop after each epoch but the last; True stops at row 0 of the next epoch, and resuming there gives
     the uninterrupted run."""
-    from gpunet.cuda.graph import GraphTrainer
+    from gpunet.engines.graph import GraphEngine
     from gpunet.training import TrainingInterrupted
 
-    real_plan = select.plan
+    real_engine = select.engine
 
     def graph_plan(net, kernels, optimizer, X, T, rows, per_sample, step_calls=False):
-        plan = real_plan(net, kernels, optimizer, X, T, rows, per_sample, step_calls)
-        return plan._replace(graph=GraphTrainer(net, optimizer, X, T, rows))
+        return GraphEngine(net, optimizer, X, T, rows)
 
     rng = np.random.default_rng(5)
     X, y = rng.random((11, 5)), rng.integers(0, 3, 11)
@@ -588,13 +555,13 @@ def test_graph_mode_asks_should_stop_after_each_epoch_and_the_run_resumes_at_the
 
     whole = net()
     history = gpunet.train(whole, X, y, epochs=3, batch_size=4, lr=0.3, seed=7)
-    monkeypatch.setattr(select, "plan", graph_plan)
+    monkeypatch.setattr(select, "engine", graph_plan)
     stopped, asked, rows = net(), [], []
     with pytest.raises(TrainingInterrupted) as stop:
         gpunet.train(stopped, X, y, epochs=3, batch_size=4, lr=0.3, seed=7, on_batch=lambda n, loss: rows.append(n),
                      should_stop=lambda: asked.append(1) or len(asked) == 2)
     assert (stop.value.epoch, stop.value.rows, stop.value.loss_sum) == (3, 0, 0.0) and rows == [11, 11]
-    monkeypatch.setattr(select, "plan", real_plan)
+    monkeypatch.setattr(select, "engine", real_engine)
     rest = gpunet.train(stopped, X, y, epochs=3, batch_size=4, lr=0.3, seed=7, start_epoch=3)
     assert rel_diff(rest[0]["train_loss"], history[2]["train_loss"]) < 1e-12
     for k, v in whole.get_params().items():
@@ -602,40 +569,21 @@ def test_graph_mode_asks_should_stop_after_each_epoch_and_the_run_resumes_at_the
 
 
 def test_per_sample_sgd_on_a_network_the_kernel_does_not_cover_takes_the_plain_path(monkeypatch):
-    """The README's promise: a network the per-sample kernel cannot run (two hidden layers, say) trains
-    per-sample SGD on the plain path under "fused" and "graph", not a kernel that refuses it mid-run."""
-    real = select._module
-    kernel = SimpleNamespace(supports=lambda net: "the kernel covers networks with one hidden layer; this one has 2",
-                             per_sample_chunk=lambda net, *args: "kernel chunk")
-    monkeypatch.setattr(select, "_module", lambda name: kernel if name == "per_sample" else real(name))
+    """A network the per-sample kernel cannot run (two hidden layers, say) trains per-sample SGD on the plain
+    path under "fused" and "graph", not a kernel that refuses it mid-run."""
+    _fake_engines(monkeypatch, supports=lambda net: "the kernel covers networks with one hidden layer; this one has 2")
     for kernels in ("fused", "graph"):
-        plan = select.plan(_PlanNet(kernels), None, SGD(), None, None, 1, True)
-        assert (plan.path, plan.per_sample(), plan.graph) == ("plain", "plain per-sample", None), kernels
-    kernel.supports = lambda net: None
-    plan = select.plan(_PlanNet("fused"), None, SGD(), None, None, 64, True)
-    assert (plan.path, plan.per_sample(), plan.graph) == ("fused", "kernel chunk", None)
-    kernel.PerSampleEpochs = lambda net, optimizer, X, T, chunk: ("per-sample epochs", chunk)
-    plan = select.plan(_PlanNet("graph"), None, SGD(), None, None, 64, True)  # whole epochs; chunks on a resume
-    assert (plan.path, plan.per_sample(), plan.graph) == ("graph", "kernel chunk", ("per-sample epochs", 64))
-    plan = select.plan(_PlanNet("fused"), None, Adam(), None, None, 1, False)  # batches of 1 with Adam: fused steps
-    assert plan.path == "fused" and plan.per_sample() == "plain per-sample"
-
-    def refuse(*args):
-        raise ValueError("per-sample epochs refuse this")
-    kernel.PerSampleEpochs = refuse
+        assert select.engine(_PlanNet(kernels), None, SGD(), None, None, 1, True) == ("plain per-sample", 1), kernels
+    monkeypatch.setattr(select.per_sample_kernel, "supports", lambda net: None)
+    assert select.engine(_PlanNet("fused"), None, SGD(), None, None, 64, True) == ("kernel chunk", 64)
+    assert select.engine(_PlanNet("graph"), None, SGD(), None, None, 64, True) == ("per-sample epochs", 64)
+    assert select.engine(_PlanNet("fused"), None, Adam(), None, None, 1, False) == ("fused", 1)  # batches of 1, Adam
+    monkeypatch.setitem(select.PER_SAMPLE_ENGINES, "graph", _refuse)
     monkeypatch.setattr(select, "VERIFIED", frozenset({"fused", "per-sample", "per-sample-epochs"}))
-    plan = select.plan(_PlanNet("auto"), None, SGD(), None, None, 64, True)
-    assert (plan.path, plan.per_sample(), plan.graph) == ("fused", "kernel chunk", None)  # auto falls back
-    with pytest.raises(ValueError, match="per-sample epochs refuse this"):
-        select.plan(_PlanNet("graph"), None, SGD(), None, None, 64, True)  # asked for: the reason
+    assert select.engine(_PlanNet("auto"), None, SGD(), None, None, 64, True) == ("kernel chunk", 64)  # falls back
+    with pytest.raises(ValueError, match="graph mode does not support this"):
+        select.engine(_PlanNet("graph"), None, SGD(), None, None, 64, True)  # asked for: the reason
 
-
-def test_forced_fused_per_sample_needs_the_per_sample_kernel(monkeypatch):
-    real = select._module
-    monkeypatch.setattr(select, "_module", lambda name: None if name == "per_sample" else real(name))
-    with pytest.raises(ValueError, match="kernels='fused' cannot train this network: gpunet/cuda/per_sample.py"):
-        select.choose("fused", _FakeCupyNet(), SGD(), per_sample=True)
-    assert select.choose("fused", _FakeCupyNet(), SGD()) == "fused"  # batches need only fused.py
 
 
 def test_plain_kernels_train_the_same_as_auto():

@@ -13,11 +13,11 @@ import pytest
 from conftest import rel_diff, require
 from gpunet import Network, train
 from gpunet.activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS
-from gpunet import cuda
-from gpunet.cuda import fused, gemm, reference
-from gpunet.cuda import graph as graph_module
-from gpunet.cuda.graph import PAIRS, GraphTrainer
-from gpunet.cuda.graph import EXPRESSIONS as NAME_EXPRESSIONS
+from gpunet.engines import kernels as cuda
+from gpunet.engines import fused, gemm, reference
+from gpunet.engines import graph as graph_module
+from gpunet.engines.graph import PAIRS, GraphEngine, GraphTrainer
+from gpunet.engines.graph import EXPRESSIONS as NAME_EXPRESSIONS
 from gpunet.optim import SGD, Adam, Momentum
 from gpunet.training import TrainingInterrupted
 
@@ -122,7 +122,7 @@ def test_weight_grad_writes_the_weight_and_bias_gradients_in_one_launch() -> Non
 
 
 def test_act_codes_match_the_python_activations() -> None:
-    from gpunet.cuda import ACT_CODES
+    from gpunet.engines.kernels import ACT_CODES
 
     Z = np.linspace(-3, 3, 13)
     for name, code in ACT_CODES.items():
@@ -499,26 +499,25 @@ def test_momentum_and_adam_write_gradients_and_step_in_one_launch(name: str, rul
 
 
 def test_train_runs_graph_epochs_as_the_plain_path_and_makes_the_next_order_meanwhile(monkeypatch) -> None:
-    """gpunet.train's graph branch on NumPy (a GraphTrainer of transcriptions in the plan): each epoch's
+    """gpunet.train on a graph engine on NumPy (a GraphTrainer of transcriptions): each epoch's
     parameters and loss as the plain path's, and each next epoch's order made after the epoch's replay is
     launched and before its one sync, so the host's work runs while the device trains."""
     from gpunet import training
-    from gpunet.cuda import select
+    from gpunet.engines import select
 
-    real_plan, real_order, real_check = select.plan, training.epoch_order, training._check_finite
+    real_order, real_check = training.epoch_order, training._check_finite
     events: list[tuple] = []
 
     def graph_plan(net, kernels, opt, X, T, rows, per_sample, step_calls=False):
-        plan = real_plan(net, "plain", opt, X, T, rows, per_sample, step_calls)
-        graph = GraphTrainer(net, opt, X, T, rows)
-        run_epoch = graph.run_epoch
-        graph.run_epoch = lambda order, lr, start_row=0: (events.append(("replay",)), run_epoch(order, lr))[1]
-        return plan._replace(path="graph", graph=graph)
+        engine = GraphEngine(net, opt, X, T, rows)
+        run_epoch = engine.trainer.run_epoch
+        engine.trainer.run_epoch = lambda order, lr, start_row=0: (events.append(("replay",)), run_epoch(order, lr))[1]
+        return engine
 
     X, y = data(203)
     nets = [make_net("tanh", "softmax", "cross-entropy", "float64") for _ in range(2)]
     plain = train(nets[0], X, y, epochs=3, batch_size=16, lr=0.1, seed=5, optimizer=SGD())
-    monkeypatch.setattr(select, "plan", graph_plan)
+    monkeypatch.setattr(select, "engine", graph_plan)
     monkeypatch.setattr(training, "epoch_order",
                         lambda seed, epoch, n: (events.append(("order", epoch)), real_order(seed, epoch, n))[1])
     monkeypatch.setattr(training, "_check_finite", lambda *a: (events.append(("sync",)), real_check(*a))[1])

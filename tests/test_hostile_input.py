@@ -32,6 +32,7 @@ import gpunet.checkpoint
 import gpunet.datasets
 import gpunet.files
 import gpunet.memory
+import gpunet.params
 from gpunet.checkpoint import HEADER_LIMIT, STATE_BUFFERS, CheckpointError, load_checkpoint, save_checkpoint
 from gpunet.datasets import DataError, load_mnist, read_csv, read_idx
 from gpunet.download import DownloadError, download_mnist, fetch
@@ -131,11 +132,11 @@ def test_a_network_too_big_for_memory_is_refused_before_it_is_drawn(monkeypatch)
     with pytest.raises(DeviceMemoryError, match=r"out of memory: layers \[1000000, 1000000, 10\] have "
                                                 r"1,000,011,000,010 parameters; .* GiB is free; reduce hidden="):
         gpunet.Network([10**6, 10**6, 10], backend="numpy")
-    monkeypatch.setattr(gpunet.memory, "available_host_bytes", lambda: 10_000)
+    monkeypatch.setattr(gpunet.params, "available_host_bytes", lambda: 10_000)
     with pytest.raises(DeviceMemoryError, match=r"layers \[20, 30, 10\] have 940 parameters; building them in "
                                                 r"float32 needs about 0.0 GiB"):
         gpunet.Network([20, 30, 10], backend="numpy")  # 940 * (8 + 4) = 11,280 bytes > 10,000
-    monkeypatch.setattr(gpunet.memory, "available_host_bytes", lambda: 11_280)
+    monkeypatch.setattr(gpunet.params, "available_host_bytes", lambda: 11_280)
     assert gpunet.Network([20, 30, 10], backend="numpy").params["W1"].shape == (20, 30)
 
 
@@ -143,8 +144,8 @@ def test_an_allocation_failure_while_building_is_the_documented_message(monkeypa
     def no_memory(*args):
         raise MemoryError("Unable to allocate 3.2 GiB")
 
-    monkeypatch.setattr(gpunet.memory, "available_host_bytes", lambda: None)  # where free memory is unknown
-    monkeypatch.setattr(gpunet.memory, "init_params", no_memory)
+    monkeypatch.setattr(gpunet.params, "available_host_bytes", lambda: None)  # where free memory is unknown
+    monkeypatch.setattr(gpunet.params, "init_params", no_memory)
     with pytest.raises(DeviceMemoryError, match=r"out of memory on numpy \(cpu\) while building layers \[64, 8, 10\] "
                                                 r"in float32 .*Unable to allocate 3.2 GiB; reduce hidden="):
         gpunet.Network([64, 8, 10], backend="numpy")

@@ -41,6 +41,7 @@ import numpy as np
 import pytest
 
 import gpunet
+import gpunet.engines.kernels
 
 # =====================================================================================================
 # PATCH POINTS AND FAKES: the only part of this file that knows how gpunet reaches CuPy. After the
@@ -52,13 +53,13 @@ import gpunet
 #   gpunet.Backend                              - built with the fake CuPy as its ``xp``; its public properties
 #                                                 ``cublas`` (imports ``xp.__name__ + ".cublas"``) and
 #                                                 ``out_of_memory_errors`` (overridden below)
-#   gpunet.cuda._load                           - every compile: _load(xp, device, name, name_expressions,
+#   gpunet.engines.kernels._load                           - every compile: _load(xp, device, name, name_expressions,
 #                                                 options) builds xp.RawModule(code=..., options=...,
 #                                                 name_expressions=...) and compiles it; patched to tell the
 #                                                 fake which source file it compiles and to skip its cache
 # =====================================================================================================
 
-LOAD_MODULE, LOAD_NAME = gpunet.cuda, "_load"  # the one private patch point
+LOAD_MODULE, LOAD_NAME = gpunet.engines.kernels, "_load"  # the one private patch point
 FAKE_NAME = "gpunet_launch_record_cupy"  # the fake CuPy's module name; its cuBLAS is FAKE_NAME + ".cublas"
 FAKE_DEVICE_ID = 77  # a device id no real machine has, so no cache filled by a GPU test is shared with the fake
 DEVICE_ATTRIBUTES = {"MaxSharedMemoryPerBlockOptin": 232448}  # an H100's 227 KiB
@@ -77,7 +78,7 @@ class FakeBackend(gpunet.Backend):
 
 
 def patch_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    """gpunet.cuda._load compiling on the fake CuPy it is given, without its cache (each configuration records
+    """gpunet.engines.kernels._load compiling on the fake CuPy it is given, without its cache (each configuration records
     its own compiles), after telling the fake which source file it compiles."""
     original = getattr(LOAD_MODULE, LOAD_NAME)
     uncached = getattr(original, "__wrapped__", original)  # functools.lru_cache keeps the function here
@@ -145,7 +146,7 @@ def fake_cupy(recorder: Recorder) -> ModuleType:
     class RawModule:
         def __init__(self, code: str, options: tuple[str, ...] = (), name_expressions: Any = None) -> None:
             if recorder.loading is None:
-                raise AssertionError("a RawModule was made outside gpunet.cuda._load: update the patch points")
+                raise AssertionError("a RawModule was made outside gpunet.engines.kernels._load: update the patch points")
             self.code, self.options, self.source = code, tuple(options), recorder.loading
             self.name_expressions = tuple(name_expressions or ())
             self.functions: dict[str, Kernel] = {}
@@ -265,7 +266,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
-        self.loading: str | None = None  # the source file gpunet.cuda._load is compiling
+        self.loading: str | None = None  # the source file gpunet.engines.kernels._load is compiling
         self.allocated: list[weakref.ref] = []  # every buffer the fake allocated: where a packed pointer may point
         self.buffers: dict[int, tuple[int, np.ndarray]] = {}  # id(buffer) -> (its index, the buffer kept alive)
         self.streams: list[Any] = []

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gpunet
+from gpunet.engines.plain import train_per_sample
 from gpunet.checkpoint import load_checkpoint, save_checkpoint
 from gpunet.optim import make_optimizer
 
@@ -104,7 +105,7 @@ def test_optimizer_counts_its_own_steps(batch_size, optimizer, steps):
     assert opt.t == steps
     net = gpunet.Network([4, 5, 3], backend="numpy")
     sgd = gpunet.SGD()
-    net.train_per_sample(X[:9], net.targets_from_labels(y[:9]), lr=0.1, optimizer=sgd)
+    train_per_sample(net, X[:9], net.targets_from_labels(y[:9]), lr=0.1, optimizer=sgd)
     assert sgd.t == 9
 
 
@@ -112,7 +113,7 @@ def test_train_per_sample_refuses_an_optimizer_it_cannot_honour():
     net = gpunet.Network([4, 3], backend="numpy")
     for opt in (gpunet.Adam(), gpunet.SGD(weight_decay=0.1), "sgd"):
         with pytest.raises(ValueError, match="train_per_sample needs plain SGD without weight decay"):
-            net.train_per_sample(np.ones((2, 4)), np.ones((2, 3)), lr=0.1, optimizer=opt)
+            train_per_sample(net, np.ones((2, 4)), np.ones((2, 3)), lr=0.1, optimizer=opt)
 
 
 def _old_momentum_checkpoint(path, net, v, t):

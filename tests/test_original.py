@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gpunet
+from gpunet.engines.plain import train_per_sample
 from gpunet.datasets import load_mnist
 
 from conftest import rel_diff
@@ -43,7 +44,7 @@ def _compare(X, T, hidden, lr, seed, how="train_step"):
         for x, t in zip(X, T):
             net.train_step(x[None, :], t[None, :], lr=lr)
     elif how == "train_per_sample":
-        net.train_per_sample(X, T, lr=lr)
+        train_per_sample(net, X, T, lr=lr)
     else:  # gpunet.train visits epoch 1's seeded order, in chunks of PER_SAMPLE_CHUNK rows
         gpunet.train(net, X, T, epochs=1, batch_size=1, lr=lr, optimizer="sgd", seed=seed)
         order = np.random.default_rng([seed, 1]).permutation(len(X))

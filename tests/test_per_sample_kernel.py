@@ -1,4 +1,4 @@
-"""The per-sample SGD kernel (gpunet/cuda/per_sample.*): its NumPy transcription against train_step here,
+"""The per-sample SGD kernel (gpunet/engines/per_sample.*): its NumPy transcription against train_step here,
 the kernel itself against NumPy on a device (gpu marker)."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import gpunet
+from gpunet.engines.plain import train_per_sample
 from gpunet.activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
-from gpunet.cuda import per_sample
+from gpunet.engines import per_sample
 from gpunet.datasets import load_mnist
 
 from conftest import rel_diff, require
@@ -70,7 +71,7 @@ def _assert_trajectory(run_chunk, fast, plain, X, T, lr, chunk, tolerance):
 
 def _transcribed(threads=None):
     def run(net, Xc, Tc):
-        X, T = net._checked_input(Xc), net._checked_targets(Tc, Xc)
+        X, T = net.checked_input(Xc), net.checked_targets(Tc, Xc)
         Z2, Y = per_sample._transcribed_chunk(net, X, T, LR, threads)
         return Y, float(net.per_sample_loss(Z2, Y, T).sum())
     return run
@@ -105,7 +106,7 @@ def test_transcription_is_per_sample_on_mnist(mnist_dir, hidden, activation):
     T = nets[0].targets_from_labels(data.y_train[:256])
     for lo in range(0, 256, 64):
         got = float(per_sample.per_sample_chunk_numpy(nets[0], X[lo : lo + 64], T[lo : lo + 64], 0.1))
-        want = float(nets[1].train_per_sample(X[lo : lo + 64], T[lo : lo + 64], 0.1))
+        want = float(train_per_sample(nets[1], X[lo : lo + 64], T[lo : lo + 64], 0.1))
         assert got == pytest.approx(want, rel=1e-12)
     for k, v in nets[1].get_params().items():
         assert rel_diff(nets[0].get_params()[k], v) <= 1e-12, k
@@ -221,7 +222,7 @@ def test_supports_says_when_the_output_layer_does_not_fit_in_shared_memory(monke
 
 
 def test_codes_match_the_kernels_defines():
-    from gpunet.cuda import source
+    from gpunet.engines.kernels import source
     defines = dict(re.findall(r"#define GPUNET_(\w+) (\d+)", source("per_sample.cu") + source("activations.cuh")))
     for name, code in per_sample.OUTPUT_CODES.items():
         assert int(defines[name.upper()]) == code, name
@@ -242,7 +243,7 @@ def test_name_expressions_cover_every_kernel_it_loads():
 
 def _kernel(threads=None, lr=LR):
     def run(net, Xc, Tc):
-        X, T = net._checked_input(Xc), net._checked_targets(Tc, Xc)
+        X, T = net.checked_input(Xc), net.checked_targets(Tc, Xc)
         Z2, Y = per_sample._kernel_chunk(net, X, T, lr, threads)
         return net.backend.to_host(Y), float(net.per_sample_loss(Z2, Y, T).sum())
     return run
@@ -277,7 +278,7 @@ def test_kernel_is_train_step_row_by_row(activation, output, loss, dtype):
 def test_kernel_matches_its_transcription_with_more_outputs_than_lanes(output, loss):
     cupy = require("cupy")
     X, T, fast, plain = _case(64, [10, 600, 40], "leaky_relu", output, loss, "float64", backend=cupy)
-    got = float(per_sample.per_sample_chunk(fast, fast._checked_input(X), fast._checked_targets(T, X), LR))
+    got = float(per_sample.per_sample_chunk(fast, fast.checked_input(X), fast.checked_targets(T, X), LR))
     want = float(per_sample.per_sample_chunk_numpy(plain, X, T, LR))
     assert got == pytest.approx(want, rel=1e-11)  # the same order; only exp/tanh and fused multiply-adds differ
     for k, v in plain.get_params().items():

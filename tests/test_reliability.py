@@ -307,11 +307,11 @@ def test_out_of_memory_is_explained_and_memory_freed(monkeypatch, capsys):
 
 
 def test_out_of_memory_while_planning_a_fast_path_is_explained(monkeypatch):
-    # Graph mode's buffers and per-sample epochs' copy of the training set are allocated by select.plan.
+    # Graph mode's buffers and per-sample epochs' copy of the training set are allocated by select.engine.
     def no_room(*args):
         raise MemoryError("Out of memory allocating 376,320,000 bytes (allocated so far: 0 bytes)")
 
-    monkeypatch.setattr(gpunet.training.select, "plan", no_room)
+    monkeypatch.setattr(gpunet.training.select, "engine", no_room)
     d = gpunet.datasets.load_digits()
     with pytest.raises(DeviceMemoryError, match=r"64 rows at a time .* 376,320,000 bytes"):
         gpunet.train(gpunet.Network([64, 32, 10], backend="numpy"), d.X_train, d.y_train, batch_size=1,

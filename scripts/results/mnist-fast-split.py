@@ -3,7 +3,7 @@
     python3 scripts/results/mnist-fast-split.py --mnist-dir DIR
 
 Runs scripts/mnist_fast.py's train_fast twice in one process (its warm-up, then its timed call, each time),
-with gpunet.training's _prepare, _prepare_optional and evaluate and gpunet.cuda.select.plan wrapped in
+with gpunet.training's _prepare, _prepare_optional and evaluate and gpunet.engines.select.plan wrapped in
 synchronised timers, and prints each call's seconds beside the epochs' own and the whole call's wall time.
 """
 import collections

@@ -35,7 +35,7 @@
 // lr lives in device memory as one double (graph.py writes it before each replay), so a captured graph
 // serves every epoch's learning rate. Each product is one thread per output element (RTILE x RTILE
 // elements a thread for large products: the template parameter R), each element summing its
-// products in order k = 0, 1, ..., K - 1: gpunet/cuda/gemm.py transcribes that order in NumPy.
+// products in order k = 0, 1, ..., K - 1: gpunet/engines/gemm.py transcribes that order in NumPy.
 // No host headers: NVRTC has none.
 #include "activations.cuh"
 

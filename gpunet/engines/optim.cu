@@ -1,4 +1,4 @@
-// One optimiser step over the whole network in one launch (gpunet/cuda/flat.py), the rules of gpunet/optim.py:
+// One optimiser step over the whole network in one launch (gpunet/engines/flat.py), the rules of gpunet/optim.py:
 //
 //   g = g + wd * p                       for the weights only: the first n_weights entries (flat.py puts them first)
 //   RULE 0, SGD:      p = p - lr * g
@@ -9,7 +9,7 @@
 // p, g, m, v: (P,) flat buffers, the parameters and their state as views into them (all of one dtype T).
 // lr (double) and step (the steps taken before this one, t - 1) are read from device memory, so a captured
 // CUDA graph replays with the current values; the last block to finish advances step (done counts blocks).
-// gpunet/cuda/reference.py transcribes the loop in NumPy; the tests hold it to gpunet/optim.py.
+// gpunet/engines/reference.py transcribes the loop in NumPy; the tests hold it to gpunet/optim.py.
 #include "activations.cuh"
 
 #define GPUNET_RULE_SGD 0

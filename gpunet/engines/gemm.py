@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..activations import LEAKY_SLOPE
-from . import ACT_CODES, LOSS_CODES, OUTPUT_CODES
+from .kernels import ACT_CODES, LOSS_CODES, OUTPUT_CODES
 
 Array = Any
 TILE = 16  # gemm.cu's defines

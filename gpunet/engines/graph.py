@@ -30,20 +30,20 @@ select.VERIFIED: see there.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from ..checks import check_int, check_number
+from ..network import Network
 from ..optim import Optimizer
-from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, gemm, load, reference
+from . import gemm, reference
+from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
+from .engine import Engine
 from .flat import FlatOptimizer, FlatParameters, checked_rule
-from .fused import RULE_CODES, elementwise_geometry, flat_step_arguments
+from .fused import RULE_CODES, FusedEngine, elementwise_geometry, flat_step_arguments
 from .gemm import GRAD_WRITE, LOSS_THREADS, MAX_LAYERS, RTILE, SGD_DECAY, SGD_FOLDED, TILE, WeightGradLayer
-
-if TYPE_CHECKING:  # annotations only
-    from ..network import Network
 
 Array = Any
 PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS for loss in LOSSES] + list(FUSED)  # every (output, loss) pair
@@ -73,7 +73,7 @@ def _output_forward_act(output: str, loss: str) -> int:
     return ACT_CODES[output]
 
 
-# Every template instantiation of gemm.cu GraphTrainer may load (gpunet.cuda.name_expressions' convention);
+# Every template instantiation of gemm.cu GraphTrainer may load (gpunet.engines.name_expressions' convention);
 # the shared compile test compiles exactly these.
 EXPRESSIONS = [
     *(f"gather_rows<{t}>" for t in C_TYPES.values()),
@@ -416,7 +416,7 @@ class GraphTrainer:
         if self.flat_optimizer is not None:
             self.flat_optimizer.advance(self.optimizer, steps)  # the device's count advanced by flat_step
         else:
-            self.optimizer.t += steps
+            self.optimizer.count(steps)
         return loss
 
     def _load(self, launches: list[Launch]) -> None:
@@ -467,3 +467,26 @@ def check_data(net: Network, X: Array, T: Array) -> tuple[Array, Array]:
     if X.shape[0] >= 2**31:
         raise ValueError(f"graph mode indexes rows with 32-bit ints; got {X.shape[0]} rows")
     return X, T
+
+
+class GraphEngine(Engine):
+    """Whole epochs by :class:`GraphTrainer`, one graph replay each; an epoch resumed mid-way runs its rest step by
+    step on the fused engine."""
+
+    name = "graph"
+    whole_epochs = True
+
+    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, rows: int) -> None:
+        super().__init__(net, optimizer, X, T, rows)
+        self.trainer = GraphTrainer(net, optimizer, X, T, rows)
+        self.rest: Engine | None = None  # made at a resume's first partial epoch
+
+    def run_epoch(self, order: Array, lr: float, loss_sum: Array, start: int = 0, after_step: Any = None) -> None:
+        if start:
+            if self.rest is None:
+                self.rest = FusedEngine(self.net, self.optimizer, self.X, self.T, self.rows)
+            self.rest.run_epoch(order, lr, loss_sum, start, after_step)
+            return
+        loss_sum += self.trainer.run_epoch(order, lr)
+        if after_step is not None:
+            after_step(self.X.shape[0], loss_sum)

@@ -1,86 +1,23 @@
-"""One flat buffer for a network's parameters, one for their gradients and one per optimiser state, and optim.cu's
-one-launch optimiser step over them.
+"""The fast paths' flat buffers: the network's own parameter buffer (gpunet/params.py), one for the gradients and
+one per optimiser state, and optim.cu's one-launch optimiser step over them.
 
-A network keeps its parameters in such a buffer from construction (:func:`pack`,
-called by ``memory.build_params``): each ``net.params[k]`` is a view into it, the
-same array object for the network's life, and a fast path steps that buffer
-itself. The optimiser's ``state[k]`` become views into flat buffers of their own,
-so everything that reads or writes them in place — ``set_params``, checkpoints,
-the plain path — keeps working.
-Weights come first, biases after them, so weight decay applies to one prefix of
-the buffer. lr and the step count live in device memory: the kernel reads them,
-so a captured CUDA graph replays with the current values.
+The optimiser's ``state[k]`` become views into flat buffers of their own, so everything that reads or
+writes them in place (checkpoints, the plain path) keeps working. lr and the step count live in device
+memory: the kernel reads them, so a captured CUDA graph replays with the current values.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from ..optim import SGD, Adam, Momentum, Optimizer
+from ..params import Packed, empty_packed, layout, views
 
 Array = Any
-# Each tensor starts on a multiple of 32 elements: 128 bytes in float32, the alignment cuBLAS's fastest kernels
-# want for their operands. The padding is zero in every buffer and stays zero (its gradient is never written).
-ALIGN = 32
 RULES = {SGD: "sgd", Momentum: "momentum", Adam: "adam"}  # the exact classes: a subclass may change the rule
 STATE_NAMES = {"sgd": (), "momentum": ("buf",), "adam": ("m", "v")}  # optim.py's state keys, "buf.W1" and so on
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where each tensor lies in the flat buffer: ``offsets[k]`` and ``shapes[k]``; ``size`` entries in all,
-    the weights (decayed) in ``[0, n_weights)``."""
-
-    shapes: dict[str, tuple[int, ...]]
-    offsets: dict[str, int]
-    size: int
-    n_weights: int
-
-
-def layout(shapes: dict[str, tuple[int, ...]], align: int = ALIGN) -> Layout:
-    """The weights ("W...") first, in the given order, then the rest; each offset rounded up to ``align``."""
-    names = [k for k in shapes if k.startswith("W")] + [k for k in shapes if not k.startswith("W")]
-    offsets, end, n_weights = {}, 0, 0
-    for k in names:
-        if not k.startswith("W") and not n_weights:
-            n_weights = end
-        offsets[k] = end
-        end += -(-int(np.prod(shapes[k], dtype=np.int64)) // align) * align
-    return Layout({k: tuple(shapes[k]) for k in names}, offsets, end, n_weights or end)
-
-
-def views(flat: Array, lay: Layout) -> dict[str, Array]:
-    """Each tensor of ``lay`` as a contiguous view into ``flat``."""
-    return {k: flat[o : o + int(np.prod(lay.shapes[k], dtype=np.int64))].reshape(lay.shapes[k])
-            for k, o in lay.offsets.items()}
-
-
-class Packed(NamedTuple):
-    """A network's parameters in one flat buffer: ``buffer`` (1-D, laid out by :func:`layout`) and ``views``,
-    each parameter as a view into it, in the parameters' own order."""
-
-    buffer: Array
-    views: dict[str, Array]
-
-
-def empty_packed(shapes: dict[str, tuple[int, ...]], dtype: Any, xp: Any) -> Packed:
-    """A zeroed flat buffer for tensors of ``shapes`` on ``xp``, and its views in the order of ``shapes``."""
-    lay = layout(shapes)
-    buffer = xp.zeros(lay.size, dtype=dtype)
-    by_offset = views(buffer, lay)
-    return Packed(buffer, {k: by_offset[k] for k in shapes})
-
-
-def pack(params: dict[str, Array], xp: Any) -> Packed:
-    """``params`` copied into a new flat buffer on ``xp`` (in their dtype), and its views."""
-    first = next(iter(params.values()))
-    packed = empty_packed({k: p.shape for k, p in params.items()}, first.dtype, xp)
-    for k, p in params.items():
-        packed.views[k][...] = p
-    return packed
 
 
 def rule_of(optimizer: Optimizer) -> str | None:
@@ -197,7 +134,7 @@ class FlatOptimizer:
 
     def advance(self, optimizer: Optimizer, steps: int) -> None:
         """Count ``steps`` steps the device took (each launch advanced step_count by one)."""
-        optimizer.t += steps
+        optimizer.count(steps)
         self._t_host = optimizer.t
 
     def step(self, optimizer: Optimizer, lr: float) -> None:

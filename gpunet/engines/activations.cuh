@@ -2,7 +2,7 @@
 //   forward  A = f(Z)
 //   backward dZ = dA * f'(Z), with f' read off the output A (sigma' = A (1 - A), tanh' = 1 - A^2,
 //            relu' = [A > 0], leaky relu' = 1 where A > 0 else LEAKY_SLOPE).
-// ACT is one of the codes below; gpunet/cuda/__init__.py ACT_CODES maps the names to them.
+// ACT is one of the codes below; gpunet/engines/__init__.py ACT_CODES maps the names to them.
 // The output and loss codes below are every kernel's too (OUTPUT_CODES, LOSS_CODES there).
 // Included by the kernels of this folder (NVRTC gets -I<this folder>); no host headers.
 #pragma once

@@ -1,81 +1,28 @@
-"""CUDA kernels for the CuPy backend: the fast paths, each tested against the plain ``xp`` code in network.py.
-
-Every kernel's CUDA C lives in a ``.cu`` file in this folder, opening with the
-formula it computes and the shapes of its arguments. Kernels reach CuPy only
-through a :class:`~gpunet.backend.Backend` (``backend.xp.RawModule``), so
-``gpunet/backend.py`` stays the only module that imports CuPy.
-"""
+"""Compiling the CUDA sources without a GPU, for the tests and the GPU check: every instantiation the engines
+can ask for, by nvcc or NVRTC, and ptxas's report of registers and spills."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import functools
-import importlib
 import importlib.util
 import os
-import pkgutil
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from ..backend import Backend
+from . import fused, graph, per_sample
+from . import kernels
+from .kernels import ARCHS, NVRTC_OPTIONS, SOURCE_DIR, sources
 
-SOURCE_DIR = Path(__file__).parent
-# -std=c++17 for constexpr if; -I for activations.cuh. NVRTC has no host headers, so sources include none.
-NVRTC_OPTIONS = ("-std=c++17", f"-I{SOURCE_DIR}")
-# The activation codes of activations.cuh (its GPUNET_* defines), by gpunet's names.
-ACT_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4}
-# The output activations (softmax is row-wise: GPUNET_SOFTMAX) and the losses (GPUNET_LOSS_*: cross-entropy
-# fused with a softmax or sigmoid output), activations.cuh's defines too, one table for every kernel.
-OUTPUT_CODES = {**ACT_CODES, "softmax": 5}
-LOSS_CODES = {"squared": 0, "absolute": 1, "cross-entropy": 2}
-C_TYPES = {"float32": "float", "float64": "double"}  # the kernels' element types, by NumPy dtype name
-ARCHS = ("sm_80", "sm_90")  # A100, H100/H200: every source must compile for both
-
-
-def sources() -> list[Path]:
-    """Every CUDA source of the package (not the .cuh headers), sorted by name; the compile tests walk this list."""
-    return sorted(SOURCE_DIR.glob("*.cu"))
-
-
-def source(name: str) -> str:
-    """The text of ``name`` (e.g. "fused.cu") from this folder."""
-    return (SOURCE_DIR / name).read_text()
-
-
-def load(backend: Backend, name: str, name_expressions: Sequence[str] = (), options: Sequence[str] = ()) -> Any:
-    """``name`` compiled by NVRTC for the current device as a ``cupy.RawModule`` (cached per device and options).
-
-    ``name_expressions`` lists the template instantiations to compile, e.g.
-    ``"bias_act<float, 1>"``; fetch each with ``module.get_function(expr)``.
-    """
-    if backend.name != "cupy":
-        raise ValueError(f"CUDA kernels need the cupy backend; got backend {backend.name!r}")
-    device = backend.xp.cuda.Device().id
-    return _load(backend.xp, device, name, tuple(name_expressions), tuple(NVRTC_OPTIONS) + tuple(options))
-
-
-@functools.lru_cache(maxsize=None)
-def _load(xp: Any, device: int, name: str, name_expressions: tuple[str, ...], options: tuple[str, ...]) -> Any:
-    module = xp.RawModule(code=source(name), options=options, name_expressions=name_expressions or None)
-    module.compile()  # compile now, not at the first launch (which may be inside a graph capture)
-    return module
-
-
-# --- compiling without a GPU: the tests and the GPU check script ------------------------------------
 
 def name_expressions() -> dict[str, tuple[str, ...]]:
-    """Every template instantiation the Python side can ask for, by source file ("fused.cu": (...)).
-
-    The convention: a kernel module of this package exports ``NAME_EXPRESSIONS``, a dict from its .cu
-    files' names to the expressions it may pass to :func:`load`; the tables of all modules are merged.
-    """
+    """Every template instantiation the engines can ask for, by source file ("fused.cu": (...)): each engine
+    module's ``NAME_EXPRESSIONS`` merged."""
     merged: dict[str, tuple[str, ...]] = {}
-    for info in pkgutil.iter_modules([str(SOURCE_DIR)]):
-        table = getattr(importlib.import_module(f"{__name__}.{info.name}"), "NAME_EXPRESSIONS", {})
+    for table in (fused.NAME_EXPRESSIONS, graph.NAME_EXPRESSIONS, per_sample.NAME_EXPRESSIONS):
         for name, exprs in table.items():
             merged[name] = tuple(dict.fromkeys(merged.get(name, ()) + tuple(exprs)))
     return merged
@@ -141,7 +88,7 @@ def nvrtc_compile(name: str, arch: str, options: Sequence[str] = ()) -> tuple[bo
             raise RuntimeError(f"{what}: {lib.nvrtcGetErrorString(result).decode()}")
 
     exprs = name_expressions().get(name, ())
-    check(lib.nvrtcCreateProgram(ctypes.byref(prog), source(name).encode(), name.encode(), 0, None, None),
+    check(lib.nvrtcCreateProgram(ctypes.byref(prog), kernels.source(name).encode(), name.encode(), 0, None, None),
           "nvrtcCreateProgram")
     try:
         for e in exprs:

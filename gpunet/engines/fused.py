@@ -15,18 +15,17 @@ here each becomes one kernel:
 
 :class:`FusedStep` holds this sequence once, for any kernel set: :class:`CudaKernels`
 on the device, ``reference.NumpyKernels`` (the NumPy transcription) in the CPU tests.
-Verified on an H100 (2026-11-27) and the default on CuPy: see gpunet/cuda/select.py.
 """
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import numpy as np
 
 from ..activations import HIDDEN_ACTIVATIONS
-from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
+from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
+from .engine import StepEngine
 from .flat import FlatOptimizer, FlatParameters, checked_rule
 
 # optim.cu's update rules (its GPUNET_RULE_* defines), by gpunet's names
@@ -106,9 +105,7 @@ class FusedStep:
     """One network's fused training step over a kernel set; buffers are kept per batch size."""
 
     def __init__(self, net: Any, kernels: Any) -> None:
-        # A proxy: _STEPS holds this step as long as the network lives, so a strong reference here would keep
-        # every network trained on the fused path alive for good.
-        self.net, self.kernels = weakref.proxy(net), kernels
+        self.net, self.kernels = net, kernels
         self.workspaces: dict[int, dict[str, Array]] = {}  # rows -> workspace_shapes' arrays
         self.flat: FlatParameters | None = None  # made at the first step that needs gradients in one buffer
         self.optimizer: FlatOptimizer | None = None
@@ -155,14 +152,14 @@ class FusedStep:
             else:
                 xp.matmul(As[i - 1].T, delta, out=grads[f"W{i}"])  # dW_i: (n_{i-1}, N) @ (N, n_i)
         if folds:
-            optimizer.t += 1
+            optimizer.count(1)
         else:
             self.optimizer.step(optimizer, lr)
         return loss
 
 
 class CudaKernels:
-    """fused.cu's and optim.cu's kernels for one network's configuration, compiled by NVRTC (gpunet.cuda.load)."""
+    """fused.cu's and optim.cu's kernels for one network's configuration, compiled by NVRTC (gpunet.engines.load)."""
 
     def __init__(self, backend: Any, dtype: Any, activation: str, output: str, loss: str) -> None:
         self.xp = backend.xp
@@ -204,13 +201,17 @@ class CudaKernels:
             p, g, m, v, n_weights, lr, step, done, weight_decay, beta1, beta2, eps))
 
 
-def step(net: Any, X: Array, T: Array, lr: float, optimizer: Any) -> Array:
-    """``Network.plain_step_unchecked``'s contract by the fused kernels (the cupy backend only)."""
-    fused = _STEPS.get(net)
-    if fused is None:  # compiled and allocated once per network, kept as long as the network lives
+class FusedEngine(StepEngine):
+    """Batch steps by :class:`FusedStep` on :class:`CudaKernels` (the cupy backend only)."""
+
+    name = "fused"
+
+    def __init__(self, net: Any, optimizer: Any, X: Array, T: Array, rows: int) -> None:
+        super().__init__(net, optimizer, X, T, rows)
+        if not optimizer.folds_lr:
+            checked_rule(optimizer, "kernels='fused'")
         kernels = CudaKernels(net.backend, net.dtype, net.activation, net.output, net.loss_name)
-        fused = _STEPS[net] = FusedStep(net, kernels)
-    return fused(X, T, lr, optimizer)
+        self.fused = FusedStep(net, kernels)
 
-
-_STEPS: weakref.WeakKeyDictionary[Any, FusedStep] = weakref.WeakKeyDictionary()  # network -> its FusedStep
+    def step(self, X: Array, T: Array, lr: float) -> Array:
+        return self.fused(X, T, lr, self.optimizer)

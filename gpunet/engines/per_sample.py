@@ -7,7 +7,7 @@ with one hidden layer on CuPy; :func:`supports` says whether a network is
 covered. The kernel is ``per_sample.cu``; :func:`per_sample_chunk_numpy` is a
 NumPy transcription of its exact loop order, which the CPU tests hold to
 ``Network.train_step``. Equal to the CPU on an H100 (2026-11-27) and 38-66x the plain per-sample path
-there, so ``kernels="auto"`` runs it on CuPy (gpunet/cuda/select.py). :class:`PerSampleEpochs` runs
+there, so ``kernels="auto"`` runs it on CuPy (gpunet/engines/select.py). :class:`PerSampleEpochs` runs
 whole epochs on it with fewer calls a chunk (``kernels="graph"``; not yet run on a device).
 """
 
@@ -20,12 +20,14 @@ import numpy as np
 
 from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSSES
 from ..checks import check_int, check_number
+from ..network import Network
 from ..optim import SGD
-from . import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
+from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
+from .engine import Engine, StepEngine
 from .graph import check_data, check_order
+from .plain import first_layer, update_first_layer
 
 Array = Any
-Network = Any  # gpunet.network.Network (not imported: network.py may come to import this module)
 
 SOURCE = "per_sample.cu"
 MAX_THREADS = 512
@@ -41,7 +43,7 @@ HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)
 # Every instantiation load() compiles: one per dtype, hidden activation and IN_KERNEL (the output layer's
 # activation and loss are run-time arguments: they run once a row, on 32 threads).
 EXPRESSIONS = [_expression(d, a, i) for d, a, i in itertools.product(C_TYPES, HIDDEN, (False, True))]
-NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}  # gpunet.cuda.name_expressions' convention
+NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}  # gpunet.engines.name_expressions' convention
 
 
 def launch_geometry(n_hidden: int, n_out: int, itemsize: int, threads: int | None = None) -> tuple[int, int]:
@@ -115,7 +117,7 @@ def per_sample_chunk_numpy(net: Network, X: np.ndarray, T: np.ndarray, lr: float
 
 class PerSampleEpochs:
     """Whole epochs of per-sample plain SGD on the kernel with the fewest calls a chunk: what
-    ``kernels="graph"`` runs for per-sample SGD in gpunet.train (gpunet/cuda/select.py; not a CUDA graph:
+    ``kernels="graph"`` runs for per-sample SGD in gpunet.train (gpunet/engines/select.py; not a CUDA graph:
     its products are cuBLAS's, which CuPy will not capture).
 
     Each epoch first gathers the training rows in the epoch's order, once, on the device, into a copy of
@@ -174,7 +176,7 @@ class PerSampleEpochs:
             xp.matmul(X, X.T, out=work["G"])  # X X^T, scaled to lr (X X^T + 1) in the kernel
             self._launch(work["Z1"], work["G"], self.T_epoch[lo:hi], lr, work["D"], self.Y[lo:hi], self.Z2[lo:hi])
             self._update_W1(X, work["D"], W1, lr)
-        self.optimizer.t += self.n
+        self.optimizer.count(self.n)
         return self.net.per_sample_loss(self.Z2, self.Y, self.T_epoch).sum()
 
     def _kernel_launch(self, Z1: Array, G: Array, T: Array, lr: float, D: Array, Y: Array, Z2: Array) -> None:
@@ -192,6 +194,38 @@ class PerSampleEpochs:
         W1 += W1.dtype.type(-lr) * (X.T @ D)  # the product's alpha = -lr, beta = 1
 
 
+class KernelPerSample(StepEngine):
+    """Per-sample plain SGD, a chunk a step by :func:`per_sample_chunk` (the kernel, on CuPy)."""
+
+    name = "fused"
+
+    def step(self, X: Array, T: Array, lr: float) -> Array:
+        return per_sample_chunk(self.net, X, T, lr, self.optimizer)
+
+
+class PerSampleEpochEngine(Engine):
+    """Whole epochs of per-sample plain SGD by :class:`PerSampleEpochs`; an epoch resumed mid-way runs its rest
+    chunk by chunk through :class:`KernelPerSample`."""
+
+    name = "graph"
+    whole_epochs = True
+
+    def __init__(self, net: Network, optimizer: Any, X: Array, T: Array, rows: int) -> None:
+        super().__init__(net, optimizer, X, T, rows)
+        self.epochs = PerSampleEpochs(net, optimizer, X, T, rows)
+        self.rest = KernelPerSample(net, optimizer, X, T, rows)
+
+    def run_epoch(self, order: Array, lr: float, loss_sum: Array, start: int = 0,
+                  after_step: Any = None) -> None:
+        if start:
+            self.rest.run_epoch(order, lr, loss_sum, start, after_step)
+            return
+        loss = self.epochs.run_epoch(order, lr)
+        loss_sum += loss
+        if after_step is not None:
+            after_step(self.X.shape[0], loss_sum)
+
+
 def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | None = None,
                   optimizer: SGD | None = None) -> tuple[Array, Array]:
     """Run the chunk through the kernel; returns (Z2, Y), each (K, n_out): each row's output
@@ -205,11 +239,11 @@ def _chunk(net: Network, X: Array, T: Array, lr: float, launch: Callable[..., No
     """A chunk as :func:`per_sample_chunk` runs it, its launch by ``launch`` (:func:`_launch`, or
     :func:`_transcribed_launch` on NumPy): the first layer's products, the launch, then W1's and b1's
     update through ``optimizer`` (default a fresh SGD). Returns (Z2, Y)."""
-    Z1, G = net._per_sample_first_layer(X, lr)
+    Z1, G = first_layer(net, X, lr)
     xp, K, (H, O) = net.backend.xp, X.shape[0], net.params["W2"].shape
     D, Y, Z2 = (xp.empty(shape, dtype=net.dtype) for shape in ((K, H), (K, O), (K, O)))
     launch(net, Z1, G, T, lr, D, Y, Z2, in_kernel=False, threads=threads)
-    net._per_sample_update_first_layer(X, D, lr, optimizer or SGD())
+    update_first_layer(net, X, D, lr, optimizer or SGD())
     return Z2, Y
 
 

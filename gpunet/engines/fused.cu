@@ -1,4 +1,4 @@
-// The elementwise work of one training step, fused; the products stay with cuBLAS (gpunet/cuda/fused.py).
+// The elementwise work of one training step, fused; the products stay with cuBLAS (gpunet/engines/fused.py).
 // Batch-first, row-major, the names of network.py:
 //
 //   bias_act<T, ACT>            A_i = f(Z_i + b_i), in place of Z_i             Z_i (N, n_i), b_i (n_i,)
@@ -11,7 +11,7 @@
 //                               db_i = sum_n delta_i (UPDATE: b_i -= sum_n delta_i)  dA_i, A_i (N, n_i), db_i (n_i,)
 //
 // scale is lr / N for plain SGD (the learning rate folded into the deltas) and 1 / N otherwise.
-// gpunet/cuda/reference.py transcribes each loop, in this order, in NumPy; the tests hold it to network.py.
+// gpunet/engines/reference.py transcribes each loop, in this order, in NumPy; the tests hold it to network.py.
 // Indices are 64-bit: N * n_i may pass 2^31.
 #include "activations.cuh"
 
