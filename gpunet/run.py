@@ -94,9 +94,9 @@ def _mnist_test(config: TrainConfig, on_download: Callable[[str, str], object] |
 
 def build(config: TrainConfig, n_inputs: int, backend: Backend) -> tuple[Network, Optimizer]:
     """A fresh network for ``n_inputs`` pixels and ten classes, and its optimiser."""
+    check_kernels(config.kernels, backend.name)  # a training setting, passed to train(); checked before building
     net = Network([n_inputs, *config.hidden, 10], activation=config.activation, output=config.output,
-                  loss=config.loss, init=config.init, seed=config.seed, backend=backend, dtype=config.dtype,
-                  kernels=config.kernels)
+                  loss=config.loss, init=config.init, seed=config.seed, backend=backend, dtype=config.dtype)
     return net, make_optimizer(config.optimizer, config.weight_decay)
 
 

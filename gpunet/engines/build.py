@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -77,6 +78,24 @@ def nvrtc_compile(name: str, arch: str, options: Sequence[str] = ()) -> tuple[bo
 
     Raises RuntimeError when no libnvrtc can be loaded.
     """
+    ok, log, lowered, _ = _nvrtc(name, [f"--gpu-architecture={arch}", *options], want_ptx=False)
+    return ok, log, lowered
+
+
+def kernel_ptx(name: str, arch: str = "compute_90") -> dict[str, str]:
+    """The PTX of each instantiation of ``name`` (its name expressions), by expression: the ``.entry`` of the
+    kernel as NVRTC lowers it for the virtual ``arch``. What the device runs, free of comments and layout, so a
+    test can hold the kernels' code unchanged across a move of their source. RuntimeError when NVRTC fails."""
+    ok, log, lowered, ptx = _nvrtc(name, [f"--gpu-architecture={arch}"], want_ptx=True)
+    if not ok:
+        raise RuntimeError(f"NVRTC failed on {name}: {log}")
+    entries = {}
+    for match in re.finditer(r"^\.(?:visible|weak) \.entry (\w+)\(.*?^}$", ptx, re.M | re.S):
+        entries[match.group(1)] = match.group(0)
+    return {e: entries[mangled] for e, mangled in lowered.items()}
+
+
+def _nvrtc(name: str, opts_tail: Sequence[str], want_ptx: bool) -> tuple[bool, str, dict[str, str], str]:
     lib = nvrtc_library()
     if lib is None:
         raise RuntimeError("libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12, or set GPUNET_NVRTC)")
@@ -93,7 +112,7 @@ def nvrtc_compile(name: str, arch: str, options: Sequence[str] = ()) -> tuple[bo
     try:
         for e in exprs:
             check(lib.nvrtcAddNameExpression(prog, e.encode()), f"nvrtcAddNameExpression({e})")
-        opts = [*NVRTC_OPTIONS, f"--gpu-architecture={arch}", *options]
+        opts = [*NVRTC_OPTIONS, *opts_tail]
         argv = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
         result = lib.nvrtcCompileProgram(prog, len(opts), argv)
         size = ctypes.c_size_t()
@@ -101,12 +120,18 @@ def nvrtc_compile(name: str, arch: str, options: Sequence[str] = ()) -> tuple[bo
         log = ctypes.create_string_buffer(size.value)
         check(lib.nvrtcGetProgramLog(prog, log), "nvrtcGetProgramLog")
         lowered: dict[str, str] = {}
+        ptx = ""
         if result == 0:
             for e in exprs:
                 out = ctypes.c_char_p()
                 check(lib.nvrtcGetLoweredName(prog, e.encode(), ctypes.byref(out)), f"nvrtcGetLoweredName({e})")
                 lowered[e] = out.value.decode()
-        return result == 0, log.value.decode(errors="replace"), lowered
+            if want_ptx:
+                check(lib.nvrtcGetPTXSize(prog, ctypes.byref(size)), "nvrtcGetPTXSize")
+                text = ctypes.create_string_buffer(size.value)
+                check(lib.nvrtcGetPTX(prog, text), "nvrtcGetPTX")
+                ptx = text.value.decode()
+        return result == 0, log.value.decode(errors="replace"), lowered, ptx
     finally:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
