@@ -16,7 +16,6 @@ or not met.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -27,7 +26,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -90,10 +89,8 @@ def _targets(labels: np.ndarray, n_out: int, dtype: Any) -> np.ndarray:
     return T
 
 
-def _gpunet(backend_name: str, kernels: str | None = None,
-            merged_launches: bool | None = None) -> Callable[[Case, np.ndarray, np.ndarray, dict], Run]:
-    """gpunet.train for one epoch; on CuPy with ``kernels`` forced when given, and graph mode's
-    ``merged_launches`` (gpunet.cuda.graph.MERGED_LAUNCHES while it runs) when not None."""
+def _gpunet(backend_name: str, kernels: str | None = None) -> Callable[[Case, np.ndarray, np.ndarray, dict], Run]:
+    """gpunet.train for one epoch; on CuPy with ``kernels`` forced when given."""
     def make(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
         net = Network(list(case.sizes), "sigmoid", "sigmoid", "squared", backend=backend_name, dtype=case.dtype)
         net.set_params(params)
@@ -104,28 +101,12 @@ def _gpunet(backend_name: str, kernels: str | None = None,
         def run() -> float | None:
             # On the GPU, two epochs and the second's own synchronised time: the first may compile
             # or capture, and train()'s per-call data checks and upload fall outside the epoch.
-            with _merged_launches(merged_launches):
-                history = train(net, Xd, yd, epochs=2 if on_gpu else 1, batch_size=case.batch, lr=LR,
-                                optimizer=SGD(), **options)
+            history = train(net, Xd, yd, epochs=2 if on_gpu else 1, batch_size=case.batch, lr=LR,
+                            optimizer=SGD(), **options)
             return history[-1]["seconds"] if on_gpu else None
         run.params = net.get_params  # type: ignore[attr-defined]
         return run
     return make
-
-
-@contextlib.contextmanager
-def _merged_launches(merged: bool | None) -> Iterator[None]:
-    """graph.MERGED_LAUNCHES set to ``merged`` inside (None: left as it is), restored after."""
-    if merged is None:
-        yield
-        return
-    from .cuda import graph  # gpunet.cuda.graph imports no CuPy: the kernels reach it through the Backend
-
-    saved, graph.MERGED_LAUNCHES = graph.MERGED_LAUNCHES, merged
-    try:
-        yield
-    finally:
-        graph.MERGED_LAUNCHES = saved
 
 
 def _textbook(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
@@ -349,9 +330,6 @@ CONTENDERS: dict[str, tuple[Callable[..., Run], Callable[[], str | None]]] = {
 GPU_CONTENDERS: dict[str, tuple[Callable[..., Run], Callable[[], str | None]]] = {
     "gpunet-cupy-fused": (_gpunet("cupy", "fused"), lambda: cupy_unavailable_reason()),
     "gpunet-cupy-graph": (_gpunet("cupy", "graph"), lambda: cupy_unavailable_reason()),
-    # graph mode's step of separate launches (graph.MERGED_LAUNCHES False), the default before the H200 run 5
-    "gpunet-cupy-graph-separate": (_gpunet("cupy", "graph", merged_launches=False),
-                                   lambda: cupy_unavailable_reason()),
     "gpunet-cupy-kernel": (_gpunet("cupy", "fused"), lambda: cupy_unavailable_reason()),
     "torch-compile": (_torch_compile, lambda: _missing("torch") or _no_torch_cuda()),
     "jax-jit": (_jax(False), lambda: _missing("jax") or _no_jax_gpu()),
@@ -627,8 +605,7 @@ EPOCH_ROWS = 60_000  # one MNIST epoch
 # filled gpu_check's 185 s benchmark stage on their own; 1,000 leave the batch cases time.
 SLOW_ROWS = 1000
 GPU_SETTLE_S = 0.05  # the GPU machine has 16 cores: idle BLAS threads do not take the GPU contenders' core
-BATCH_CONTENDERS = ("gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "gpunet-cupy-graph-separate",
-                    "torch-cuda", "torch-cuda-graph",
+BATCH_CONTENDERS = ("gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "torch-cuda", "torch-cuda-graph",
                     "torch-compile", "jax-jit", "jax-scan", "gpunet-numpy")
 PER_SAMPLE_CONTENDERS = ("gpunet-cupy-graph", "gpunet-cupy-kernel", "gpunet-cupy", "torch-cuda", "gpunet-numpy")
 QUICK_SKIPS = {"torch-compile": "not run with --quick: compiling takes tens of seconds"}

@@ -78,8 +78,7 @@ def test_gpu_benchmark_json_shape(tmp_path):
         contenders = case["contenders"]
         expected = (["gpunet-cupy-graph", "gpunet-cupy-kernel", "gpunet-cupy", "torch-cuda", "gpunet-numpy"]
                     if case["batch"] == 1 else
-                    ["gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "gpunet-cupy-graph-separate",
-                     "torch-cuda", "torch-cuda-graph",
+                    ["gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "torch-cuda", "torch-cuda-graph",
                      "torch-compile", "jax-jit", "jax-scan", "gpunet-numpy"])
         if case["batch"] > 64:  # torch.compile compiles anew in each case: batch 64 only
             expected.remove("torch-compile")
@@ -232,17 +231,3 @@ def test_mnist_fast_rejects_bad_arguments(tmp_path):
         assert out.stderr.startswith("mnist_fast.py: error: ")
     assert list(tmp_path.iterdir()) == []
 
-
-def test_merged_launches_hold_only_while_a_contender_trains():
-    from gpunet import bench
-    from gpunet.cuda import graph
-
-    saved = graph.MERGED_LAUNCHES
-    with bench._merged_launches(not saved):
-        assert graph.MERGED_LAUNCHES is (not saved)
-    assert graph.MERGED_LAUNCHES is saved
-    with pytest.raises(RuntimeError, match="stopped"), bench._merged_launches(not saved):
-        raise RuntimeError("stopped")
-    assert graph.MERGED_LAUNCHES is saved
-    with bench._merged_launches(None):
-        assert graph.MERGED_LAUNCHES is saved
