@@ -10,8 +10,8 @@ taking turns round by round. Library code: it returns results and never prints.
 :func:`run_gpu_benchmark` is the GPU side (issues 12 and 13): one MNIST epoch
 per case on gpunet's CuPy paths, PyTorch (eager, CUDA graph, torch.compile) and
 JAX (a jitted step, the whole epoch in ``lax.scan``), with gpunet on NumPy on
-the same machine's CPU for reference, and the issues' targets reported as met
-or not met.
+the same machine's CPU for reference. The issues' targets are not the library's:
+scripts/benchmark.py holds them and judges these measurements against them.
 """
 
 from __future__ import annotations
@@ -663,7 +663,7 @@ def run_gpu_benchmark(fraction: float = 1.0, repeats: int = 5, only: list[str] |
     gpu = cupy_unavailable_reason() is None
     results: dict[str, Any] = {"machine": gpu_machine(), "quick": quick, "fraction": fraction, "repeats": repeats,
                                "lr": LR, "epoch_rows": EPOCH_ROWS, "tf32": False, "ceilings_gflops": {},
-                               "cases": [], "targets": []}
+                               "cases": []}
     devices = ("cpu", "gpu") if gpu else ("cpu",)
     ceilings = {device: _ceiling(device, 1024 if quick else 2048) for device in devices}
     all_cases = gpu_cases(fraction)
@@ -697,53 +697,12 @@ def run_gpu_benchmark(fraction: float = 1.0, repeats: int = 5, only: list[str] |
                 r["epoch_seconds"] = EPOCH_ROWS / r["samples_per_s"]
         _add_speedups(entry)
         results["cases"].append(entry)
-        results["targets"] = gpu_targets(results)
         for device in devices:
             results["ceilings_gflops"][device] = statistics.median(
                 c["ceiling_gflops"][device] for c in results["cases"])
         if on_result is not None:
             on_result(results)
     return results
-
-
-# (issue, case, gpunet's contenders (the fastest measured counts), peer or None, need): the issues' targets.
-# ``need`` is a speed ratio over the peer (>=), or, with no peer, the longest epoch in seconds (<=).
-GPU_TARGETS = [
-    (12, "batch 64 784-100-10", ("gpunet-cupy-graph", "gpunet-cupy-fused", "gpunet-cupy"), "torch-cuda", 5.0),
-    (12, "batch 64 784-100-10", ("gpunet-cupy-graph", "gpunet-cupy-fused", "gpunet-cupy"), "torch-cuda-graph", 1.5),
-    (12, "batch 64 784-100-10", ("gpunet-cupy-graph", "gpunet-cupy-fused", "gpunet-cupy"), "jax-scan", 1.0),
-    (12, "batch 1024 784-1024-10", ("gpunet-cupy-graph", "gpunet-cupy-fused", "gpunet-cupy"), "torch-cuda", 1.0),
-    (13, "per-sample 784-100-10", ("gpunet-cupy-graph", "gpunet-cupy-kernel"), None, 0.3),
-    (13, "per-sample 784-100-10", ("gpunet-cupy-graph", "gpunet-cupy-kernel"), "torch-cuda", 20.0),
-    (13, "per-sample 784-100-10", ("gpunet-cupy-graph", "gpunet-cupy-kernel"), "gpunet-numpy", 5.0),
-]
-
-
-def gpu_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issues 12 and 13 as met, not met, or not measured (with the reason)."""
-    by_case = {c["case"]: c["contenders"] for c in results["cases"]}
-    out = []
-    for issue, case, ours, peer, need in GPU_TARGETS:
-        t: dict[str, Any] = {"issue": issue, "case": case, "versus": peer,
-                             ("at_least_x" if peer else "at_most_epoch_s"): need}
-        contenders = by_case.get(case, {})
-        timed = [n for n in ours if "samples_per_s" in contenders.get(n, {})]
-        if not timed or (peer and "samples_per_s" not in contenders.get(peer, {})):
-            missing = ours[0] if not timed else peer
-            t["status"] = "not measured: " + (contenders.get(missing, {}).get("skipped")
-                                              or f"{missing} was not run in case {case!r}")
-            out.append(t)
-            continue
-        best = max(timed, key=lambda n: contenders[n]["samples_per_s"])
-        t["gpunet"] = best
-        if peer:
-            t["ratio"] = contenders[best]["samples_per_s"] / contenders[peer]["samples_per_s"]
-            t["status"] = "met" if t["ratio"] >= need else "not met"
-        else:
-            t["epoch_seconds"] = contenders[best]["epoch_seconds"]
-            t["status"] = "met" if t["epoch_seconds"] <= need else "not met"
-        out.append(t)
-    return out
 
 
 def gpu_machine() -> dict[str, Any]:
@@ -768,7 +727,7 @@ def gpu_machine() -> dict[str, Any]:
 
 
 def format_gpu_results(results: dict[str, Any]) -> str:
-    """The GPU results as text: one table per case (epoch seconds scaled to 60,000 rows), then the targets."""
+    """The GPU results as text: one table per case (epoch seconds scaled to 60,000 rows)."""
     lines = [f"machine: {results['machine'].get('gpu')}; data: {results['data']}; "
              f"{results['fraction']:g} of an epoch per run, median of {results['repeats']}"]
     for entry in results["cases"]:
@@ -783,10 +742,4 @@ def format_gpu_results(results: dict[str, Any]) -> str:
             ratio_text = f"{ratio:.3f}x" if ratio is not None and name != "gpunet-numpy" else "-"
             lines.append(f"  {name:<24} {r['rows']:>6} {r['epoch_seconds']:>9.3f} {r['samples_per_s']:>12,.0f} "
                          f"{r['gflops']:>9.1f} {ratio_text:>16}")
-    lines += ["", "targets (issues 12 and 13):"]
-    for t in results["targets"]:
-        goal = (f">= {t['at_least_x']:g}x {t['versus']}" if t["versus"] else f"epoch <= {t['at_most_epoch_s']:g} s")
-        got = (f" ({t['gpunet']}: {t['ratio']:.2f}x)" if "ratio" in t else
-               f" ({t['gpunet']}: {t['epoch_seconds']:.3f} s)" if "epoch_seconds" in t else "")
-        lines.append(f"  {t['case']}: {goal}: {t['status']}{got}")
     return "\n".join(lines)
