@@ -226,7 +226,7 @@ def _torch_compile(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) 
     compiled = torch.compile(loss_of, mode="reduce-overhead")
     full = len(X) // case.batch * case.batch
     for p in model.parameters():  # else the first backward makes each .grad the graph's own output, which the
-        p.grad = torch.zeros_like(p)  # next replay overwrites (the H100 run of 2026-11-27 stopped on that)
+        p.grad = torch.zeros_like(p)  # next replay overwrites, and PyTorch raises on reading it
 
     def run() -> None:
         for lo in range(0, full, case.batch):
@@ -383,8 +383,8 @@ def _time_rounds(runs: dict[str, Run], repeats: int, settle: float = SETTLE_S,
     from round to round, so a slow spell on a shared machine falls on every
     contender alike. Each timed run starts after a pause of ``settle`` so the
     previous library's idle threads, which spin for a while after a call before
-    they sleep, have stopped taking a core from the next (without it, measured
-    on 2 cores, PyTorch lost 20-25% to NumPy's OpenBLAS workers). A run that
+    they sleep, have stopped taking a core from the next (on a machine of few
+    cores, NumPy's OpenBLAS workers would slow PyTorch down). A run that
     returns a number has timed itself. With ``failed``, a run that raises is
     dropped and its reason recorded there instead of stopping every other.
     """
@@ -600,11 +600,11 @@ def format_results(results: dict[str, Any]) -> str:
 # --- the GPU benchmark (issues 12 and 13) ---------------------------------------------------
 
 EPOCH_ROWS = 60_000  # one MNIST epoch
-# Per-sample rows for the contenders that take a second or more for them (the estimate scales): on the H100
-# of 2026-11-27, 3,000 rows cost the plain CuPy path 2 s and PyTorch 4 s a run, and the four per-sample cases
-# filled gpu_check's 185 s benchmark stage on their own; 1,000 leave the batch cases time.
+# Per-sample rows for the contenders that take seconds a run at one row a step (the plain CuPy path, PyTorch,
+# NumPy); their epoch time is scaled from these. Few enough that the per-sample cases leave gpu_check's
+# benchmark stage time for the batch cases (its figures: the README's Benchmarks section).
 SLOW_ROWS = 1000
-GPU_SETTLE_S = 0.05  # the GPU machine has 16 cores: idle BLAS threads do not take the GPU contenders' core
+GPU_SETTLE_S = 0.05  # short: on a GPU machine's many cores, idle BLAS threads do not take the contenders' core
 BATCH_CONTENDERS = ("gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "torch-cuda", "torch-cuda-graph",
                     "torch-compile", "jax-jit", "jax-scan", "gpunet-numpy")
 PER_SAMPLE_CONTENDERS = ("gpunet-cupy-graph", "gpunet-cupy-kernel", "gpunet-cupy", "torch-cuda", "gpunet-numpy")
@@ -619,7 +619,7 @@ def gpu_cases(fraction: float = 1.0) -> list[Case]:
     per_sample = [Case(f"per-sample 784-{h}-10{'' if dt == 'float32' else ' float64'}", (784, h, 10), 1, rows, dt,
                        PER_SAMPLE_CONTENDERS, slow, slow_rows)
                   for h in (100, 200) for dt in ("float32", "float64")]
-    # The batch cases' slowest contenders (0.5-1.4 s an epoch on the H100 of 2026-11-27) train a quarter.
+    # The batch cases' slowest contenders (around a second an epoch) train a quarter.
     quarter = max(1, rows // 4)
     # torch.compile at batch 64 only: each case compiles anew, for tens of seconds, in a stage of minutes.
     batch = [Case(f"batch {b} 784-{h}-10", (784, h, 10), b, rows, "float32",
