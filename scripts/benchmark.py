@@ -4,7 +4,7 @@
     python scripts/benchmark.py --quick    # a small version, seconds
     python scripts/benchmark.py --gpu --mnist-dir DIR --json benchmark-gpu.json   # the GPU cases (issues 12, 13)
 
-Without --gpu: the same as `gpunet bench`; see gpunet/bench.py for what is measured and how.
+Without --gpu: the same as `gpunet bench`; see gpunet/bench/ for what is measured and how.
 With --gpu: one MNIST epoch per case on gpunet's CuPy paths, PyTorch CUDA (eager,
 CUDA graph, torch.compile), JAX (jit, lax.scan) and gpunet on NumPy for reference
 (gpunet.bench.run_gpu_benchmark). Contenders that cannot run are recorded as skipped.

@@ -148,16 +148,17 @@ def test_gpu_targets_are_met_not_met_or_not_measured():
 
 def _peer_against_gpunet(make, batch: int) -> None:
     """One run of a peer contender's builder trains the same network, rows and order as gpunet.train."""
-    from gpunet import bench
+    from gpunet.bench import Case
+    from gpunet.bench.contenders import gpunet_contender
     from gpunet.initializers import init_params
 
     from conftest import rel_diff
 
-    case = bench.Case("t", (20, 8, 10), batch, 100)  # 100 rows: a partial last batch at 16
+    case = Case("t", (20, 8, 10), batch, 100)  # 100 rows: a partial last batch at 16
     rng = np.random.default_rng(3)
     X, labels = rng.uniform(0.01, 1.0, (100, 20)), rng.integers(0, 10, 100)
     params = init_params([20, 8, 10], "article", 0)
-    want = bench._gpunet("numpy")(case, X, labels, params)
+    want = gpunet_contender("numpy")(case, X, labels, params)
     got = make(case, X, labels, params)
     assert want() is None and got() is None  # timed by the caller's clock
     w, g = want.params(), got.params()
@@ -170,21 +171,21 @@ def _peer_against_gpunet(make, batch: int) -> None:
 @pytest.mark.parametrize("scan", [False, True], ids=["jax-jit", "jax-scan"])
 def test_jax_contenders_train_what_gpunet_trains(scan, batch):
     pytest.importorskip("jax", reason="JAX is not installed (the bench extra; CI installs it)")
-    from gpunet import bench
+    from gpunet.bench.peers import jax_contender
 
-    _peer_against_gpunet(bench._jax(scan, "cpu"), batch)
+    _peer_against_gpunet(jax_contender(scan, "cpu"), batch)
 
 
 @pytest.mark.parametrize("batch", [16, 1])
 def test_torch_contender_trains_what_gpunet_trains(batch):
     pytest.importorskip("torch", reason="PyTorch is not installed (the bench extra)")
-    from gpunet import bench
+    from gpunet.bench.peers import torch_contender
 
-    _peer_against_gpunet(bench._torch("cpu", False), batch)
+    _peer_against_gpunet(torch_contender("cpu", False), batch)
 
 
 def test_a_contender_that_raises_is_recorded_and_the_others_go_on():
-    from gpunet.bench import _time_rounds
+    from gpunet.bench.harness import time_rounds
 
     calls = []
 
@@ -194,11 +195,11 @@ def test_a_contender_that_raises_is_recorded_and_the_others_go_on():
             raise RuntimeError("CUDA error: an illegal memory access\nwas encountered")
 
     failed = {}
-    times = _time_rounds({"good": lambda: 0.25, "bad": bad}, repeats=3, settle=0, failed=failed)
+    times = time_rounds({"good": lambda: 0.25, "bad": bad}, repeats=3, settle=0, failed=failed)
     assert times == {"good": [0.25] * 3}  # a run that returns seconds has timed itself
     assert failed == {"bad": "RuntimeError: CUDA error: an illegal memory access was encountered"}
     with pytest.raises(RuntimeError):  # the CPU benchmark keeps failing loudly
-        _time_rounds({"bad": bad}, repeats=1, settle=0)
+        time_rounds({"bad": bad}, repeats=1, settle=0)
 
 
 # --- scripts/mnist_fast.py ---------------------------------------------------------------------
