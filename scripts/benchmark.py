@@ -4,19 +4,76 @@
     python scripts/benchmark.py --quick    # a small version, seconds
     python scripts/benchmark.py --gpu --mnist-dir DIR --json benchmark-gpu.json   # the GPU cases (issues 12, 13)
 
-Without --gpu: the same as `gpunet bench`; see gpunet/bench.py for what is measured and how.
+Without --gpu: the same as `gpunet bench`; see gpunet/bench/ for what is measured and how.
 With --gpu: one MNIST epoch per case on gpunet's CuPy paths, PyTorch CUDA (eager,
 CUDA graph, torch.compile), JAX (jit, lax.scan) and gpunet on NumPy for reference
 (gpunet.bench.run_gpu_benchmark). Contenders that cannot run are recorded as skipped.
-The JSON is rewritten after every case, so a run stopped early keeps what it finished.
+The library only measures; the targets of issues 12 and 13 live here (TARGETS),
+and the JSON's ``targets`` and the table's last lines judge the measurements
+against them. The JSON is rewritten after every case, so a run stopped early
+keeps what it finished.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from gpunet.cli import OneLineParser, main
+
+GPU = ("gpunet-cupy-graph", "gpunet-cupy-fused", "gpunet-cupy")  # gpunet's batch paths
+PER_SAMPLE = ("gpunet-cupy-graph", "gpunet-cupy-kernel")  # gpunet's per-sample paths
+# (issue, case, gpunet's contenders (the fastest measured counts), peer or None, need): what the issues asked for.
+# ``need`` is a speed ratio over the peer (>=), or, with no peer, the longest epoch in seconds (<=).
+TARGETS = [
+    (12, "batch 64 784-100-10", GPU, "torch-cuda", 5.0),
+    (12, "batch 64 784-100-10", GPU, "torch-cuda-graph", 1.5),
+    (12, "batch 64 784-100-10", GPU, "jax-scan", 1.0),
+    (12, "batch 1024 784-1024-10", GPU, "torch-cuda", 1.0),
+    (13, "per-sample 784-100-10", PER_SAMPLE, None, 0.3),
+    (13, "per-sample 784-100-10", PER_SAMPLE, "torch-cuda", 20.0),
+    (13, "per-sample 784-100-10", PER_SAMPLE, "gpunet-numpy", 5.0),
+]
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issues 12 and 13 as met, not met, or not measured (with the reason), from
+    run_gpu_benchmark's results."""
+    by_case = {c["case"]: c["contenders"] for c in results["cases"]}
+    out = []
+    for issue, case, ours, peer, need in TARGETS:
+        t: dict[str, Any] = {"issue": issue, "case": case, "versus": peer,
+                             ("at_least_x" if peer else "at_most_epoch_s"): need}
+        contenders = by_case.get(case, {})
+        timed = [n for n in ours if "samples_per_s" in contenders.get(n, {})]
+        if not timed or (peer and "samples_per_s" not in contenders.get(peer, {})):
+            missing = ours[0] if not timed else peer
+            t["status"] = "not measured: " + (contenders.get(missing, {}).get("skipped")
+                                              or f"{missing} was not run in case {case!r}")
+            out.append(t)
+            continue
+        best = max(timed, key=lambda n: contenders[n]["samples_per_s"])
+        t["gpunet"] = best
+        if peer:
+            t["ratio"] = contenders[best]["samples_per_s"] / contenders[peer]["samples_per_s"]
+            t["status"] = "met" if t["ratio"] >= need else "not met"
+        else:
+            t["epoch_seconds"] = contenders[best]["epoch_seconds"]
+            t["status"] = "met" if t["epoch_seconds"] <= need else "not met"
+        out.append(t)
+    return out
+
+
+def format_targets(targets: list[dict[str, Any]]) -> str:
+    """The targets as text: one line each, the goal, its status and gpunet's figure."""
+    lines = ["targets (issues 12 and 13):"]
+    for t in targets:
+        goal = (f">= {t['at_least_x']:g}x {t['versus']}" if t["versus"] else f"epoch <= {t['at_most_epoch_s']:g} s")
+        got = (f" ({t['gpunet']}: {t['ratio']:.2f}x)" if "ratio" in t else
+               f" ({t['gpunet']}: {t['epoch_seconds']:.3f} s)" if "epoch_seconds" in t else "")
+        lines.append(f"  {t['case']}: {goal}: {t['status']}{got}")
+    return "\n".join(lines)
 
 
 def gpu_main(argv: list[str]) -> int:
@@ -50,12 +107,14 @@ def gpu_main(argv: list[str]) -> int:
         p.error(f"--json {args.json!r}: folder {str(out.parent)!r} does not exist")
 
     def save(results: dict) -> None:
-        write_json(out, results)  # atomic: a run stopped mid-write leaves the previous case's file
+        # atomic: a run stopped mid-write leaves the previous case's file
+        write_json(out, {**results, "targets": evaluate_targets(results)})
         print(f"done: {results['cases'][-1]['case']}", file=sys.stderr, flush=True)
 
     results = run_gpu_benchmark(fraction, repeats, only, args.mnist_dir, args.quick, on_result=save)
-    print(format_gpu_results(results))
-    write_json(out, results)
+    targets = evaluate_targets(results)
+    print(format_gpu_results(results) + "\n\n" + format_targets(targets))
+    write_json(out, {**results, "targets": targets})
     print(f"wrote {out}")
     return 0
 

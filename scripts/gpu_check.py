@@ -42,8 +42,8 @@ LIMITS = {
     "pytest": (55, 100),
     "cli": (20, 20),  # 11 s on the H100
     # Per-sample cases first. The second H100 run spent all of 185 s on them (their plain contenders timed on
-    # 3,000 rows; bench.SLOW_ROWS is 1,000 since); the first took 210 s for the 3 batch cases with 5 runs each.
-    "benchmark": (25, 220),  # 181 s on the H200 (run 3), before the batch cases' gpunet-cupy-graph-separate
+    # 3,000 rows; gpunet.bench.cases.SLOW_ROWS is 1,000 since); the first took 210 s for the 3 batch cases with 5 runs each.
+    "benchmark": (25, 220),  # 181 s on the H200 (run 3)
     "mnist_fast": (0, 15),  # 3 s on the H100
     # nvcc -Xptxas -v on every instantiation for one architecture: 15 s on the H100; the H200 run 3 reached
     # its 20 s limit with 158 of the instantiations reported

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import SCRIPTS, load_script, require
-from gpunet import bench
 from gpunet.backend import cupy_unavailable_reason
+from gpunet.bench import harness
 
 profile = load_script("per_sample_profile")
 graph_profile = load_script("graph_profile")
@@ -29,7 +29,7 @@ def test_per_call_us_counts_each_call_and_splits_the_host_from_the_device(monkey
     """On a fake clock: each call costs the host 2 ms, and the closing synchronisation 20 ms more."""
     now = [0.0]
     calls = []
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(harness.time, "perf_counter", lambda: now[0])
 
     class Backend:  # the device "finishes" its queued work at the synchronisation
         def synchronize(self):
@@ -39,7 +39,7 @@ def test_per_call_us_counts_each_call_and_splits_the_host_from_the_device(monkey
         calls.append(1)
         now[0] += 0.002
 
-    device_us, host_us = bench.per_call_us(Backend(), call, repeats=5)
+    device_us, host_us = harness.per_call_us(Backend(), call, repeats=5)
     assert len(calls) == 1 + 3 * 5  # a warm-up call, then three rounds
     assert host_us == pytest.approx(2000)
     assert device_us == pytest.approx(2000 + 20000 / 5)  # the sync's wait, shared by the round's 5 calls

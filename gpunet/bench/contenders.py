@@ -1,0 +1,88 @@
+"""Every contender by name: gpunet's own paths and the article's plain code built here, the peers from peers.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import cupy_unavailable_reason
+from ..network import Network
+from ..optim import SGD
+from ..training import train
+from .cases import LR, Case, one_hot_targets
+from .harness import Builder, Contender, Run
+from .peers import (jax_contender, missing, no_jax_gpu, no_torch_cuda, sklearn_contender, torch_compile_contender,
+                    torch_contender)
+
+
+def gpunet_contender(backend_name: str, kernels: str | None = None) -> Builder:
+    """gpunet.train for one epoch; on CuPy with ``kernels`` forced when given."""
+    def make(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
+        net = Network(list(case.sizes), "sigmoid", "sigmoid", "squared", backend=backend_name, dtype=case.dtype)
+        net.set_params(params)
+        Xd, yd = net.backend.to_device(X, net.dtype), labels
+        options = {"kernels": kernels} if kernels else {}
+        on_gpu = backend_name == "cupy"
+
+        def run() -> float | None:
+            # On the GPU, two epochs and the second's own synchronised time: the first may compile
+            # or capture, and train()'s per-call data checks and upload fall outside the epoch.
+            history = train(net, Xd, yd, epochs=2 if on_gpu else 1, batch_size=case.batch, lr=LR,
+                            optimizer=SGD(), **options)
+            return history[-1]["seconds"] if on_gpu else None
+        run.params = net.get_params  # type: ignore[attr-defined]
+        return run
+    return make
+
+
+def textbook_contender(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
+    """The article's code: column vectors, one sample at a time, in the case's dtype."""
+    dt = np.dtype(case.dtype)
+    W, V = params["W1"].T.astype(dt).copy(), params["W2"].T.astype(dt).copy()  # (H, N), (10, H)
+    A, B = params["b1"].astype(dt)[:, None].copy(), params["b2"].astype(dt)[:, None].copy()
+    T = one_hot_targets(labels, case.sizes[2], dt)
+    Xc, lr = X.astype(dt), dt.type(LR)
+
+    def sigma(z: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def run() -> None:
+        nonlocal W, V, A, B
+        for i in range(len(Xc)):
+            x, t = Xc[i][:, None], T[i][:, None]
+            Q = sigma(W @ x + A)
+            Y = sigma(V @ Q + B)
+            G = (t - Y) * Y * (1 - Y)
+            E = Q * (1 - Q) * (V.T @ G)
+            V += lr * G @ Q.T
+            W += lr * E @ x.T
+            B += lr * G
+            A += lr * E
+    run.params = lambda: {"W1": W.T.copy(), "b1": A[:, 0].copy(), "W2": V.T.copy(),  # type: ignore[attr-defined]
+                          "b2": B[:, 0].copy()}
+    return run
+
+
+CONTENDERS: dict[str, Contender] = {
+    # name -> (builder, why it cannot run here or None)
+    "gpunet-numpy": (gpunet_contender("numpy"), lambda: None),
+    "gpunet-cupy": (gpunet_contender("cupy", "plain"), lambda: cupy_unavailable_reason()),
+    "torch-cpu": (torch_contender("cpu", False), lambda: missing("torch")),
+    "torch-cuda": (torch_contender("cuda", False), lambda: missing("torch") or no_torch_cuda()),
+    "torch-cuda-graph": (torch_contender("cuda", True), lambda: missing("torch") or no_torch_cuda()),
+    "sklearn": (sklearn_contender, lambda: missing("sklearn")),
+    "textbook": (textbook_contender, lambda: None),
+}
+# The GPU benchmark's own contenders (run_gpu_benchmark); gpunet-numpy and the three above with cuda/cupy too.
+GPU_CONTENDERS: dict[str, Contender] = {
+    "gpunet-cupy-fused": (gpunet_contender("cupy", "fused"), lambda: cupy_unavailable_reason()),
+    "gpunet-cupy-graph": (gpunet_contender("cupy", "graph"), lambda: cupy_unavailable_reason()),
+    "gpunet-cupy-kernel": (gpunet_contender("cupy", "fused"), lambda: cupy_unavailable_reason()),
+    "torch-compile": (torch_compile_contender, lambda: missing("torch") or no_torch_cuda()),
+    "jax-jit": (jax_contender(False), lambda: missing("jax") or no_jax_gpu()),
+    "jax-scan": (jax_contender(True), lambda: missing("jax") or no_jax_gpu()),
+}
+
+
+def gpu_contender(name: str) -> Contender:
+    """(builder, why it cannot run) for a GPU benchmark contender."""
+    return GPU_CONTENDERS[name] if name in GPU_CONTENDERS else CONTENDERS[name]

@@ -1,0 +1,118 @@
+"""The GPU benchmark (issues 12 and 13): one MNIST epoch per case on gpunet's CuPy paths and the GPU peers."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+from ..backend import cupy_unavailable_reason, get_backend
+from ..initializers import init_params
+from ..machine import machine
+from .cases import EPOCH_ROWS, LR, gpu_cases, gpu_data
+from .contenders import gpu_contender
+from .harness import (Run, add_speedups, case_entry, ceiling_gflops, failure_reason, figures, matmul_ceiling,
+                      time_rounds)
+from .peers import versions
+
+GPU_SETTLE_S = 0.05  # short: on a GPU machine's many cores, idle BLAS threads do not take the contenders' core
+QUICK_SKIPS = {"torch-compile": "not run with --quick: compiling takes tens of seconds"}
+
+
+def run_gpu_benchmark(fraction: float = 1.0, repeats: int = 5, only: list[str] | None = None,
+                      mnist_dir: str | None = None, quick: bool = False,
+                      on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The GPU cases on every GPU contender and gpunet-numpy; JSON-ready, in benchmark-cpu.json's shape.
+
+    Each contender trains ``rows`` rows (``fraction`` of an epoch; the per-sample
+    slow ones fewer) per timed run; ``epoch_seconds`` is the median scaled to
+    60,000 rows. GPU contenders synchronise before their clock stops. A contender
+    that cannot run, or raises, is recorded as skipped with the reason.
+    ``on_result`` gets the results so far after every case (for writing them as
+    they come: a stage that runs out of time keeps the finished cases).
+    """
+    gpu = cupy_unavailable_reason() is None
+    results: dict[str, Any] = {"machine": gpu_machine(), "quick": quick, "fraction": fraction, "repeats": repeats,
+                               "lr": LR, "epoch_rows": EPOCH_ROWS, "tf32": False, "ceilings_gflops": {},
+                               "cases": []}
+    devices = ("cpu", "gpu") if gpu else ("cpu",)
+    ceilings = {device: matmul_ceiling(device, 1024 if quick else 2048) for device in devices}
+    all_cases = gpu_cases(fraction)
+    X_all, labels_all, results["data"] = gpu_data(max(c.rows for c in all_cases), mnist_dir)
+    for case in all_cases:
+        params = init_params(list(case.sizes), "article", 0)
+        entry = case_entry(case)
+        runs: dict[str, Run] = {f"ceiling-{device}": run for device, (run, _) in ceilings.items()}
+        for name in case.contenders:
+            if only and name not in only:
+                continue
+            make, unavailable = gpu_contender(name)
+            why = QUICK_SKIPS.get(name) if quick else None
+            try:
+                why = why or unavailable()
+                if why is None:
+                    rows = case.rows_for(name)
+                    runs[name] = make(case, X_all[:rows], labels_all[:rows], params)
+            except Exception as exc:  # a peer that fails to build never stops the others
+                why = failure_reason(exc)
+            entry["contenders"][name] = {"skipped": why} if why else {"rows": case.rows_for(name)}
+        failed: dict[str, str] = {}
+        times = time_rounds(runs, repeats, GPU_SETTLE_S, failed)
+        entry["ceiling_gflops"] = ceiling_gflops(ceilings, times)
+        for name, r in entry["contenders"].items():
+            if name in failed:
+                entry["contenders"][name] = {"skipped": failed[name]}
+            elif name in times:
+                ceiling = entry["ceiling_gflops"].get("cpu" if name == "gpunet-numpy" else "gpu")
+                r.update(figures(times[name], r["rows"], case.flops_per_sample(), ceiling))
+                r["epoch_seconds"] = EPOCH_ROWS / r["samples_per_s"]
+        add_speedups(entry)
+        results["cases"].append(entry)
+        for device in devices:
+            results["ceilings_gflops"][device] = statistics.median(
+                c["ceiling_gflops"][device] for c in results["cases"])
+        if on_result is not None:
+            on_result(results)
+    return results
+
+
+def gpu_machine() -> dict[str, Any]:
+    """The machine (as for the CPU benchmark), the GPU's name and memory, driver, CUDA and library versions."""
+    info = {**machine(), **versions()}
+    reason = cupy_unavailable_reason()
+    if reason is not None:
+        info["gpu"] = f"none: {reason}"
+    else:
+        backend = get_backend("cupy")
+        runtime = backend.xp.cuda.runtime
+        props = runtime.getDeviceProperties(backend.xp.cuda.Device().id)
+        info.update(gpu=backend.device, gpu_memory_gib=round(props["totalGlobalMem"] / 2**30, 1),
+                    compute_capability=f"{props['major']}.{props['minor']}",
+                    cuda_driver=runtime.driverGetVersion(), cuda_runtime=runtime.runtimeGetVersion(),
+                    cupy=backend.xp.__version__)
+    if importlib.util.find_spec("jax") is not None:
+        info["jax"] = importlib.metadata.version("jax")
+    if "torch" in info:
+        info["torch_cuda"] = __import__("torch").version.cuda
+    return info
+
+
+def format_gpu_results(results: dict[str, Any]) -> str:
+    """The GPU results as text: one table per case (epoch seconds scaled to 60,000 rows)."""
+    lines = [f"machine: {results['machine'].get('gpu')}; data: {results['data']}; "
+             f"{results['fraction']:g} of an epoch per run, median of {results['repeats']}"]
+    for entry in results["cases"]:
+        lines += ["", f"{entry['case']} ({entry['dtype']})",
+                  f"  {'contender':<24} {'rows':>6} {'epoch s':>9} {'samples/s':>12} {'GFLOP/s':>9} "
+                  f"{'gpunet-numpy is':>16}"]
+        for name, r in entry["contenders"].items():
+            if "skipped" in r:
+                lines.append(f"  {name:<24} skipped: {r['skipped']}")
+                continue
+            ratio = r.get("gpunet_numpy_speedup")
+            ratio_text = f"{ratio:.3f}x" if ratio is not None and name != "gpunet-numpy" else "-"
+            lines.append(f"  {name:<24} {r['rows']:>6} {r['epoch_seconds']:>9.3f} {r['samples_per_s']:>12,.0f} "
+                         f"{r['gflops']:>9.1f} {ratio_text:>16}")
+    return "\n".join(lines)
