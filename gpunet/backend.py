@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ INSTALL_HINT = 'pip install "gpunet[cuda12]" (or "gpunet[cuda13]" for CUDA 13)'
 
 try:  # Guarded import: remember why it failed, report it when the GPU is asked for.
     import cupy as _cupy
+    import cupy.cublas  # noqa: F401  (Backend.cublas)
 
     _CUPY_IMPORT_ERROR: str | None = None
 except ImportError as exc:  # ModuleNotFoundError included
@@ -134,7 +134,7 @@ class Backend:
     def cublas(self) -> ModuleType:
         """cupy.cublas, whose gemm adds a product into its output (alpha, beta): the CUDA fast paths' weight
         updates. CuPy backends only (``numpy.cublas`` does not exist)."""
-        return importlib.import_module(f"{self.xp.__name__}.cublas")
+        return self.xp.cublas
 
     @property
     def out_of_memory_errors(self) -> tuple[type[BaseException], ...]:

@@ -95,7 +95,9 @@ def gpu_machine() -> dict[str, Any]:
     if importlib.util.find_spec("jax") is not None:
         info["jax"] = importlib.metadata.version("jax")
     if "torch" in info:
-        info["torch_cuda"] = __import__("torch").version.cuda
+        import torch  # installed: versions() found it
+
+        info["torch_cuda"] = torch.version.cuda
     return info
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import warnings
@@ -21,7 +22,7 @@ def missing(module: str) -> str | None:
 
 def versions() -> dict[str, str]:
     """The installed peers' versions (PyTorch, scikit-learn), for the results' machine record."""
-    return {module: __import__(module).__version__ for module in ("torch", "sklearn")
+    return {module: importlib.metadata.version(dist) for module, dist in (("torch", "torch"), ("sklearn", "scikit-learn"))
             if importlib.util.find_spec(module) is not None}
 
 
