@@ -134,6 +134,8 @@ class Backend:
     def cublas(self) -> ModuleType:
         """cupy.cublas, whose gemm adds a product into its output (alpha, beta): the CUDA fast paths' weight
         updates. CuPy backends only (``numpy.cublas`` does not exist)."""
+        if self.xp is np:
+            raise ValueError(f"cuBLAS needs the cupy backend; got backend {self.name!r}")
         return self.xp.cublas
 
     @property
