@@ -22,8 +22,22 @@ LEAKY_SLOPE = 0.01
 
 
 class Activation(NamedTuple):
+    """One row of the table: the NumPy/CuPy pair, the kernels' code and C++ expressions, and the ONNX operators.
+
+    ``cuda_forward`` is a C++ expression of ``z`` (of type ``T``), ``cuda_backward`` one of the output ``a``
+    and the upstream gradient ``da`` (or, where ``from_output`` is False, of the input ``z`` and ``da``);
+    gpunet/engines/kernels.py builds the kernels' device functions from them. ``onnx`` lists the operators
+    that compute it from Z, each ``(op, attributes)``, ``("Mul", "Z")`` meaning Z times the last result.
+    """
+
     forward: Callable[..., Array]  # (Z, out=None) -> A, possibly written into out
-    backward: Callable[[Array, Array], Array]  # (A, dA) -> dZ, possibly written into dA
+    backward: Callable[[Array, Array], Array]  # (A, dA) -> dZ, possibly written into dA; (Z, dA) if not from_output
+    code: int = -1  # the kernels' GPUNET_<NAME> code
+    cuda_forward: str | None = None  # None: not elementwise (softmax, a row operation)
+    cuda_backward: str | None = None
+    onnx: tuple[tuple[str, Any], ...] = ()
+    hidden: bool = True  # may be a hidden layer's activation
+    from_output: bool = True  # the derivative is read off the output A (else it needs the input Z)
 
 
 class Loss(NamedTuple):
@@ -71,20 +85,27 @@ def _softmax_backward(A: Array, dA: Array) -> Array:
     return A * (dA - (dA * A).sum(axis=1, keepdims=True))
 
 
+# The table: every activation gpunet knows, by name. The codes are the kernels' (GPUNET_<NAME>); the C++
+# expressions become activations.cuh's device functions (gpunet/engines/kernels.py), the same arithmetic
+# as the NumPy pair: a test compiles them for the host and holds them to it over a grid of inputs.
 ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation(sigmoid, _sigmoid_backward),
-    "tanh": Activation(lambda Z, out=None: array_module(Z).tanh(Z, out=out), _tanh_backward),
-    "relu": Activation(lambda Z, out=None: array_module(Z).maximum(Z, 0, out=out), _relu_backward),
+    "sigmoid": Activation(sigmoid, _sigmoid_backward, 0,
+                          "T(0.5) * tanh(T(0.5) * z) + T(0.5)", "da * a * (T(1) - a)", (("Sigmoid", {}),)),
+    "tanh": Activation(lambda Z, out=None: array_module(Z).tanh(Z, out=out), _tanh_backward, 1,
+                       "tanh(z)", "da * (T(1) - a * a)", (("Tanh", {}),)),
+    "relu": Activation(lambda Z, out=None: array_module(Z).maximum(Z, 0, out=out), _relu_backward, 2,
+                       "z > T(0) ? z : T(0)", "a > T(0) ? da : T(0)", (("Relu", {}),)),
     # A > 0 exactly where Z > 0, so the derivative can still be read off the output.
     "leaky_relu": Activation(
         lambda Z, out=None: array_module(Z).where(Z > 0, Z, LEAKY_SLOPE * Z),
-        lambda A, dA: array_module(A).where(A > 0, dA, LEAKY_SLOPE * dA),
-    ),
-    "identity": Activation(lambda Z, out=None: Z, lambda A, dA: dA),
-    "softmax": Activation(softmax, _softmax_backward),
+        lambda A, dA: array_module(A).where(A > 0, dA, LEAKY_SLOPE * dA), 3,
+        "z > T(0) ? z : T(GPUNET_LEAKY_SLOPE) * z", "a > T(0) ? da : T(GPUNET_LEAKY_SLOPE) * da",
+        (("LeakyRelu", {"alpha": LEAKY_SLOPE}),)),
+    "identity": Activation(lambda Z, out=None: Z, lambda A, dA: dA, 4, "z", "da", (), hidden=False),
+    "softmax": Activation(softmax, _softmax_backward, 5, onnx=(("Softmax", {"axis": 1}),), hidden=False),
 }
-HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu")
-OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "identity", "tanh", "relu", "leaky_relu")
+HIDDEN_ACTIVATIONS = tuple(name for name, a in ACTIVATIONS.items() if a.hidden)
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "identity", *(n for n in HIDDEN_ACTIVATIONS if n != "sigmoid"))
 
 
 def softplus(Z: Array) -> Array:

@@ -108,24 +108,27 @@ class Network:
 
     # --- the algorithm -----------------------------------------------------------------
 
-    def _forward(self, X: Array, buffers: dict[Any, Array] | None = None) -> tuple[list[Array], Array]:
-        """Activations of every layer, input first: [X, A1, ..., AL], and the output layer's
-        pre-activation ZL (its logits, from which cross-entropy is computed).
+    def _forward(self, X: Array, buffers: dict[Any, Array] | None = None) -> tuple[list[Array], Array, list[Array]]:
+        """Activations of every layer, input first: [X, A1, ..., AL]; the output layer's pre-activation ZL
+        (its logits, from which cross-entropy is computed); and each layer's pre-activation [None, Z1, ...]
+        where its activation's derivative needs it (``from_output`` False), else None.
 
         With ``buffers`` (train_step's), each layer's product is written into a
         kept array and a hidden layer is activated in place, so a step allocates
         no large arrays; the output layer writes Y beside its Z, which it keeps.
         """
-        xp, As, L = self.backend.xp, [X], self.n_layers
+        xp, As, Zs, L = self.backend.xp, [X], [None], self.n_layers
         for i in range(1, L + 1):
             W = self.params[f"W{i}"]
             Z = xp.matmul(As[-1], W, out=_buffer(buffers, f"A{i}", (X.shape[0], W.shape[1]), W.dtype, xp))
             Z += self.params[f"b{i}"]  # Z = A @ W + b: (N, n_{i-1}) @ (n_{i-1}, n_i) + (n_i,)
+            f = ACTIVATIONS[self.activation if i < L else self.output]
+            Zs.append(None if f.from_output else Z)
             if i < L:
-                As.append(ACTIVATIONS[self.activation].forward(Z, out=Z))  # in place: Z is spent
+                As.append(f.forward(Z, out=Z if f.from_output else None))  # in place where Z is spent
             else:
-                As.append(ACTIVATIONS[self.output].forward(Z, out=_buffer(buffers, "Y", Z.shape, W.dtype, xp)))
-        return As, Z
+                As.append(f.forward(Z, out=_buffer(buffers, "Y", Z.shape, W.dtype, xp)))
+        return As, Z, Zs
 
     def per_sample_loss(self, Z: Array, Y: Array, T: Array) -> Array:
         """Loss of each row ``(N,)`` on the backend, from the output layer's pre-activation ``Z``,
@@ -135,24 +138,26 @@ class Network:
         return fused.per_sample(Z, T) if fused else LOSSES[self.loss_name].per_sample(Y, T)
 
     def _backward(
-        self, As: list[Array], T: Array, buffers: dict[Any, Array] | None = None, scale: float = 1.0
+        self, As: list[Array], Zs: list[Array], T: Array, buffers: dict[Any, Array] | None = None, scale: float = 1.0
     ) -> dict[str, Array]:
         """Gradients of the mean per-sample loss for every parameter, times ``scale`` (into ``buffers`` when given)."""
-        xp, (Y, n) = self.backend.xp, (As[-1], As[-1].shape[0])
+        xp, (Y, n), L = self.backend.xp, (As[-1], As[-1].shape[0]), self.n_layers
         fused = FUSED.get((self.output, self.loss_name))
         if fused:  # dL/dZ directly, e.g. softmax + cross-entropy: Y - T
             delta = fused.delta(Y, T) * (scale / n)
-        else:  # chain rule through the output activation: dL/dY * f'(Y)
-            delta = ACTIVATIONS[self.output].backward(Y, LOSSES[self.loss_name].grad(Y, T) * (scale / n))
+        else:  # chain rule through the output activation: dL/dY * f'(Y) (f'(Z) where it needs Z)
+            out = ACTIVATIONS[self.output]
+            delta = out.backward(Y if out.from_output else Zs[L], LOSSES[self.loss_name].grad(Y, T) * (scale / n))
+        hidden = ACTIVATIONS[self.activation]
         grads: dict[str, Array] = {}
-        for i in range(self.n_layers, 0, -1):
+        for i in range(L, 0, -1):
             W = self.params[f"W{i}"]
             # dW_i = A_{i-1}^T delta_i: (n_{i-1}, N) @ (N, n_i) -> (n_{i-1}, n_i)
             grads[f"W{i}"] = xp.matmul(As[i - 1].T, delta, out=_buffer(buffers, f"dW{i}", W.shape, W.dtype, xp))
             grads[f"b{i}"] = delta.sum(axis=0, out=_buffer(buffers, f"db{i}", (W.shape[1],), W.dtype, xp))
             if i > 1:  # delta_{i-1} = (delta_i @ W_i^T) * f'(A_{i-1})
                 dA = xp.matmul(delta, W.T, out=_buffer(buffers, f"dA{i - 1}", As[i - 1].shape, W.dtype, xp))
-                delta = ACTIVATIONS[self.activation].backward(As[i - 1], dA)
+                delta = hidden.backward(As[i - 1] if hidden.from_output else Zs[i - 1], dA)
         return {k: grads[k] for k in self.params}
 
     # --- public API --------------------------------------------------------------------
@@ -171,13 +176,14 @@ class Network:
         """Outputs ``(N, n_out)`` and per-sample losses ``(N,)`` on the backend, **unchecked**:
         ``X`` and ``T`` must already be device arrays of the network's dtype and width with
         as many rows each (gpunet.train checks its data once, then evaluates with this)."""
-        As, Z = self._forward(X)
+        As, Z, _ = self._forward(X)
         return As[-1], self.per_sample_loss(Z, As[-1], T)
 
     def gradients(self, X: Array, T: Array) -> dict[str, Array]:
         """d(mean loss)/d(parameter) for every parameter, on the network's backend."""
         X = self.checked_input(X)
-        return self._backward(self._forward(X)[0], self.checked_targets(T, X))
+        As, _, Zs = self._forward(X)
+        return self._backward(As, Zs, self.checked_targets(T, X))
 
     def train_step(self, X: Array, T: Array, lr: float = 0.1, optimizer: Optimizer | None = None) -> Array:
         """One optimiser step on the mean per-sample loss of the rows of X, by the plain array operations.
@@ -197,12 +203,12 @@ class Network:
         plain engine checks its data once, not every step): ``X`` and ``T`` must be device arrays of the
         network's dtype and width with as many rows each, ``lr`` a number > 0 and ``optimizer``
         an :class:`Optimizer`. Wrong input gives wrong numbers or an obscure error, not a message."""
-        As, Z = self._forward(X, self._buffers)
+        As, Z, Zs = self._forward(X, self._buffers)
         loss = self.per_sample_loss(Z, As[-1], T).sum()
         if optimizer.folds_lr:  # lr folded into the deltas
-            optimizer.step_scaled(self.params, self._backward(As, T, self._buffers, scale=lr))
+            optimizer.step_scaled(self.params, self._backward(As, Zs, T, self._buffers, scale=lr))
         else:
-            optimizer.step(self.params, self._backward(As, T, self._buffers), lr)
+            optimizer.step(self.params, self._backward(As, Zs, T, self._buffers), lr)
         return loss
 
     def predict(self, X: Array) -> np.ndarray:
@@ -219,7 +225,7 @@ class Network:
         """
         if self.output not in ("softmax", "sigmoid"):
             raise ValueError(f"predict_proba needs a softmax or sigmoid output; this network's is {self.output!r}")
-        As, Z = self._forward(self.checked_input(X))
+        As, Z, _ = self._forward(self.checked_input(X))
         P = As[-1] if self.output == "softmax" else softmax(-softplus(-Z))  # log sigmoid(z) = -softplus(-z)
         P = self.backend.to_host(P).astype(np.float64)
         return P / P.sum(axis=1, keepdims=True)  # rows sum to 1 in float64, also from a float32 network

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .activations import LEAKY_SLOPE
+from .activations import ACTIVATIONS
 from .files import atomic_write, new_file
 from .network import Network
 
@@ -28,14 +28,6 @@ IR_VERSION = 8  # the IR version that goes with opset 17, so older runtimes load
 INPUT, OUTPUT = "X", "Y"
 NO_PREPROCESSING = "none recorded: X is fed as it was to Network.forward"
 
-# gpunet activation -> (ONNX operator, its attributes); identity adds no node.
-ONNX_ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "sigmoid": ("Sigmoid", {}),
-    "tanh": ("Tanh", {}),
-    "relu": ("Relu", {}),
-    "leaky_relu": ("LeakyRelu", {"alpha": LEAKY_SLOPE}),
-    "softmax": ("Softmax", {"axis": 1}),
-}
 
 
 def _onnx() -> Any:
@@ -68,10 +60,12 @@ def to_model(net: Network, preprocessing: dict[str, Any] | None = None) -> Any:
         for key in (f"W{i}", f"b{i}"):  # W_i: (n_{i-1}, n_i), b_i: (n_i,)
             initializers.append(numpy_helper.from_array(params[key].astype(np.float32), key))
         nodes.append(helper.make_node("Gemm", [A, f"W{i}", f"b{i}"], [Z], name=f"layer{i}"))  # A @ W + b
-        if name != "identity":
-            op, attrs = ONNX_ACTIVATIONS[name]
-            A = OUTPUT if last else f"A{i}"
-            nodes.append(helper.make_node(op, [Z], [A], name=f"{name}{i}", **attrs))
+        ops = ACTIVATIONS[name].onnx  # the table's operators from Z to A; none for the identity
+        for k, (op, attrs) in enumerate(ops):
+            result = (OUTPUT if last else f"A{i}") if k == len(ops) - 1 else f"{name}{i}_{k}"
+            inputs = [Z, A] if op == "Mul" else [Z if k == 0 else A]  # "Mul": Z times the result so far
+            nodes.append(helper.make_node(op, inputs, [result], name=f"{name}{i}" + (f"_{k}" if k else ""), **attrs))
+            A = result
     graph = helper.make_graph(
         nodes, "gpunet",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", net.sizes[0]])],

@@ -439,6 +439,7 @@ class _FakeCupyNet:
     """Enough of a Network on the cupy backend for select's decisions (no device needed)."""
 
     backend = type("B", (), {"name": "cupy"})()
+    activation, output = "sigmoid", "sigmoid"
 
 
 class _Custom(Optimizer):

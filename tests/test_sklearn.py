@@ -23,9 +23,19 @@ from readme_examples import readme_example
 SMALL = {"hidden_layer_sizes": (16,)}
 
 
-# No check is skipped. pandas (in the test extra) lets the DataFrame checks run, and SCIPY_ARRAY_API=1 lets
+def _expected_failures(estimator):
+    """One check a float32 regressor cannot pass: its predictions of a row differ by float32 rounding (2.4e-7 seen,
+    with numpy 2.4's OpenBLAS) between a product of all rows and one of a few, since BLAS picks its summation
+    order by the number of rows; the check allows 1e-7. The float64 regressor runs the check, and passes it."""
+    if isinstance(estimator, GPUNetRegressor) and estimator.dtype == "float32":
+        return {"check_methods_subset_invariance": "float32 BLAS rounding depends on how many rows a product has"}
+    return {}
+
+
+# No other check is skipped. pandas (in the test extra) lets the DataFrame checks run, and SCIPY_ARRAY_API=1 lets
 # check_array_api_input run its NumPy case (without it, scikit-learn skips that check).
-@parametrize_with_checks([GPUNetClassifier(**SMALL), GPUNetRegressor(**SMALL)])
+@parametrize_with_checks([GPUNetClassifier(**SMALL), GPUNetRegressor(**SMALL), GPUNetRegressor(dtype="float64", **SMALL)],
+                         expected_failed_checks=_expected_failures)
 def test_scikit_learn_estimator_checks(estimator, check, monkeypatch):
     monkeypatch.setenv("SCIPY_ARRAY_API", "1")
     check(estimator)

@@ -32,7 +32,7 @@ from .flat import FlatOptimizer, FlatParameters, checked_rule
 RULE_CODES = {"sgd": 0, "momentum": 1, "adam": 2}
 
 Array = Any
-HIDDEN = HIDDEN_ACTIVATIONS
+HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)  # the ones the kernels have code for
 OUTPUT_LOSSES = [(o, loss) for o in OUTPUT_CODES for loss in ("squared", "absolute")] + [
     ("softmax", "cross-entropy"), ("sigmoid", "cross-entropy")]
 THREADS = 256  # 8 warps: enough to hide memory latency, small enough that a block retires quickly

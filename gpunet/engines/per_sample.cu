@@ -54,28 +54,6 @@ __device__ __forceinline__ F output_sum(int O, int lane, V v) {
     return __shfl_sync(0xffffffffu, warp_sum(s), 0);
 }
 
-template <typename F>
-__device__ __forceinline__ F output_forward(int out_act, F z) {
-    switch (out_act) {
-        case GPUNET_SIGMOID: return act_forward<GPUNET_SIGMOID>(z);
-        case GPUNET_TANH: return act_forward<GPUNET_TANH>(z);
-        case GPUNET_RELU: return act_forward<GPUNET_RELU>(z);
-        case GPUNET_LEAKY_RELU: return act_forward<GPUNET_LEAKY_RELU>(z);
-        default: return z;  // identity; softmax is done across the lanes by the caller
-    }
-}
-
-template <typename F>
-__device__ __forceinline__ F output_backward(int out_act, F a, F da) {
-    switch (out_act) {
-        case GPUNET_SIGMOID: return act_backward<GPUNET_SIGMOID>(a, da);
-        case GPUNET_TANH: return act_backward<GPUNET_TANH>(a, da);
-        case GPUNET_RELU: return act_backward<GPUNET_RELU>(a, da);
-        case GPUNET_LEAKY_RELU: return act_backward<GPUNET_LEAKY_RELU>(a, da);
-        default: return da;  // identity; softmax is done across the lanes by the caller
-    }
-}
-
 // dLoss/dY for the unfused losses: squared y - t, absolute sign(y - t).
 template <typename F>
 __device__ __forceinline__ F loss_grad(int loss, F y, F t) {
@@ -130,7 +108,7 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
                 for (int w = 1; w < n_warps; ++w) z2 += red[w * O + o];
                 z2 += b2s[o];
                 Z2o[t * O + o] = z2;
-                y[o] = output_forward(out_act, z2);
+                y[o] = act_forward_code(out_act, z2);
             }
             __syncwarp();
             if (out_act == GPUNET_SOFTMAX) {  // y = exp(z - max z) / sum exp(z - max z)
@@ -153,7 +131,7 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
                 const F gy = output_sum<F>(O, lane, [&](int o) { return loss_grad(loss, y[o], Tt[o]) * y[o]; });
                 for (int o = lane; o < O; o += 32) delta2[o] = y[o] * (loss_grad(loss, y[o], Tt[o]) - gy);
             } else {
-                for (int o = lane; o < O; o += 32) delta2[o] = output_backward(out_act, y[o], loss_grad(loss, y[o], Tt[o]));
+                for (int o = lane; o < O; o += 32) delta2[o] = act_backward_code(out_act, y[o], loss_grad(loss, y[o], Tt[o]));
             }
             for (int o = lane; o < O; o += 32) {
                 Y[t * O + o] = y[o];

@@ -63,19 +63,20 @@ def gram_chunk(net: Any, X: Array, T: Array, lr: float, optimizer: Optimizer) ->
     Y = xp.empty_like(ZL)  # ... and its output
     for t in range(X.shape[0]):
         z = Z1[t : t + 1] - G[t : t + 1, :t] @ D[:t]  # (1, n_1)
-        As = [X[t : t + 1]]
+        As, Zs = [X[t : t + 1]], [None]
         for i in range(1, L + 1):
             if i > 1:
                 z = As[-1] @ P[f"W{i}"] + P[f"b{i}"]  # (1, n_{i-1}) @ (n_{i-1}, n_i)
+            Zs.append(z)
             As.append((out if i == L else hidden).forward(z))
         ZL[t], Y[t] = z[0], As[-1][0]
         delta = fused.delta(As[-1], T[t : t + 1]) if fused else out.backward(
-            As[-1], LOSSES[net.loss_name].grad(As[-1], T[t : t + 1]))
+            As[-1] if out.from_output else z, LOSSES[net.loss_name].grad(As[-1], T[t : t + 1]))
         for i in range(L, 1, -1):
             dA = delta @ P[f"W{i}"].T  # (1, n_i) @ (n_i, n_{i-1}), with W_i before its update
             P[f"W{i}"] -= lr * (As[i - 1].T @ delta)  # (n_{i-1}, 1) @ (1, n_i)
             P[f"b{i}"] -= lr * delta[0]
-            delta = hidden.backward(As[i - 1], dA)
+            delta = hidden.backward(As[i - 1] if hidden.from_output else Zs[i - 1], dA)
         D[t] = delta[0]
     update_first_layer(net, X, D, lr, optimizer)
     return net.per_sample_loss(ZL, Y, T).sum()

@@ -26,6 +26,7 @@ from ..checks import KERNELS, check_kernels
 from . import per_sample as per_sample_kernel
 from .engine import Engine
 from .flat import rule_of
+from .kernels import OUTPUT_CODES
 from .fused import FusedEngine
 from .graph import GraphEngine
 from .per_sample import KernelPerSample, PerSampleEpochEngine
@@ -55,6 +56,9 @@ def why_not(path: str, net: Any, optimizer: Any, per_sample: bool = False) -> st
         return None
     if net.backend.name != "cupy":
         return f"it needs the cupy backend; the network is on {net.backend.name!r}"
+    uncoded = [a for a in (net.activation, net.output) if a not in OUTPUT_CODES]
+    if uncoded:  # the kernels keep a layer's output only: an activation whose derivative needs its input
+        return f"the kernels have no code for {uncoded[0]!r} (its derivative needs the layer's input)"
     if not optimizer.folds_lr and rule_of(optimizer) is None:
         return f"the flat optimiser kernel implements SGD, Momentum and Adam; got {type(optimizer).__name__}"
     return None

@@ -1,0 +1,35 @@
+"""Write the CUDA headers that are generated from gpunet's tables (activations.cuh from gpunet/activations.py).
+
+    python scripts/generate_cuda.py [--check]
+
+--check writes nothing and exits 1 if a header differs from what the tables generate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gpunet.engines import kernels
+
+GENERATED = {"activations.cuh": kernels.activations_header}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 where a header is stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, generate in GENERATED.items():
+        path, text = kernels.SOURCE_DIR / name, generate()
+        if path.read_text() != text:
+            stale.append(name)
+            if not args.check:
+                path.write_text(text)
+    for name in stale:
+        print(f"{name}: {'stale' if args.check else 'written'}")
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
