@@ -1,28 +1,29 @@
-"""Where mnist_fast's train() call spends the time outside its epochs (run 8c, one H100).
+"""Where mnist_fast's train() call spends the time outside its epochs: first uses (plan, upload, evaluation).
 
-    python3 scripts/results/mnist-fast-split.py --mnist-dir DIR
+    python3 scripts/mnist_fast_first_use.py --mnist-dir DIR [--json FILE]
 
 Runs scripts/mnist_fast.py's train_fast twice in one process (its warm-up, then its timed call, each time),
 with gpunet.training's _prepare, _prepare_optional and evaluate and gpunet.engines.select.plan wrapped in
 synchronised timers, and prints each call's seconds beside the epochs' own and the whole call's wall time.
+The first attempt on a fresh machine pays every first use; the second shows what is left once nothing is new.
+Its results: scripts/results/h100/2026-11-27-run8d/mnist-fast-first-use.json (one H100; see docs/changelog.md,
+run 8, for run 8c's figures before mnist_fast's warm-up fix).
 """
 import collections
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import mnist_fast  # noqa: E402
+import gpunet
+from gpunet import training
+from gpunet.cli import OneLineParser
+from gpunet.cuda import select
+from gpunet.datasets import load_mnist
+from gpunet.files import new_file, write_json
 
-import gpunet  # noqa: E402
-from gpunet import training  # noqa: E402
-from gpunet.cli import OneLineParser  # noqa: E402
-from gpunet.cuda import select  # noqa: E402
-from gpunet.datasets import load_mnist  # noqa: E402
-from gpunet.files import new_file, write_json  # noqa: E402
+import mnist_fast  # scripts/mnist_fast.py: the run this probe times
 
 spent = collections.defaultdict(list)  # each wrapped function's calls' seconds, in call order
 
@@ -42,7 +43,7 @@ def timed(owner, name, backend):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="mnist-fast-split.py", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="mnist_fast_first_use.py", description=__doc__.splitlines()[0])
     p.add_argument("--mnist-dir", metavar="DIR", required=True, help="folder with the four MNIST IDX files")
     p.add_argument("--json", metavar="FILE", help="also write the figures here (a new file)")
     args = p.parse_args(argv)
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = gpunet.get_backend("cupy")
         data = load_mnist(args.mnist_dir, pixels="unit", dtype=np.float32)
     except (ValueError, TypeError, OSError, gpunet.BackendUnavailableError) as exc:
-        print(f"mnist-fast-split.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"mnist_fast_first_use.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     for owner, name in ((training, "_prepare"), (training, "_prepare_optional"), (training, "evaluate"),
                         (select, "plan")):
