@@ -19,7 +19,7 @@ import numpy as np
 import gpunet
 from gpunet import training
 from gpunet.cli import OneLineParser
-from gpunet.cuda import select
+from gpunet.engines import select
 from gpunet.datasets import load_mnist
 from gpunet.files import new_file, write_json
 
