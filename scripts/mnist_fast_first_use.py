@@ -3,7 +3,7 @@
     python3 scripts/mnist_fast_first_use.py --mnist-dir DIR [--json FILE]
 
 Runs scripts/mnist_fast.py's train_fast twice in one process (its warm-up, then its timed call, each time),
-with gpunet.training's _prepare, _prepare_optional and evaluate and gpunet.engines.select.plan wrapped in
+with gpunet.training's _prepare, _prepare_optional and evaluate and gpunet.engines.select.engine wrapped in
 synchronised timers, and prints each call's seconds beside the epochs' own and the whole call's wall time.
 The first attempt on a fresh machine pays every first use; the second shows what is left once nothing is new.
 Its results: scripts/results/h100/2026-11-27-run8d/mnist-fast-first-use.json (one H100; see docs/changelog.md,
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist_fast_first_use.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     for owner, name in ((training, "_prepare"), (training, "_prepare_optional"), (training, "evaluate"),
-                        (select, "plan")):
+                        (select, "engine")):
         timed(owner, name, backend)
     rows = []
     for attempt in (1, 2):
