@@ -16,18 +16,18 @@ from .backend import Backend, BackendUnavailableError
 from .files import atomic_write, require_file
 from .memory import DeviceMemoryError, GiB, available_host_bytes
 from .network import Network
-from .optim import Optimizer, make_optimizer
+from .optim import OPTIMIZERS, Optimizer, make_optimizer
 
 FORMAT = 1
 HEADER_LIMIT = 1 << 24  # bytes: a header declaring more is refused before it is read
 NETWORK_FIELDS = {"sizes": list, "activation": str, "output": str, "loss": str, "init": str, "seed": int, "dtype": str}
-# The buffers each optimiser keeps per parameter once it has taken a step (optim.py; a test holds the two together).
-STATE_BUFFERS = {"sgd": (), "momentum": ("buf",), "adam": ("m", "v")}
+# The buffers each optimiser keeps per parameter once it has taken a step, as optim.py declares them.
+STATE_BUFFERS = {name: cls.state_names for name, cls in OPTIMIZERS.items()}
 # Momentum's buffer before it followed PyTorch's convention: the velocity v = -lr * buf, converted on the
 # first step after loading (gpunet.optim.Momentum); checkpoints that hold it still load.
 LEGACY_STATE_BUFFERS = {"momentum": ("v",)}
 KINDS = {int: "an integer", str: "a string", list: "a list", dict: "a JSON object"}  # for messages
-NON_NEGATIVE = {("adam", "v")}  # Adam's second moments: a negative one would make sqrt(v) NaN
+NON_NEGATIVE = {(name, s) for name, cls in OPTIMIZERS.items() for s in cls.non_negative}  # sqrt(v) of a v < 0: NaN
 
 
 class CheckpointError(ValueError):

@@ -1,5 +1,10 @@
 """Optimisers: plain SGD (the original rule), momentum and Adam, updating in place.
 
+Each optimiser is declared once, here: its hyperparameters, its state's names, its update on the host
+(``_update``) and on the device (``device_update``, C++ that gpunet/engines/kernels.py builds into the
+flat optimiser kernel's rules, optim_rules.cuh). The plain path, the flat kernel and checkpoints all
+read these declarations.
+
 Each ``step`` changes the parameter arrays it is given in place and never
 rebinds them, so buffers held elsewhere (and, later, captured graphs) stay valid.
 L2 weight decay adds ``weight_decay * W`` to the gradient of every parameter with
@@ -18,9 +23,22 @@ Array = Any
 
 
 class Optimizer:
-    """Base class: subclasses implement ``_update(name, p, g, lr)``."""
+    """Base class: subclasses implement ``_update(name, p, g, lr)`` and declare their device form.
+
+    The device form, one element at a time: ``device_update`` is C++ statements over ``p`` (the parameter),
+    ``gk`` (its gradient, with L2 decay added where ``couples_decay``), ``m`` and ``v`` (the first and second of
+    ``state_names``' buffers), ``rate`` and ``decay`` (lr and weight_decay in the element type ``T``),
+    ``is_weight``, the doubles ``lr``, ``weight_decay``, ``beta1``, ``beta2``, ``eps`` (from
+    :meth:`device_hyperparameters`), and, where ``bias_corrected``, ``v_hat_scale`` (``T``) and ``step_size``
+    (``T(lr / (1 - beta1^t))``).
+    """
 
     name = "optimizer"
+    state_names: tuple[str, ...] = ()  # the buffers kept per parameter: state keys "<state>.<param>"
+    non_negative: tuple[str, ...] = ()  # state a checkpoint must hold >= 0 (a second moment)
+    couples_decay = True  # weight decay as L2, added to the gradient; False: decoupled, the rule applies it
+    bias_corrected = False  # the device form needs Adam's bias corrections
+    device_update: str | None = None  # None: no device form (the fast paths refuse it)
 
     def __init__(self, weight_decay: float = 0.0) -> None:
         self.weight_decay = check_number("weight_decay", weight_decay, positive=False)
@@ -33,7 +51,7 @@ class Optimizer:
         self.t += 1
         for name, p in params.items():
             g = grads[name]
-            if self.weight_decay and p.ndim >= 2:  # weight matrices, not bias vectors
+            if self.weight_decay and self.couples_decay and p.ndim >= 2:  # weight matrices, not bias vectors
                 g += self.weight_decay * p  # d/dW of (wd / 2) * ||W||^2
             self._update(name, p, g, lr)
 
@@ -73,6 +91,10 @@ class Optimizer:
         """The constructor's arguments, JSON-ready."""
         return {"weight_decay": self.weight_decay}
 
+    def device_hyperparameters(self) -> tuple[float, float, float]:
+        """(beta1, beta2, eps) as the device form reads them (0 where the rule has none)."""
+        return 0.0, 0.0, 0.0
+
     def state_dict(self) -> dict[str, Any]:
         """Host copies of the step count and every state buffer (for checkpoints)."""
         return {"t": self.t, **{k: to_numpy(v).copy() for k, v in self.state.items()}}
@@ -96,6 +118,7 @@ class SGD(Optimizer):
     """p -= lr * g: the original article's rule (W += lr E X^T with E = -dL/dZ)."""
 
     name = "sgd"
+    device_update = "p -= rate * gk;"
 
     def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
         g *= lr
@@ -118,6 +141,11 @@ class Momentum(Optimizer):
     """
 
     name = "momentum"
+    state_names = ("buf",)
+    device_update = """
+        const T bk = T(beta1) * m + gk;  // buf = mu buf + g (beta1 is mu)
+        m = bk;
+        p -= rate * bk;"""
 
     def __init__(self, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
         super().__init__(weight_decay)
@@ -125,6 +153,9 @@ class Momentum(Optimizer):
 
     def hyperparameters(self) -> dict[str, float]:
         return {"momentum": self.momentum, **super().hyperparameters()}
+
+    def device_hyperparameters(self) -> tuple[float, float, float]:
+        return self.momentum, 0.0, 0.0
 
     def upgrade_state(self, lr: float) -> None:
         """The old convention's velocity, from a checkpoint ("v.W1": v = -lr * buf), as ``buf``."""
@@ -146,6 +177,16 @@ class Adam(Optimizer):
     """Kingma & Ba (2015): bias-corrected first and second moments."""
 
     name = "adam"
+    state_names = ("m", "v")
+    non_negative = ("v",)
+    bias_corrected = True
+    # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= (lr / (1 - b1^t)) m / (sqrt(v / (1 - b2^t)) + eps)
+    device_update = """
+        const T mk = T(beta1) * m + T(1.0 - beta1) * gk;
+        const T vk = T(beta2) * v + T(1.0 - beta2) * (gk * gk);
+        m = mk;
+        v = vk;
+        p -= mk / (sqrt(vk * v_hat_scale) + T(eps)) * step_size;"""
 
     def __init__(
         self,
@@ -161,6 +202,9 @@ class Adam(Optimizer):
 
     def hyperparameters(self) -> dict[str, float]:
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps, **super().hyperparameters()}
+
+    def device_hyperparameters(self) -> tuple[float, float, float]:
+        return self.beta1, self.beta2, self.eps
 
     def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
         m = self._buffer(f"m.{name}", p)

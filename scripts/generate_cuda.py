@@ -1,4 +1,5 @@
-"""Write the CUDA headers that are generated from gpunet's tables (activations.cuh from gpunet/activations.py).
+"""Write the CUDA headers that are generated from gpunet's tables (activations.cuh from gpunet/activations.py,
+optim_rules.cuh from gpunet/optim.py).
 
     python scripts/generate_cuda.py [--check]
 
@@ -12,7 +13,7 @@ import sys
 
 from gpunet.engines import kernels
 
-GENERATED = {"activations.cuh": kernels.activations_header}
+GENERATED = {"activations.cuh": kernels.activations_header, "optim_rules.cuh": kernels.optim_rules_header}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     for name, generate in GENERATED.items():
         path, text = kernels.SOURCE_DIR / name, generate()
-        if path.read_text() != text:
+        if not path.exists() or path.read_text() != text:
             stale.append(name)
             if not args.check:
                 path.write_text(text)

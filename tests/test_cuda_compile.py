@@ -21,7 +21,7 @@ SOURCES = [p.name for p in cuda.sources()]
 def test_there_are_sources_and_each_has_its_formula_comment():
     assert {"fused.cu", "optim.cu"} <= set(SOURCES)
     for name in SOURCES:
-        assert cuda.source(name).startswith("//"), f"{name} must open with the formula it computes"
+        assert kernels.source(name).startswith("//"), f"{name} must open with the formula it computes"
 
 
 def test_the_python_code_tables_are_the_header_defines():
@@ -34,7 +34,7 @@ def test_the_python_code_tables_are_the_header_defines():
         k: v for k, v in defines.items() if k.startswith("LOSS_")}
     own_code = re.compile(r"^#define (GPUNET_)?(SOFTMAX|(LOSS_)?(SQUARED|ABSOLUTE|CROSS_ENTROPY)) ", re.M)
     for name in SOURCES:  # no kernel defines a code of its own beside the header's
-        assert not own_code.search(cuda.source(name)), name
+        assert not own_code.search(kernels.source(name)), name
 
 
 def test_every_name_expression_belongs_to_a_source():

@@ -1,10 +1,11 @@
-"""The kernels' device arithmetic, compiled for the host and held to the NumPy table it comes from.
+"""The kernels' device arithmetic, compiled for the host and held to the NumPy code it comes from.
 
-activations.cuh is generated from gpunet/activations.py's table, and its functions are ``__host__
-__device__``: a host C++ compiler builds them here, and each activation's forward and derivative (read
-off the output, or off the input where the table says so) is evaluated over a grid of inputs, edge values
-included, in float and double, and compared with the table's NumPy pair. A sign flipped in a C++
-expression fails here without a GPU.
+activations.cuh is generated from gpunet/activations.py's table and optim_rules.cuh from gpunet/optim.py's
+declarations, and their functions are ``__host__ __device__``: a host C++ compiler builds them here.
+Each activation's forward and derivative (read off the output, or off the input where the table says so)
+is evaluated over a grid of inputs, edge values included, in float and double, and compared with the
+table's NumPy pair; each optimiser rule takes steps from a grid of parameters, gradients and state, and
+is compared with the optimiser's host step. A sign flipped in a C++ expression fails here without a GPU.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from gpunet.activations import ACTIVATIONS
+from gpunet.optim import OPTIMIZERS
 from gpunet.engines import kernels
 
 Z_GRID = np.array([0.0, -0.0, 1e-30, -1e-30, 1e-6, -1e-6, 0.25, -0.25, 0.5, -0.5, 1.0, -1.0, 1.5, -1.5, 3.0, -3.0,
@@ -92,3 +94,90 @@ def test_each_activation_and_its_derivative_match_the_table(evaluated, name, cty
 def test_the_header_is_what_the_table_generates():
     assert (kernels.SOURCE_DIR / "activations.cuh").read_text() == kernels.activations_header(), (
         "activations.cuh is stale: run python scripts/generate_cuda.py")
+
+
+# --- the optimiser rules -------------------------------------------------------------------------------
+
+P_GRID = np.array([-2.0, -0.5, 0.0, 0.3, 1.5])
+G_GRID = np.array([-1.0, -0.01, 0.0, 0.2, 3.0])
+M_GRID = np.array([0.0, 0.1, -0.2])
+V_GRID = np.array([0.0, 0.01, 1.0])
+STEPS, LR, WEIGHT_DECAY = (1, 7), 0.01, 0.1
+RULES = list(kernels.RULE_CODES)
+
+
+def _grid() -> np.ndarray:
+    """Every (p, g, m, v) of the grids, (n, 4)."""
+    return np.array(np.meshgrid(P_GRID, G_GRID, M_GRID, V_GRID, indexing="ij")).reshape(4, -1).T
+
+
+@pytest.fixture(scope="module")
+def stepped(tmp_path_factory) -> dict[tuple[str, str, int, bool], np.ndarray]:
+    """(ctype, rule, t, is_weight) -> (n, 3): p, m, v after one step of the compiled rule, as optim.cu runs it."""
+    folder = tmp_path_factory.mktemp("optim_rules")
+    rows = ", ".join("{" + ", ".join(repr(float(x)) for x in row) + "}" for row in _grid())
+    calls = []
+    for ctype in ("float", "double"):
+        for rule in RULES:
+            code = f"GPUNET_RULE_{rule.upper()}"
+            beta1, beta2, eps = OPTIMIZERS[rule]().device_hyperparameters()
+            for t in STEPS:
+                for weight in ("true", "false"):
+                    calls.append(f"""    for (const auto& r : grid) {{
+        {ctype} p = ({ctype})r[0], gk = ({ctype})r[1], m = ({ctype})r[2], v = ({ctype})r[3];
+        const {ctype} rate = ({ctype}){LR!r}, decay = ({ctype}){WEIGHT_DECAY!r};
+        const double m_hat = rule_bias_corrected<{code}>() ? 1.0 / (1.0 - std::pow({beta1!r}, double({t}))) : 1.0;
+        const {ctype} v_hat = rule_bias_corrected<{code}>() ? {ctype}(1.0 / (1.0 - std::pow({beta2!r}, double({t})))) : {ctype}(1);
+        if (rule_couples_decay<{code}>() && {weight}) gk += decay * p;
+        rule_update<{ctype}, {code}>(p, gk, m, v, rate, decay, {weight}, {LR!r}, {WEIGHT_DECAY!r}, {beta1!r}, {beta2!r},
+                                    {eps!r}, v_hat, {ctype}({LR!r} * m_hat));
+        std::printf("{ctype} {rule} {t} {weight} %a %a %a\\n", (double)p, (double)m, (double)v);
+    }}""")
+    source = folder / "rules.cpp"
+    source.write_text("#include <cmath>\n#include <cstdio>\nusing std::sqrt; using std::pow;\n"
+                      '#include "optim_rules.cuh"\n'
+                      f"static const double grid[][4] = {{{rows}}};\n"
+                      "int main() {\n" + "\n".join(calls) + "\n    return 0;\n}\n")
+    binary = folder / "rules"
+    build = subprocess.run([_compiler(), "-std=c++17", "-O1", "-ffp-contract=off", f"-I{kernels.SOURCE_DIR}",
+                            str(source), "-o", str(binary)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    out = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
+    values: dict[tuple[str, str, int, bool], list[list[float]]] = {}
+    for line in out.splitlines():
+        ctype, rule, t, weight, *numbers = line.split()
+        values.setdefault((ctype, rule, int(t), weight == "true"), []).append([float.fromhex(x) for x in numbers])
+    return {k: np.array(v) for k, v in values.items()}
+
+
+def _host_step(rule: str, t: int, is_weight: bool, dtype: type) -> np.ndarray:
+    """The optimiser's host step from every grid point at once: p, m, v after it, (n, 3)."""
+    grid = _grid().astype(dtype)
+    p, g, m, v = (grid[:, i].copy() for i in range(4))
+    shape = (len(p), 1) if is_weight else (len(p),)  # a weight matrix is decayed, a bias vector is not
+    optimizer = OPTIMIZERS[rule](weight_decay=WEIGHT_DECAY)
+    names = optimizer.state_names
+    optimizer.t = t - 1
+    optimizer.state = {f"{s}.W": a.reshape(shape).copy() for s, a in zip(names, (m, v))}
+    params = {"W": p.reshape(shape)}
+    optimizer.step(params, {"W": g.reshape(shape)}, LR)
+    state = [optimizer.state[f"{s}.W"].reshape(-1) if f"{s}.W" in optimizer.state else old
+             for s, old in zip((*names, "", "")[:2], (m, v))]
+    return np.stack([params["W"].reshape(-1), *state], axis=1)
+
+
+@pytest.mark.parametrize("ctype", ["float", "double"])
+@pytest.mark.parametrize("rule", RULES)
+def test_each_optimiser_rule_steps_as_its_host_update(stepped, rule, ctype):
+    for t in STEPS:
+        for is_weight in (True, False):
+            device = stepped[ctype, rule, t, is_weight]
+            host = _host_step(rule, t, is_weight, np.float32 if ctype == "float" else np.float64)
+            assert device.shape == host.shape == (len(_grid()), 3)
+            np.testing.assert_allclose(device, host, rtol=TOLERANCE[ctype] * 4, atol=1e-7 if ctype == "float" else 1e-15,
+                                       err_msg=f"{rule} step {t}, {'weight' if is_weight else 'bias'}, in {ctype}")
+
+
+def test_the_optimiser_rules_header_is_what_the_declarations_generate():
+    assert (kernels.SOURCE_DIR / "optim_rules.cuh").read_text() == kernels.optim_rules_header(), (
+        "optim_rules.cuh is stale: run python scripts/generate_cuda.py")

@@ -12,12 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from ..optim import SGD, Adam, Momentum, Optimizer
+from ..optim import OPTIMIZERS, Optimizer
 from ..params import Packed, empty_packed, layout, views
 
 Array = Any
-RULES = {SGD: "sgd", Momentum: "momentum", Adam: "adam"}  # the exact classes: a subclass may change the rule
-STATE_NAMES = {"sgd": (), "momentum": ("buf",), "adam": ("m", "v")}  # optim.py's state keys, "buf.W1" and so on
+# The optimisers with a device form, by their exact classes (a subclass may change the rule), and their state.
+RULES = {cls: name for name, cls in OPTIMIZERS.items() if cls.device_update is not None}
+STATE_NAMES = {name: OPTIMIZERS[name].state_names for name in RULES.values()}  # state keys "buf.W1", "m.W1", ...
+
+
+def supported() -> str:
+    """The optimisers with a device form, in words: "SGD, Momentum and Adam"."""
+    names = [cls.__name__ for cls in RULES]
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def rule_of(optimizer: Optimizer) -> str | None:
@@ -86,7 +93,7 @@ def checked_rule(optimizer: Optimizer, path: str) -> str:
     flat kernel does not implement it (a subclass may change the rule)."""
     rule = rule_of(optimizer)
     if rule is None:
-        raise ValueError(f"{path} supports SGD, Momentum and Adam; got {type(optimizer).__name__}")
+        raise ValueError(f"{path} supports {supported()}; got {type(optimizer).__name__}")
     return rule
 
 
@@ -112,11 +119,9 @@ class FlatOptimizer:
         """``kernels.flat_step``'s arguments for ``optimizer``: (rule, p, g, m, v, n_weights, lr, step, done,
         weight_decay, beta1, beta2, eps). The buffers are the same on every call, so a graph may capture them."""
         rule = checked_rule(optimizer, "the flat optimiser kernel")
-        state = self.flat.state_buffers(STATE_NAMES[rule])
-        m = state["buf"] if rule == "momentum" else state["m"] if rule == "adam" else None  # momentum's buf in m
-        v = state["v"] if rule == "adam" else None
-        beta1 = optimizer.momentum if rule == "momentum" else getattr(optimizer, "beta1", 0.0)
-        beta2, eps = getattr(optimizer, "beta2", 0.0), getattr(optimizer, "eps", 0.0)
+        state = [self.flat.state_buffers(STATE_NAMES[rule])[s] for s in STATE_NAMES[rule]]
+        m, v = (state + [None, None])[:2]  # the rule's first and second state buffers (momentum's buf in m)
+        beta1, beta2, eps = optimizer.device_hyperparameters()
         return (rule, self.flat.params, self.flat.grads, m, v, self.flat.layout.n_weights, self.lr, self.step_count,
                 self.done, optimizer.weight_decay, beta1, beta2, eps)
 

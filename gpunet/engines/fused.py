@@ -24,12 +24,10 @@ from typing import Any
 import numpy as np
 
 from ..activations import HIDDEN_ACTIVATIONS
-from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
+from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, RULE_CODES, load
 from .engine import StepEngine
 from .flat import FlatOptimizer, FlatParameters, checked_rule
 
-# optim.cu's update rules (its GPUNET_RULE_* defines), by gpunet's names
-RULE_CODES = {"sgd": 0, "momentum": 1, "adam": 2}
 
 Array = Any
 HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)  # the ones the kernels have code for

@@ -25,7 +25,7 @@ from typing import Any
 from ..checks import KERNELS, check_kernels
 from . import per_sample as per_sample_kernel
 from .engine import Engine
-from .flat import rule_of
+from .flat import rule_of, supported
 from .kernels import OUTPUT_CODES
 from .fused import FusedEngine
 from .graph import GraphEngine
@@ -60,7 +60,7 @@ def why_not(path: str, net: Any, optimizer: Any, per_sample: bool = False) -> st
     if uncoded:  # the kernels keep a layer's output only: an activation whose derivative needs its input
         return f"the kernels have no code for {uncoded[0]!r} (its derivative needs the layer's input)"
     if not optimizer.folds_lr and rule_of(optimizer) is None:
-        return f"the flat optimiser kernel implements SGD, Momentum and Adam; got {type(optimizer).__name__}"
+        return f"the flat optimiser kernel implements {supported()}; got {type(optimizer).__name__}"
     return None
 
 
