@@ -20,6 +20,7 @@ from .backend import array_module, to_numpy
 from .checks import check_choice, check_fraction, check_int, check_number
 
 Array = Any
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam"]  # the optimisers, which the package re-exports
 
 
 class Optimizer:
