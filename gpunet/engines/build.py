@@ -91,9 +91,10 @@ def kernel_ptx(name: str, arch: str = "compute_90") -> dict[str, str]:
         raise RuntimeError(f"NVRTC failed on {name}: {log}")
     entries = {}
     for match in re.finditer(r"^\.(?:visible|weak) \.entry (\w+)\(.*?^}$", ptx, re.M | re.S):
-        # Branch labels are numbered by the function's place in the module ($L__BB<function>_<block>): a kernel
-        # added before this one renumbers them, so the function's number is left out.
-        entries[match.group(1)] = re.sub(r"\$L__BB\d+_", "$L__BB_", match.group(0))
+        # Branch labels and call comments are numbered across the module ($L__BB<function>_<block>, "// callseq
+        # N"): a kernel instantiated before this one renumbers them, so the numbers and comments are left out.
+        entry = re.sub(r"//.*$", "", match.group(0), flags=re.M)
+        entries[match.group(1)] = re.sub(r"\$L__BB\d+_", "$L__BB_", entry)
     return {e: entries[mangled] for e, mangled in lowered.items()}
 
 
