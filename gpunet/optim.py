@@ -20,7 +20,7 @@ from .backend import array_module, to_numpy
 from .checks import check_choice, check_fraction, check_int, check_number
 
 Array = Any
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam"]  # the optimisers, which the package re-exports
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW"]  # the optimisers, which the package re-exports
 
 
 class Optimizer:
@@ -227,7 +227,31 @@ class Adam(Optimizer):
         p -= g
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019), PyTorch's ``torch.optim.AdamW``: each step
+    first shrinks every weight matrix, ``W *= 1 - lr * weight_decay``, then takes Adam's step on the gradient
+    alone. Biases are not decayed, as everywhere in gpunet (PyTorch decays what its parameter groups say)."""
+
+    name = "adamw"
+    couples_decay = False
+    device_update = """
+        if (is_weight) p *= T(1.0 - lr * weight_decay);  // decoupled: W *= 1 - lr wd, before Adam's step
+        const T mk = T(beta1) * m + T(1.0 - beta1) * gk;
+        const T vk = T(beta2) * v + T(1.0 - beta2) * (gk * gk);
+        m = mk;
+        v = vk;
+        p -= mk / (sqrt(vk * v_hat_scale) + T(eps)) * step_size;"""
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01) -> None:
+        super().__init__(beta1, beta2, eps, weight_decay)
+
+    def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
+        if self.weight_decay and p.ndim >= 2:  # weight matrices, not bias vectors
+            p *= 1 - lr * self.weight_decay
+        super()._update(name, p, g, lr)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "adam": Adam, "adamw": AdamW}
 
 
 def make_optimizer(optimizer: str | Optimizer, weight_decay: float = 0.0, **hyperparameters: float) -> Optimizer:

@@ -162,3 +162,89 @@ def test_loaded_state_is_a_copy_the_steps_never_write_into_the_callers_arrays(na
     for k, v in kept.items():
         np.testing.assert_array_equal(saved[k], v)
     assert any(not np.array_equal(second.state[k], v) for k, v in kept.items())  # the state did move
+
+
+# --- AdamW: PyTorch's decoupled weight decay ---------------------------------------------------------
+
+ADAMW_LRS = [1e-2] * 50 + [3e-3] * 50  # 100 steps, the learning rate changed half-way
+
+
+def _pytorch_adamw_by_hand(p, grads, lrs, wd, beta1=0.9, beta2=0.999, eps=1e-8):
+    """torch.optim.AdamW's single-tensor step written out: p *= 1 - lr wd; m, v as Adam's;
+    p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
+    p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        p *= 1 - lr * wd
+        m += (g - m) * (1 - beta1)  # exp_avg.lerp_(grad, 1 - beta1)
+        v = v * beta2 + (1 - beta2) * g * g
+        denom = np.sqrt(v) / np.sqrt(1 - beta2**t) + eps
+        p -= (lr / (1 - beta1**t)) * m / denom
+    return p
+
+
+def _adamw_problem(seed=3):
+    rng = np.random.default_rng(seed)
+    params = {"W1": rng.standard_normal((3, 4)), "b1": rng.standard_normal(4), "W2": rng.standard_normal((4, 2))}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in ADAMW_LRS]
+    return params, grads
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+def test_adamw_follows_pytorch_formulas_over_100_steps_with_a_learning_rate_change(wd):
+    params, grads = _adamw_problem()
+    start = {k: v.copy() for k, v in params.items()}
+    opt = gpunet.AdamW(weight_decay=wd)
+    for g, lr in zip(grads, ADAMW_LRS):
+        opt.step(params, {k: v.copy() for k, v in g.items()}, lr)
+    for k in params:  # gpunet decays the weight matrices, not the bias vectors
+        want = _pytorch_adamw_by_hand(start[k], [g[k] for g in grads], ADAMW_LRS, wd if start[k].ndim >= 2 else 0.0)
+        np.testing.assert_allclose(params[k], want, rtol=1e-10, atol=1e-12, err_msg=k)
+    assert opt.t == 100
+    if wd:  # decoupled: not Adam with L2 on the gradient
+        adam = gpunet.Adam(weight_decay=wd)
+        coupled = {k: v.copy() for k, v in start.items()}
+        for g, lr in zip(grads, ADAMW_LRS):
+            adam.step(coupled, {k: v.copy() for k, v in g.items()}, lr)
+        assert np.abs(coupled["W1"] - params["W1"]).max() > 1e-4
+
+
+def test_adamw_matches_torch_adamw_step_for_step():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'gpunet[bench]')")
+    params, grads = _adamw_problem(4)
+    tparams = [torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True) for v in params.values()]
+    # PyTorch decays every parameter it is given; gpunet only those with two or more dimensions.
+    groups = [{"params": [t], "weight_decay": 0.05 if t.ndim >= 2 else 0.0} for t in tparams]
+    topt = torch.optim.AdamW(groups, lr=ADAMW_LRS[0], betas=(0.9, 0.999), eps=1e-8)
+    opt = gpunet.AdamW(weight_decay=0.05)
+    for g, lr in zip(grads, ADAMW_LRS):
+        for group in topt.param_groups:
+            group["lr"] = lr
+        for t, gk in zip(tparams, g.values()):
+            t.grad = torch.tensor(gk, dtype=torch.float64)
+        topt.step()
+        opt.step(params, {k: v.copy() for k, v in g.items()}, lr)
+    for (k, p), t in zip(params.items(), tparams):
+        np.testing.assert_allclose(p, t.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_adamw_trains_resumes_exactly_and_is_named_everywhere(tmp_path):
+    """gpunet.train, checkpoints (its m and v, its hyperparameters), and the names the CLI and sweeps read."""
+    from gpunet.config import TrainConfig
+    from gpunet.optim import OPTIMIZERS
+
+    assert OPTIMIZERS["adamw"] is gpunet.AdamW and "AdamW" in gpunet.__all__
+    assert TrainConfig(optimizer="adamw", weight_decay=0.01).optimizer == "adamw"
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 6)), rng.integers(0, 3, 40)
+    whole = gpunet.Network([6, 5, 3], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float64")
+    gpunet.train(whole, X, y, epochs=4, batch_size=8, lr=0.01, optimizer=gpunet.AdamW(weight_decay=0.1))
+    half = gpunet.Network([6, 5, 3], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float64")
+    opt = make_optimizer("adamw", weight_decay=0.1)
+    gpunet.train(half, X, y, epochs=2, batch_size=8, lr=0.01, optimizer=opt)
+    save_checkpoint(tmp_path / "half.npz", half, opt, {})
+    net, restored, _ = load_checkpoint(tmp_path / "half.npz", backend="numpy")
+    assert type(restored) is gpunet.AdamW and restored.weight_decay == 0.1 and restored.t == opt.t == 10
+    assert set(restored.state) == {f"{s}.{k}" for s in ("m", "v") for k in net.params}
+    gpunet.train(net, X, y, epochs=4, batch_size=8, lr=0.01, optimizer=restored, start_epoch=3)
+    for k, v in whole.get_params().items():
+        np.testing.assert_array_equal(net.get_params()[k], v)

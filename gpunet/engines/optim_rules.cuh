@@ -15,6 +15,7 @@
 #define GPUNET_RULE_SGD 0
 #define GPUNET_RULE_MOMENTUM 1
 #define GPUNET_RULE_ADAM 2
+#define GPUNET_RULE_ADAMW 3
 
 template <int RULE>
 __host__ __device__ constexpr bool rule_couples_decay() {
@@ -23,7 +24,7 @@ __host__ __device__ constexpr bool rule_couples_decay() {
 
 template <int RULE>
 __host__ __device__ constexpr bool rule_bias_corrected() {
-    return RULE == GPUNET_RULE_ADAM;
+    return RULE == GPUNET_RULE_ADAM || RULE == GPUNET_RULE_ADAMW;
 }
 
 template <typename T, int RULE>
@@ -37,6 +38,13 @@ __host__ __device__ __forceinline__ void rule_update(T& p, T gk, T& m, T& v, T r
         m = bk;
         p -= rate * bk;
     } else if constexpr (RULE == GPUNET_RULE_ADAM) {
+        const T mk = T(beta1) * m + T(1.0 - beta1) * gk;
+        const T vk = T(beta2) * v + T(1.0 - beta2) * (gk * gk);
+        m = mk;
+        v = vk;
+        p -= mk / (sqrt(vk * v_hat_scale) + T(eps)) * step_size;
+    } else if constexpr (RULE == GPUNET_RULE_ADAMW) {
+        if (is_weight) p *= T(1.0 - lr * weight_decay);  // decoupled: W *= 1 - lr wd, before Adam's step
         const T mk = T(beta1) * m + T(1.0 - beta1) * gk;
         const T vk = T(beta2) * v + T(1.0 - beta2) * (gk * gk);
         m = mk;
