@@ -206,6 +206,9 @@ class FusedEngine(StepEngine):
 
     def __init__(self, net: Any, optimizer: Any, X: Array, T: Array, rows: int) -> None:
         super().__init__(net, optimizer, X, T, rows)
+        uncoded = [a for a in (net.activation, net.output) if a not in OUTPUT_CODES]
+        if uncoded:
+            raise ValueError(f"kernels='fused' has no code for {uncoded[0]!r} (its derivative needs the layer's input)")
         if not optimizer.folds_lr:
             checked_rule(optimizer, "kernels='fused'")
         kernels = CudaKernels(net.backend, net.dtype, net.activation, net.output, net.loss_name)

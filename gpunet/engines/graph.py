@@ -46,7 +46,8 @@ from .fused import RULE_CODES, FusedEngine, elementwise_geometry, flat_step_argu
 from .gemm import GRAD_WRITE, LOSS_THREADS, MAX_LAYERS, RTILE, SGD_DECAY, SGD_FOLDED, TILE, WeightGradLayer
 
 Array = Any
-PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS for loss in LOSSES] + list(FUSED)  # every (output, loss) pair
+# Every (output, loss) pair the kernels have code for.
+PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS if o in OUTPUT_CODES for loss in LOSSES] + list(FUSED)
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
 # Products of at least this many elements run register-tiled (R = RTILE: RTILE x RTILE elements a thread, a
 # 64 x 64 tile a block): at least 128 such blocks. The first H100 run's 784-1024-10 step at batch 1024 spent
@@ -80,7 +81,8 @@ EXPRESSIONS = [
     *(f"forward<{t}, {a}, {r}>" for t in C_TYPES.values() for a in sorted(ACT_CODES.values()) for r in (1, RTILE)),
     *(f"output_delta<{t}, {OUTPUT_CODES[o]}, {LOSS_CODES[loss]}>" for t in C_TYPES.values() for o, loss in PAIRS),
     *(f"loss_total<{t}>" for t in C_TYPES.values()),
-    *(f"backward<{t}, {ACT_CODES[a]}, {r}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS for r in (1, RTILE)),
+    *(f"backward<{t}, {ACT_CODES[a]}, {r}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS if a in ACT_CODES
+      for r in (1, RTILE)),
     *(f"weight_grad<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
       for r in (1, RTILE)),
     # merged launches
@@ -182,6 +184,9 @@ class GraphTrainer:
             )
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a gpunet Optimizer; got {type(optimizer).__name__}")
+        uncoded = [a for a in (net.activation, net.output) if a not in OUTPUT_CODES]
+        if uncoded:
+            raise ValueError(f"graph mode has no code for {uncoded[0]!r} (its derivative needs the layer's input)")
         rule = checked_rule(optimizer, "graph mode")
         if merged_launches is not None and not isinstance(merged_launches, bool):
             raise TypeError(f"merged_launches must be True, False or None; got {merged_launches!r}")
