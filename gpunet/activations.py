@@ -85,6 +85,15 @@ def _softmax_backward(A: Array, dA: Array) -> Array:
     return A * (dA - (dA * A).sum(axis=1, keepdims=True))
 
 
+def _silu(Z: Array, out: Array | None = None) -> Array:
+    return Z * sigmoid(Z)  # z sigma(z), a new array: the derivative reads Z
+
+
+def _silu_backward(Z: Array, dA: Array) -> Array:
+    s = sigmoid(Z)
+    return dA * s * (1 + Z * (1 - s))  # d/dz z sigma(z) = sigma(z) (1 + z (1 - sigma(z)))
+
+
 # The table: every activation gpunet knows, by name. The codes are the kernels' (GPUNET_<NAME>); the C++
 # expressions become activations.cuh's device functions (gpunet/engines/kernels.py), the same arithmetic
 # as the NumPy pair: a test compiles them for the host and holds them to it over a grid of inputs.
@@ -102,6 +111,10 @@ ACTIVATIONS: dict[str, Activation] = {
         "z > T(0) ? z : T(GPUNET_LEAKY_SLOPE) * z", "a > T(0) ? da : T(GPUNET_LEAKY_SLOPE) * da",
         (("LeakyRelu", {"alpha": LEAKY_SLOPE}),)),
     "identity": Activation(lambda Z, out=None: Z, lambda A, dA: dA, 4, "z", "da", (), hidden=False),
+    # SiLU (swish): z sigma(z). Its output does not determine z below the minimum, so its derivative reads Z.
+    "silu": Activation(_silu, _silu_backward, 6, "z * act_forward<GPUNET_SIGMOID>(z)",
+                       "da * act_forward<GPUNET_SIGMOID>(z) * (T(1) + z * (T(1) - act_forward<GPUNET_SIGMOID>(z)))",
+                       (("Sigmoid", {}), ("Mul", {})), from_output=False),
     "softmax": Activation(softmax, _softmax_backward, 5, onnx=(("Softmax", {"axis": 1}),), hidden=False),
 }
 HIDDEN_ACTIVATIONS = tuple(name for name, a in ACTIVATIONS.items() if a.hidden)

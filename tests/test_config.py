@@ -28,9 +28,9 @@ def test_the_table_has_one_row_per_field_and_the_parser_one_option_per_row():
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"activation": "foo"}, "activation must be one of sigmoid, tanh, relu, leaky_relu; got 'foo'"),
+        ({"activation": "foo"}, "activation must be one of sigmoid, tanh, relu, leaky_relu, silu; got 'foo'"),
         ({"dtype": "int8"}, "dtype must be one of float32, float64; got 'int8'"),
-        ({"optimizer": "nope"}, "optimizer must be one of sgd, momentum, adam; got 'nope'"),
+        ({"optimizer": "nope"}, "optimizer must be one of sgd, momentum, adam, adamw; got 'nope'"),
         ({"init": "zeros"}, "init must be one of article, xavier, he, fan-in; got 'zeros'"),
         ({"lr": float("inf")}, "lr must be a finite number > 0; got inf"),
         ({"lr": True}, "lr must be a finite number > 0; got True"),

@@ -42,7 +42,7 @@ def _problem(act: str, out: str, loss: str, depth: int):
 
 def test_every_loss_and_output_is_covered():
     assert set(OUTPUTS_FOR_LOSS) == {*LOSSES, "cross-entropy"}
-    assert len(CASES) == 4 * 8 * 3
+    assert len(CASES) == len(HIDDEN_ACTIVATIONS) * 8 * 3
 
 
 @pytest.mark.parametrize("act,out,loss,depth", CASES)

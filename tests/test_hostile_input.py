@@ -251,7 +251,7 @@ def _break(name: str, header: dict, arrays: dict) -> str:
         return "the header has no field optimizer.t"
     if name == "unknown-optimizer":
         opt["name"] = "rmsprop"
-        return "optimizer must be one of sgd, momentum, adam"
+        return "optimizer must be one of sgd, momentum, adam, adamw"
     if name == "missing-beta2":
         del opt["beta2"]
         return "adam optimizer needs the numbers beta1, beta2, eps, weight_decay"

@@ -245,7 +245,7 @@ def test_callback_returning_true_stops_training():
         (dict(sizes=[784]), ValueError, r"at least an input and an output size; got \[784\]"),
         (dict(sizes=[784, 0, 10]), ValueError, r"layer size .* integer >= 1; got 0"),
         (dict(sizes="784"), TypeError, r"sizes must be a list"),
-        (dict(activation="swish"), ValueError, r"activation must be one of sigmoid, tanh, relu, leaky_relu; got 'swish'"),
+        (dict(activation="swish"), ValueError, r"activation must be one of sigmoid, tanh, relu, leaky_relu, silu; got 'swish'"),
         (dict(output="softplus"), ValueError, r"output must be one of .*; got 'softplus'"),
         (dict(loss="hinge"), ValueError, r"loss must be one of squared, absolute, cross-entropy; got 'hinge'"),
         (dict(init="zeros"), ValueError, r"init must be one of article, xavier, he, fan-in; got 'zeros'"),
@@ -281,7 +281,7 @@ def test_bad_arrays_are_named():
         gpunet.train(net, np.array([[0, 1, np.nan, 0], [0, 0, 0, 0]]), np.array([0, 1]))
     with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1; got 0"):
         gpunet.train(net, np.ones((2, 4)), np.array([0, 1]), batch_size=0)
-    with pytest.raises(ValueError, match=r"optimizer must be one of sgd, momentum, adam; got 'rmsprop'"):
+    with pytest.raises(ValueError, match=r"optimizer must be one of sgd, momentum, adam, adamw; got 'rmsprop'"):
         gpunet.train(net, np.ones((2, 4)), np.array([0, 1]), optimizer="rmsprop")
 
 

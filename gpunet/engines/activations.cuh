@@ -20,6 +20,7 @@
 #define GPUNET_RELU 2
 #define GPUNET_LEAKY_RELU 3
 #define GPUNET_IDENTITY 4
+#define GPUNET_SILU 6
 #define GPUNET_LEAKY_SLOPE 0.01
 #define GPUNET_SOFTMAX 5  // output only: a row operation, not in the elementwise table below
 #define GPUNET_LOSS_SQUARED 0
@@ -36,6 +37,8 @@ __host__ __device__ __forceinline__ T act_forward(T z) {
         return z > T(0) ? z : T(0);
     } else if constexpr (ACT == GPUNET_LEAKY_RELU) {
         return z > T(0) ? z : T(GPUNET_LEAKY_SLOPE) * z;
+    } else if constexpr (ACT == GPUNET_SILU) {
+        return z * act_forward<GPUNET_SIGMOID>(z);
     } else {
         return z;
     }
@@ -51,6 +54,15 @@ __host__ __device__ __forceinline__ T act_backward(T a, T da) {
         return a > T(0) ? da : T(0);
     } else if constexpr (ACT == GPUNET_LEAKY_RELU) {
         return a > T(0) ? da : T(GPUNET_LEAKY_SLOPE) * da;
+    } else {
+        return da;
+    }
+}
+
+template <int ACT, typename T>
+__host__ __device__ __forceinline__ T act_backward_from_input(T z, T da) {
+    if constexpr (ACT == GPUNET_SILU) {
+        return da * act_forward<GPUNET_SIGMOID>(z) * (T(1) + z * (T(1) - act_forward<GPUNET_SIGMOID>(z)));
     } else {
         return da;
     }
