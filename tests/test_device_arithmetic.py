@@ -16,7 +16,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from gpunet.activations import ACTIVATIONS
+from gpunet.activations import ACTIVATIONS, LOSSES
 from gpunet.optim import OPTIMIZERS
 from gpunet.engines import kernels
 
@@ -181,3 +181,36 @@ def test_each_optimiser_rule_steps_as_its_host_update(stepped, rule, ctype):
 def test_the_optimiser_rules_header_is_what_the_declarations_generate():
     assert (kernels.SOURCE_DIR / "optim_rules.cuh").read_text() == kernels.optim_rules_header(), (
         "optim_rules.cuh is stale: run python scripts/generate_cuda.py")
+
+
+# --- the losses' gradients (common.cuh) -------------------------------------------------------------------
+
+Y_GRID = np.array([-2.0, -0.5, 0.0, 1e-9, 0.25, 0.5, 0.99, 1.0, 3.0])
+T_GRID = np.array([0.0, 0.01, 0.5, 0.99, 1.0, 1e-9])
+
+
+def test_the_loss_gradients_match_the_table(tmp_path):
+    """loss_grad<T, LOSS> (fused, graph) and loss_grad_code (per-sample) against activations.py's LOSSES[...].grad,
+    over every (y, t) of the grids, ties (y == t) included, in float and double."""
+    pairs = np.array([(y, t) for y in Y_GRID for t in T_GRID])
+    rows = ", ".join(f"{{{float(y)!r}, {float(t)!r}}}" for y, t in pairs)
+    calls = [f'    for (const auto& r : grid) std::printf("{c} {loss} %a %a\\n", '
+             f"(double)loss_grad<{c}, GPUNET_LOSS_{loss.upper()}>(({c})r[0], ({c})r[1]), "
+             f"(double)loss_grad_code(GPUNET_LOSS_{loss.upper()}, ({c})r[0], ({c})r[1]));"
+             for c in ("float", "double") for loss in LOSSES]
+    source = tmp_path / "losses.cpp"
+    source.write_text('#include <cmath>\n#include <cstdio>\n#include "common.cuh"\n'
+                      f"static const double grid[][2] = {{{rows}}};\nint main() {{\n" + "\n".join(calls)
+                      + "\n    return 0;\n}\n")
+    build = subprocess.run([_compiler(), "-std=c++17", "-O1", f"-I{kernels.SOURCE_DIR}", str(source), "-o",
+                            str(tmp_path / "losses")], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    out = subprocess.run([str(tmp_path / "losses")], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(out) == 2 * len(LOSSES) * len(pairs)
+    for k, (ctype, loss) in enumerate((c, loss) for c in ("float", "double") for loss in LOSSES):
+        got = np.array([[float.fromhex(x) for x in line.split()[2:]] for line in out[k * len(pairs):(k + 1) * len(pairs)]])
+        dtype = np.float32 if ctype == "float" else np.float64
+        y, t = pairs[:, :1].astype(dtype), pairs[:, 1:].astype(dtype)
+        want = np.asarray(LOSSES[loss].grad(y, t), dtype=dtype).reshape(-1)
+        np.testing.assert_array_equal(got[:, 0], want, err_msg=f"loss_grad {loss} {ctype}")
+        np.testing.assert_array_equal(got[:, 1], want, err_msg=f"loss_grad_code {loss} {ctype}")

@@ -13,20 +13,7 @@
 // scale is lr / N for plain SGD (the learning rate folded into the deltas) and 1 / N otherwise.
 // gpunet/engines/reference.py transcribes each loop, in this order, in NumPy; the tests hold it to network.py.
 // Indices are 64-bit: N * n_i may pass 2^31.
-#include "activations.cuh"
-
-// Sum (max) over the 32 lanes by a xor butterfly: every lane ends with the same value, a + b == b + a.
-template <typename T> __device__ __forceinline__ T warp_sum(T x) {
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-    return x;
-}
-template <typename T> __device__ __forceinline__ T warp_max(T x) {
-    for (int o = 16; o > 0; o >>= 1) {
-        const T y = __shfl_xor_sync(0xffffffffu, x, o);
-        x = y > x ? y : x;
-    }
-    return x;
-}
+#include "common.cuh"
 
 // A_i = f(Z_i + b_i): one thread per element, grid-stride.
 template <typename T, int ACT>
@@ -34,16 +21,6 @@ __global__ void bias_act(T* Z, const T* b, long long rows, int cols) {
     const long long total = rows * cols, stride = (long long)gridDim.x * blockDim.x;
     for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < total; k += stride) {
         Z[k] = act_forward<ACT>(Z[k] + b[k % cols]);
-    }
-}
-
-// dL_n/dY for the elementwise losses: squared (Y - T), absolute sign(Y - T).
-template <typename T, int LOSS> __device__ __forceinline__ T loss_grad(T y, T t) {
-    if constexpr (LOSS == GPUNET_LOSS_SQUARED) {
-        return y - t;
-    } else {
-        const T d = y - t;
-        return T((d > T(0)) - (d < T(0)));
     }
 }
 
@@ -58,12 +35,12 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
         const T* t = Tgt + n * cols;
         T l = T(0), t_sum = T(0), t_dot_z = T(0), g_dot_y = T(0);  // the row's loss, sum t, sum t z, sum dA Y
         if constexpr (OUT == GPUNET_SOFTMAX) {  // Y = exp(z - max z) / sum exp(z - max z)
-            T m = z[0] + b[0];  // every lane reads column 0 before any lane writes (warp_max syncs them)
+            T m = z[0] + b[0];  // every lane reads column 0 before any lane writes (warp_max_xor syncs them)
             for (int j = lane; j < cols; j += 32) {
                 const T v = z[j] + b[j];
                 m = v > m ? v : m;
             }
-            m = warp_max(m);
+            m = warp_max_xor(m);
             T s = T(0);
             for (int j = lane; j < cols; j += 32) {
                 const T zj = z[j] + b[j];
@@ -74,10 +51,10 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
                 z[j] = exp(zj - m);
                 s += z[j];
             }
-            s = warp_sum(s);
+            s = warp_sum_xor(s);
             if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY) {
-                t_sum = warp_sum(t_sum);
-                l = (m + log(s)) * t_sum - warp_sum(t_dot_z);  // logsumexp(z) * sum t - sum t z, shifted by m
+                t_sum = warp_sum_xor(t_sum);
+                l = (m + log(s)) * t_sum - warp_sum_xor(t_dot_z);  // logsumexp(z) * sum t - sum t z, shifted by m
             }
             for (int j = lane; j < cols; j += 32) z[j] = z[j] / s;
         } else {
@@ -100,9 +77,9 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
                 }
                 if constexpr (OUT == GPUNET_SOFTMAX) g_dot_y += loss_grad<T, LOSS>(y, tj) * scale * y;
             }
-            if constexpr (OUT == GPUNET_SOFTMAX) g_dot_y = warp_sum(g_dot_y);
+            if constexpr (OUT == GPUNET_SOFTMAX) g_dot_y = warp_sum_xor(g_dot_y);
         }
-        if constexpr (!(OUT == GPUNET_SOFTMAX && LOSS == GPUNET_LOSS_CROSS_ENTROPY)) l = warp_sum(l);
+        if constexpr (!(OUT == GPUNET_SOFTMAX && LOSS == GPUNET_LOSS_CROSS_ENTROPY)) l = warp_sum_xor(l);
         if (lane == 0) loss[n] = LOSS == GPUNET_LOSS_SQUARED ? T(0.5) * l : l;
         for (int j = lane; j < cols; j += 32) {
             const T y = z[j], tj = t[j];

@@ -37,7 +37,7 @@
 // elements a thread for large products: the template parameter R), each element summing its
 // products in order k = 0, 1, ..., K - 1: gpunet/engines/gemm.py transcribes that order in NumPy.
 // No host headers: NVRTC has none.
-#include "activations.cuh"
+#include "common.cuh"
 
 #define TILE 16             // a TILE x TILE block computes a TILE x TILE tile of the product (R = 1)
 #define KTILE 256           // the slice of k a float block stages per pass: KTILE / TILE loads a thread in flight
@@ -311,10 +311,7 @@ __device__ __forceinline__ void output_row(T* y, const T* t, T* d, T& loss, T s,
         loss = L;
     }
     if constexpr (LOSS != GPUNET_LOSS_CROSS_ENTROPY) {  // dL/dY = y - t or sign(y - t), then through the output activation
-        for (int j = 0; j < n_out; ++j) {
-            const T e = y[j] - t[j];
-            d[j] = (LOSS == GPUNET_LOSS_SQUARED ? e : T((e > T(0)) - (e < T(0)))) * s;
-        }
+        for (int j = 0; j < n_out; ++j) d[j] = loss_grad<T, LOSS>(y[j], t[j]) * s;
         if constexpr (OUT == GPUNET_SOFTMAX) {  // dZ_j = y_j (dY_j - sum_k dY_k y_k)
             T dot = T(0);
             for (int j = 0; j < n_out; ++j) dot += d[j] * y[j];

@@ -30,36 +30,15 @@
 // those need no barrier. W2 (stored transposed, W2s[o * H + j], so a warp's accesses are consecutive),
 // b2, A1 and the reductions' partial sums live in shared memory for the whole chunk: two barriers a row.
 // Warp 0 does the output layer, lane o owning outputs o, o + 32, ...
-#include "activations.cuh"
+#include "common.cuh"
 
-// Sum over the warp's 32 lanes, halving the distance each step; lane 0 ends with the total.
-template <typename F>
-__device__ __forceinline__ F warp_sum(F v) {
-    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-    return v;
-}
-
-template <typename F>
-__device__ __forceinline__ F warp_max_all(F v) {  // every lane ends with the maximum
-    for (int offset = 16; offset > 0; offset /= 2) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    return v;
-}
-
-// sum over o < O of v(o), by warp 0: lane sums o = lane, lane + 32, ... in order, then warp_sum;
+// sum over o < O of v(o), by warp 0: lane sums o = lane, lane + 32, ... in order, then warp_sum_down;
 // broadcast to every lane.
 template <typename F, typename V>
 __device__ __forceinline__ F output_sum(int O, int lane, V v) {
     F s = F(0);
     for (int o = lane; o < O; o += 32) s += v(o);
-    return __shfl_sync(0xffffffffu, warp_sum(s), 0);
-}
-
-// dLoss/dY for the unfused losses: squared y - t, absolute sign(y - t).
-template <typename F>
-__device__ __forceinline__ F loss_grad(int loss, F y, F t) {
-    F d = y - t;
-    if (loss == GPUNET_LOSS_ABSOLUTE) return F(d > F(0)) - F(d < F(0));
-    return d;
+    return __shfl_sync(0xffffffffu, warp_sum_down(s), 0);
 }
 
 template <typename F, int HIDDEN, bool IN_KERNEL>
@@ -97,7 +76,7 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
         for (int o = 0; o < O; ++o) {
             F partial = F(0);
             for (int j = tid; j < H; j += blockDim.x) partial += A1[j] * W2s[o * H + j];
-            partial = warp_sum(partial);
+            partial = warp_sum_down(partial);
             if (lane == 0) red[warp * O + o] = partial;
         }
         __syncthreads();
@@ -128,10 +107,10 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
                                                           : F(1);
                 for (int o = lane; o < O; o += 32) delta2[o] = y[o] * t_sum - Tt[o];
             } else if (out_act == GPUNET_SOFTMAX) {  // dZ_o = y_o (g_o - sum_p g_p y_p)
-                const F gy = output_sum<F>(O, lane, [&](int o) { return loss_grad(loss, y[o], Tt[o]) * y[o]; });
-                for (int o = lane; o < O; o += 32) delta2[o] = y[o] * (loss_grad(loss, y[o], Tt[o]) - gy);
+                const F gy = output_sum<F>(O, lane, [&](int o) { return loss_grad_code(loss, y[o], Tt[o]) * y[o]; });
+                for (int o = lane; o < O; o += 32) delta2[o] = y[o] * (loss_grad_code(loss, y[o], Tt[o]) - gy);
             } else {
-                for (int o = lane; o < O; o += 32) delta2[o] = act_backward_code(out_act, y[o], loss_grad(loss, y[o], Tt[o]));
+                for (int o = lane; o < O; o += 32) delta2[o] = act_backward_code(out_act, y[o], loss_grad_code(loss, y[o], Tt[o]));
             }
             for (int o = lane; o < O; o += 32) {
                 Y[t * O + o] = y[o];
