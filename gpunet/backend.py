@@ -21,8 +21,7 @@ import numpy as np
 BACKEND_NAMES = ("auto", "numpy", "cupy")
 # Below this many multiply-adds per matrix product, a second BLAS thread costs more
 # than it saves: its share of each result sits in the other core's cache, and the
-# next in-place update pulls it across (batch 64, 784-100-10 on 2 cores: the SGD
-# update takes 26 us on one thread, 112 us on two; see scripts/benchmark.py).
+# next in-place update pulls it across (measured: docs/benchmarks.md).
 SMALL_PRODUCT = 1 << 23
 INSTALL_HINT = 'pip install "gpunet[cuda12]" (or "gpunet[cuda13]" for CUDA 13)'
 

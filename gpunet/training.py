@@ -92,7 +92,7 @@ def train(
     ``kernels`` ("auto", "plain", "fused", "graph"; None: the network's) picks the path, see gpunet/engines/select.py;
     in graph mode ``on_batch`` is called once an epoch and ``should_stop`` is asked after each epoch but the
     last instead (True raises TrainingInterrupted at row 0 of the next epoch). "auto"
-    takes graph mode on CuPy where a device run verified it faster, but not where ``on_batch`` or
+    takes graph mode on CuPy where it is verified faster (gpunet/engines/select.py), but not where ``on_batch`` or
     ``should_stop`` is given and ``every_step`` is True (the default): ``every_step=False`` says calls once
     an epoch will do (the command line's progress bar and Ctrl-C do).
 

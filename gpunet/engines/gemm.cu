@@ -79,10 +79,7 @@ __device__ __forceinline__ T quiet_nan() {
 // neighbouring threads read neighbouring addresses. Both slices sit k-contiguous in shared memory, so a
 // thread reads V = 16 / sizeof(T) of its row's and its column's k's at once: a product over few rows has
 // one block an SM, and its speed is that SM's shared-memory reads. Each thread adds its products in order
-// k = 0, 1, ..., K - 1, as with any slice width or read width. On the H200 the 784-100-10 step's first
-// product at batch 64 (28 blocks, K = 784) took 14.9 us a launch with 64-wide slices read one element at a
-// time (run 5), 12.7 us with 256-wide ones and the next slice's loads in flight (run 6), against 6 us for a
-// product of one short slice.
+// k = 0, 1, ..., K - 1, as with any slice width or read width (the measured effect of each: docs/benchmarks.md).
 // Every thread of the block must call this (it synchronises); out-of-range ones get a value to ignore.
 // ONES_ROW (with TRANS_A): A has a row M of ones after its M stored rows, so the block row holding row M
 // computes sum_k B[k, col] in order k = 0, 1, ...: 1 * B[k, col] + acc rounds as B[k, col] + acc does.
