@@ -1,19 +1,19 @@
 """Graph mode: an epoch of training steps captured once into a CUDA graph, then replayed every epoch.
 
-A step is 3L + 1 launches of gemm.cu's kernels for L layers (no cuBLAS: CuPy's cuBLAS wrappers refuse
-stream capture): gather the batch's inputs and targets on the device (one launch), a forward product per
-layer with bias and activation fused, the output delta and per-row loss (cross-entropy from the logits,
-as in the plain path), and per layer from the top the backward product with f' fused and the
-weight-gradient product with the SGD update fused, its bias's gradient and update in the same launch (a
-row of ones appended to the activations). Each row's loss goes to an epoch-long buffer, summed once at
-the epoch's end. Momentum and Adam write the gradients instead, into flat.py's one
-buffer, and step every parameter in one launch of optim.cu's flat_step, which reads lr and the step count
-from device memory and advances the count itself. With ``merged_launches`` (MERGED_LAUNCHES, on by default since
-a device run showed it faster) a step is 2L + 1 launches: the output delta runs in the output layer's forward
-(forward_output) where that product is one column tile, and every layer's weight-gradient product runs in one
-launch (weight_grads) after the last backward product, with the same arithmetic as the separate launches.
-The whole training set, the epoch's permutation and lr live in device buffers the graph reads, so an
-epoch costs two small copies and one graph launch, with no host round trip.
+A step is most often 2L + 1 launches of gemm.cu's kernels for L layers (no cuBLAS: CuPy's cuBLAS wrappers
+refuse stream capture): gather the batch's inputs and targets on the device (one launch); a forward product
+per layer with bias and activation fused, the output layer's running the output delta and per-row loss
+(cross-entropy from the logits, as in the plain path) in the same launch (forward_output) where its product
+is one column tile; per layer from the top, the backward product with f' fused; then, once every backward
+has read its W_i, every layer's weight-gradient product with the SGD update fused, its bias's gradient and
+update in the same product (a row of ones appended to the activations), in one launch (weight_grads;
+weight_grad for a lone layer). An output layer wider than a tile, or register-tiled, takes its forward and
+output_delta as two launches, and layers at both product forms (R, below) take one weight-gradient launch
+per form. Each row's loss goes to an epoch-long buffer, summed once at the epoch's end. Momentum and Adam
+write the gradients instead, into flat.py's one buffer, and step every parameter in one launch of optim.cu's
+flat_step, which reads lr and the step count from device memory and advances the count itself. The whole
+training set, the epoch's permutation and lr live in device buffers the graph reads, so an epoch costs two
+small copies and one graph launch, with no host round trip.
 
 Every buffer is allocated in ``GraphTrainer.__init__``, before any capture, and kept in
 ``GraphTrainer.buffers`` (and its ``flat`` parameters, gradients and optimiser state) as long as the
@@ -22,9 +22,8 @@ the replay would write into memory reused by something else. ``net.params`` are 
 buffer (``net.packed``) from its construction, and the optimiser's state becomes views into flat buffers; an
 entry rebound since (a user's assignment, a restored optimiser state) is copied back in before the next replay.
 On the NumPy backend the same launches run gemm.py's transcriptions (and reference.py's flat_step) instead,
-with no graph: that is what the CPU tests check against network.py's plain path. Plain SGD was equal to
-plain on an H100 (2026-11-27), and every optimiser on an H200 (the third run), where graph mode joined
-select.VERIFIED: see there.
+with no graph: that is what the CPU tests check against network.py's plain path. Measured figures and the
+device runs that verified graph mode: see docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -49,17 +48,10 @@ Array = Any
 PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS for loss in LOSSES] + list(FUSED)  # every (output, loss) pair
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
 # Products of at least this many elements run register-tiled (R = RTILE: RTILE x RTILE elements a thread, a
-# 64 x 64 tile a block): at least 128 such blocks. The first H100 run's 784-1024-10 step at batch 1024 spent
-# 540 of its 631 us in two 1024 x 1024-element products at one element a thread. Unmeasured on a device.
+# 64 x 64 tile a block): at least 128 such blocks. At one element a thread each product element costs a
+# load from shared memory per multiply-add, which dominates large products (see docs/benchmarks.md).
 BIG_PRODUCT = 1 << 19
 ELEMENT_THREADS = 256  # gather_rows, output_delta: one thread per element or row
-# Merged launches (GraphTrainer's merged_launches; None takes this): a step of 2L + 1 launches where 3L + 1 ran,
-# the output delta run inside the output layer's forward (forward_output, where that product is one column
-# tile) and every layer's weight_grad in one launch after the last backward (weight_grads), each value computed
-# as the separate launches compute it. On by default since the H200 run 5: its GPU tests held the merged step
-# to the separate one bit for bit, and it replayed faster (784-100-10: 30 us a step at batch 64 against 33,
-# 32 against 36 at batch 128; 784-1024-10 at batch 1024 alike). False takes the separate launches.
-MERGED_LAUNCHES = True
 SOURCE = "gemm.cu"
 OPTIM_SOURCE = "optim.cu"  # flat_step, for momentum and Adam: fused.py's NAME_EXPRESSIONS has its instantiations
 
@@ -83,7 +75,7 @@ EXPRESSIONS = [
     *(f"backward<{t}, {ACT_CODES[a]}, {r}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS for r in (1, RTILE)),
     *(f"weight_grad<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
       for r in (1, RTILE)),
-    # merged launches
+    # the output layer's forward with its output delta; every layer's weight_grad in one launch
     *(f"forward_output<{t}, {_output_forward_act(o, loss)}, {OUTPUT_CODES[o]}, {LOSS_CODES[loss]}>"
       for t in C_TYPES.values() for o, loss in PAIRS),
     *(f"weight_grads<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
@@ -166,12 +158,10 @@ class GraphTrainer:
     step) as a 0-d device array, without a host sync. Covers SGD (with or without weight decay), Momentum
     and Adam, every hidden activation, every (output, loss) pair and any depth; a subclass of an optimiser
     (which may change its rule) raises ValueError, and so does a run after the optimiser's hyperparameters
-    changed (the graph holds them). ``merged_launches`` (None: MERGED_LAUNCHES) takes the step of fewer
-    launches, forward_output and weight_grads, with the same results bit for bit.
+    changed (the graph holds them).
     """
 
-    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, batch_size: int, *,
-                 merged_launches: bool | None = None) -> None:
+    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, batch_size: int) -> None:
         from ..network import Network  # here, not at the top: network.py imports gpunet.cuda (its selection)
 
         if not isinstance(net, Network):
@@ -183,9 +173,6 @@ class GraphTrainer:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a gpunet Optimizer; got {type(optimizer).__name__}")
         rule = checked_rule(optimizer, "graph mode")
-        if merged_launches is not None and not isinstance(merged_launches, bool):
-            raise TypeError(f"merged_launches must be True, False or None; got {merged_launches!r}")
-        self.merged_launches = MERGED_LAUNCHES if merged_launches is None else merged_launches
         self.net, self.optimizer = net, optimizer
         self.hyperparameters = optimizer.hyperparameters()  # captured into the graph's launches
         self.batch_size = check_int("batch_size", batch_size, 1)
@@ -257,7 +244,7 @@ class GraphTrainer:
         output = self._forward(A[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], N,
                                _output_forward_act(net.output, net.loss_name))
         delta = self._output_delta(A[L], buf["T"], buf[f"delta{L}"], lo, N)
-        if self.merged_launches and output.params["r"] == 1 and output.grid[0] == 1:
+        if output.params["r"] == 1 and output.grid[0] == 1:  # one column tile: each block holds whole rows
             steps.append(self._forward_output(output, delta))
         else:  # the output product wider than a tile (or register-tiled): a block no longer holds whole rows
             steps += [output, delta]
@@ -266,10 +253,7 @@ class GraphTrainer:
             if i > 1:
                 steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], A[i - 1], buf[f"delta{i - 1}"], N, hidden))
             layers.append((A[i - 1], buf[f"delta{i}"], (P[f"W{i}"], G[f"W{i}"]), (P[f"b{i}"], G[f"b{i}"])))
-            if not self.merged_launches:
-                steps.append(self._weight_grad(*layers[-1], N))
-        if self.merged_launches:  # every backward has read its W_i: the updates are independent now
-            steps += self._weight_grads(layers, N)
+        steps += self._weight_grads(layers, N)  # every backward has read its W_i: the updates are independent now
         if self.flat_optimizer is not None:
             steps.append(self._flat_step())
         return steps
