@@ -1,19 +1,21 @@
-"""Graph mode: gemm.cu's kernels through their NumPy transcriptions (gemm.py) against the plain path of
+"""Graph mode: gemm.cu's kernels through their NumPy transcriptions (transcriptions.py) against the plain path of
 network.py and train, GraphTrainer's bookkeeping, and the same runs on a GPU (test_cuda_compile.py compiles
 gemm.cu, with every instantiation and no spills, as it does every source)."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 
+import transcriptions
 from conftest import rel_diff, require
 from gpunet import Network, train
-from gpunet.activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS
+from gpunet.activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LEAKY_SLOPE
 from gpunet.engines import kernels as cuda
-from gpunet.engines import fused, gemm, reference
+from gpunet.engines import fused, gemm
 from gpunet.engines import graph as graph_module
 from gpunet.engines.graph import PAIRS, GraphEngine, GraphTrainer
 from gpunet.engines.graph import EXPRESSIONS as NAME_EXPRESSIONS
@@ -35,9 +37,14 @@ def make_net(activation: str, output: str, loss: str, dtype: str, backend: str =
 
 
 def trainer(net: Network, X: np.ndarray, y: np.ndarray, batch_size: int, optimizer=None) -> GraphTrainer:
+    """A GraphTrainer: on NumPy its launches run by the transcriptions, on CuPy by the device."""
     to = net.backend.to_device
     T = to(net.targets_from_labels(y), net.dtype)
-    return GraphTrainer(net, optimizer or SGD(), to(X, net.dtype), T, batch_size)
+    launcher = transcriptions.graph_launch if net.backend.name == "numpy" else None
+    return GraphTrainer(net, optimizer or SGD(), to(X, net.dtype), T, batch_size, launcher)
+
+
+LAUNCHER = transcriptions.graph_launch
 
 
 def graph_epochs(g: GraphTrainer, epochs: range, lr: float, seed: int, lr_decay: float = 1.0) -> list[float]:
@@ -63,7 +70,7 @@ def test_tile_product_is_the_matrix_product(trans_a: bool, trans_b: bool) -> Non
     A, B = rng.normal(size=(M, K)), rng.normal(size=(K, Nc))
     stored_A = np.ascontiguousarray(A.T) if trans_a else A
     stored_B = np.ascontiguousarray(B.T) if trans_b else B
-    C = gemm.tile_product(stored_A, stored_B, M, Nc, K, trans_a, trans_b)
+    C = transcriptions.tile_product(stored_A, stored_B, M, Nc, K, trans_a, trans_b)
     assert C.shape == (M, Nc)
     assert rel_diff(C, A @ B) < 1e-13
 
@@ -74,16 +81,16 @@ def test_tile_product_adds_in_k_order() -> None:
     A = np.ones((1, K))
     B = np.full((K, 1), 2.0**-53)
     B[0, 0] = 1.0
-    assert gemm.tile_product(A, B, 1, 1, K, False, False)[0, 0] == 1.0
+    assert transcriptions.tile_product(A, B, 1, 1, K, False, False)[0, 0] == 1.0
     assert math.fsum(B[:, 0]) > 1.0  # summed exactly, the small terms add up
 
 
 def test_loss_total_sums_more_rows_than_threads_and_accumulates() -> None:
     loss = np.arange(1.0, 601.0)  # 600 rows > LOSS_THREADS
     total = np.array([123.0])
-    gemm.loss_total(loss, 600, 1, total)
+    transcriptions.loss_total(loss, 600, 1, total)
     assert total[0] == 600 * 601 / 2
-    gemm.loss_total(loss, 10, 0, total)
+    transcriptions.loss_total(loss, 10, 0, total)
     assert total[0] == 600 * 601 / 2 + 55
 
 
@@ -91,7 +98,7 @@ def test_gather_rows_takes_the_ordered_rows_of_both_arrays_and_marks_bad_indices
     X, T = np.arange(12.0).reshape(4, 3), -np.arange(8.0).reshape(4, 2)
     order = np.array([2, 0, 3, 7, 1])
     Xb, Tb = np.zeros((3, 3)), np.zeros((3, 2))
-    gemm.gather_rows(X, T, order, 1, 3, 3, 2, 4, Xb, Tb)  # rows order[1:4] = 0, 3, 7 (out of range)
+    transcriptions.gather_rows(X, T, order, 1, 3, 3, 2, 4, Xb, Tb)  # rows order[1:4] = 0, 3, 7 (out of range)
     np.testing.assert_array_equal(Xb[:2], X[[0, 3]])
     np.testing.assert_array_equal(Tb[:2], T[[0, 3]])
     assert np.isnan(Xb[2]).all() and np.isnan(Tb[2]).all()
@@ -102,7 +109,7 @@ def test_weight_grad_writes_the_weight_and_bias_gradients_in_one_launch() -> Non
     A_prev, delta = rng.normal(size=(9, 5)), rng.normal(size=(9, 4))
     dW, db = np.zeros((5, 4)), np.zeros(4)
     lr = np.array([0.5])
-    gemm.weight_grad(A_prev, delta, None, dW, None, db, lr, 0.0, 9, 5, 4, mode=gemm.GRAD_WRITE)
+    transcriptions.weight_grad(A_prev, delta, None, dW, None, db, lr, 0.0, 9, 5, 4, mode=gemm.GRAD_WRITE)
     assert rel_diff(dW, A_prev.T @ delta) < 1e-13
     in_row_order = np.zeros(4)
     for r in range(9):  # the bias's row of the product adds delta's rows in order: exactly
@@ -110,7 +117,7 @@ def test_weight_grad_writes_the_weight_and_bias_gradients_in_one_launch() -> Non
     np.testing.assert_array_equal(db, in_row_order)
     W, b = rng.normal(size=(5, 4)), rng.normal(size=4)
     W0, b0 = W.copy(), b.copy()
-    gemm.weight_grad(A_prev, delta, W, None, b, None, lr, 0.1, 9, 5, 4, mode=gemm.SGD_DECAY)
+    transcriptions.weight_grad(A_prev, delta, W, None, b, None, lr, 0.1, 9, 5, 4, mode=gemm.SGD_DECAY)
     assert rel_diff(W, W0 - 0.5 * (dW + 0.1 * W0)) < 1e-13
     assert rel_diff(b, b0 - 0.5 * db) < 1e-13  # biases never decay
 
@@ -121,9 +128,10 @@ def test_act_codes_match_the_python_activations() -> None:
     Z = np.linspace(-3, 3, 13)
     for name, code in ACT_CODES.items():
         A = ACTIVATIONS[name].forward(Z.copy())
-        assert rel_diff(gemm.act_forward(code, Z), A) < 1e-15
+        assert rel_diff(transcriptions.act_forward(code, Z), A) < 1e-15
         dA = np.linspace(1, 2, 13)
-        assert rel_diff(gemm.act_backward(code, A, dA), ACTIVATIONS[name].backward(A.copy(), dA.copy())) < 1e-15
+        want = ACTIVATIONS[name].backward(A.copy(), dA.copy())
+        assert rel_diff(transcriptions.act_backward(code, A, dA), want) < 1e-15
 
 
 def test_cross_entropy_comes_from_the_logits_worked_by_hand() -> None:
@@ -132,7 +140,8 @@ def test_cross_entropy_comes_from_the_logits_worked_by_hand() -> None:
     Z = np.array([[40.0, -40.0, 0.0]])
     T = np.array([[0.0, 0.0, 1.0]])
     Y, delta, loss, lr = Z.copy(), np.zeros((1, 3)), np.zeros(1), np.array([0.5])
-    gemm.output_delta(Y, T, delta, loss, lr, 1, 1, 3, out=gemm.SIGMOID, loss_code=gemm.LOSS_CODES["cross-entropy"])
+    transcriptions.output_delta(Y, T, delta, loss, lr, 1, 1, 3, out=transcriptions.SIGMOID,
+                                loss_code=transcriptions.CROSS_ENTROPY)
     assert abs(loss[0] - (40 + 2 * math.exp(-40) + math.log(2))) < 1e-14
     np.testing.assert_array_equal(Y, [[1.0, 0.0, 0.5]])  # the sigmoid, in place (the old loss: 708 + log 2)
     np.testing.assert_array_equal(delta, (Y - T) * 0.5)  # dL/dZ = y - t, times lr / N
@@ -140,7 +149,8 @@ def test_cross_entropy_comes_from_the_logits_worked_by_hand() -> None:
     Z = np.array([[1000.0, 0.0, -1000.0]])
     T = np.array([[0.0, 1.0, 0.0]])
     Y = Z.copy()
-    gemm.output_delta(Y, T, delta, loss, lr, 0, 1, 3, out=gemm.SOFTMAX, loss_code=gemm.LOSS_CODES["cross-entropy"])
+    transcriptions.output_delta(Y, T, delta, loss, lr, 0, 1, 3, out=transcriptions.SOFTMAX,
+                                loss_code=transcriptions.CROSS_ENTROPY)
     assert loss[0] == 1000.0
     np.testing.assert_array_equal(Y, [[1.0, 0.0, 0.0]])
     np.testing.assert_array_equal(delta, [[1.0, -1.0, 0.0]])  # y sum(t) - t, times 1 / N
@@ -153,9 +163,9 @@ def test_cross_entropy_rows_equal_the_fused_losses(output: str) -> None:
     Z = rng.normal(scale=300.0, size=(37, 6))
     T = rng.uniform(size=(37, 6))
     Y, delta, loss = Z.copy(), np.zeros((37, 6)), np.zeros(37)
-    code = gemm.SOFTMAX if output == "softmax" else gemm.SIGMOID
-    ce = gemm.LOSS_CODES["cross-entropy"]
-    gemm.output_delta(Y, T, delta, loss, np.array([0.1]), 1, 37, 6, out=code, loss_code=ce)
+    code = transcriptions.SOFTMAX if output == "softmax" else transcriptions.SIGMOID
+    ce = transcriptions.CROSS_ENTROPY
+    transcriptions.output_delta(Y, T, delta, loss, np.array([0.1]), 1, 37, 6, out=code, loss_code=ce)
     fused = FUSED[(output, "cross-entropy")]
     assert rel_diff(loss, fused.per_sample(Z, T)) < 1e-15
     A = ACTIVATIONS[output].forward(Z.copy())
@@ -315,7 +325,7 @@ def test_large_products_run_register_tiled() -> None:
     net = Network([784, 1024, 10], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float32")
     X = rng.random((1024, 784), dtype=np.float32)
     T = net.targets_from_labels(rng.integers(0, 10, 1024)).astype(np.float32)
-    step = GraphTrainer(net, SGD(), X, T, 1024)._step(0, 1024)
+    step = GraphTrainer(net, SGD(), X, T, 1024, LAUNCHER)._step(0, 1024)
     products = [(launch.kernel, launch.params.get("r", 1), launch.grid) for launch in step[1:]]  # after the gather
     # the output layer's forward runs at R = 1 with its delta (forward_output); the weight_grads of layers at
     # different R take a launch each, and a launch of one layer is weight_grad itself
@@ -332,7 +342,7 @@ def test_every_kernel_of_an_epoch_is_compiled_before_its_capture(monkeypatch) ->
     net = Network([784, 1024, 10], seed=1, backend="numpy", dtype="float32")
     X = rng.random((1324, 784), dtype=np.float32)
     T = net.targets_from_labels(rng.integers(0, 10, 1324)).astype(np.float32)
-    g = GraphTrainer(net, SGD(), X, T, 1024)
+    g = GraphTrainer(net, SGD(), X, T, 1024, LAUNCHER)  # a launcher: nothing compiled at construction here
     expressions = {launch.expression for launch in g.launches()}
     assert {"forward<float, 0, 4>", "forward<float, 0, 1>"} <= expressions  # rows 0-1023, then 1024-1323
     compiled = []
@@ -499,7 +509,7 @@ def test_train_runs_graph_epochs_as_the_plain_path_and_makes_the_next_order_mean
     events: list[tuple] = []
 
     def graph_plan(net, kernels, opt, X, T, rows, per_sample, step_calls=False):
-        engine = GraphEngine(net, opt, X, T, rows)
+        engine = GraphEngine(net, opt, X, T, rows, LAUNCHER)
         run_epoch = engine.trainer.run_epoch
         engine.trainer.run_epoch = lambda order, lr, start_row=0: (events.append(("replay",)), run_epoch(order, lr))[1]
         return engine
@@ -526,7 +536,7 @@ def test_fused_steps_and_graph_epochs_hand_over_parameters_and_state() -> None:
     plain_opt, graph_opt = Adam(weight_decay=0.01), Adam(weight_decay=0.01)
     train(plain, X, y, epochs=2, batch_size=4, lr=0.02, seed=2, optimizer=plain_opt)
     g = trainer(graph, X, y, 4, graph_opt)
-    step = fused.FusedStep(graph, reference.NumpyKernels())
+    step = fused.FusedStep(graph, transcriptions.NumpyKernels())
     T = graph.targets_from_labels(y)
     order = np.random.default_rng([2, 1]).permutation(11)
     step(X[order[:4]], T[order[:4]], 0.02, graph_opt)  # epoch 1's first batch, fused
@@ -595,17 +605,22 @@ def test_bad_arguments_are_named() -> None:
     X, y = data(5)
     net = make_net("relu", "softmax", "cross-entropy", "float32")
     T = net.targets_from_labels(y)
+    with pytest.raises(ValueError, match="graph mode needs the cupy backend, or a launcher for its launches; got "
+                                         "backend 'numpy' and no launcher"):
+        GraphTrainer(net, SGD(), X.astype(np.float32), T, 2)
+    with pytest.raises(TypeError, match="launcher must be a callable taking a Launch, or None; got str"):
+        GraphTrainer(net, SGD(), X.astype(np.float32), T, 2, "transcriptions")
     with pytest.raises(ValueError, match=r"X must be C-contiguous float32"):
-        GraphTrainer(net, SGD(), X, T, 2)  # float64 data for a float32 network
+        GraphTrainer(net, SGD(), X, T, 2, LAUNCHER)  # float64 data for a float32 network
     with pytest.raises(ValueError, match=r"X must have shape \(n, 5\)"):
-        GraphTrainer(net, SGD(), X[:, :3].astype(np.float32), T, 2)
+        GraphTrainer(net, SGD(), X[:, :3].astype(np.float32), T, 2, LAUNCHER)
     with pytest.raises(ValueError, match=r"T must have one row per row of X \(5\); got 4"):
-        GraphTrainer(net, SGD(), X.astype(np.float32), T[:4], 2)
+        GraphTrainer(net, SGD(), X.astype(np.float32), T[:4], 2, LAUNCHER)
     with pytest.raises(ValueError, match="batch_size"):
-        GraphTrainer(net, SGD(), X.astype(np.float32), T, 0)
+        GraphTrainer(net, SGD(), X.astype(np.float32), T, 0, LAUNCHER)
     with pytest.raises(TypeError, match="net must be a gpunet Network"):
-        GraphTrainer("net", SGD(), X, T, 2)
-    g = GraphTrainer(net, SGD(), X.astype(np.float32), T, 2)
+        GraphTrainer("net", SGD(), X, T, 2, LAUNCHER)
+    g = GraphTrainer(net, SGD(), X.astype(np.float32), T, 2, LAUNCHER)
     with pytest.raises(ValueError, match=r"order must be a permutation of the 5 rows"):
         g.run_epoch(np.arange(4), 0.1)
     with pytest.raises(ValueError, match=r"order must be .* integer array; got ndarray of shape \(5,\) dtype float64"):
@@ -642,7 +657,7 @@ def test_a_step_s_launches(sizes: list[int], batch: int, name: str, kernels: lis
     net = Network(sizes, "sigmoid", "sigmoid", "squared", seed=1, backend="numpy", dtype="float32")
     X = rng.random((batch, sizes[0]), dtype=np.float32)
     T = net.targets_from_labels(rng.integers(0, sizes[-1], batch)).astype(np.float32)
-    g = GraphTrainer(net, STEP_OPTIMIZERS[name](), X, T, batch)
+    g = GraphTrainer(net, STEP_OPTIMIZERS[name](), X, T, batch, LAUNCHER)
     step = g._step(0, batch)
     assert [launch.kernel for launch in step] == kernels
     assert all(launch.expression in NAME_EXPRESSIONS for launch in step if launch.source == "gemm.cu")
@@ -676,6 +691,15 @@ def test_forward_output_is_forward_and_output_delta_in_one_launch() -> None:
     assert fo.args[3] is g.buffers["A3"] and fo.args[5] is g.buffers["T"] and fo.args[6] is g.buffers["delta3"]
     assert fo.args[7].shape == (3,) and np.shares_memory(fo.args[7], g.buffers["loss"])
     assert [int(a) for a in (fo.args[4], fo.args[9], fo.args[10], fo.args[11])] == [6, 1, 3, 4]  # n_in, fold, N, n_out
+
+
+def test_gemm_py_holds_gemm_cu_s_defines() -> None:
+    """gemm.py's constants, which graph.py's geometry and the transcriptions' slices use, are gemm.cu's #defines."""
+    defines = {name: int(value) for name, value in re.findall(r"#define (\w+) (\d+)", cuda.source("gemm.cu"))}
+    for name in ("TILE", "KTILE", "KTILE_DOUBLE", "RTILE", "KTILE_R", "LOSS_THREADS", "MAX_LAYERS", "GRAD_WRITE",
+                 "SGD_FOLDED", "SGD_DECAY"):
+        assert getattr(gemm, name) == defines[name], name
+    assert transcriptions.LEAKY_SLOPE == LEAKY_SLOPE  # read from activations.cuh: the table's slope too
 
 
 def test_the_layer_table_is_the_structs_layout() -> None:

@@ -21,15 +21,15 @@ trainer (and so its graphs) lives: an array freed during capture would go back t
 the replay would write into memory reused by something else. ``net.params`` are views into the network's own flat
 buffer (``net.packed``) from its construction, and the optimiser's state becomes views into flat buffers; an
 entry rebound since (a user's assignment, a restored optimiser state) is copied back in before the next replay.
-On the NumPy backend the same launches run gemm.py's transcriptions (and reference.py's flat_step) instead,
-with no graph: that is what the CPU tests check against network.py's plain path. Measured figures and the
-device runs that verified graph mode: see docs/benchmarks.md.
+``GraphTrainer(..., launcher=f)`` hands each launch, in order, to ``f`` instead, with no compile and no graph:
+the CPU tests pass the kernels' NumPy transcriptions (tests/transcriptions.py) and hold the result to
+network.py's plain path. Measured figures and the device runs that verified graph mode: see docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -37,7 +37,6 @@ from ..activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from ..checks import check_int, check_number
 from ..network import Network
 from ..optim import Optimizer
-from . import gemm, reference
 from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
 from .engine import Engine
 from .flat import FlatOptimizer, FlatParameters, checked_rule
@@ -82,8 +81,6 @@ EXPRESSIONS = [
       for r in (1, RTILE)),
 ]
 NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}
-# What runs each launch on the NumPy backend: the transcriptions, called with the kernels' own arguments.
-TRANSCRIPTIONS = {**gemm.TRANSCRIPTIONS, "flat_step": reference.flat_step_kernel}
 
 
 class Launch(NamedTuple):
@@ -91,7 +88,7 @@ class Launch(NamedTuple):
 
     kernel: str  # e.g. "forward"
     dtype: str  # "float32" or "float64": the first template parameter
-    params: dict[str, int]  # the other template parameters, in order, by the transcriptions' keyword names
+    params: dict[str, int]  # the other template parameters, in order, by name
     grid: tuple[int, ...]
     block: tuple[int, ...]
     args: tuple[Any, ...]
@@ -104,7 +101,7 @@ class Launch(NamedTuple):
 
     def kernel_args(self) -> tuple[Any, ...]:
         """The arguments as the kernel takes them: ``args``, with weight_grads' layers packed into the struct
-        it takes by value (the transcriptions take ``args`` as they are)."""
+        it takes by value (a launcher gets ``args`` as they are)."""
         if self.kernel != "weight_grads":
             return self.args
         return (pack_layers(self.args[0]), *self.args[1:])
@@ -159,21 +156,25 @@ class GraphTrainer:
     and Adam, every hidden activation, every (output, loss) pair and any depth; a subclass of an optimiser
     (which may change its rule) raises ValueError, and so does a run after the optimiser's hyperparameters
     changed (the graph holds them).
+
+    ``launcher`` (a callable taking a :class:`Launch`), if given, runs each launch of an epoch in order instead
+    of a compiled kernel in a captured graph, on any backend: how the tests run the kernels' NumPy
+    transcriptions. Without one, graph mode needs the cupy backend.
     """
 
-    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, batch_size: int) -> None:
-        from ..network import Network  # here, not at the top: network.py imports gpunet.cuda (its selection)
-
+    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, batch_size: int,
+                 launcher: Callable[[Launch], None] | None = None) -> None:
         if not isinstance(net, Network):
             raise TypeError(f"net must be a gpunet Network; got {type(net).__name__}")
-        if net.backend.name not in ("cupy", "numpy"):
-            raise ValueError(
-                f"graph mode needs the cupy backend (numpy runs its transcription); got {net.backend.name!r}"
-            )
+        if launcher is not None and not callable(launcher):
+            raise TypeError(f"launcher must be a callable taking a Launch, or None; got {type(launcher).__name__}")
+        if launcher is None and net.backend.name != "cupy":
+            raise ValueError(f"graph mode needs the cupy backend, or a launcher for its launches; got backend "
+                             f"{net.backend.name!r} and no launcher")
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a gpunet Optimizer; got {type(optimizer).__name__}")
         rule = checked_rule(optimizer, "graph mode")
-        self.net, self.optimizer = net, optimizer
+        self.net, self.optimizer, self.launcher = net, optimizer, launcher
         self.hyperparameters = optimizer.hyperparameters()  # captured into the graph's launches
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.X, self.T = check_data(net, X, T)
@@ -195,8 +196,8 @@ class GraphTrainer:
         self.buffers = self._allocate(rows)
         self._graphs: dict[int, Any] = {}  # start row -> the captured graph of that epoch's steps
         self._functions: dict[str, Any] = {}
-        if net.backend.name == "cupy":  # compile and fetch the epoch's kernels now (a resume's, if new, before
-            self._load(self.launches())  # its capture): nothing may compile during a capture
+        if launcher is None:  # compile and fetch the epoch's kernels now (a resume's, if new, before its
+            self._load(self.launches())  # capture): nothing may compile during a capture
             self._stream = net.backend.xp.cuda.Stream(non_blocking=True)
 
     def _allocate(self, rows: int) -> dict[str, Array]:
@@ -378,11 +379,11 @@ class GraphTrainer:
         self.flat.adopt(self.net.params)  # an entry rebound since the last epoch is copied in (no-op otherwise)
         if self.flat_optimizer is not None:  # its state adopted, lr and the step count where the device reads them
             self.flat_optimizer.prepare(self.optimizer, lr)
-        if xp is np:
+        if self.launcher is not None:  # each launch handed over in order, with no graph
             self.buffers["order"][...] = order
             self.buffers["lr"].fill(lr)
             for launch in self.launches(start_row):
-                TRANSCRIPTIONS[launch.kernel](*launch.args, **launch.params)
+                self.launcher(launch)
             loss = self.buffers["loss_total"].reshape(()).copy()
         else:
             caller = xp.cuda.get_current_stream()
@@ -455,14 +456,15 @@ def check_data(net: Network, X: Array, T: Array) -> tuple[Array, Array]:
 
 class GraphEngine(Engine):
     """Whole epochs by :class:`GraphTrainer`, one graph replay each; an epoch resumed mid-way runs its rest step by
-    step on the fused engine."""
+    step on the fused engine (on the device). ``launcher``: the trainer's (tests)."""
 
     name = "graph"
     whole_epochs = True
 
-    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, rows: int) -> None:
+    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, rows: int,
+                 launcher: Callable[[Launch], None] | None = None) -> None:
         super().__init__(net, optimizer, X, T, rows)
-        self.trainer = GraphTrainer(net, optimizer, X, T, rows)
+        self.trainer = GraphTrainer(net, optimizer, X, T, rows, launcher)
         self.rest: Engine | None = None  # made at a resume's first partial epoch
 
     def run_epoch(self, order: Array, lr: float, loss_sum: Array, start: int = 0, after_step: Any = None) -> None:
