@@ -49,8 +49,7 @@ LIMITS = {
     # its 20 s limit with 158 of the instantiations reported
     "ptxas": (0, 40),
     "per_sample_profile": (0, 18),  # 8 cases of a few hundred chunks each: 13 s on the H100, then epochs added
-    # 3 cases: 60,000 rows uploaded, an epoch captured and replayed 3 times: 8 s on the H200 (run 3); twice
-    # that with --merged-launches, which profiles each case's merged step too
+    # 3 cases: 60,000 rows uploaded, an epoch captured and replayed 3 times: 8 s on the H200 (run 3)
     "graph_profile": (0, 25),
     "graph_vs_fused": (0, 20),  # 11 cases, 4 half-epochs a path: 10 s for the first 9 on the H200
 }
@@ -265,9 +264,8 @@ class Check:
             return stage.figures
         return None
 
-    def profile_stage(self, script: str, name: str, summary: Callable[[dict[str, Any]], str],
-                      options: tuple[str, ...] = ()) -> None:
-        """scripts/<script>.py --json <script with dashes>.json [options]: a profile of where a step's time goes;
+    def profile_stage(self, script: str, name: str, summary: Callable[[dict[str, Any]], str]) -> None:
+        """scripts/<script>.py --json <script with dashes>.json: a profile of where a step's time goes;
         ``summary`` makes the detail line from its cases."""
         stage = Stage(name)
         if self.quick:
@@ -277,8 +275,7 @@ class Check:
         limit = self.limit(script)
         path = self.out / f"{script.replace('_', '-')}.json"
         path.unlink(missing_ok=True)  # a previous check's: the script writes only a new file
-        figures = self.json_script(stage, [str(ROOT / f"scripts/{script}.py"), "--json", str(path), *options], path,
-                                   limit)
+        figures = self.json_script(stage, [str(ROOT / f"scripts/{script}.py"), "--json", str(path)], path, limit)
         if figures is not None:
             stage.detail = summary(figures["cases"])
         self.add(stage)
@@ -287,8 +284,7 @@ class Check:
         """Where the time goes: a per-sample chunk (issue 13) and a graph-mode step (issue 12); and where graph
         mode stops beating fused (issue 12: the rule kernels="auto" needs before it may pick graph mode)."""
         self.profile_stage("per_sample_profile", "per-sample profile", per_sample_summary)
-        # the merged step too: graph.MERGED_LAUNCHES waits for a device run to show it faster
-        self.profile_stage("graph_profile", "graph profile", graph_summary, ("--merged-launches",))
+        self.profile_stage("graph_profile", "graph profile", graph_summary)
         self.profile_stage("graph_vs_fused", "graph vs fused", graph_speedups)
 
     def ptxas_stage(self) -> None:
@@ -353,13 +349,8 @@ def per_sample_summary(cases: list[dict[str, Any]]) -> str:
 def graph_summary(cases: list[dict[str, Any]]) -> str:
     """graph_profile.py's first case (784-100-10 at batch 64) in one line."""
     c = cases[0]
-    line = (f"784-100-10 at batch {c['batch']}: launches {c['launches_us']:.0f} us, replayed step "
+    return (f"784-100-10 at batch {c['batch']}: launches {c['launches_us']:.0f} us, replayed step "
             f"{c['replayed_us']:.0f} us; epoch {c['epoch_s']:.4f} s")
-    merged = c.get("merged")
-    if merged:
-        line += (f"; merged launches: {len(merged['launches'])} launches, replayed step "
-                 f"{merged['replayed_us']:.0f} us, epoch {merged['epoch_s']:.4f} s")
-    return line
 
 
 def graph_speedups(cases: list[dict[str, Any]]) -> str:

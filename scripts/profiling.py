@@ -16,18 +16,14 @@ Cases = list[dict[str, Any]]
 
 
 def main(argv: list[str] | None, doc: str, repeated: str, measure: Callable[..., Cases],
-         format_table: Callable[[Cases], str], default_repeats: int = 50,
-         switches: dict[str, str] | None = None) -> int:
-    """Parse ``argv`` (``doc``'s first paragraph the description; ``repeated`` what --repeats counts; ``switches``
-    a profile's own on/off options, e.g. {"--merged-launches": help}), run ``measure(backend, repeats,
-    **switches)`` on CuPy (each switch by its name, merged_launches=True), write --json and print
-    ``format_table`` of the cases. Without a usable GPU: one line saying why, exit status 1."""
+         format_table: Callable[[Cases], str], default_repeats: int = 50) -> int:
+    """Parse ``argv`` (``doc``'s first paragraph the description; ``repeated`` what --repeats counts), run
+    ``measure(backend, repeats)`` on CuPy, write --json and print ``format_table`` of the cases. Without a
+    usable GPU: one line saying why, exit status 1."""
     p = OneLineParser(description=doc.split("\n\n")[0])
     p.add_argument("--json", metavar="FILE", help="also write the figures here (a new file)")
     p.add_argument("--repeats", type=int, default=default_repeats,
                    help=f"{repeated} per timed round (default: {default_repeats})")
-    for flag, help_text in (switches or {}).items():
-        p.add_argument(flag, action="store_true", help=help_text)
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats must be at least 1; got {args.repeats}")
@@ -39,8 +35,7 @@ def main(argv: list[str] | None, doc: str, repeated: str, measure: Callable[...,
     if reason is not None:
         print(f"no usable GPU: {reason}", file=sys.stderr)
         return 1
-    options = {name: getattr(args, name) for name in (flag.lstrip("-").replace("-", "_") for flag in switches or {})}
-    cases = measure(gpunet.get_backend("cupy"), args.repeats, **options)
+    cases = measure(gpunet.get_backend("cupy"), args.repeats)
     if out is not None:
         write_json(out, {"machine": gpu_machine(), "repeats": args.repeats, "cases": cases})
     print(format_table(cases))

@@ -1,7 +1,7 @@
 """The fused path: each kernel's NumPy transcription against the plain path, the host logic of fused.py and
 flat.py on NumPy, kernel selection, and (marker gpu) the fused kernels against the plain path on a device.
 
-On the CPU, FusedStep runs unchanged with reference.NumpyKernels, so the order of launches, the buffers, the
+On the CPU, FusedStep runs unchanged with transcriptions.NumpyKernels, so the order of launches, the buffers, the
 flat views and the optimiser state are tested here; a device run only has to confirm the transcriptions.
 """
 
@@ -14,12 +14,14 @@ import pytest
 
 import gpunet
 from gpunet.activations import ACTIVATIONS, FUSED, LOSSES
-from gpunet.engines import build, fused, reference, select
+from gpunet.engines import build, fused, select
+from gpunet.engines.kernels import ACT_CODES, LOSS_CODES, OUTPUT_CODES
 from gpunet.engines.flat import FlatOptimizer, FlatParameters
 from gpunet.params import ALIGN, layout, views
 from gpunet.engines.fused import FusedStep, delta_bias_geometry, elementwise_geometry, workspace_shapes
 from gpunet.optim import SGD, Adam, Momentum, Optimizer
 
+import transcriptions
 from conftest import rel_diff, require
 
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
@@ -51,7 +53,7 @@ def test_bias_act_is_the_plain_layer(act, dtype):
     rng = np.random.default_rng(0)
     Z, b = rng.normal(0, 2, (37, 45)).astype(dtype), rng.normal(0, 1, 45).astype(dtype)
     expected = ACTIVATIONS[act].forward(Z.astype(np.float64) + b)
-    reference.bias_act(Z, b, act)
+    transcriptions.bias_act(Z, b, act=ACT_CODES[act])
     assert Z.dtype == dtype
     assert rel_diff(Z, expected) <= KERNEL_TOLERANCE[dtype]
 
@@ -82,7 +84,7 @@ def test_output_layer_gives_the_plain_loss_and_delta(output, loss, cols, dtype):
     Y = ACTIVATIONS[output].forward(logits)
     scale = 0.3 / 23
     loss_rows = np.empty(23, dtype=dtype)
-    reference.output_layer(Z, b, T, loss_rows, output, loss, scale)
+    transcriptions.output_layer(Z, b, T, loss_rows, scale, out=OUTPUT_CODES[output], loss_code=LOSS_CODES[loss])
     assert Z.dtype == loss_rows.dtype == dtype
     assert rel_diff(loss_rows, _plain_loss(logits, Y, T.astype(np.float64), output, loss)) <= KERNEL_TOLERANCE[dtype]
     assert rel_diff(Z, _plain_delta(Y, T.astype(np.float64), output, loss, scale)) <= KERNEL_TOLERANCE[dtype] * 10
@@ -114,7 +116,8 @@ def test_output_layer_cross_entropy_is_exact_for_saturated_logits(output, dtype)
     old = _old_cross_entropy(Y, T, output)
     assert np.max(np.abs(old - plain) / plain) > 0.5  # the old formula is far off: the case discriminates
     loss_rows, Zk = np.empty(3, dtype=dtype), Z.copy()
-    reference.output_layer(Zk, b, T, loss_rows, output, "cross-entropy", 1.0)
+    transcriptions.output_layer(Zk, b, T, loss_rows, 1.0, out=OUTPUT_CODES[output],
+                                loss_code=LOSS_CODES["cross-entropy"])
     assert loss_rows.dtype == dtype and np.isfinite(loss_rows).all()
     assert rel_diff(loss_rows, plain) <= KERNEL_TOLERANCE[dtype]
     assert rel_diff(Zk, FUSED[output, "cross-entropy"].delta(Y, T)) <= KERNEL_TOLERANCE[dtype]  # deltas as before
@@ -131,7 +134,7 @@ def test_delta_bias_is_the_hidden_delta_and_its_column_sums(act, rows, dtype):
     b = rng.normal(0, 1, 70).astype(dtype)
     for update in (False, True):
         d, db = dA.copy(), b.copy()
-        reference.delta_bias(d, A, db, act, update, delta_bias_geometry(rows, 70)[1][1])
+        transcriptions.delta_bias(d, A, db, delta_bias_geometry(rows, 70)[1][1], act=ACT_CODES[act], update=update)
         assert rel_diff(d, delta) <= KERNEL_TOLERANCE[dtype]
         expected = b - delta.sum(axis=0) if update else delta.sum(axis=0)
         assert rel_diff(db, expected) <= KERNEL_TOLERANCE[dtype] * 10
@@ -146,7 +149,7 @@ def test_flat_step_is_the_optimiser_over_100_steps(name, dtype):
     plain_params = {k: v.copy() for k, v in params.items()}
     plain, flat_opt = OPTIMIZERS[name](), OPTIMIZERS[name]()
     flat = FlatParameters(params, np)
-    stepper = FlatOptimizer(flat, reference.NumpyKernels())
+    stepper = FlatOptimizer(flat, transcriptions.NumpyKernels())
     for t in range(100):
         grads = {k: rng.normal(0, 1, v.shape).astype(dtype) for k, v in params.items()}
         for k, g in grads.items():
@@ -169,7 +172,7 @@ def _flat_pair(dtype, seed=5):
               "W2": rng.normal(0, 1, (5, 3)).astype(dtype), "b2": rng.normal(0, 1, 3).astype(dtype)}
     plain_params = {k: v.copy() for k, v in params.items()}
     flat = FlatParameters(params, np)
-    return rng, plain_params, params, flat, FlatOptimizer(flat, reference.NumpyKernels())
+    return rng, plain_params, params, flat, FlatOptimizer(flat, transcriptions.NumpyKernels())
 
 
 def _step_both(rng, plain, plain_params, flat_opt, stepper, lr):
@@ -251,7 +254,7 @@ def _compare(activation, output, loss, optimizer, dtype, sizes=(6, 9, 7, 4), epo
     lr = 0.01 if optimizer == "adam" else 0.2
     expected = _run(plain_net, plain_opt, X, T, plain_net.train_step_unchecked, epochs, batch, lr)
     arrays = dict(fused_net.params)
-    got = _run(fused_net, fused_opt, X, T, FusedStep(fused_net, reference.NumpyKernels()), epochs, batch, lr)
+    got = _run(fused_net, fused_opt, X, T, FusedStep(fused_net, transcriptions.NumpyKernels()), epochs, batch, lr)
     # stepped in place: the network's own arrays, never rebound (a caller holding net.params["W1"] sees the steps)
     assert all(fused_net.params[k] is a for k, a in arrays.items())
     tol = TOLERANCE[dtype]
@@ -287,7 +290,7 @@ def test_fused_step_with_one_layer_and_single_rows():
 
 def test_fused_parameters_are_views_into_the_flat_buffer_and_resume_from_a_checkpoint():
     net, opt = _compare("tanh", "softmax", "cross-entropy", "adam", "float64", epochs=2)
-    step = FusedStep(net, reference.NumpyKernels())
+    step = FusedStep(net, transcriptions.NumpyKernels())
     X, T = _data(50, 6, 4, one_hot=True)
     # set_params writes through the views; a restored optimiser (new arrays) is adopted, not ignored
     before = net.get_params()
@@ -314,7 +317,7 @@ def test_fused_step_resumes_an_old_momentum_checkpoint_like_the_plain_path(dtype
     plain_opt, fused_opt = Momentum(0.9, weight_decay=1e-3), Momentum(0.9, weight_decay=1e-3)
     plain_opt.load_state_dict({k: v if k == "t" else v.copy() for k, v in old.items()}, plain_net.params)
     fused_opt.load_state_dict({k: v if k == "t" else v.copy() for k, v in old.items()}, fused_net.params)
-    step = FusedStep(fused_net, reference.NumpyKernels())
+    step = FusedStep(fused_net, transcriptions.NumpyKernels())
     expected = _run(plain_net, plain_opt, X, T, plain_net.train_step_unchecked, 3, 16)
     got = _run(fused_net, fused_opt, X, T, step, 3, 16)
     assert rel_diff(got, expected) <= TOLERANCE[dtype]
@@ -332,7 +335,7 @@ def test_plain_and_fused_steps_can_alternate(optimizer):
     a, b = _pair_nets([6, 9, 4], "sigmoid", "softmax", "cross-entropy", "float64")
     X, T = _data(64, 6, 4, one_hot=True)
     opt_a, opt_b = OPTIMIZERS[optimizer](), OPTIMIZERS[optimizer]()
-    fused_b = FusedStep(b, reference.NumpyKernels())
+    fused_b = FusedStep(b, transcriptions.NumpyKernels())
     for t in range(12):
         rows = slice(8 * (t % 8), 8 * (t % 8) + 8)
         a.train_step_unchecked(X[rows], T[rows], 0.01, opt_a)
@@ -370,7 +373,7 @@ def test_an_unpickled_network_is_stepped_in_its_own_flat_buffer():
     # pickle copies each view apart from the buffer; unpickling packs again, so a fast path never rebinds
     net = pickle.loads(pickle.dumps(gpunet.Network([5, 4, 3], backend="numpy", dtype="float64", seed=1)))
     arrays, before = dict(net.params), net.get_params()
-    step = FusedStep(net, reference.NumpyKernels())
+    step = FusedStep(net, transcriptions.NumpyKernels())
     X, T = _data(8, 5, 3, one_hot=True)
     _run(net, Adam(), X, T, step, 2, 4, 0.01)
     for k, a in arrays.items():
@@ -537,7 +540,7 @@ def test_auto_passes_graph_mode_over_where_the_caller_wants_calls_every_step(mon
 
 
 def test_graph_mode_asks_should_stop_after_each_epoch_and_the_run_resumes_at_the_next(monkeypatch):
-    """gpunet.train with a graph plan (GraphTrainer runs its NumPy transcription here): on_batch once an epoch,
+    """gpunet.train with a graph plan (its launches run by the NumPy transcriptions here): on_batch once an epoch,
     should_stop after each epoch but the last; True stops at row 0 of the next epoch, and resuming there gives
     the uninterrupted run."""
     from gpunet.engines.graph import GraphEngine
@@ -546,7 +549,7 @@ def test_graph_mode_asks_should_stop_after_each_epoch_and_the_run_resumes_at_the
     real_engine = select.engine
 
     def graph_plan(net, kernels, optimizer, X, T, rows, per_sample, step_calls=False):
-        return GraphEngine(net, optimizer, X, T, rows)
+        return GraphEngine(net, optimizer, X, T, rows, transcriptions.graph_launch)
 
     rng = np.random.default_rng(5)
     X, y = rng.random((11, 5)), rng.integers(0, 3, 11)
@@ -716,14 +719,14 @@ def test_gpu_kernels_equal_their_numpy_transcriptions(dtype):
         T = T.astype(dtype)
         loss_rows = np.empty(70, dtype=dtype)
         Zd, bd, Td, ld = (xp.asarray(a) for a in (Z, b, T, loss_rows))
-        reference.output_layer(Z, b, T, loss_rows, output, loss, 0.01)
+        transcriptions.output_layer(Z, b, T, loss_rows, 0.01, out=OUTPUT_CODES[output], loss_code=LOSS_CODES[loss])
         k.output_layer(Zd, bd, Td, ld, output, loss, 0.01)
         assert rel_diff(backend.to_host(Zd), Z) <= KERNEL_TOLERANCE[dtype] * 10, (output, loss)
         assert rel_diff(backend.to_host(ld), loss_rows) <= KERNEL_TOLERANCE[dtype] * 10, (output, loss)
         A = ACTIVATIONS[activation].forward(rng.normal(0, 2, (70, 45))).astype(dtype)
         dA, db = rng.normal(0, 1, (70, 45)).astype(dtype), np.zeros(45, dtype=dtype)
         dAd, Ad, dbd = xp.asarray(dA), xp.asarray(A), xp.asarray(db)
-        reference.delta_bias(dA, A, db, activation, False, delta_bias_geometry(70, 45)[1][1])
+        transcriptions.delta_bias(dA, A, db, delta_bias_geometry(70, 45)[1][1], act=ACT_CODES[activation], update=False)
         k.delta_bias(dAd, Ad, dbd, activation, False)
         assert rel_diff(backend.to_host(dAd), dA) <= KERNEL_TOLERANCE[dtype]
         assert rel_diff(backend.to_host(dbd), db) <= KERNEL_TOLERANCE[dtype] * 10

@@ -1,20 +1,21 @@
-"""Graph mode: gemm.cu's kernels through their NumPy transcriptions (gemm.py) against the plain path of
+"""Graph mode: gemm.cu's kernels through their NumPy transcriptions (transcriptions.py) against the plain path of
 network.py and train, GraphTrainer's bookkeeping, and the same runs on a GPU (test_cuda_compile.py compiles
 gemm.cu, with every instantiation and no spills, as it does every source)."""
 
 from __future__ import annotations
 
-import itertools
 import math
+import re
 
 import numpy as np
 import pytest
 
+import transcriptions
 from conftest import rel_diff, require
 from gpunet import Network, train
-from gpunet.activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS
+from gpunet.activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LEAKY_SLOPE
 from gpunet.engines import kernels as cuda
-from gpunet.engines import fused, gemm, reference
+from gpunet.engines import fused, gemm
 from gpunet.engines import graph as graph_module
 from gpunet.engines.graph import PAIRS, GraphEngine, GraphTrainer
 from gpunet.engines.graph import EXPRESSIONS as NAME_EXPRESSIONS
@@ -35,15 +36,15 @@ def make_net(activation: str, output: str, loss: str, dtype: str, backend: str =
     return Network(sizes, activation, output, loss, init="article", seed=3, backend=backend, dtype=dtype)
 
 
-def trainer(net: Network, X: np.ndarray, y: np.ndarray, batch_size: int, optimizer=None,
-            merged: bool | None = None) -> GraphTrainer:
+def trainer(net: Network, X: np.ndarray, y: np.ndarray, batch_size: int, optimizer=None) -> GraphTrainer:
+    """A GraphTrainer: on NumPy its launches run by the transcriptions, on CuPy by the device."""
     to = net.backend.to_device
     T = to(net.targets_from_labels(y), net.dtype)
-    return GraphTrainer(net, optimizer or SGD(), to(X, net.dtype), T, batch_size, merged_launches=merged)
+    launcher = transcriptions.graph_launch if net.backend.name == "numpy" else None
+    return GraphTrainer(net, optimizer or SGD(), to(X, net.dtype), T, batch_size, launcher)
 
 
-# Both forms of a step: the separate launches, and the merged ones (forward_output, weight_grads).
-MERGED = pytest.mark.parametrize("merged", [False, True], ids=["separate", "merged"])
+LAUNCHER = transcriptions.graph_launch
 
 
 def graph_epochs(g: GraphTrainer, epochs: range, lr: float, seed: int, lr_decay: float = 1.0) -> list[float]:
@@ -69,7 +70,7 @@ def test_tile_product_is_the_matrix_product(trans_a: bool, trans_b: bool) -> Non
     A, B = rng.normal(size=(M, K)), rng.normal(size=(K, Nc))
     stored_A = np.ascontiguousarray(A.T) if trans_a else A
     stored_B = np.ascontiguousarray(B.T) if trans_b else B
-    C = gemm.tile_product(stored_A, stored_B, M, Nc, K, trans_a, trans_b)
+    C = transcriptions.tile_product(stored_A, stored_B, M, Nc, K, trans_a, trans_b)
     assert C.shape == (M, Nc)
     assert rel_diff(C, A @ B) < 1e-13
 
@@ -80,16 +81,16 @@ def test_tile_product_adds_in_k_order() -> None:
     A = np.ones((1, K))
     B = np.full((K, 1), 2.0**-53)
     B[0, 0] = 1.0
-    assert gemm.tile_product(A, B, 1, 1, K, False, False)[0, 0] == 1.0
+    assert transcriptions.tile_product(A, B, 1, 1, K, False, False)[0, 0] == 1.0
     assert math.fsum(B[:, 0]) > 1.0  # summed exactly, the small terms add up
 
 
 def test_loss_total_sums_more_rows_than_threads_and_accumulates() -> None:
     loss = np.arange(1.0, 601.0)  # 600 rows > LOSS_THREADS
     total = np.array([123.0])
-    gemm.loss_total(loss, 600, 1, total)
+    transcriptions.loss_total(loss, 600, 1, total)
     assert total[0] == 600 * 601 / 2
-    gemm.loss_total(loss, 10, 0, total)
+    transcriptions.loss_total(loss, 10, 0, total)
     assert total[0] == 600 * 601 / 2 + 55
 
 
@@ -97,7 +98,7 @@ def test_gather_rows_takes_the_ordered_rows_of_both_arrays_and_marks_bad_indices
     X, T = np.arange(12.0).reshape(4, 3), -np.arange(8.0).reshape(4, 2)
     order = np.array([2, 0, 3, 7, 1])
     Xb, Tb = np.zeros((3, 3)), np.zeros((3, 2))
-    gemm.gather_rows(X, T, order, 1, 3, 3, 2, 4, Xb, Tb)  # rows order[1:4] = 0, 3, 7 (out of range)
+    transcriptions.gather_rows(X, T, order, 1, 3, 3, 2, 4, Xb, Tb)  # rows order[1:4] = 0, 3, 7 (out of range)
     np.testing.assert_array_equal(Xb[:2], X[[0, 3]])
     np.testing.assert_array_equal(Tb[:2], T[[0, 3]])
     assert np.isnan(Xb[2]).all() and np.isnan(Tb[2]).all()
@@ -108,7 +109,7 @@ def test_weight_grad_writes_the_weight_and_bias_gradients_in_one_launch() -> Non
     A_prev, delta = rng.normal(size=(9, 5)), rng.normal(size=(9, 4))
     dW, db = np.zeros((5, 4)), np.zeros(4)
     lr = np.array([0.5])
-    gemm.weight_grad(A_prev, delta, None, dW, None, db, lr, 0.0, 9, 5, 4, mode=gemm.GRAD_WRITE)
+    transcriptions.weight_grad(A_prev, delta, None, dW, None, db, lr, 0.0, 9, 5, 4, mode=gemm.GRAD_WRITE)
     assert rel_diff(dW, A_prev.T @ delta) < 1e-13
     in_row_order = np.zeros(4)
     for r in range(9):  # the bias's row of the product adds delta's rows in order: exactly
@@ -116,7 +117,7 @@ def test_weight_grad_writes_the_weight_and_bias_gradients_in_one_launch() -> Non
     np.testing.assert_array_equal(db, in_row_order)
     W, b = rng.normal(size=(5, 4)), rng.normal(size=4)
     W0, b0 = W.copy(), b.copy()
-    gemm.weight_grad(A_prev, delta, W, None, b, None, lr, 0.1, 9, 5, 4, mode=gemm.SGD_DECAY)
+    transcriptions.weight_grad(A_prev, delta, W, None, b, None, lr, 0.1, 9, 5, 4, mode=gemm.SGD_DECAY)
     assert rel_diff(W, W0 - 0.5 * (dW + 0.1 * W0)) < 1e-13
     assert rel_diff(b, b0 - 0.5 * db) < 1e-13  # biases never decay
 
@@ -127,9 +128,10 @@ def test_act_codes_match_the_python_activations() -> None:
     Z = np.linspace(-3, 3, 13)
     for name, code in ACT_CODES.items():
         A = ACTIVATIONS[name].forward(Z.copy())
-        assert rel_diff(gemm.act_forward(code, Z), A) < 1e-15
+        assert rel_diff(transcriptions.act_forward(code, Z), A) < 1e-15
         dA = np.linspace(1, 2, 13)
-        assert rel_diff(gemm.act_backward(code, A, dA), ACTIVATIONS[name].backward(A.copy(), dA.copy())) < 1e-15
+        want = ACTIVATIONS[name].backward(A.copy(), dA.copy())
+        assert rel_diff(transcriptions.act_backward(code, A, dA), want) < 1e-15
 
 
 def test_cross_entropy_comes_from_the_logits_worked_by_hand() -> None:
@@ -138,7 +140,8 @@ def test_cross_entropy_comes_from_the_logits_worked_by_hand() -> None:
     Z = np.array([[40.0, -40.0, 0.0]])
     T = np.array([[0.0, 0.0, 1.0]])
     Y, delta, loss, lr = Z.copy(), np.zeros((1, 3)), np.zeros(1), np.array([0.5])
-    gemm.output_delta(Y, T, delta, loss, lr, 1, 1, 3, out=gemm.SIGMOID, loss_code=gemm.LOSS_CODES["cross-entropy"])
+    transcriptions.output_delta(Y, T, delta, loss, lr, 1, 1, 3, out=transcriptions.SIGMOID,
+                                loss_code=transcriptions.CROSS_ENTROPY)
     assert abs(loss[0] - (40 + 2 * math.exp(-40) + math.log(2))) < 1e-14
     np.testing.assert_array_equal(Y, [[1.0, 0.0, 0.5]])  # the sigmoid, in place (the old loss: 708 + log 2)
     np.testing.assert_array_equal(delta, (Y - T) * 0.5)  # dL/dZ = y - t, times lr / N
@@ -146,7 +149,8 @@ def test_cross_entropy_comes_from_the_logits_worked_by_hand() -> None:
     Z = np.array([[1000.0, 0.0, -1000.0]])
     T = np.array([[0.0, 1.0, 0.0]])
     Y = Z.copy()
-    gemm.output_delta(Y, T, delta, loss, lr, 0, 1, 3, out=gemm.SOFTMAX, loss_code=gemm.LOSS_CODES["cross-entropy"])
+    transcriptions.output_delta(Y, T, delta, loss, lr, 0, 1, 3, out=transcriptions.SOFTMAX,
+                                loss_code=transcriptions.CROSS_ENTROPY)
     assert loss[0] == 1000.0
     np.testing.assert_array_equal(Y, [[1.0, 0.0, 0.0]])
     np.testing.assert_array_equal(delta, [[1.0, -1.0, 0.0]])  # y sum(t) - t, times 1 / N
@@ -159,9 +163,9 @@ def test_cross_entropy_rows_equal_the_fused_losses(output: str) -> None:
     Z = rng.normal(scale=300.0, size=(37, 6))
     T = rng.uniform(size=(37, 6))
     Y, delta, loss = Z.copy(), np.zeros((37, 6)), np.zeros(37)
-    code = gemm.SOFTMAX if output == "softmax" else gemm.SIGMOID
-    ce = gemm.LOSS_CODES["cross-entropy"]
-    gemm.output_delta(Y, T, delta, loss, np.array([0.1]), 1, 37, 6, out=code, loss_code=ce)
+    code = transcriptions.SOFTMAX if output == "softmax" else transcriptions.SIGMOID
+    ce = transcriptions.CROSS_ENTROPY
+    transcriptions.output_delta(Y, T, delta, loss, np.array([0.1]), 1, 37, 6, out=code, loss_code=ce)
     fused = FUSED[(output, "cross-entropy")]
     assert rel_diff(loss, fused.per_sample(Z, T)) < 1e-15
     A = ACTIVATIONS[output].forward(Z.copy())
@@ -172,16 +176,15 @@ def test_cross_entropy_rows_equal_the_fused_losses(output: str) -> None:
 # --- whole epochs against gpunet.train's plain path -------------------------------------------------
 
 
-@MERGED
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("output,loss", PAIRS)
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
-def test_epochs_equal_the_plain_path(activation: str, output: str, loss: str, dtype: str, merged: bool) -> None:
+def test_epochs_equal_the_plain_path(activation: str, output: str, loss: str, dtype: str) -> None:
     X, y = data(11)  # batches of 4: 4, 4 and a partial 3
     plain, graph = make_net(activation, output, loss, dtype), make_net(activation, output, loss, dtype)
     history = train(plain, X, y, epochs=2, batch_size=4, lr=0.3, lr_decay=0.5, seed=5)
     opt, arrays = SGD(), dict(graph.params)
-    losses = graph_epochs(trainer(graph, X, y, 4, opt, merged), range(1, 3), 0.3, 5, lr_decay=0.5)
+    losses = graph_epochs(trainer(graph, X, y, 4, opt), range(1, 3), 0.3, 5, lr_decay=0.5)
     assert all(graph.params[k] is a for k, a in arrays.items())  # the network's own arrays, stepped in place
     assert params_diff(graph, plain) < TOLERANCE[dtype]
     assert rel_diff(losses, [r["train_loss"] for r in history]) < TOLERANCE[dtype]
@@ -198,9 +201,8 @@ def old_clamped_loss(net: Network, X: np.ndarray, y: np.ndarray) -> float:
     return float(-L.sum(axis=1).mean())
 
 
-@MERGED
 @pytest.mark.parametrize("output,loss", PAIRS)
-def test_saturated_epoch_losses_equal_the_plain_path(output: str, loss: str, merged: bool) -> None:
+def test_saturated_epoch_losses_equal_the_plain_path(output: str, loss: str) -> None:
     # Weights of scale 300: the hidden tanh units sit at +-1 and the logits reach the thousands, where a
     # sigmoid output rounds to exactly 0 or 1 and a softmax output to a one-hot row.
     X, y = data(11)
@@ -212,21 +214,20 @@ def test_saturated_epoch_losses_equal_the_plain_path(output: str, loss: str, mer
     if loss == "cross-entropy":  # the data saturates: the old formula from Y would be far off
         assert abs(old_clamped_loss(plain, X, y) - plain.loss(X, plain.targets_from_labels(y))) > 1.0
     history = train(plain, X, y, epochs=2, batch_size=4, lr=0.01, seed=5)
-    losses = graph_epochs(trainer(graph, X, y, 4, merged=merged), range(1, 3), 0.01, 5)
+    losses = graph_epochs(trainer(graph, X, y, 4), range(1, 3), 0.01, 5)
     assert rel_diff(losses, [r["train_loss"] for r in history]) <= 1e-12
     assert params_diff(graph, plain) <= 1e-12
 
 
-@MERGED
 @pytest.mark.parametrize("depth", [[5, 4], [5, 9, 4], [5, 9, 8, 4], [5, 9, 8, 7, 4], [5, *[6] * 10, 4],
                                    [5, 9, 20], [5, 9, 8, 20]])
-def test_any_depth(depth: list[int], merged: bool) -> None:
-    """1 to 11 layers (11: weight_grads in parts of MAX_LAYERS), and 20 outputs (wider than a tile: the output
-    delta runs as its own launch, merged or not)."""
+def test_any_depth(depth: list[int]) -> None:
+    """1 to 11 layers (1: a lone weight_grad; 11: weight_grads in parts of MAX_LAYERS), and 20 outputs (wider
+    than a tile: the output delta runs as its own launch)."""
     X, y = data(13, depth)
     plain, graph = (make_net("tanh", "softmax", "cross-entropy", "float64", sizes=depth) for _ in range(2))
     train(plain, X, y, epochs=2, batch_size=5, lr=0.2, seed=7)
-    graph_epochs(trainer(graph, X, y, 5, merged=merged), range(1, 3), 0.2, 7)
+    graph_epochs(trainer(graph, X, y, 5), range(1, 3), 0.2, 7)
     assert params_diff(graph, plain) < 1e-12
 
 
@@ -240,30 +241,27 @@ def test_one_batch_larger_than_the_data() -> None:
     assert params_diff(graph, plain) < 1e-12
 
 
-@MERGED
-def test_sgd_with_weight_decay_updates_in_the_epilogue(merged: bool) -> None:
+def test_sgd_with_weight_decay_updates_in_the_epilogue() -> None:
     X, y = data(11)
     plain, graph = (make_net("sigmoid", "softmax", "cross-entropy", "float64") for _ in range(2))
     train(plain, X, y, epochs=2, batch_size=4, lr=0.3, weight_decay=0.01, seed=4)
-    g = trainer(graph, X, y, 4, SGD(weight_decay=0.01), merged)
+    g = trainer(graph, X, y, 4, SGD(weight_decay=0.01))
     assert g.mode == gemm.SGD_DECAY
     graph_epochs(g, range(1, 3), 0.3, 4)
     assert params_diff(graph, plain) < 1e-12
 
 
-@MERGED
-def test_a_new_trainer_continues_where_the_plain_path_left_off(merged: bool) -> None:
+def test_a_new_trainer_continues_where_the_plain_path_left_off() -> None:
     X, y = data(11)
     plain, resumed = (make_net("leaky_relu", "identity", "absolute", "float64") for _ in range(2))
     history = train(plain, X, y, epochs=3, batch_size=4, lr=0.1, seed=6)
     train(resumed, X, y, epochs=1, batch_size=4, lr=0.1, seed=6)
-    losses = graph_epochs(trainer(resumed, X, y, 4, merged=merged), range(2, 4), 0.1, 6)
+    losses = graph_epochs(trainer(resumed, X, y, 4), range(2, 4), 0.1, 6)
     assert params_diff(resumed, plain) < 1e-12
     assert rel_diff(losses, [r["train_loss"] for r in history[1:]]) < 1e-12
 
 
-@MERGED
-def test_an_interrupted_epoch_resumes_at_its_row(merged: bool) -> None:
+def test_an_interrupted_epoch_resumes_at_its_row() -> None:
     X, y = data(11)
     plain, resumed = (make_net("sigmoid", "sigmoid", "cross-entropy", "float64") for _ in range(2))
     history = train(plain, X, y, epochs=1, batch_size=3, lr=0.5, seed=8)
@@ -271,7 +269,7 @@ def test_an_interrupted_epoch_resumes_at_its_row(merged: bool) -> None:
     with pytest.raises(TrainingInterrupted) as stop:
         train(resumed, X, y, epochs=1, batch_size=3, lr=0.5, seed=8, should_stop=lambda: next(asked))
     assert stop.value.rows == 6
-    g = trainer(resumed, X, y, 3, merged=merged)
+    g = trainer(resumed, X, y, 3)
     assert g.batches(6) == [(6, 3), (9, 2)]
     order = np.random.default_rng([8, 1]).permutation(11)
     rest = float(g.run_epoch(order, 0.5, start_row=6))
@@ -284,7 +282,7 @@ def test_an_interrupted_epoch_resumes_at_its_row(merged: bool) -> None:
 
 def test_buffers_batches_and_launches() -> None:
     X, y = data(11)
-    g = trainer(make_net("tanh", "softmax", "cross-entropy", "float32"), X, y, 4, merged=False)  # separate launches
+    g = trainer(make_net("tanh", "softmax", "cross-entropy", "float32"), X, y, 4)
     shapes = {k: v.shape for k, v in g.buffers.items()}
     assert shapes == {
         "order": (11,), "lr": (1,), "X": (4, 5), "T": (4, 4), "A1": (4, 7), "delta1": (4, 7), "A2": (4, 6),
@@ -294,26 +292,29 @@ def test_buffers_batches_and_launches() -> None:
     assert g.workspace_bytes == 11 * 8 + 8 + 4 * floats
     assert g.batches() == [(0, 4), (4, 4), (8, 3)]
     launches = g.launches()
-    per_step = 1 + 3 + 1 + 2 + 3  # the gather, forwards, output delta, backwards, updates (with the biases)
+    # the gather, the hidden forwards, the output forward with its delta, the backwards, then every layer's
+    # weight_grad (the biases' too) in one launch
+    per_step = 1 + 2 + 1 + 2 + 1
     assert len(launches) == 3 * per_step + 1  # and the epoch's loss total
     last = launches[-per_step - 1 : -1]
     assert [launch.kernel for launch in last] == [
-        "gather_rows", "forward", "forward", "forward", "output_delta",
-        "backward", "weight_grad", "backward", "weight_grad", "weight_grad",
+        "gather_rows", "forward", "forward", "forward_output", "backward", "backward", "weight_grads",
     ]
     assert last[0].args[3] == 8 and last[0].args[4] == 3  # the partial batch: rows order[8:11]
-    assert last[4].args[3].shape == (3,) and np.shares_memory(last[4].args[3], g.buffers["loss"])  # rows 8-10
+    assert last[3].args[7].shape == (3,) and np.shares_memory(last[3].args[7], g.buffers["loss"])  # rows 8-10
     total = launches[-1]
     assert total.kernel == "loss_total" and total.args[1:3] == (11, 1) and total.args[0].shape == (11,)
     assert g.launches(4)[-1].args[0].shape == (7,)  # a resumed epoch sums its own rows
-    assert last[3].expression == "forward<float, 4, 1>"  # softmax output: identity here, softmax in output_delta
-    assert last[4].expression == "output_delta<float, 5, 2>"
+    # softmax output: identity in the forward epilogue, softmax in the output part
+    assert last[3].expression == "forward_output<float, 4, 5, 2>"
     for output, loss, act in [("sigmoid", "cross-entropy", 4), ("sigmoid", "squared", 0), ("relu", "absolute", 2)]:
         # sigmoid with cross-entropy keeps the logits too (its loss needs them); otherwise f is fused
-        launches = trainer(make_net("tanh", output, loss, "float32"), X, y, 4, merged=False).launches()
-        assert launches[3].expression == f"forward<float, {act}, 1>"
+        launches = trainer(make_net("tanh", output, loss, "float32"), X, y, 4).launches()
+        assert launches[3].expression.startswith(f"forward_output<float, {act}, ")
     assert last[1].grid == (1, 1) and last[1].block == (16, 16)
-    assert last[6].grid == (1, 1)  # W2 (7, 6) and its bias row: 8 rows, one tile
+    W2 = last[6].args[0][1]  # weight_grads' layers from the top: W3, W2, W1
+    assert W2.W.shape == (7, 6) and (W2.first_block, W2.tiles_x) == (1, 1)  # and its bias row: 8 rows, one tile
+    assert last[6].grid == (3,)  # one tile a layer
     assert {launch.expression for launch in launches} <= set(NAME_EXPRESSIONS)
 
 
@@ -324,12 +325,13 @@ def test_large_products_run_register_tiled() -> None:
     net = Network([784, 1024, 10], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float32")
     X = rng.random((1024, 784), dtype=np.float32)
     T = net.targets_from_labels(rng.integers(0, 10, 1024)).astype(np.float32)
-    step = GraphTrainer(net, SGD(), X, T, 1024, merged_launches=False)._step(0, 1024)
-    products = [(launch.kernel, launch.params["r"], launch.grid) for launch in step if "r" in launch.params]
-    assert products == [("forward", 4, (16, 16)), ("forward", 1, (1, 64)), ("backward", 4, (16, 16)),
+    step = GraphTrainer(net, SGD(), X, T, 1024, LAUNCHER)._step(0, 1024)
+    products = [(launch.kernel, launch.params.get("r", 1), launch.grid) for launch in step[1:]]  # after the gather
+    # the output layer's forward runs at R = 1 with its delta (forward_output); the weight_grads of layers at
+    # different R take a launch each, and a launch of one layer is weight_grad itself
+    assert products == [("forward", 4, (16, 16)), ("forward_output", 1, (1, 64)), ("backward", 4, (16, 16)),
                         ("weight_grad", 1, (1, 65)), ("weight_grad", 4, (16, 13))]
-    assert all(launch.block == (16, 16) and launch.expression in NAME_EXPRESSIONS for launch in step
-               if "r" in launch.params)
+    assert all(launch.block == (16, 16) and launch.expression in NAME_EXPRESSIONS for launch in step[1:])
     assert graph_module._tile_geometry(511, 1024)[2] == 1 and graph_module._tile_geometry(512, 1024)[2] == 4
 
 
@@ -340,7 +342,7 @@ def test_every_kernel_of_an_epoch_is_compiled_before_its_capture(monkeypatch) ->
     net = Network([784, 1024, 10], seed=1, backend="numpy", dtype="float32")
     X = rng.random((1324, 784), dtype=np.float32)
     T = net.targets_from_labels(rng.integers(0, 10, 1324)).astype(np.float32)
-    g = GraphTrainer(net, SGD(), X, T, 1024)
+    g = GraphTrainer(net, SGD(), X, T, 1024, LAUNCHER)  # a launcher: nothing compiled at construction here
     expressions = {launch.expression for launch in g.launches()}
     assert {"forward<float, 0, 4>", "forward<float, 0, 1>"} <= expressions  # rows 0-1023, then 1024-1323
     compiled = []
@@ -431,9 +433,8 @@ def test_name_expressions_cover_every_configuration() -> None:
     for dtype in ("float32", "float64"):
         for activation in HIDDEN_ACTIVATIONS:
             for output, loss in PAIRS:
-                for opt, merged in itertools.product((SGD(), SGD(weight_decay=0.1), Momentum(), Adam()),
-                                                     (False, True)):
-                    g = trainer(make_net(activation, output, loss, dtype), X, y, 2, opt, merged)
+                for opt in (SGD(), SGD(weight_decay=0.1), Momentum(), Adam()):
+                    g = trainer(make_net(activation, output, loss, dtype), X, y, 2, opt)
                     assert {(launch.source, launch.expression) for launch in g.launches()} <= compiled
 
 
@@ -457,17 +458,16 @@ GRAPH_OPTIMIZERS = {
 GRAPH_LR = {"momentum": 0.05, "momentum-wd": 0.05, "adam": 0.01, "adam-wd": 0.01}
 
 
-@MERGED
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", GRAPH_OPTIMIZERS)
-def test_momentum_and_adam_epochs_equal_the_plain_path(name: str, dtype: str, merged: bool) -> None:
+def test_momentum_and_adam_epochs_equal_the_plain_path(name: str, dtype: str) -> None:
     X, y = data(11)
     plain, graph = (make_net("tanh", "softmax", "cross-entropy", dtype) for _ in range(2))
     lr = GRAPH_LR[name]
     plain_opt, graph_opt = GRAPH_OPTIMIZERS[name](), GRAPH_OPTIMIZERS[name]()
     history = train(plain, X, y, epochs=3, batch_size=4, lr=lr, lr_decay=0.8, seed=5, optimizer=plain_opt)
     arrays = dict(graph.params)
-    losses = graph_epochs(trainer(graph, X, y, 4, graph_opt, merged), range(1, 4), lr, 5, lr_decay=0.8)
+    losses = graph_epochs(trainer(graph, X, y, 4, graph_opt), range(1, 4), lr, 5, lr_decay=0.8)
     assert all(graph.params[k] is a for k, a in arrays.items())  # the network's own arrays, stepped in place
     assert graph_opt.t == plain_opt.t == 9
     assert params_diff(graph, plain) < TOLERANCE[dtype]
@@ -480,11 +480,11 @@ def test_momentum_and_adam_epochs_equal_the_plain_path(name: str, dtype: str, me
 def test_momentum_and_adam_write_gradients_and_step_in_one_launch(name: str, rule: int) -> None:
     X, y = data(11)
     net = make_net("tanh", "softmax", "cross-entropy", "float32")
-    g = trainer(net, X, y, 4, GRAPH_OPTIMIZERS[name](), merged=False)  # the separate launches
+    g = trainer(net, X, y, 4, GRAPH_OPTIMIZERS[name]())
     assert g.mode == gemm.GRAD_WRITE
     assert all(net.params[k] is g.flat.param_views[k] for k in net.params)
     launches = g.launches()
-    per_step = 1 + 3 + 1 + 2 + 3 + 1  # the SGD step's launches and the flat step
+    per_step = 1 + 2 + 1 + 2 + 1 + 1  # the SGD step's launches and the flat step
     assert len(launches) == 3 * per_step + 1  # and the epoch's loss total
     step = launches[-2]
     assert (step.kernel, step.source, step.expression) == ("flat_step", "optim.cu", f"flat_step<float, {rule}>")
@@ -492,10 +492,10 @@ def test_momentum_and_adam_write_gradients_and_step_in_one_launch(name: str, rul
     assert step.args[2] is g.flat.state["buf" if name == "momentum" else "m"]
     assert step.args[3] is (g.flat.params if name == "momentum" else g.flat.state["v"])  # v: unused by momentum
     assert step.args[4] == g.flat.params.size and step.args[6] is g.flat_optimizer.lr
-    writes = {launch.kernel: launch for launch in launches[-per_step - 1 : -2] if launch.kernel.endswith("_grad")}
-    assert writes["weight_grad"].params == {"mode": gemm.GRAD_WRITE, "r": 1}
-    assert writes["weight_grad"].args[3] is g.flat.grad_views["W1"]  # the last product: the first layer's dW
-    assert writes["weight_grad"].args[5] is g.flat.grad_views["b1"]  # and db
+    writes = launches[-3]  # every layer's weight_grad, in one launch before the flat step
+    assert writes.kernel == "weight_grads" and writes.params == {"mode": gemm.GRAD_WRITE, "r": 1}
+    first = writes.args[0][-1]  # the layers from the top: the last is the first layer
+    assert first.dW is g.flat.grad_views["W1"] and first.db is g.flat.grad_views["b1"]  # its dW and db
 
 
 def test_train_runs_graph_epochs_as_the_plain_path_and_makes_the_next_order_meanwhile(monkeypatch) -> None:
@@ -509,7 +509,7 @@ def test_train_runs_graph_epochs_as_the_plain_path_and_makes_the_next_order_mean
     events: list[tuple] = []
 
     def graph_plan(net, kernels, opt, X, T, rows, per_sample, step_calls=False):
-        engine = GraphEngine(net, opt, X, T, rows)
+        engine = GraphEngine(net, opt, X, T, rows, LAUNCHER)
         run_epoch = engine.trainer.run_epoch
         engine.trainer.run_epoch = lambda order, lr, start_row=0: (events.append(("replay",)), run_epoch(order, lr))[1]
         return engine
@@ -536,7 +536,7 @@ def test_fused_steps_and_graph_epochs_hand_over_parameters_and_state() -> None:
     plain_opt, graph_opt = Adam(weight_decay=0.01), Adam(weight_decay=0.01)
     train(plain, X, y, epochs=2, batch_size=4, lr=0.02, seed=2, optimizer=plain_opt)
     g = trainer(graph, X, y, 4, graph_opt)
-    step = fused.FusedStep(graph, reference.NumpyKernels())
+    step = fused.FusedStep(graph, transcriptions.NumpyKernels())
     T = graph.targets_from_labels(y)
     order = np.random.default_rng([2, 1]).permutation(11)
     step(X[order[:4]], T[order[:4]], 0.02, graph_opt)  # epoch 1's first batch, fused
@@ -605,17 +605,22 @@ def test_bad_arguments_are_named() -> None:
     X, y = data(5)
     net = make_net("relu", "softmax", "cross-entropy", "float32")
     T = net.targets_from_labels(y)
+    with pytest.raises(ValueError, match="graph mode needs the cupy backend, or a launcher for its launches; got "
+                                         "backend 'numpy' and no launcher"):
+        GraphTrainer(net, SGD(), X.astype(np.float32), T, 2)
+    with pytest.raises(TypeError, match="launcher must be a callable taking a Launch, or None; got str"):
+        GraphTrainer(net, SGD(), X.astype(np.float32), T, 2, "transcriptions")
     with pytest.raises(ValueError, match=r"X must be C-contiguous float32"):
-        GraphTrainer(net, SGD(), X, T, 2)  # float64 data for a float32 network
+        GraphTrainer(net, SGD(), X, T, 2, LAUNCHER)  # float64 data for a float32 network
     with pytest.raises(ValueError, match=r"X must have shape \(n, 5\)"):
-        GraphTrainer(net, SGD(), X[:, :3].astype(np.float32), T, 2)
+        GraphTrainer(net, SGD(), X[:, :3].astype(np.float32), T, 2, LAUNCHER)
     with pytest.raises(ValueError, match=r"T must have one row per row of X \(5\); got 4"):
-        GraphTrainer(net, SGD(), X.astype(np.float32), T[:4], 2)
+        GraphTrainer(net, SGD(), X.astype(np.float32), T[:4], 2, LAUNCHER)
     with pytest.raises(ValueError, match="batch_size"):
-        GraphTrainer(net, SGD(), X.astype(np.float32), T, 0)
+        GraphTrainer(net, SGD(), X.astype(np.float32), T, 0, LAUNCHER)
     with pytest.raises(TypeError, match="net must be a gpunet Network"):
-        GraphTrainer("net", SGD(), X, T, 2)
-    g = GraphTrainer(net, SGD(), X.astype(np.float32), T, 2)
+        GraphTrainer("net", SGD(), X, T, 2, LAUNCHER)
+    g = GraphTrainer(net, SGD(), X.astype(np.float32), T, 2, LAUNCHER)
     with pytest.raises(ValueError, match=r"order must be a permutation of the 5 rows"):
         g.run_epoch(np.arange(4), 0.1)
     with pytest.raises(ValueError, match=r"order must be .* integer array; got ndarray of shape \(5,\) dtype float64"):
@@ -626,15 +631,15 @@ def test_bad_arguments_are_named() -> None:
         g.run_epoch(np.arange(5), 0.1, start_row=5)
 
 
-# --- merged launches: forward_output and weight_grads, the same values in fewer launches ------------
+# --- a step's launches: forward_output and weight_grads where they apply ---------------------------------
 
-MERGE_OPTIMIZERS = {"sgd": SGD, "sgd-wd": lambda: SGD(weight_decay=0.01), **GRAPH_OPTIMIZERS}
-STEP_CASES = [  # sizes, batch, optimiser: the kernels of a merged step (a separate step is 3L + 1, + flat_step)
+STEP_OPTIMIZERS = {"sgd": SGD, "sgd-wd": lambda: SGD(weight_decay=0.01), **GRAPH_OPTIMIZERS}
+STEP_CASES = [  # sizes, batch, optimiser: the kernels of a step
     ([784, 100, 10], 64, "sgd", ["gather_rows", "forward", "forward_output", "backward", "weight_grads"]),
     ([784, 100, 50, 10], 64, "sgd",
      ["gather_rows", "forward", "forward", "forward_output", "backward", "backward", "weight_grads"]),
     ([784, 100, 10], 64, "adam", ["gather_rows", "forward", "forward_output", "backward", "weight_grads", "flat_step"]),
-    ([784, 10], 64, "sgd", ["gather_rows", "forward_output", "weight_grad"]),  # one layer: nothing to merge
+    ([784, 10], 64, "sgd", ["gather_rows", "forward_output", "weight_grad"]),  # one layer: a lone weight_grad
     ([784, 100, 20], 64, "sgd",  # 20 outputs, two column tiles: the output delta stays its own launch
      ["gather_rows", "forward", "forward", "output_delta", "backward", "weight_grads"]),
     ([784, 1024, 10], 1024, "sgd",  # the first layer's weight_grad at R = RTILE, the second's at R = 1
@@ -645,34 +650,40 @@ STEP_CASES = [  # sizes, batch, optimiser: the kernels of a merged step (a separ
 
 
 @pytest.mark.parametrize("sizes,batch,name,kernels", STEP_CASES)
-def test_a_merged_step_has_fewer_launches(sizes: list[int], batch: int, name: str, kernels: list[str]) -> None:
+def test_a_step_s_launches(sizes: list[int], batch: int, name: str, kernels: list[str]) -> None:
+    """Each layer's weight gradient in the launches after the last backward, from the top: in weight_grads, its
+    tiles are weight_grad's grid for the layer, laid end to end in the one 1-D grid."""
     rng = np.random.default_rng(0)
     net = Network(sizes, "sigmoid", "sigmoid", "squared", seed=1, backend="numpy", dtype="float32")
     X = rng.random((batch, sizes[0]), dtype=np.float32)
     T = net.targets_from_labels(rng.integers(0, sizes[-1], batch)).astype(np.float32)
-    separate, merged = (GraphTrainer(net, MERGE_OPTIMIZERS[name](), X, T, batch, merged_launches=m)._step(0, batch)
-                        for m in (False, True))
-    assert [launch.kernel for launch in merged] == kernels
-    assert len(separate) == 3 * net.n_layers + 1 + (name != "sgd")
-    assert all(launch.expression in NAME_EXPRESSIONS for launch in merged if launch.source == "gemm.cu")
-    alone_launches = iter([launch for launch in separate if launch.kernel == "weight_grad"])  # from the top
-    for launch in merged:
+    g = GraphTrainer(net, STEP_OPTIMIZERS[name](), X, T, batch, LAUNCHER)
+    step = g._step(0, batch)
+    assert [launch.kernel for launch in step] == kernels
+    assert all(launch.expression in NAME_EXPRESSIONS for launch in step if launch.source == "gemm.cu")
+    from_the_top = iter(range(net.n_layers, 0, -1))
+    for launch in step:
+        if launch.kernel == "weight_grad":
+            i = next(from_the_top)
+            assert launch.args[2] is net.params[f"W{i}"] and launch.params["mode"] == g.mode
+            assert launch.grid == graph_module._tile_geometry(sizes[i - 1] + 1, sizes[i])[0]
         if launch.kernel != "weight_grads":
             continue
         first = 0
-        for layer in launch.args[0]:  # each layer's tiles: its separate launch's grid, end to end
-            alone = next(alone_launches)  # (every case here has its layers at one R: one order)
-            assert layer.W.shape == alone.args[2].shape and np.shares_memory(layer.W, alone.args[2])  # same net
-            assert (layer.first_block, layer.tiles_x) == (first, alone.grid[0])
-            assert launch.params == alone.params and launch.block == alone.block == (16, 16)
-            assert (layer.n_prev, layer.n_i) == tuple(int(a) for a in alone.args[-2:])
-            first += alone.grid[0] * alone.grid[1]
+        for layer in launch.args[0]:
+            i = next(from_the_top)
+            assert layer.W is net.params[f"W{i}"] and (layer.n_prev, layer.n_i) == (sizes[i - 1], sizes[i])
+            (tiles_x, tiles_y), block, r = graph_module._tile_geometry(layer.n_prev + 1, layer.n_i)
+            assert (layer.first_block, layer.tiles_x) == (first, tiles_x)
+            assert launch.params == {"mode": g.mode, "r": r} and launch.block == block == (16, 16)
+            first += tiles_x * tiles_y
         assert launch.grid == (first,) and len(launch.args[0]) <= gemm.MAX_LAYERS
+    assert next(from_the_top, None) is None  # every layer's weight gradient, once
 
 
 def test_forward_output_is_forward_and_output_delta_in_one_launch() -> None:
     X, y = data(11)
-    g = trainer(make_net("tanh", "softmax", "cross-entropy", "float32"), X, y, 4, merged=True)
+    g = trainer(make_net("tanh", "softmax", "cross-entropy", "float32"), X, y, 4)
     step = g._step(8, 3)  # the partial batch: rows order[8:11]
     fo = step[3]
     assert fo.kernel == "forward_output" and fo.expression == "forward_output<float, 4, 5, 2>"
@@ -682,16 +693,13 @@ def test_forward_output_is_forward_and_output_delta_in_one_launch() -> None:
     assert [int(a) for a in (fo.args[4], fo.args[9], fo.args[10], fo.args[11])] == [6, 1, 3, 4]  # n_in, fold, N, n_out
 
 
-def test_merged_launches_follow_the_module_constant_unless_given(monkeypatch) -> None:
-    X, y = data(5)
-    net = make_net("relu", "softmax", "cross-entropy", "float32")
-    assert graph_module.MERGED_LAUNCHES is True  # since the H200 run 5 timed the merged step faster
-    assert trainer(net, X, y, 2).merged_launches is True
-    monkeypatch.setattr(graph_module, "MERGED_LAUNCHES", False)
-    assert trainer(net, X, y, 2).merged_launches is False
-    assert trainer(net, X, y, 2, merged=True).merged_launches is True
-    with pytest.raises(TypeError, match="merged_launches must be True, False or None; got 'yes'"):
-        trainer(net, X, y, 2, merged="yes")
+def test_gemm_py_holds_gemm_cu_s_defines() -> None:
+    """gemm.py's constants, which graph.py's geometry and the transcriptions' slices use, are gemm.cu's #defines."""
+    defines = {name: int(value) for name, value in re.findall(r"#define (\w+) (\d+)", cuda.source("gemm.cu"))}
+    for name in ("TILE", "KTILE", "KTILE_DOUBLE", "RTILE", "KTILE_R", "LOSS_THREADS", "MAX_LAYERS", "GRAD_WRITE",
+                 "SGD_FOLDED", "SGD_DECAY"):
+        assert getattr(gemm, name) == defines[name], name
+    assert transcriptions.LEAKY_SLOPE == LEAKY_SLOPE  # read from activations.cuh: the table's slope too
 
 
 def test_the_layer_table_is_the_structs_layout() -> None:
@@ -717,7 +725,7 @@ def test_the_layer_table_is_the_structs_layout() -> None:
             graph_module.pack_layers(layers[:1] * count)
 
 
-MERGE_CASES = [  # activation, output, loss, sizes, batch, optimiser, dtype
+STEP_FORM_CASES = [  # activation, output, loss, sizes, batch, optimiser, dtype
     ("sigmoid", "softmax", "cross-entropy", SIZES, 4, "sgd", "float32"),
     ("relu", "sigmoid", "squared", [5, 9, 20], 4, "sgd-wd", "float64"),  # 20 outputs: output_delta separate
     ("tanh", "sigmoid", "cross-entropy", [5, 9, 8, 7, 4], 3, "adam-wd", "float32"),
@@ -727,25 +735,26 @@ MERGE_CASES = [  # activation, output, loss, sizes, batch, optimiser, dtype
 
 
 @pytest.mark.parametrize("tiling", ["one a thread", "register-tiled"])
-@pytest.mark.parametrize("activation,output,loss,sizes,batch,name,dtype", MERGE_CASES)
-def test_merged_launches_equal_the_separate_ones_bit_for_bit(activation, output, loss, sizes, batch, name, dtype,
-                                                             tiling, monkeypatch) -> None:
-    """Two epochs (11 rows: a partial last batch) and a resumed third from row 4: the same parameters, losses and
-    optimiser state, bit for bit. Register-tiled: every product at R = RTILE (no forward_output)."""
+@pytest.mark.parametrize("activation,output,loss,sizes,batch,name,dtype", STEP_FORM_CASES)
+def test_every_step_form_equals_the_plain_path(activation, output, loss, sizes, batch, name, dtype, tiling,
+                                               monkeypatch) -> None:
+    """Two epochs (11 rows: a partial last batch) against gpunet.train's plain path: the parameters, losses and
+    optimiser state. Register-tiled: every product at R = RTILE (no forward_output; weight_grads at R = RTILE)."""
     if tiling == "register-tiled":
         monkeypatch.setattr(graph_module, "BIG_PRODUCT", 0)
     X, y = data(11, sizes)
-    nets = [make_net(activation, output, loss, dtype, sizes=sizes) for _ in range(2)]
-    optimizers = [MERGE_OPTIMIZERS[name]() for _ in range(2)]
-    losses = []
-    for net, opt, merged in zip(nets, optimizers, (False, True)):
-        g = trainer(net, X, y, batch, opt, merged)
-        losses.append(graph_epochs(g, range(1, 3), 0.05, 3))
-        losses[-1].append(float(g.run_epoch(np.random.default_rng(7).permutation(11), 0.05, start_row=4)))
-    assert losses[0] == losses[1]
-    assert all(np.array_equal(nets[0].params[k], nets[1].params[k]) for k in nets[0].params)
-    for key, state in optimizers[0].state.items():
-        assert np.array_equal(optimizers[1].state[key], state), key
+    plain, graph = (make_net(activation, output, loss, dtype, sizes=sizes) for _ in range(2))
+    plain_opt, graph_opt = STEP_OPTIMIZERS[name](), STEP_OPTIMIZERS[name]()
+    history = train(plain, X, y, epochs=2, batch_size=batch, lr=0.05, seed=3, optimizer=plain_opt)
+    g = trainer(graph, X, y, batch, graph_opt)
+    kernels = {launch.kernel for launch in g.launches()}
+    assert ("forward_output" in kernels) == (tiling == "one a thread" and sizes[-1] <= gemm.TILE)
+    losses = graph_epochs(g, range(1, 3), 0.05, 3)
+    assert rel_diff(losses, [r["train_loss"] for r in history]) < TOLERANCE[dtype]
+    assert params_diff(graph, plain) < TOLERANCE[dtype]
+    assert graph_opt.t == plain_opt.t
+    for key, state in plain_opt.state.items():
+        assert rel_diff(graph_opt.state[key], state) < TOLERANCE[dtype], key
 
 
 # --- on a GPU: the captured graph against the plain path and against the transcription ------------
@@ -856,41 +865,3 @@ def test_gpu_graph_equals_the_transcription(dtype: str, sizes: list[int], batch:
     assert params_diff(device, host) <= GPU_TOLERANCE[dtype]
     assert rel_diff(*zip(*losses)) <= GPU_TOLERANCE[dtype]
     assert optimizers[0].t == optimizers[1].t == 3 * len(on_host.batches())
-
-
-GPU_MERGE_CASES = [  # activation, output, loss, sizes, batch, optimiser, dtype, tiling
-    ("sigmoid", "softmax", "cross-entropy", GPU_SIZES, 8, "sgd", "float32", "one a thread"),  # 3 layers
-    ("sigmoid", "sigmoid", "squared", [784, 100, 10], 64, "adam", "float32", "one a thread"),  # the benchmark's net
-    ("tanh", "sigmoid", "cross-entropy", [150, 70, 5], 100, "momentum-wd", "float64", "one a thread"),
-    ("relu", "identity", "absolute", [20, 16, 12, 30], 16, "sgd-wd", "float64", "one a thread"),  # 30 outputs
-    ("tanh", "softmax", "cross-entropy", GPU_SIZES, 16, "adam-wd", "float32", "register-tiled"),
-    ("sigmoid", "softmax", "squared", [20, *[16] * 10, 5], 8, "sgd", "float32", "one a thread"),  # 11 layers
-]
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("activation,output,loss,sizes,batch,name,dtype,tiling", GPU_MERGE_CASES)
-def test_gpu_merged_launches_equal_the_separate_ones_bit_for_bit(activation, output, loss, sizes, batch, name, dtype,
-                                                                 tiling, monkeypatch) -> None:
-    """On the device, merged launches (forward_output, weight_grads with its table passed by value) against the
-    separate ones: two epochs of 203 rows (a capture and a replay, a partial last batch), then an epoch resumed
-    at row 40 (its own capture); the same parameters, epoch losses and optimiser state, bit for bit."""
-    require("cupy")
-    if tiling == "register-tiled":
-        monkeypatch.setattr(graph_module, "BIG_PRODUCT", 0)
-    X, y = data(203, sizes)
-    nets = [make_net(activation, output, loss, dtype, "cupy", sizes) for _ in range(2)]
-    optimizers = [MERGE_OPTIMIZERS[name]() for _ in range(2)]
-    lr = GRAPH_LR.get(name, 0.05)
-    losses = []
-    for net, opt, merged in zip(nets, optimizers, (False, True)):
-        g = trainer(net, X, y, batch, opt, merged)
-        assert any(launch.kernel in ("forward_output", "weight_grads") for launch in g.launches()) == merged
-        losses.append(graph_epochs(g, range(1, 3), lr, 11))
-        order = net.backend.to_device(np.random.default_rng(12).permutation(203))
-        losses[-1].append(float(g.run_epoch(order, lr, start_row=40)))
-    assert losses[0] == losses[1]
-    host = [net.get_params() for net in nets]
-    assert all(np.array_equal(host[0][k], host[1][k]) for k in host[0]), name
-    for key, state in optimizers[0].state.items():
-        assert np.array_equal(nets[0].backend.to_host(state), nets[1].backend.to_host(optimizers[1].state[key])), key

@@ -1,8 +1,9 @@
-"""The per-sample SGD kernel (gpunet/engines/per_sample.*): its NumPy transcription against train_step here,
-the kernel itself against NumPy on a device (gpu marker)."""
+"""The per-sample SGD kernel (gpunet/engines/per_sample.*): its NumPy transcription (transcriptions.py) run as the
+kernel's launcher against train_step here, the kernel itself against NumPy on a device (gpu marker)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ from gpunet.activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVAT
 from gpunet.engines import per_sample
 from gpunet.datasets import load_mnist
 
+import transcriptions
 from conftest import rel_diff, require
 
 # Every output/loss pair a Network accepts: any output with squared or absolute, cross-entropy fused.
@@ -72,7 +74,7 @@ def _assert_trajectory(run_chunk, fast, plain, X, T, lr, chunk, tolerance):
 def _transcribed(threads=None):
     def run(net, Xc, Tc):
         X, T = net.checked_input(Xc), net.checked_targets(Tc, Xc)
-        Z2, Y = per_sample._transcribed_chunk(net, X, T, LR, threads)
+        Z2, Y = per_sample._kernel_chunk(net, X, T, LR, threads, launcher=transcriptions.per_sample_launch)
         return Y, float(net.per_sample_loss(Z2, Y, T).sum())
     return run
 
@@ -105,7 +107,8 @@ def test_transcription_is_per_sample_on_mnist(mnist_dir, hidden, activation):
             for _ in range(2)]
     T = nets[0].targets_from_labels(data.y_train[:256])
     for lo in range(0, 256, 64):
-        got = float(per_sample.per_sample_chunk_numpy(nets[0], X[lo : lo + 64], T[lo : lo + 64], 0.1))
+        got = float(per_sample.per_sample_chunk(nets[0], X[lo : lo + 64], T[lo : lo + 64], 0.1,
+                                                launcher=transcriptions.per_sample_launch))
         want = float(train_per_sample(nets[1], X[lo : lo + 64], T[lo : lo + 64], 0.1))
         assert got == pytest.approx(want, rel=1e-12)
     for k, v in nets[1].get_params().items():
@@ -114,14 +117,18 @@ def test_transcription_is_per_sample_on_mnist(mnist_dir, hidden, activation):
                   ).max() > 1e-4  # the first layer did move
 
 
-def _epochs_against_train(fast, plain, X, T, epochs, lr, seed=5, threads=None):
-    """PerSampleEpochs on ``fast`` against gpunet.train's per-sample path on ``plain`` (kernels="plain"),
-    epoch by epoch with train's own permutations; returns the largest relative differences seen."""
+def _transcribed_launches(threads=None):
+    """PerSampleEpochs' launcher on NumPy: the transcriptions, on ``threads`` threads (default the launch's)."""
+    return functools.partial(transcriptions.per_sample_launch, threads=threads)
+
+
+def _epochs_against_train(fast, plain, X, T, epochs, lr, seed=5, launcher=None):
+    """PerSampleEpochs on ``fast`` (its launches by ``launcher``, or the device's) against gpunet.train's per-sample
+    path on ``plain`` (kernels="plain"), epoch by epoch with train's own permutations; returns the largest relative
+    differences seen."""
     optimizer = gpunet.SGD()
     to = fast.backend.to_device
-    runner = per_sample.PerSampleEpochs(fast, optimizer, to(X, fast.dtype), to(T, fast.dtype), 64)
-    if threads is not None:  # the transcription's thread count, as the kernel tests set it
-        runner._launch = lambda *a: per_sample._transcribed_launch(fast, *a, in_kernel=True, threads=threads)
+    runner = per_sample.PerSampleEpochs(fast, optimizer, to(X, fast.dtype), to(T, fast.dtype), 64, launcher)
     arrays, losses = dict(fast.params), []
     history = gpunet.train(plain, X, T, epochs=epochs, batch_size=1, lr=lr, seed=seed, kernels="plain")
     for epoch in range(1, epochs + 1):
@@ -139,7 +146,7 @@ def _epochs_against_train(fast, plain, X, T, epochs, lr, seed=5, threads=None):
 def test_per_sample_epochs_transcribed_are_train_per_sample(activation, output, loss, dtype):
     # 150 rows: chunks of 64, 64 and 22; H = 70 on 64 threads; two epochs, each in train's own order.
     X, T, fast, plain = _case(150, [16, 70, 5], activation, output, loss, dtype)
-    diffs = _epochs_against_train(fast, plain, X, T, 2, LR, threads=64)
+    diffs = _epochs_against_train(fast, plain, X, T, 2, LR, launcher=_transcribed_launches(threads=64))
     assert diffs["loss"] <= CPU_TOLERANCE[dtype] and diffs["params"] <= CPU_TOLERANCE[dtype], diffs
 
 
@@ -149,24 +156,30 @@ def test_per_sample_epochs_transcribed_on_mnist(mnist_dir):
     X, y = data.X_train[:300], data.y_train[:300]
     fast, plain = (gpunet.Network([784, 100, 10], seed=1, dtype="float64") for _ in range(2))
     start = fast.get_params()
-    diffs = _epochs_against_train(fast, plain, X, fast.targets_from_labels(y), 2, 0.1)
+    diffs = _epochs_against_train(fast, plain, X, fast.targets_from_labels(y), 2, 0.1, launcher=_transcribed_launches())
     assert diffs["loss"] <= 1e-12 and diffs["params"] <= 1e-12, diffs
     assert all(np.abs(fast.get_params()[k] - v).max() > 1e-4 for k, v in start.items())  # b1 and W1 too
 
 
 def test_per_sample_epochs_refuse_what_they_cannot_run():
     X, T = np.ones((4, 8)), np.ones((4, 3))
+    launcher = transcriptions.per_sample_launch
     deep = gpunet.Network([8, 6, 5, 3], backend="numpy", dtype="float64")
     with pytest.raises(ValueError, match="per-sample epochs cannot run .* one hidden layer; this one has 2"):
-        per_sample.PerSampleEpochs(deep, gpunet.SGD(), X, T, 64)
+        per_sample.PerSampleEpochs(deep, gpunet.SGD(), X, T, 64, launcher)
     net = gpunet.Network([8, 6, 3], backend="numpy", dtype="float64")
+    with pytest.raises(ValueError, match="per-sample epochs need the cupy backend, or a launcher for their launches; "
+                                         "got backend 'numpy' and no launcher"):
+        per_sample.PerSampleEpochs(net, gpunet.SGD(), X, T, 64)
+    with pytest.raises(TypeError, match="launcher must be a callable taking a Launch, or None; got int"):
+        per_sample.PerSampleEpochs(net, gpunet.SGD(), X, T, 64, 1)
     with pytest.raises(ValueError, match="need plain SGD without weight decay; got .*Momentum"):
-        per_sample.PerSampleEpochs(net, gpunet.Momentum(), X, T, 64)
+        per_sample.PerSampleEpochs(net, gpunet.Momentum(), X, T, 64, launcher)
     with pytest.raises(ValueError, match="need plain SGD without weight decay"):
-        per_sample.PerSampleEpochs(net, gpunet.SGD(weight_decay=0.1), X, T, 64)
+        per_sample.PerSampleEpochs(net, gpunet.SGD(weight_decay=0.1), X, T, 64, launcher)
     with pytest.raises(ValueError, match="X must be C-contiguous float64 like the network; got C-contiguous float32"):
-        per_sample.PerSampleEpochs(net, gpunet.SGD(), X.astype(np.float32), T, 64)
-    runner = per_sample.PerSampleEpochs(net, gpunet.SGD(), X, T, 64)
+        per_sample.PerSampleEpochs(net, gpunet.SGD(), X.astype(np.float32), T, 64, launcher)
+    runner = per_sample.PerSampleEpochs(net, gpunet.SGD(), X, T, 64, launcher)
     with pytest.raises(ValueError, match="order must be a permutation of the 4 rows as a numpy integer array"):
         runner.run_epoch(np.arange(3), 0.1)
     with pytest.raises(ValueError, match="lr must be"):
@@ -177,12 +190,12 @@ def test_sums_add_in_the_kernels_tree_order():
     # 1 + 2^-53 rounds to 1, so the order shows: lanes 8 and 24 meet first (offset 16), then lane 0 (offset 8).
     v = np.zeros(32)
     v[0], v[8], v[24] = 1.0, 2.0**-53, 2.0**-53
-    assert per_sample._warp_sum(v) == 1.0 + 2.0**-52  # left to right it would be 1.0
+    assert transcriptions.warp_sum(v) == 1.0 + 2.0**-52  # left to right it would be 1.0
     # output_sum: lane 8 adds entries 8 and 40 before the tree.
     v = np.zeros(41)
     v[0], v[8], v[40] = 1.0, 2.0**-53, 2.0**-53
-    assert per_sample._output_sum(v) == 1.0 + 2.0**-52
-    assert per_sample._warp_sum(np.arange(64.0).reshape(2, 32)).tolist() == [496.0, 1520.0]
+    assert transcriptions.output_sum(v) == 1.0 + 2.0**-52
+    assert transcriptions.warp_sum(np.arange(64.0).reshape(2, 32)).tolist() == [496.0, 1520.0]
 
 
 def test_launch_geometry():
@@ -204,9 +217,9 @@ def test_supports_names_what_it_cannot_cover():
     net = gpunet.Network([8, 6, 3], backend="numpy")
     with pytest.raises(ValueError, match="per_sample_chunk cannot run .* cupy backend"):
         per_sample.per_sample_chunk(net, np.ones((2, 8)), np.ones((2, 3)), 0.1)
-    with pytest.raises(ValueError, match="one hidden layer"):
-        per_sample.per_sample_chunk_numpy(gpunet.Network([8, 3], backend="numpy"), np.ones((2, 8)),
-                                          np.ones((2, 3)), 0.1)
+    with pytest.raises(ValueError, match="per_sample_chunk cannot run .* one hidden layer"):  # with a launcher too
+        per_sample.per_sample_chunk(gpunet.Network([8, 3], backend="numpy"), np.ones((2, 8)), np.ones((2, 3)), 0.1,
+                                    launcher=transcriptions.per_sample_launch)
 
 
 def test_supports_says_when_the_output_layer_does_not_fit_in_shared_memory(monkeypatch):
@@ -279,7 +292,7 @@ def test_kernel_matches_its_transcription_with_more_outputs_than_lanes(output, l
     cupy = require("cupy")
     X, T, fast, plain = _case(64, [10, 600, 40], "leaky_relu", output, loss, "float64", backend=cupy)
     got = float(per_sample.per_sample_chunk(fast, fast.checked_input(X), fast.checked_targets(T, X), LR))
-    want = float(per_sample.per_sample_chunk_numpy(plain, X, T, LR))
+    want = float(per_sample.per_sample_chunk(plain, X, T, LR, launcher=transcriptions.per_sample_launch))
     assert got == pytest.approx(want, rel=1e-11)  # the same order; only exp/tanh and fused multiply-adds differ
     for k, v in plain.get_params().items():
         assert rel_diff(fast.get_params()[k], v) <= 1e-11, k

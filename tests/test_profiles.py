@@ -69,24 +69,8 @@ def test_graph_case_record_sums_the_launches_and_divides_the_epoch_into_steps():
     lines = graph_profile.format_table([record]).splitlines()
     assert lines[0] == "784-100-10 at batch 64: launches 32.0 us, replayed step 62.5 us, epoch 0.0586 s"
     assert lines[2].split() == ["30.00", "us", "forward<float,", "0>", "grid", "(7,", "4)"]
-
-
-def test_graph_profile_records_the_merged_step_beside_the_separate_one():
-    """--merged-launches: each case keeps its separate step's fields (the JSON as before, which gpu_check.py's
-    summary reads) and adds ``merged``."""
-    separate = graph_profile.case_record((784, 100, 10), 64, [("gather_rows<float>", (199,), 11.0)] * 7, 0.0312, 938)
-    merged = graph_profile.case_record((784, 100, 10), 64, [("weight_grads<float, 1, 1>", (357,), 10.0)] * 5, 0.0281,
-                                       938)
-    case = {**separate, "merged": merged}
-    lines = graph_profile.format_table([case]).splitlines()
-    assert len(lines) == 1 + 7 + 1 + 5
-    assert lines[8] == ("784-100-10 at batch 64 (merged launches): launches 50.0 us, replayed step 30.0 us, "
-                        "epoch 0.0281 s")
-    assert gpu_check.graph_summary([separate]) == ("784-100-10 at batch 64: launches 77 us, replayed step 33 us; "
-                                                   "epoch 0.0312 s")
-    assert gpu_check.graph_summary([case]) == ("784-100-10 at batch 64: launches 77 us, replayed step 33 us; "
-                                               "epoch 0.0312 s; merged launches: 5 launches, replayed step 30 us, "
-                                               "epoch 0.0281 s")
+    assert gpu_check.graph_summary([record]) == ("784-100-10 at batch 64: launches 32 us, replayed step 62 us; "
+                                                 "epoch 0.0586 s")
 
 
 def test_graph_vs_fused_records_the_speedup_and_the_check_sums_it_up_by_network():
@@ -120,8 +104,7 @@ def test_bad_arguments_are_one_line_and_nothing_is_overwritten(tmp_path, script)
 @pytest.mark.skipif(cupy_unavailable_reason() is None, reason="a GPU is usable here")
 @pytest.mark.parametrize("script", SCRIPT_NAMES)
 def test_without_a_gpu_it_says_why_in_one_line(tmp_path, script):
-    options = ("--merged-launches",) if script == "graph_profile" else ()
-    out = run(script, "--json", str(tmp_path / "p.json"), *options)
+    out = run(script, "--json", str(tmp_path / "p.json"))
     assert out.returncode == 1 and out.stderr == f"no usable GPU: {cupy_unavailable_reason()}\n"
     assert not (tmp_path / "p.json").exists()
 
@@ -141,14 +124,10 @@ def test_graph_figures_on_a_gpu():
     backend = require("cupy")
     record = graph_profile.profile_case(backend, (784, 100, 10), 64, repeats=3)
     kernels = [launch["kernel"].split("<")[0] for launch in record["launches"]]
-    assert kernels == ["gather_rows", "forward", "forward", "output_delta", "backward", "weight_grad",
-                       "weight_grad"]  # GraphTrainer._step's order (the epoch's loss total comes after its steps)
+    assert kernels == ["gather_rows", "forward", "forward_output", "backward",
+                       "weight_grads"]  # GraphTrainer._step's order (the epoch's loss total comes after its steps)
     assert all(launch["us"] > 0 for launch in record["launches"])
     assert record["replayed_us"] == pytest.approx(record["epoch_s"] * 1e6 / 938, rel=1e-2)  # 937 full + 1 partial
-    merged = graph_profile.profile_case(backend, (784, 100, 10), 64, repeats=3, merged_launches=True)
-    assert [launch["kernel"].split("<")[0] for launch in merged["launches"]] == [
-        "gather_rows", "forward", "forward_output", "backward", "weight_grads"]
-    assert all(launch["us"] > 0 for launch in merged["launches"])
 
 
 @pytest.mark.gpu

@@ -1,19 +1,19 @@
 """Graph mode: an epoch of training steps captured once into a CUDA graph, then replayed every epoch.
 
-A step is 3L + 1 launches of gemm.cu's kernels for L layers (no cuBLAS: CuPy's cuBLAS wrappers refuse
-stream capture): gather the batch's inputs and targets on the device (one launch), a forward product per
-layer with bias and activation fused, the output delta and per-row loss (cross-entropy from the logits,
-as in the plain path), and per layer from the top the backward product with f' fused and the
-weight-gradient product with the SGD update fused, its bias's gradient and update in the same launch (a
-row of ones appended to the activations). Each row's loss goes to an epoch-long buffer, summed once at
-the epoch's end. Momentum and Adam write the gradients instead, into flat.py's one
-buffer, and step every parameter in one launch of optim.cu's flat_step, which reads lr and the step count
-from device memory and advances the count itself. With ``merged_launches`` (MERGED_LAUNCHES, on by default since
-a device run showed it faster) a step is 2L + 1 launches: the output delta runs in the output layer's forward
-(forward_output) where that product is one column tile, and every layer's weight-gradient product runs in one
-launch (weight_grads) after the last backward product, with the same arithmetic as the separate launches.
-The whole training set, the epoch's permutation and lr live in device buffers the graph reads, so an
-epoch costs two small copies and one graph launch, with no host round trip.
+A step is most often 2L + 1 launches of gemm.cu's kernels for L layers (no cuBLAS: CuPy's cuBLAS wrappers
+refuse stream capture): gather the batch's inputs and targets on the device (one launch); a forward product
+per layer with bias and activation fused, the output layer's running the output delta and per-row loss
+(cross-entropy from the logits, as in the plain path) in the same launch (forward_output) where its product
+is one column tile; per layer from the top, the backward product with f' fused; then, once every backward
+has read its W_i, every layer's weight-gradient product with the SGD update fused, its bias's gradient and
+update in the same product (a row of ones appended to the activations), in one launch (weight_grads;
+weight_grad for a lone layer). An output layer wider than a tile, or register-tiled, takes its forward and
+output_delta as two launches, and layers at both product forms (R, below) take one weight-gradient launch
+per form. Each row's loss goes to an epoch-long buffer, summed once at the epoch's end. Momentum and Adam
+write the gradients instead, into flat.py's one buffer, and step every parameter in one launch of optim.cu's
+flat_step, which reads lr and the step count from device memory and advances the count itself. The whole
+training set, the epoch's permutation and lr live in device buffers the graph reads, so an epoch costs two
+small copies and one graph launch, with no host round trip.
 
 Every buffer is allocated in ``GraphTrainer.__init__``, before any capture, and kept in
 ``GraphTrainer.buffers`` (and its ``flat`` parameters, gradients and optimiser state) as long as the
@@ -21,16 +21,15 @@ trainer (and so its graphs) lives: an array freed during capture would go back t
 the replay would write into memory reused by something else. ``net.params`` are views into the network's own flat
 buffer (``net.packed``) from its construction, and the optimiser's state becomes views into flat buffers; an
 entry rebound since (a user's assignment, a restored optimiser state) is copied back in before the next replay.
-On the NumPy backend the same launches run gemm.py's transcriptions (and reference.py's flat_step) instead,
-with no graph: that is what the CPU tests check against network.py's plain path. Plain SGD was equal to
-plain on an H100 (2026-11-27), and every optimiser on an H200 (the third run), where graph mode joined
-select.VERIFIED: see there.
+``GraphTrainer(..., launcher=f)`` hands each launch, in order, to ``f`` instead, with no compile and no graph:
+the CPU tests pass the kernels' NumPy transcriptions (tests/transcriptions.py) and hold the result to
+network.py's plain path. Measured figures and the device runs that verified graph mode: see docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -38,7 +37,6 @@ from ..activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from ..checks import check_int, check_number
 from ..network import Network
 from ..optim import Optimizer
-from . import gemm, reference
 from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
 from .engine import Engine
 from .flat import FlatOptimizer, FlatParameters, checked_rule
@@ -50,17 +48,10 @@ Array = Any
 PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS if o in OUTPUT_CODES for loss in LOSSES] + list(FUSED)
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
 # Products of at least this many elements run register-tiled (R = RTILE: RTILE x RTILE elements a thread, a
-# 64 x 64 tile a block): at least 128 such blocks. The first H100 run's 784-1024-10 step at batch 1024 spent
-# 540 of its 631 us in two 1024 x 1024-element products at one element a thread. Unmeasured on a device.
+# 64 x 64 tile a block): at least 128 such blocks. At one element a thread each product element costs a
+# load from shared memory per multiply-add, which dominates large products (see docs/benchmarks.md).
 BIG_PRODUCT = 1 << 19
 ELEMENT_THREADS = 256  # gather_rows, output_delta: one thread per element or row
-# Merged launches (GraphTrainer's merged_launches; None takes this): a step of 2L + 1 launches where 3L + 1 ran,
-# the output delta run inside the output layer's forward (forward_output, where that product is one column
-# tile) and every layer's weight_grad in one launch after the last backward (weight_grads), each value computed
-# as the separate launches compute it. On by default since the H200 run 5: its GPU tests held the merged step
-# to the separate one bit for bit, and it replayed faster (784-100-10: 30 us a step at batch 64 against 33,
-# 32 against 36 at batch 128; 784-1024-10 at batch 1024 alike). False takes the separate launches.
-MERGED_LAUNCHES = True
 SOURCE = "gemm.cu"
 OPTIM_SOURCE = "optim.cu"  # flat_step, for momentum and Adam: fused.py's NAME_EXPRESSIONS has its instantiations
 
@@ -85,15 +76,13 @@ EXPRESSIONS = [
       for r in (1, RTILE)),
     *(f"weight_grad<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
       for r in (1, RTILE)),
-    # merged launches
+    # the output layer's forward with its output delta; every layer's weight_grad in one launch
     *(f"forward_output<{t}, {_output_forward_act(o, loss)}, {OUTPUT_CODES[o]}, {LOSS_CODES[loss]}>"
       for t in C_TYPES.values() for o, loss in PAIRS),
     *(f"weight_grads<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
       for r in (1, RTILE)),
 ]
 NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}
-# What runs each launch on the NumPy backend: the transcriptions, called with the kernels' own arguments.
-TRANSCRIPTIONS = {**gemm.TRANSCRIPTIONS, "flat_step": reference.flat_step_kernel}
 
 
 class Launch(NamedTuple):
@@ -101,7 +90,7 @@ class Launch(NamedTuple):
 
     kernel: str  # e.g. "forward"
     dtype: str  # "float32" or "float64": the first template parameter
-    params: dict[str, int]  # the other template parameters, in order, by the transcriptions' keyword names
+    params: dict[str, int]  # the other template parameters, in order, by name
     grid: tuple[int, ...]
     block: tuple[int, ...]
     args: tuple[Any, ...]
@@ -114,7 +103,7 @@ class Launch(NamedTuple):
 
     def kernel_args(self) -> tuple[Any, ...]:
         """The arguments as the kernel takes them: ``args``, with weight_grads' layers packed into the struct
-        it takes by value (the transcriptions take ``args`` as they are)."""
+        it takes by value (a launcher gets ``args`` as they are)."""
         if self.kernel != "weight_grads":
             return self.args
         return (pack_layers(self.args[0]), *self.args[1:])
@@ -168,30 +157,29 @@ class GraphTrainer:
     step) as a 0-d device array, without a host sync. Covers SGD (with or without weight decay), Momentum
     and Adam, every hidden activation, every (output, loss) pair and any depth; a subclass of an optimiser
     (which may change its rule) raises ValueError, and so does a run after the optimiser's hyperparameters
-    changed (the graph holds them). ``merged_launches`` (None: MERGED_LAUNCHES) takes the step of fewer
-    launches, forward_output and weight_grads, with the same results bit for bit.
+    changed (the graph holds them).
+
+    ``launcher`` (a callable taking a :class:`Launch`), if given, runs each launch of an epoch in order instead
+    of a compiled kernel in a captured graph, on any backend: how the tests run the kernels' NumPy
+    transcriptions. Without one, graph mode needs the cupy backend.
     """
 
-    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, batch_size: int, *,
-                 merged_launches: bool | None = None) -> None:
-        from ..network import Network  # here, not at the top: network.py imports gpunet.cuda (its selection)
-
+    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, batch_size: int,
+                 launcher: Callable[[Launch], None] | None = None) -> None:
         if not isinstance(net, Network):
             raise TypeError(f"net must be a gpunet Network; got {type(net).__name__}")
-        if net.backend.name not in ("cupy", "numpy"):
-            raise ValueError(
-                f"graph mode needs the cupy backend (numpy runs its transcription); got {net.backend.name!r}"
-            )
+        if launcher is not None and not callable(launcher):
+            raise TypeError(f"launcher must be a callable taking a Launch, or None; got {type(launcher).__name__}")
+        if launcher is None and net.backend.name != "cupy":
+            raise ValueError(f"graph mode needs the cupy backend, or a launcher for its launches; got backend "
+                             f"{net.backend.name!r} and no launcher")
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a gpunet Optimizer; got {type(optimizer).__name__}")
         uncoded = [a for a in (net.activation, net.output) if a not in OUTPUT_CODES]
         if uncoded:
             raise ValueError(f"graph mode has no code for {uncoded[0]!r} (its derivative needs the layer's input)")
         rule = checked_rule(optimizer, "graph mode")
-        if merged_launches is not None and not isinstance(merged_launches, bool):
-            raise TypeError(f"merged_launches must be True, False or None; got {merged_launches!r}")
-        self.merged_launches = MERGED_LAUNCHES if merged_launches is None else merged_launches
-        self.net, self.optimizer = net, optimizer
+        self.net, self.optimizer, self.launcher = net, optimizer, launcher
         self.hyperparameters = optimizer.hyperparameters()  # captured into the graph's launches
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.X, self.T = check_data(net, X, T)
@@ -213,8 +201,8 @@ class GraphTrainer:
         self.buffers = self._allocate(rows)
         self._graphs: dict[int, Any] = {}  # start row -> the captured graph of that epoch's steps
         self._functions: dict[str, Any] = {}
-        if net.backend.name == "cupy":  # compile and fetch the epoch's kernels now (a resume's, if new, before
-            self._load(self.launches())  # its capture): nothing may compile during a capture
+        if launcher is None:  # compile and fetch the epoch's kernels now (a resume's, if new, before its
+            self._load(self.launches())  # capture): nothing may compile during a capture
             self._stream = net.backend.xp.cuda.Stream(non_blocking=True)
 
     def _allocate(self, rows: int) -> dict[str, Array]:
@@ -262,7 +250,7 @@ class GraphTrainer:
         output = self._forward(A[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], N,
                                _output_forward_act(net.output, net.loss_name))
         delta = self._output_delta(A[L], buf["T"], buf[f"delta{L}"], lo, N)
-        if self.merged_launches and output.params["r"] == 1 and output.grid[0] == 1:
+        if output.params["r"] == 1 and output.grid[0] == 1:  # one column tile: each block holds whole rows
             steps.append(self._forward_output(output, delta))
         else:  # the output product wider than a tile (or register-tiled): a block no longer holds whole rows
             steps += [output, delta]
@@ -271,10 +259,7 @@ class GraphTrainer:
             if i > 1:
                 steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], A[i - 1], buf[f"delta{i - 1}"], N, hidden))
             layers.append((A[i - 1], buf[f"delta{i}"], (P[f"W{i}"], G[f"W{i}"]), (P[f"b{i}"], G[f"b{i}"])))
-            if not self.merged_launches:
-                steps.append(self._weight_grad(*layers[-1], N))
-        if self.merged_launches:  # every backward has read its W_i: the updates are independent now
-            steps += self._weight_grads(layers, N)
+        steps += self._weight_grads(layers, N)  # every backward has read its W_i: the updates are independent now
         if self.flat_optimizer is not None:
             steps.append(self._flat_step())
         return steps
@@ -399,11 +384,11 @@ class GraphTrainer:
         self.flat.adopt(self.net.params)  # an entry rebound since the last epoch is copied in (no-op otherwise)
         if self.flat_optimizer is not None:  # its state adopted, lr and the step count where the device reads them
             self.flat_optimizer.prepare(self.optimizer, lr)
-        if xp is np:
+        if self.launcher is not None:  # each launch handed over in order, with no graph
             self.buffers["order"][...] = order
             self.buffers["lr"].fill(lr)
             for launch in self.launches(start_row):
-                TRANSCRIPTIONS[launch.kernel](*launch.args, **launch.params)
+                self.launcher(launch)
             loss = self.buffers["loss_total"].reshape(()).copy()
         else:
             caller = xp.cuda.get_current_stream()
@@ -476,14 +461,15 @@ def check_data(net: Network, X: Array, T: Array) -> tuple[Array, Array]:
 
 class GraphEngine(Engine):
     """Whole epochs by :class:`GraphTrainer`, one graph replay each; an epoch resumed mid-way runs its rest step by
-    step on the fused engine."""
+    step on the fused engine (on the device). ``launcher``: the trainer's (tests)."""
 
     name = "graph"
     whole_epochs = True
 
-    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, rows: int) -> None:
+    def __init__(self, net: Network, optimizer: Optimizer, X: Array, T: Array, rows: int,
+                 launcher: Callable[[Launch], None] | None = None) -> None:
         super().__init__(net, optimizer, X, T, rows)
-        self.trainer = GraphTrainer(net, optimizer, X, T, rows)
+        self.trainer = GraphTrainer(net, optimizer, X, T, rows, launcher)
         self.rest: Engine | None = None  # made at a resume's first partial epoch
 
     def run_epoch(self, order: Array, lr: float, loss_sum: Array, start: int = 0, after_step: Any = None) -> None:
