@@ -19,7 +19,7 @@ from gpunet.engines.kernels import ACT_CODES, LOSS_CODES, OUTPUT_CODES
 from gpunet.engines.flat import FlatOptimizer, FlatParameters
 from gpunet.params import ALIGN, layout, views
 from gpunet.engines.fused import FusedStep, delta_bias_geometry, elementwise_geometry, workspace_shapes
-from gpunet.optim import SGD, Adam, Momentum, Optimizer
+from gpunet.optim import SGD, Adam, AdamW, Momentum, Optimizer
 
 import transcriptions
 from conftest import rel_diff, require
@@ -34,6 +34,7 @@ OPTIMIZERS = {
     "sgd-wd": lambda: SGD(weight_decay=1e-3),
     "momentum": lambda: Momentum(0.9, weight_decay=1e-3),
     "adam": lambda: Adam(weight_decay=1e-3),
+    "adamw": lambda: AdamW(eps=1e-4, weight_decay=0.05),  # eps: Adam's 1e-8 leaves relu outputs ill-conditioned in float32
 }
 
 
@@ -455,7 +456,7 @@ def test_choose_on_cupy(monkeypatch):
     monkeypatch.setattr(select, "VERIFIED", frozenset())
     assert select.choose("fused", net, Adam()) == "fused"
     assert select.choose("auto", net, Adam()) == "plain"
-    with pytest.raises(ValueError, match="flat optimiser kernel implements SGD, Momentum and Adam; got _Custom"):
+    with pytest.raises(ValueError, match="flat optimiser kernel implements SGD, Momentum, Adam and AdamW; got _Custom"):
         select.choose("fused", net, _Custom())
     monkeypatch.setattr(select, "VERIFIED", frozenset({"fused"}))
     assert select.choose("auto", net, Adam()) == "fused"
@@ -617,7 +618,7 @@ def test_cli_kernels_fused_on_numpy_is_one_line_and_writes_nothing(tmp_path, cap
 # at lr 0.1 the one absolute-loss run with a tanh output passes residuals so close to zero that their
 # sign, and so the whole trajectory, turns on rounding (H100, 2026-11-27: fused 1.03e-4 from plain in
 # float32, and NumPy's own float32 run 1.1e-4 from its float64 run).
-PAIR_LR = {"sgd": 0.1, "sgd-wd": 0.1, "momentum": 0.03, "adam": 0.01}
+PAIR_LR = {"sgd": 0.1, "sgd-wd": 0.1, "momentum": 0.03, "adam": 0.01, "adamw": 0.01}
 
 
 def _pair_setup(activation, output, loss, dtype, backend):

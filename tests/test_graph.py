@@ -13,13 +13,17 @@ import pytest
 import transcriptions
 from conftest import rel_diff, require
 from gpunet import Network, train
-from gpunet.activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LEAKY_SLOPE
+from gpunet.activations import ACTIVATIONS, FUSED, LEAKY_SLOPE
+from gpunet.activations import HIDDEN_ACTIVATIONS as ALL_HIDDEN
 from gpunet.engines import kernels as cuda
 from gpunet.engines import fused, gemm
 from gpunet.engines import graph as graph_module
 from gpunet.engines.graph import PAIRS, GraphEngine, GraphTrainer
+from gpunet.engines.kernels import ACT_CODES as _CODES
+
+HIDDEN_ACTIVATIONS = tuple(a for a in ALL_HIDDEN if a in _CODES)  # the ones the kernels have code for
 from gpunet.engines.graph import EXPRESSIONS as NAME_EXPRESSIONS
-from gpunet.optim import SGD, Adam, Momentum
+from gpunet.optim import SGD, Adam, AdamW, Momentum
 from gpunet.training import TrainingInterrupted
 
 SIZES = [5, 7, 6, 4]  # two hidden layers: every kind of launch, twice where a step has one per layer
@@ -454,8 +458,9 @@ GRAPH_OPTIMIZERS = {
     "momentum-wd": lambda: Momentum(0.8, weight_decay=0.01),
     "adam": lambda: Adam(),
     "adam-wd": lambda: Adam(beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.02),
+    "adamw": lambda: AdamW(beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.05),
 }
-GRAPH_LR = {"momentum": 0.05, "momentum-wd": 0.05, "adam": 0.01, "adam-wd": 0.01}
+GRAPH_LR = {"momentum": 0.05, "momentum-wd": 0.05, "adam": 0.01, "adam-wd": 0.01, "adamw": 0.01}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -589,7 +594,7 @@ def test_other_optimisers_and_changed_hyperparameters_are_refused() -> None:
 
     X, y = data(5)
     net = make_net("relu", "softmax", "cross-entropy", "float32")
-    with pytest.raises(ValueError, match="graph mode supports SGD, Momentum and Adam; got Nesterov"):
+    with pytest.raises(ValueError, match="graph mode supports SGD, Momentum, Adam and AdamW; got Nesterov"):
         trainer(net, X, y, 2, Nesterov())
     with pytest.raises(TypeError, match="optimizer must be a gpunet Optimizer; got str"):
         trainer(net, X, y, 2, "adam")

@@ -39,7 +39,7 @@ SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY = (ACT_CODES[k] for k in ("sigmoid", "
                                                                     "identity"))
 SOFTMAX = OUTPUT_CODES["softmax"]
 SQUARED, ABSOLUTE, CROSS_ENTROPY = (LOSS_CODES[k] for k in ("squared", "absolute", "cross-entropy"))
-SGD, MOMENTUM, ADAM = (RULE_CODES[k] for k in ("sgd", "momentum", "adam"))
+SGD, MOMENTUM, ADAM, ADAMW = (RULE_CODES[k] for k in ("sgd", "momentum", "adam", "adamw"))
 # activations.cuh's GPUNET_LEAKY_SLOPE, read from the header the kernels include
 LEAKY_SLOPE = float(re.search(r"#define GPUNET_LEAKY_SLOPE (\S+)", source("activations.cuh")).group(1))
 
@@ -185,12 +185,15 @@ def flat_step(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, size: 
     p, g, m, v = p[:size], g[:size], m[:size], v[:size]
     t = int(step[0]) + 1
     rate, decay = T(lr[0]), T(weight_decay)
-    # Adam's bias corrections in double (v's rounded to T once); beta1 is mu for momentum
-    m_hat_scale = 1.0 / (1.0 - beta1 ** float(t)) if rule == ADAM else 1.0
-    v_hat_scale = T(1.0 / (1.0 - beta2 ** float(t))) if rule == ADAM else T(1)
+    # Adam's and AdamW's bias corrections in double (v's rounded to T once); beta1 is mu for momentum
+    m_hat_scale = 1.0 / (1.0 - beta1 ** float(t)) if rule in (ADAM, ADAMW) else 1.0
+    v_hat_scale = T(1.0 / (1.0 - beta2 ** float(t))) if rule in (ADAM, ADAMW) else T(1)
     step_size = T(float(lr[0]) * m_hat_scale)
     gk = g.copy()
-    gk[:n_weights] += decay * p[:n_weights]  # d/dW of (wd / 2) ||W||^2, for the weights only
+    if rule == ADAMW:  # decoupled: each weight shrinks by 1 - lr wd, its gradient is left alone
+        p[:n_weights] *= T(1.0 - float(lr[0]) * weight_decay)
+    else:
+        gk[:n_weights] += decay * p[:n_weights]  # d/dW of (wd / 2) ||W||^2, for the weights only
     if rule == SGD:
         p -= rate * gk
     elif rule == MOMENTUM:

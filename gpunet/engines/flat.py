@@ -101,7 +101,7 @@ class FlatOptimizer:
     """optim.cu's ``flat_step`` for any of SGD, Momentum and Adam over a :class:`FlatParameters`: the learning
     rate and step count it reads from device memory, and its arguments.
 
-    :meth:`step` launches it through ``kernels`` (``CudaKernels`` on the device, ``reference.NumpyKernels`` on
+    :meth:`step` launches it through ``kernels`` (``CudaKernels`` on the device, the tests' ``transcriptions.NumpyKernels`` on
     NumPy). Graph mode passes no kernels: it captures the launch from :meth:`arguments` into its graph and,
     before each replay, calls :meth:`prepare`, then :meth:`advance` by the steps replayed.
     """

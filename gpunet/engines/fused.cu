@@ -11,7 +11,7 @@
 //                               db_i = sum_n delta_i (UPDATE: b_i -= sum_n delta_i)  dA_i, A_i (N, n_i), db_i (n_i,)
 //
 // scale is lr / N for plain SGD (the learning rate folded into the deltas) and 1 / N otherwise.
-// gpunet/engines/reference.py transcribes each loop, in this order, in NumPy; the tests hold it to network.py.
+// tests/transcriptions.py transcribes each loop, in this order, in NumPy; the tests hold it to network.py.
 // Indices are 64-bit: N * n_i may pass 2^31.
 #include "common.cuh"
 

@@ -14,7 +14,7 @@ here each becomes one kernel:
   every other optimiser gets its gradients in one flat buffer and steps in one launch (flat.py, optim.cu).
 
 :class:`FusedStep` holds this sequence once, for any kernel set: :class:`CudaKernels`
-on the device, ``reference.NumpyKernels`` (the NumPy transcription) in the CPU tests.
+on the device, the tests' ``transcriptions.NumpyKernels`` (the NumPy transcription) in the CPU tests.
 """
 
 from __future__ import annotations

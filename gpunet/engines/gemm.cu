@@ -29,13 +29,14 @@
 //   weight_grads  weight_grad for up to MAX_LAYERS layers in one launch (a table of their arguments, by
 //                 value), each block running weight_grad's code (weight_grad_tile) on one tile of one layer
 //
-// graph.py's merged launches (merged_launches) use forward_output and weight_grads: a step of 2L + 1 launches
-// where the separate kernels take 3L + 1, every value computed by the same code in the same order.
+// graph.py's step uses forward_output (where the output product is one column tile) and weight_grads: 2L + 1
+// launches, every value computed by the same code, in the same order, as forward, output_delta and
+// weight_grad one at a time.
 //
 // lr lives in device memory as one double (graph.py writes it before each replay), so a captured graph
 // serves every epoch's learning rate. Each product is one thread per output element (RTILE x RTILE
 // elements a thread for large products: the template parameter R), each element summing its
-// products in order k = 0, 1, ..., K - 1: gpunet/engines/gemm.py transcribes that order in NumPy.
+// products in order k = 0, 1, ..., K - 1: tests/transcriptions.py transcribes that order in NumPy.
 // No host headers: NVRTC has none.
 #include "common.cuh"
 
