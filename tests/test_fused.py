@@ -731,3 +731,11 @@ def test_gpu_kernels_equal_their_numpy_transcriptions(dtype):
         k.delta_bias(dAd, Ad, dbd, activation, False)
         assert rel_diff(backend.to_host(dAd), dA) <= KERNEL_TOLERANCE[dtype]
         assert rel_diff(backend.to_host(dbd), db) <= KERNEL_TOLERANCE[dtype] * 10
+
+
+def test_auto_runs_a_rule_no_device_has_run_on_the_plain_path_and_kernels_runs_it_when_asked():
+    net = _FakeCupyNet()
+    assert "adamw" not in select.VERIFIED_RULES
+    assert select.choose("auto", net, AdamW()) == "plain"
+    assert select.choose("auto", net, Adam()) == "graph"
+    assert select.choose("fused", net, AdamW()) == "fused"  # asked for: it runs

@@ -123,3 +123,4 @@ def test_the_kernels_refuse_it_by_name_and_auto_takes_the_plain_path():
         with pytest.raises(ValueError, match="no code for 'silu' .its derivative needs the layer's input"):
             select.choose(kernels, net, gpunet.Adam())
     assert "no code for silu" in per_sample._covers(net)
+

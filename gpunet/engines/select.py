@@ -37,6 +37,9 @@ __all__ = ["KERNELS", "VERIFIED", "GRAPH_MAX_PRODUCT", "engine", "choose", "why_
 # The fast paths a device run has shown equal to the plain path (the gpu tests) and faster; add one here only
 # with that evidence (the runs and their figures: docs/benchmarks.md).
 VERIFIED: frozenset[str] = frozenset({"fused", "per-sample", "graph", "per-sample-epochs"})
+# The optimisers whose rule a device run has held to the host (optim_rules.cuh compiles for the host and is
+# tested there, but a rule no device has run is asked for, not chosen: auto trains it on the plain path).
+VERIFIED_RULES: frozenset[str] = frozenset({"sgd", "momentum", "adam"})
 # auto's graph mode for batches stops here: multiply-adds of a step's widest product (batch x inputs x outputs
 # of a layer), the largest product a device run has timed graph mode ahead of fused at; beyond it auto takes
 # fused, as it would for any size no device run has covered.
@@ -79,6 +82,8 @@ def choose(kernels: str, net: Any, optimizer: Any, per_sample: bool = False) -> 
 def _fastest(net: Any, optimizer: Any, per_sample: bool, skip: str | None = None) -> str:
     """auto's choice: the fastest path VERIFIED lets it take (other than ``skip``) that can run the
     configuration, else "plain"."""
+    if not optimizer.folds_lr and rule_of(optimizer) not in VERIFIED_RULES:
+        return "plain"
     if per_sample:
         allowed = [p for p, needs in PER_SAMPLE_FIRST if needs <= VERIFIED]
     else:
