@@ -13,6 +13,7 @@ import re
 import pytest
 
 from gpunet.engines import build as cuda
+from gpunet.activations import ACTIVATIONS
 from gpunet.engines import kernels
 
 SOURCES = [p.name for p in cuda.sources()]
@@ -25,11 +26,15 @@ def test_there_are_sources_and_each_has_its_formula_comment():
 
 
 def test_the_python_code_tables_are_the_header_defines():
-    # activations.cuh is the one place the kernels' codes are defined; gpunet/engines/kernels.py names them.
+    # activations.cuh is the one place the kernels' codes are defined, generated from gpunet/activations.py's
+    # table; gpunet/engines/kernels.py names the ones the kernels run (not an activation whose derivative
+    # needs its input: its code is defined, for the device functions, but no kernel takes it).
     header = (cuda.SOURCE_DIR / "activations.cuh").read_text()
     defines = {name: int(value) for name, value in re.findall(r"^#define GPUNET_(\w+) (\d+)(?:\s|$)", header, re.M)}
-    assert {f"{a.upper()}": code for a, code in kernels.OUTPUT_CODES.items()} == {
+    assert {f"{a.upper()}": t.code for a, t in ACTIVATIONS.items()} == {
         k: v for k, v in defines.items() if not k.startswith("LOSS_")}
+    assert {f"{a.upper()}": code for a, code in kernels.OUTPUT_CODES.items()} == {
+        a.upper(): t.code for a, t in ACTIVATIONS.items() if t.from_output}
     assert {f"LOSS_{loss.upper().replace('-', '_')}": code for loss, code in kernels.LOSS_CODES.items()} == {
         k: v for k, v in defines.items() if k.startswith("LOSS_")}
     own_code = re.compile(r"^#define (GPUNET_)?(SOFTMAX|(LOSS_)?(SQUARED|ABSOLUTE|CROSS_ENTROPY)) ", re.M)
