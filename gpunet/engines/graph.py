@@ -236,7 +236,7 @@ class GraphTrainer:
         return [*steps, self._loss_total(start_row)]
 
     def _step(self, lo: int, N: int) -> list[Launch]:
-        """One step on rows order[lo : lo + N]: the plain path's Network.plain_step_unchecked, kernel by kernel."""
+        """One step on rows order[lo : lo + N]: the plain path's Network.train_step_unchecked, kernel by kernel."""
         net, buf, L = self.net, self.buffers, self.net.n_layers
         P = self.flat.param_views
         # Where the products write each gradient: the flat gradient buffer for flat_step; in the SGD modes

@@ -1,7 +1,7 @@
-// Per-sample SGD for a chunk of K rows in one launch: the sequential loop of Network._per_sample
-// (gpunet/network.py) for a network with one hidden layer, n_in-H-O.
+// Per-sample SGD for a chunk of K rows in one launch: the sequential loop of gram_chunk
+// (gpunet/engines/plain.py) for a network with one hidden layer, n_in-H-O.
 //
-// Before the launch (per_sample.py, as _per_sample does): Z1 = X W1 + b1 and G = lr (X X^T + 1).
+// Before the launch (per_sample.py, as plain.first_layer does): Z1 = X W1 + b1 and G = lr (X X^T + 1).
 // For each row t = 0..K-1, in order, with W2, b2 as updated by rows 0..t-1:
 //   z1     = Z1_t - sum_{k<t} G_{t,k} delta1_k          the first layer as rows 0..t-1 left it
 //   A1     = f(z1)                                       (1, H), f the hidden activation HIDDEN

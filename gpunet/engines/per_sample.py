@@ -1,6 +1,6 @@
-"""Per-sample SGD on the GPU: the sequential loop of Network.train_per_sample_unchecked, a chunk of rows a launch.
+"""Per-sample SGD on the GPU: the sequential loop of gpunet.engines.plain.gram_chunk, a chunk of rows a launch.
 
-:func:`per_sample_chunk` has the contract of ``Network.train_per_sample_unchecked`` (checked
+:func:`per_sample_chunk` has the contract of ``plain.gram_chunk`` (checked
 device arrays in, parameters updated in place, the chunk's summed per-sample
 loss returned as a 0-d array, each row's loss before its step) for a network
 with one hidden layer on CuPy; :func:`supports` says whether a network is
@@ -112,7 +112,7 @@ def _covers(net: Network) -> str | None:
 
 def per_sample_chunk(net: Network, X: Array, T: Array, lr: float, optimizer: SGD | None = None,
                      launcher: Launcher | None = None) -> Array:
-    """``Network.train_per_sample_unchecked`` in one kernel launch (plus three products): ``X``
+    """``plain.gram_chunk`` in one kernel launch (plus three products): ``X``
     (K, n_in) and ``T`` (K, n_out) checked device arrays of ``net``'s dtype; parameters updated in
     place; ``optimizer`` (plain SGD, default a fresh one) takes the first layer's K updates and
     counts them as K steps. Returns the summed per-sample loss, each row's before its step, as a
