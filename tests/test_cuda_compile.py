@@ -27,14 +27,14 @@ def test_there_are_sources_and_each_has_its_formula_comment():
 
 def test_the_python_code_tables_are_the_header_defines():
     # activations.cuh is the one place the kernels' codes are defined, generated from gpunet/activations.py's
-    # table; gpunet/engines/kernels.py names the ones the kernels run (not an activation whose derivative
-    # needs its input: its code is defined, for the device functions, but no kernel takes it).
+    # table; gpunet/engines/kernels.py names them, and which ones read their derivative off the output.
     header = (cuda.SOURCE_DIR / "activations.cuh").read_text()
     defines = {name: int(value) for name, value in re.findall(r"^#define GPUNET_(\w+) (\d+)(?:\s|$)", header, re.M)}
     assert {f"{a.upper()}": t.code for a, t in ACTIVATIONS.items()} == {
         k: v for k, v in defines.items() if not k.startswith("LOSS_")}
     assert {f"{a.upper()}": code for a, code in kernels.OUTPUT_CODES.items()} == {
-        a.upper(): t.code for a, t in ACTIVATIONS.items() if t.from_output}
+        a.upper(): t.code for a, t in ACTIVATIONS.items()}
+    assert kernels.READ_OFF_OUTPUT == {a for a, t in ACTIVATIONS.items() if t.from_output}
     assert {f"LOSS_{loss.upper().replace('-', '_')}": code for loss, code in kernels.LOSS_CODES.items()} == {
         k: v for k, v in defines.items() if k.startswith("LOSS_")}
     own_code = re.compile(r"^#define (GPUNET_)?(SOFTMAX|(LOSS_)?(SQUARED|ABSOLUTE|CROSS_ENTROPY)) ", re.M)
@@ -45,7 +45,7 @@ def test_the_python_code_tables_are_the_header_defines():
 def test_every_name_expression_belongs_to_a_source():
     table = cuda.name_expressions()
     assert set(table) <= set(SOURCES)
-    assert len(table["fused.cu"]) == 56 and len(table["optim.cu"]) == 2 * len(kernels.RULE_CODES) == 8
+    assert len(table["fused.cu"]) == 66 and len(table["optim.cu"]) == 2 * len(kernels.RULE_CODES) == 8
 
 
 @pytest.fixture(scope="module")

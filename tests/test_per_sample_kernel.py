@@ -14,7 +14,7 @@ import pytest
 import gpunet
 from gpunet.engines.plain import train_per_sample
 from gpunet.activations import FUSED, LOSSES, OUTPUT_ACTIVATIONS
-from gpunet.engines.kernels import ACT_CODES, OUTPUT_CODES
+from gpunet.engines.kernels import READ_OFF_OUTPUT
 from gpunet.engines import per_sample
 from gpunet.datasets import load_mnist
 
@@ -24,7 +24,7 @@ from conftest import rel_diff, require
 # Every output/loss pair a Network accepts: any output with squared or absolute, cross-entropy fused.
 # The activations and (output, loss) pairs the kernel has code for (not silu: its derivative needs its input).
 HIDDEN_ACTIVATIONS = tuple(a for a in per_sample.HIDDEN)
-PAIRS = [(o, loss) for o, loss in itertools.product(OUTPUT_ACTIVATIONS, LOSSES) if o in OUTPUT_CODES] + list(FUSED)
+PAIRS = [(o, loss) for o, loss in itertools.product(OUTPUT_ACTIVATIONS, LOSSES) if o in READ_OFF_OUTPUT] + list(FUSED)
 CPU_TOLERANCE = {"float64": 1e-12, "float32": 1e-5}  # transcription vs train_step
 GPU_TOLERANCE = {"float64": 1e-9, "float32": 1e-4}  # kernel vs NumPy's train_step
 # On random data: small enough that no pair's trajectory amplifies rounding (sigmoid/tanh/absolute at
@@ -247,7 +247,7 @@ def test_codes_match_the_kernels_defines():
 
 
 def test_name_expressions_cover_every_kernel_it_loads():
-    assert per_sample.HIDDEN == tuple(a for a in gpunet.activations.HIDDEN_ACTIVATIONS if a in ACT_CODES)
+    assert per_sample.HIDDEN == tuple(a for a in gpunet.activations.HIDDEN_ACTIVATIONS if a in READ_OFF_OUTPUT)
     assert sorted(per_sample.EXPRESSIONS) == sorted(
         f"per_sample_chunk<{c}, {a}, {i}>" for c in ("float", "double") for a in range(4) for i in ("false", "true"))
     for dtype, activation, in_kernel in itertools.product(("float32", "float64"), HIDDEN_ACTIVATIONS, (False, True)):

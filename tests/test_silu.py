@@ -115,12 +115,39 @@ class _CupyNet:
     sizes, n_layers, activation, output, loss_name, dtype = [4, 3, 2], 2, "silu", "softmax", "cross-entropy", np.float32
 
 
-def test_the_kernels_refuse_it_by_name_and_auto_takes_the_plain_path():
+def test_fused_runs_it_when_asked_auto_takes_the_plain_path_and_graph_mode_refuses_it():
+    """The fused kernels keep a layer's input for it (bias_act_keep); graph mode and the per-sample kernel keep
+    outputs only. No device has run it, so auto trains it on the plain path (select.VERIFIED_ACTIVATIONS)."""
     net = _CupyNet()
+    assert "silu" not in select.VERIFIED_ACTIVATIONS
     assert select.choose("auto", net, gpunet.Adam()) == "plain"
     assert select.choose("auto", net, gpunet.SGD(), per_sample=True) == "plain"
-    for kernels in ("fused", "graph"):
-        with pytest.raises(ValueError, match="no code for 'silu' .its derivative needs the layer's input"):
-            select.choose(kernels, net, gpunet.Adam())
-    assert "no code for silu" in per_sample._covers(net)
+    assert select.choose("fused", net, gpunet.Adam()) == "fused"
+    with pytest.raises(ValueError, match="graph mode has no code for 'silu' .its derivative needs the layer's input"):
+        select.choose("graph", net, gpunet.Adam())
+    assert "no code for silu" in per_sample._covers(net)  # per-sample SGD: the plain path under every choice
 
+
+@pytest.mark.parametrize("output, loss", [("softmax", "cross-entropy"), ("silu", "squared"), ("identity", "absolute")])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_fused_step_transcribed_is_the_plain_step(output, loss, optimizer):
+    """FusedStep with silu hidden layers (their inputs kept by bias_act_keep, delta_bias reading f' there) and a
+    silu output (output_layer's one-pass branch), on the transcriptions, against the plain path over 30 steps."""
+    import transcriptions
+    from gpunet.engines.fused import FusedStep
+
+    plain, _, _ = _net(output, loss, sizes=(6, 7, 5, 4))
+    fused, _, _ = _net(output, loss, sizes=(6, 7, 5, 4))
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((40, 6))
+    T = rng.dirichlet(np.ones(4), 40) if loss == "cross-entropy" else rng.uniform(0.05, 0.95, (40, 4))
+    opts = [gpunet.optim.make_optimizer(optimizer) for _ in range(2)]
+    step = FusedStep(fused, transcriptions.NumpyKernels())
+    assert "Z1" in step.workspace(8) and "Z2" in step.workspace(8)  # the hidden layers' inputs, kept
+    for t in range(30):
+        rows = slice(8 * (t % 5), 8 * (t % 5) + 8)
+        want = float(plain.train_step(X[rows], T[rows], lr=0.05, optimizer=opts[0]))
+        got = float(step(X[rows], T[rows], 0.05, opts[1]))
+        assert got == pytest.approx(want, rel=1e-11)
+    for k, v in plain.get_params().items():
+        np.testing.assert_allclose(fused.get_params()[k], v, rtol=1e-10, atol=1e-12, err_msg=k)

@@ -35,8 +35,9 @@ from gpunet.engines.kernels import ACT_CODES, LOSS_CODES, OUTPUT_CODES, source
 
 Array = Any
 WARP = 32
-SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY = (ACT_CODES[k] for k in ("sigmoid", "tanh", "relu", "leaky_relu",
-                                                                    "identity"))
+SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY, SILU = (ACT_CODES[k] for k in ("sigmoid", "tanh", "relu", "leaky_relu",
+                                                                          "identity", "silu"))
+FROM_INPUT = {SILU}  # act_from_input<ACT>(): the derivative reads the layer's input z
 SOFTMAX = OUTPUT_CODES["softmax"]
 SQUARED, ABSOLUTE, CROSS_ENTROPY = (LOSS_CODES[k] for k in ("squared", "absolute", "cross-entropy"))
 SGD, MOMENTUM, ADAM, ADAMW = (RULE_CODES[k] for k in ("sgd", "momentum", "adam", "adamw"))
@@ -56,7 +57,22 @@ def act_forward(act: int, Z: Array) -> Array:
         return np.where(Z > 0, Z, 0).astype(Z.dtype)
     if act == LEAKY_RELU:
         return np.where(Z > 0, Z, LEAKY_SLOPE * Z)
+    if act == SILU:
+        return Z * (0.5 * np.tanh(0.5 * Z) + 0.5)  # z * act_forward<SIGMOID>(z)
     return Z
+
+
+def act_backward_from_input(act: int, Z: Array, dA: Array) -> Array:
+    """act_backward_from_input<ACT>: dZ = dA * f'(z), from the input z; any other code passes dA through."""
+    if act == SILU:
+        s = 0.5 * np.tanh(0.5 * Z) + 0.5
+        return dA * s * (1 + Z * (1 - s))  # d/dz z sigma(z)
+    return dA
+
+
+def act_backward_at(act: int, kept: Array, dA: Array) -> Array:
+    """act_backward_at<ACT>: the derivative at what the layer keeps, its input where FROM_INPUT, else its output."""
+    return act_backward_from_input(act, kept, dA) if act in FROM_INPUT else act_backward(act, kept, dA)
 
 
 def act_backward(act: int, A: Array, dA: Array) -> Array:
@@ -109,6 +125,12 @@ def bias_act(Z: np.ndarray, b: np.ndarray, *, act: int) -> None:
     Z[...] = act_forward(act, Z + b)
 
 
+def bias_act_keep(Z: np.ndarray, b: np.ndarray, Zk: np.ndarray, *, act: int) -> None:
+    """bias_act_keep<T, ACT>: Zk = Z + b, Z = f(Zk), element by element."""
+    Zk[...] = Z + b
+    Z[...] = act_forward(act, Zk)
+
+
 def output_layer(Z: np.ndarray, b: np.ndarray, T: np.ndarray, loss: np.ndarray, scale: float, *, out: int,
                  loss_code: int) -> None:
     """output_layer<T, OUT, LOSS>: Z becomes delta_L (scale * dL/dZ), loss[n] the row's loss; one warp per row.
@@ -117,6 +139,12 @@ def output_layer(Z: np.ndarray, b: np.ndarray, T: np.ndarray, loss: np.ndarray, 
     scale = dtype(scale)
     logits = Z + b  # the kernel's z[j] + b[j], read before Y overwrites it
     cross_entropy = loss_code == CROSS_ENTROPY
+    if out in FROM_INPUT:  # one pass: each column's y, its loss term and its delta from z
+        Y = act_forward(out, logits)
+        terms = (T - Y) * (T - Y) if loss_code == SQUARED else np.abs(T - Y)
+        loss[:] = (dtype(0.5) if loss_code == SQUARED else dtype(1)) * _lane_sums(terms)
+        Z[...] = act_backward_from_input(out, logits, loss_grad(loss_code, Y, T) * scale)
+        return
     if out == SOFTMAX:
         n, cols = Z.shape
         part = np.broadcast_to(logits[:, :1], (n, WARP)).copy()  # every lane starts from column 0
@@ -156,7 +184,7 @@ def delta_bias(dA: np.ndarray, A: np.ndarray, db: np.ndarray, rows_per_block: in
 
     Thread y of a column sums rows y, y + R, ... (R = rows_per_block); the R partial sums then meet by halving.
     """
-    d = act_backward(act, A, dA)
+    d = act_backward_at(act, A, dA)  # A: the layer's output, or its input where FROM_INPUT
     if act != IDENTITY:
         dA[...] = d
     part = np.zeros((rows_per_block, dA.shape[1]), dtype=dA.dtype)
@@ -216,6 +244,9 @@ class NumpyKernels:
 
     def bias_act(self, Z: Any, b: Any, act: str) -> None:
         bias_act(Z, b, act=ACT_CODES[act])
+
+    def bias_act_keep(self, Z: Any, b: Any, Zk: Any, act: str) -> None:
+        bias_act_keep(Z, b, Zk, act=ACT_CODES[act])
 
     def output_layer(self, Z: Any, b: Any, T: Any, loss: Any, output: str, loss_name: str, scale: float) -> None:
         output_layer(Z, b, T, loss, scale, out=OUTPUT_CODES[output], loss_code=LOSS_CODES[loss_name])

@@ -4,6 +4,7 @@
 //   act_forward<ACT>(z)         A = f(Z)
 //   act_backward<ACT>(a, da)    dZ = dA * f'(Z), f' read off the output A
 //   act_backward_from_input<ACT>(z, da)  the same for an activation whose derivative needs Z
+//   act_from_input<ACT>(), act_backward_at<ACT>(kept, da): which one a layer keeps, and its derivative there
 //   act_forward_code / act_backward_code: the same chosen by a run-time code (the per-sample kernel's output)
 // ACT is one of the codes below (gpunet/engines/kernels.py ACT_CODES); the loss codes are every kernel's too.
 // Included by the kernels of this folder (NVRTC gets -I<this folder>); no host headers.
@@ -65,6 +66,21 @@ __host__ __device__ __forceinline__ T act_backward_from_input(T z, T da) {
         return da * act_forward<GPUNET_SIGMOID>(z) * (T(1) + z * (T(1) - act_forward<GPUNET_SIGMOID>(z)));
     } else {
         return da;
+    }
+}
+
+template <int ACT>
+__host__ __device__ constexpr bool act_from_input() {
+    return ACT == GPUNET_SILU;
+}
+
+// The derivative at what a layer keeps: its output A, or its input Z where act_from_input<ACT>().
+template <int ACT, typename T>
+__host__ __device__ __forceinline__ T act_backward_at(T kept, T da) {
+    if constexpr (act_from_input<ACT>()) {
+        return act_backward_from_input<ACT>(kept, da);
+    } else {
+        return act_backward<ACT>(kept, da);
     }
 }
 

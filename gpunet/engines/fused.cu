@@ -24,6 +24,18 @@ __global__ void bias_act(T* Z, const T* b, long long rows, int cols) {
     }
 }
 
+// A_i = f(Z_i + b_i) with the input kept, Zk_i = Z_i + b_i: for an activation whose derivative reads its
+// input (act_from_input<ACT>()), which delta_bias then reads in place of A_i.
+template <typename T, int ACT>
+__global__ void bias_act_keep(T* Z, const T* b, T* Zk, long long rows, int cols) {
+    const long long total = rows * cols, stride = (long long)gridDim.x * blockDim.x;
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < total; k += stride) {
+        const T zk = Z[k] + b[k % cols];
+        Zk[k] = zk;
+        Z[k] = act_forward<ACT>(zk);
+    }
+}
+
 // One warp per row n: Y_n = f(Z_n + b), loss[n], then delta_n written over Z_n. Lane l walks columns l, l + 32, ...
 // Cross-entropy is summed from the logits z_j = Z_nj + b_j while they are read, before Y overwrites them.
 template <typename T, int OUT, int LOSS>
@@ -57,6 +69,17 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
                 l = (m + log(s)) * t_sum - warp_sum_xor(t_dot_z);  // logsumexp(z) * sum t - sum t z, shifted by m
             }
             for (int j = lane; j < cols; j += 32) z[j] = z[j] / s;
+        } else if constexpr (act_from_input<OUT>()) {  // f' reads z: each column's loss and delta in one pass
+            for (int j = lane; j < cols; j += 32) {
+                const T zj = z[j] + b[j], y = act_forward<OUT>(zj), tj = t[j];
+                if constexpr (LOSS == GPUNET_LOSS_SQUARED) {
+                    l += (tj - y) * (tj - y);
+                } else {
+                    const T d = tj - y;
+                    l += d < T(0) ? -d : d;
+                }
+                z[j] = act_backward_from_input<OUT>(zj, loss_grad<T, LOSS>(y, tj) * scale);
+            }
         } else {
             for (int j = lane; j < cols; j += 32) {
                 const T zj = z[j] + b[j];
@@ -66,7 +89,7 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
                 z[j] = act_forward<OUT>(zj);
             }
         }
-        if constexpr (LOSS != GPUNET_LOSS_CROSS_ENTROPY) {
+        if constexpr (LOSS != GPUNET_LOSS_CROSS_ENTROPY && !act_from_input<OUT>()) {
             for (int j = lane; j < cols; j += 32) {
                 const T y = z[j], tj = t[j];
                 if constexpr (LOSS == GPUNET_LOSS_SQUARED) {
@@ -81,7 +104,7 @@ __global__ void output_layer(T* Z, const T* b, const T* Tgt, T* loss, long long 
         }
         if constexpr (!(OUT == GPUNET_SOFTMAX && LOSS == GPUNET_LOSS_CROSS_ENTROPY)) l = warp_sum_xor(l);
         if (lane == 0) loss[n] = LOSS == GPUNET_LOSS_SQUARED ? T(0.5) * l : l;
-        for (int j = lane; j < cols; j += 32) {
+        for (int j = lane; j < cols && !act_from_input<OUT>(); j += 32) {  // (written above where f' reads z)
             const T y = z[j], tj = t[j];
             if constexpr (LOSS == GPUNET_LOSS_CROSS_ENTROPY && OUT == GPUNET_SOFTMAX) {
                 z[j] = (y * t_sum - tj) * scale;  // y * sum(t) - t
@@ -107,7 +130,7 @@ __global__ void delta_bias(T* dA, const T* A, T* db, long long rows, int cols) {
     if (j < cols) {
         for (long long r = threadIdx.y; r < rows; r += blockDim.y) {
             const long long k = r * cols + j;
-            const T d = act_backward<ACT>(A[k], dA[k]);
+            const T d = act_backward_at<ACT>(A[k], dA[k]);  // A holds the layer's input where f' reads it
             if constexpr (ACT != GPUNET_IDENTITY) dA[k] = d;
             s += d;
         }

@@ -4,11 +4,12 @@ Per layer the plain path of network.py makes several passes over each
 activation (bias, activation, loss gradient, derivative, column sums, update);
 here each becomes one kernel:
 
-- forward: ``Z_i = A_{i-1} @ W_i`` (cuBLAS), then ``A_i = f(Z_i + b_i)`` in place (``bias_act``);
+- forward: ``Z_i = A_{i-1} @ W_i`` (cuBLAS), then ``A_i = f(Z_i + b_i)`` in place (``bias_act``; ``bias_act_keep``
+  also keeps ``Z_i + b_i`` for an activation whose derivative reads the layer's input, as silu's does);
 - output: ``Y``, each row's loss (cross-entropy from the logits, as network.py) and ``delta_L`` in one pass
   (``output_layer``, softmax rows too);
 - backward: ``dA_{i-1} = delta_i @ W_i^T`` (cuBLAS, before ``W_i`` changes), then
-  ``delta_i = dA_i * f'(A_i)`` with ``db_i`` = its column sums (``delta_bias``);
+  ``delta_i = dA_i * f'(A_i)`` (or ``f'(Z_i)``, kept) with ``db_i`` = its column sums (``delta_bias``);
 - update: plain SGD writes ``W_i -= A_{i-1}^T delta_i`` straight into the weights (cuBLAS gemm,
   alpha = -1, beta = 1; lr is folded into the deltas) and ``b_i -= sum delta_i`` in ``delta_bias``;
   every other optimiser gets its gradients in one flat buffer and steps in one launch (flat.py, optim.cu).
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..activations import HIDDEN_ACTIVATIONS
+from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, RULE_CODES, load
 from .engine import StepEngine
 from .flat import FlatOptimizer, FlatParameters, checked_rule
@@ -40,7 +41,8 @@ MAX_BLOCKS = 8192  # grid-stride beyond this: 8192 x 256 threads fill any curren
 def fused_expressions(ctype: str, activation: str, output: str, loss: str) -> list[str]:
     """fused.cu's instantiations one network needs."""
     a, o = ACT_CODES[activation], OUTPUT_CODES[output]
-    return [f"bias_act<{ctype}, {a}>", f"output_layer<{ctype}, {o}, {LOSS_CODES[loss]}>",
+    forward = "bias_act" if ACTIVATIONS[activation].from_output else "bias_act_keep"
+    return [f"{forward}<{ctype}, {a}>", f"output_layer<{ctype}, {o}, {LOSS_CODES[loss]}>",
             *(f"delta_bias<{ctype}, {code}, {u}>" for code in (a, ACT_CODES["identity"]) for u in ("true", "false"))]
 
 
@@ -88,11 +90,14 @@ def flat_step_arguments(p: Array, g: Array, m: Array | None, v: Array | None, n_
             done, np.float64(weight_decay), np.float64(beta1), np.float64(beta2), np.float64(eps))
 
 
-def workspace_shapes(sizes: list[int], rows: int) -> dict[str, tuple[int, ...]]:
+def workspace_shapes(sizes: list[int], rows: int, keep_input: bool = False) -> dict[str, tuple[int, ...]]:
     """The arrays one step of ``rows`` rows needs besides the parameters: each layer's activation (A_L holds
-    Z_L, then delta_L), each hidden layer's dA (then its delta), and the rows' losses."""
+    Z_L, then delta_L), each hidden layer's dA (then its delta), with ``keep_input`` each hidden layer's input
+    Z_i + b_i, and the rows' losses."""
     shapes = {f"A{i}": (rows, sizes[i]) for i in range(1, len(sizes))}
     shapes.update({f"dA{i}": (rows, sizes[i]) for i in range(1, len(sizes) - 1)})
+    if keep_input:
+        shapes.update({f"Z{i}": (rows, sizes[i]) for i in range(1, len(sizes) - 1)})
     shapes["loss"] = (rows,)
     return shapes
 
@@ -111,7 +116,7 @@ class FusedStep:
     def workspace(self, rows: int) -> dict[str, Array]:
         if rows not in self.workspaces:  # an epoch's full batches and its last, shorter one
             xp, dtype = self.kernels.xp, self.net.dtype
-            shapes = workspace_shapes(self.net.sizes, rows)
+            shapes = workspace_shapes(self.net.sizes, rows, not ACTIVATIONS[self.net.activation].from_output)
             self.workspaces[rows] = {k: xp.empty(s, dtype=dtype) for k, s in shapes.items()}
         return self.workspaces[rows]
 
@@ -127,12 +132,16 @@ class FusedStep:
                 self.optimizer = FlatOptimizer(self.flat, k)
             self.flat.adopt(net.params)
         P, work = net.params, self.workspace(n)
-        As = [X]
+        keep = not ACTIVATIONS[net.activation].from_output  # f' reads Z_i + b_i: keep it beside A_i
+        As, kept = [X], [None]  # kept[i]: what delta_bias reads f' at, A_i or Z_i + b_i
         for i in range(1, L + 1):
             Z = xp.matmul(As[-1], P[f"W{i}"], out=work[f"A{i}"])  # (N, n_{i-1}) @ (n_{i-1}, n_i)
-            if i < L:
+            if i < L and keep:
+                k.bias_act_keep(Z, P[f"b{i}"], work[f"Z{i}"], net.activation)  # Z_i += b_i kept, A_i = f(Z_i)
+            elif i < L:
                 k.bias_act(Z, P[f"b{i}"], net.activation)  # A_i = f(Z_i + b_i)
             As.append(Z)
+            kept.append(work[f"Z{i}"] if keep and i < L else Z)
         k.output_layer(As[L], P[f"b{L}"], T, work["loss"], net.output, net.loss_name, (lr if folds else 1.0) / n)
         loss = work["loss"].sum()
         delta = As[L]  # delta_L = dL/dZ_L (times lr for plain SGD)
@@ -140,7 +149,7 @@ class FusedStep:
             grads = None if folds else self.flat.grad_views
             if i < L:  # delta_i = dA_i * f'(A_i), and its column sums
                 delta = work[f"dA{i}"]
-                k.delta_bias(delta, As[i], P[f"b{i}"] if folds else grads[f"b{i}"], net.activation, folds)
+                k.delta_bias(delta, kept[i], P[f"b{i}"] if folds else grads[f"b{i}"], net.activation, folds)
             else:
                 k.delta_bias(delta, delta, P[f"b{i}"] if folds else grads[f"b{i}"], "identity", folds)
             if i > 1:  # dA_{i-1} = delta_i @ W_i^T: (N, n_i) @ (n_i, n_{i-1}), with W_i before its update
@@ -167,7 +176,8 @@ class CudaKernels:
         fused = load(backend, "fused.cu", fused_expressions(ctype, activation, output, loss))
         optim = load(backend, "optim.cu", optim_expressions(ctype))
         a, o = ACT_CODES[activation], OUTPUT_CODES[output]
-        self._bias_act = fused.get_function(f"bias_act<{ctype}, {a}>")
+        forward = "bias_act" if ACTIVATIONS[activation].from_output else "bias_act_keep"
+        self._bias_act = fused.get_function(f"{forward}<{ctype}, {a}>")
         self._output = fused.get_function(f"output_layer<{ctype}, {o}, {LOSS_CODES[loss]}>")
         self._delta_bias = {(act, u): fused.get_function(f"delta_bias<{ctype}, {ACT_CODES[act]}, {str(u).lower()}>")
                             for act in (activation, "identity") for u in (True, False)}
@@ -176,6 +186,10 @@ class CudaKernels:
     def bias_act(self, Z: Array, b: Array, act: str) -> None:
         rows, cols = Z.shape
         self._bias_act(*elementwise_geometry(rows * cols), (Z, b, np.int64(rows), np.int32(cols)))
+
+    def bias_act_keep(self, Z: Array, b: Array, Zk: Array, act: str) -> None:
+        rows, cols = Z.shape
+        self._bias_act(*elementwise_geometry(rows * cols), (Z, b, Zk, np.int64(rows), np.int32(cols)))
 
     def output_layer(self, Z: Array, b: Array, T: Array, loss: Array, output: str, loss_name: str,
                      scale: float) -> None:
@@ -206,9 +220,6 @@ class FusedEngine(StepEngine):
 
     def __init__(self, net: Any, optimizer: Any, X: Array, T: Array, rows: int) -> None:
         super().__init__(net, optimizer, X, T, rows)
-        uncoded = [a for a in (net.activation, net.output) if a not in OUTPUT_CODES]
-        if uncoded:
-            raise ValueError(f"kernels='fused' has no code for {uncoded[0]!r} (its derivative needs the layer's input)")
         if not optimizer.folds_lr:
             checked_rule(optimizer, "kernels='fused'")
         kernels = CudaKernels(net.backend, net.dtype, net.activation, net.output, net.loss_name)

@@ -37,7 +37,7 @@ from ..activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from ..checks import check_int, check_number
 from ..network import Network
 from ..optim import Optimizer
-from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
+from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, READ_OFF_OUTPUT, load
 from .engine import Engine
 from .flat import FlatOptimizer, FlatParameters, checked_rule
 from .fused import RULE_CODES, FusedEngine, elementwise_geometry, flat_step_arguments
@@ -45,7 +45,7 @@ from .gemm import GRAD_WRITE, LOSS_THREADS, MAX_LAYERS, RTILE, SGD_DECAY, SGD_FO
 
 Array = Any
 # Every (output, loss) pair the kernels have code for.
-PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS if o in OUTPUT_CODES for loss in LOSSES] + list(FUSED)
+PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS if o in READ_OFF_OUTPUT for loss in LOSSES] + list(FUSED)
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
 # Products of at least this many elements run register-tiled (R = RTILE: RTILE x RTILE elements a thread, a
 # 64 x 64 tile a block): at least 128 such blocks. At one element a thread each product element costs a
@@ -69,10 +69,11 @@ def _output_forward_act(output: str, loss: str) -> int:
 # the shared compile test compiles exactly these.
 EXPRESSIONS = [
     *(f"gather_rows<{t}>" for t in C_TYPES.values()),
-    *(f"forward<{t}, {a}, {r}>" for t in C_TYPES.values() for a in sorted(ACT_CODES.values()) for r in (1, RTILE)),
+    *(f"forward<{t}, {a}, {r}>" for t in C_TYPES.values()
+      for a in sorted(c for name, c in ACT_CODES.items() if name in READ_OFF_OUTPUT) for r in (1, RTILE)),
     *(f"output_delta<{t}, {OUTPUT_CODES[o]}, {LOSS_CODES[loss]}>" for t in C_TYPES.values() for o, loss in PAIRS),
     *(f"loss_total<{t}>" for t in C_TYPES.values()),
-    *(f"backward<{t}, {ACT_CODES[a]}, {r}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS if a in ACT_CODES
+    *(f"backward<{t}, {ACT_CODES[a]}, {r}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS if a in READ_OFF_OUTPUT
       for r in (1, RTILE)),
     *(f"weight_grad<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
       for r in (1, RTILE)),
@@ -175,7 +176,7 @@ class GraphTrainer:
                              f"{net.backend.name!r} and no launcher")
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a gpunet Optimizer; got {type(optimizer).__name__}")
-        uncoded = [a for a in (net.activation, net.output) if a not in OUTPUT_CODES]
+        uncoded = [a for a in (net.activation, net.output) if a not in READ_OFF_OUTPUT]
         if uncoded:
             raise ValueError(f"graph mode has no code for {uncoded[0]!r} (its derivative needs the layer's input)")
         rule = checked_rule(optimizer, "graph mode")

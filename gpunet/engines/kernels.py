@@ -18,11 +18,13 @@ from ..backend import Backend
 SOURCE_DIR = Path(__file__).parent
 # -std=c++17 for constexpr if; -I for activations.cuh. NVRTC has no host headers, so sources include none.
 NVRTC_OPTIONS = ("-std=c++17", f"-I{SOURCE_DIR}")
-# The activations the kernels run, by their codes (activations.cuh's GPUNET_* defines, from the table in
-# gpunet/activations.py): the elementwise ones whose derivative is read off the output, which is all the
-# kernels keep of a layer. Softmax, a row operation, is an output the kernels code by hand.
-ACT_CODES = {name: a.code for name, a in ACTIVATIONS.items() if a.cuda_forward is not None and a.from_output}
+# The activations' codes (activations.cuh's GPUNET_* defines, from the table in gpunet/activations.py): the
+# elementwise ones, and softmax, a row operation and an output that the kernels code by hand.
+ACT_CODES = {name: a.code for name, a in ACTIVATIONS.items() if a.cuda_forward is not None}
 OUTPUT_CODES = {**ACT_CODES, "softmax": ACTIVATIONS["softmax"].code}
+# The ones whose derivative is read off the layer's output: all that graph mode and the per-sample kernel keep of
+# a layer. The fused kernels also keep a layer's input where its activation's derivative reads that.
+READ_OFF_OUTPUT = frozenset(name for name in OUTPUT_CODES if ACTIVATIONS[name].from_output)
 LOSS_CODES = {"squared": 0, "absolute": 1, "cross-entropy": 2}  # cross-entropy: fused with a softmax or sigmoid
 # The flat optimiser kernel's rules (optim_rules.cuh's GPUNET_RULE_* defines), from gpunet/optim.py's declarations.
 RULE_CODES = {name: code for code, (name, cls) in enumerate(OPTIMIZERS.items()) if cls.device_update is not None}
@@ -84,6 +86,7 @@ def activations_header() -> str:
         "//   act_forward<ACT>(z)         A = f(Z)",
         "//   act_backward<ACT>(a, da)    dZ = dA * f'(Z), f' read off the output A",
         "//   act_backward_from_input<ACT>(z, da)  the same for an activation whose derivative needs Z",
+        "//   act_from_input<ACT>(), act_backward_at<ACT>(kept, da): which one a layer keeps, and its derivative there",
         "//   act_forward_code / act_backward_code: the same chosen by a run-time code (the per-sample kernel's output)",
         "// ACT is one of the codes below (gpunet/engines/kernels.py ACT_CODES); the loss codes are every kernel's too.",
         "// Included by the kernels of this folder (NVRTC gets -I<this folder>); no host headers.",
@@ -109,8 +112,14 @@ def activations_header() -> str:
     lines += chain("act_forward", "T z", {n: a.cuda_forward for n, a in rows}, "z")
     lines += chain("act_backward", "T a, T da", {n: a.cuda_backward for n, a in rows if a.from_output}, "da")
     from_input = {n: a.cuda_backward for n, a in rows if not a.from_output}
-    if from_input:
-        lines += chain("act_backward_from_input", "T z, T da", from_input, "da")
+    lines += chain("act_backward_from_input", "T z, T da", from_input, "da")
+    true = " || ".join(f"ACT == GPUNET_{n.upper()}" for n in from_input)
+    lines += ["template <int ACT>", "__host__ __device__ constexpr bool act_from_input() {",
+              f"    return {true or 'false'};", "}", "",
+              "// The derivative at what a layer keeps: its output A, or its input Z where act_from_input<ACT>().",
+              "template <int ACT, typename T>", "__host__ __device__ __forceinline__ T act_backward_at(T kept, T da) {",
+              "    if constexpr (act_from_input<ACT>()) {", "        return act_backward_from_input<ACT>(kept, da);",
+              "    } else {", "        return act_backward<ACT>(kept, da);", "    }", "}", ""]
     for fn, args, call, fallback in (("act_forward_code", "T z", "act_forward<GPUNET_{}>(z)", "z"),
                                      ("act_backward_code", "T a, T da", "act_backward<GPUNET_{}>(a, da)", "da")):
         lines += ["template <typename T>", f"__host__ __device__ __forceinline__ T {fn}(int act, {args}) {{",

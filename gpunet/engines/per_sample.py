@@ -22,7 +22,7 @@ from ..activations import HIDDEN_ACTIVATIONS
 from ..checks import check_int, check_number
 from ..network import Network
 from ..optim import SGD
-from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
+from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, READ_OFF_OUTPUT, load
 from .engine import Engine, StepEngine
 from .graph import check_data, check_order
 from .plain import first_layer, update_first_layer
@@ -39,7 +39,7 @@ def _expression(dtype_name: str, activation: str, in_kernel: bool = False) -> st
 
 
 # The hidden activations activations.cuh has code for (today all of gpunet's).
-HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)
+HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in READ_OFF_OUTPUT)
 # Every instantiation load() compiles: one per dtype, hidden activation and IN_KERNEL (the output layer's
 # activation and loss are run-time arguments: they run once a row, on 32 threads).
 EXPRESSIONS = [_expression(d, a, i) for d, a, i in itertools.product(C_TYPES, HIDDEN, (False, True))]
@@ -103,7 +103,7 @@ def _covers(net: Network) -> str | None:
     """:func:`supports` less the device: the layers, activations, loss and dtype the kernel has code for."""
     if net.n_layers != 2:
         return f"the kernel covers networks with one hidden layer; this one has {net.n_layers - 1}"
-    if net.activation not in HIDDEN or net.output not in OUTPUT_CODES or net.loss_name not in LOSS_CODES:
+    if net.activation not in HIDDEN or net.output not in READ_OFF_OUTPUT or net.loss_name not in LOSS_CODES:
         return f"the kernel has no code for {net.activation}/{net.output}/{net.loss_name}"
     if net.dtype.name not in C_TYPES:
         return f"the kernel covers float32 and float64; this network is {net.dtype.name}"

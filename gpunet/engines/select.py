@@ -26,7 +26,7 @@ from ..checks import KERNELS, check_kernels
 from . import per_sample as per_sample_kernel
 from .engine import Engine
 from .flat import rule_of, supported
-from .kernels import OUTPUT_CODES
+from .kernels import READ_OFF_OUTPUT
 from .fused import FusedEngine
 from .graph import GraphEngine
 from .per_sample import KernelPerSample, PerSampleEpochEngine
@@ -40,6 +40,8 @@ VERIFIED: frozenset[str] = frozenset({"fused", "per-sample", "graph", "per-sampl
 # The optimisers whose rule a device run has held to the host (optim_rules.cuh compiles for the host and is
 # tested there, but a rule no device has run is asked for, not chosen: auto trains it on the plain path).
 VERIFIED_RULES: frozenset[str] = frozenset({"sgd", "momentum", "adam"})
+# The same for the activations (a hidden one, or an output): silu runs on the fused kernels when asked.
+VERIFIED_ACTIVATIONS: frozenset[str] = frozenset({"sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax"})
 # auto's graph mode for batches stops here: multiply-adds of a step's widest product (batch x inputs x outputs
 # of a layer), the largest product a device run has timed graph mode ahead of fused at; beyond it auto takes
 # fused, as it would for any size no device run has covered.
@@ -59,9 +61,9 @@ def why_not(path: str, net: Any, optimizer: Any, per_sample: bool = False) -> st
         return None
     if net.backend.name != "cupy":
         return f"it needs the cupy backend; the network is on {net.backend.name!r}"
-    uncoded = [a for a in (net.activation, net.output) if a not in OUTPUT_CODES]
-    if uncoded:  # the kernels keep a layer's output only: an activation whose derivative needs its input
-        return f"the kernels have no code for {uncoded[0]!r} (its derivative needs the layer's input)"
+    uncoded = [a for a in (net.activation, net.output) if a not in READ_OFF_OUTPUT]
+    if uncoded and path == "graph" and not per_sample:  # graph mode keeps a layer's output only
+        return f"graph mode has no code for {uncoded[0]!r} (its derivative needs the layer's input)"
     if not optimizer.folds_lr and rule_of(optimizer) is None:
         return f"the flat optimiser kernel implements {supported()}; got {type(optimizer).__name__}"
     return None
@@ -83,6 +85,8 @@ def _fastest(net: Any, optimizer: Any, per_sample: bool, skip: str | None = None
     """auto's choice: the fastest path VERIFIED lets it take (other than ``skip``) that can run the
     configuration, else "plain"."""
     if not optimizer.folds_lr and rule_of(optimizer) not in VERIFIED_RULES:
+        return "plain"
+    if not {net.activation, net.output} <= VERIFIED_ACTIVATIONS:
         return "plain"
     if per_sample:
         allowed = [p for p, needs in PER_SAMPLE_FIRST if needs <= VERIFIED]
