@@ -27,7 +27,6 @@ INSTALL_HINT = 'pip install "gpunet[cuda12]" (or "gpunet[cuda13]" for CUDA 13)'
 
 try:  # Guarded import: remember why it failed, report it when the GPU is asked for.
     import cupy as _cupy
-    import cupy.cublas  # noqa: F401  (Backend.cublas)
 
     _CUPY_IMPORT_ERROR: str | None = None
 except ImportError as exc:  # ModuleNotFoundError included
@@ -135,6 +134,8 @@ class Backend:
         updates. CuPy backends only (``numpy.cublas`` does not exist)."""
         if self.xp is np:
             raise ValueError(f"cuBLAS needs the cupy backend; got backend {self.name!r}")
+        if self.xp is _cupy:
+            import cupy.cublas  # noqa: F401  on first use: it loads cuBLASLt, which a machine without CUDA lacks
         return self.xp.cublas
 
     @property
