@@ -96,3 +96,16 @@ class Terminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
+
+
+@pytest.fixture(autouse=True)
+def _environment_as_found():
+    """Each test leaves os.environ as it found it. Dask's nanny writes OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and
+    MKL_NUM_THREADS = 1 into the environment of the process that starts a cluster; left there, every later
+    subprocess of the session ran its BLAS on one thread, and a float32 product of one thread rounds apart
+    from one of two (test_reliability compares a killed subprocess's records with an in-process run's)."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
