@@ -156,10 +156,12 @@ def train(
                                "train_loss": float(loss_sum) / n}  # CPU-GPU sync point
         backend.synchronize()
         seconds = time.perf_counter() - start
-        try:
-            record.update(evaluate(net, *test) if test else {"test_loss": None, "test_accuracy": None})
-            if val:
-                record.update({k.replace("test_", "val_"): v for k, v in evaluate(net, *val).items()})
+        rows = max(len(test[2]) if test else 0, len(val[2]) if val else 0)
+        try:  # small products on one BLAS thread, as in training: the same numbers however many threads a machine has
+            with backend.products_of_size(select.widest_product(net, rows)):
+                record.update(evaluate(net, *test) if test else {"test_loss": None, "test_accuracy": None})
+                if val:
+                    record.update({k.replace("test_", "val_"): v for k, v in evaluate(net, *val).items()})
         except backend.out_of_memory_errors as exc:
             raise _out_of_memory(net, len(test[2]) if test else n, exc, "evaluating") from None
         record.update(seconds=seconds, samples_per_s=(n - first) / seconds if seconds > 0 else math.inf)
