@@ -70,15 +70,48 @@ def write_json(path: str | os.PathLike[str], value: Any) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(value, indent=2) + "\n").encode()))
 
 
-def new_file(path: str | os.PathLike[str], overwrite: bool, hint: str) -> Path:
-    """``path`` as a Path, to be written: FileExistsError (with ``hint``, what to do instead) if it exists
-    and ``overwrite`` is false, FileNotFoundError if its folder does not exist."""
+def output_path(path: str | os.PathLike[str], *, overwrite: bool = False,
+                inputs: Iterable[str | os.PathLike[str]] = (),
+                hint: str = "pass overwrite=True (--force on the command line) to replace it") -> Path:
+    """The one decision on whether ``path`` may be written; every writer calls it before its first write.
+
+    Links are resolved first, and the decision is made on what they point to:
+
+    - a link that points nowhere, or into a loop, is refused (FileExistsError): the name
+      is taken, and what writing through it would touch cannot be known;
+    - a folder is refused (IsADirectoryError);
+    - an input of the same command (``inputs``, compared after resolving links, hard
+      links included) is refused always, even with ``overwrite`` (ValueError);
+    - any other existing file is refused unless ``overwrite`` (FileExistsError, with ``hint``);
+    - a missing parent folder is refused (FileNotFoundError).
+
+    Returns the resolved path: writing there (atomically, with :func:`atomic_write`)
+    replaces the file the user named, not the link to it.
+    """
     path = Path(path)
-    if path.exists() and not overwrite:
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except (OSError, RuntimeError):  # missing target (FileNotFoundError) or a loop (RuntimeError before 3.13)
+            raise FileExistsError(f"{path} is a symbolic link to nothing (a missing file or a loop); "
+                                  "remove it or name another output") from None
+    target = path.resolve()
+    if target.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected the name of a file to write")
+    for source in inputs:
+        source = Path(source)
+        if source.resolve() == target or (target.exists() and source.exists() and os.path.samefile(source, target)):
+            raise ValueError(f"{path} is also an input of this command ({source}); name another output")
+    if target.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; {hint}")
-    if not path.parent.is_dir():
+    if not target.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: no such folder")
-    return path
+    return target
+
+
+def new_file(path: str | os.PathLike[str], overwrite: bool, hint: str) -> Path:
+    """``path`` as decided by :func:`output_path` (kept for its callers)."""
+    return output_path(path, overwrite=overwrite, hint=hint)
 
 
 def require_file(path: str | os.PathLike[str], error: type[Exception]) -> Path:
