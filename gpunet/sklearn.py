@@ -66,9 +66,8 @@ class _Settings:
     activation: str  # gpunet's name
     max_iter: int
     lr: float
-    alpha: float  # scikit-learn's L2 penalty: 0.5 alpha ||W||^2 / rows of the batch, on loss and gradient
+    alpha: float  # scikit-learn's L2 penalty: 0.5 alpha ||W||^2 / rows of the batch, on loss and gradient (0: none)
     make_optimizer: Callable[[], Optimizer]
-    decay: float | None  # 0.1.0's weight_decay (a constant, in place of alpha), None where alpha applies
     batch_size: Any
     dtype: str
 
@@ -186,15 +185,17 @@ class _GPUNetEstimator(BaseEstimator):
         max_iter = check_int("max_iter", given.get("epochs", self.max_iter), 1)
         lr = check_number("learning_rate_init", given.get("lr", self.learning_rate_init), positive=True)
         alpha = check_number("alpha", self.alpha, positive=False)
-        if "optimizer" in given or "weight_decay" in given:  # 0.1.0: a constant weight decay, the optimiser named
+        if "optimizer" in given or "weight_decay" in given:  # 0.1.0: a constant weight decay in place of alpha
             decay = check_number("weight_decay", given.get("weight_decay", 0.0), positive=False)
-            optimizer = given.get("optimizer", "adam")
-            make_optimizer(copy.deepcopy(optimizer), decay)  # checked now; a copy each fit, never the parameter
-            make = lambda: make_optimizer(copy.deepcopy(optimizer), decay)
             alpha = 0.0
         else:
-            decay = None
-            make = self._solver()
+            decay = 0.0
+        if "optimizer" in given:  # 0.1.0's optimiser, by name or instance, in place of solver and its settings
+            optimizer = given["optimizer"]
+            make_optimizer(copy.deepcopy(optimizer), decay)  # checked now; a copy each fit, never the parameter
+            make = lambda: make_optimizer(copy.deepcopy(optimizer), decay)
+        else:
+            make = self._solver(decay)
         batch_size = self.batch_size
         if not (isinstance(batch_size, str) and batch_size == "auto"):
             if isinstance(batch_size, str):
@@ -213,10 +214,11 @@ class _GPUNetEstimator(BaseEstimator):
         if self.kernels == "graph" and alpha:
             raise ValueError(f"kernels='graph' trains a whole epoch at once and cannot apply alpha batch by batch "
                              f"as scikit-learn does; got alpha={alpha!r} (use alpha=0 or kernels='auto')")
-        return _Settings(hidden, activation, max_iter, lr, alpha, make, decay, batch_size, _dtype_name(self.dtype))
+        return _Settings(hidden, activation, max_iter, lr, alpha, make, batch_size, _dtype_name(self.dtype))
 
-    def _solver(self) -> Callable[[], Optimizer]:
-        """The optimiser that ``solver`` and its hyperparameters name, as a factory (checked now)."""
+    def _solver(self, decay: float) -> Callable[[], Optimizer]:
+        """The optimiser that ``solver`` and its hyperparameters name, as a factory (checked now), with a constant
+        weight decay (0.1.0's weight_decay; alpha's decay is set batch by batch)."""
         if self.solver == "lbfgs":
             raise ValueError("solver='lbfgs' is not available: gpunet trains by mini-batch gradient steps; "
                              "use solver='adam' or solver='sgd'")
@@ -224,13 +226,13 @@ class _GPUNetEstimator(BaseEstimator):
         if self.solver == "adam":
             beta1, beta2 = check_fraction("beta_1", self.beta_1), check_fraction("beta_2", self.beta_2)
             eps = check_number("epsilon", self.epsilon, positive=True)
-            return lambda: Adam(beta1=beta1, beta2=beta2, eps=eps, weight_decay=0.0)
+            return lambda: Adam(beta1=beta1, beta2=beta2, eps=eps, weight_decay=decay)
         momentum = self.momentum  # scikit-learn allows [0, 1]; momentum 1 never forgets, so gpunet refuses it
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be a number in [0, 1); got {momentum!r}")
         if momentum == 0:
-            return lambda: SGD(weight_decay=0.0)
-        return lambda: Momentum(momentum=float(momentum), weight_decay=0.0)
+            return lambda: SGD(weight_decay=decay)
+        return lambda: Momentum(momentum=float(momentum), weight_decay=decay)
 
     @classmethod
     def _defaults(cls) -> dict[str, Any]:
@@ -295,9 +297,7 @@ class _GPUNetEstimator(BaseEstimator):
         # scikit-learn's L2 term of a batch: loss += 0.5 alpha ||W||^2 / rows, gradient += alpha W / rows, with the
         # weights before that batch's step; an epoch's loss sums the batches' losses times their rows, over n.
         penalty = {"epoch": squares() if alpha else 0.0, "next": 0.0}
-        if s.decay is not None:
-            opt.weight_decay = s.decay
-        elif alpha:
+        if alpha:  # else the optimiser keeps the decay it was made with (0, or 0.1.0's weight_decay)
             opt.weight_decay = alpha / rows  # gpunet adds weight_decay * W to the gradient of the mean loss
 
         def on_batch(done: int, _loss: Any) -> None:
@@ -381,7 +381,7 @@ class _GPUNetEstimator(BaseEstimator):
         self._best_params_ = None
         val = None
         if self.early_stopping:
-            stratify = y_for_split if is_single_output_classifier(self) else None
+            stratify = y_for_split if _stratified(self) else None
             X, X_val, T, _, _, y_val = train_test_split(
                 X, T, score_y, random_state=check_random_state(self._seed_), test_size=self.validation_fraction,
                 stratify=stratify)
@@ -448,7 +448,7 @@ class _GPUNetEstimator(BaseEstimator):
             warnings.warn(f"{type(self).__name__} was trained on cupy, which is unusable here "
                           f"({cupy_unavailable_reason()}); its network is loaded on numpy", UserWarning, stacklevel=2)
             backend = "numpy"
-        config = host["config"]
+        config = dict(host["config"])
         net = Network(config.pop("sizes"), backend=get_backend(backend), kernels="auto", **config)
         net.set_params(host["params"])
         opt = host["optimizer"]
@@ -467,12 +467,16 @@ def _same(a: Any, b: Any) -> bool:
         return a is b
 
 
-def is_single_output_classifier(estimator: Any) -> bool:
+def _stratified(estimator: Any) -> bool:
     """scikit-learn stratifies the early-stopping split for a classifier with one output unit (two classes)."""
     return isinstance(estimator, GPUNetClassifier) and estimator.n_outputs_ == 1
 
 
-_PARAMETERS = """
+class GPUNetClassifier(ClassifierMixin, _GPUNetEstimator):
+    """A multilayer perceptron classifier with MLPClassifier's parameters, trained by gpunet on NumPy or a GPU.
+
+    Two classes give one logistic output unit, more a softmax output; the loss is cross-entropy.
+
     Parameters
     ----------
     hidden_layer_sizes : int or sequence of int, default=(100,)
@@ -528,15 +532,17 @@ _PARAMETERS = """
         gpunet's training path (see :func:`gpunet.train`); 'graph' needs ``alpha=0``.
     init : {'xavier', 'he', 'fan-in', 'article'}, default='xavier'
         gpunet's initialisation of the weights (biases start at zero).
-    epochs, lr, optimizer, weight_decay : deprecated
-        The 0.1.0 names, taken with a DeprecationWarning in their old meaning: ``epochs`` is
-        ``max_iter``, ``lr`` is ``learning_rate_init``; ``optimizer`` (a name or a
-        :class:`gpunet.Optimizer`, copied at each fit) and ``weight_decay`` (a constant L2
-        coefficient on the gradient of the mean loss) replace ``solver`` and ``alpha``, which must
-        then be left at their defaults (alpha is not applied).
-"""
+    epochs : int, deprecated
+        0.1.0's name of ``max_iter``, taken with a DeprecationWarning (``max_iter`` left at its default).
+    lr : float, deprecated
+        0.1.0's name of ``learning_rate_init``, likewise.
+    optimizer : str or gpunet.Optimizer, deprecated
+        0.1.0's optimiser ('sgd', 'momentum', 'adam', 'adamw' or an instance, copied at each fit), with
+        a DeprecationWarning, in place of ``solver`` and its settings (``solver`` left at its default).
+    weight_decay : float, deprecated
+        0.1.0's constant L2 coefficient, added times W to the gradient of the mean loss, with a
+        DeprecationWarning, in place of ``alpha`` (left at its default and not applied).
 
-_ATTRIBUTES = """
     Attributes
     ----------
     loss_ : float
@@ -569,15 +575,6 @@ _ATTRIBUTES = """
         The output activation: 'softmax', 'logistic' or 'identity'.
     network_ : gpunet.Network
         The trained network, on its backend.
-"""
-
-
-class GPUNetClassifier(ClassifierMixin, _GPUNetEstimator):
-    """A multilayer perceptron classifier with MLPClassifier's parameters, trained by gpunet on NumPy or a GPU.
-
-    Two classes give one logistic output unit, more a softmax output; the loss is cross-entropy.
-    {parameters}
-    {attributes}
     classes_ : ndarray
         The label values seen in ``fit``, sorted (any type).
 
@@ -585,7 +582,6 @@ class GPUNetClassifier(ClassifierMixin, _GPUNetEstimator):
     --------
     >>> clf = GPUNetClassifier(hidden_layer_sizes=(32,), max_iter=50, random_state=0, backend="numpy")
     """
-
 
     def _n_out(self) -> int:
         return len(self.classes_)
@@ -695,8 +691,105 @@ class GPUNetRegressor(RegressorMixin, _GPUNetEstimator):
 
     An identity output and the squared loss; y may be ``(N,)`` or ``(N, n_targets)``. ``loss_curve_`` holds
     scikit-learn's squared error, ``0.5 * mean((y - prediction) ** 2)`` over rows and targets (plus the penalty).
-    {parameters}
-    {attributes}
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default=(100,)
+        The number of units of each hidden layer, input side first.
+    activation : {'relu', 'logistic', 'tanh', 'leaky_relu', 'silu', 'sigmoid'}, default='relu'
+        The hidden layers' activation. scikit-learn's names, 'logistic' being gpunet's 'sigmoid'; gpunet's
+        'leaky_relu' and 'silu' are extras. scikit-learn's 'identity' (linear hidden layers) is refused:
+        gpunet's networks have no linear hidden layers.
+    solver : {'adam', 'sgd'}, default='adam'
+        The optimiser: Adam, or stochastic gradient descent with ``momentum`` (classical momentum, as
+        scikit-learn's with ``nesterovs_momentum=False``). 'lbfgs' is refused: gpunet trains by
+        mini-batch steps only.
+    alpha : float, default=0.0001
+        L2 penalty, as scikit-learn's: each batch adds ``0.5 * alpha * sum ||W||^2 / rows`` to its
+        loss and ``alpha * W / rows`` to each weight matrix's gradient (biases are not penalised);
+        ``loss_curve_`` includes the penalty.
+    batch_size : int or 'auto', default='auto'
+        Rows per step: 'auto' is ``min(200, n_samples)``; a larger int is clipped, with a warning.
+    learning_rate_init : float, default=0.001
+        The step size, constant throughout training.
+    max_iter : int, default=200
+        The most epochs ``fit`` trains; reaching it without converging warns (ConvergenceWarning).
+    shuffle : bool, default=True
+        Whether each epoch visits the rows in a new random order (from the seed and the epoch number).
+    random_state : int, RandomState instance or None, default=None
+        The seed of the initial weights, the row orders and the early-stopping split; None draws one.
+    tol : float, default=1e-4
+        Training stops when the loss (the validation score with ``early_stopping``) has not improved by
+        at least ``tol`` for more than ``n_iter_no_change`` consecutive epochs.
+    verbose : bool or int, default=False
+        Print each epoch's loss (and validation score), as scikit-learn's "Iteration 1, loss = ...".
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, stop on its score (accuracy for the classifier,
+        R^2 for the regressor) and keep the weights of the best epoch.
+    validation_fraction : float, default=0.1
+        The share of rows held out with ``early_stopping``.
+    beta_1 : float, default=0.9
+        Adam's decay of the first moment, in [0, 1).
+    beta_2 : float, default=0.999
+        Adam's decay of the second moment, in [0, 1).
+    epsilon : float, default=1e-8
+        Adam's epsilon, added to ``sqrt(v_hat)`` (scikit-learn adds it to ``sqrt(v)``: the same to
+        within ``epsilon``).
+    n_iter_no_change : int, default=10
+        Epochs without improvement by ``tol`` before training stops.
+    momentum : float, default=0.9
+        The momentum of ``solver='sgd'``, in [0, 1); 0 is plain SGD.
+    backend : {'auto', 'numpy', 'cupy'}, default='auto'
+        gpunet's array backend: 'auto' takes the GPU when CuPy finds a usable device, else NumPy.
+    dtype : {'float32', 'float64'}, default='float32'
+        The network's floating-point type (inputs are converted to it).
+    kernels : {'auto', 'plain', 'fused', 'graph'}, default='auto'
+        gpunet's training path (see :func:`gpunet.train`); 'graph' needs ``alpha=0``.
+    init : {'xavier', 'he', 'fan-in', 'article'}, default='xavier'
+        gpunet's initialisation of the weights (biases start at zero).
+    epochs : int, deprecated
+        0.1.0's name of ``max_iter``, taken with a DeprecationWarning (``max_iter`` left at its default).
+    lr : float, deprecated
+        0.1.0's name of ``learning_rate_init``, likewise.
+    optimizer : str or gpunet.Optimizer, deprecated
+        0.1.0's optimiser ('sgd', 'momentum', 'adam', 'adamw' or an instance, copied at each fit), with
+        a DeprecationWarning, in place of ``solver`` and its settings (``solver`` left at its default).
+    weight_decay : float, deprecated
+        0.1.0's constant L2 coefficient, added times W to the gradient of the mean loss, with a
+        DeprecationWarning, in place of ``alpha`` (left at its default and not applied).
+
+    Attributes
+    ----------
+    loss_ : float
+        The last epoch's loss (mean per-row loss, plus the L2 penalty).
+    best_loss_ : float or None
+        The lowest epoch loss; None with ``early_stopping``.
+    loss_curve_ : list of float
+        Each epoch's loss.
+    validation_scores_ : list of float or None
+        Each epoch's score on the validation split with ``early_stopping``, else None.
+    best_validation_score_ : float or None
+        The best of ``validation_scores_``, else None.
+    t_ : int
+        Training rows seen (rows times epochs).
+    coefs_ : list of ndarray
+        Host copies of the weights: ``coefs_[i]`` has shape (units of layer i, units of layer i + 1).
+    intercepts_ : list of ndarray
+        Host copies of the biases: ``intercepts_[i]`` has shape (units of layer i + 1,).
+    n_features_in_ : int
+        Columns of X seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names of X, where X had string column names.
+    n_iter_ : int
+        Epochs trained (``partial_fit`` adds one a call; scikit-learn's reads 1 after each).
+    n_layers_ : int
+        Layers, input and output included.
+    n_outputs_ : int
+        Output units.
+    out_activation_ : str
+        The output activation: 'softmax', 'logistic' or 'identity'.
+    network_ : gpunet.Network
+        The trained network, on its backend.
 
     Examples
     --------
@@ -788,4 +881,3 @@ def _own_init(cls: type) -> None:
 
 for _cls in (GPUNetClassifier, GPUNetRegressor):
     _own_init(_cls)
-    _cls.__doc__ = _cls.__doc__.format(parameters=_PARAMETERS.rstrip(), attributes=_ATTRIBUTES.rstrip())

@@ -220,6 +220,11 @@ def test_deprecated_names_keep_their_0_1_0_meaning(digits):
     with pytest.warns(DeprecationWarning, match="optimizer"):
         GPUNetClassifier(**base, epochs=1, optimizer=instance).fit(X, y)
     assert instance.t == 0  # copied at each fit, never trained
+    with pytest.warns(DeprecationWarning):  # an instance keeps its own decay; weight_decay alone keeps the solver
+        own = GPUNetClassifier(**base, epochs=1, optimizer=gpunet.Adam(weight_decay=0.05)).fit(X, y)
+        sgd = GPUNetClassifier(**base, epochs=1, solver="sgd", momentum=0.0, weight_decay=0.01).fit(X, y)
+    assert type(own._optimizer_) is gpunet.Adam and own._optimizer_.weight_decay == 0.05
+    assert type(sgd._optimizer_) is gpunet.SGD and sgd._optimizer_.weight_decay == 0.01
     with pytest.raises(ValueError, match=r"give max_iter= only; epochs= is its deprecated 0.1.0 name "
                                          r"\(got epochs=3 and max_iter=5\)"):
         GPUNetClassifier(**base, epochs=3, max_iter=5).fit(X, y)
