@@ -281,18 +281,19 @@ class _GPUNetEstimator(BaseEstimator):
         """Up to ``epochs`` epochs on (X, T) with the kept optimiser, stopping as scikit-learn's stochastic solvers.
 
         One call of :func:`gpunet.train` when ``shuffle`` (its epoch e takes the order ``epoch_order(seed, e)``);
-        without, one call an epoch on the rows laid out so that that order visits them first to last.
+        without, one call an epoch on the rows laid out so that that order visits them first to last (X permuted
+        on the device; the targets, which train takes from the host, travel each epoch).
         """
         net, opt = self.network_, self._optimizer_
         backend, xp, n = net.backend, net.backend.xp, X.shape[0]
         rows = self._batch_rows(s, n)
         X_dev = backend.to_device(X, net.dtype)  # data goes to the device once
         val_dev = None if val is None else (backend.to_device(val[0], net.dtype), val[1])
-        weights = [net.params[f"W{i}"] for i in range(1, net.n_layers + 1)]
+        weights = [f"W{i}" for i in range(1, net.n_layers + 1)]
         alpha = s.alpha
 
         def squares() -> Any:  # sum of ||W||^2 over the weight matrices, a 0-d device array (no sync)
-            return sum(xp.vdot(W.ravel(), W.ravel()) for W in weights)
+            return sum(xp.vdot(net.params[k].ravel(), net.params[k].ravel()) for k in weights)
 
         # scikit-learn's L2 term of a batch: loss += 0.5 alpha ||W||^2 / rows, gradient += alpha W / rows, with the
         # weights before that batch's step; an epoch's loss sums the batches' losses times their rows, over n.
@@ -322,7 +323,7 @@ class _GPUNetEstimator(BaseEstimator):
         first_iter = self.n_iter_
         common = {"batch_size": rows, "lr": s.lr, "lr_decay": 1.0, "optimizer": opt, "weight_decay": 0.0,
                   "seed": self._seed_, "callback": callback, "on_batch": on_batch if alpha else None,
-                  "kernels": self.kernels}
+                  "kernels": self.kernels, "every_step": True}
         start = self.n_iter_ + 1
         if self.shuffle:
             train(net, X_dev, T, epochs=self.n_iter_ + epochs, start_epoch=start, **common)
