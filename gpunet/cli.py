@@ -19,8 +19,8 @@ from .config import PRESETS, SETTINGS, Setting, SettingError, TrainConfig
 from .datasets import DATASETS
 from .distributed import ClusterStartError
 from .download import DownloadError
-from .run import RESUME_HONOURS, Run, new_run_folder
 from .files import output_path
+from .run import RESUME_HONOURS, Run, new_run_folder
 from .training import DeviceMemoryError, DivergenceError, TrainingInterrupted
 
 OVERVIEW = """a first session:
@@ -79,7 +79,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--preset", choices=tuple(PRESETS), help="start from a named set of settings, which replace "
                    "the defaults shown here; an option given with it overrides the preset's. " + "; ".join(
-                       f"{name}: {_as_options(values)}" for name, values in PRESETS.items()))
+                       f"{name}: {_preset_text(values)}" for name, values in PRESETS.items()))
     for s in SETTINGS:  # one option per setting; SUPPRESS: only what was typed reaches the namespace
         default = getattr(d, s.name)
         p.add_argument(flag(s.name), type=_option_type(s), choices=s.choices, default=argparse.SUPPRESS,
@@ -93,7 +93,7 @@ def _shown(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def _as_options(values: dict[str, Any]) -> str:
+def _preset_text(values: dict[str, Any]) -> str:  # a preset as the options it stands for
     return " ".join(f"{flag(name)} {_shown(value)}" for name, value in values.items())
 
 
@@ -427,6 +427,10 @@ ONNX_PATH: Options = [
     (("--force",), dict(action="store_true", help="replace OUT.onnx if it exists (atomically: the old file stays "
                         "whole until the new one is complete)")),
 ]
+PLOT_OUT: Options = [
+    (("--out",), dict(metavar="DIR", help="where the PNG files go (default: the run folder)")),
+    (("--force",), dict(action="store_true", help="replace PNG files of the same names already there")),
+]
 # name -> (help, options, action)
 COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "train": ("train a network on handwritten digits and write a run folder", _train_options, run_train),
@@ -436,9 +440,7 @@ COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], Non
                 "when an image could not be read, after printing the others", [*MODEL, *IMAGES, *JSON, *BACKEND],
                 run_predict),
     "plot": ("write curves.png, confusion.png and weights.png of a run (needs matplotlib: pip install "
-             '"gpunet[plot]")', [*MODEL, (("--out",), dict(metavar="DIR", help="where the PNG files go (default: "
-                                 "the run folder)")), (("--force",), dict(action="store_true", help="replace PNG files of the same names "
-                                 "already there")), *TEST_DATA, *BACKEND], run_plot),
+             '"gpunet[plot]")', [*MODEL, *PLOT_OUT, *TEST_DATA, *BACKEND], run_plot),
     "bench": ("time gpunet against PyTorch, scikit-learn and the article's plain code", BENCH, run_bench),
     "sweep": ("train every config of a grid file, in-process or on Dask workers, and write one results table; "
               "exit status 1 when a run failed", [*SWEEP, *BACKEND], run_sweep),

@@ -261,12 +261,12 @@ def test_a_bare_gpunet_prints_the_help_and_succeeds(capsys):
 def test_each_command_shows_its_own_examples(capsys):
     from gpunet.cli import EXAMPLES, OVERVIEW
 
-    parser, commands = _subparsers()
+    _, commands = _subparsers()
     assert len(OVERVIEW.splitlines()) <= 6  # the top level keeps a short overview
-    assert set(EXAMPLES) <= set(commands) and {"train", "evaluate", "predict", "plot", "bench", "export"} <= set(EXAMPLES)
+    assert {"train", "evaluate", "predict", "plot", "bench", "export"} <= set(EXAMPLES) <= set(commands)
     for name, sub in commands.items():
         text = sub.format_help()
-        shown = re.findall(r"^  (gpunet \S+)", text, flags=re.M)
+        shown = re.findall(r"^  (gpunet \S+)", text, flags=re.MULTILINE)
         assert set(shown) <= {f"gpunet {name}"}, (name, shown)  # another command's examples: none
         if name in EXAMPLES:
             assert text.endswith(EXAMPLES[name]) and len(shown) >= 2
@@ -287,7 +287,7 @@ def test_the_help_names_no_source_paths_or_internal_names():
 
 
 def test_every_positional_argument_has_help():
-    parser, commands = _subparsers()
+    _, commands = _subparsers()
     for name, sub in commands.items():
         positionals = [a for a in sub._actions if not a.option_strings]
         assert all(a.help for a in positionals), (name, [a.dest for a in positionals if not a.help])
