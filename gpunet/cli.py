@@ -10,29 +10,58 @@ import re
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
 from .backend import BACKEND_NAMES, BackendUnavailableError
-from .config import SETTINGS, SettingError, TrainConfig
+from .config import PRESETS, SETTINGS, Setting, SettingError, TrainConfig
 from .datasets import DATASETS
 from .distributed import ClusterStartError
 from .download import DownloadError
+from .files import output_path
 from .run import RESUME_HONOURS, Run, new_run_folder
 from .training import DeviceMemoryError, DivergenceError, TrainingInterrupted
 
-EXAMPLES = """examples:
-  gpunet train --hidden 256,128 --epochs 50     # two hidden layers on the 8x8 digits
-  gpunet train --dataset mnist --validation 0.1 --early-stopping 5   # MNIST, downloaded on first use
-  gpunet train --resume runs/RUN --epochs 50    # go on to 50 epochs in all
-  gpunet evaluate runs/RUN --json               # accuracy, precision, recall, confusion matrix
-  gpunet predict runs/RUN my7.png               # your own handwriting, any size or colour
-  gpunet plot runs/RUN                          # curves, confusion matrix and weights as PNG
-  gpunet sweep grid.toml                        # every config of a grid file, one results table
-  gpunet export runs/RUN model.onnx             # for onnxruntime (pip install "gpunet[onnx]")
+OVERVIEW = """a first session:
+  gpunet train                      # train on the 8x8 digits (no download); prints the run folder, runs/RUN
+  gpunet evaluate runs/RUN          # its accuracy, per-class precision and recall, confusion matrix
+  gpunet predict runs/RUN my7.png   # read your own handwriting
+  gpunet COMMAND --help             # a command's options, with examples
 """
+# Each command's examples, shown under its --help; a command without an entry shows none.
+EXAMPLES: dict[str, str] = {
+    "train": """examples:
+  gpunet train                                    # ReLU, softmax, Adam on the 8x8 digits: about 98%
+  gpunet train --hidden 256,128 --epochs 50       # two hidden layers
+  gpunet train --preset article                   # the article's network and training, on MNIST (downloaded)
+  gpunet train --preset article --hidden 200      # the same with 200 hidden units
+  gpunet train --dataset mnist --validation 0.1 --early-stopping 5   # MNIST, downloaded on first use
+  gpunet train --resume runs/RUN --epochs 50      # go on to 50 epochs in all
+""",
+    "evaluate": """examples:
+  gpunet evaluate runs/RUN                        # accuracy, precision, recall, confusion matrix
+  gpunet evaluate runs/RUN/best.npz --json        # the best epoch's weights (--early-stopping), as JSON
+  gpunet evaluate runs/RUN --dataset mnist --data-dir DIR   # on other test images
+""",
+    "predict": """examples:
+  gpunet predict runs/RUN my7.png                 # your own handwriting, any size or colour
+  gpunet predict runs/RUN one.png two.jpg --json  # one JSON object per image
+""",
+    "plot": """examples:
+  gpunet plot runs/RUN                            # curves.png, confusion.png, weights.png in the run folder
+  gpunet plot runs/RUN --out figures --force      # into figures/, replacing the ones written before
+""",
+    "bench": """examples:
+  gpunet bench --quick                            # a smoke test in seconds; nothing written
+  gpunet bench --json bench.json                  # the full benchmark, its results kept as JSON
+  gpunet bench --only gpunet-numpy,torch-cpu --repeats 9   # two contenders, a steadier median
+""",
+    "export": """examples:
+  gpunet export runs/RUN model.onnx               # for onnxruntime (pip install "gpunet[onnx]")
+  gpunet export runs/RUN/best.npz model.onnx --force   # replace an earlier export
+""",
+}
 
 
 def flag(name: str) -> str:
@@ -48,22 +77,53 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _train_options(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
+    p.add_argument("--preset", choices=tuple(PRESETS), help="start from a named set of settings, which replace "
+                   "the defaults shown here; an option given with it overrides the preset's. " + "; ".join(
+                       f"{name}: {_preset_text(values)}" for name, values in PRESETS.items()))
     for s in SETTINGS:  # one option per setting; SUPPRESS: only what was typed reaches the namespace
         default = getattr(d, s.name)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        p.add_argument(flag(s.name), type=s.parse, choices=s.choices, default=argparse.SUPPRESS, metavar=s.metavar,
-                       help=s.help + (f" (default: {shown})" if default is not None else ""))
+        p.add_argument(flag(s.name), type=_option_type(s), choices=s.choices, default=argparse.SUPPRESS,
+                       metavar=s.metavar, help=s.help + (f" (default: {_shown(default)})" if default is not None
+                                                         else ""))
     for args, kwargs in TRAIN_RUN_OPTIONS:
         p.add_argument(*args, **kwargs)
 
 
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _preset_text(values: dict[str, Any]) -> str:  # a preset as the options it stands for
+    return " ".join(f"{flag(name)} {_shown(value)}" for name, value in values.items())
+
+
+def _option_type(s: Setting) -> Callable[[str], Any]:
+    """``s.parse`` for argparse: the table's own parsers' messages (they say what is expected, and may carry
+    the value ``meant``) reach the error line; argparse words the errors of int and float itself ("invalid
+    float value: 'fast'")."""
+    if s.parse in (str, int, float):
+        return s.parse
+
+    def parse(text: str) -> Any:
+        try:
+            return s.parse(text)
+        except ValueError as exc:
+            meant = getattr(exc, "meant", None)
+            hint = f"; did you mean {flag(s.name)} {meant}?" if meant is not None else ""
+            raise argparse.ArgumentTypeError(f"{exc}{hint}") from None
+    parse.__name__ = s.parse.__name__
+    return parse
+
+
 Options = list[tuple[tuple[str, ...], dict[str, Any]]]  # add_argument's arguments, one pair per option
+QUICK_REPEATS = 3  # gpunet bench --quick: the fewest timed runs whose median is not one of their extremes
 TRAIN_RUN_OPTIONS: Options = [
     (("--out",), dict(metavar="DIR", help="the run folder (default: runs/<timestamp>; with --resume, the "
                       "checkpoint's folder, or another folder holding no other run)")),
     (("--resume",), dict(metavar="CHECKPOINT", help="go on from a model.npz (or its run folder): every setting but "
                          "--epochs, --backend and --kernels comes from it")),
     (("--quiet",), dict(action="store_true", help="no progress; print only where the run went and its result")),
+    (("--force",), dict(action="store_true", help="replace the files of a run already in --out")),
 ]
 MODEL: Options = [(("model",), dict(metavar="MODEL", help="a run folder, or a model.npz (or best.npz)"))]
 BACKEND: Options = [(("--backend",), dict(choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, "
@@ -87,11 +147,14 @@ SWEEP: Options = [
                        'pip install "gpunet[dask-cuda]"; unverified on a GPU)')),
 ]
 BENCH: Options = [
-    (("--quick",), dict(action="store_true", help="small sizes and 2 repeats: seconds, for a smoke test")),
-    (("--repeats",), dict(type=int, help="timed runs per contender, after a warm-up (default: 5; --quick: 2)")),
+    (("--quick",), dict(action="store_true", help=f"an eighth of the rows and {QUICK_REPEATS} repeats: seconds, "
+                        "for a smoke test (its ratios are rough: read their spread)")),
+    (("--repeats",), dict(type=int, help=f"timed runs per contender, after a warm-up (default: 5; --quick: "
+                          f"{QUICK_REPEATS})")),
     (("--only",), dict(metavar="NAMES", help="comma-separated contenders to run (default: all)")),
-    (("--json",), dict(metavar="FILE", dest="json_out", help="where the results go (default: "
-                       "bench-<timestamp>.json); checked before the benchmark starts")),
+    (("--json",), dict(metavar="FILE", dest="json_out", help="also write the results as JSON to FILE (checked "
+                       "before the benchmark starts; without it nothing is written)")),
+    (("--force",), dict(action="store_true", help="replace FILE of --json if it exists")),
 ]
 
 
@@ -100,6 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
     say = _say(args.quiet)
     if args.resume is not None:
         refused = [flag(name) for name in given if name not in RESUME_HONOURS]
+        refused += ["--preset"] if args.preset is not None else []
         if refused:
             raise SettingError(f"--resume takes every setting from the checkpoint; it cannot honour "
                                f"{', '.join(refused)}")
@@ -111,7 +175,8 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"nothing to do: {run.nothing_to_do}{more}")
             return 0
     else:
-        run = Run.new(TrainConfig(**given), args.out or new_run_folder(), on_download=say, fresh_name=not args.out)
+        config = TrainConfig.from_dict({"preset": args.preset, **given})
+        run = Run.new(config, args.out or new_run_folder(), on_download=say, fresh_name=not args.out)
     with run:  # the folder is ours from here; nothing was written before
         for note in run.notes:
             say(note)
@@ -146,6 +211,8 @@ def _train_with_progress(run: Run, quiet: bool) -> list[dict[str, Any]] | None:
     state = {"loss": run.position["loss_sum"], "calls": 0}
 
     def on_batch(rows: int, batch_loss: Any) -> None:
+        if rows < n:  # a whole-epoch engine calls once, with every row
+            ctrl_c.whole_epochs = False
         state["loss"] = state["loss"] + batch_loss  # stays on the device
         bar.update(rows - bar.n)
         state["calls"] += 1
@@ -153,6 +220,8 @@ def _train_with_progress(run: Run, quiet: bool) -> list[dict[str, Any]] | None:
             bar.set_postfix(mean_loss=f"{float(state['loss']) / rows:.4f}")  # CPU-GPU sync point
 
     def on_epoch(record: dict[str, Any]) -> None:
+        if ctrl_c.whole_epochs is None and state["calls"] > 0:  # the epoch ended, called once: a whole epoch
+            ctrl_c.whole_epochs = True
         state["loss"] = 0.0
         bar.clear()
         if not quiet:
@@ -160,7 +229,8 @@ def _train_with_progress(run: Run, quiet: bool) -> list[dict[str, Any]] | None:
         bar.reset(total=n)
         bar.set_description(f"epoch {record['epoch'] + 1}/{epochs}")
 
-    ctrl_c = _CtrlC(quiet)
+    # Whole epochs (a CUDA graph) stop only at the epoch's end; they are possible on CuPy unless plain is asked for
+    ctrl_c = _CtrlC(quiet, run.net.backend.name == "cupy" and run.config.kernels != "plain")
     try:
         with ctrl_c:
             # the bar and Ctrl-C will do with once an epoch: auto may train whole epochs as CUDA graphs
@@ -183,21 +253,29 @@ def _epoch_line(r: dict[str, Any], epochs: int) -> str:
 
 
 class _CtrlC:
-    """While active, the first Ctrl-C asks training to stop after the current step; a second stops at once."""
+    """While active, the first Ctrl-C asks training to stop after the current step; a second stops at once.
 
-    def __init__(self, quiet: bool) -> None:
+    ``whole_epochs``: whether training runs whole epochs as CUDA graphs, which stop only at an epoch's end
+    (False: it runs step by step; None: not known yet, on CuPy before the first step reports)."""
+
+    def __init__(self, quiet: bool, whole_epochs_possible: bool) -> None:
         self.quiet, self.count, self.previous = quiet, 0, None
+        self.whole_epochs: bool | None = None if whole_epochs_possible else False
 
     def pressed(self) -> bool:
         return self.count > 0
+
+    def message(self) -> str:
+        when = {False: "after this step", True: "after this epoch (it runs as one CUDA graph)",
+                None: "after this step, or after this epoch if it runs as one CUDA graph,"}[self.whole_epochs]
+        return f"stopping {when} and saving a checkpoint (Ctrl-C again to stop at once)"
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.count += 1
         if self.count > 1:
             raise KeyboardInterrupt
         if not self.quiet:
-            print("\nstopping after this step (in graph mode, this epoch) and saving a checkpoint "
-                  "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+            print("\n" + self.message(), file=sys.stderr, flush=True)
 
     def __enter__(self) -> _CtrlC:
         if threading.current_thread() is threading.main_thread():
@@ -246,13 +324,18 @@ def run_predict(args: argparse.Namespace) -> int:
     return 2 if any(isinstance(r, Exception) for r in results) else 0
 
 
+FORCE_HINT = "use --force to replace it"
+
+
 def run_export(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .onnx import export
     from .run import model_path
 
-    net, _, meta = load_checkpoint(model_path(args.model), "numpy")
-    export(net, args.onnx_path, preprocessing=meta.get("preprocessing"))
+    model = model_path(args.model)
+    output_path(args.onnx_path, overwrite=args.force, inputs=[model], hint=FORCE_HINT)  # before the model loads
+    net, _, meta = load_checkpoint(model, "numpy")
+    export(net, args.onnx_path, preprocessing=meta.get("preprocessing"), overwrite=args.force)
     print(f"wrote {args.onnx_path}")
     return 0
 
@@ -260,33 +343,51 @@ def run_export(args: argparse.Namespace) -> int:
 def run_plot(args: argparse.Namespace) -> int:
     from .evaluation import plot_run
 
+    _require_run(args.model)
     written = plot_run(args.model, out=args.out, **_test_data(args), on_download=_say(False))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _require_run(model: str) -> None:
+    """ValueError unless ``model`` is a run folder, or a checkpoint in one: plot draws the run's metrics.jsonl."""
+    path = Path(model)
+    needs = "plot needs a run folder written by gpunet train --out DIR, which holds metrics.jsonl"
+    if not path.exists():
+        raise ValueError(f"{model}: no such folder or file; {needs}")
+    if not (path if path.is_dir() else path.parent).joinpath("metrics.jsonl").is_file():
+        what = "a folder without metrics.jsonl" if path.is_dir() else "a model file with no metrics.jsonl beside it"
+        raise ValueError(f"{model} is {what}; {needs}")
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from .bench import CONTENDERS, format_results, run_benchmark
     from .files import write_json
 
-    repeats = args.repeats if args.repeats is not None else 2 if args.quick else 5
+    repeats = args.repeats if args.repeats is not None else QUICK_REPEATS if args.quick else 5
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1; got {repeats}")
     only = args.only.split(",") if args.only else None
     unknown = [n for n in only or [] if n not in CONTENDERS]
     if unknown:
         raise ValueError(f"--only: unknown contender {unknown[0]!r}; expected some of {', '.join(CONTENDERS)}")
-    path = Path(args.json_out or f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")  # checked before the long part
-    if path.exists():
-        raise ValueError(f"--json {path}: the file exists; gpunet writes new files only")
-    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-        raise ValueError(f"--json {path}: {path.parent} is not a writable folder")
+    if args.json_out is not None:  # checked before the long part
+        _writable_json(args.json_out, args.force)
     results = run_benchmark(quick=args.quick, repeats=repeats, only=only,
                             on_result=lambda entry: print(f"done: {entry['case']}", file=sys.stderr, flush=True))
     print(format_results(results))
-    write_json(path, results)
-    print(f"wrote {path}")
+    if args.json_out is not None:
+        write_json(_writable_json(args.json_out, args.force), results)  # again: a file may have appeared since
+        print(f"wrote {args.json_out}")
     return 0
+
+
+def _writable_json(name: str, force: bool) -> Path:
+    """Where ``--json name`` writes: output_path's decision, and a folder this process may write in."""
+    path = output_path(name, overwrite=force, hint=FORCE_HINT)
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"--json {name}: {path.parent} is not a writable folder")
+    return path
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -319,8 +420,17 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 JSON: Options = [(("--json",), dict(action="store_true", help="print JSON instead of text"))]
-IMAGES: Options = [(("images",), dict(metavar="IMAGE", nargs="+"))]
-ONNX_PATH: Options = [(("onnx_path",), dict(metavar="OUT.onnx", help="the file to write (an existing one is kept)"))]
+IMAGES: Options = [(("images",), dict(metavar="IMAGE", nargs="+", help="image files of one handwritten digit "
+                                        "each: PNG, JPEG, BMP, ...; any size, colour or grey"))]
+ONNX_PATH: Options = [
+    (("onnx_path",), dict(metavar="OUT.onnx", help="the file to write (an existing one is kept unless --force)")),
+    (("--force",), dict(action="store_true", help="replace OUT.onnx if it exists (atomically: the old file stays "
+                        "whole until the new one is complete)")),
+]
+PLOT_OUT: Options = [
+    (("--out",), dict(metavar="DIR", help="where the PNG files go (default: the run folder)")),
+    (("--force",), dict(action="store_true", help="replace PNG files of the same names already there")),
+]
 # name -> (help, options, action)
 COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "train": ("train a network on handwritten digits and write a run folder", _train_options, run_train),
@@ -330,8 +440,7 @@ COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], Non
                 "when an image could not be read, after printing the others", [*MODEL, *IMAGES, *JSON, *BACKEND],
                 run_predict),
     "plot": ("write curves.png, confusion.png and weights.png of a run (needs matplotlib: pip install "
-             '"gpunet[plot]")', [*MODEL, (("--out",), dict(metavar="DIR", help="where the PNG files go (default: "
-                                 "the run folder)")), *TEST_DATA, *BACKEND], run_plot),
+             '"gpunet[plot]")', [*MODEL, *PLOT_OUT, *TEST_DATA, *BACKEND], run_plot),
     "bench": ("time gpunet against PyTorch, scikit-learn and the article's plain code", BENCH, run_bench),
     "sweep": ("train every config of a grid file, in-process or on Dask workers, and write one results table; "
               "exit status 1 when a run failed", [*SWEEP, *BACKEND], run_sweep),
@@ -342,13 +451,13 @@ COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], Non
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="gpunet", description="A fully connected neural network on NumPy or CuPy.",
-                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                           epilog=OVERVIEW, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"gpunet {__version__}")
     parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, (help, options, action) in COMMANDS.items():
-        p = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=EXAMPLES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                                epilog=EXAMPLES.get(name), formatter_class=argparse.RawDescriptionHelpFormatter)
         if callable(options):
             options(p)
         else:
@@ -359,24 +468,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # a bare gpunet: what it can do
+        parser.print_help()
+        return 0
     try:
         return args.run(args)
     except (ValueError, TypeError, BackendUnavailableError, DownloadError, ClusterStartError, OSError, ImportError,
-            DivergenceError, DeviceMemoryError) as exc:
+            DivergenceError, MemoryError) as exc:
         if args.debug:
             raise
         print(f"gpunet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        failed_run = isinstance(exc, (DivergenceError, DeviceMemoryError))  # the input was fine; the run failed
-        return 1 if failed_run else 2
+        return exit_status(exc)
     except KeyboardInterrupt:
         print(f"gpunet {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
+def exit_status(exc: BaseException) -> int:
+    """2 for what the user asked (a ValueError or TypeError from the library is always that: a request no
+    machine could hold, too); 1 for a run that failed on a valid request (it diverged, or ran out of memory)."""
+    if isinstance(exc, (ValueError, TypeError)):
+        return 2
+    return 1 if isinstance(exc, (DivergenceError, MemoryError)) else 2
+
+
 def _one_line(exc: BaseException) -> str:
     """The library's message with command-line spellings: option names for settings, --backend numpy."""
     text = exc.text(flag) if isinstance(exc, SettingError) else SETTING_IN_TEXT.sub(_as_option, str(exc))
+    if isinstance(exc, MemoryError) and not isinstance(exc, DeviceMemoryError):  # NumPy's own, or a bare one
+        text = f"out of memory: {text}" if text else "out of memory"
     return " ".join(text.split()) or type(exc).__name__
 
 

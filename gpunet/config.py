@@ -56,10 +56,18 @@ def _sizes(v: Any) -> bool:
 
 
 def sizes(text: str) -> tuple[int, ...]:
-    """"256,128" -> (256, 128); ValueError unless every size is an integer >= 1."""
-    values = tuple(int(part) for part in text.split(","))
+    """"256,128" -> (256, 128); ValueError, showing the expected form, unless every size is an integer >= 1."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
     if not _sizes(values):
-        raise ValueError(f"expected sizes like 100 or 256,128; got {text!r}")
+        error = ValueError(f"expected layer sizes separated by commas, each an integer >= 1, like 100 or "
+                           f"256,128; got {text!r}")
+        words = text.replace(",", " ").split()  # "100 50" or "100, 50": the sizes meant, if they are sizes
+        if len(words) > 1 and all(w.isdigit() and int(w) >= 1 for w in words):
+            error.meant = ",".join(words)  # type: ignore[attr-defined]  # the CLI suggests "--hidden 100,50"
+        raise error
     return values
 
 
@@ -108,9 +116,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backend", f"one of {', '.join(BACKEND_NAMES)}", lambda v: v in BACKEND_NAMES,
             "array backend (default: $GPUNET_BACKEND, else auto: CuPy when a GPU is usable)",
             BACKEND_NAMES, optional=True),
-    _choice("kernels", KERNELS, "training path on CuPy, gpunet/engines/select.py; auto takes graph mode (whole "
-            "epochs) for batches up to select.GRAPH_MAX_PRODUCT and for per-sample SGD, else fused, each verified "
-            "on a device"),
+    _choice("kernels", KERNELS, "how a GPU trains: plain: array operations (the one path on NumPy); fused: "
+            "CUDA kernels; graph: whole epochs captured as CUDA graphs; auto: graph for per-sample SGD and for "
+            "batches whose widest product is at most a 1024-row batch on a 784-1024 layer, else fused, falling "
+            "back to plain where a fast path cannot run the network"),
     _choice("dataset", DATASETS, "digits: scikit-learn's 8x8 digits (no download); mnist: the four IDX files of "
             "--data-dir, else downloaded to $GPUNET_DATA or ~/.cache/gpunet; csv: --train-csv and --test-csv"),
     Setting("data_dir", "a folder name", _text, "folder holding the four standard MNIST IDX files",
@@ -187,12 +196,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """A config from JSON (a checkpoint's, a sweep file's): unknown keys are an error, lists become tuples."""
-        values = {k: v for k, v in values.items() if k not in LEGACY_KEYS}
+        """A config from JSON (a checkpoint's, a sweep file's): unknown keys are an error, lists become tuples;
+        a ``preset`` key names a row of PRESETS whose settings come first, the other keys overriding them."""
+        values = with_preset({k: v for k, v in values.items() if k not in LEGACY_KEYS})
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(f"unknown setting {unknown[0]!r}; expected one of {', '.join(sorted(known))}")
+            raise ValueError(f"unknown setting {unknown[0]!r}; expected one of {', '.join(sorted([*known, 'preset']))}")
         if isinstance(values.get("hidden"), int):
             values["hidden"] = (values["hidden"],)
         if isinstance(values.get("hidden"), list):
@@ -211,6 +221,32 @@ class TrainConfig:
             text = ",".join(map(str, value)) if f.name == "hidden" else str(value)
             words += [f"--{f.name.replace('_', '-')}", text]
         return " ".join(words)
+
+
+# Named starting points for a config: a preset's settings replace the defaults, and any setting given with it
+# replaces the preset's (``gpunet train --preset NAME``, a sweep file's ``preset = "NAME"``).
+PRESETS: dict[str, dict[str, Any]] = {
+    # The original article's experiment: 100 sigmoid hidden units, a sigmoid output on the squared loss
+    # (targets 0.01/0.99), weights 0.01 * N(0, 1), plain SGD one sample at a time at lr 0.1 for 5 epochs, on
+    # MNIST with pixels in [0.01, 1.0] (as scripts/sweeps/article.toml). Its lr and epochs are made for MNIST's
+    # 300,000 updates: on the 8x8 digits' 7,190 they reach about half the test images.
+    "article": {"hidden": (100,), "activation": "sigmoid", "output": "sigmoid", "loss": "squared",
+                "init": "article", "optimizer": "sgd", "lr": 0.1, "batch_size": 1, "epochs": 5,
+                "dataset": "mnist", "pixels": "original"},
+}
+
+
+def with_preset(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without its ``preset`` key, over that preset's settings; ``values`` itself if it names none."""
+    if "preset" not in values:
+        return values
+    rest = {k: v for k, v in values.items() if k != "preset"}
+    name = values["preset"]
+    if name is None:
+        return rest
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {name!r}")
+    return {**PRESETS[name], **rest}
 
 
 # Keys that checkpoints of earlier versions hold in their train_config: how a run talked, not what it trained.

@@ -1,7 +1,8 @@
-"""gpunet side by side with PyTorch, scikit-learn and the article's plain per-sample code; prints a table, writes JSON.
+"""gpunet side by side with PyTorch, scikit-learn and the article's plain per-sample code; prints a table, and
+writes JSON where --json FILE says.
 
-    python scripts/benchmark.py            # the full CPU run (a few minutes on 2 cores)
-    python scripts/benchmark.py --quick    # a small version, seconds
+    python scripts/benchmark.py --json benchmark-cpu.json   # the full CPU run (a few minutes on 2 cores)
+    python scripts/benchmark.py --quick    # a small version, seconds; nothing written
     python scripts/benchmark.py --gpu --mnist-dir DIR --json benchmark-gpu.json   # the GPU cases (issues 12, 13)
 
 Without --gpu: the same as `gpunet bench`; see gpunet/bench/ for what is measured and how.

@@ -45,6 +45,12 @@ def test_quick_benchmark_json_shape(tmp_path):
             ceiling = case["ceiling_gflops"]["gpu" if "cuda" in name or "cupy" in name else "cpu"]
             assert r["share_of_ceiling"] == pytest.approx(r["gflops"] / ceiling)
             assert r["gpunet_numpy_speedup"] == pytest.approx(base / r["samples_per_s"])
+            if name != "gpunet-numpy":  # the spread over the two rounds, each round's ratio of its own two runs
+                rounds = sorted(c / b for b, c in zip(contenders["gpunet-numpy"]["seconds"], r["seconds"]))
+                assert r["gpunet_numpy_speedup_range"] == pytest.approx([rounds[0], rounds[-1]])
+                assert r["ranked"] is not (rounds[0] <= 1 <= rounds[-1])
+                low, high = r["gpunet_numpy_speedup_range"]
+                assert f"{r['gpunet_numpy_speedup']:.2f}x ({low:.2f}-{high:.2f})" in out.stdout
     memory = doc["memory"]
     assert memory["ratio_rss"] == pytest.approx(
         memory["peak_rss_growth_bytes"] / (memory["data_float32_bytes"] + memory["params_bytes"]))
@@ -55,6 +61,83 @@ def test_bench_rejects_unknown_contenders(tmp_path):
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "'tensorflow'" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def _results(seconds: dict[str, list[float]], rows: int = 1000) -> dict:
+    """A CPU benchmark's results with one case timed as ``seconds`` says, its figures from the harness."""
+    from gpunet.bench.harness import add_speedups, figures
+
+    entry = {"case": "per-sample 784-100-10", "sizes": [784, 100, 10], "batch": 1, "dtype": "float32", "rows": rows,
+             "flops_per_sample": 100, "ceiling_gflops": {"cpu": 10.0},
+             "contenders": {name: figures(t, rows, 100, 10.0) for name, t in seconds.items()}}
+    entry["contenders"]["torch-cuda"] = {"skipped": "PyTorch sees no CUDA device"}
+    add_speedups(entry)
+    memory = {"dataset": "digits", "rows": 1797, "data_float32_bytes": 450_000, "params_bytes": 74_288,
+              "peak_rss_growth_bytes": 100 * 2**20, "peak_traced_bytes": 20 * 2**20, "ratio_rss": 200.0,
+              "ratio_traced": 40.0}
+    return {"machine": {}, "quick": True, "repeats": len(seconds["gpunet-numpy"]), "lr": 0.1,
+            "ceilings_gflops": {"cpu": 10.0}, "cases": [entry], "memory": memory}
+
+
+def test_each_ratio_shows_its_spread_and_says_when_it_cannot_rank():
+    from gpunet.bench import format_results
+
+    # rounds of gpunet-numpy 1, 2, 1 s: torch-cpu took 2, 3, 4 s (ratios 2, 1.5, 4: slower every round),
+    # sklearn 0.5, 3, 1.2 s (ratios 0.5, 1.5, 1.2: faster in one round, slower in two)
+    results = _results({"gpunet-numpy": [1.0, 2.0, 1.0], "torch-cpu": [2.0, 3.0, 4.0], "sklearn": [0.5, 3.0, 1.2]})
+    contenders = results["cases"][0]["contenders"]
+    assert contenders["torch-cpu"]["gpunet_numpy_speedup"] == pytest.approx(3.0)  # medians: 3 s / 1 s
+    assert contenders["torch-cpu"]["gpunet_numpy_speedup_range"] == pytest.approx([1.5, 4.0])
+    assert contenders["torch-cpu"]["ranked"] is True and contenders["sklearn"]["ranked"] is False
+    assert "ranked" not in contenders["gpunet-numpy"]
+    lines = format_results(results).splitlines()
+    table = lines[lines.index(next(x for x in lines if x.startswith("per-sample"))) + 1:]
+    assert table[0].endswith("gpunet-numpy is (lowest-highest round)")
+    assert table[1].startswith("  gpunet-numpy ") and table[1].endswith("  -")
+    assert table[2].startswith("  torch-cpu ") and table[2].endswith("  3.00x (1.50-4.00)")
+    assert table[3].startswith("  sklearn ") and table[3].endswith("  1.20x (0.50-1.50) unranked")
+    assert table[4] == "  torch-cuda         skipped: PyTorch sees no CUDA device"
+    assert table[5] == ("  unranked: some rounds found gpunet-numpy faster than sklearn and others slower; the "
+                        "spread is too wide to rank them (try more --repeats)")
+
+
+def test_the_memory_line_says_what_each_ratio_compares_in_mib():
+    from gpunet.bench import format_results
+
+    text = format_results(_results({"gpunet-numpy": [1.0]}))
+    # 524,288 bytes of images and parameters: 0.50 MiB, not "0 MiB"
+    assert text.splitlines()[-1] == (
+        "memory, one epoch on digits (1797 images): the images in float32 and the parameters take 0.50 MiB; the "
+        "peak resident size grew by 100 MiB (200.0x that), Python's traced peak was 20.0 MiB (40.0x that)")
+
+
+def test_bench_writes_json_only_where_asked_and_replaces_it_only_when_forced(tmp_path, monkeypatch, capsys):
+    import gpunet.bench
+    from gpunet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def run_benchmark(quick, repeats, only, on_result):
+        calls.append((quick, repeats))
+        return _results({"gpunet-numpy": [1.0, 1.0, 1.0], "torch-cpu": [2.0, 2.5, 3.0]})
+
+    monkeypatch.setattr(gpunet.bench, "run_benchmark", run_benchmark)
+    assert main(["bench", "--quick"]) == 0
+    assert calls == [(True, 3)] and list(tmp_path.iterdir()) == []  # nothing written unasked
+    assert "torch-cpu" in capsys.readouterr().out
+    assert main(["bench", "--json", "b.json"]) == 0
+    assert calls[-1] == (False, 5) and json.loads((tmp_path / "b.json").read_text())["cases"][0]["rows"] == 1000
+    assert capsys.readouterr().out.endswith("wrote b.json\n")
+    (tmp_path / "b.json").write_text("{}")
+    assert main(["bench", "--quick", "--json", "b.json"]) == 2
+    assert capsys.readouterr().err == "gpunet bench: error: b.json already exists; use --force to replace it\n"
+    assert len(calls) == 2 and (tmp_path / "b.json").read_text() == "{}"  # refused before benchmarking
+    assert main(["bench", "--quick", "--json", "b.json", "--force"]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["repeats"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json"]
+    assert main(["bench", "--json", "nowhere/b.json"]) == 2
+    assert capsys.readouterr().err == "gpunet bench: error: nowhere: no such folder\n" and len(calls) == 3
 
 
 # --- the GPU benchmark (scripts/benchmark.py --gpu) --------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from gpunet.activations import HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
 from gpunet.cli import build_parser, flag
-from gpunet.config import SETTINGS, SettingError, TrainConfig
+from gpunet.config import PRESETS, SETTINGS, SettingError, TrainConfig, sizes, with_preset
 from gpunet.network import DTYPES
 from gpunet.optim import OPTIMIZERS
 
@@ -83,4 +83,50 @@ def test_every_option_of_train_is_typed_from_the_table(capsys):
     assert given == {"hidden": (5, 6), "lr": 0.5, "epochs": 3, "early_stopping": 2}  # only what was typed
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--hidden", "5,x"])
-    assert capsys.readouterr().err == "gpunet train: error: argument --hidden: invalid sizes value: '5,x'\n"
+    assert capsys.readouterr().err == ("gpunet train: error: argument --hidden: expected layer sizes separated by "
+                                       "commas, each an integer >= 1, like 100 or 256,128; got '5,x'\n")
+
+
+@pytest.mark.parametrize("text, meant", [("100 50", "100,50"), ("256 128 64", "256,128,64"), ("100 0", None),
+                                         ("100 x", None), ("", None), ("100,,50", "100,50")])
+def test_hidden_sizes_show_the_expected_form_and_what_was_meant(text, meant, capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["train", "--hidden", text])
+    assert info.value.code == 2
+    want = (f"gpunet train: error: argument --hidden: expected layer sizes separated by commas, each an integer "
+            f">= 1, like 100 or 256,128; got {text!r}" + (f"; did you mean --hidden {meant}?" if meant else "") + "\n")
+    assert capsys.readouterr().err == want
+    with pytest.raises(ValueError) as raised:  # the library's own message names no option
+        sizes(text)
+    assert "--" not in str(raised.value) and getattr(raised.value, "meant", None) == meant
+
+
+ARTICLE = {"hidden": (100,), "activation": "sigmoid", "output": "sigmoid", "loss": "squared", "init": "article",
+           "optimizer": "sgd", "lr": 0.1, "batch_size": 1, "epochs": 5, "dataset": "mnist", "pixels": "original"}
+
+
+def test_the_article_preset_is_the_articles_network_and_training():
+    # scripts/sweeps/article.toml and README's Experiments table: the article's values, written out here
+    assert PRESETS["article"] == ARTICLE
+    config = TrainConfig.from_dict({"preset": "article"})
+    assert config == TrainConfig(**ARTICLE)
+    assert (config.weight_decay, config.lr_decay, config.dtype, config.validation) == (0.0, 1.0, "float32", 0.0)
+
+
+def test_settings_given_with_a_preset_override_it():
+    config = TrainConfig.from_dict({"hidden": [200], "preset": "article", "lr": 0.2, "dataset": "digits"})
+    assert config == TrainConfig(**{**ARTICLE, "hidden": (200,), "lr": 0.2, "dataset": "digits"})
+    assert with_preset({"lr": 0.2}) == {"lr": 0.2} and with_preset({"preset": None, "lr": 0.2}) == {"lr": 0.2}
+    for bad in ("textbook", 3):
+        with pytest.raises(ValueError) as info:
+            TrainConfig.from_dict({"preset": bad})
+        assert str(info.value) == f"preset must be one of article; got {bad!r}"
+
+
+def test_a_sweep_file_may_start_from_a_preset(tmp_path):
+    from gpunet.sweep import load_grid
+
+    (tmp_path / "a.toml").write_text('[base]\npreset = "article"\nepochs = 1\n[grid]\nhidden = [30, 200]\n')
+    name, configs = load_grid(tmp_path / "a.toml")
+    assert name == "a"
+    assert configs == [TrainConfig(**{**ARTICLE, "epochs": 1, "hidden": (h,)}) for h in (30, 200)]

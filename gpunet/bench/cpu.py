@@ -117,29 +117,48 @@ def measure_memory(quick: bool) -> dict[str, Any]:
 
 
 def format_results(results: dict[str, Any]) -> str:
-    """The results as text: one table per case, then the ceilings and the memory figures."""
+    """The results as text: one table per case, then the ceilings and the memory figures.
+
+    Each ratio to gpunet on NumPy is shown with its spread over the rounds (the lowest and highest round),
+    and marked where the spread holds 1: the rounds disagree on which is faster."""
     lines = ["matrix-product ceiling (float32, median over the cases): " + ", ".join(
         f"{d} {g:,.0f} GFLOP/s" for d, g in results["ceilings_gflops"].items())]
     for entry in results["cases"]:
         ceilings = ", ".join(f"{d} {g:,.0f}" for d, g in entry["ceiling_gflops"].items())
         lines += ["", f"{entry['case']} ({entry['dtype']}, {entry['rows']} rows per run, median of "
                   f"{results['repeats']} rounds; ceiling {ceilings} GFLOP/s)",
-                  f"  {'contender':<18} {'samples/s':>12} {'GFLOP/s':>9} {'of ceiling':>10} {'gpunet-numpy is':>16}"]
+                  f"  {'contender':<18} {'samples/s':>12} {'GFLOP/s':>9} {'of ceiling':>10}  "
+                  "gpunet-numpy is (lowest-highest round)"]
+        unranked = []
         for name, r in entry["contenders"].items():
             if "skipped" in r:
                 lines.append(f"  {name:<18} skipped: {r['skipped']}")
                 continue
-            ratio = r.get("gpunet_numpy_speedup")
-            ratio_text = f"{ratio:.2f}x" if ratio is not None and name != "gpunet-numpy" else "-"
+            ratio_text = "-"
+            if "gpunet_numpy_speedup_range" in r:
+                low, high = r["gpunet_numpy_speedup_range"]
+                ratio_text = f"{r['gpunet_numpy_speedup']:.2f}x ({low:.2f}-{high:.2f})"
+                if not r["ranked"]:
+                    ratio_text += " unranked"
+                    unranked.append(name)
             lines.append(f"  {name:<18} {r['samples_per_s']:>12,.0f} {r['gflops']:>9.1f} "
-                         f"{r['share_of_ceiling']:>10.1%} {ratio_text:>16}")
+                         f"{r['share_of_ceiling']:>10.1%}  {ratio_text}")
+        if unranked:
+            lines.append(f"  unranked: some rounds found gpunet-numpy faster than {', '.join(unranked)} and "
+                         "others slower; the spread is too wide to rank them (try more --repeats)")
     m = results.get("memory", {})
     if "error" in m:
         lines += ["", f"memory: not measured ({m['error']})"]
     elif m:
-        lines += ["", f"memory, one epoch on {m['dataset']} ({m['rows']} images): peak RSS growth "
-                  f"{m['peak_rss_growth_bytes'] / 2**20:,.0f} MiB, "
-                  f"traced peak {m['peak_traced_bytes'] / 2**20:,.0f} MiB; "
-                  f"data in float32 + parameters {(m['data_float32_bytes'] + m['params_bytes']) / 2**20:,.0f} MiB "
-                  f"(ratios {m['ratio_rss']:.2f} and {m['ratio_traced']:.2f})"]
+        budget = m["data_float32_bytes"] + m["params_bytes"]
+        lines += ["", f"memory, one epoch on {m['dataset']} ({m['rows']} images): the images in float32 and the "
+                  f"parameters take {mib(budget)}; the peak resident size grew by {mib(m['peak_rss_growth_bytes'])} "
+                  f"({m['ratio_rss']:.1f}x that), Python's traced peak was {mib(m['peak_traced_bytes'])} "
+                  f"({m['ratio_traced']:.1f}x that)"]
     return "\n".join(lines)
+
+
+def mib(n: float) -> str:
+    """Bytes as MiB, with the digits that matter for small sizes too: 1,234 MiB, 12.3 MiB, 0.47 MiB."""
+    value = n / 2**20
+    return f"{value:,.0f} MiB" if value >= 100 else f"{value:.1f} MiB" if value >= 10 else f"{value:.2f} MiB"

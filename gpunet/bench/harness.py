@@ -125,8 +125,23 @@ def figures(times: list[float], rows: int, flops_per_sample: int, ceiling: float
 
 
 def add_speedups(entry: dict[str, Any]) -> None:
-    """Give each measured contender of a case its ``gpunet_numpy_speedup``: > 1 where gpunet on NumPy is faster."""
-    base = entry["contenders"].get("gpunet-numpy", {}).get("samples_per_s")
-    for r in entry["contenders"].values():
-        if base and "samples_per_s" in r:
-            r["gpunet_numpy_speedup"] = base / r["samples_per_s"]
+    """Give each measured contender of a case its ``gpunet_numpy_speedup`` (> 1 where gpunet on NumPy is faster):
+    the ratio of the medians, and ``gpunet_numpy_speedup_range``, the lowest and highest ratio of one round's
+    two runs (the rounds take turns, so each round's pair ran close together). ``ranked`` is False where the
+    range holds 1: some rounds found gpunet on NumPy faster and others slower, too wide a spread to rank them."""
+    contenders = entry["contenders"]
+    base = contenders.get("gpunet-numpy", {})
+    if "samples_per_s" not in base:
+        return
+    for name, r in contenders.items():
+        if "samples_per_s" not in r:
+            continue
+        r["gpunet_numpy_speedup"] = base["samples_per_s"] / r["samples_per_s"]
+        if name == "gpunet-numpy":
+            continue
+        # samples/s of gpunet-numpy over the contender's, round by round: (rows / s) / (rows / s)
+        rounds = [(base.get("rows", entry["rows"]) / b) / (r.get("rows", entry["rows"]) / c)
+                  for b, c in zip(base["seconds"], r["seconds"])]
+        low, high = min(rounds), max(rounds)
+        r["gpunet_numpy_speedup_range"] = [low, high]
+        r["ranked"] = not low <= 1.0 <= high
