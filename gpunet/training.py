@@ -320,11 +320,15 @@ def _prepare(net: Network, X: Array, y: Array, x_label: str, y_label: str) -> tu
     """Check once (finiteness by one flag for device data), then move to the device once: (X, T, host labels)."""
     X = net.checked_input(X, x_label, finite=True)  # NumPy or CuPy: device data stays on the device
     try:
-        ndim = to_numpy(y).ndim if not hasattr(y, "ndim") else y.ndim
+        y = y if hasattr(y, "ndim") and hasattr(y, "shape") else to_numpy(y)
+        ndim = y.ndim
     except ValueError as exc:  # numpy.asarray of ragged or non-numeric nesting
         raise TypeError(f"{y_label} must be integer labels (N,) or target rows (N, {net.sizes[-1]}); "
                         f"got {type(y).__name__} ({exc})") from None
     if ndim == 2:
+        if y.shape[1] != net.sizes[-1]:  # e.g. a column of labels (N, 1): refused before it could broadcast
+            raise ValueError(f"{y_label} must be integer labels (N,) or target rows (N, {net.sizes[-1]}); "
+                             f"got shape {tuple(y.shape)}")
         T = _checked_targets(net, y, y_label)
         labels = net.backend.to_host(T.argmax(axis=1))
     else:
