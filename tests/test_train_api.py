@@ -295,3 +295,20 @@ def test_the_callback_gets_each_record_and_only_true_stops():
     history = gpunet.train(gpunet.Network([5, 3], backend="numpy"), X, y, epochs=4,
                            callback=lambda r: r["epoch"] == 2)
     assert [r["epoch"] for r in history] == [1, 2]
+
+
+def test_checks_and_validation_on_every_backend(backend):
+    """The same checks on device data (one flag read back), and a held-out fraction taken on the device."""
+    X, y = _noise(40, 4, 3, seed=3)
+    net = gpunet.Network([4, 5, 3], seed=1, backend=backend, dtype="float64")
+    bad = backend.to_device(X.copy(), net.dtype)
+    bad[2, 3] = np.inf
+    with pytest.raises(ValueError, match=r"^X contains NaN or infinity; got inf at row 2, column 3$"):
+        net.predict(bad)
+    with pytest.raises(ValueError, match=r"^X_train contains NaN or infinity; got inf at row 2, column 3$"):
+        gpunet.train(net, bad, y, epochs=1)
+    history = gpunet.train(net, backend.to_device(X, net.dtype), y, epochs=2, validation=0.25, early_stopping=1)
+    reference = gpunet.Network([4, 5, 3], seed=1, backend="numpy", dtype="float64")
+    expected = gpunet.train(reference, X, y, epochs=2, validation=0.25, early_stopping=1)
+    assert [r["best_epoch"] for r in history] == [r["best_epoch"] for r in expected]
+    assert [r["val_loss"] for r in history] == pytest.approx([r["val_loss"] for r in expected], rel=1e-9)
