@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .backend import as_array
+from .backend import array_module, as_array, to_numpy
 
 
 # The training paths (gpunet/engines/select.py decides which runs): named here, below the model, so that the
@@ -83,15 +83,52 @@ def check_matrix(label: str, a: Any, n_cols: int) -> Any:
     return a
 
 
-def check_labels(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Host labels -> int64, each in 0..n_classes-1 (integral floats accepted)."""
+def check_finite(label: str, a: Any, original: Any = None) -> None:
+    """ValueError naming the first NaN or infinity in ``a`` (NumPy or CuPy), with its position.
+
+    The test is two reductions on the array's own device, read back as one flag: a single
+    CPU-GPU sync. Only a failing array is searched for the position. ``original`` is the
+    caller's array before its conversion to ``a``'s dtype, so a value that overflows there
+    (1e300 in float32) is shown as the caller wrote it.
+    """
+    if a.dtype.kind != "f" or a.size == 0:
+        return
+    xp = array_module(a)
+    if bool(xp.isfinite(a.min()) & xp.isfinite(a.max())):  # CPU-GPU sync point: one flag; NaN propagates
+        return
+    index = tuple(int(i) for i in np.argwhere(~np.isfinite(to_numpy(a)))[0])
+    value = float(to_numpy(original if original is not None else a)[index])
+    where = f"row {index[0]}, column {index[1]}" if len(index) == 2 else f"index {', '.join(map(str, index))}"
+    why = f", beyond the range of {a.dtype.name}" if math.isfinite(value) else ""
+    raise ValueError(f"{label} contains NaN or infinity; got {value!r} at {where}{why}")
+
+
+def check_labels(labels: Any, n_classes: int, label: str = "labels") -> np.ndarray:
+    """Class labels ``(N,)`` -> host int64, each in 0..n_classes-1 (integral floats accepted).
+
+    A label that is NaN, infinite or fractional, or out of range, is named with its index;
+    a wrong shape is refused before it could broadcast against predictions.
+    """
+    try:
+        labels = to_numpy(labels)
+    except ValueError as exc:  # numpy.asarray of ragged or non-numeric nesting
+        raise TypeError(f"{label} must be a 1-D array of integer class labels; got {type(labels).__name__} "
+                        f"({exc})") from None
     if labels.ndim != 1:
-        raise ValueError(f"labels must be 1-D; got shape {labels.shape}")
-    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all():
+        raise ValueError(f"{label} must be 1-D (one class label per row); got shape {labels.shape}")
+    if labels.dtype.kind == "f":
+        finite = np.isfinite(labels)
+        bad = ~finite | (labels != np.round(np.where(finite, labels, 0)))
+        if bad.any():
+            i = int(np.argmax(bad))
+            what = "NaN" if np.isnan(labels[i]) else f"{float(labels[i])!r}"
+            kind = "" if not finite[i] else "the fractional label "
+            raise TypeError(f"{label} must be integers; got dtype {labels.dtype} with {kind}{what} at index {i}")
         labels = labels.astype(np.int64)
     if labels.dtype.kind not in "iu":
-        raise TypeError(f"labels must be integers; got dtype {labels.dtype}")
-    bad = labels[(labels < 0) | (labels >= n_classes)]
-    if bad.size:
-        raise ValueError(f"labels must be in 0..{n_classes - 1}; got {bad[0]}")
+        raise TypeError(f"{label} must be integers; got dtype {labels.dtype}")
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{label} must be in 0..{n_classes - 1}; got {labels[i]} at index {i}")
     return labels.astype(np.int64)

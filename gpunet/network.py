@@ -17,8 +17,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import defaults
 from .backend import Backend, get_backend, to_numpy
-from .checks import check_choice, check_int, check_kernels, check_labels, check_matrix, check_number
+from .checks import check_choice, check_finite, check_int, check_kernels, check_labels, check_matrix, check_number
 from .activations import (
     ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES, OUTPUT_ACTIVATIONS, softmax, softplus,
 )
@@ -33,8 +34,13 @@ DTYPES = ("float32", "float64")
 class Network:
     """A multilayer perceptron with one activation for the hidden layers and one for the output.
 
-    >>> net = Network([784, 100, 10], activation="sigmoid", output="sigmoid",
-    ...               loss="squared", init="article", seed=0, backend="numpy")
+    The defaults (gpunet/defaults.py, the command line's too) are a network that learns
+    as it is: ReLU hidden layers, a softmax output on cross-entropy, He initialisation.
+
+    >>> net = Network([64, 100, 10], seed=0, backend="numpy")
+
+    The original article's network (sigmoid layers, squared loss, its initialisation) is
+    one word away: ``Network.article([784, 100, 10])``.
 
     ``kernels`` is deprecated here: the training path is a setting of :func:`gpunet.train`
     (``train(..., kernels=...)``). A value other than "auto" warns, and ``train`` still honours it
@@ -44,13 +50,13 @@ class Network:
     def __init__(
         self,
         sizes: Sequence[int],
-        activation: str = "sigmoid",
-        output: str = "sigmoid",
-        loss: str = "squared",
-        init: str = "article",
-        seed: int = 0,
+        activation: str = defaults.ACTIVATION,
+        output: str = defaults.OUTPUT,
+        loss: str = defaults.LOSS,
+        init: str = defaults.INIT,
+        seed: int = defaults.SEED,
         backend: str | Backend | None = None,
-        dtype: str = "float32",
+        dtype: str = defaults.DTYPE,
         kernels: str = "auto",
     ) -> None:
         self.sizes = _check_sizes(sizes)
@@ -77,6 +83,23 @@ class Network:
         self.params: dict[str, Array] = dict(self.packed.views)
         self._sgd = SGD()
         self._buffers: dict[Any, Array] = {}  # train_step's activations and gradients, reused step to step
+
+    @classmethod
+    def article(
+        cls,
+        sizes: Sequence[int],
+        activation: str = defaults.ARTICLE["activation"],
+        output: str = defaults.ARTICLE["output"],
+        loss: str = defaults.ARTICLE["loss"],
+        init: str = defaults.ARTICLE["init"],
+        **overrides: Any,
+    ) -> Network:
+        """The original article's network: sigmoid hidden and output layers, squared loss (on 0.01/0.99
+        targets) and the article's initialisation (``defaults.ARTICLE``); any setting may still be overridden.
+
+        >>> net = Network.article([784, 100, 10], seed=0, backend="numpy")
+        """
+        return cls(sizes, activation, output, loss, init, **overrides)
 
     @property
     def n_layers(self) -> int:
@@ -163,12 +186,12 @@ class Network:
     # --- public API --------------------------------------------------------------------
 
     def forward(self, X: Array) -> Array:
-        """Outputs ``(N, n_out)`` on the network's backend."""
-        return self._forward(self.checked_input(X))[0][-1]
+        """Outputs ``(N, n_out)`` on the network's backend; ``X`` must be finite (ValueError naming the entry)."""
+        return self._forward(self.checked_input(X, finite=True))[0][-1]
 
     def loss(self, X: Array, T: Array) -> float:
         """Mean over rows of the per-sample loss, as a Python float."""
-        X = self.checked_input(X)
+        X = self.checked_input(X, finite=True)
         _, losses = self.forward_and_loss_unchecked(X, self.checked_targets(T, X))
         return float(losses.mean())  # CPU-GPU sync point
 
@@ -212,7 +235,10 @@ class Network:
         return loss
 
     def predict(self, X: Array) -> np.ndarray:
-        """Predicted class of each row (argmax of the outputs) as a NumPy int array."""
+        """Predicted class of each row (argmax of the outputs) as a NumPy int array.
+
+        ``X`` is checked to be finite first: a NaN would otherwise come out as class 0.
+        """
         return self.backend.to_host(self.forward(X).argmax(axis=1)).astype(np.int64)
 
     def predict_proba(self, X: Array) -> np.ndarray:
@@ -225,7 +251,7 @@ class Network:
         """
         if self.output not in ("softmax", "sigmoid"):
             raise ValueError(f"predict_proba needs a softmax or sigmoid output; this network's is {self.output!r}")
-        As, Z, _ = self._forward(self.checked_input(X))
+        As, Z, _ = self._forward(self.checked_input(X, finite=True))
         P = As[-1] if self.output == "softmax" else softmax(-softplus(-Z))  # log sigmoid(z) = -softplus(-z)
         P = self.backend.to_host(P).astype(np.float64)
         return P / P.sum(axis=1, keepdims=True)  # rows sum to 1 in float64, also from a float32 network
@@ -270,9 +296,15 @@ class Network:
 
     # --- input checks ------------------------------------------------------------------
 
-    def checked_input(self, X: Array) -> Array:
-        """``X`` checked (2-D, numeric, n_in columns) and moved to the backend in the network's dtype."""
-        return self.backend.to_device(check_matrix("X", X, self.sizes[0]), self.dtype)
+    def checked_input(self, X: Array, label: str = "X", finite: bool = False) -> Array:
+        """``X`` checked (2-D, numeric, n_in columns) and moved to the backend in the network's dtype;
+        with ``finite``, also checked to hold no NaN or infinity in that dtype (one CPU-GPU sync)."""
+        original = check_matrix(label, X, self.sizes[0])
+        with np.errstate(over="ignore"):  # a value beyond the dtype's range is named by check_finite, not warned
+            X = self.backend.to_device(original, self.dtype)
+        if finite:
+            check_finite(label, X, original)
+        return X
 
     def checked_targets(self, T: Array, X: Array) -> Array:
         """Target rows ``T`` checked (n_out columns, one row per row of ``X``) and moved to the backend."""

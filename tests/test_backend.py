@@ -80,13 +80,13 @@ def test_explicit_cupy_without_device_raises_one_clear_error(cupy_without_device
     assert cupy_unavailable_reason() in message
     assert 'pip install "gpunet[cuda12]"' in message
     with pytest.raises(gpunet.BackendUnavailableError):
-        gpunet.Network([3, 2], backend="cupy")
+        gpunet.Network.article([3, 2], backend="cupy")
 
 
 def test_environment_variable_sets_the_default(monkeypatch):
     monkeypatch.setenv("GPUNET_BACKEND", "numpy")
     assert gpunet.get_backend().name == "numpy"
-    assert gpunet.Network([3, 2]).backend.name == "numpy"
+    assert gpunet.Network.article([3, 2]).backend.name == "numpy"
     monkeypatch.setenv("GPUNET_BACKEND", " NumPy ")
     assert gpunet.get_backend().name == "numpy"
     monkeypatch.setenv("GPUNET_BACKEND", "tpu")
@@ -200,7 +200,7 @@ def test_backend_pickles_by_name():
     b = gpunet.get_backend("numpy")
     again = pickle.loads(pickle.dumps(b))
     assert again == b and again.xp is np
-    net = gpunet.Network([3, 2], backend="numpy")
+    net = gpunet.Network.article([3, 2], backend="numpy")
     copy = pickle.loads(pickle.dumps(net))
     X = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(copy.forward(X), net.forward(X))

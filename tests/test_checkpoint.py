@@ -10,7 +10,7 @@ from gpunet.checkpoint import CheckpointError, load_checkpoint, meta_field, save
 
 
 def _trained(tmp_path):
-    net = gpunet.Network([6, 5, 3], activation="tanh", backend="numpy", seed=2)
+    net = gpunet.Network.article([6, 5, 3], activation="tanh", backend="numpy", seed=2)
     opt = gpunet.Adam(beta1=0.8, weight_decay=0.01)
     X, T = np.random.default_rng(0).uniform(size=(8, 6)), np.full((8, 3), 0.5)
     for _ in range(3):
@@ -61,7 +61,7 @@ def test_a_checkpoint_naming_the_old_init_seed_still_loads(tmp_path):
     # Before the rename the article's initialisation was called "seed"; such checkpoints must still load.
     import json
 
-    net = gpunet.Network([6, 5, 3], init="article", seed=3, backend="numpy", dtype="float64")
+    net = gpunet.Network.article([6, 5, 3], init="article", seed=3, backend="numpy", dtype="float64")
     save_checkpoint(tmp_path / "m.npz", net, gpunet.SGD(), {})
     with np.load(tmp_path / "m.npz") as z:
         arrays = {k: z[k] for k in z.files}
@@ -72,7 +72,7 @@ def test_a_checkpoint_naming_the_old_init_seed_still_loads(tmp_path):
     loaded, _, _ = load_checkpoint(tmp_path / "old.npz", backend="numpy")
     assert loaded.init == "article"
     np.testing.assert_array_equal(loaded.get_params()["W1"], net.get_params()["W1"])
-    assert gpunet.Network([6, 5, 3], init="seed", seed=3, backend="numpy", dtype="float64").init == "article"
+    assert gpunet.Network.article([6, 5, 3], init="seed", seed=3, backend="numpy", dtype="float64").init == "article"
 
 
 def test_meta_fields_are_checked_for_the_caller(tmp_path):

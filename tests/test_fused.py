@@ -110,7 +110,7 @@ def test_output_layer_cross_entropy_is_exact_for_saturated_logits(output, dtype)
     Z = np.array([[1000, -1000, 0, 40], [-40, 40, 3, -1000], [-1000, 1000, -40, 40]], dtype=dtype)
     b = np.zeros(4, dtype=dtype)
     T = np.eye(4, dtype=dtype)[[1, 0, 2]]  # one-hot: column 1 (-1000), 0 (-40), 2 (-40)
-    net = gpunet.Network([3, 4], output=output, loss="cross-entropy", backend="numpy", dtype=dtype)
+    net = gpunet.Network.article([3, 4], output=output, loss="cross-entropy", backend="numpy", dtype=dtype)
     Y = ACTIVATIONS[output].forward(Z.copy())
     plain = net.per_sample_loss(Z, Y, T)
     # by hand, dropping terms of e^-37 and below: lse(z) - z_target; sum softplus(z) - t z
@@ -236,7 +236,7 @@ def test_flat_momentum_continues_an_old_velocity_checkpoint_like_optim_py(dtype)
 
 def _pair_nets(sizes, activation, output, loss, dtype):
     kw = dict(activation=activation, output=output, loss=loss, init="xavier", seed=7, backend="numpy", dtype=dtype)
-    return gpunet.Network(sizes, **kw), gpunet.Network(sizes, **kw)
+    return gpunet.Network.article(sizes, **kw), gpunet.Network.article(sizes, **kw)
 
 
 def _run(net, opt, X, T, step, epochs, batch, lr=0.2):
@@ -359,7 +359,7 @@ def test_layout_puts_weights_first_aligned():
 
 
 def test_flat_views_share_memory_and_net_params_stay_usable():
-    net = gpunet.Network([5, 4, 3], backend="numpy", dtype="float64", seed=1)
+    net = gpunet.Network.article([5, 4, 3], backend="numpy", dtype="float64", seed=1)
     old = net.get_params()
     flat = FlatParameters(net.params, np)
     for k, p in net.params.items():
@@ -374,7 +374,7 @@ def test_flat_views_share_memory_and_net_params_stay_usable():
 
 def test_an_unpickled_network_is_stepped_in_its_own_flat_buffer():
     # pickle copies each view apart from the buffer; unpickling packs again, so a fast path never rebinds
-    net = pickle.loads(pickle.dumps(gpunet.Network([5, 4, 3], backend="numpy", dtype="float64", seed=1)))
+    net = pickle.loads(pickle.dumps(gpunet.Network.article([5, 4, 3], backend="numpy", dtype="float64", seed=1)))
     arrays, before = dict(net.params), net.get_params()
     step = FusedStep(net, transcriptions.NumpyKernels())
     X, T = _data(8, 5, 3, one_hot=True)
@@ -418,7 +418,7 @@ def test_auto_takes_the_paths_a_device_run_verified():
     """The H100 runs of 2026-11-27 verified "fused" for batches and the per-sample kernel, the H200 run graph
     mode for batches and whole per-sample epochs."""
     assert select.VERIFIED == frozenset({"fused", "per-sample", "graph", "per-sample-epochs"})
-    net = gpunet.Network([4, 3, 2], backend="numpy")
+    net = gpunet.Network.article([4, 3, 2], backend="numpy")
     assert net.kernels == "auto" and select.choose("auto", net, SGD()) == "plain"  # NumPy: plain, always
     cupy_net = _FakeCupyNet()
     assert [select.choose("auto", cupy_net, opt) for opt in (SGD(), Momentum(), Adam())] == ["graph"] * 3
@@ -430,15 +430,15 @@ def test_auto_takes_the_paths_a_device_run_verified():
 @pytest.mark.parametrize("kernels", ("fused", "graph"))
 def test_cuda_paths_on_numpy_are_refused(kernels):
     with pytest.raises(ValueError, match=f"kernels='{kernels}' needs the cupy backend; got backend 'numpy'"):
-        gpunet.Network([4, 3, 2], backend="numpy", kernels=kernels)
-    net = gpunet.Network([4, 3, 2], backend="numpy")
+        gpunet.Network.article([4, 3, 2], backend="numpy", kernels=kernels)
+    net = gpunet.Network.article([4, 3, 2], backend="numpy")
     with pytest.raises(ValueError, match="needs the cupy backend"):
         gpunet.train(net, np.ones((4, 4)), np.array([0, 1, 0, 1]), epochs=1, kernels=kernels)
 
 
 def test_unknown_kernels_name_is_refused():
     with pytest.raises(ValueError, match="kernels must be one of auto, plain, fused, graph; got 'fast'"):
-        gpunet.Network([4, 3, 2], backend="numpy", kernels="fast")
+        gpunet.Network.article([4, 3, 2], backend="numpy", kernels="fast")
 
 
 class _FakeCupyNet:
@@ -558,18 +558,19 @@ def test_graph_mode_asks_should_stop_after_each_epoch_and_the_run_resumes_at_the
     X, y = rng.random((11, 5)), rng.integers(0, 3, 11)
 
     def net():
-        return gpunet.Network([5, 4, 3], "tanh", "softmax", "cross-entropy", seed=2, backend="numpy", dtype="float64")
+        return gpunet.Network.article([5, 4, 3], "tanh", "softmax", "cross-entropy", seed=2, backend="numpy", dtype="float64")
 
     whole = net()
-    history = gpunet.train(whole, X, y, epochs=3, batch_size=4, lr=0.3, seed=7)
+    history = gpunet.train(whole, X, y, epochs=3, batch_size=4, lr=0.3, optimizer="sgd", seed=7)
     monkeypatch.setattr(select, "engine", graph_plan)
     stopped, asked, rows = net(), [], []
     with pytest.raises(TrainingInterrupted) as stop:
-        gpunet.train(stopped, X, y, epochs=3, batch_size=4, lr=0.3, seed=7, on_batch=lambda n, loss: rows.append(n),
+        gpunet.train(stopped, X, y, epochs=3, batch_size=4, lr=0.3, optimizer="sgd", seed=7,
+                     on_batch=lambda n, loss: rows.append(n),
                      should_stop=lambda: asked.append(1) or len(asked) == 2)
     assert (stop.value.epoch, stop.value.rows, stop.value.loss_sum) == (3, 0, 0.0) and rows == [11, 11]
     monkeypatch.setattr(select, "engine", real_engine)
-    rest = gpunet.train(stopped, X, y, epochs=3, batch_size=4, lr=0.3, seed=7, start_epoch=3)
+    rest = gpunet.train(stopped, X, y, epochs=3, batch_size=4, lr=0.3, optimizer="sgd", seed=7, start_epoch=3)
     assert rel_diff(rest[0]["train_loss"], history[2]["train_loss"]) < 1e-12
     for k, v in whole.get_params().items():
         assert rel_diff(stopped.get_params()[k], v) < 1e-12
@@ -597,8 +598,8 @@ def test_plain_kernels_train_the_same_as_auto():
     X, T = _data(40, 6, 3)
     runs = []
     for kernels in ("auto", "plain"):
-        net = gpunet.Network([6, 5, 3], backend="numpy", dtype="float64", seed=2)
-        gpunet.train(net, X, T, epochs=2, batch_size=8, optimizer="momentum", kernels=kernels)
+        net = gpunet.Network.article([6, 5, 3], backend="numpy", dtype="float64", seed=2)
+        gpunet.train(net, X, T, epochs=2, batch_size=8, lr=0.1, optimizer="momentum", kernels=kernels)
         runs.append(net.get_params())
     assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
 
@@ -648,7 +649,7 @@ def test_the_gpu_pairs_are_well_conditioned_in_float32():
         params = {}
         for dtype in DTYPES:
             X, T, kw, common = _pair_setup(activation, output, loss, dtype, "numpy")
-            net = gpunet.Network([12, 16, 8, 4], **kw)
+            net = gpunet.Network.article([12, 16, 8, 4], **kw)
             gpunet.train(net, X, T, epochs=7, optimizer=OPTIMIZERS[optimizer](), lr=PAIR_LR[optimizer], **common)
             params[dtype] = net.get_params()
         worst[activation, output, loss, optimizer] = max(rel_diff(params["float32"][k], params["float64"][k])
@@ -663,9 +664,9 @@ def _train_pair(activation, output, loss, optimizer, dtype, resume, kernels="fus
     backend = require("cupy")
     X, T, kw, common = _pair_setup(activation, output, loss, dtype, backend)
     common["lr"] = PAIR_LR[optimizer]
-    plain_net, plain_opt = gpunet.Network([12, 16, 8, 4], **kw), OPTIMIZERS[optimizer]()
+    plain_net, plain_opt = gpunet.Network.article([12, 16, 8, 4], **kw), OPTIMIZERS[optimizer]()
     plain = gpunet.train(plain_net, X, T, epochs=7, optimizer=plain_opt, kernels="plain", **common)
-    fast_net, fast_opt = gpunet.Network([12, 16, 8, 4], kernels=kernels, **kw), OPTIMIZERS[optimizer]()
+    fast_net, fast_opt = gpunet.Network.article([12, 16, 8, 4], kernels=kernels, **kw), OPTIMIZERS[optimizer]()
     if not resume:
         got = gpunet.train(fast_net, X, T, epochs=7, optimizer=fast_opt, **common)
     else:
@@ -673,7 +674,7 @@ def _train_pair(activation, output, loss, optimizer, dtype, resume, kernels="fus
         with pytest.raises(gpunet.training.TrainingInterrupted) as stop:
             gpunet.train(fast_net, X, T, epochs=7, optimizer=fast_opt, kernels="fused",
                          should_stop=lambda: next(calls) == 3 * 16 + 2, **common)
-        fresh_net, fresh_opt = gpunet.Network([12, 16, 8, 4], kernels=kernels, **kw), OPTIMIZERS[optimizer]()
+        fresh_net, fresh_opt = gpunet.Network.article([12, 16, 8, 4], kernels=kernels, **kw), OPTIMIZERS[optimizer]()
         fresh_net.set_params(fast_net.get_params())
         fresh_opt.load_state_dict(fast_opt.state_dict(), fresh_net.params)
         got = gpunet.train(fresh_net, X, T, epochs=7, optimizer=fresh_opt, start_epoch=stop.value.epoch,

@@ -110,7 +110,7 @@ def test_image_loader(data):
 
 
 def _checkpoint_bytes() -> bytes:
-    net = gpunet.Network([6, 4, 3], backend="numpy")
+    net = gpunet.Network.article([6, 4, 3], backend="numpy")
     path = WORK / "seed.npz"
     save_checkpoint(path, net, gpunet.Adam(), {"epoch": 1})
     return path.read_bytes()

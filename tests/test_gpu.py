@@ -72,7 +72,7 @@ def test_train_every_optimiser_and_batch(candidate, optimizer, batch):
     lr = {"sgd": 0.2, "momentum": 0.05, "adam": 0.003}[optimizer] / (4 if batch == 1 else 1)
 
     def run(b, dt):
-        net = gpunet.Network([12, 10, 4], "sigmoid", "sigmoid", "squared", seed=3, backend=b, dtype=dt)
+        net = gpunet.Network.article([12, 10, 4], "sigmoid", "sigmoid", "squared", seed=3, backend=b, dtype=dt)
         seen = []
         history = gpunet.train(net, X, labels, epochs=2, batch_size=batch, lr=lr, optimizer=optimizer, seed=4,
                                X_test=X[:50], y_test=labels[:50], on_batch=lambda rows, loss: seen.append(rows))
@@ -217,7 +217,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(backend, tmp_path):
 
 def test_divergence_guard(backend):
     d = load_digits()
-    net = gpunet.Network([64, 16, 10], "relu", "identity", "squared", backend=backend)
+    net = gpunet.Network.article([64, 16, 10], "relu", "identity", "squared", backend=backend)
     seen = []
     with pytest.raises(DivergenceError, match=r"in epoch 1: the training loss became (nan|inf) between rows \d+ and"):
         gpunet.train(net, d.X_train, d.y_train, epochs=2, batch_size=4, lr=100.0, callback=seen.append)
@@ -230,7 +230,7 @@ def test_out_of_memory_is_one_line_and_the_process_goes_on():
     backend = require("cupy")
     rng = np.random.default_rng(0)
     X, labels = rng.random((32768, 4)), rng.integers(0, 2, 32768)
-    net = gpunet.Network([4, 2**21, 2], backend=backend)
+    net = gpunet.Network.article([4, 2**21, 2], backend=backend)
     with pytest.raises(DeviceMemoryError) as info:
         gpunet.train(net, X, labels, epochs=1, batch_size=32768)
     text = str(info.value)
@@ -238,6 +238,6 @@ def test_out_of_memory_is_one_line_and_the_process_goes_on():
     assert "[4, 2097152, 2]" in text and "reduce batch_size= or hidden=" in text
     del net
     backend.free_memory()
-    small = gpunet.Network([4, 8, 2], backend=backend)  # the process goes on: the device still trains
+    small = gpunet.Network.article([4, 8, 2], backend=backend)  # the process goes on: the device still trains
     history = gpunet.train(small, X[:256], labels[:256], epochs=2, batch_size=32, lr=0.5)
     assert all(math.isfinite(r["train_loss"]) for r in history)

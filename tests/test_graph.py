@@ -327,7 +327,7 @@ def test_large_products_run_register_tiled() -> None:
     """784-1024-10 at batch 1024: the first layer's three products (1024 x 1024, 1024 x 1024 and 785 x 1024
     elements) take RTILE x RTILE elements a thread, 64 x 64 a block; the output layer's stay one a thread."""
     rng = np.random.default_rng(0)
-    net = Network([784, 1024, 10], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float32")
+    net = Network.article([784, 1024, 10], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float32")
     X = rng.random((1024, 784), dtype=np.float32)
     T = net.targets_from_labels(rng.integers(0, 10, 1024)).astype(np.float32)
     step = GraphTrainer(net, SGD(), X, T, 1024, LAUNCHER)._step(0, 1024)
@@ -344,7 +344,7 @@ def test_every_kernel_of_an_epoch_is_compiled_before_its_capture(monkeypatch) ->
     """A full batch of 1024 rows makes 784-1024-10's first-layer products register-tiled, a last batch of 300
     does not: both forms must be compiled before a capture (a resumed epoch's own last batch too)."""
     rng = np.random.default_rng(0)
-    net = Network([784, 1024, 10], seed=1, backend="numpy", dtype="float32")
+    net = Network.article([784, 1024, 10], seed=1, backend="numpy", dtype="float32")
     X = rng.random((1324, 784), dtype=np.float32)
     T = net.targets_from_labels(rng.integers(0, 10, 1324)).astype(np.float32)
     g = GraphTrainer(net, SGD(), X, T, 1024, LAUNCHER)  # a launcher: nothing compiled at construction here
@@ -660,7 +660,7 @@ def test_a_step_s_launches(sizes: list[int], batch: int, name: str, kernels: lis
     """Each layer's weight gradient in the launches after the last backward, from the top: in weight_grads, its
     tiles are weight_grad's grid for the layer, laid end to end in the one 1-D grid."""
     rng = np.random.default_rng(0)
-    net = Network(sizes, "sigmoid", "sigmoid", "squared", seed=1, backend="numpy", dtype="float32")
+    net = Network.article(sizes, "sigmoid", "sigmoid", "squared", seed=1, backend="numpy", dtype="float32")
     X = rng.random((batch, sizes[0]), dtype=np.float32)
     T = net.targets_from_labels(rng.integers(0, sizes[-1], batch)).astype(np.float32)
     g = GraphTrainer(net, STEP_OPTIMIZERS[name](), X, T, batch, LAUNCHER)

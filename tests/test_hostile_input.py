@@ -131,13 +131,13 @@ def test_image_declaring_huge_dimensions_is_refused_from_its_header(tmp_path):
 def test_a_network_too_big_for_memory_is_refused_before_it_is_drawn(monkeypatch):
     with pytest.raises(DeviceMemoryError, match=r"out of memory: layers \[1000000, 1000000, 10\] have "
                                                 r"1,000,011,000,010 parameters; .* GiB is free; reduce hidden="):
-        gpunet.Network([10**6, 10**6, 10], backend="numpy")
+        gpunet.Network.article([10**6, 10**6, 10], backend="numpy")
     monkeypatch.setattr(gpunet.params, "available_host_bytes", lambda: 10_000)
     with pytest.raises(DeviceMemoryError, match=r"layers \[20, 30, 10\] have 940 parameters; building them in "
                                                 r"float32 needs about 0.0 GiB"):
-        gpunet.Network([20, 30, 10], backend="numpy")  # 940 * (8 + 4) = 11,280 bytes > 10,000
+        gpunet.Network.article([20, 30, 10], backend="numpy")  # 940 * (8 + 4) = 11,280 bytes > 10,000
     monkeypatch.setattr(gpunet.params, "available_host_bytes", lambda: 11_280)
-    assert gpunet.Network([20, 30, 10], backend="numpy").params["W1"].shape == (20, 30)
+    assert gpunet.Network.article([20, 30, 10], backend="numpy").params["W1"].shape == (20, 30)
 
 
 def test_an_allocation_failure_while_building_is_the_documented_message(monkeypatch):
@@ -148,7 +148,7 @@ def test_an_allocation_failure_while_building_is_the_documented_message(monkeypa
     monkeypatch.setattr(gpunet.params, "init_params", no_memory)
     with pytest.raises(DeviceMemoryError, match=r"out of memory on numpy \(cpu\) while building layers \[64, 8, 10\] "
                                                 r"in float32 .*Unable to allocate 3.2 GiB; reduce hidden="):
-        gpunet.Network([64, 8, 10], backend="numpy")
+        gpunet.Network.article([64, 8, 10], backend="numpy")
 
 
 def test_cli_network_too_big_is_one_line_and_writes_nothing(tmp_path):
@@ -158,7 +158,7 @@ def test_cli_network_too_big_is_one_line_and_writes_nothing(tmp_path):
 
 
 def _saved(tmp_path: Path, optimizer="adam", steps=2, sizes=(6, 4, 3)) -> Path:
-    net = gpunet.Network(list(sizes), backend="numpy", seed=1)
+    net = gpunet.Network.article(list(sizes), backend="numpy", seed=1)
     opt = gpunet.optim.make_optimizer(optimizer)
     X, T = np.random.default_rng(0).random((5, sizes[0])), np.full((5, sizes[-1]), 0.5)
     for _ in range(steps):
@@ -632,7 +632,7 @@ def test_checkpoint_on_a_full_disk_names_the_path(tmp_path, monkeypatch):
     path = _saved(tmp_path)
     before = path.read_bytes()
     monkeypatch.setattr(gpunet.files.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
-    net = gpunet.Network([6, 4, 3], backend="numpy")
+    net = gpunet.Network.article([6, 4, 3], backend="numpy")
     with pytest.raises(OSError, match=rf"\[Errno 28\] full: '{path}'"):
         save_checkpoint(path, net, gpunet.SGD(), {})
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["model.npz"]

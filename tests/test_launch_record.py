@@ -527,7 +527,7 @@ def run(monkeypatch: pytest.MonkeyPatch, spec: dict[str, Any]) -> Recorder:
     rng = np.random.default_rng(0)
     X = rng.normal(scale=0.5, size=(spec["rows"], sizes[0]))
     y = rng.integers(0, sizes[-1], spec["rows"])
-    net = gpunet.Network(sizes, spec["activation"], spec["output"], spec["loss"], seed=1, backend=backend,
+    net = gpunet.Network.article(sizes, spec["activation"], spec["output"], spec["loss"], seed=1, backend=backend,
                          dtype=spec["dtype"])
     optimizer, weight_decay = optimizer_of(spec["optimizer"])
     extra = {k: spec[k] for k in ("lr_decay", "start_epoch", "start_row") if k in spec}

@@ -14,7 +14,7 @@ from gpunet.activations import ACTIVATIONS, sigmoid
 
 
 def _tiny(output="sigmoid", loss="squared", dtype="float64"):
-    return gpunet.Network([1, 1, 2 if output == "softmax" else 1], output=output, loss=loss,
+    return gpunet.Network.article([1, 1, 2 if output == "softmax" else 1], output=output, loss=loss,
                           backend="numpy", dtype=dtype)
 
 
@@ -107,7 +107,7 @@ def test_optimizers_match_textbook_formulas(name, wd):
 
 @pytest.mark.parametrize("optimizer", [None, gpunet.SGD(), gpunet.Momentum(), gpunet.Adam(weight_decay=0.01)])
 def test_train_step_updates_parameters_in_place(backend, optimizer):
-    net = gpunet.Network([6, 5, 3], backend=backend, seed=1)
+    net = gpunet.Network.article([6, 5, 3], backend=backend, seed=1)
     arrays = {k: v for k, v in net.params.items()}
     before = net.get_params()
     X, T = np.random.default_rng(0).uniform(size=(4, 6)), np.full((4, 3), 0.5)
@@ -124,9 +124,9 @@ def test_same_seed_same_start_and_trajectory():
     y = np.arange(40) % 3
 
     def run(seed):
-        net = gpunet.Network([8, 7, 3], seed=seed, backend="numpy")
+        net = gpunet.Network.article([8, 7, 3], seed=seed, backend="numpy")
         start = net.get_params()
-        h = gpunet.train(net, X, y, epochs=2, batch_size=5, lr=0.5, seed=seed)
+        h = gpunet.train(net, X, y, epochs=2, batch_size=5, lr=0.5, optimizer="sgd", seed=seed)
         return start, net.get_params(), [r["train_loss"] for r in h]
 
     a, b, c = run(3), run(3), run(4)
@@ -141,13 +141,13 @@ def test_init_schemes_have_their_documented_scale():
     n_in, n_out = 400, 300
     std = {"article": 0.01, "he": math.sqrt(2 / n_in), "fan-in": n_in**-0.5, "xavier": math.sqrt(2 / (n_in + n_out))}
     for init, want in std.items():
-        p = gpunet.Network([n_in, n_out], init=init, backend="numpy", dtype="float64").get_params()
+        p = gpunet.Network.article([n_in, n_out], init=init, backend="numpy", dtype="float64").get_params()
         assert p["W1"].std() == pytest.approx(want, rel=0.02), init
         assert not p["b1"].any()
 
 
 def test_float32_network_keeps_float32():
-    net = gpunet.Network([4, 3, 2], backend="numpy", dtype="float32")
+    net = gpunet.Network.article([4, 3, 2], backend="numpy", dtype="float32")
     Y = net.forward(np.ones((2, 4), dtype=np.float64))
     assert Y.dtype == np.float32
     assert all(g.dtype == np.float32 for g in net.gradients(np.ones((2, 4)), np.ones((2, 2))).values())
@@ -156,9 +156,9 @@ def test_float32_network_keeps_float32():
 
 def test_targets_follow_output_and_loss():
     labels = np.array([2, 0])
-    orig = gpunet.Network([3, 4, 3], backend="numpy").targets_from_labels(labels)
+    orig = gpunet.Network.article([3, 4, 3], backend="numpy").targets_from_labels(labels)
     np.testing.assert_allclose(orig, [[0.01, 0.01, 0.99], [0.99, 0.01, 0.01]], rtol=1e-6)
-    ce = gpunet.Network([3, 4, 3], output="softmax", loss="cross-entropy", backend="numpy")
+    ce = gpunet.Network.article([3, 4, 3], output="softmax", loss="cross-entropy", backend="numpy")
     np.testing.assert_array_equal(ce.targets_from_labels(labels), [[0, 0, 1], [1, 0, 0]])
     with pytest.deprecated_call(match="use Network.targets_from_labels"):
         old = ce.targets(labels)  # the old name still works
@@ -167,7 +167,7 @@ def test_targets_follow_output_and_loss():
 
 def _one_unit(output, dtype="float64", n_out=1):
     """No hidden layer: Z = x * W1 + b1, so X = [[1]] and W1 = [[z]] give the logits z."""
-    return gpunet.Network([1, n_out], output=output, loss="cross-entropy", backend="numpy", dtype=dtype)
+    return gpunet.Network.article([1, n_out], output=output, loss="cross-entropy", backend="numpy", dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -200,11 +200,11 @@ def test_softmax_cross_entropy_is_computed_from_the_logits():
 
 def test_predict_proba():
     X = np.random.default_rng(0).uniform(size=(5, 4))
-    soft = gpunet.Network([4, 6, 3], output="softmax", loss="cross-entropy", backend="numpy", seed=1)
+    soft = gpunet.Network.article([4, 6, 3], output="softmax", loss="cross-entropy", backend="numpy", seed=1)
     P = soft.predict_proba(X)
     assert P.dtype == np.float64 and P.shape == (5, 3)
     np.testing.assert_allclose(P, soft.forward(X), rtol=1e-6)
-    sig = gpunet.Network([4, 6, 3], backend="numpy", dtype="float64", seed=1)
+    sig = gpunet.Network.article([4, 6, 3], backend="numpy", dtype="float64", seed=1)
     Y = sig.forward(X)
     np.testing.assert_allclose(sig.predict_proba(X), Y / Y.sum(axis=1, keepdims=True), rtol=1e-14)
     # every output rounds to 0 in float32 (logits -100, -101, -102): still a distribution, from the logits
@@ -214,7 +214,7 @@ def test_predict_proba():
     e = np.exp([0.0, -1.0, -2.0])
     np.testing.assert_allclose(low.predict_proba(np.ones((1, 1))), [e / e.sum()], rtol=1e-6)
     with pytest.raises(ValueError, match="predict_proba needs a softmax or sigmoid output; this network's is 'identity'"):
-        gpunet.Network([4, 3], output="identity", backend="numpy").predict_proba(X)
+        gpunet.Network.article([4, 3], output="identity", backend="numpy").predict_proba(X)
 
 
 def test_train_reaches_high_accuracy_on_digits_and_reports_history():
@@ -234,7 +234,7 @@ def test_train_reaches_high_accuracy_on_digits_and_reports_history():
 
 def test_callback_returning_true_stops_training():
     X, y = np.random.default_rng(0).uniform(size=(20, 4)), np.arange(20) % 2
-    net = gpunet.Network([4, 3, 2], backend="numpy")
+    net = gpunet.Network.article([4, 3, 2], backend="numpy")
     h = gpunet.train(net, X, y, epochs=10, callback=lambda r: r["epoch"] == 3)
     assert len(h) == 3 and h[-1]["test_accuracy"] is None
 
@@ -258,11 +258,11 @@ def test_callback_returning_true_stops_training():
 def test_bad_constructor_arguments(kwargs, error, match):
     kwargs = {"sizes": [4, 3, 2], **kwargs}
     with pytest.raises(error, match=match):
-        gpunet.Network(kwargs.pop("sizes"), **kwargs)
+        gpunet.Network.article(kwargs.pop("sizes"), **kwargs)
 
 
 def test_bad_arrays_are_named():
-    net = gpunet.Network([4, 3, 2], backend="numpy")
+    net = gpunet.Network.article([4, 3, 2], backend="numpy")
     with pytest.raises(ValueError, match=r"X must have 4 columns; got shape \(2, 5\)"):
         net.forward(np.ones((2, 5)))
     with pytest.raises(ValueError, match=r"X must be 2-D \(N, 4\); got shape \(4,\)"):
@@ -286,7 +286,7 @@ def test_bad_arrays_are_named():
 
 
 def test_set_params_is_all_or_nothing():
-    net = gpunet.Network([4, 3, 2], backend="numpy")
+    net = gpunet.Network.article([4, 3, 2], backend="numpy")
     good = net.get_params()
     bad = {**good, "W1": np.ones((4, 3)), "b2": np.array([np.inf, 0.0])}
     with pytest.raises(ValueError, match=r"params\['b2'\] contains NaN or infinity"):

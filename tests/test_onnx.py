@@ -60,7 +60,7 @@ def test_onnxruntime_gives_gpunet_outputs(tmp_path, digits, sizes, activation, o
 
 
 def test_graph_and_metadata(tmp_path):
-    net = gpunet.Network([4, 3, 2], activation="leaky_relu", output="softmax", loss="cross-entropy", backend="numpy")
+    net = gpunet.Network.article([4, 3, 2], activation="leaky_relu", output="softmax", loss="cross-entropy", backend="numpy")
     path = gpunet_onnx.export(net, tmp_path / "m.onnx", preprocessing={"pixels": "unit", "scale": 0.5})
     model = onnx.load(path)
     assert [n.op_type for n in model.graph.node] == ["Gemm", "LeakyRelu", "Gemm", "Softmax"]
@@ -84,7 +84,7 @@ def test_float64_network_exports_in_float32(tmp_path, digits):
 
 
 def test_export_keeps_existing_files_and_writes_nothing_on_error(tmp_path):
-    net = gpunet.Network([3, 2], backend="numpy")
+    net = gpunet.Network.article([3, 2], backend="numpy")
     existing = tmp_path / "m.onnx"
     existing.write_bytes(b"user data")
     with pytest.raises(FileExistsError, match="already exists"):
@@ -102,7 +102,7 @@ def test_export_keeps_existing_files_and_writes_nothing_on_error(tmp_path):
 def test_without_onnx_the_error_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now fails as if it were not installed
     with pytest.raises(ImportError, match=r'pip install "gpunet\[onnx\]"'):
-        gpunet_onnx.export(gpunet.Network([3, 2], backend="numpy"), tmp_path / "m.onnx")
+        gpunet_onnx.export(gpunet.Network.article([3, 2], backend="numpy"), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
 
 

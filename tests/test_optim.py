@@ -89,7 +89,7 @@ def test_an_instance_with_weight_decay_raises(instance):
                                          rf"\({type(instance).__name__}\); .*gpunet.{type(instance).__name__}"
                                          rf"\(weight_decay=0.01\)"):
         make_optimizer(instance, weight_decay=0.01)
-    net = gpunet.Network([2, 2], backend="numpy")
+    net = gpunet.Network.article([2, 2], backend="numpy")
     with pytest.raises(ValueError, match="cannot be combined with an optimizer instance"):
         gpunet.train(net, np.ones((2, 2)), np.array([0, 1]), optimizer=instance, weight_decay=0.01)
     assert make_optimizer(instance) is instance and make_optimizer(instance, weight_decay=0.0) is instance
@@ -100,17 +100,17 @@ def test_optimizer_counts_its_own_steps(batch_size, optimizer, steps):
     # batch 1 with plain SGD goes through train_per_sample_unchecked in chunks; each row is one step
     X, y = np.random.default_rng(0).uniform(size=(50, 4)), np.arange(50) % 3
     opt = make_optimizer(optimizer)
-    gpunet.train(gpunet.Network([4, 5, 3], backend="numpy"), X, y, epochs=2, batch_size=batch_size,
+    gpunet.train(gpunet.Network.article([4, 5, 3], backend="numpy"), X, y, epochs=2, batch_size=batch_size,
                  optimizer=opt, lr=0.01)
     assert opt.t == steps
-    net = gpunet.Network([4, 5, 3], backend="numpy")
+    net = gpunet.Network.article([4, 5, 3], backend="numpy")
     sgd = gpunet.SGD()
     train_per_sample(net, X[:9], net.targets_from_labels(y[:9]), lr=0.1, optimizer=sgd)
     assert sgd.t == 9
 
 
 def test_train_per_sample_refuses_an_optimizer_it_cannot_honour():
-    net = gpunet.Network([4, 3], backend="numpy")
+    net = gpunet.Network.article([4, 3], backend="numpy")
     for opt in (gpunet.Adam(), gpunet.SGD(weight_decay=0.1), "sgd"):
         with pytest.raises(ValueError, match="train_per_sample needs plain SGD without weight decay"):
             train_per_sample(net, np.ones((2, 4)), np.ones((2, 3)), lr=0.1, optimizer=opt)
@@ -130,7 +130,7 @@ def _old_momentum_checkpoint(path, net, v, t):
 
 def test_old_momentum_checkpoint_loads_and_its_next_step_is_the_old_rules(tmp_path):
     rng = np.random.default_rng(3)
-    net = gpunet.Network([3, 4, 2], backend="numpy", dtype="float64", seed=2)
+    net = gpunet.Network.article([3, 4, 2], backend="numpy", dtype="float64", seed=2)
     v = {k: 0.01 * rng.standard_normal(p.shape) for k, p in net.get_params().items()}
     _old_momentum_checkpoint(tmp_path / "old.npz", net, v, t=5)
     loaded, opt, _ = load_checkpoint(tmp_path / "old.npz", "numpy")
@@ -150,7 +150,7 @@ def test_old_momentum_checkpoint_loads_and_its_next_step_is_the_old_rules(tmp_pa
 def test_loaded_state_is_a_copy_the_steps_never_write_into_the_callers_arrays(name):
     # load_state_dict used np.asarray: with the same dtype that is no copy, so the first step rewrote the
     # arrays of the checkpoint (or state_dict) it was restored from.
-    net = gpunet.Network([4, 3, 2], backend="numpy", dtype="float64", seed=1)
+    net = gpunet.Network.article([4, 3, 2], backend="numpy", dtype="float64", seed=1)
     X, T = np.random.default_rng(0).random((5, 4)), np.eye(2)[[0, 1, 0, 1, 1]]
     first = make_optimizer(name)
     net.train_step(X, T, lr=0.1, optimizer=first)
@@ -236,9 +236,9 @@ def test_adamw_trains_resumes_exactly_and_is_named_everywhere(tmp_path):
     assert TrainConfig(optimizer="adamw", weight_decay=0.01).optimizer == "adamw"
     rng = np.random.default_rng(0)
     X, y = rng.random((40, 6)), rng.integers(0, 3, 40)
-    whole = gpunet.Network([6, 5, 3], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float64")
+    whole = gpunet.Network.article([6, 5, 3], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float64")
     gpunet.train(whole, X, y, epochs=4, batch_size=8, lr=0.01, optimizer=gpunet.AdamW(weight_decay=0.1))
-    half = gpunet.Network([6, 5, 3], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float64")
+    half = gpunet.Network.article([6, 5, 3], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float64")
     opt = make_optimizer("adamw", weight_decay=0.1)
     gpunet.train(half, X, y, epochs=2, batch_size=8, lr=0.01, optimizer=opt)
     save_checkpoint(tmp_path / "half.npz", half, opt, {})

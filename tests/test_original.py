@@ -37,7 +37,7 @@ def _compare(X, T, hidden, lr, seed, how="train_step"):
     A = 0.5 * rng.standard_normal((hidden, 1))
     V = 0.3 * rng.standard_normal((n_out, hidden))
     B = 0.5 * rng.standard_normal((n_out, 1))
-    net = gpunet.Network([n_in, hidden, n_out], activation="sigmoid", output="sigmoid", loss="squared",
+    net = gpunet.Network.article([n_in, hidden, n_out], activation="sigmoid", output="sigmoid", loss="squared",
                          backend="numpy", dtype="float64")
     net.set_params({"W1": W.T, "b1": A[:, 0], "W2": V.T, "b2": B[:, 0]})
     if how == "train_step":
@@ -89,7 +89,7 @@ def test_original_steps_really_move_the_parameters():
     rng = np.random.default_rng(3)
     X = rng.uniform(0.01, 1.0, (150, 30))
     T = _targets(rng.integers(0, 10, 150))
-    net = gpunet.Network([30, 20, 10], backend="numpy", dtype="float64", seed=5)
+    net = gpunet.Network.article([30, 20, 10], backend="numpy", dtype="float64", seed=5)
     before = net.get_params()
     for x, t in zip(X, T):
         net.train_step(x[None, :], t[None, :], lr=0.3)

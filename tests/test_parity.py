@@ -33,7 +33,7 @@ def _data(n=64, n_in=12, n_out=4):
 
 def _net(config, backend, dtype):
     c = dict(CONFIGS[config])
-    return gpunet.Network(c.pop("sizes"), seed=4, backend=backend, dtype=dtype, **c)
+    return gpunet.Network.article(c.pop("sizes"), seed=4, backend=backend, dtype=dtype, **c)
 
 
 def _one_pass(config, backend, dtype):

@@ -34,7 +34,7 @@ LR = 0.01
 
 def _random_net(sizes, activation, output, loss, dtype, backend="numpy", seed=3):
     """A network with random weights and non-zero biases (the article's init starts every bias at 0)."""
-    net = gpunet.Network(sizes, activation, output, loss, backend=backend, dtype=dtype)
+    net = gpunet.Network.article(sizes, activation, output, loss, backend=backend, dtype=dtype)
     rng = np.random.default_rng(seed)
     net.set_params({k: 0.1 * rng.standard_normal(v.shape) for k, v in net.get_params().items()})
     return net
@@ -106,7 +106,7 @@ def test_transcription_is_per_sample_on_mnist(mnist_dir, hidden, activation):
     # The article's network on real rows, four chunks of 64, against Network._per_sample (train_per_sample).
     data = load_mnist(mnist_dir)
     X, T = data.X_train[:256], None
-    nets = [gpunet.Network([784, hidden, 10], activation, "sigmoid", "squared", seed=1, dtype="float64")
+    nets = [gpunet.Network.article([784, hidden, 10], activation, "sigmoid", "squared", seed=1, dtype="float64")
             for _ in range(2)]
     T = nets[0].targets_from_labels(data.y_train[:256])
     for lo in range(0, 256, 64):
@@ -116,7 +116,7 @@ def test_transcription_is_per_sample_on_mnist(mnist_dir, hidden, activation):
         assert got == pytest.approx(want, rel=1e-12)
     for k, v in nets[1].get_params().items():
         assert rel_diff(nets[0].get_params()[k], v) <= 1e-12, k
-    assert np.abs(nets[0].params["W1"] - gpunet.Network([784, hidden, 10], seed=1, dtype="float64").params["W1"]
+    assert np.abs(nets[0].params["W1"] - gpunet.Network.article([784, hidden, 10], seed=1, dtype="float64").params["W1"]
                   ).max() > 1e-4  # the first layer did move
 
 
@@ -157,7 +157,7 @@ def test_per_sample_epochs_transcribed_on_mnist(mnist_dir):
     # The article's network on 300 real rows (4 full chunks and one of 44), lr 0.1, every parameter moving.
     data = load_mnist(mnist_dir)
     X, y = data.X_train[:300], data.y_train[:300]
-    fast, plain = (gpunet.Network([784, 100, 10], seed=1, dtype="float64") for _ in range(2))
+    fast, plain = (gpunet.Network.article([784, 100, 10], seed=1, dtype="float64") for _ in range(2))
     start = fast.get_params()
     diffs = _epochs_against_train(fast, plain, X, fast.targets_from_labels(y), 2, 0.1, launcher=_transcribed_launches())
     assert diffs["loss"] <= 1e-12 and diffs["params"] <= 1e-12, diffs
@@ -167,10 +167,10 @@ def test_per_sample_epochs_transcribed_on_mnist(mnist_dir):
 def test_per_sample_epochs_refuse_what_they_cannot_run():
     X, T = np.ones((4, 8)), np.ones((4, 3))
     launcher = transcriptions.per_sample_launch
-    deep = gpunet.Network([8, 6, 5, 3], backend="numpy", dtype="float64")
+    deep = gpunet.Network.article([8, 6, 5, 3], backend="numpy", dtype="float64")
     with pytest.raises(ValueError, match="per-sample epochs cannot run .* one hidden layer; this one has 2"):
         per_sample.PerSampleEpochs(deep, gpunet.SGD(), X, T, 64, launcher)
-    net = gpunet.Network([8, 6, 3], backend="numpy", dtype="float64")
+    net = gpunet.Network.article([8, 6, 3], backend="numpy", dtype="float64")
     with pytest.raises(ValueError, match="per-sample epochs need the cupy backend, or a launcher for their launches; "
                                          "got backend 'numpy' and no launcher"):
         per_sample.PerSampleEpochs(net, gpunet.SGD(), X, T, 64)
@@ -213,15 +213,15 @@ def test_launch_geometry():
 
 
 def test_supports_names_what_it_cannot_cover():
-    assert "one hidden layer; this one has 2" in per_sample.supports(gpunet.Network([8, 6, 5, 3], backend="numpy"))
-    assert "has 0" in per_sample.supports(gpunet.Network([8, 3], backend="numpy"))
+    assert "one hidden layer; this one has 2" in per_sample.supports(gpunet.Network.article([8, 6, 5, 3], backend="numpy"))
+    assert "has 0" in per_sample.supports(gpunet.Network.article([8, 3], backend="numpy"))
     assert "needs the cupy backend; this network is on numpy" in per_sample.supports(
-        gpunet.Network([8, 6, 3], backend="numpy"))
-    net = gpunet.Network([8, 6, 3], backend="numpy")
+        gpunet.Network.article([8, 6, 3], backend="numpy"))
+    net = gpunet.Network.article([8, 6, 3], backend="numpy")
     with pytest.raises(ValueError, match="per_sample_chunk cannot run .* cupy backend"):
         per_sample.per_sample_chunk(net, np.ones((2, 8)), np.ones((2, 3)), 0.1)
     with pytest.raises(ValueError, match="per_sample_chunk cannot run .* one hidden layer"):  # with a launcher too
-        per_sample.per_sample_chunk(gpunet.Network([8, 3], backend="numpy"), np.ones((2, 8)), np.ones((2, 3)), 0.1,
+        per_sample.per_sample_chunk(gpunet.Network.article([8, 3], backend="numpy"), np.ones((2, 8)), np.ones((2, 3)), 0.1,
                                     launcher=transcriptions.per_sample_launch)
 
 
@@ -272,8 +272,8 @@ def test_kernel_is_train_step_row_by_row_on_mnist(mnist_dir, hidden, dtype):
     cupy = require("cupy")
     data = load_mnist(mnist_dir)
     X = data.X_train[:2048]
-    fast = gpunet.Network([784, hidden, 10], seed=1, backend=cupy, dtype=dtype)
-    plain = gpunet.Network([784, hidden, 10], seed=1, backend="numpy", dtype=dtype)
+    fast = gpunet.Network.article([784, hidden, 10], seed=1, backend=cupy, dtype=dtype)
+    plain = gpunet.Network.article([784, hidden, 10], seed=1, backend="numpy", dtype=dtype)
     assert per_sample.supports(fast) is None
     _assert_trajectory(_kernel(lr=0.1), fast, plain, X, plain.targets_from_labels(data.y_train[:2048]), 0.1, 64,
                        GPU_TOLERANCE[dtype])
@@ -340,8 +340,8 @@ def test_gpu_train_with_graph_kernels_runs_per_sample_epochs_on_mnist(mnist_dir,
     cupy = require("cupy")
     data = load_mnist(mnist_dir)
     X, y = data.X_train[:2048], data.y_train[:2048]
-    fast = gpunet.Network([784, 100, 10], seed=1, backend=cupy, dtype=dtype)
-    plain = gpunet.Network([784, 100, 10], seed=1, backend="numpy", dtype=dtype)
+    fast = gpunet.Network.article([784, 100, 10], seed=1, backend=cupy, dtype=dtype)
+    plain = gpunet.Network.article([784, 100, 10], seed=1, backend="numpy", dtype=dtype)
     options = dict(epochs=2, batch_size=1, lr=0.1, seed=3)
     got = gpunet.train(fast, X, y, kernels="graph", **options)
     want = gpunet.train(plain, X, y, kernels="plain", **options)
@@ -349,10 +349,10 @@ def test_gpu_train_with_graph_kernels_runs_per_sample_epochs_on_mnist(mnist_dir,
     assert rel_diff(np.array([r["train_loss"] for r in got]), np.array([r["train_loss"] for r in want])) <= tol
     for k, v in plain.get_params().items():
         assert rel_diff(fast.get_params()[k], v) <= tol, k
-    resumed = gpunet.Network([784, 100, 10], seed=1, backend=cupy, dtype=dtype)
+    resumed = gpunet.Network.article([784, 100, 10], seed=1, backend=cupy, dtype=dtype)
     gpunet.train(resumed, X, y, kernels="graph", **dict(options, epochs=1))
     gpunet.train(resumed, X, y, kernels="graph", start_epoch=2, start_row=1000, **options)  # rows 1000-2047
-    straight = gpunet.Network([784, 100, 10], seed=1, backend="numpy", dtype=dtype)
+    straight = gpunet.Network.article([784, 100, 10], seed=1, backend="numpy", dtype=dtype)
     gpunet.train(straight, X, y, kernels="plain", **dict(options, epochs=1))
     gpunet.train(straight, X, y, kernels="plain", start_epoch=2, start_row=1000, **options)
     for k, v in straight.get_params().items():

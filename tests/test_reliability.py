@@ -121,7 +121,7 @@ def test_bad_arrays_from_the_command_line(tmp_path, case):
     ],
 )
 def test_bad_arrays_from_python(call, error, bad):
-    net = gpunet.Network([64, 8, 10], backend="numpy")
+    net = gpunet.Network.article([64, 8, 10], backend="numpy")
     X, y = np.random.default_rng(0).random((5, 64)), np.arange(5)
     with pytest.raises(error) as info:
         call(net, X, y)
@@ -162,7 +162,7 @@ def _files(tmp: Path, case: str) -> tuple[list[str], str]:
         write_csv(tmp / "a.csv", ["1,2,3", "4,x7,5"])
         return ["train", "--dataset", "csv", "--train-csv", "a.csv", "--test-csv", "a.csv"], "non-numeric cell 'x7'"
     if case == "image":
-        net = gpunet.Network([64, 4, 10], backend="numpy")
+        net = gpunet.Network.article([64, 4, 10], backend="numpy")
         save_checkpoint(tmp / "model.npz", net, gpunet.SGD(), {"epoch": 0})
         (tmp / "digit.png").write_bytes(b"\x89PNG not really")
         return ["predict", "model.npz", "digit.png"], "digit.png: not a readable image"
@@ -277,7 +277,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_divergence_from_python_names_the_rows():
     d = gpunet.datasets.load_digits()
-    net = gpunet.Network([64, 16, 10], "relu", "identity", "squared", backend="numpy")
+    net = gpunet.Network.article([64, 16, 10], "relu", "identity", "squared", backend="numpy")
     seen = []
     diverged = r"in epoch 1: the training loss became (nan|inf) between rows \d+ and \d+"
     with pytest.raises(DivergenceError, match=diverged):
@@ -294,7 +294,7 @@ def test_out_of_memory_is_explained_and_memory_freed(monkeypatch, capsys):
 
     monkeypatch.setattr(gpunet.Network, "train_step_unchecked", no_room)
     d = gpunet.datasets.load_digits()
-    net = gpunet.Network([64, 32, 10], backend="numpy")
+    net = gpunet.Network.article([64, 32, 10], backend="numpy")
     with pytest.raises(DeviceMemoryError) as info:
         gpunet.train(net, d.X_train, d.y_train, batch_size=128)
     text = str(info.value)
@@ -314,7 +314,7 @@ def test_out_of_memory_while_planning_a_fast_path_is_explained(monkeypatch):
     monkeypatch.setattr(gpunet.training.select, "engine", no_room)
     d = gpunet.datasets.load_digits()
     with pytest.raises(DeviceMemoryError, match=r"64 rows at a time .* 376,320,000 bytes"):
-        gpunet.train(gpunet.Network([64, 32, 10], backend="numpy"), d.X_train, d.y_train, batch_size=1,
+        gpunet.train(gpunet.Network.article([64, 32, 10], backend="numpy"), d.X_train, d.y_train, batch_size=1,
                      optimizer="sgd")
 
 
