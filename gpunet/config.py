@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
+from . import defaults
 from .activations import FUSED, HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
 from .backend import BACKEND_NAMES
 from .checks import KERNELS
@@ -22,7 +23,7 @@ from .initializers import INITS, init_name
 from .network import DTYPES, target_levels
 from .optim import OPTIMIZERS
 
-EARLY_STOPPING_VALIDATION = 0.1  # the share held out when early stopping is asked for without a validation split
+EARLY_STOPPING_VALIDATION = defaults.EARLY_STOPPING_VALIDATION  # the share held out when early stopping is asked for without a validation split
 
 
 class SettingError(ValueError):
@@ -142,19 +143,19 @@ SETTINGS: tuple[Setting, ...] = (
 class TrainConfig:
     """What is trained, on what data, how and for how long; the defaults reach >= 97% on the 8x8 digits."""
 
-    hidden: tuple[int, ...] = (100,)
-    activation: str = "relu"
-    output: str = "softmax"
-    loss: str = "cross-entropy"
-    init: str = "he"
-    optimizer: str = "adam"
-    lr: float = 0.001
-    lr_decay: float = 1.0  # epoch e trains at lr * lr_decay ** (e - 1)
-    epochs: int = 30
-    batch_size: int = 16
-    weight_decay: float = 0.0
-    seed: int = 0
-    dtype: str = "float32"
+    hidden: tuple[int, ...] = defaults.HIDDEN
+    activation: str = defaults.ACTIVATION
+    output: str = defaults.OUTPUT
+    loss: str = defaults.LOSS
+    init: str = defaults.INIT
+    optimizer: str = defaults.OPTIMIZER
+    lr: float = defaults.LR
+    lr_decay: float = defaults.LR_DECAY  # epoch e trains at lr * lr_decay ** (e - 1)
+    epochs: int = defaults.EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    weight_decay: float = defaults.WEIGHT_DECAY
+    seed: int = defaults.SEED
+    dtype: str = defaults.DTYPE
     backend: str | None = None  # None: GPUNET_BACKEND, else "auto"
     kernels: str = "auto"  # the training path on CuPy (gpunet/engines/select.py); like backend, the machine's choice
     dataset: str = "digits"

@@ -220,7 +220,7 @@ def test_divergence_guard(backend):
     net = gpunet.Network.article([64, 16, 10], "relu", "identity", "squared", backend=backend)
     seen = []
     with pytest.raises(DivergenceError, match=r"in epoch 1: the training loss became (nan|inf) between rows \d+ and"):
-        gpunet.train(net, d.X_train, d.y_train, epochs=2, batch_size=4, lr=100.0, callback=seen.append)
+        gpunet.train(net, d.X_train, d.y_train, epochs=2, batch_size=4, lr=100.0, callback=seen.append, optimizer="sgd")
     assert seen == []
 
 
@@ -232,12 +232,12 @@ def test_out_of_memory_is_one_line_and_the_process_goes_on():
     X, labels = rng.random((32768, 4)), rng.integers(0, 2, 32768)
     net = gpunet.Network.article([4, 2**21, 2], backend=backend)
     with pytest.raises(DeviceMemoryError) as info:
-        gpunet.train(net, X, labels, epochs=1, batch_size=32768)
+        gpunet.train(net, X, labels, epochs=1, batch_size=32768, optimizer="sgd", lr=0.1)
     text = str(info.value)
     assert "\n" not in text and text.startswith(f"out of memory on cupy ({backend.device}) while training 32768 rows")
     assert "[4, 2097152, 2]" in text and "reduce batch_size= or hidden=" in text
     del net
     backend.free_memory()
     small = gpunet.Network.article([4, 8, 2], backend=backend)  # the process goes on: the device still trains
-    history = gpunet.train(small, X[:256], labels[:256], epochs=2, batch_size=32, lr=0.5)
+    history = gpunet.train(small, X[:256], labels[:256], epochs=2, batch_size=32, lr=0.5, optimizer="sgd")
     assert all(math.isfinite(r["train_loss"]) for r in history)

@@ -187,7 +187,7 @@ def test_cross_entropy_rows_equal_the_fused_losses(output: str) -> None:
 def test_epochs_equal_the_plain_path(activation: str, output: str, loss: str, dtype: str) -> None:
     X, y = data(11)  # batches of 4: 4, 4 and a partial 3
     plain, graph = make_net(activation, output, loss, dtype), make_net(activation, output, loss, dtype)
-    history = train(plain, X, y, epochs=2, batch_size=4, lr=0.3, lr_decay=0.5, seed=5)
+    history = train(plain, X, y, epochs=2, batch_size=4, lr=0.3, lr_decay=0.5, seed=5, optimizer="sgd")
     opt, arrays = SGD(), dict(graph.params)
     losses = graph_epochs(trainer(graph, X, y, 4, opt), range(1, 3), 0.3, 5, lr_decay=0.5)
     assert all(graph.params[k] is a for k, a in arrays.items())  # the network's own arrays, stepped in place
@@ -218,7 +218,7 @@ def test_saturated_epoch_losses_equal_the_plain_path(output: str, loss: str) -> 
         net.set_params(params)
     if loss == "cross-entropy":  # the data saturates: the old formula from Y would be far off
         assert abs(old_clamped_loss(plain, X, y) - plain.loss(X, plain.targets_from_labels(y))) > 1.0
-    history = train(plain, X, y, epochs=2, batch_size=4, lr=0.01, seed=5)
+    history = train(plain, X, y, epochs=2, batch_size=4, lr=0.01, seed=5, optimizer="sgd")
     losses = graph_epochs(trainer(graph, X, y, 4), range(1, 3), 0.01, 5)
     assert rel_diff(losses, [r["train_loss"] for r in history]) <= 1e-12
     assert params_diff(graph, plain) <= 1e-12
@@ -231,7 +231,7 @@ def test_any_depth(depth: list[int]) -> None:
     than a tile: the output delta runs as its own launch)."""
     X, y = data(13, depth)
     plain, graph = (make_net("tanh", "softmax", "cross-entropy", "float64", sizes=depth) for _ in range(2))
-    train(plain, X, y, epochs=2, batch_size=5, lr=0.2, seed=7)
+    train(plain, X, y, epochs=2, batch_size=5, lr=0.2, seed=7, optimizer="sgd")
     graph_epochs(trainer(graph, X, y, 5), range(1, 3), 0.2, 7)
     assert params_diff(graph, plain) < 1e-12
 
@@ -239,7 +239,7 @@ def test_any_depth(depth: list[int]) -> None:
 def test_one_batch_larger_than_the_data() -> None:
     X, y = data(6)
     plain, graph = (make_net("relu", "sigmoid", "squared", "float64") for _ in range(2))
-    train(plain, X, y, epochs=1, batch_size=50, lr=0.4, seed=2)
+    train(plain, X, y, epochs=1, batch_size=50, lr=0.4, seed=2, optimizer="sgd")
     g = trainer(graph, X, y, 50)
     assert g.batches() == [(0, 6)] and g.buffers["X"].shape == (6, 5)
     graph_epochs(g, range(1, 2), 0.4, 2)
@@ -249,7 +249,7 @@ def test_one_batch_larger_than_the_data() -> None:
 def test_sgd_with_weight_decay_updates_in_the_epilogue() -> None:
     X, y = data(11)
     plain, graph = (make_net("sigmoid", "softmax", "cross-entropy", "float64") for _ in range(2))
-    train(plain, X, y, epochs=2, batch_size=4, lr=0.3, weight_decay=0.01, seed=4)
+    train(plain, X, y, epochs=2, batch_size=4, lr=0.3, weight_decay=0.01, seed=4, optimizer="sgd")
     g = trainer(graph, X, y, 4, SGD(weight_decay=0.01))
     assert g.mode == gemm.SGD_DECAY
     graph_epochs(g, range(1, 3), 0.3, 4)
@@ -259,8 +259,8 @@ def test_sgd_with_weight_decay_updates_in_the_epilogue() -> None:
 def test_a_new_trainer_continues_where_the_plain_path_left_off() -> None:
     X, y = data(11)
     plain, resumed = (make_net("leaky_relu", "identity", "absolute", "float64") for _ in range(2))
-    history = train(plain, X, y, epochs=3, batch_size=4, lr=0.1, seed=6)
-    train(resumed, X, y, epochs=1, batch_size=4, lr=0.1, seed=6)
+    history = train(plain, X, y, epochs=3, batch_size=4, lr=0.1, seed=6, optimizer="sgd")
+    train(resumed, X, y, epochs=1, batch_size=4, lr=0.1, seed=6, optimizer="sgd")
     losses = graph_epochs(trainer(resumed, X, y, 4), range(2, 4), 0.1, 6)
     assert params_diff(resumed, plain) < 1e-12
     assert rel_diff(losses, [r["train_loss"] for r in history[1:]]) < 1e-12
@@ -269,10 +269,10 @@ def test_a_new_trainer_continues_where_the_plain_path_left_off() -> None:
 def test_an_interrupted_epoch_resumes_at_its_row() -> None:
     X, y = data(11)
     plain, resumed = (make_net("sigmoid", "sigmoid", "cross-entropy", "float64") for _ in range(2))
-    history = train(plain, X, y, epochs=1, batch_size=3, lr=0.5, seed=8)
+    history = train(plain, X, y, epochs=1, batch_size=3, lr=0.5, seed=8, optimizer="sgd")
     asked = iter([False, True])
     with pytest.raises(TrainingInterrupted) as stop:
-        train(resumed, X, y, epochs=1, batch_size=3, lr=0.5, seed=8, should_stop=lambda: next(asked))
+        train(resumed, X, y, epochs=1, batch_size=3, lr=0.5, seed=8, should_stop=lambda: next(asked), optimizer="sgd")
     assert stop.value.rows == 6
     g = trainer(resumed, X, y, 3)
     assert g.batches(6) == [(6, 3), (9, 2)]
@@ -806,11 +806,11 @@ def test_gpu_graph_equals_the_plain_path(activation: str, output: str, loss: str
     require("cupy")
     X, y = data(1003, GPU_SIZES, GPU_DATA_SEED)  # batches of 8: 125 full and a partial 3, 126 steps an epoch
     plain, graph, resumed = (make_net(activation, output, loss, dtype, "cupy", GPU_SIZES) for _ in range(3))
-    history = train(plain, X, y, **gpu_run_settings("sgd"))
+    history = train(plain, X, y, optimizer="sgd", **gpu_run_settings("sgd"))
     losses = graph_epochs(trainer(graph, X, y, 8), range(1, 3), 0.05, 3, lr_decay=0.9)  # capture, then a replay
     assert params_diff(graph, plain) <= GPU_TOLERANCE[dtype]
     assert rel_diff(losses, [r["train_loss"] for r in history]) <= GPU_TOLERANCE[dtype]
-    train(resumed, X, y, **{**gpu_run_settings("sgd"), "epochs": 1})  # resume: a new trainer, epoch 2
+    train(resumed, X, y, optimizer="sgd", **{**gpu_run_settings("sgd"), "epochs": 1})  # resume: a new trainer, epoch 2
     graph_epochs(trainer(resumed, X, y, 8), range(2, 3), 0.05, 3, lr_decay=0.9)
     assert params_diff(resumed, plain) <= GPU_TOLERANCE[dtype]
 

@@ -17,7 +17,7 @@ from .peers import (jax_contender, missing, no_jax_gpu, no_torch_cuda, sklearn_c
 def gpunet_contender(backend_name: str, kernels: str | None = None) -> Builder:
     """gpunet.train for one epoch; on CuPy with ``kernels`` forced when given."""
     def make(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
-        net = Network(list(case.sizes), "sigmoid", "sigmoid", "squared", backend=backend_name, dtype=case.dtype)
+        net = Network.article(list(case.sizes), backend=backend_name, dtype=case.dtype)
         net.set_params(params)
         Xd, yd = net.backend.to_device(X, net.dtype), labels
         options = {"kernels": kernels} if kernels else {}

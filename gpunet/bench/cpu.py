@@ -85,7 +85,7 @@ mnist = sys.argv[1] if len(sys.argv) > 1 else None
 before = rss("VmRSS")
 tracemalloc.start()
 d = load_mnist(mnist, dtype=np.float32) if mnist else load_digits(dtype=np.float32)
-net = Network([d.X_train.shape[1], 100, 10], backend="numpy", dtype="float32")
+net = Network.article([d.X_train.shape[1], 100, 10], backend="numpy", dtype="float32")
 train(net, d.X_train, d.y_train, epochs=1, batch_size=64, lr=0.1, optimizer=SGD(), X_test=d.X_test, y_test=d.y_test)
 _, peak = tracemalloc.get_traced_memory()
 print(json.dumps({"dataset": "mnist" if mnist else "digits", "rows": len(d.y_train) + len(d.y_test),
