@@ -26,12 +26,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 from . import distributed
 from .backend import get_backend
-from .checks import check_kernels
 from .config import TrainConfig
 from .datasets import Split
 from .files import output_path, require_file, write_json
 from .machine import machine, processor
-from .run import Run, load_data
+from .run import Run, build, load_data
 
 COLUMNS = [("network", "network", "{}"), ("command", "command", "{}"), ("backend", "backend", "{}"),
            ("epochs", "epochs", "{}"), ("seconds", "seconds", "{:.1f}"), ("best epoch", "best_epoch", "{}"),
@@ -191,9 +190,10 @@ def results_paths(out: str | os.PathLike[str], name: str, sweep_file: str | os.P
     json_path = output_path(out, overwrite=overwrite or ours, inputs=inputs,
                             hint=f"it holds no results of a sweep called {name!r}; pass overwrite=True "
                                  "(--force on the command line) to replace it, or name another")
-    jsonl = output_path(out.with_suffix(".jsonl"), overwrite=True, inputs=inputs)
+    jsonl = out.with_suffix(".jsonl")
+    output_path(jsonl, overwrite=True, inputs=inputs)
     distributed.read_results(jsonl, ROW_FIELDS)  # someone else's file, or a broken line, is refused here
-    return json_path, jsonl
+    return json_path, jsonl  # the .jsonl as named: appending to it follows a link
 
 
 def _holds_results_of(path: Path, name: str) -> bool:
@@ -339,10 +339,10 @@ def check_runs(configs: Sequence[TrainConfig], indices: Sequence[int] | None = N
         except Exception as exc:  # BackendUnavailableError, or a bad GPUNET_BACKEND
             raise named(exc, members) from exc
         for i in members:
-            try:
-                check_kernels(configs[i].kernels, backend.name)
-            except ValueError as exc:
-                raise named(exc, [i]) from exc
+            kernels = configs[i].kernels
+            if kernels in ("fused", "graph") and backend.name != "cupy":  # as check_kernels, spelled as in a file
+                raise named(ValueError(f"kernels = {json.dumps(kernels)} needs the cupy backend; the run's backend "
+                                       f"is {backend.name} (use kernels = \"auto\" or \"plain\")"), [i])
     groups = {}
     for i in indices:
         c = configs[i]
@@ -353,8 +353,9 @@ def check_runs(configs: Sequence[TrainConfig], indices: Sequence[int] | None = N
         try:
             data = _load_shared(config, on_download) if keep_data and _shared is not None else \
                 load_data(config, on_download)
-            # the shapes and labels, as Run checks them, on the host with one hidden unit: nothing trains
-            Run.new(replace(config, backend="numpy", kernels="auto", hidden=(1,)), None, data=data)
+            # the shapes and labels, as a Run checks them, on the host with one hidden unit: nothing trains
+            probe = replace(config, backend="numpy", kernels="auto", hidden=(1,))
+            Run(probe, *build(probe, data.X_train.shape[1], get_backend("numpy")), data, None)
         except Exception as exc:  # DataError, DownloadError, OSError: whatever loading the data raised
             raise named(exc, members) from exc
 
