@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from . import distributed
-from .backend import get_backend
+from .backend import BackendUnavailableError, get_backend
+from .checks import check_kernels
 from .config import TrainConfig
 from .datasets import Split
 from .files import output_path, require_file, write_json
@@ -330,25 +331,25 @@ def check_runs(configs: Sequence[TrainConfig], indices: Sequence[int] | None = N
         except Exception:  # an error type built from other arguments
             return ValueError(message)
 
-    groups: dict[Any, list[int]] = {}
+    by_backend: dict[str | None, list[int]] = {}
     for i in indices:
-        groups.setdefault(("backend", configs[i].backend), []).append(i)
-    for (_, name), members in groups.items():
+        by_backend.setdefault(configs[i].backend, []).append(i)
+    for name, members in by_backend.items():
         try:
             backend = get_backend(name)
-        except Exception as exc:  # BackendUnavailableError, or a bad GPUNET_BACKEND
+        except (BackendUnavailableError, ValueError) as exc:  # no usable GPU, or a bad GPUNET_BACKEND
             raise named(exc, members) from exc
         for i in members:
-            kernels = configs[i].kernels
-            if kernels in ("fused", "graph") and backend.name != "cupy":  # as check_kernels, spelled as in a file
-                raise named(ValueError(f"kernels = {json.dumps(kernels)} needs the cupy backend; the run's backend "
-                                       f"is {backend.name} (use kernels = \"auto\" or \"plain\")"), [i])
-    groups = {}
+            try:
+                check_kernels(configs[i].kernels, backend.name)
+            except ValueError as exc:
+                raise named(exc, [i]) from exc
+    by_data: dict[tuple[Any, ...], list[int]] = {}
     for i in indices:
         c = configs[i]
-        groups.setdefault((c.dataset, c.data_dir, c.train_csv, c.test_csv, c.pixels, c.dtype, c.validation_share),
+        by_data.setdefault((c.dataset, c.data_dir, c.train_csv, c.test_csv, c.pixels, c.dtype, c.validation_share),
                           []).append(i)
-    for members in groups.values():
+    for members in by_data.values():
         config = configs[members[0]]
         try:
             data = _load_shared(config, on_download) if keep_data and _shared is not None else \
@@ -356,7 +357,7 @@ def check_runs(configs: Sequence[TrainConfig], indices: Sequence[int] | None = N
             # the shapes and labels, as a Run checks them, on the host with one hidden unit: nothing trains
             probe = replace(config, backend="numpy", kernels="auto", hidden=(1,))
             Run(probe, *build(probe, data.X_train.shape[1], get_backend("numpy")), data, None)
-        except Exception as exc:  # DataError, DownloadError, OSError: whatever loading the data raised
+        except (ValueError, OSError, RuntimeError) as exc:  # DataError, OSError, DownloadError
             raise named(exc, members) from exc
 
 

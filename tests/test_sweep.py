@@ -227,8 +227,8 @@ CSV_RUN = '[[runs]]\n[[runs]]\ndataset = "csv"\ntrain_csv = "missing.csv"\ntest_
     # one probe for every run: no GPU fails before the first run, not once per run
     (TINY, ["--backend", "cupy"], "s.toml: every run: backend 'cupy' is unavailable: no CUDA device here. Install "),
     (TINY + 'kernels = ["auto", "fused"]\n', [],
-     's.toml: run 2 of 4 (seed = 0, kernels = "fused"): kernels = "fused" needs the cupy backend; the run\'s '
-     'backend is numpy (use kernels = "auto" or "plain")'),
+     's.toml: run 2 of 4 (seed = 0, kernels = "fused"): --kernels fused needs the cupy backend; got backend '
+     "'numpy' (use --kernels auto or --kernels plain)"),
     # the data each run needs is loaded once before the first run: the good run does not run first
     ('name = "tiny"\n[base]\nhidden = [16]\nepochs = 2\nbackend = "numpy"\n' + CSV_RUN, [],
      's.toml: run 2 of 2 (dataset = "csv", train_csv = "missing.csv", test_csv = "missing.csv"): missing.csv: '
