@@ -328,7 +328,7 @@ def check_runs(configs: Sequence[TrainConfig], indices: Sequence[int] | None = N
         message = f"{prefix}{which(members)}: {exc}"
         try:
             return type(exc)(message)
-        except Exception:  # an error type built from other arguments
+        except (TypeError, ValueError, KeyError, IndexError):  # an error type built from other arguments
             return ValueError(message)
 
     by_backend: dict[str | None, list[int]] = {}

@@ -37,10 +37,10 @@ def test_grid_expands_base_grid_and_runs(tmp_path):
         ('[base]\nlearning_rate = 0.1\n', "unknown setting 'learning_rate'"),
         ('[grid]\nlr = 0.1\n', r"grid setting lr must be a non-empty list of values, like lr = \[...\]; got 0.1"),
         ('[grid]\n', "grid is empty; give it settings with lists of values"),
-        ('[grid]\nhidden = []\n', r"grid setting hidden must be a non-empty list of values, like hidden = \[...\]; "
-                                   r"got \[\]"),
-        ('runs = []\n', r"runs must be a non-empty list of tables of settings \(\[\[runs\]\] in TOML\), or left out; "
-                        r"got \[\]"),
+        ('[grid]\nhidden = []\n', (r"grid setting hidden must be a non-empty list of values, like hidden = \[...\]; "
+                                   r"got \[\]")),
+        ('runs = []\n', (r"runs must be a non-empty list of tables of settings \(\[\[runs\]\] in TOML\), or left out; "
+                        r"got \[\]")),
         ('base = 3\n', r"base must be a table of settings \(\[base\] in TOML\); got 3"),
         ('grid = [1, 2]\n', r"grid must be a table of settings, each with a list of values .*; got \[1, 2\]"),
         ('runs = [{lr = 0.1}, 5]\n', "runs entry 2 must be a table of settings; got 5"),
@@ -227,12 +227,12 @@ CSV_RUN = '[[runs]]\n[[runs]]\ndataset = "csv"\ntrain_csv = "missing.csv"\ntest_
     # one probe for every run: no GPU fails before the first run, not once per run
     (TINY, ["--backend", "cupy"], "s.toml: every run: backend 'cupy' is unavailable: no CUDA device here. Install "),
     (TINY + 'kernels = ["auto", "fused"]\n', [],
-     's.toml: run 2 of 4 (seed = 0, kernels = "fused"): --kernels fused needs the cupy backend; got backend '
-     "'numpy' (use --kernels auto or --kernels plain)"),
+     ('s.toml: run 2 of 4 (seed = 0, kernels = "fused"): --kernels fused needs the cupy backend; got backend '
+     "'numpy' (use --kernels auto or --kernels plain)")),
     # the data each run needs is loaded once before the first run: the good run does not run first
     ('name = "tiny"\n[base]\nhidden = [16]\nepochs = 2\nbackend = "numpy"\n' + CSV_RUN, [],
-     's.toml: run 2 of 2 (dataset = "csv", train_csv = "missing.csv", test_csv = "missing.csv"): missing.csv: '
-     'no such file'),
+     ('s.toml: run 2 of 2 (dataset = "csv", train_csv = "missing.csv", test_csv = "missing.csv"): missing.csv: '
+     'no such file')),
     ('name = "tiny"\n[base]\nhidden = [16]\nepochs = 2\nbackend = "numpy"\nvalidation = 0.9999\n', [],
      "s.toml: run 1 of 1: validation fraction 0.9999 of 1438 training rows leaves no validation or no training"),
     (TINY, ["--epochs", "0"], "--epochs must be an integer >= 1; got 0"),
@@ -255,8 +255,8 @@ def test_gpunet_sweep_checks_every_run_before_the_first_and_writes_nothing(tmp_p
     (lambda d: (d / "r.json").mkdir(), "r.json is a folder; expected the name of a file to write"),
     (lambda d: (d / "r.jsonl").mkdir(), "r.jsonl is a folder; expected the name of a file to write"),
     (lambda d: (d / "r.json").write_text('{"name": "other", "results": []}\n'),
-     "r.json already exists; it holds no results of a sweep called 'tiny'; pass overwrite=True (--force on the "
-     "command line) to replace it, or name another"),
+     ("r.json already exists; it holds no results of a sweep called 'tiny'; pass overwrite=True (--force on the "
+     "command line) to replace it, or name another")),
     (lambda d: (d / "r.json").symlink_to(d / "nowhere"), "r.json is a symbolic link to nothing"),
     (lambda d: (d / "r.jsonl").write_text("my notes\n"), "r.jsonl: line 1 is not a gpunet results record"),
 ])
@@ -370,11 +370,11 @@ def test_selection_is_on_validation_accuracy_and_never_on_test_accuracy():
                                       "test_accuracy_at_best": 0.90}
     runs = [{"status": "ok", "command": f"c{i}", **selected_epoch(h)}
             for i, h in enumerate([no_val, history, [dict(r, val_accuracy=0.94, test_accuracy=1.0) for r in history]])]
-    assert best_run(runs) == (1, "best run by validation accuracy (among the 2 runs with a validation split): c1 "
-                                 "(val acc 95.00% in epoch 2, test acc 85.00% there)")
-    assert best_run(runs[:1]) == (None, "no run holds out validation images, so none is picked as best (the test "
+    assert best_run(runs) == (1, ("best run by validation accuracy (among the 2 runs with a validation split): c1 "
+                                 "(val acc 95.00% in epoch 2, test acc 85.00% there)"))
+    assert best_run(runs[:1]) == (None, ("no run holds out validation images, so none is picked as best (the test "
                                         "accuracy does not choose); add validation = 0.1 to the sweep file's base to "
-                                        "select on held-out training images")
+                                        "select on held-out training images"))
 
 
 def test_gpunet_sweep_table_says_what_each_column_is_and_selects_on_validation(tmp_path, monkeypatch, capsys):
@@ -430,8 +430,8 @@ RECORD = {"key": "k1", "status": "ok", "command": "gpunet train", "network": "[6
 @pytest.mark.parametrize("change, message", [
     ({"status": "done"}, "status must be ok or failed; got 'done'"),
     ({"command": DELETE}, "command must be the run's command (text); got nothing"),
-    ({"history": DELETE}, "history must be a non-empty list of epochs, each with its epoch and test_accuracy; "
-                          "got nothing"),
+    ({"history": DELETE}, ("history must be a non-empty list of epochs, each with its epoch and test_accuracy; "
+                          "got nothing")),
     ({"test_accuracy": "97%"}, "test_accuracy must be a number; got '97%'"),
     ({"test_accuracy": None}, "test_accuracy must be a number; got None"),
     ({"history": []}, "history must be a non-empty list of epochs, each with its epoch and test_accuracy; got []"),
