@@ -18,11 +18,13 @@ one-line reason and the other runs go on.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
 import os
 import platform
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -41,6 +43,12 @@ DASK_CUDA_HINT = 'dask-cuda is not installed: pip install "gpunet[dask-cuda]"'
 # retries covers an error outside run_one (run_one's own are caught and recorded), e.g. a worker that cannot import it.
 RETRIES = 2
 CONNECT_TIMEOUT = 30  # seconds to reach a scheduler given by address before giving up with an OSError
+
+
+def answer_timeout() -> float:
+    """Seconds to wait for a scheduler's handshake: Dask's connect retries a refused address for CONNECT_TIMEOUT
+    seconds, then gives up with its own message; this one only fires on a peer that accepted and stays silent."""
+    return 1.5 * CONNECT_TIMEOUT + 1
 Record = dict[str, Any]
 Progress = Callable[[int, int, int, int], object]
 # What a field of a record must be: (is it valid, what a valid one is in words); ``MISSING`` stands for an absent field.
@@ -275,6 +283,40 @@ def _check_mode(workers: int | None, scheduler: str | None, gpus: bool) -> str:
     return chosen[0] if chosen else "in-process"
 
 
+def _probe_scheduler(address: Any) -> None:
+    """OSError unless the scheduler at ``address`` answers Dask's handshake in time.
+
+    Dask's connect gives up on a refused address after its timeout, but then
+    reads the peer's handshake with no timeout: a peer that accepts and stays
+    silent (a stopped scheduler, a silent service on that port) would hang the
+    sweep for ever. The probe runs on its own event loop in a thread of its own,
+    apart from any loop the caller runs.
+    """
+    from distributed.comm import connect
+
+    outcome: dict[str, BaseException] = {}
+
+    async def handshake() -> None:
+        try:
+            comm = await asyncio.wait_for(connect(address, timeout=CONNECT_TIMEOUT), answer_timeout())
+        except asyncio.TimeoutError:
+            raise OSError(f"the scheduler at {address} accepted the connection but did not answer within "
+                          f"{answer_timeout():g} s") from None
+        await comm.close()
+
+    def probe() -> None:
+        try:
+            asyncio.run(handshake())
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=probe, name="gpunet-scheduler-probe", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+
+
 class _Cluster:
     """A Dask client on a new local cluster, a new LocalCUDACluster, or an existing scheduler; closes what it made."""
 
@@ -292,6 +334,8 @@ class _Cluster:
         except RuntimeError as exc:  # Dask's "Cluster failed to start", with the worker's traceback in its message
             raise ClusterStartError(f"the Dask cluster did not start: {one_line(exc)}") from exc
         try:
+            if self.cluster is None:
+                _probe_scheduler(scheduler)
             self.client = distributed.Client(self.cluster if self.cluster is not None else scheduler,
                                              timeout=CONNECT_TIMEOUT)
         except BaseException:

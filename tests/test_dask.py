@@ -190,6 +190,29 @@ def test_a_scheduler_that_does_not_answer_is_an_os_error_naming_it(tmp_path, mon
     assert not (tmp_path / "r.jsonl").exists()
 
 
+def test_a_scheduler_that_accepts_and_stays_silent_is_an_os_error_not_a_hang(tmp_path, monkeypatch):
+    monkeypatch.setattr(gd, "CONNECT_TIMEOUT", 1)  # Dask's connect then waited for its handshake without end
+    with socket.socket() as port:
+        port.bind(("127.0.0.1", 0))
+        port.listen(1)  # the kernel accepts; no one answers
+        address = f"tcp://127.0.0.1:{port.getsockname()[1]}"
+        outcome: dict[str, BaseException] = {}
+
+        def run() -> None:
+            try:
+                gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl", scheduler=address)
+            except BaseException as exc:  # handed to the test's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)  # a hang must fail the test, not stop the suite
+        thread.start()
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "run_sweep still waits for a scheduler that never answers"
+    assert isinstance(outcome.get("error"), OSError), outcome
+    assert str(outcome["error"]) == f"the scheduler at {address} accepted the connection but did not answer within 2.5 s"
+    assert not (tmp_path / "r.jsonl").exists()
+
+
 @pytest.mark.parametrize("kwargs", [{"workers": 2}, {"scheduler": "tcp://127.0.0.1:8786"}, {"gpus": True}])
 def test_without_dask_the_options_say_what_to_install(tmp_path, monkeypatch, kwargs):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now raises ImportError
