@@ -134,15 +134,31 @@ TEST_DATA: Options = [
     (("--test-csv",), dict(metavar="FILE", help="test images for --dataset csv (default: the model's)")),
 ]
 SWEEP: Options = [
-    (("sweep",), dict(metavar="FILE", help="a .toml or .json sweep file (see scripts/sweeps/)")),
+    (("sweep",), dict(metavar="FILE", nargs="?", help=(
+        "the sweep file, TOML (.toml) or JSON (.json), with up to five keys: name (names the results; default: "
+        "the file's name), description, base (the settings every run shares), grid (settings, each with a list of "
+        "values: every combination runs) and runs (a list of tables of further settings, one run each, each with "
+        "every combination of the grid; a setting given in several places: grid over runs over base). Settings "
+        "are gpunet train's options spelled with _ for -, with their values: hidden = [256, 128], batch_size = 64, "
+        'dataset = "mnist", validation = 0.1. Every run is checked, its backend probed and its data loaded, '
+        "before the first one starts; --example prints a starter file"))),
+    (("--example",), dict(action="store_true", help="print a starter sweep file and exit (gpunet sweep --example "
+                          "> my.toml)")),
     (("--data-dir",), dict(metavar="DIR", default=os.environ.get("GPUNET_MNIST_DIR"),
                            help="MNIST IDX folder for the runs on mnist (default: $GPUNET_MNIST_DIR, else download)")),
     (("--epochs",), dict(type=int, help="override every run's epochs (a quick look)")),
     (("--out",), dict(metavar="FILE", help="results JSON (default: <name>.json); finished runs are kept in FILE with "
-                      ".jsonl, and a rerun skips them")),
+                      ".jsonl, and a rerun skips them. The JSON is rewritten by each run of the sweep: an existing "
+                      "one is replaced only where it holds the results of a sweep of the same name, else see "
+                      "--force")),
+    (("--force",), dict(action="store_true", help="replace the results JSON even where it holds something else "
+                        "(the .jsonl of finished runs is kept: delete it to run everything again)")),
+    (("--skip-failed",), dict(action="store_true", help="leave the runs that failed before as they are (by default a "
+                              "rerun tries them again, their earlier errors kept in the .jsonl)")),
     (("--workers",), dict(type=int, metavar="N", help="run on a Dask LocalCluster of N worker processes (needs "
                           'pip install "gpunet[dask]")')),
-    (("--scheduler",), dict(metavar="tcp://HOST:PORT", help="run on the Dask cluster of this scheduler")),
+    (("--scheduler",), dict(metavar="tcp://HOST:PORT", help="run on the Dask cluster of this scheduler (its "
+                            "machines' backends and data are theirs to check: here only the settings are)")),
     (("--gpus",), dict(action="store_true", help="one Dask worker per visible GPU (dask-cuda's LocalCUDACluster; "
                        'pip install "gpunet[dask-cuda]"; unverified on a GPU)')),
 ]
@@ -393,29 +409,47 @@ def _writable_json(name: str, force: bool) -> Path:
 def run_sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .sweep import failures, format_table, load_grid, override, run_sweep, write_results
+    from .sweep import (EXAMPLE, LEGEND, best_run, failures, format_table, override, read_sweep, results_paths,
+                        run_sweep, write_results)
 
-    name, configs = load_grid(args.sweep)
-    configs = override(configs, backend=args.backend, epochs=args.epochs, data_dir=args.data_dir)
-    out = Path(args.out or f"{name}.json")
+    if args.example:
+        if args.sweep is not None:
+            raise ValueError(f"--example prints a starter sweep file; got a FILE too ({args.sweep})")
+        print(EXAMPLE, end="")
+        return 0
+    if args.sweep is None:
+        raise ValueError("expected a sweep file (FILE); gpunet sweep --example prints a starter file")
+    sweep = read_sweep(args.sweep)  # every run's settings checked, each named by its place in the file
+    configs = override(sweep.configs, backend=args.backend, epochs=args.epochs, data_dir=args.data_dir)
+    out = Path(args.out or f"{sweep.name}.json")
     if out.suffix == ".jsonl":
         raise ValueError(f"--out {out}: expected a name not ending in .jsonl (the runs go to FILE with .jsonl)")
+    out, jsonl = results_paths(out, sweep.name, sweep.path, overwrite=args.force)  # before any run
     # disable=None: no bar where stderr is not a terminal (logs, CI)
-    bar = tqdm(total=len(configs), unit="run", desc=name, file=sys.stderr, disable=None)
+    bar = tqdm(total=len(configs), unit="run", desc=sweep.name, file=sys.stderr, disable=None)
 
     def on_progress(finished: int, running: int, failed: int, total: int) -> None:
         bar.total, bar.n = total, finished
         bar.set_postfix({"running": running, "failed": failed})  # redraws the bar
 
-    try:
-        records = run_sweep(configs, out.with_suffix(".jsonl"), workers=args.workers, scheduler=args.scheduler,
-                            gpus=args.gpus, on_progress=on_progress,
+    try:  # the backends and the data are checked before the first run, and before anything is written
+        records = run_sweep(configs, jsonl, workers=args.workers, scheduler=args.scheduler, gpus=args.gpus,
+                            skip_failed=args.skip_failed, labels=sweep.labels, source=sweep.path,
+                            on_download=_say(False), on_progress=on_progress,
                             on_dashboard=lambda address: tqdm.write(f"dashboard: {address}", file=sys.stdout))
     finally:
         bar.close()
-    write_results(out, name, records)
+    write_results(out, sweep.name, records)
     failed = failures(records)
-    print(f"\n{format_table(records)}\n" + "".join(f"\nfailed: {line}" for line in failed) + f"\nwrote {out}")
+    if failed and args.skip_failed:
+        retry = f"\n{len(failed)} failed before and skipped (--skip-failed); run again without it to retry them"
+    elif failed:
+        retry = (f"\n{len(failed)} failed; the same command runs {'them' if len(failed) > 1 else 'it'} again "
+                 f"(the errors stay in {args.out and Path(args.out).with_suffix('.jsonl') or jsonl.name})")
+    else:
+        retry = ""
+    print(f"\n{format_table(records)}\n{LEGEND}\n{best_run(records)[1]}\n"
+          + "".join(f"\nfailed: {line}" for line in failed) + retry + f"\nwrote {args.out or out.name}")
     return 1 if failed else 0
 
 
@@ -442,8 +476,8 @@ COMMANDS: dict[str, tuple[str, Options | Callable[[argparse.ArgumentParser], Non
     "plot": ("write curves.png, confusion.png and weights.png of a run (needs matplotlib: pip install "
              '"gpunet[plot]")', [*MODEL, *PLOT_OUT, *TEST_DATA, *BACKEND], run_plot),
     "bench": ("time gpunet against PyTorch, scikit-learn and the article's plain code", BENCH, run_bench),
-    "sweep": ("train every config of a grid file, in-process or on Dask workers, and write one results table; "
-              "exit status 1 when a run failed", [*SWEEP, *BACKEND], run_sweep),
+    "sweep": ("train every config of a sweep file (a grid of gpunet train's settings), in-process or on Dask "
+              "workers, and write one results table; exit status 1 when a run failed", [*SWEEP, *BACKEND], run_sweep),
     "export": ("write a model as ONNX (Gemm and activation nodes, float32) for onnxruntime, its input preprocessing "
                'in the metadata; needs the onnx package: pip install "gpunet[onnx]"', [*MODEL, *ONNX_PATH], run_export),
 }

@@ -9,21 +9,25 @@ on dask-cuda's LocalCUDACluster (one worker per visible GPU; unverified on a
 GPU). Only this process (the client) writes the results file: one line per
 finished run, written with one ``write`` and fsynced, so a killed client leaves
 whole lines (a torn last line is dropped on the next start). A restart with the
-same file skips the runs it holds; each run's key is a hash of its config.
-Dask reruns the task of a killed worker elsewhere; a run that raises is
-recorded as failed with its one-line reason and the other runs go on.
+same file skips the runs it holds that finished; each run's key is a hash of
+its config. A run that failed is run again (its earlier errors go into the new
+line's ``previous_errors``), unless ``skip_failed``. Dask reruns the task of a
+killed worker elsewhere; a run that raises is recorded as failed with its
+one-line reason and the other runs go on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
 import os
 import platform
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from .backend import BackendUnavailableError, cupy_unavailable_reason
 from .checks import check_int
@@ -39,8 +43,36 @@ DASK_CUDA_HINT = 'dask-cuda is not installed: pip install "gpunet[dask-cuda]"'
 # retries covers an error outside run_one (run_one's own are caught and recorded), e.g. a worker that cannot import it.
 RETRIES = 2
 CONNECT_TIMEOUT = 30  # seconds to reach a scheduler given by address before giving up with an OSError
+
+
+def answer_timeout() -> float:
+    """Seconds to wait for a scheduler's handshake: Dask's connect retries a refused address for CONNECT_TIMEOUT
+    seconds, then gives up with its own message; this one only fires on a peer that accepted and stays silent."""
+    return 1.5 * CONNECT_TIMEOUT + 1
 Record = dict[str, Any]
 Progress = Callable[[int, int, int, int], object]
+# What a field of a record must be: (is it valid, what a valid one is in words); ``MISSING`` stands for an absent field.
+Fields = dict[str, tuple[Callable[[Any], bool], str]]
+MISSING = object()
+STATUSES = ("ok", "failed")
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _texts(v: Any) -> bool:
+    return v is MISSING or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+
+
+# The fields of every record that this module and its callers read: the sweep's own, whatever run_one returns.
+RECORD_FIELDS: Fields = {
+    "key": (lambda v: isinstance(v, str) and v != "", "a run's key (text)"),
+    "status": (lambda v: v in STATUSES, "ok or failed"),
+    "command": (_text, "the run's command (text)"),
+    "previous_errors": (_texts, "a list of texts, where present"),
+}
+FAILED_FIELDS: Fields = {"error": (_text, "the failed run's reason (text)")}
 
 
 class ClusterStartError(RuntimeError):
@@ -108,20 +140,29 @@ def run_task(run_one: Callable[[Any], Record], config: Any) -> Record:
     return record
 
 
-def read_results(path: str | os.PathLike[str]) -> dict[str, Record]:
-    """The records of a results file by key (the first of a key wins); {} if there is no file.
+def read_results(path: str | os.PathLike[str], fields: Fields | None = None) -> dict[str, Record]:
+    """The records of a results file by key; {} if there is no file.
 
-    A last line without its newline is a write cut short by a kill and is
-    ignored; any other line that is not a record is an error naming it.
+    A key's record is its first ``ok`` line, else its last line (a run that
+    failed, then failed again when retried). Every line is checked: the sweep's
+    own fields (``RECORD_FIELDS``; ``error`` on a failed run) and, on a run that
+    finished, ``fields`` (what ``run_one``'s rows hold that the caller reads); a
+    line that fails is an error naming the file, the line and the field. A last
+    line without its newline is a write cut short by a kill and is ignored.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise FileExistsError(f"{path} is a symbolic link to nothing (a missing file or a loop); remove it or "
+                              "name another results file")
     if not path.exists():
         return {}
-    records, _ = _parse(path, path.read_bytes())
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected a sweep's results file (JSON Lines)")
+    records, _ = _parse(path, path.read_bytes(), fields or {})
     return records
 
 
-def _parse(path: Path, data: bytes) -> tuple[dict[str, Record], int]:
+def _parse(path: Path, data: bytes, fields: Fields) -> tuple[dict[str, Record], int]:
     """The records in ``data`` and the length of its whole lines (the rest is a torn last line)."""
     whole = data.rfind(b"\n") + 1
     records: dict[str, Record] = {}
@@ -135,17 +176,37 @@ def _parse(path: Path, data: bytes) -> tuple[dict[str, Record], int]:
         if not (isinstance(record, dict) and isinstance(record.get("key"), str) and "status" in record):
             raise ValueError(f"{path}: line {number} is not a gpunet results record; expected a JSON Lines "
                              "results file written by gpunet.distributed.run_sweep")
-        records.setdefault(record["key"], record)
+        _check_fields(record, {**RECORD_FIELDS, **(FAILED_FIELDS if record["status"] == "failed" else fields)},
+                      f"{path}: line {number}")
+        if record["key"] not in records or records[record["key"]]["status"] != "ok":
+            records[record["key"]] = record
     if whole < len(data) and not records and not data.startswith(b'{"key": '):  # someone else's file, not a torn line
         raise ValueError(f"{path}: not a gpunet results file (no complete JSON line); choose another results path")
     return records, whole
 
 
-class ResultsFile:
-    """The results file held for appending: locked against a second client, its torn last line dropped."""
+def _check_fields(record: Record, fields: Fields, where: str) -> None:
+    for name, (valid, expected) in fields.items():
+        value = record.get(name, MISSING)
+        if not valid(value):
+            got = "nothing" if value is MISSING else repr(value)
+            if len(got) > 60:
+                got = got[:57] + "..."
+            raise ValueError(f"{where}: {name} must be {expected}; got {got} (fix the line, or delete it to run "
+                             "that config again)")
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+
+class ResultsFile:
+    """The results file held for appending: locked against a second client, its torn last line dropped.
+
+    Each key is appended once while it is open, and never after its run finished
+    ``ok``; a record that follows a failed one of its key carries that one's
+    errors in ``previous_errors``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fields: Fields | None = None) -> None:
         self.path = Path(path)
+        self.appended: set[str] = set()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
@@ -155,7 +216,7 @@ class ResultsFile:
                 except BlockingIOError:
                     raise ValueError(f"{self.path}: another sweep is writing this results file") from None
             data = self.path.read_bytes()
-            self.done, whole = _parse(self.path, data)
+            self.done, whole = _parse(self.path, data, fields or {})
             if whole < len(data):
                 os.ftruncate(self.fd, whole)  # a half line from a killed client: the next line starts clean
         except BaseException:
@@ -163,14 +224,18 @@ class ResultsFile:
             raise
 
     def append(self, record: Record) -> bool:
-        """Append ``record`` as one line in one write (False, and nothing written, if its key is there)."""
-        if record["key"] in self.done:
+        """Append ``record`` as one line in one write (False, and nothing written, if its key is done)."""
+        key, before = record["key"], self.done.get(record["key"])
+        if key in self.appended or (before is not None and before["status"] == "ok"):
             return False
+        if before is not None:  # a retry of a failed run: its errors stay on record
+            record = {**record, "previous_errors": [*before.get("previous_errors", []), before["error"]]}
         data = (json.dumps(record) + "\n").encode()
         while data:  # one write for a regular file; the loop only guards a short write (a full disk)
             data = data[os.write(self.fd, data):]
         os.fsync(self.fd)
-        self.done[record["key"]] = record
+        self.done[key] = record
+        self.appended.add(key)
         return True
 
     def close(self) -> None:
@@ -218,6 +283,40 @@ def _check_mode(workers: int | None, scheduler: str | None, gpus: bool) -> str:
     return chosen[0] if chosen else "in-process"
 
 
+def _probe_scheduler(address: Any) -> None:
+    """OSError unless the scheduler at ``address`` answers Dask's handshake in time.
+
+    Dask's connect gives up on a refused address after its timeout, but then
+    reads the peer's handshake with no timeout: a peer that accepts and stays
+    silent (a stopped scheduler, a silent service on that port) would hang the
+    sweep for ever. The probe runs on its own event loop in a thread of its own,
+    apart from any loop the caller runs.
+    """
+    from distributed.comm import connect
+
+    outcome: dict[str, BaseException] = {}
+
+    async def handshake() -> None:
+        try:
+            comm = await asyncio.wait_for(connect(address, timeout=CONNECT_TIMEOUT), answer_timeout())
+        except asyncio.TimeoutError:
+            raise OSError(f"the scheduler at {address} accepted the connection but did not answer within "
+                          f"{answer_timeout():g} s") from None
+        await comm.close()
+
+    def probe() -> None:
+        try:
+            asyncio.run(handshake())
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=probe, name="gpunet-scheduler-probe", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+
+
 class _Cluster:
     """A Dask client on a new local cluster, a new LocalCUDACluster, or an existing scheduler; closes what it made."""
 
@@ -235,6 +334,8 @@ class _Cluster:
         except RuntimeError as exc:  # Dask's "Cluster failed to start", with the worker's traceback in its message
             raise ClusterStartError(f"the Dask cluster did not start: {one_line(exc)}") from exc
         try:
+            if self.cluster is None:
+                _probe_scheduler(scheduler)
             self.client = distributed.Client(self.cluster if self.cluster is not None else scheduler,
                                              timeout=CONNECT_TIMEOUT)
         except BaseException:
@@ -263,48 +364,68 @@ def run_sweep(
     workers: int | None = None,
     scheduler: str | None = None,
     gpus: bool = False,
+    skip_failed: bool = False,
+    fields: Fields | None = None,
+    before: Callable[[list[int], str], object] | None = None,
     on_progress: Progress | None = None,
     on_dashboard: Callable[[str], object] | None = None,
 ) -> list[Record]:
-    """Run every config not yet in ``results_path`` and return each config's record, in the order of ``configs``.
+    """Run every config not yet finished in ``results_path``; each config's record, in the order of ``configs``.
 
     ``configs`` are frozen dataclasses with a ``command()`` method (TrainConfig);
     ``run_one(config)`` returns one JSON-ready row and must be picklable (a
     module-level function) for Dask. ``workers``, ``scheduler`` and ``gpus``
-    choose where the runs go (none of them: in-process). ``on_progress(finished,
-    running, failed, total)`` is called as runs start and end (``running``: runs
-    on workers now, at most one per worker thread); ``on_dashboard(address)``
-    once a cluster is connected, with its dashboard's address. Configs with the
-    same key run once.
+    choose where the runs go (none of them: in-process). A run recorded as
+    failed is run again, unless ``skip_failed``. ``fields``: what a finished
+    run's line must hold, checked on every line read (see ``read_results``).
+    ``before(indices, mode)`` is called with the indices in ``configs`` of the
+    runs about to start and where they run (``"in-process"``, ``"workers"``,
+    ``"scheduler"`` or ``"gpus"``), after the options and the results file are
+    checked and before any cluster starts or anything is written: it raises to
+    stop the sweep. ``on_progress(finished, running, failed, total)`` is called
+    as runs start and end (``running``: runs on workers now, at most one per
+    worker thread); ``on_dashboard(address)`` once a cluster is connected, with
+    its dashboard's address. Configs with the same key run once.
     """
     mode = _check_mode(workers, scheduler, gpus)
     keys = [run_key(c) for c in configs]
     unique = dict(zip(keys, configs))
-    done = read_results(results_path)
-    if all(k in done for k in unique):
-        _Counter(unique, done, on_progress).report(0)  # nothing to run: the bar is full
+    done = read_results(results_path, fields)
+    todo = [k for k in unique if k not in done or (done[k]["status"] != "ok" and not skip_failed)]
+    if before is not None and todo:
+        first = {}  # each key's first index in configs
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        before([first[k] for k in todo], mode)
+    if not todo:
+        _Counter(unique, todo, done, on_progress).report(0)  # nothing to run: the bar is full
     else:
         cluster = _Cluster(mode, workers, scheduler) if mode != "in-process" else None
         try:
             if cluster is not None and on_dashboard is not None and cluster.dashboard:
                 on_dashboard(cluster.dashboard)
-            with ResultsFile(results_path) as results:
+            with ResultsFile(results_path, fields) as results:
+                todo = [k for k in todo if k not in results.done or results.done[k]["status"] != "ok"]
+                counter = _Counter(unique, todo, results.done, on_progress)
+                configs_todo = [unique[k] for k in todo]
                 if cluster is None:
-                    _run_serial(unique, run_one, results, on_progress)
+                    _run_serial(configs_todo, run_one, results, counter)
                 else:
-                    _run_dask(cluster.client, unique, run_one, results, on_progress)
+                    _run_dask(cluster.client, configs_todo, run_one, results, counter)
         finally:
             if cluster is not None:
                 cluster.close()
-    done = read_results(results_path)
+    done = read_results(results_path, fields)
     return [done[k] for k in keys]
 
 
 class _Counter:
     """The numbers handed to ``on_progress``."""
 
-    def __init__(self, unique: dict[str, Any], done: dict[str, Record], on_progress: Progress | None) -> None:
-        here = [done[k] for k in unique if k in done]
+    def __init__(self, unique: dict[str, Any], todo: list[str], done: dict[str, Record],
+                 on_progress: Progress | None) -> None:
+        left = set(todo)
+        here = [done[k] for k in unique if k in done and k not in left]
         self.finished, self.failed, self.total = len(here), sum(r["status"] != "ok" for r in here), len(unique)
         self.on_progress = on_progress
 
@@ -317,14 +438,9 @@ class _Counter:
             self.on_progress(self.finished, running, self.failed, self.total)
 
 
-def _todo(unique: dict[str, Any], results: ResultsFile) -> Iterator[Any]:
-    return (config for key, config in unique.items() if key not in results.done)
-
-
-def _run_serial(unique: dict[str, Any], run_one: Callable[[Any], Record], results: ResultsFile,
-                on_progress: Progress | None) -> None:
-    counter = _Counter(unique, results.done, on_progress)
-    for config in list(_todo(unique, results)):
+def _run_serial(configs: list[Any], run_one: Callable[[Any], Record], results: ResultsFile,
+                counter: _Counter) -> None:
+    for config in configs:
         counter.report(1)
         record = run_task(run_one, config)
         if results.append(record):
@@ -332,12 +448,10 @@ def _run_serial(unique: dict[str, Any], run_one: Callable[[Any], Record], result
     counter.report(0)
 
 
-def _run_dask(client: Any, unique: dict[str, Any], run_one: Callable[[Any], Record], results: ResultsFile,
-              on_progress: Progress | None) -> None:
+def _run_dask(client: Any, configs: list[Any], run_one: Callable[[Any], Record], results: ResultsFile,
+              counter: _Counter) -> None:
     distributed = _import_distributed()
-    counter = _Counter(unique, results.done, on_progress)
-    futures = {client.submit(run_task, run_one, config, pure=False, retries=RETRIES): config
-               for config in _todo(unique, results)}
+    futures = {client.submit(run_task, run_one, config, pure=False, retries=RETRIES): config for config in configs}
     pending = len(futures)
 
     def running() -> int:

@@ -18,7 +18,7 @@ from gpunet.sweep import load_grid
 def with_results_default(argv: list[str]) -> list[str]:
     """``gpunet sweep``'s arguments, with ``--out scripts/results/<name>.json`` unless they name an --out."""
     args = build_parser().parse_args(["sweep", *argv])  # a bad option: one line, exit status 2
-    if args.out is not None:
+    if args.out is not None or args.sweep is None:  # no file: gpunet sweep prints --example, or says what is missing
         return argv
     try:
         name, _ = load_grid(args.sweep)

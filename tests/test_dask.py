@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -155,10 +156,11 @@ def test_a_file_that_is_not_a_results_file_is_refused_untouched(tmp_path):
     path.write_text("my notes, not JSON")
     with pytest.raises(ValueError, match="notes.txt: not a gpunet results file"):
         gd.run_sweep(grid(1), run_config, path)
-    path.write_text('{"key": "1", "status": "ok"}\nplain text\n')
+    text = '{"key": "1", "status": "ok", "command": "gpunet train"}\nplain text\n'
+    path.write_text(text)
     with pytest.raises(ValueError, match="line 2 is not a gpunet results record"):
         gd.run_sweep(grid(1), run_config, path)
-    assert path.read_text() == '{"key": "1", "status": "ok"}\nplain text\n'
+    assert path.read_text() == text
 
 
 def test_a_second_client_on_the_same_results_file_is_refused(tmp_path):
@@ -179,8 +181,35 @@ def test_bad_options_are_named(tmp_path, kwargs, match):
 
 def test_a_scheduler_that_does_not_answer_is_an_os_error_naming_it(tmp_path, monkeypatch):
     monkeypatch.setattr(gd, "CONNECT_TIMEOUT", 1)
-    with pytest.raises(OSError, match="tcp://127.0.0.1:9 after 1 s"):
-        gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl", scheduler="tcp://127.0.0.1:9")
+    # a port of our own that refuses every connection: bound (no one else can take it) but not listening
+    with socket.socket() as port:
+        port.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{port.getsockname()[1]}"
+        with pytest.raises(OSError, match=f"{address} after 1 s"):
+            gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl", scheduler=address)
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_scheduler_that_accepts_and_stays_silent_is_an_os_error_not_a_hang(tmp_path, monkeypatch):
+    monkeypatch.setattr(gd, "CONNECT_TIMEOUT", 1)  # Dask's connect then waited for its handshake without end
+    with socket.socket() as port:
+        port.bind(("127.0.0.1", 0))
+        port.listen(1)  # the kernel accepts; no one answers
+        address = f"tcp://127.0.0.1:{port.getsockname()[1]}"
+        outcome: dict[str, BaseException] = {}
+
+        def run() -> None:
+            try:
+                gd.run_sweep(grid(1), run_config, tmp_path / "r.jsonl", scheduler=address)
+            except BaseException as exc:  # handed to the test's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)  # a hang must fail the test, not stop the suite
+        thread.start()
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "run_sweep still waits for a scheduler that never answers"
+    assert isinstance(outcome.get("error"), OSError), outcome
+    assert str(outcome["error"]) == f"the scheduler at {address} accepted the connection but did not answer within 2.5 s"
     assert not (tmp_path / "r.jsonl").exists()
 
 
@@ -239,6 +268,21 @@ def test_sweep_against_a_scheduler_address_equals_the_serial_sweep(tmp_path, das
     remote = sweep.run_sweep(configs, tmp_path / "remote.jsonl", scheduler=dask_cluster.address)
     assert [without_timing(r) for r in remote] == [without_timing(r) for r in serial]
     assert {r["worker"] for r in remote} <= set(dask_cluster.pids)
+
+
+def test_on_a_scheduler_the_workers_data_is_theirs_and_a_failed_run_is_retried(tmp_path, dask_cluster):
+    missing = tmp_path / "missing.csv"  # here: the workers' machines could hold it; only they can tell
+    configs = [*grid(1), TrainConfig(dataset="csv", train_csv=str(missing), test_csv=str(missing), epochs=1)]
+    path = tmp_path / "r.jsonl"
+    first = sweep.run_sweep(configs, path, scheduler=dask_cluster.address)
+    error = f"DataError: {missing}: no such file"
+    assert [(r["status"], r.get("error")) for r in first] == [("ok", None), ("failed", error)]
+    again = sweep.run_sweep(configs, path, scheduler=dask_cluster.address)  # retried; the finished run is kept
+    assert again[0] == first[0] and again[1]["previous_errors"] == [error] and again[1]["error"] == error
+    assert sorted(r["status"] for r in lines(path)) == ["failed", "failed", "ok"]  # in the order they finished
+    with pytest.raises(ValueError, match=re.escape(f"run 2 of 2: {missing}: no such file")):
+        sweep.run_sweep(configs, path, workers=1)  # local workers: this machine's data, checked before any run
+    assert len(lines(path)) == 3
 
 
 CLIENT = textwrap.dedent("""

@@ -35,7 +35,25 @@ def test_grid_expands_base_grid_and_runs(tmp_path):
     "text, match",
     [
         ('[base]\nlearning_rate = 0.1\n', "unknown setting 'learning_rate'"),
-        ('[grid]\nlr = 0.1\n', "every grid setting must be a non-empty list"),
+        ('[grid]\nlr = 0.1\n', r"grid setting lr must be a non-empty list of values, like lr = \[...\]; got 0.1"),
+        ('[grid]\n', "grid is empty; give it settings with lists of values"),
+        ('[grid]\nhidden = []\n', (r"grid setting hidden must be a non-empty list of values, like hidden = \[...\]; "
+                                   r"got \[\]")),
+        ('runs = []\n', (r"runs must be a non-empty list of tables of settings \(\[\[runs\]\] in TOML\), or left out; "
+                        r"got \[\]")),
+        ('base = 3\n', r"base must be a table of settings \(\[base\] in TOML\); got 3"),
+        ('grid = [1, 2]\n', r"grid must be a table of settings, each with a list of values .*; got \[1, 2\]"),
+        ('runs = [{lr = 0.1}, 5]\n', "runs entry 2 must be a table of settings; got 5"),
+        ('[[runs]]\nlr = 0.1\n[[runs]]\nlearning_rate = 0.1\n', "runs entry 2: unknown setting 'learning_rate'"),
+        ('[grid]\nlearnin_rate = [0.1]\n', "grid: unknown setting 'learnin_rate'"),
+        ('name = "../results"\n', r"name must be a name for the results file .*; got '../results'"),
+        ('name = 3\n', r"name must be a name for the results file .*; got 3"),
+        ('description = ["a"]\n', r"description must be a text; got \['a'\]"),
+        # the run is named by its place in the grid and its settings there, as the file spells them
+        ('[grid]\ninit = ["he", "xavier"]\nlr = [0.1, -1.0]\n',
+         r'bad.toml: run 2 of 4 \(init = "he", lr = -1.0\): lr must be a finite number > 0; got -1.0$'),
+        ('[base]\nhidden = [8]\n[[runs]]\nseed = 1\n[[runs]]\nbatch_size = 0\n',
+         r"bad.toml: run 2 of 2 \(batch_size = 0\): batch_size must be an integer >= 1; got 0$"),
         ('[base]\nlr = -1.0\n', r"lr must be a finite number > 0; got -1.0"),
         ('[bsae]\nlr = 0.1\n', r"holds name, description, base, grid and runs; got \['bsae'\]"),
         ('[base\n', "not a valid toml sweep file"),
@@ -106,7 +124,7 @@ def test_run_sweep_appends_rows_skips_the_ones_done_and_loads_shared_data_once(t
     real_run, real_load = sweep.Run.new, sweep.load_data
     monkeypatch.setattr(sweep.Run, "new", lambda config, folder, data=None: ran.append(config.seed)
                         or real_run(config, folder, data=data))
-    monkeypatch.setattr(sweep, "load_data", lambda config: loaded.append(config.seed) or real_load(config))
+    monkeypatch.setattr(sweep, "load_data", lambda config, *rest: loaded.append(config.seed) or real_load(config))
     rows = sweep.run_sweep(configs[:2], tmp_path / "rows.jsonl")
     assert ran == [0, 1] and [r["config"]["seed"] for r in rows] == [0, 1]
     assert loaded == [0]  # runs that differ only in seed share one dataset in-process
@@ -190,3 +208,254 @@ def test_gpunet_sweep_dask_options_without_dask_or_wrong_say_so_in_one_line(tmp_
     assert main(["sweep", "s.toml", *args]) == 2
     assert capsys.readouterr().err == f"gpunet sweep: error: {message}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]  # nothing written
+
+
+def no_training(monkeypatch):
+    """Make any run that starts fail the test: the checks must stop the sweep before the first one."""
+    from gpunet.run import Run
+
+    def train(self, *args, **kwargs):
+        raise AssertionError(f"a run started: {self.config.command()}")
+
+    monkeypatch.setattr(Run, "train", train)
+
+
+CSV_RUN = '[[runs]]\n[[runs]]\ndataset = "csv"\ntrain_csv = "missing.csv"\ntest_csv = "missing.csv"\n'
+
+
+@pytest.mark.parametrize("text, args, message", [
+    # one probe for every run: no GPU fails before the first run, not once per run
+    (TINY, ["--backend", "cupy"], "s.toml: every run: backend 'cupy' is unavailable: no CUDA device here. Install "),
+    (TINY + 'kernels = ["auto", "fused"]\n', [],
+     ('s.toml: run 2 of 4 (seed = 0, kernels = "fused"): --kernels fused needs the cupy backend; got backend '
+     "'numpy' (use --kernels auto or --kernels plain)")),
+    # the data each run needs is loaded once before the first run: the good run does not run first
+    ('name = "tiny"\n[base]\nhidden = [16]\nepochs = 2\nbackend = "numpy"\n' + CSV_RUN, [],
+     ('s.toml: run 2 of 2 (dataset = "csv", train_csv = "missing.csv", test_csv = "missing.csv"): missing.csv: '
+     'no such file')),
+    ('name = "tiny"\n[base]\nhidden = [16]\nepochs = 2\nbackend = "numpy"\nvalidation = 0.9999\n', [],
+     "s.toml: run 1 of 1: validation fraction 0.9999 of 1438 training rows leaves no validation or no training"),
+    (TINY, ["--epochs", "0"], "--epochs must be an integer >= 1; got 0"),
+])
+def test_gpunet_sweep_checks_every_run_before_the_first_and_writes_nothing(tmp_path, monkeypatch, capsys, text,
+                                                                           args, message):
+    import gpunet.backend
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gpunet.backend, "cupy_unavailable_reason", lambda: "no CUDA device here")
+    no_training(monkeypatch)
+    (tmp_path / "s.toml").write_text(text)
+    assert main(["sweep", "s.toml", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gpunet sweep: error: {message}") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]  # nothing written
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: (d / "r.json").mkdir(), "r.json is a folder; expected the name of a file to write"),
+    (lambda d: (d / "r.jsonl").mkdir(), "r.jsonl is a folder; expected the name of a file to write"),
+    (lambda d: (d / "r.json").write_text('{"name": "other", "results": []}\n'),
+     ("r.json already exists; it holds no results of a sweep called 'tiny'; pass overwrite=True (--force on the "
+     "command line) to replace it, or name another")),
+    (lambda d: (d / "r.json").symlink_to(d / "nowhere"), "r.json is a symbolic link to nothing"),
+    (lambda d: (d / "r.jsonl").write_text("my notes\n"), "r.jsonl: line 1 is not a gpunet results record"),
+])
+def test_gpunet_sweep_checks_its_outputs_before_the_first_run(tmp_path, monkeypatch, capsys, make, message):
+    monkeypatch.chdir(tmp_path)
+    no_training(monkeypatch)
+    (tmp_path / "s.toml").write_text(TINY)
+    make(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert main(["sweep", "s.toml", "--out", "r.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gpunet sweep: error: {message}") and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_gpunet_sweep_never_writes_its_results_over_the_sweep_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    no_training(monkeypatch)
+    text = json.dumps({"base": {"hidden": [8], "epochs": 1, "backend": "numpy"}})
+    (tmp_path / "s.json").write_text(text)  # named s: its results would be s.json
+    assert main(["sweep", "s.json", "--force"]) == 2
+    assert capsys.readouterr().err == "gpunet sweep: error: s.json is also an input of this command (s.json); " \
+                                      "name another output\n"
+    assert (tmp_path / "s.json").read_text() == text and sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_the_results_json_is_replaced_when_it_is_the_same_sweeps_else_only_with_force(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(TINY)
+    assert main(["sweep", "s.toml", "--out", "r.json"]) == 0
+    first = json.loads((tmp_path / "r.json").read_text())
+    assert main(["sweep", "s.toml", "--out", "r.json"]) == 0  # the same sweep: its own results, rewritten
+    assert json.loads((tmp_path / "r.json").read_text())["results"] == first["results"]
+    (tmp_path / "t.toml").write_text(TINY.replace('name = "tiny"', 'name = "other"'))
+    capsys.readouterr()
+    assert main(["sweep", "t.toml", "--out", "r.json"]) == 2  # another sweep's: refused, kept
+    assert "r.json already exists; it holds no results of a sweep called 'other'" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r.json").read_text())["name"] == "tiny"
+    assert main(["sweep", "t.toml", "--out", "r.json", "--force"]) == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["name"] == "other" and [r["key"] for r in doc["results"]] == [r["key"] for r in first["results"]]
+
+
+DIVERGING = TINY + 'lr = [0.1, 1e30]\nactivation = ["relu"]\noptimizer = ["sgd"]\n'
+
+
+def test_a_failed_run_is_retried_by_default_keeping_its_errors_and_skip_failed_leaves_it(tmp_path, monkeypatch,
+                                                                                         capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(DIVERGING)
+    error = ("DivergenceError: training diverged in epoch 1: the training loss became nan between rows 0 and 1438 "
+             "of 1438; try a smaller learning rate (this epoch used 1e+30)")
+    assert main(["sweep", "s.toml", "--out", "r.json"]) == 1
+    out = capsys.readouterr().out
+    assert "\n2 failed; the same command runs them again (the errors stay in r.jsonl)\n" in out
+    assert main(["sweep", "s.toml", "--out", "r.json"]) == 1  # both diverge again
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("failed: ")] == [
+        f"failed: gpunet train --hidden 16 --optimizer sgd --lr 1e+30 --epochs 2{seed}: {error} (failed 2 times)"
+        for seed in ("", " --seed 1")]
+    records = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["ok", "failed", "ok", "failed", "failed", "failed"]  # ok runs kept
+    assert [r.get("previous_errors") for r in records[4:]] == [[error], [error]]
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert [r.get("previous_errors") for r in doc["results"]] == [None, [error], None, [error]]
+    before = (tmp_path / "r.jsonl").read_bytes()
+    assert main(["sweep", "s.toml", "--out", "r.json", "--skip-failed"]) == 1
+    out = capsys.readouterr().out
+    assert "\n2 failed before and skipped (--skip-failed); run again without it to retry them\n" in out
+    assert (tmp_path / "r.jsonl").read_bytes() == before  # nothing ran
+
+
+def fails_once(config: TrainConfig) -> dict:
+    """A run_one whose first call for each seed fails, as a transient problem would."""
+    fails_once.calls.append(config.seed)
+    if fails_once.calls.count(config.seed) == 1:
+        raise RuntimeError(f"transient trouble {config.seed}")
+    return {"network": "[64, 8, 10]", "test_accuracy": 0.5}
+
+
+fails_once.calls = []
+
+
+def test_distributed_retries_a_failed_run_and_the_ok_record_wins(tmp_path):
+    from gpunet import distributed as gd
+
+    configs = [TrainConfig(hidden=(8,), seed=s) for s in range(2)]
+    path, fails_once.calls[:] = tmp_path / "r.jsonl", []
+    assert [r["status"] for r in gd.run_sweep(configs, fails_once, path)] == ["failed", "failed"]
+    assert [r["status"] for r in gd.run_sweep(configs, fails_once, path, skip_failed=True)] == ["failed", "failed"]
+    assert fails_once.calls == [0, 1]  # skipped
+    rows = gd.run_sweep(configs, fails_once, path)
+    assert fails_once.calls == [0, 1, 0, 1]
+    assert [(r["status"], r["previous_errors"]) for r in rows] == [
+        ("ok", ["RuntimeError: transient trouble 0"]), ("ok", ["RuntimeError: transient trouble 1"])]
+    assert gd.run_sweep(configs, fails_once, path) == rows and fails_once.calls == [0, 1, 0, 1]  # done: not rerun
+    assert len(path.read_text().splitlines()) == 4
+
+
+def test_selection_is_on_validation_accuracy_and_never_on_test_accuracy():
+    from gpunet.sweep import best_run, selected_epoch
+
+    history = [{"epoch": 1, "val_accuracy": 0.90, "test_accuracy": 0.80},
+               {"epoch": 2, "val_accuracy": 0.95, "test_accuracy": 0.85},
+               {"epoch": 3, "val_accuracy": 0.95, "test_accuracy": 0.99},  # the test's best: not chosen
+               {"epoch": 4, "val_accuracy": 0.93, "test_accuracy": 0.90}]
+    assert selected_epoch(history) == {"selected_on": "val_accuracy", "best_epoch": 2, "best_val_accuracy": 0.95,
+                                       "test_accuracy_at_best": 0.85}
+    no_val = [{k: v for k, v in r.items() if k != "val_accuracy"} for r in history]
+    assert selected_epoch(no_val) == {"selected_on": "final epoch", "best_epoch": 4, "best_val_accuracy": None,
+                                      "test_accuracy_at_best": 0.90}
+    runs = [{"status": "ok", "command": f"c{i}", **selected_epoch(h)}
+            for i, h in enumerate([no_val, history, [dict(r, val_accuracy=0.94, test_accuracy=1.0) for r in history]])]
+    assert best_run(runs) == (1, ("best run by validation accuracy (among the 2 runs with a validation split): c1 "
+                                 "(val acc 95.00% in epoch 2, test acc 85.00% there)"))
+    assert best_run(runs[:1]) == (None, ("no run holds out validation images, so none is picked as best (the test "
+                                        "accuracy does not choose); add validation = 0.1 to the sweep file's base to "
+                                        "select on held-out training images"))
+
+
+def test_gpunet_sweep_table_says_what_each_column_is_and_selects_on_validation(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(TINY + "validation = [0.0, 0.2]\n")
+    assert main(["sweep", "s.toml"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert re.split(r"  +", lines[1]) == ["network", "command", "backend", "epochs", "seconds", "best epoch",
+                                          "best val acc", "test acc at best epoch", "final test acc", "status"]
+    doc = json.loads((tmp_path / "tiny.json").read_text())
+    rows = doc["results"]
+    assert [r["selected_on"] for r in rows] == ["final epoch", "val_accuracy"] * 2
+    assert all("best_epoch_accuracy" not in r for r in rows)  # the best test accuracy: a selection on test
+    for row in rows:
+        scored = [(e["val_accuracy"], -e["epoch"]) for e in row["history"] if "val_accuracy" in e]
+        best = -max(scored)[1] if scored else row["epochs"]
+        assert row["best_epoch"] == best
+        assert row["test_accuracy_at_best"] == row["history"][best - 1]["test_accuracy"]
+    best = max((1, 3), key=lambda i: rows[i]["best_val_accuracy"])
+    assert doc["best_run"] == best
+    assert f"best run by validation accuracy (among the 2 runs with a validation split): {rows[best]['command']} " \
+           f"(val acc {rows[best]['best_val_accuracy']:.2%}" in out
+    assert "best epoch: the epoch of the best validation accuracy" in out
+
+
+def test_sweep_help_documents_the_file_and_example_prints_a_valid_one(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["sweep", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "scripts/" not in text and ".py" not in text and "TrainConfig" not in text
+    for words in ("TOML (.toml) or JSON (.json)", "base (the settings every run shares)",
+                  "grid (settings, each with a list of values: every combination runs)", "runs (a list of tables",
+                  "gpunet train's options spelled with _ for -", "--example prints a starter file", "--force",
+                  "--skip-failed"):
+        assert words in text, words
+    assert main(["sweep", "--example"]) == 0
+    (tmp_path / "example.toml").write_text(capsys.readouterr().out)
+    name, configs = load_grid(tmp_path / "example.toml")
+    assert name == "example" and len(configs) == 12 and all(c.validation == 0.1 for c in configs)
+    assert {c.hidden for c in configs} == {(64,), (256, 128)}
+    assert main(["sweep"]) == 2
+    assert capsys.readouterr().err == ("gpunet sweep: error: expected a sweep file (FILE); gpunet sweep --example "
+                                       "prints a starter file\n")
+
+
+DELETE = object()  # the field is left out
+RECORD = {"key": "k1", "status": "ok", "command": "gpunet train", "network": "[64, 8, 10]", "backend": "numpy",
+          "epochs": 1, "seconds": 0.1, "test_accuracy": 0.5, "history": [{"epoch": 1, "test_accuracy": 0.5}]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"status": "done"}, "status must be ok or failed; got 'done'"),
+    ({"command": DELETE}, "command must be the run's command (text); got nothing"),
+    ({"history": DELETE}, ("history must be a non-empty list of epochs, each with its epoch and test_accuracy; "
+                          "got nothing")),
+    ({"test_accuracy": "97%"}, "test_accuracy must be a number; got '97%'"),
+    ({"test_accuracy": None}, "test_accuracy must be a number; got None"),
+    ({"history": []}, "history must be a non-empty list of epochs, each with its epoch and test_accuracy; got []"),
+    ({"epochs": True}, "epochs must be an integer; got True"),
+    ({"status": "failed"}, "error must be the failed run's reason (text); got nothing"),
+    ({"previous_errors": "oops"}, "previous_errors must be a list of texts, where present; got 'oops'"),
+    ({"best_val_accuracy": "high"}, "best_val_accuracy must be a number or null, where present; got 'high'"),
+])
+def test_a_hand_edited_results_line_is_named_by_file_line_and_field(tmp_path, monkeypatch, capsys, change, message):
+    from gpunet import distributed as gd
+    from gpunet.sweep import ROW_FIELDS
+
+    path = tmp_path / "r.jsonl"
+    bad = {k: v for k, v in {**RECORD, "key": "k2", **change}.items() if v is not DELETE}
+    path.write_text(json.dumps(RECORD) + "\n" + json.dumps(bad) + "\n" + '{"key": "k3", "sta')  # and a torn tail
+    with pytest.raises(ValueError) as info:
+        gd.read_results(path, ROW_FIELDS)
+    assert str(info.value) == f"{path}: line 2: {message} (fix the line, or delete it to run that config again)"
+    # on the command line: one line, exit status 2, before any run
+    monkeypatch.chdir(tmp_path)
+    no_training(monkeypatch)
+    (tmp_path / "s.toml").write_text(TINY)
+    assert main(["sweep", "s.toml", "--out", "r.json"]) == 2
+    assert capsys.readouterr().err == f"gpunet sweep: error: {str(info.value).replace(str(path), 'r.jsonl')}\n"
+    assert gd.read_results(path.with_name("fine.jsonl")) == {}
+    path.write_text(json.dumps(RECORD) + "\n" + '{"key": "k3", "sta')
+    assert list(gd.read_results(path, ROW_FIELDS)) == ["k1"]  # a torn last line is still tolerated
