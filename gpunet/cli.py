@@ -39,6 +39,13 @@ EXAMPLES: dict[str, str] = {
   gpunet train --dataset mnist --validation 0.1 --early-stopping 5   # MNIST, downloaded on first use
   gpunet train --resume runs/RUN --epochs 50      # go on to 50 epochs in all
 """,
+    "sweep": """examples:
+  gpunet sweep --example > my.toml                # a starter sweep file: 12 runs on the 8x8 digits
+  gpunet sweep my.toml                            # every run, one after another; a table and my.json
+  gpunet sweep my.toml --workers 2 --out local.json   # on two local Dask workers
+  gpunet sweep my.toml --skip-failed              # leave the runs that failed last time failed
+  gpunet sweep my.toml --force                    # replace a results JSON that holds another sweep
+""",
     "evaluate": """examples:
   gpunet evaluate runs/RUN                        # accuracy, precision, recall, confusion matrix
   gpunet evaluate runs/RUN/best.npz --json        # the best epoch's weights (--early-stopping), as JSON
