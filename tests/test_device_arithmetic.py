@@ -51,6 +51,15 @@ def evaluated(tmp_path_factory) -> dict[tuple[str, str, str], np.ndarray]:
             calls.append(f'    for (double zd : zs) for (double dd : das) {{ {ctype} z = ({ctype})zd, da = ({ctype})dd; '
                          f'std::printf("{ctype} {name} backward %a\\n", (double){backward}<{code}, {ctype}>('
                          f'{arg.format(c=code, t=ctype)}, da)); }}')
+            # the run-time forms (the per-sample kernel's output), the code a variable: those read off the output,
+            # or those whose derivative reads the input
+            suffix, at = ("", "act_forward_code(act, z)") if table.from_output else ("_from_input", "z")
+            calls.append(f'    for (double zd : zs) {{ {ctype} z = ({ctype})zd; int act = {code}; '
+                         f'std::printf("{ctype} {name} forward_code %a\\n", '
+                         f'(double)act_forward_code{suffix}(act, z)); }}')
+            calls.append(f'    for (double zd : zs) for (double dd : das) {{ {ctype} z = ({ctype})zd, '
+                         f'da = ({ctype})dd; int act = {code}; std::printf("{ctype} {name} backward_code %a\\n", '
+                         f'(double)act_backward_code{suffix}(act, {at}, da)); }}')
     source = folder / "arithmetic.cpp"
     source.write_text("#include <cmath>\n#include <cstdio>\nusing std::exp; using std::tanh;\n"
                       '#include "activations.cuh"\n'
@@ -89,6 +98,10 @@ def test_each_activation_and_its_derivative_match_the_table(evaluated, name, cty
                                err_msg=f"{name} forward in {ctype}")
     np.testing.assert_allclose(evaluated[ctype, name, "backward"], backward, rtol=TOLERANCE[ctype], atol=1e-300,
                                err_msg=f"{name} derivative in {ctype}")
+    np.testing.assert_allclose(evaluated[ctype, name, "forward_code"], forward, rtol=TOLERANCE[ctype], atol=1e-300,
+                               err_msg=f"{name} forward by code in {ctype}")  # the identity: each switch's default
+    np.testing.assert_allclose(evaluated[ctype, name, "backward_code"], backward, rtol=TOLERANCE[ctype], atol=1e-300,
+                               err_msg=f"{name} derivative by code in {ctype}")
 
 
 def test_the_header_is_what_the_table_generates():
