@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from gpunet.engines import kernels
+# This checkout's gpunet, ahead of any installed one: the headers written are those of the tables beside them
+# (an editable install of another checkout, or a worktree's, would otherwise be the one read and written).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gpunet.engines import kernels  # noqa: E402
 
 GENERATED = {"activations.cuh": kernels.activations_header, "optim_rules.cuh": kernels.optim_rules_header}
 

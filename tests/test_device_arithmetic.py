@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +35,19 @@ def _compiler() -> str:
     return found
 
 
+def _compile_and_run(folder: Path, name: str, prelude: str, calls: list[str]) -> list[str]:
+    """main() of ``calls`` after ``prelude`` (its usings, the header under test, the input grids), compiled for
+    the host against this folder's headers without contracting a * b + c (each harness prints hex floats, to
+    compare as NumPy rounds them), then run: its output lines."""
+    source = folder / f"{name}.cpp"
+    source.write_text("#include <cmath>\n#include <cstdio>\n" + prelude + "int main() {\n" + "\n".join(calls)
+                      + "\n    return 0;\n}\n")
+    build = subprocess.run([_compiler(), "-std=c++17", "-O1", "-ffp-contract=off", f"-I{kernels.SOURCE_DIR}",
+                            str(source), "-o", str(folder / name)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return subprocess.run([str(folder / name)], capture_output=True, text=True, check=True).stdout.splitlines()
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> dict[tuple[str, str, str], np.ndarray]:
     """Every (ctype, activation, function) over the grid, computed by the compiled header."""
@@ -51,18 +65,19 @@ def evaluated(tmp_path_factory) -> dict[tuple[str, str, str], np.ndarray]:
             calls.append(f'    for (double zd : zs) for (double dd : das) {{ {ctype} z = ({ctype})zd, da = ({ctype})dd; '
                          f'std::printf("{ctype} {name} backward %a\\n", (double){backward}<{code}, {ctype}>('
                          f'{arg.format(c=code, t=ctype)}, da)); }}')
-    source = folder / "arithmetic.cpp"
-    source.write_text("#include <cmath>\n#include <cstdio>\nusing std::exp; using std::tanh;\n"
-                      '#include "activations.cuh"\n'
-                      f"static const double zs[] = {{{zs}}};\nstatic const double das[] = {{{das}}};\n"
-                      "int main() {\n" + "\n".join(calls) + "\n    return 0;\n}\n")
-    binary = folder / "arithmetic"
-    build = subprocess.run([_compiler(), "-std=c++17", "-O1", "-ffp-contract=off", f"-I{kernels.SOURCE_DIR}",
-                            str(source), "-o", str(binary)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    out = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
+            # the run-time forms (the per-sample kernel's output), the code a variable: those read off the output,
+            # or those whose derivative reads the input
+            suffix, at = ("", "act_forward_code(act, z)") if table.from_output else ("_from_input", "z")
+            calls.append(f'    for (double zd : zs) {{ {ctype} z = ({ctype})zd; int act = {code}; '
+                         f'std::printf("{ctype} {name} forward_code %a\\n", '
+                         f'(double)act_forward_code{suffix}(act, z)); }}')
+            calls.append(f'    for (double zd : zs) for (double dd : das) {{ {ctype} z = ({ctype})zd, '
+                         f'da = ({ctype})dd; int act = {code}; std::printf("{ctype} {name} backward_code %a\\n", '
+                         f'(double)act_backward_code{suffix}(act, {at}, da)); }}')
+    prelude = ('using std::exp; using std::tanh;\n#include "activations.cuh"\n'
+               f"static const double zs[] = {{{zs}}};\nstatic const double das[] = {{{das}}};\n")
     values: dict[tuple[str, str, str], list[float]] = {}
-    for line in out.splitlines():
+    for line in _compile_and_run(folder, "arithmetic", prelude, calls):
         ctype, name, fn, value = line.split()
         values.setdefault((ctype, name, fn), []).append(float.fromhex(value))
     return {k: np.array(v) for k, v in values.items()}
@@ -89,6 +104,10 @@ def test_each_activation_and_its_derivative_match_the_table(evaluated, name, cty
                                err_msg=f"{name} forward in {ctype}")
     np.testing.assert_allclose(evaluated[ctype, name, "backward"], backward, rtol=TOLERANCE[ctype], atol=1e-300,
                                err_msg=f"{name} derivative in {ctype}")
+    np.testing.assert_allclose(evaluated[ctype, name, "forward_code"], forward, rtol=TOLERANCE[ctype], atol=1e-300,
+                               err_msg=f"{name} forward by code in {ctype}")  # the identity: each switch's default
+    np.testing.assert_allclose(evaluated[ctype, name, "backward_code"], backward, rtol=TOLERANCE[ctype], atol=1e-300,
+                               err_msg=f"{name} derivative by code in {ctype}")
 
 
 def test_the_header_is_what_the_table_generates():
@@ -133,18 +152,10 @@ def stepped(tmp_path_factory) -> dict[tuple[str, str, int, bool], np.ndarray]:
                                     {eps!r}, v_hat, {ctype}({LR!r} * m_hat));
         std::printf("{ctype} {rule} {t} {weight} %a %a %a\\n", (double)p, (double)m, (double)v);
     }}""")
-    source = folder / "rules.cpp"
-    source.write_text("#include <cmath>\n#include <cstdio>\nusing std::sqrt; using std::pow;\n"
-                      '#include "optim_rules.cuh"\n'
-                      f"static const double grid[][4] = {{{rows}}};\n"
-                      "int main() {\n" + "\n".join(calls) + "\n    return 0;\n}\n")
-    binary = folder / "rules"
-    build = subprocess.run([_compiler(), "-std=c++17", "-O1", "-ffp-contract=off", f"-I{kernels.SOURCE_DIR}",
-                            str(source), "-o", str(binary)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    out = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
+    prelude = ('using std::sqrt; using std::pow;\n#include "optim_rules.cuh"\n'
+               f"static const double grid[][4] = {{{rows}}};\n")
     values: dict[tuple[str, str, int, bool], list[list[float]]] = {}
-    for line in out.splitlines():
+    for line in _compile_and_run(folder, "rules", prelude, calls):
         ctype, rule, t, weight, *numbers = line.split()
         values.setdefault((ctype, rule, int(t), weight == "true"), []).append([float.fromhex(x) for x in numbers])
     return {k: np.array(v) for k, v in values.items()}
@@ -198,14 +209,8 @@ def test_the_loss_gradients_match_the_table(tmp_path):
              f"(double)loss_grad<{c}, GPUNET_LOSS_{loss.upper()}>(({c})r[0], ({c})r[1]), "
              f"(double)loss_grad_code(GPUNET_LOSS_{loss.upper()}, ({c})r[0], ({c})r[1]));"
              for c in ("float", "double") for loss in LOSSES]
-    source = tmp_path / "losses.cpp"
-    source.write_text('#include <cmath>\n#include <cstdio>\n#include "common.cuh"\n'
-                      f"static const double grid[][2] = {{{rows}}};\nint main() {{\n" + "\n".join(calls)
-                      + "\n    return 0;\n}\n")
-    build = subprocess.run([_compiler(), "-std=c++17", "-O1", f"-I{kernels.SOURCE_DIR}", str(source), "-o",
-                            str(tmp_path / "losses")], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    out = subprocess.run([str(tmp_path / "losses")], capture_output=True, text=True, check=True).stdout.splitlines()
+    out = _compile_and_run(tmp_path, "losses", f'#include "common.cuh"\nstatic const double grid[][2] = {{{rows}}};\n',
+                           calls)
     assert len(out) == 2 * len(LOSSES) * len(pairs)
     for k, (ctype, loss) in enumerate((c, loss) for c in ("float", "double") for loss in LOSSES):
         got = np.array([[float.fromhex(x) for x in line.split()[2:]] for line in out[k * len(pairs):(k + 1) * len(pairs)]])

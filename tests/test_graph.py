@@ -21,7 +21,7 @@ from gpunet.engines import graph as graph_module
 from gpunet.engines.graph import PAIRS, GraphEngine, GraphTrainer
 from gpunet.engines.kernels import READ_OFF_OUTPUT
 
-HIDDEN_ACTIVATIONS = tuple(a for a in ALL_HIDDEN if a in READ_OFF_OUTPUT)  # the ones graph mode has code for
+HIDDEN_ACTIVATIONS = tuple(a for a in ALL_HIDDEN if a in cuda.ACT_CODES)  # the ones graph mode has code for
 from gpunet.engines.graph import EXPRESSIONS as NAME_EXPRESSIONS
 from gpunet.optim import SGD, Adam, AdamW, Momentum
 from gpunet.training import TrainingInterrupted
@@ -431,7 +431,9 @@ def test_register_tiled_product_indexes_every_element_once(trans_a: bool, trans_
 
 
 def test_name_expressions_cover_every_configuration() -> None:
-    assert len(NAME_EXPRESSIONS) == len(set(NAME_EXPRESSIONS)) == 120
+    # 120 for the activations read off the output; silu adds forward_keep, backward, and output_delta and
+    # forward_output for its two output pairs (squared, absolute): 4 of each, 2 dtypes x 2 (R or pair)
+    assert len(NAME_EXPRESSIONS) == len(set(NAME_EXPRESSIONS)) == 120 + 4 * 4
     compiled = {("gemm.cu", e) for e in NAME_EXPRESSIONS}
     compiled |= {("optim.cu", e) for e in fused.NAME_EXPRESSIONS["optim.cu"]}
     X, y = data(5)
@@ -766,7 +768,11 @@ def test_every_step_form_equals_the_plain_path(activation, output, loss, sizes, 
 # --- on a GPU: the captured graph against the plain path and against the transcription ------------
 
 GPU_SIZES = [20, 16, 12, 5]
-GPU_CASES = [(HIDDEN_ACTIVATIONS[k % len(HIDDEN_ACTIVATIONS)], o, loss) for k, (o, loss) in enumerate(PAIRS)]
+# The hidden activations take turns over the pairs (those read off the output; the silu outputs come last in
+# PAIRS), then silu hidden layers (forward_keep, backward reading Z) with an output of each kind.
+_TURNS = tuple(a for a in HIDDEN_ACTIVATIONS if a in READ_OFF_OUTPUT)
+GPU_CASES = [(_TURNS[k % len(_TURNS)], o, loss) for k, (o, loss) in enumerate(PAIRS)] + [
+    ("silu", "softmax", "cross-entropy"), ("silu", "identity", "squared"), ("silu", "silu", "squared")]
 # The data of the runs against the plain path. With seed 1, the tanh / identity / absolute run passes an
 # output within 1e-8 of its target, the sign of which turns on rounding: graph mode ended 0.047 from the
 # plain path in float32 (H100, 2026-11-27), as far as NumPy's own float32 run ends from its float64 run.

@@ -506,6 +506,16 @@ CONFIGURATIONS = [
     config("auto", D, SMALL, "tanh", "sigmoid", "squared", batch=1),  # per-sample epochs
     config("auto", F, SMALL, "relu", "sigmoid", "squared", on_batch=True),  # a call after every step: fused
     config("auto", F, BIG, "sigmoid", "softmax", "cross-entropy", batch=2048, rows=600),  # too big for graph
+    # silu, whose derivative reads the layer's input Z: each path keeps Z where asked for by name
+    config("graph", F, SMALL, "silu", "softmax", "cross-entropy", "adam"),  # forward_keep, backward at Z
+    config("graph", D, DEEP, "silu", "silu", "squared"),  # the output's Z_L kept in delta for f'
+    config("graph", F, WIDE_OUT, "tanh", "silu", "absolute", "sgd+wd"),  # output_delta on its own
+    config("graph", F, BIG, "silu", "identity", "squared", batch=512, rows=600),  # forward_keep at R = RTILE
+    config("graph", D, SMALL, "silu", "silu", "squared", batch=1),  # per-sample epochs: z1 in D, z2 in Z2o
+    config("fused", F, DEEP, "silu", "silu", "absolute", "momentum"),  # bias_act_keep
+    config("fused", D, SMALL, "silu", "softmax", "cross-entropy", batch=1),  # the per-sample kernel
+    config("fused", F, SMALL, "relu", "silu", "squared", batch=1),
+    config("auto", F, SMALL, "silu", "softmax", "cross-entropy"),  # plain: no device run has verified silu
 ]
 EPOCHS = 2  # the second epoch replays the first's graph
 

@@ -22,9 +22,11 @@ import transcriptions
 from conftest import rel_diff, require
 
 # Every output/loss pair a Network accepts: any output with squared or absolute, cross-entropy fused.
-# The activations and (output, loss) pairs the kernel has code for (not silu: its derivative needs its input).
+# The activations and (output, loss) pairs the kernel has code for: every one; the outputs whose derivative reads
+# Z2 (silu) last, so the pairs read off the output keep their places in the GPU test's turns.
 HIDDEN_ACTIVATIONS = tuple(a for a in per_sample.HIDDEN)
-PAIRS = [(o, loss) for o, loss in itertools.product(OUTPUT_ACTIVATIONS, LOSSES) if o in READ_OFF_OUTPUT] + list(FUSED)
+PAIRS = [(o, loss) for o, loss in itertools.product(OUTPUT_ACTIVATIONS, LOSSES) if o in READ_OFF_OUTPUT] + list(
+    FUSED) + [(o, loss) for o, loss in itertools.product(OUTPUT_ACTIVATIONS, LOSSES) if o not in READ_OFF_OUTPUT]
 CPU_TOLERANCE = {"float64": 1e-12, "float32": 1e-5}  # transcription vs train_step
 GPU_TOLERANCE = {"float64": 1e-9, "float32": 1e-4}  # kernel vs NumPy's train_step
 # On random data: small enough that no pair's trajectory amplifies rounding (sigmoid/tanh/absolute at
@@ -247,11 +249,15 @@ def test_codes_match_the_kernels_defines():
 
 
 def test_name_expressions_cover_every_kernel_it_loads():
-    assert per_sample.HIDDEN == tuple(a for a in gpunet.activations.HIDDEN_ACTIVATIONS if a in READ_OFF_OUTPUT)
-    assert sorted(per_sample.EXPRESSIONS) == sorted(
-        f"per_sample_chunk<{c}, {a}, {i}>" for c in ("float", "double") for a in range(4) for i in ("false", "true"))
-    for dtype, activation, in_kernel in itertools.product(("float32", "float64"), HIDDEN_ACTIVATIONS, (False, True)):
-        assert per_sample._expression(dtype, activation, in_kernel) in per_sample.EXPRESSIONS
+    assert per_sample.HIDDEN == gpunet.activations.HIDDEN_ACTIVATIONS  # silu's z1 kept in D
+    assert sorted(per_sample.EXPRESSIONS) == sorted(  # per_sample_chunk_z2: an output whose derivative reads Z2
+        f"{k}<{c}, {a}, {i}>" for k in ("per_sample_chunk", "per_sample_chunk_z2") for c in ("float", "double")
+        for a in (0, 1, 2, 3, 6) for i in ("false", "true"))
+    for dtype, activation, in_kernel, (output, _) in itertools.product(("float32", "float64"), HIDDEN_ACTIVATIONS,
+                                                                       (False, True), PAIRS):
+        assert per_sample._expression(dtype, activation, in_kernel, output) in per_sample.EXPRESSIONS
+    assert per_sample._expression("float32", "tanh", False, "silu") == "per_sample_chunk_z2<float, 1, false>"
+    assert per_sample._expression("float32", "silu", True, "softmax") == "per_sample_chunk<float, 6, true>"
 
 
 # --- on a device: the kernel --------------------------------------------------------------
@@ -319,14 +325,20 @@ def test_a_network_the_kernel_does_not_cover_trains_per_sample_on_the_plain_path
         assert np.array_equal(params[kernels][key], want), key
 
 
+# The hidden activations read off the output take turns over the pairs (silu's outputs last), then silu hidden
+# layers (z1 kept in D) with two outputs.
+_TURNS = [a for a in HIDDEN_ACTIVATIONS if a in READ_OFF_OUTPUT]
+EPOCH_CASES = [(_TURNS[k % len(_TURNS)], o, loss) for k, (o, loss) in enumerate(PAIRS)] + [
+    ("silu", "softmax", "cross-entropy"), ("silu", "identity", "squared")]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("output, loss", PAIRS)
-def test_gpu_per_sample_epochs_are_train_per_sample(output, loss, dtype):
+@pytest.mark.parametrize("activation, output, loss", EPOCH_CASES)
+def test_gpu_per_sample_epochs_are_train_per_sample(activation, output, loss, dtype):
     # The IN_KERNEL launch, the cuBLAS update of W1 and the epoch's loss, against NumPy's plain path; the
     # hidden activations take turns (the launch differs from the verified one in the first layer only).
     cupy = require("cupy")
-    activation = HIDDEN_ACTIVATIONS[PAIRS.index((output, loss)) % len(HIDDEN_ACTIVATIONS)]
     X, T, fast, plain = _case(150, [16, 70, 5], activation, output, loss, dtype, backend=cupy)
     diffs = _epochs_against_train(fast, plain, X, T, 2, LR)
     assert diffs["loss"] <= GPU_TOLERANCE[dtype] and diffs["params"] <= GPU_TOLERANCE[dtype], diffs

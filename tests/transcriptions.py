@@ -309,6 +309,14 @@ def forward(A_prev: Array, W: Array, b: Array, A: Array, N: int, n_in: int, n_ou
     _rows(A, N, n_out)[...] = act_forward(act, Z + b[:n_out])
 
 
+def forward_keep(A_prev: Array, W: Array, b: Array, A: Array, Zk: Array, N: int, n_in: int, n_out: int, *, act: int,
+                 r: int = 1) -> None:
+    """forward, with Z = A_prev W + b kept in Zk beside A = f(Z)."""
+    Z = tile_product(A_prev, W, N, n_out, n_in, False, False) + b[:n_out]
+    _rows(Zk, N, n_out)[...] = Z
+    _rows(A, N, n_out)[...] = act_forward(act, Z)
+
+
 def forward_output(
     A_prev: Array, W: Array, b: Array, Y: Array, n_in: int, Tg: Array, delta: Array, loss: Array, lr: Array,
     fold_lr: int, N: int, n_out: int, *, act: int, out: int, loss_code: int,
@@ -327,7 +335,11 @@ def output_delta(
     dtype = y.dtype.type
     s = dtype(lr[0] / N if fold_lr else 1.0 / N)
     cross_entropy = loss_code == CROSS_ENTROPY
-    if out == SOFTMAX:  # y holds Z on entry
+    if out in FROM_INPUT:  # y holds Z on entry: Y = f(Z) in place, Z kept in d
+        for j in range(n_out):
+            d[:, j] = y[:, j]
+            y[:, j] = act_forward(out, d[:, j])
+    elif out == SOFTMAX:  # y holds Z on entry
         m = y[:, 0].copy()
         for j in range(1, n_out):
             m = np.where(y[:, j] > m, y[:, j], m)
@@ -363,7 +375,10 @@ def output_delta(
         for j in range(n_out):
             L += np.abs(t[:, j] - y[:, j])
         loss[:N] = L
-    if not cross_entropy:
+    if out in FROM_INPUT:  # f'(Z), Z read from d
+        for j in range(n_out):
+            d[:, j] = act_backward_from_input(out, d[:, j], loss_grad(loss_code, y[:, j], t[:, j]) * s)
+    elif not cross_entropy:
         for j in range(n_out):
             d[:, j] = loss_grad(loss_code, y[:, j], t[:, j]) * s
         if out == SOFTMAX:
@@ -394,7 +409,7 @@ def backward(
     r: int = 1,
 ) -> None:
     dA = tile_product(delta, W, N, n_prev, n_i, False, True)
-    _rows(delta_prev, N, n_prev)[...] = act_backward(act, _rows(A_prev, N, n_prev), dA)
+    _rows(delta_prev, N, n_prev)[...] = act_backward_at(act, _rows(A_prev, N, n_prev), dA)  # A_prev: Z where FROM_INPUT
 
 
 def weight_grad(
@@ -424,7 +439,8 @@ def weight_grads(layers: tuple[WeightGradLayer, ...], lr: Array, weight_decay: A
 
 # What runs each of graph mode's launches: its kernel's transcription, by kernel name (optim.cu's flat_step too).
 GRAPH_KERNELS: dict[str, Callable[..., None]] = {
-    "gather_rows": gather_rows, "forward": forward, "forward_output": forward_output, "output_delta": output_delta,
+    "gather_rows": gather_rows, "forward": forward, "forward_keep": forward_keep, "forward_output": forward_output,
+    "output_delta": output_delta,
     "loss_total": loss_total, "backward": backward, "weight_grad": weight_grad, "weight_grads": weight_grads,
     "flat_step": flat_step,
 }
@@ -480,7 +496,10 @@ def per_sample_chunk(Z1: np.ndarray, G: np.ndarray, T: np.ndarray, W2: np.ndarra
         correction = np.zeros(H, dtype=dtype)
         for k in range(t):  # each unit j sums its column of D in the order of the rows
             correction += (lr * (G[t, k] + one) if in_kernel else G[t, k]) * D[k]
-        A1 = act_forward(hidden, (Z1[t] + b1 if in_kernel else Z1[t]) - correction)  # (H,)
+        z1 = (Z1[t] + b1 if in_kernel else Z1[t]) - correction
+        if hidden in FROM_INPUT:  # z1 kept in row t of D until delta1_t replaces it
+            D[t] = z1
+        A1 = act_forward(hidden, z1)  # (H,)
         # Z2 = A1 W2: each thread's units in order, each warp's lanes by warp_sum, then the warps in order.
         partial = np.zeros((O, threads), dtype=dtype)
         A1t, W2t = _by_thread(A1, per_thread, threads), _by_thread(W2s, per_thread, threads)
@@ -503,15 +522,15 @@ def per_sample_chunk(Z1: np.ndarray, G: np.ndarray, T: np.ndarray, W2: np.ndarra
         elif out_act == SOFTMAX:  # dZ_o = y_o (g_o - sum_p g_p y_p)
             g = loss_grad(loss, y, Tt)
             delta2 = y * (g - output_sum(g * y))
-        else:
-            delta2 = act_backward(out_act, y, loss_grad(loss, y, Tt))
+        else:  # g' at y, or at z2 where FROM_INPUT
+            delta2 = act_backward_at(out_act, Z2o[t] if out_act in FROM_INPUT else y, loss_grad(loss, y, Tt))
         Y[t] = y
         b2s -= lr * delta2
         dA = np.zeros(H, dtype=dtype)
         for o in range(O):  # dA1 = delta2 W2^T, W2 before its update, each unit summing over o in order
             dA += delta2[o] * W2s[o]
         W2s -= lr * (delta2[:, None] * A1)  # (O, 1) * (H,) -> (O, H): the transposed A1^T delta2
-        D[t] = act_backward(hidden, A1, dA)
+        D[t] = act_backward_at(hidden, D[t] if hidden in FROM_INPUT else A1, dA)
     W2[...] = W2s.T
     b2[...] = b2s
     if in_kernel:  # b1 -= lr sum_t D_t, each unit summing its column in row order

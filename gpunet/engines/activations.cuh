@@ -6,6 +6,8 @@
 //   act_backward_from_input<ACT>(z, da)  the same for an activation whose derivative needs Z
 //   act_from_input<ACT>(), act_backward_at<ACT>(kept, da): which one a layer keeps, and its derivative there
 //   act_forward_code / act_backward_code: the same chosen by a run-time code (the per-sample kernel's output)
+//   act_forward_code_from_input / act_backward_code_from_input(act, z, da): those of the codes whose
+//                               derivative needs Z (the per-sample kernel's per_sample_chunk_z2)
 // ACT is one of the codes below (gpunet/engines/kernels.py ACT_CODES); the loss codes are every kernel's too.
 // Included by the kernels of this folder (NVRTC gets -I<this folder>); no host headers.
 #pragma once
@@ -102,6 +104,22 @@ __host__ __device__ __forceinline__ T act_backward_code(int act, T a, T da) {
         case GPUNET_TANH: return act_backward<GPUNET_TANH>(a, da);
         case GPUNET_RELU: return act_backward<GPUNET_RELU>(a, da);
         case GPUNET_LEAKY_RELU: return act_backward<GPUNET_LEAKY_RELU>(a, da);
+        default: return da;  // identity; softmax is done across the lanes by the caller
+    }
+}
+
+template <typename T>
+__host__ __device__ __forceinline__ T act_forward_code_from_input(int act, T z) {
+    switch (act) {
+        case GPUNET_SILU: return act_forward<GPUNET_SILU>(z);
+        default: return z;  // identity; softmax is done across the lanes by the caller
+    }
+}
+
+template <typename T>
+__host__ __device__ __forceinline__ T act_backward_code_from_input(int act, T z, T da) {
+    switch (act) {
+        case GPUNET_SILU: return act_backward_from_input<GPUNET_SILU>(z, da);
         default: return da;  // identity; softmax is done across the lanes by the caller
     }
 }

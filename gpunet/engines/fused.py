@@ -31,7 +31,6 @@ from .flat import FlatOptimizer, FlatParameters, checked_rule
 
 
 Array = Any
-HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)  # the ones the kernels have code for
 OUTPUT_LOSSES = [(o, loss) for o in OUTPUT_CODES for loss in ("squared", "absolute")] + [
     ("softmax", "cross-entropy"), ("sigmoid", "cross-entropy")]
 THREADS = 256  # 8 warps: enough to hide memory latency, small enough that a block retires quickly
@@ -53,7 +52,7 @@ def optim_expressions(ctype: str) -> list[str]:
 # Every instantiation the Python side can ask for, by source: tests/test_cuda_compile.py compiles them all.
 NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
     "fused.cu": tuple(dict.fromkeys(
-        e for c in C_TYPES.values() for act in HIDDEN for o, loss in OUTPUT_LOSSES
+        e for c in C_TYPES.values() for act in HIDDEN_ACTIVATIONS for o, loss in OUTPUT_LOSSES
         for e in fused_expressions(c, act, o, loss))),
     "optim.cu": tuple(e for c in C_TYPES.values() for e in optim_expressions(c)),
 }

@@ -6,11 +6,14 @@
 //                 Tb[r, :] = T[order[lo + r], :]                  Xb (N, wx), Tb (N, wt): one launch for both
 //   forward       A_i = f(A_{i-1} @ W_i + b_i)                    A_{i-1} (N, n_{i-1}), W_i (n_{i-1}, n_i),
 //                                                                 b_i (n_i,), A_i (N, n_i)
+//   forward_keep  the same, and Z_i = A_{i-1} @ W_i + b_i kept    Z_i (N, n_i): for a hidden activation whose
+//                                                                 derivative reads its input (act_from_input)
 //   output_delta  loss[r] = L(Y_r, T_r), delta_L = s * dL/dZ_L,  Y = A_L, T, delta_L (N, n_L), loss (N,)
 //                 s = lr / N (lr folded in, plain SGD) or 1 / N. Where the output layer's forward kept
-//                 Z_L (softmax output; sigmoid output with cross-entropy), A_L holds Z_L on entry and
-//                 Y = f(Z_L) in place on exit; cross-entropy then comes from the logits, as in
-//                 activations.py's FUSED: logsumexp(z) sum(t) - sum(t z), or sum softplus(z) - t z.
+//                 Z_L (softmax output; sigmoid output with cross-entropy; an output whose derivative reads
+//                 Z_L), A_L holds Z_L on entry and Y = f(Z_L) in place on exit; cross-entropy then comes from
+//                 the logits, as in activations.py's FUSED: logsumexp(z) sum(t) - sum(t z), or sum
+//                 softplus(z) - t z.
 //                 (graph.py passes each step its rows' slice of an epoch-long loss buffer)
 //   forward_output  the output layer's forward, then output_delta on each row, in one launch: for an output
 //                 layer of one column tile (n_L <= TILE, R = 1), whose blocks each hold whole rows of A_L.
@@ -18,7 +21,8 @@
 //   loss_total    total += sum_r loss[r]   (total = 0 first when first != 0)     loss (N,), total (1,)
 //                 (graph.py: once an epoch, over the epoch's rows)
 //   backward      delta_{i-1} = (delta_i @ W_i^T) * f'(A_{i-1})   delta_i (N, n_i), W_i (n_{i-1}, n_i),
-//                                                                 A_{i-1}, delta_{i-1} (N, n_{i-1})
+//                                                                 A_{i-1}, delta_{i-1} (N, n_{i-1}); A_{i-1}
+//                                                                 is Z_{i-1} where f' reads the input
 //   weight_grad   dW_i = A_{i-1}^T @ delta_i, then by MODE:       A_{i-1} (N, n_{i-1}), delta_i (N, n_i),
 //                   GRAD_WRITE   dW_i written (for other optimisers)         W_i, dW_i (n_{i-1}, n_i)
 //                   SGD_FOLDED   W_i -= dW_i (lr already in delta)
@@ -265,12 +269,31 @@ __global__ void forward(const T* A_prev, const T* W, const T* b, T* A, int N, in
     forward_tile<T, ACT, R>(A_prev, W, b, A, N, n_in, n_out);
 }
 
+// forward, keeping Z_i = A_{i-1} @ W_i + b_i in Zk (N, n_out) beside A_i = f(Z_i): for a hidden activation whose
+// derivative reads its input (act_from_input<ACT>()), which backward then reads in place of A_i.
+template <typename T, int ACT, int R>
+__global__ void forward_keep(const T* A_prev, const T* W, const T* b, T* A, T* Zk, int N, int n_in, int n_out) {
+    product<T, false, false, false, R>(blockIdx.x, blockIdx.y, A_prev, W, N, n_out, n_in, [&](int r, int j, T Z) {
+        if (r < N && j < n_out) {
+            const size_t idx = (size_t)r * n_out + j;
+            const T z = Z + b[j];
+            Zk[idx] = z;
+            A[idx] = act_forward<ACT, T>(z);
+        }
+    });
+}
+
 // One row of the output layer, y = Y_r, t = T_r, d = delta_r (n_out each): y = f(Z_r) in place where A_L holds
 // Z_r (see the top), loss = L(Y_r, T_r) or, for cross-entropy, L(Z_r, T_r), d = s dL/dZ_r. Run by one thread,
 // output_delta's and forward_output's.
 template <typename T, int OUT, int LOSS>
 __device__ __forceinline__ void output_row(T* y, const T* t, T* d, T& loss, T s, int n_out) {
-    if constexpr (OUT == GPUNET_SOFTMAX) {  // Y = exp(Z - max Z) / sum exp(Z - max Z), y holds Z on entry
+    if constexpr (act_from_input<OUT>()) {  // y holds Z on entry: Y = f(Z) in place, Z kept in d for f'(Z) below
+        for (int j = 0; j < n_out; ++j) {
+            d[j] = y[j];
+            y[j] = act_forward<OUT, T>(d[j]);
+        }
+    } else if constexpr (OUT == GPUNET_SOFTMAX) {  // Y = exp(Z - max Z) / sum exp(Z - max Z), y holds Z on entry
         T m = y[0];
         for (int j = 1; j < n_out; ++j) m = y[j] > m ? y[j] : m;
         T e = T(0), tsum = T(0), tz = T(0);
@@ -308,7 +331,11 @@ __device__ __forceinline__ void output_row(T* y, const T* t, T* d, T& loss, T s,
         for (int j = 0; j < n_out; ++j) L += fabs(t[j] - y[j]);
         loss = L;
     }
-    if constexpr (LOSS != GPUNET_LOSS_CROSS_ENTROPY) {  // dL/dY = y - t or sign(y - t), then through the output activation
+    if constexpr (act_from_input<OUT>()) {  // dL/dY through f'(Z), Z read from d (the first branch above)
+        for (int j = 0; j < n_out; ++j) {
+            d[j] = act_backward_from_input<OUT, T>(d[j], loss_grad<T, LOSS>(y[j], t[j]) * s);
+        }
+    } else if constexpr (LOSS != GPUNET_LOSS_CROSS_ENTROPY) {  // dL/dY = y - t or sign(y - t), then through f
         for (int j = 0; j < n_out; ++j) d[j] = loss_grad<T, LOSS>(y[j], t[j]) * s;
         if constexpr (OUT == GPUNET_SOFTMAX) {  // dZ_j = y_j (dY_j - sum_k dY_k y_k)
             T dot = T(0);
@@ -372,7 +399,7 @@ __global__ void backward(const T* delta, const T* W, const T* A_prev, T* delta_p
     product<T, false, true, false, R>(blockIdx.x, blockIdx.y, delta, W, N, n_prev, n_i, [&](int r, int j, T dA) {
         if (r < N && j < n_prev) {
             const size_t idx = (size_t)r * n_prev + j;
-            delta_prev[idx] = act_backward<ACT, T>(A_prev[idx], dA);
+            delta_prev[idx] = act_backward_at<ACT, T>(A_prev[idx], dA);  // A_prev: Z_{i-1} where f' reads it
         }
     });
 }

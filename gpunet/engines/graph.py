@@ -2,12 +2,13 @@
 
 A step is most often 2L + 1 launches of gemm.cu's kernels for L layers (no cuBLAS: CuPy's cuBLAS wrappers
 refuse stream capture): gather the batch's inputs and targets on the device (one launch); a forward product
-per layer with bias and activation fused, the output layer's running the output delta and per-row loss
-(cross-entropy from the logits, as in the plain path) in the same launch (forward_output) where its product
-is one column tile; per layer from the top, the backward product with f' fused; then, once every backward
-has read its W_i, every layer's weight-gradient product with the SGD update fused, its bias's gradient and
-update in the same product (a row of ones appended to the activations), in one launch (weight_grads;
-weight_grad for a lone layer). An output layer wider than a tile, or register-tiled, takes its forward and
+per layer with bias and activation fused (forward_keep also keeps the layer's input Z_i where its
+activation's derivative reads that, as silu's does), the output layer's running the output delta and per-row
+loss (cross-entropy from the logits, as in the plain path) in the same launch (forward_output) where its
+product is one column tile; per layer from the top, the backward product with f' fused (at Z_i where kept);
+then, once every backward has read its W_i, every layer's weight-gradient product with the SGD update fused,
+its bias's gradient and update in the same product (a row of ones appended to the activations), in one
+launch (weight_grads; weight_grad for a lone layer). An output layer wider than a tile, or register-tiled, takes its forward and
 output_delta as two launches, and layers at both product forms (R, below) take one weight-gradient launch
 per form. Each row's loss goes to an epoch-long buffer, summed once at the epoch's end. Momentum and Adam
 write the gradients instead, into flat.py's one buffer, and step every parameter in one launch of optim.cu's
@@ -33,7 +34,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ..activations import FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
+from ..activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from ..checks import check_int, check_number
 from ..network import Network
 from ..optim import Optimizer
@@ -44,8 +45,12 @@ from .fused import RULE_CODES, FusedEngine, elementwise_geometry, flat_step_argu
 from .gemm import GRAD_WRITE, LOSS_THREADS, MAX_LAYERS, RTILE, SGD_DECAY, SGD_FOLDED, TILE, WeightGradLayer
 
 Array = Any
-# Every (output, loss) pair the kernels have code for.
-PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS if o in READ_OFF_OUTPUT for loss in LOSSES] + list(FUSED)
+# Every (output, loss) pair the kernels have code for: those read off the output, the fused cross-entropies, then
+# the outputs whose derivative reads Z_L (output_row's first branch).
+PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS if o in READ_OFF_OUTPUT for loss in LOSSES] + list(FUSED) + [
+    (o, loss) for o in OUTPUT_ACTIVATIONS if o in OUTPUT_CODES and o not in READ_OFF_OUTPUT for loss in LOSSES]
+# The hidden activations whose derivative reads the layer's input Z_i: forward_keep keeps it for backward.
+KEEP_INPUT = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES and not ACTIVATIONS[a].from_output)
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
 # Products of at least this many elements run register-tiled (R = RTILE: RTILE x RTILE elements a thread, a
 # 64 x 64 tile a block): at least 128 such blocks. At one element a thread each product element costs a
@@ -58,9 +63,10 @@ OPTIM_SOURCE = "optim.cu"  # flat_step, for momentum and Adam: fused.py's NAME_E
 
 def _output_forward_act(output: str, loss: str) -> int:
     """The output layer's forward epilogue: the identity where output_delta applies the output activation
-    itself, so A_L holds the logits Z_L there: softmax (it needs the whole row) and every fused
-    cross-entropy pair (its loss comes from Z_L, as in the plain path); the output activation elsewhere."""
-    if output == "softmax" or (output, loss) in FUSED:
+    itself, so A_L holds the logits Z_L there: softmax (it needs the whole row), every fused cross-entropy
+    pair (its loss comes from Z_L, as in the plain path) and an output whose derivative reads Z_L; the output
+    activation elsewhere."""
+    if output == "softmax" or (output, loss) in FUSED or not ACTIVATIONS[output].from_output:
         return ACT_CODES["identity"]
     return ACT_CODES[output]
 
@@ -71,9 +77,10 @@ EXPRESSIONS = [
     *(f"gather_rows<{t}>" for t in C_TYPES.values()),
     *(f"forward<{t}, {a}, {r}>" for t in C_TYPES.values()
       for a in sorted(c for name, c in ACT_CODES.items() if name in READ_OFF_OUTPUT) for r in (1, RTILE)),
+    *(f"forward_keep<{t}, {ACT_CODES[a]}, {r}>" for t in C_TYPES.values() for a in KEEP_INPUT for r in (1, RTILE)),
     *(f"output_delta<{t}, {OUTPUT_CODES[o]}, {LOSS_CODES[loss]}>" for t in C_TYPES.values() for o, loss in PAIRS),
     *(f"loss_total<{t}>" for t in C_TYPES.values()),
-    *(f"backward<{t}, {ACT_CODES[a]}, {r}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS if a in READ_OFF_OUTPUT
+    *(f"backward<{t}, {ACT_CODES[a]}, {r}>" for t in C_TYPES.values() for a in HIDDEN_ACTIVATIONS if a in ACT_CODES
       for r in (1, RTILE)),
     *(f"weight_grad<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
       for r in (1, RTILE)),
@@ -176,9 +183,9 @@ class GraphTrainer:
                              f"{net.backend.name!r} and no launcher")
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a gpunet Optimizer; got {type(optimizer).__name__}")
-        uncoded = [a for a in (net.activation, net.output) if a not in READ_OFF_OUTPUT]
-        if uncoded:
-            raise ValueError(f"graph mode has no code for {uncoded[0]!r} (its derivative needs the layer's input)")
+        uncoded = [a for a in (net.activation, net.output) if a not in OUTPUT_CODES]
+        if uncoded:  # a table row with no C++ expressions
+            raise ValueError(f"graph mode has no code for {uncoded[0]!r}")
         rule = checked_rule(optimizer, "graph mode")
         self.net, self.optimizer, self.launcher = net, optimizer, launcher
         self.hyperparameters = optimizer.hyperparameters()  # captured into the graph's launches
@@ -218,6 +225,8 @@ class GraphTrainer:
         for i, width in enumerate(sizes[1:], start=1):
             buffers[f"A{i}"] = xp.zeros((rows, width), dtype=dtype)
             buffers[f"delta{i}"] = xp.zeros((rows, width), dtype=dtype)
+            if i < len(sizes) - 1 and self.net.activation in KEEP_INPUT:  # the hidden layer's input, for f'
+                buffers[f"Z{i}"] = xp.zeros((rows, width), dtype=dtype)
         buffers["loss"] = xp.zeros(self.n, dtype=dtype)  # each row's loss, in the epoch's order
         buffers["loss_total"] = xp.zeros(1, dtype=dtype)  # the epoch's sum
         return buffers
@@ -246,8 +255,13 @@ class GraphTrainer:
         hidden = ACT_CODES[net.activation]
         steps = [self._gather(lo, N)]
         A = [buf["X"]] + [buf[f"A{i}"] for i in range(1, L + 1)]
+        keep = net.activation in KEEP_INPUT
+        kept = [buf[f"Z{i}"] if keep and 0 < i < L else a for i, a in enumerate(A)]  # where backward reads f'
         for i in range(1, L):
-            steps.append(self._forward(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, hidden))
+            if keep:  # A_i = f(Z_i), Z_i kept
+                steps.append(self._forward_keep(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], kept[i], N, hidden))
+            else:
+                steps.append(self._forward(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, hidden))
         output = self._forward(A[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], N,
                                _output_forward_act(net.output, net.loss_name))
         delta = self._output_delta(A[L], buf["T"], buf[f"delta{L}"], lo, N)
@@ -258,7 +272,8 @@ class GraphTrainer:
         layers = []  # each layer's weight_grad arguments, from the top
         for i in range(L, 0, -1):  # W_i feeds delta_{i-1} before its own update
             if i > 1:
-                steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], A[i - 1], buf[f"delta{i - 1}"], N, hidden))
+                steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], kept[i - 1], buf[f"delta{i - 1}"], N,
+                                            hidden))
             layers.append((A[i - 1], buf[f"delta{i}"], (P[f"W{i}"], G[f"W{i}"]), (P[f"b{i}"], G[f"b{i}"])))
         steps += self._weight_grads(layers, N)  # every backward has read its W_i: the updates are independent now
         if self.flat_optimizer is not None:
@@ -281,6 +296,13 @@ class GraphTrainer:
         grid, block, r = _tile_geometry(N, n_out)  # A: (N, n_out)
         args = (A_prev, W, b, A, np.int32(N), np.int32(n_in), np.int32(n_out))
         return Launch("forward", self.net.dtype.name, {"act": act, "r": r}, grid, block, args)
+
+    def _forward_keep(self, A_prev: Array, W: Array, b: Array, A: Array, Zk: Array, N: int, act: int) -> Launch:
+        # forward's geometry and arguments, Z_i's buffer after A_i's: the epilogue writes both.
+        n_in, n_out = W.shape
+        grid, block, r = _tile_geometry(N, n_out)  # A, Zk: (N, n_out)
+        args = (A_prev, W, b, A, Zk, np.int32(N), np.int32(n_in), np.int32(n_out))
+        return Launch("forward_keep", self.net.dtype.name, {"act": act, "r": r}, grid, block, args)
 
     def _output_delta(self, Y: Array, T: Array, delta: Array, lo: int, N: int) -> Launch:
         # One thread per row: a row (n_out outputs, 10 for MNIST) is short, and softmax and the loss need

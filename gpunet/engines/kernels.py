@@ -22,8 +22,9 @@ NVRTC_OPTIONS = ("-std=c++17", f"-I{SOURCE_DIR}")
 # elementwise ones, and softmax, a row operation and an output that the kernels code by hand.
 ACT_CODES = {name: a.code for name, a in ACTIVATIONS.items() if a.cuda_forward is not None}
 OUTPUT_CODES = {**ACT_CODES, "softmax": ACTIVATIONS["softmax"].code}
-# The ones whose derivative is read off the layer's output: all that graph mode and the per-sample kernel keep of
-# a layer. The fused kernels also keep a layer's input where its activation's derivative reads that.
+# The ones whose derivative is read off the layer's output A. For the others (act_from_input<ACT>()) every kernel
+# keeps the layer's input Z as well and reads f' there: fused's bias_act_keep, gemm.cu's forward_keep and
+# output_row, the per-sample kernel's z1 in D and its z2 in Z2o.
 READ_OFF_OUTPUT = frozenset(name for name in OUTPUT_CODES if ACTIVATIONS[name].from_output)
 LOSS_CODES = {"squared": 0, "absolute": 1, "cross-entropy": 2}  # cross-entropy: fused with a softmax or sigmoid
 # The flat optimiser kernel's rules (optim_rules.cuh's GPUNET_RULE_* defines), from gpunet/optim.py's declarations.
@@ -88,6 +89,8 @@ def activations_header() -> str:
         "//   act_backward_from_input<ACT>(z, da)  the same for an activation whose derivative needs Z",
         "//   act_from_input<ACT>(), act_backward_at<ACT>(kept, da): which one a layer keeps, and its derivative there",
         "//   act_forward_code / act_backward_code: the same chosen by a run-time code (the per-sample kernel's output)",
+        "//   act_forward_code_from_input / act_backward_code_from_input(act, z, da): those of the codes whose",
+        "//                               derivative needs Z (the per-sample kernel's per_sample_chunk_z2)",
         "// ACT is one of the codes below (gpunet/engines/kernels.py ACT_CODES); the loss codes are every kernel's too.",
         "// Included by the kernels of this folder (NVRTC gets -I<this folder>); no host headers.",
         "#pragma once",
@@ -120,12 +123,17 @@ def activations_header() -> str:
               "template <int ACT, typename T>", "__host__ __device__ __forceinline__ T act_backward_at(T kept, T da) {",
               "    if constexpr (act_from_input<ACT>()) {", "        return act_backward_from_input<ACT>(kept, da);",
               "    } else {", "        return act_backward<ACT>(kept, da);", "    }", "}", ""]
-    for fn, args, call, fallback in (("act_forward_code", "T z", "act_forward<GPUNET_{}>(z)", "z"),
-                                     ("act_backward_code", "T a, T da", "act_backward<GPUNET_{}>(a, da)", "da")):
+    # The run-time forms (the per-sample kernel's output): the rows read off the output, and those whose
+    # derivative reads the input, apart, so that a kernel for the one has no code for the other.
+    for fn, args, call, fallback, from_output in (
+            ("act_forward_code", "T z", "act_forward<GPUNET_{}>(z)", "z", True),
+            ("act_backward_code", "T a, T da", "act_backward<GPUNET_{}>(a, da)", "da", True),
+            ("act_forward_code_from_input", "T z", "act_forward<GPUNET_{}>(z)", "z", False),
+            ("act_backward_code_from_input", "T z, T da", "act_backward_from_input<GPUNET_{}>(z, da)", "da", False)):
         lines += ["template <typename T>", f"__host__ __device__ __forceinline__ T {fn}(int act, {args}) {{",
                   "    switch (act) {"]
         lines += [f"        case GPUNET_{n.upper()}: return {call.format(n.upper())};" for n, a in rows
-                  if a.from_output]
+                  if a.from_output == from_output]
         lines += [f"        default: return {fallback};  // identity; softmax is done across the lanes by the caller",
                   "    }", "}", ""]
     return "\n".join(lines).rstrip() + "\n"

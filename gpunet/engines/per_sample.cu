@@ -6,10 +6,13 @@
 //   z1     = Z1_t - sum_{k<t} G_{t,k} delta1_k          the first layer as rows 0..t-1 left it
 //   A1     = f(z1)                                       (1, H), f the hidden activation HIDDEN
 //   Z2     = A1 W2 + b2, Y_t = g(Z2)                     (1, H) @ (H, O) -> (1, O), g = out_act
-//   delta2 = dLoss/dZ2                                   fused (cross-entropy) or g'(Y) * dLoss/dY
+//   delta2 = dLoss/dZ2                                   fused (cross-entropy) or g'(Y) * dLoss/dY, g' at Y
+//                                                        or, where g's derivative reads its input, at Z2
 //   dA1    = delta2 W2^T                                 with W2 before its update
 //   W2    -= lr A1^T delta2,  b2 -= lr delta2
-//   delta1_t = f'(A1) * dA1                              written to D, read back by the later rows
+//   delta1_t = f'(A1) * dA1                              written to D, read back by the later rows; f' at
+//                                                        z1 where it reads the input (act_from_input), which
+//                                                        row t of D holds until delta1_t replaces it
 // After the launch: W1 -= lr X^T D, b1 -= lr sum_t D_t (one product), loss from Z2 and Y (cross-entropy
 // from the logits Z2, as Network.per_sample_loss does).
 //
@@ -41,11 +44,13 @@ __device__ __forceinline__ F output_sum(int O, int lane, V v) {
     return __shfl_sync(0xffffffffu, warp_sum_down(s), 0);
 }
 
-template <typename F, int HIDDEN, bool IN_KERNEL>
-__global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
-                                 F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ b1, F* __restrict__ D,
-                                 F* __restrict__ Y, F* __restrict__ Z2o,
-                                 int K, int H, int O, F lr, int out_act, int loss) {
+// The kernels' body. OUT_FROM_INPUT: the output activation's derivative reads Z2 (act_backward_code_from_input,
+// at the row's Z2o, which this lane wrote); else it is read off Y (act_backward_code), softmax, or fused.
+template <typename F, int HIDDEN, bool IN_KERNEL, bool OUT_FROM_INPUT>
+__device__ __forceinline__ void chunk(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
+                                      F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ b1, F* __restrict__ D,
+                                      F* __restrict__ Y, F* __restrict__ Z2o,
+                                      int K, int H, int O, F lr, int out_act, int loss) {
     extern __shared__ __align__(16) unsigned char shared[];
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, n_warps = blockDim.x / 32;
     F* W2s = reinterpret_cast<F*>(shared);  // (O, H): W2 transposed
@@ -70,7 +75,9 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
             }
             F z1 = Z1[t * H + j];
             if (IN_KERNEL) z1 += b1[j];
-            A1[j] = act_forward<HIDDEN>(z1 - correction);
+            z1 -= correction;
+            if constexpr (act_from_input<HIDDEN>()) D[t * H + j] = z1;  // kept in D_t (this thread's) for f'(z1)
+            A1[j] = act_forward<HIDDEN>(z1);
         }
         // Z2 = A1 W2: each thread's units in order, then the warp, then (warp 0, below) the warps in order.
         for (int o = 0; o < O; ++o) {
@@ -87,7 +94,7 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
                 for (int w = 1; w < n_warps; ++w) z2 += red[w * O + o];
                 z2 += b2s[o];
                 Z2o[t * O + o] = z2;
-                y[o] = act_forward_code(out_act, z2);
+                y[o] = OUT_FROM_INPUT ? act_forward_code_from_input(out_act, z2) : act_forward_code(out_act, z2);
             }
             __syncwarp();
             if (out_act == GPUNET_SOFTMAX) {  // y = exp(z - max z) / sum exp(z - max z)
@@ -109,6 +116,11 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
             } else if (out_act == GPUNET_SOFTMAX) {  // dZ_o = y_o (g_o - sum_p g_p y_p)
                 const F gy = output_sum<F>(O, lane, [&](int o) { return loss_grad_code(loss, y[o], Tt[o]) * y[o]; });
                 for (int o = lane; o < O; o += 32) delta2[o] = y[o] * (loss_grad_code(loss, y[o], Tt[o]) - gy);
+            } else if constexpr (OUT_FROM_INPUT) {  // g' at z2, written by this lane above
+                for (int o = lane; o < O; o += 32) {
+                    const F g = loss_grad_code(loss, y[o], Tt[o]);
+                    delta2[o] = act_backward_code_from_input(out_act, Z2o[t * O + o], g);
+                }
             } else {
                 for (int o = lane; o < O; o += 32) delta2[o] = act_backward_code(out_act, y[o], loss_grad_code(loss, y[o], Tt[o]));
             }
@@ -128,7 +140,7 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
                 dA += delta2[o] * w;
                 W2s[o * H + j] = w - lr * (a * delta2[o]);
             }
-            D[t * H + j] = act_backward<HIDDEN>(a, dA);
+            D[t * H + j] = act_backward_at<HIDDEN>(act_from_input<HIDDEN>() ? D[t * H + j] : a, dA);
         }
     }
     __syncthreads();
@@ -141,4 +153,22 @@ __global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__
             b1[j] -= lr * s;
         }
     }
+}
+
+// An output activation read off Y (and softmax, and the fused cross-entropies): out_act one of act_backward_code's.
+template <typename F, int HIDDEN, bool IN_KERNEL>
+__global__ void per_sample_chunk(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
+                                 F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ b1, F* __restrict__ D,
+                                 F* __restrict__ Y, F* __restrict__ Z2o,
+                                 int K, int H, int O, F lr, int out_act, int loss) {
+    chunk<F, HIDDEN, IN_KERNEL, false>(Z1, G, T, W2, b2, b1, D, Y, Z2o, K, H, O, lr, out_act, loss);
+}
+
+// An output activation whose derivative reads Z2: out_act one of act_backward_code_from_input's.
+template <typename F, int HIDDEN, bool IN_KERNEL>
+__global__ void per_sample_chunk_z2(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
+                                    F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ b1, F* __restrict__ D,
+                                    F* __restrict__ Y, F* __restrict__ Z2o,
+                                    int K, int H, int O, F lr, int out_act, int loss) {
+    chunk<F, HIDDEN, IN_KERNEL, true>(Z1, G, T, W2, b2, b1, D, Y, Z2o, K, H, O, lr, out_act, loss);
 }

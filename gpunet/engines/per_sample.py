@@ -18,11 +18,11 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ..activations import HIDDEN_ACTIVATIONS
+from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from ..checks import check_int, check_number
 from ..network import Network
 from ..optim import SGD
-from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, READ_OFF_OUTPUT, load
+from .kernels import ACT_CODES, C_TYPES, LOSS_CODES, OUTPUT_CODES, load
 from .engine import Engine, StepEngine
 from .graph import check_data, check_order
 from .plain import first_layer, update_first_layer
@@ -34,22 +34,32 @@ MAX_THREADS = 512
 WARP = 32
 
 
-def _expression(dtype_name: str, activation: str, in_kernel: bool = False) -> str:
-    return f"per_sample_chunk<{C_TYPES[dtype_name]}, {ACT_CODES[activation]}, {str(in_kernel).lower()}>"
+def _kernel_name(output: str) -> str:
+    """per_sample_chunk for an output activation read off Y (softmax too); per_sample_chunk_z2 for one whose
+    derivative reads Z2 (its code apart, so the first kernel's stays as it was verified)."""
+    return "per_sample_chunk" if ACTIVATIONS[output].from_output else "per_sample_chunk_z2"
 
 
-# The hidden activations activations.cuh has code for (today all of gpunet's).
-HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in READ_OFF_OUTPUT)
-# Every instantiation load() compiles: one per dtype, hidden activation and IN_KERNEL (the output layer's
+def _expression(dtype_name: str, activation: str, in_kernel: bool = False, output: str = "softmax") -> str:
+    return f"{_kernel_name(output)}<{C_TYPES[dtype_name]}, {ACT_CODES[activation]}, {str(in_kernel).lower()}>"
+
+
+# The hidden activations activations.cuh has code for (today all of gpunet's); one whose derivative reads its
+# input keeps z1 in its row of D until delta1 replaces it.
+HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)
+# Every instantiation load() compiles: one per kernel, dtype, hidden activation and IN_KERNEL (the output layer's
 # activation and loss are run-time arguments: they run once a row, on 32 threads).
-EXPRESSIONS = [_expression(d, a, i) for d, a, i in itertools.product(C_TYPES, HIDDEN, (False, True))]
+OUTPUT_KINDS = ("softmax", "silu")  # an output of each kernel: read off Y, or read at Z2
+EXPRESSIONS = [_expression(d, a, i, o)
+               for o, d, a, i in itertools.product(OUTPUT_KINDS, C_TYPES, HIDDEN, (False, True))]
 NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}  # gpunet.engines.name_expressions' convention
 
 
 class Launch(NamedTuple):
-    """One launch of a chunk, as a launcher gets it: the kernel ``"per_sample_chunk"`` (``params``: its template
-    parameters after the element type, ``hidden`` (ACT_CODES) and ``in_kernel``; ``args``: the kernel's, in
-    order; one block of ``block[0]`` threads and ``shared`` dynamic shared bytes, from :func:`launch_geometry`),
+    """One launch of a chunk, as a launcher gets it: the kernel ``"per_sample_chunk"`` (``"per_sample_chunk_z2"``
+    for an output whose derivative reads Z2; ``params``: its template parameters after the element type,
+    ``hidden`` (ACT_CODES) and ``in_kernel``; ``args``: the kernel's, in order; one block of ``block[0]``
+    threads and ``shared`` dynamic shared bytes, from :func:`launch_geometry`),
     or PerSampleEpochs' cuBLAS product ``"gemm"``: W1 = alpha X^T D + beta W1 (``args``: X, D, W1;
     ``params``: alpha and beta)."""
 
@@ -103,7 +113,7 @@ def _covers(net: Network) -> str | None:
     """:func:`supports` less the device: the layers, activations, loss and dtype the kernel has code for."""
     if net.n_layers != 2:
         return f"the kernel covers networks with one hidden layer; this one has {net.n_layers - 1}"
-    if net.activation not in HIDDEN or net.output not in READ_OFF_OUTPUT or net.loss_name not in LOSS_CODES:
+    if net.activation not in HIDDEN or net.output not in OUTPUT_CODES or net.loss_name not in LOSS_CODES:
         return f"the kernel has no code for {net.activation}/{net.output}/{net.loss_name}"
     if net.dtype.name not in C_TYPES:
         return f"the kernel covers float32 and float64; this network is {net.dtype.name}"
@@ -251,7 +261,7 @@ def _kernel_function(net: Network, in_kernel: bool, threads: int | None = None) 
     H, O = net.params["W2"].shape
     threads, shared = launch_geometry(H, O, net.dtype.itemsize, threads)
     kernel = load(net.backend, SOURCE, EXPRESSIONS).get_function(
-        _expression(net.dtype.name, net.activation, in_kernel))
+        _expression(net.dtype.name, net.activation, in_kernel, net.output))
     if shared > kernel.max_dynamic_shared_size_bytes:  # above the default 48 KiB: opt in (supports() checked)
         kernel.max_dynamic_shared_size_bytes = shared
     return kernel, threads, shared
@@ -271,7 +281,7 @@ def _launch(net: Network, Z1: Array, G: Array, T: Array, lr: float, D: Array, Y:
     i32 = np.int32
     args = (Z1, G, T, P["W2"], P["b2"], P["b1"], D, Y, Z2, i32(K), i32(H), i32(O), net.dtype.type(lr),
             i32(OUTPUT_CODES[net.output]), i32(LOSS_CODES[net.loss_name]))
-    launch = Launch("per_sample_chunk", {"hidden": ACT_CODES[net.activation], "in_kernel": in_kernel}, args,
+    launch = Launch(_kernel_name(net.output), {"hidden": ACT_CODES[net.activation], "in_kernel": in_kernel}, args,
                     (threads,), shared)
     if launcher is not None:
         launcher(launch)

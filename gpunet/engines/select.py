@@ -10,7 +10,9 @@
   than :data:`GRAPH_MAX_PRODUCT`; for per-sample plain SGD "graph" once "per-sample-epochs" is in VERIFIED,
   "fused" once "fused" and "per-sample" are. Whole-epoch engines call ``gpunet.train``'s ``on_batch`` once
   an epoch and never ask ``should_stop`` within one, so auto passes them over where the caller gives
-  either and ``every_step`` is True (the default).
+  either and ``every_step`` is True (the default). Auto also passes over a path for an optimiser rule or
+  an activation that no device run has verified (:data:`VERIFIED_RULES`, :data:`VERIFIED_ACTIVATIONS`; see
+  ``why_not(..., auto=True)``); naming the path runs it.
 
 Per-sample plain SGD on a network the per-sample kernel does not cover (``per_sample.supports``: not one
 hidden layer, or a layer too wide for the device's shared memory) takes the plain path under every choice.
@@ -26,7 +28,7 @@ from ..checks import KERNELS, check_kernels
 from . import per_sample as per_sample_kernel
 from .engine import Engine
 from .flat import rule_of, supported
-from .kernels import READ_OFF_OUTPUT
+from .kernels import OUTPUT_CODES
 from .fused import FusedEngine
 from .graph import GraphEngine
 from .per_sample import KernelPerSample, PerSampleEpochEngine
@@ -40,7 +42,9 @@ VERIFIED: frozenset[str] = frozenset({"fused", "per-sample", "graph", "per-sampl
 # The optimisers whose rule a device run has held to the host (optim_rules.cuh compiles for the host and is
 # tested there, but a rule no device has run is asked for, not chosen: auto trains it on the plain path).
 VERIFIED_RULES: frozenset[str] = frozenset({"sgd", "momentum", "adam"})
-# The same for the activations (a hidden one, or an output): silu runs on the fused kernels when asked.
+# The same for the activations (a hidden one, or an output), on every path: silu's code (the fused kernels'
+# bias_act_keep, graph mode's forward_keep, the per-sample kernel's z1 kept in D) has run on no device, so it runs
+# on a fast path only when asked for by name.
 VERIFIED_ACTIVATIONS: frozenset[str] = frozenset({"sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax"})
 # auto's graph mode for batches stops here: multiply-adds of a step's widest product (batch x inputs x outputs
 # of a layer), the largest product a device run has timed graph mode ahead of fused at; beyond it auto takes
@@ -55,17 +59,25 @@ PER_SAMPLE_ENGINES: dict[str, type[Engine]] = {"plain": PlainPerSample, "fused":
                                                 "graph": PerSampleEpochEngine}
 
 
-def why_not(path: str, net: Any, optimizer: Any, per_sample: bool = False) -> str | None:
-    """None when ``path`` can run this configuration, else the reason it cannot."""
+def why_not(path: str, net: Any, optimizer: Any, per_sample: bool = False, auto: bool = False) -> str | None:
+    """None when ``path`` can run this configuration, else the reason it cannot; with ``auto``, also what keeps
+    auto off a path that can run it: code no device run has verified (VERIFIED_RULES, VERIFIED_ACTIVATIONS)."""
     if path == "plain":
         return None
     if net.backend.name != "cupy":
         return f"it needs the cupy backend; the network is on {net.backend.name!r}"
-    uncoded = [a for a in (net.activation, net.output) if a not in READ_OFF_OUTPUT]
-    if uncoded and path == "graph" and not per_sample:  # graph mode keeps a layer's output only
-        return f"graph mode has no code for {uncoded[0]!r} (its derivative needs the layer's input)"
+    uncoded = [a for a in (net.activation, net.output) if a not in OUTPUT_CODES]
+    if uncoded:  # a table row with no C++ expressions
+        return f"the kernels have no code for {uncoded[0]!r}"
     if not optimizer.folds_lr and rule_of(optimizer) is None:
         return f"the flat optimiser kernel implements {supported()}; got {type(optimizer).__name__}"
+    if auto and not optimizer.folds_lr and rule_of(optimizer) not in VERIFIED_RULES:
+        return (f"no device run has verified the kernels' {rule_of(optimizer)!r} rule (select.VERIFIED_RULES); "
+                f"kernels={path!r} runs it when asked")
+    unverified = [a for a in (net.activation, net.output) if a not in VERIFIED_ACTIVATIONS]
+    if auto and unverified:
+        return (f"no device run has verified {unverified[0]!r} on the kernels (select.VERIFIED_ACTIVATIONS); "
+                f"kernels={path!r} runs it when asked")
     return None
 
 
@@ -84,15 +96,12 @@ def choose(kernels: str, net: Any, optimizer: Any, per_sample: bool = False) -> 
 def _fastest(net: Any, optimizer: Any, per_sample: bool, skip: str | None = None) -> str:
     """auto's choice: the fastest path VERIFIED lets it take (other than ``skip``) that can run the
     configuration, else "plain"."""
-    if not optimizer.folds_lr and rule_of(optimizer) not in VERIFIED_RULES:
-        return "plain"
-    if not {net.activation, net.output} <= VERIFIED_ACTIVATIONS:
-        return "plain"
     if per_sample:
         allowed = [p for p, needs in PER_SAMPLE_FIRST if needs <= VERIFIED]
     else:
         allowed = [p for p in FASTEST_FIRST if p in VERIFIED]
-    return next((p for p in allowed if p != skip and why_not(p, net, optimizer, per_sample) is None), "plain")
+    return next((p for p in allowed if p != skip and why_not(p, net, optimizer, per_sample, auto=True) is None),
+                "plain")
 
 
 def widest_product(net: Any, rows: int) -> int:
