@@ -550,7 +550,7 @@ def test_plot_checks_everything_before_writing(tmp_path):
 
 def test_bench_checks_its_json_path_first(tmp_path):
     (tmp_path / "taken.json").write_text("{}")
-    for path, bad in (("nowhere/b.json", "nowhere is not a writable folder"), ("taken.json", "the file exists")):
+    for path, bad in (("nowhere/b.json", "nowhere: no such folder"), ("taken.json", "taken.json already exists; use --force to replace it")):
         start = time.monotonic()
         out = gpunet_cli("bench", "--quick", "--json", path)
         assert_one_line_error(out, bad)

@@ -104,7 +104,7 @@ def test_estimator_and_command_line_take_silu(tmp_path, capsys):
     from gpunet.sklearn import GPUNetClassifier
 
     d = load_digits()
-    clf = GPUNetClassifier(hidden_layer_sizes=(32,), activation="silu", epochs=30, lr=0.01, random_state=0)
+    clf = GPUNetClassifier(hidden_layer_sizes=(32,), activation="silu", max_iter=30, learning_rate_init=0.01, random_state=0)
     assert clf.fit(d.X_train, d.y_train).score(d.X_test, d.y_test) > 0.93
     assert clf.get_params()["activation"] == "silu"
     assert main(["train", "--activation", "silu", "--epochs", "3", "--out", str(tmp_path / "run")]) == 0
@@ -241,7 +241,7 @@ def _per_sample_against_plain(activation, output, loss, epochs_engine):
     X = np.random.default_rng(3).uniform(0.0, 1.0, (100, sizes[0]))
     T = _targets(loss, 100, sizes[-1])
     # lr 0.01: at 0.05 silu/silu/absolute's plain path itself ends 8% apart from a start moved by 1e-14
-    history = gpunet.train(plain, X, T, epochs=2, batch_size=1, lr=0.01, seed=5, kernels="plain")
+    history = gpunet.train(plain, X, T, epochs=2, batch_size=1, lr=0.01, seed=5, kernels="plain", optimizer="sgd")
 
     def launcher(launch):
         transcriptions.per_sample_launch(launch, threads=64)
