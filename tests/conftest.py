@@ -13,6 +13,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -119,7 +120,7 @@ def _environment_as_found():
 
 
 @pytest.fixture
-def refused_url() -> str:
+def refused_url() -> Iterator[str]:
     """An http:// URL on 127.0.0.1 that refuses connections: its port stays bound, never listening, for the
     whole test, so no other process can start listening there meanwhile (as it could on a fixed port, or on
     one bound and closed again)."""
@@ -192,7 +193,8 @@ def _temporary_folder_left_empty(request: pytest.FixtureRequest):
 # Each entry of SLOW: a node id prefix; which of the tests it names are slow (ALL of them; those whose parameters'
 # id matches a pattern; all but every n-th case; or all but a covering subset of a parametrized family, in which
 # every value of every parameter still appears, so the default run keeps one case per activation, loss,
-# optimiser, dtype and edge size); and why. Seconds: `pytest --durations=0` on a 2-core machine, idle.
+# optimiser, dtype and edge size); and why. Seconds: on two idle cores, from `pytest --durations=0` run beside
+# other work on a 2-core machine and divided by that load's slow-down (3.5, from a file timed both ways).
 ALL = None
 
 
@@ -278,6 +280,8 @@ SLOW: list[tuple[str, cover | matching | every | None, str]] = [
     ("tests/test_graph.py::test_the_gpu_cases_are_well_conditioned", ALL, "every case trained twice: 3 s"),
     # Parametrized families: a covering subset stays. (Families under 3 s in all, e.g. test_gradients' 120
     # finite-difference checks, run whole.)
+    ("tests/test_examples.py::test_python_example", matching(r"^docs/"), "each example twice in a fresh "
+     "interpreter: 6-15 s each; the README's stay, the docs pages' run in CI"),
     ("tests/test_sklearn.py::test_scikit_learn_estimator_checks", matching(r"GPUNetRegressor|readonly_memmap"),
      "scikit-learn's checks of the regressors (float32 and float64) and on read-only memory maps: 16 s; the "
      "classifier's stay, and the regressor's own tests"),
@@ -301,17 +305,33 @@ def _named_on_command_line(config: pytest.Config) -> list[str]:
     return named
 
 
+_SLOW_COUNT = pytest.StashKey[int]()
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     named = _named_on_command_line(config)
+    config.stash[_SLOW_COUNT] = 0
+    files = {item.nodeid.partition("::")[0] for item in items}
     for prefix, rule, _why in SLOW:
         families: dict[str, list[pytest.Item]] = {}  # one per test function: its parametrizations
         for item in items:
             if item.nodeid.startswith(prefix):
                 families.setdefault(item.nodeid.partition("[")[0], []).append(item)
+        if not families and prefix.partition("::")[0] in files:  # a renamed test would run in the default run
+            raise pytest.UsageError(f"tests/conftest.py: SLOW names {prefix!r}, which matches no test of its file")
         for family in families.values():
             kept = rule.keep(family) if rule is not None else set()
             for item in family:
                 asked = any(item.nodeid == n or item.nodeid.startswith((n + "[", n + "::")) for n in named)
                 if item.nodeid not in kept and not asked:
                     item.add_marker(pytest.mark.slow)
+                    config.stash[_SLOW_COUNT] += 1
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """Under the default -m "not slow", say how many slow tests were left out and how to run them."""
+    left_out = config.stash.get(_SLOW_COUNT, 0)
+    if left_out and config.getoption("markexpr") == "not slow":
+        terminalreporter.write_line(f"{left_out} slow tests left out (tests/conftest.py's SLOW); everything: "
+                                    "python -m pytest -m 'slow or not slow'")
