@@ -571,7 +571,7 @@ def test_bench_checks_its_json_path_first(tmp_path):
                      "gpunet.bench.run_benchmark = started\n"
                      "from gpunet.cli import main\n"
                      "sys.exit(main(sys.argv[1:]))\n")
-    for path, bad in (("nowhere/b.json", "nowhere is not a writable folder"), ("taken.json", "the file exists")):
+    for path, bad in (("nowhere/b.json", "nowhere: no such folder"), ("taken.json", "taken.json already exists")):
         out = subprocess.run([sys.executable, "-c", never_started, "bench", "--quick", "--json", path],
                              capture_output=True, text=True, timeout=300)
         assert_one_line_error(out, bad)
