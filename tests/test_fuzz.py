@@ -7,12 +7,11 @@ from __future__ import annotations
 import gzip
 import io
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -24,8 +23,13 @@ from gpunet.images import ImageError, image_inputs
 from test_datasets import idx_bytes
 
 pytestmark = pytest.mark.filterwarnings("error")
-FUZZ = settings(max_examples=150, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
-WORK = Path(tempfile.mkdtemp(prefix="gpunet-fuzz-"))
+FUZZ = settings(max_examples=150)  # no deadline, fixed examples: tests/conftest.py's Hypothesis profile
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """One folder for the module's files: each example overwrites the one before."""
+    return tmp_path_factory.mktemp("fuzz")
 
 
 @st.composite
@@ -48,12 +52,11 @@ def mutated(draw, seed: bytes) -> bytes:
     return bytes(data)
 
 
-def _names(exc: Exception, name: str) -> None:
-    assert str(exc).startswith(str(WORK / name)) and "\n" not in str(exc), exc
+def _names(exc: Exception, path: Path) -> None:
+    assert str(exc).startswith(str(path)) and "\n" not in str(exc), exc
 
 
-def _file(name: str, data: bytes) -> Path:
-    path = WORK / name
+def _file(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
 
@@ -64,11 +67,11 @@ IDX_GZ = gzip.compress(IDX)
 
 @FUZZ
 @given(st.one_of(st.binary(max_size=300), mutated(IDX), mutated(IDX_GZ)))
-def test_idx_reader(data):
+def test_idx_reader(work, data):
     try:
-        a = read_idx(_file("x.idx", data))
+        a = read_idx(_file(work / "x.idx", data))
     except DataError as exc:
-        _names(exc, "x.idx")
+        _names(exc, work / "x.idx")
         return
     assert a.dtype == np.uint8 and a.ndim >= 1
 
@@ -79,11 +82,11 @@ CSV_BOM = b"\xef\xbb\xbflabel,p1,p2\n3,0,128\n7,255,1\n"  # as a spreadsheet may
 
 @FUZZ
 @given(st.one_of(st.binary(max_size=300), mutated(CSV), mutated(CSV_BOM)))
-def test_csv_reader(data):
+def test_csv_reader(work, data):
     try:
-        X, y = read_csv(_file("x.csv", data))
+        X, y = read_csv(_file(work / "x.csv", data))
     except DataError as exc:
-        _names(exc, "x.csv")
+        _names(exc, work / "x.csv")
         return
     assert X.shape[0] == y.shape[0] >= 1 and np.isfinite(X).all() and (y >= 0).all()
     assert X.min() >= 0.01 - 1e-12 and X.max() <= 1.0 + 1e-12
@@ -100,20 +103,21 @@ def _image_bytes(fmt: str) -> bytes:
 @FUZZ
 @given(st.one_of(st.binary(max_size=300), mutated(_image_bytes("PNG")), mutated(_image_bytes("JPEG")),
                  mutated(_image_bytes("BMP"))))
-def test_image_loader(data):
+def test_image_loader(work, data):
     try:
-        X = image_inputs([str(_file("x.img", data))], 784)
+        X = image_inputs([str(_file(work / "x.img", data))], 784)
     except ImageError as exc:
-        _names(exc, "x.img")
+        _names(exc, work / "x.img")
         return
     assert X.shape == (1, 784) and np.isfinite(X).all() and 0.01 - 1e-9 <= X.min() and X.max() <= 1.0 + 1e-9
 
 
 def _checkpoint_bytes() -> bytes:
     net = gpunet.Network.article([6, 4, 3], backend="numpy")
-    path = WORK / "seed.npz"
-    save_checkpoint(path, net, gpunet.Adam(), {"epoch": 1})
-    return path.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="gpunet-fuzz-") as folder:  # at import: removed again at once
+        path = Path(folder) / "seed.npz"
+        save_checkpoint(path, net, gpunet.Adam(), {"epoch": 1})
+        return path.read_bytes()
 
 
 CHECKPOINT = _checkpoint_bytes()
@@ -121,10 +125,10 @@ CHECKPOINT = _checkpoint_bytes()
 
 @settings(FUZZ, max_examples=200)
 @given(st.one_of(st.binary(max_size=300), mutated(CHECKPOINT)))
-def test_checkpoint_loader(data):
+def test_checkpoint_loader(work, data):
     try:
-        net, optimizer, meta = load_checkpoint(_file("x.npz", data), "numpy")
+        net, optimizer, meta = load_checkpoint(_file(work / "x.npz", data), "numpy")
     except CheckpointError as exc:
-        _names(exc, "x.npz")
+        _names(exc, work / "x.npz")
         return
     assert net.sizes == [6, 4, 3] and all(np.isfinite(v).all() for v in net.get_params().values())
