@@ -49,6 +49,14 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def _address(scheduler_file: Path) -> str | None:
+    """The scheduler's address from its file, or None while the file is missing or half written."""
+    try:
+        return json.loads(scheduler_file.read_text()).get("address")
+    except (OSError, ValueError):
+        return None
+
+
 class DaskProcesses:
     """A real ``dask scheduler`` and ``dask worker`` processes (no nanny: a killed worker stays dead) on 127.0.0.1."""
 
@@ -64,8 +72,8 @@ class DaskProcesses:
         self.workers: list[subprocess.Popen] = []
         try:
             wait_for(scheduler_file.exists, 60, "the scheduler file")
-            wait_for(lambda: "address" in json.loads(scheduler_file.read_text() or "{}"), 10, "its address")
-            self.address = json.loads(scheduler_file.read_text())["address"]
+            wait_for(lambda: _address(scheduler_file), 60, "its address")  # the file may be half written
+            self.address = _address(scheduler_file)
             self.workers = [subprocess.Popen(
                 [dask, "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
                  "--no-dashboard"], stdout=self.log, stderr=subprocess.STDOUT) for _ in range(n_workers)]
