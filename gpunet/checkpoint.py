@@ -14,7 +14,7 @@ import numpy as np
 
 from .backend import Backend, BackendUnavailableError
 from .files import MISSING, atomic_write, field, require_file
-from .memory import ADDRESS_SPACE, DeviceMemoryError, GiB, available_host_bytes
+from .memory import ADDRESS_SPACE, DeviceMemoryError, GiB, available_host_bytes, parameter_count
 from .network import Network
 from .optim import OPTIMIZERS, Optimizer, make_optimizer
 
@@ -126,6 +126,9 @@ def _load(z: zipfile.ZipFile, path: Path, backend: str | Backend | None) -> tupl
     sizes = network["sizes"]
     if not sizes or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
         raise bad(f"the header's network.sizes must be layer sizes >= 1; got {sizes!r}")
+    n_params = parameter_count(sizes)
+    if n_params * 4 > ADDRESS_SPACE:  # no machine holds it, even in float32: a damaged header, not a shortage
+        raise bad(f"the header's layers {sizes} have {n_params:,} parameters, more than any machine can address")
     name = _field(opt_header, "name", str, path, "optimizer.")
     t = _field(opt_header, "t", int, path, "optimizer.")
     if name not in STATE_BUFFERS or t < 0:
@@ -160,9 +163,6 @@ def _load(z: zipfile.ZipFile, path: Path, backend: str | Backend | None) -> tupl
         if dtype.kind != "f":
             raise bad(f"{label} must be floating point; got dtype {dtype}")
         total += math.prod(shape) * dtype.itemsize
-    if total > ADDRESS_SPACE:  # no machine holds it: a damaged or hand-made header, not a shortage
-        raise bad(f"its arrays declare {total / GiB:,.0f} GiB, more than any machine can address; "
-                  f"layers {sizes} in the header")
     free = available_host_bytes()
     if free is not None and total > free:
         raise DeviceMemoryError(f"out of memory: the checkpoint {path} holds {total / GiB:,.1f} GiB of arrays "
