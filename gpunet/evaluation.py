@@ -13,6 +13,7 @@ from .checkpoint import CheckpointError, load_checkpoint, meta_field
 from .checks import check_labels
 from .config import TrainConfig
 from .datasets import PIXELS
+from .download import DEADLINE
 from .files import field, require_file
 from .metrics import classification_report, confusion_matrix
 from .network import Network
@@ -22,11 +23,13 @@ from .run import check_width, load_test_data, model_path, read_metrics, saved_co
 def model_and_test_data(model: str | os.PathLike[str], *, dataset: str | None = None, data_dir: str | None = None,
                         test_csv: str | None = None, backend: str | None = None,
                         on_download: Callable[[str, str], object] | None = None,
+                        download_deadline: float = DEADLINE,
                         ) -> tuple[Network, TrainConfig, np.ndarray, np.ndarray]:
     """A checkpoint's network, its config, and test images and labels preprocessed as it was trained.
 
     ``model`` is a run folder or a checkpoint; the test data are the training
     dataset's unless ``dataset`` (with ``data_dir`` or ``test_csv``) says otherwise.
+    ``download_deadline``: seconds each MNIST file may take to download.
     """
     path = model_path(model)
     net, _, meta = load_checkpoint(path, backend)
@@ -37,7 +40,7 @@ def model_and_test_data(model: str | os.PathLike[str], *, dataset: str | None = 
     if test_csv is not None or overrides["dataset"] != saved.dataset:
         overrides.update(train_csv=test_csv, test_csv=test_csv)  # the training file is not read
     config = replace(saved, **overrides)
-    X, y = load_test_data(config, on_download)
+    X, y = load_test_data(config, on_download, download_deadline=download_deadline)
     check_width(net, X, path, config.dataset)
     return net, config, X, check_labels(y, net.sizes[-1])
 
