@@ -274,8 +274,8 @@ class RunFolder:
         best = self.file("best.npz")
         if not origin.samefile(folder) and (origin / "best.npz").exists():
             atomic_write(best, lambda f: f.write((origin / "best.npz").read_bytes()))
-        elif source is None and best.exists():  # another run's, replaced with overwrite: not this run's best
-            best.unlink()
+        elif source is None and (folder / "best.npz").exists():  # another run's, replaced with overwrite
+            (folder / "best.npz").unlink()  # the name in this folder: a file a link points to stays
         write_json(self.file("config.json"), document)
         lines = "".join(json.dumps(record) + "\n" for record in kept)
         atomic_write(self.file("metrics.jsonl"), lambda f: f.write(lines.encode()))
