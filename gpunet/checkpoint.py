@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, BackendUnavailableError
-from .files import atomic_write, require_file
-from .memory import DeviceMemoryError, GiB, available_host_bytes
+from .files import MISSING, atomic_write, field, require_file
+from .memory import ADDRESS_SPACE, DeviceMemoryError, GiB, available_host_bytes, parameter_count
 from .network import Network
 from .optim import OPTIMIZERS, Optimizer, make_optimizer
 
@@ -26,7 +26,17 @@ STATE_BUFFERS = {name: cls.state_names for name, cls in OPTIMIZERS.items()}
 # Momentum's buffer before it followed PyTorch's convention: the velocity v = -lr * buf, converted on the
 # first step after loading (gpunet.optim.Momentum); checkpoints that hold it still load.
 LEGACY_STATE_BUFFERS = {"momentum": ("v",)}
-KINDS = {int: "an integer", str: "a string", list: "a list", dict: "a JSON object"}  # for messages
+NONE = type(None)
+# The metadata fields gpunet writes and reads back, checked where present (a caller that needs one asks for it
+# with meta_field); inside the optional objects, the fields a resume uses.
+META_FIELDS = {"epoch": int, "record": (dict, NONE), "position": (dict, NONE), "train_config": dict,
+               "preprocessing": dict, "early_stopping": (dict, NONE), "saved_by": str}
+META_INNER = {
+    "record": {"epoch": int},
+    "position": {"row": int, "loss_sum": float},
+    "preprocessing": {"pixels": str},
+    "early_stopping": {"best_loss": (float, NONE), "best_epoch": int, "patience_left": int, "stopped": bool},
+}
 NON_NEGATIVE = {(name, s) for name, cls in OPTIMIZERS.items() for s in cls.non_negative}  # sqrt(v) of a v < 0: NaN
 
 
@@ -34,8 +44,17 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, from another format, or for another network."""
 
 
-def save_checkpoint(path: str | os.PathLike[str], net: Network, optimizer: Optimizer, meta: dict[str, Any]) -> None:
-    """Write ``net``'s parameters, ``optimizer``'s state and ``meta`` (JSON-ready) to ``path``."""
+def save_checkpoint(path: str | os.PathLike[str], net: Network, optimizer: Optimizer, meta: dict[str, Any], *,
+                    allow_non_finite: bool = False) -> None:
+    """Write ``net``'s parameters, ``optimizer``'s state and ``meta`` (JSON-ready) to ``path``.
+
+    ``path`` is written as given: the caller has decided it may be (gpunet.files.output_path).
+    A parameter that is NaN or infinite (a diverged network) is refused with
+    CheckpointError naming it, since no loader would take the file back, unless
+    ``allow_non_finite=True`` (a file to inspect with numpy.load; load_checkpoint refuses it).
+    """
+    if not allow_non_finite:
+        check_finite(net.get_params(), "cannot save the network")
     state = optimizer.state_dict()
     header = {
         "format": FORMAT, "network": net.config(), "meta": meta,
@@ -45,6 +64,15 @@ def save_checkpoint(path: str | os.PathLike[str], net: Network, optimizer: Optim
     arrays.update({f"optim/{k}": v for k, v in state.items()})
     arrays["header"] = np.array(json.dumps(header))
     atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+
+def check_finite(params: dict[str, np.ndarray], doing: str) -> None:
+    """CheckpointError naming the first parameter that holds NaN or infinity."""
+    for key, value in params.items():
+        if not np.isfinite(value).all():
+            bad = int(np.size(value) - np.isfinite(value).sum())
+            raise CheckpointError(f"{doing}: parameter {key} holds {bad} NaN or infinite values (a diverged network?); "
+                                  "pass allow_non_finite=True to write it anyway")
 
 
 def load_checkpoint(
@@ -90,6 +118,7 @@ def _load(z: zipfile.ZipFile, path: Path, backend: str | Backend | None) -> tupl
     if header.get("format") != FORMAT:
         raise bad(f"checkpoint format {header.get('format')!r}; expected {FORMAT}")
     network, opt_header, meta = (_field(header, key, dict, path) for key in ("network", "optimizer", "meta"))
+    _check_meta(meta, path)
     if set(network) != set(NETWORK_FIELDS):
         raise bad(f"the header's network fields must be {', '.join(NETWORK_FIELDS)}; got {', '.join(network)}")
     for key, kind in NETWORK_FIELDS.items():
@@ -97,6 +126,9 @@ def _load(z: zipfile.ZipFile, path: Path, backend: str | Backend | None) -> tupl
     sizes = network["sizes"]
     if not sizes or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
         raise bad(f"the header's network.sizes must be layer sizes >= 1; got {sizes!r}")
+    n_params = parameter_count(sizes)
+    if n_params * 4 > ADDRESS_SPACE:  # no machine holds it, even in float32: a damaged header, not a shortage
+        raise bad(f"the header's layers {sizes} have {n_params:,} parameters, more than any machine can address")
     name = _field(opt_header, "name", str, path, "optimizer.")
     t = _field(opt_header, "t", int, path, "optimizer.")
     if name not in STATE_BUFFERS or t < 0:
@@ -151,20 +183,31 @@ def _load(z: zipfile.ZipFile, path: Path, backend: str | Backend | None) -> tupl
     return net, optimizer, meta
 
 
-def meta_field(path: str | os.PathLike[str], meta: dict[str, Any], key: str, kind: type) -> Any:
+def meta_field(path: str | os.PathLike[str], meta: dict[str, Any], key: str, kind: type | tuple[type, ...],
+               default: Any = MISSING) -> Any:
     """``meta[key]`` from :func:`load_checkpoint`, checked to be a ``kind``, else CheckpointError naming the
-    file: for callers whose metadata fields (an epoch, a position) the checkpoint itself cannot know."""
-    return _field(meta, key, kind, Path(path), "meta.")
+    file: for callers whose metadata fields (an epoch, a position) the checkpoint itself cannot know.
+    A missing field is an error unless ``default`` is given."""
+    return field(meta, key, kind, str(path), error=CheckpointError, owner="the header", label="meta.", default=default)
 
 
-def _field(header: dict[str, Any], key: str, kind: type, path: Path, prefix: str = "") -> Any:
+def _field(header: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path, prefix: str = "") -> Any:
     """``header[key]``, checked to be a ``kind`` (bool is not an int here)."""
-    if key not in header:
-        raise CheckpointError(f"{path}: the header has no field {prefix}{key}")
-    value = header[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise CheckpointError(f"{path}: the header's {prefix}{key} must be {KINDS[kind]}; got {value!r}")
-    return value
+    return field(header, key, kind, str(path), error=CheckpointError, owner="the header", label=prefix)
+
+
+def _check_meta(meta: dict[str, Any], path: Path) -> None:
+    """The metadata fields gpunet reads, where present: their types, and inside them the fields a resume uses."""
+    for key, kind in META_FIELDS.items():
+        if key in meta:
+            value = _field(meta, key, kind, path, "meta.")
+            for inner, inner_kind in META_INNER.get(key, {}).items() if value is not None else ():
+                _field(value, inner, inner_kind, path, f"meta.{key}.")
+    if meta.get("epoch", 0) < 0:
+        raise CheckpointError(f"{path}: the header's meta.epoch must be >= 0; got {meta['epoch']}")
+    position = meta.get("position")
+    if position is not None and position["row"] < 0:
+        raise CheckpointError(f"{path}: the header's meta.position.row must be >= 0; got {position['row']}")
 
 
 def _is_number(value: Any) -> bool:

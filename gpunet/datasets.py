@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .checks import check_choice, check_fraction, check_int
+from .checks import check_choice, check_fraction, check_int, check_number
 from .files import require_file
 from .memory import GiB, available_host_bytes
 
@@ -156,6 +156,11 @@ def _mnist_part(directory: Path, paths: dict[str, Path], arrays: dict[str, np.nd
         raise DataError(
             f"{directory}: {part} images must be 3-D and labels 1-D; got {images.shape} and {labels.shape}"
         )
+    if images.shape[0] == 0:
+        raise DataError(f"{paths[f'{part}_images']}: no images (dimensions {images.shape}); expected at least one")
+    if 0 in images.shape[1:]:
+        raise DataError(f"{paths[f'{part}_images']}: images of {_hw(images)} pixels (dimensions {images.shape}); "
+                        "expected a height and width of at least 1")
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{directory}: {images.shape[0]} {part} images but {labels.shape[0]} labels")
     if labels.size and labels.max() > 9:
@@ -296,9 +301,16 @@ def load(
     pixels: str = "original",
     dtype: object = np.float64,
     on_download: Callable[[str, str], object] | None = None,
+    download_deadline: float | None = None,
 ) -> Split:
-    """The dataset called ``name``: digits, mnist (``data_dir``, else downloaded to the cache) or csv."""
+    """The dataset called ``name``: digits, mnist (``data_dir``, else downloaded to the cache) or csv.
+
+    ``download_deadline``: seconds each MNIST file may take to download from one
+    mirror, however steadily it trickles (default: gpunet.download.DEADLINE, 600).
+    """
     check_dataset(name, train_csv, test_csv)
+    if download_deadline is not None:
+        check_number("download_deadline", download_deadline, positive=True)
     if name == "digits":
         return load_digits(pixels, dtype)
     if name == "csv":
@@ -306,5 +318,7 @@ def load(
     if data_dir is None:
         from .download import download_mnist  # here: urllib, http and ssl are not part of `import gpunet`
 
-        data_dir = download_mnist(on_file=on_download)
+        from .download import DEADLINE
+
+        data_dir = download_mnist(on_file=on_download, deadline=download_deadline or DEADLINE)
     return load_mnist(data_dir, pixels, dtype)

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Callable, Iterator, Sequence
 
+from .checks import check_number
 from .files import atomic_write, remove_stale_temporaries
 
 MNIST_MD5 = {
@@ -128,7 +129,10 @@ def download_mnist(
     ``on_file(name, url)`` is called before each attempt (for progress messages);
     ``files`` maps file names to their md5s. ``mirrors`` defaults to
     ``$GPUNET_MNIST_MIRRORS`` (comma-separated base URLs), else ``MNIST_MIRRORS``.
+    ``timeout`` and ``deadline`` must be positive numbers of seconds (ValueError naming them).
     """
+    check_number("timeout", timeout, positive=True)
+    check_number("deadline", deadline, positive=True)
     directory = Path(directory) if directory is not None else cache_dir() / "mnist"
     if mirrors is None:
         mirrors = [m.strip() for m in os.environ.get(MIRRORS_ENV, "").split(",") if m.strip()] or MNIST_MIRRORS

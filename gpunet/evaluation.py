@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -10,23 +9,27 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, meta_field
 from .checks import check_labels
 from .config import TrainConfig
-from .files import require_file
+from .datasets import PIXELS
+from .download import DEADLINE
+from .files import field, require_file
 from .metrics import classification_report, confusion_matrix
 from .network import Network
-from .run import check_width, load_test_data, model_path, saved_config
+from .run import check_width, load_test_data, model_path, read_metrics, saved_config
 
 
 def model_and_test_data(model: str | os.PathLike[str], *, dataset: str | None = None, data_dir: str | None = None,
                         test_csv: str | None = None, backend: str | None = None,
                         on_download: Callable[[str, str], object] | None = None,
+                        download_deadline: float = DEADLINE,
                         ) -> tuple[Network, TrainConfig, np.ndarray, np.ndarray]:
     """A checkpoint's network, its config, and test images and labels preprocessed as it was trained.
 
     ``model`` is a run folder or a checkpoint; the test data are the training
     dataset's unless ``dataset`` (with ``data_dir`` or ``test_csv``) says otherwise.
+    ``download_deadline``: seconds each MNIST file may take to download.
     """
     path = model_path(model)
     net, _, meta = load_checkpoint(path, backend)
@@ -37,7 +40,7 @@ def model_and_test_data(model: str | os.PathLike[str], *, dataset: str | None = 
     if test_csv is not None or overrides["dataset"] != saved.dataset:
         overrides.update(train_csv=test_csv, test_csv=test_csv)  # the training file is not read
     config = replace(saved, **overrides)
-    X, y = load_test_data(config, on_download)
+    X, y = load_test_data(config, on_download, download_deadline=download_deadline)
     check_width(net, X, path, config.dataset)
     return net, config, X, check_labels(y, net.sizes[-1])
 
@@ -54,10 +57,16 @@ def predict_images(model: str | os.PathLike[str], images: list[str], backend: st
     """For each image: its digit and class probabilities, or the error that kept it from being read."""
     from .images import GEOMETRY, ImageError, image_inputs
 
-    net, _, meta = load_checkpoint(model_path(model), backend)
+    path = model_path(model)
+    net, _, meta = load_checkpoint(path, backend)
     if net.sizes[0] not in GEOMETRY:
         image_inputs([], net.sizes[0])  # raises: the network takes no images
-    pixels = meta.get("preprocessing", {}).get("pixels", "original")
+    recorded = meta_field(path, meta, "preprocessing", dict, default={})
+    pixels = field(recorded, "pixels", str, str(path), error=CheckpointError, owner="the header",
+                   label="meta.preprocessing.", default="original")  # checkpoints from before it was recorded
+    if pixels not in PIXELS:
+        raise CheckpointError(f"{path}: the header's meta.preprocessing.pixels must be one of "
+                              f"{', '.join(PIXELS)}; got {pixels!r}")
     rows: list[Any] = []
     for path in images:
         try:
@@ -81,23 +90,23 @@ def predict_images(model: str | os.PathLike[str], images: list[str], backend: st
     return results
 
 
-def plot_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, **data: Any) -> list[Path]:
+def plot_run(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, overwrite: bool = False,
+             **data: Any) -> list[Path]:
     """curves.png, confusion.png and weights.png of a run (a folder, or its model.npz), in ``out`` or the folder.
 
-    Everything is read and checked before the first file is written.
+    Everything is read and checked before the first file is written: every line of
+    metrics.jsonl (gpunet.run.read_metrics), the checkpoint, the test data, and each
+    plot's path (an existing plot is replaced only with ``overwrite``; the model and
+    its metrics, never).
     """
     from .plots import plot_all
 
     path = model_path(run)
     metrics = require_file(path.parent / "metrics.jsonl", ValueError)
-    records = []
-    for n, line in enumerate(metrics.read_text().splitlines(), start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise ValueError(f"{metrics}: line {n} is not JSON") from None
+    records = read_metrics(metrics, torn_end=False)
     if not records:
         raise ValueError(f"{metrics}: no epochs recorded yet")
     net, _, X, labels = model_and_test_data(path, **data)
     C = confusion_matrix(labels, net.predict(X), net.sizes[-1])
-    return plot_all(records, C, net.get_params()["W1"], Path(out) if out is not None else path.parent)
+    return plot_all(records, C, net.get_params()["W1"], Path(out) if out is not None else path.parent,
+                    overwrite=overwrite, inputs=[path, metrics])

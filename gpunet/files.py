@@ -114,6 +114,51 @@ def new_file(path: str | os.PathLike[str], overwrite: bool, hint: str) -> Path:
     return output_path(path, overwrite=overwrite, hint=hint)
 
 
+# What each kind of JSON value is called in messages; ``float`` accepts integers too (JSON's numbers).
+KINDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a JSON object",
+         bool: "true or false", type(None): "null"}
+MISSING = object()
+
+
+def field(record: Any, key: str, kind: type | tuple[type, ...], where: str, *, error: type[Exception] = ValueError,
+          owner: str = "the record", label: str = "", default: Any = MISSING) -> Any:
+    """``record[key]`` from a file gpunet wrote and a person may have edited, checked to be a ``kind``.
+
+    The one check every reader makes of a field it uses: ``error`` (a ValueError by
+    default) names ``where`` (the file, and the line), the field (``owner``'s, with
+    ``label`` before ``key``: "the header's meta.epoch") and what was expected. ``kind`` is a type or a tuple of
+    types; ``float`` accepts integers, ``type(None)`` allows null, and true/false is
+    never a number. A missing field is an error unless a ``default`` is given.
+    """
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(record, dict):
+        whole = f"{owner}'s {label.rstrip('.')}" if label else owner
+        raise error(f"{where}: {whole} must be a JSON object; got {_shown(record)}")
+    if key not in record:
+        if default is not MISSING:
+            return default
+        raise error(f"{where}: {owner} has no field {label}{key}")
+    value = record[key]
+    if not any(_is_kind(value, k) for k in kinds):
+        expected = " or ".join(KINDS.get(k, k.__name__) for k in kinds)
+        raise error(f"{where}: {owner}'s {label}{key} must be {expected}; got {_shown(value)}")
+    return value
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, cut short: a hand-edited field may hold a whole document."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def require_file(path: str | os.PathLike[str], error: type[Exception]) -> Path:
     """``path`` as a Path if it is a regular file, else ``error`` saying what it is instead."""
     path = Path(path)

@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 GiB = float(1 << 30)
+# Bytes a 64-bit process can address at most (48-bit virtual addresses, 256 TiB): a request beyond it is
+# one no machine can hold, a usage error (ValueError), not a shortage of memory on this one.
+ADDRESS_SPACE = 1 << 48
 
 
 def available_host_bytes() -> int | None:
@@ -38,3 +41,18 @@ class DeviceMemoryError(MemoryError):
 def parameter_count(sizes: list[int]) -> int:
     """Weights and biases of a network with these layer sizes (a Python int: no overflow)."""
     return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+
+
+def check_possible(setting: str, what: str, nbytes: int) -> None:
+    """ValueError naming ``setting`` where ``nbytes`` (for ``what``) is more than any machine can address:
+    a usage error, where DeviceMemoryError is for a reasonable request this machine cannot hold."""
+    if nbytes > ADDRESS_SPACE:
+        raise ValueError(f"{what} would need {nbytes / GiB:,.0f} GiB, more than any machine can address "
+                         f"({ADDRESS_SPACE >> 40} TiB); reduce {setting}=")
+
+
+def check_network_size(sizes: list[int], itemsize: int) -> None:
+    """:func:`check_possible` for a network of layer ``sizes`` with ``itemsize``-byte parameters: the host draws
+    each parameter in float64 besides its copy, so the request is ``8 + itemsize`` bytes a parameter."""
+    n = parameter_count(sizes)
+    check_possible("hidden", f"layers {sizes} ({n:,} parameters)", n * (8 + itemsize))

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from .activations import ACTIVATIONS
-from .files import atomic_write, new_file
+from .files import atomic_write, field, output_path
 from .network import Network
 
 OPSET = 17  # Gemm, Softmax(axis), LeakyRelu: all stable since long before 17; onnxruntime >= 1.11 runs it
@@ -52,6 +52,7 @@ def to_model(net: Network, preprocessing: dict[str, Any] | None = None) -> Any:
     except TypeError as exc:
         raise TypeError(f"preprocessing must be JSON-ready: {exc}") from None
     params = net.get_params()  # host copies
+    check_float32(params)
     initializers, nodes, A = [], [], INPUT
     for i in range(1, net.n_layers + 1):
         last = i == net.n_layers
@@ -86,29 +87,84 @@ def to_model(net: Network, preprocessing: dict[str, Any] | None = None) -> Any:
     return model
 
 
+def check_float32(params: dict[str, np.ndarray]) -> None:
+    """ValueError naming the first parameter that is NaN or infinite, or too large for float32 (where rounding
+    it would make an infinity), with its largest magnitude: the file would compute nonsense."""
+    limit = float(np.finfo(np.float32).max)
+    for key, value in params.items():
+        if not np.isfinite(value).all():
+            raise ValueError(f"parameter {key} holds NaN or infinity; a diverged network cannot be exported")
+        largest = float(np.abs(value).max()) if value.size else 0.0
+        if largest > limit:
+            raise ValueError(f"parameter {key} has a value of magnitude {largest:g}, beyond float32's largest "
+                             f"({limit:g}); expected parameters that fit the ONNX file's float32")
+
+
 def export(
     net: Network, path: str | os.PathLike[str], *, preprocessing: dict[str, Any] | None = None,
-    overwrite: bool = False,
+    overwrite: bool = False, inputs: tuple[str | os.PathLike[str], ...] | list[Any] = (),
 ) -> Path:
     """Write ``net`` as an ONNX model to ``path`` (atomically) and return the path.
 
     ``preprocessing`` (JSON-ready, e.g. a checkpoint's ``meta["preprocessing"]``)
-    goes into the model's metadata under ``gpunet.preprocessing``. An existing
-    file is kept, and FileExistsError raised, unless ``overwrite`` is true.
-    Parameters are written in float32 (a float64 network is rounded).
+    goes into the model's metadata under ``gpunet.preprocessing``. Whether ``path``
+    may be written is gpunet.files.output_path's decision: an existing file is kept,
+    and FileExistsError raised, unless ``overwrite`` is true; ``inputs`` (the
+    checkpoint the network came from) are never written over, even with ``overwrite``.
+    Parameters are written in float32 (a float64 network is rounded); one that does
+    not fit float32, or is NaN or infinite, is refused by name (ValueError).
     """
+    path = output_path(path, overwrite=overwrite, inputs=inputs,
+                       hint="pass overwrite=True (--force on the command line) to replace it")
     model = to_model(net, preprocessing)
-    path = new_file(path, overwrite, "choose another name or delete it first")
     atomic_write(path, lambda f: f.write(model.SerializeToString()))
     return path
 
 
+def export_checkpoint(checkpoint: str | os.PathLike[str], path: str | os.PathLike[str], *,
+                      overwrite: bool = False) -> Path:
+    """``gpunet export``: the network of ``checkpoint`` (a file or a run folder) written to ``path`` with the
+    checkpoint's preprocessing; the checkpoint itself is never written over."""
+    from .checkpoint import load_checkpoint, meta_field
+    from .run import model_path
+
+    source = model_path(checkpoint)
+    output_path(path, overwrite=overwrite, inputs=[source])  # refused before the checkpoint is read
+    net, _, meta = load_checkpoint(source, "numpy")
+    preprocessing = meta_field(source, meta, "preprocessing", (dict, type(None)), default=None)
+    return export(net, path, preprocessing=preprocessing, overwrite=overwrite, inputs=[source])
+
+
+class OnnxFileError(ValueError):
+    """An ONNX file that is unreadable or lacks gpunet's metadata; the message names the file and the field."""
+
+
 def metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The gpunet metadata of an exported file: {"preprocessing", "network", "version"}, JSON decoded."""
+    """The gpunet metadata of an exported file: {"preprocessing", "network", "version"}, JSON decoded.
+
+    A file gpunet did not write (or whose metadata was edited) raises OnnxFileError
+    naming the file and the missing or malformed field.
+    """
     onnx = _onnx()
-    props = {p.key: p.value for p in onnx.load(os.fspath(path)).metadata_props}
+    from .files import require_file
+
+    path = require_file(path, OnnxFileError)
+    try:
+        model = onnx.load(os.fspath(path))
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and others: to the caller, one thing
+        raise OnnxFileError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    where = str(path)
+    found: dict[str, Any] = {}
+    for key, kind in (("gpunet.preprocessing", (dict, str)), ("gpunet.network", dict)):
+        text = field(props, key, str, where, error=OnnxFileError, owner="the metadata")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise OnnxFileError(f"{where}: the metadata's {key} must be JSON; got {text[:80]!r}") from None
+        found[key] = field({key: value}, key, kind, where, error=OnnxFileError, owner="the metadata")
     return {
-        "preprocessing": json.loads(props["gpunet.preprocessing"]),
-        "network": json.loads(props["gpunet.network"]),
-        "version": props["gpunet.version"],
+        "preprocessing": found["gpunet.preprocessing"],
+        "network": found["gpunet.network"],
+        "version": field(props, "gpunet.version", str, where, error=OnnxFileError, owner="the metadata"),
     }

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import atomic_write
+from .files import atomic_write, output_path
 
 PLOT_HINT = 'matplotlib is not installed: pip install "gpunet[plot]"'
 
@@ -25,16 +25,23 @@ def _pyplot() -> Any:
     return plt
 
 
+Inputs = tuple[Any, ...] | list[Any]
+
+
 def _save(fig: Any, path: Path) -> None:
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
-    _pyplot().close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
+    finally:
+        _pyplot().close(fig)
 
 
 SERIES = {"train": "C0", "validation": "C1", "test": "C2"}  # one colour per series, in every panel
 
 
-def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
-    """Loss and accuracy per epoch of the training, validation and test images, side by side."""
+def plot_curves(records: list[dict[str, Any]], path: Path, *, overwrite: bool = False, inputs: Inputs = ()) -> None:
+    """Loss and accuracy per epoch of the training, validation and test images, side by side.
+    ``path`` is decided by gpunet.files.output_path (``overwrite``, ``inputs``), as for every plot."""
+    path = output_path(path, overwrite=overwrite, inputs=inputs)
     plt = _pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [r["epoch"] for r in records]
@@ -54,8 +61,9 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_confusion(matrix: np.ndarray, path: Path) -> None:
+def plot_confusion(matrix: np.ndarray, path: Path, *, overwrite: bool = False, inputs: Inputs = ()) -> None:
     """The confusion matrix with counts in the cells (rows: true class)."""
+    path = output_path(path, overwrite=overwrite, inputs=inputs)
     plt = _pyplot()
     n = matrix.shape[0]
     fig, ax = plt.subplots(figsize=(6, 5.5))
@@ -76,8 +84,10 @@ def check_weights(W1: np.ndarray) -> int:
     return side
 
 
-def plot_weights(W1: np.ndarray, path: Path, max_units: int = 100) -> None:
+def plot_weights(W1: np.ndarray, path: Path, max_units: int = 100, *, overwrite: bool = False,
+                 inputs: Inputs = ()) -> None:
     """The first ``max_units`` hidden units' input weights (columns of W1) as square images, on one colour scale."""
+    path = output_path(path, overwrite=overwrite, inputs=inputs)
     plt = _pyplot()
     side = check_weights(W1)
     units = min(W1.shape[1], max_units)
@@ -95,18 +105,35 @@ def plot_weights(W1: np.ndarray, path: Path, max_units: int = 100) -> None:
     _save(fig, path)
 
 
-def plot_all(records: list[dict[str, Any]], confusion: np.ndarray, W1: np.ndarray, folder: Path) -> list[Path]:
-    """curves.png, confusion.png and weights.png in ``folder``; every check passes before the first is written."""
+PLOTS = ("curves.png", "confusion.png", "weights.png")
+
+
+def plot_all(records: list[dict[str, Any]], confusion: np.ndarray, W1: np.ndarray, folder: Path, *,
+             overwrite: bool = False, inputs: Inputs = ()) -> list[Path]:
+    """curves.png, confusion.png and weights.png in ``folder``; every check passes before the first is written.
+
+    An existing plot is kept, and FileExistsError raised naming it, unless
+    ``overwrite`` (a replot of a run replaces its plots only when asked); ``inputs``
+    (the model, its metrics) are never written over (gpunet.files.output_path).
+    A folder this call creates is removed again when a check fails.
+    """
     _pyplot()
     check_weights(W1)
+    folder = Path(folder)
+    created = not folder.exists() and not folder.is_symlink()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"{folder}: cannot create the folder ({exc.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"{folder}: the folder is not writable")
-    written = [folder / "curves.png", folder / "confusion.png", folder / "weights.png"]
-    plot_curves(records, written[0])
-    plot_confusion(confusion, written[1])
-    plot_weights(W1, written[2])
-    return written
+    try:
+        if not os.access(folder, os.W_OK):
+            raise ValueError(f"{folder}: the folder is not writable")
+        written = [output_path(folder / name, overwrite=overwrite, inputs=inputs) for name in PLOTS]
+    except BaseException:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    plot_curves(records, written[0], overwrite=True, inputs=inputs)  # decided above
+    plot_confusion(confusion, written[1], overwrite=True, inputs=inputs)
+    plot_weights(W1, written[2], overwrite=True, inputs=inputs)
+    return [folder / name for name in PLOTS]

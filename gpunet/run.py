@@ -20,18 +20,20 @@ from typing import Any, Callable
 import numpy as np
 
 from .backend import Backend, get_backend
-from .checkpoint import load_checkpoint, save_checkpoint
-from .checks import check_labels
+from .checkpoint import load_checkpoint, meta_field, save_checkpoint
+from .checks import check_kernels, check_labels
 from .config import TrainConfig, preprocessing
-from .checks import check_kernels
 from .datasets import MNIST_FILES, Split, hold_out, load, load_mnist_test, read_csv
-from .download import MNIST_MD5, download_mnist
-from .files import atomic_write, remove_stale_temporaries, write_json
+from .download import DEADLINE, MNIST_MD5, download_mnist
+from .files import atomic_write, field, output_path, remove_stale_temporaries, write_json
 from .network import Network
 from .optim import Optimizer, make_optimizer
 from .training import DivergenceError, TrainingInterrupted, train
 
 RUN_FILES = ("config.json", "metrics.jsonl", "model.npz", "best.npz")
+# The fields of a metrics.jsonl record that gpunet reads back (resume keeps the lines before its checkpoint by
+# their epoch; plots draw the rest): epoch always, the others numbers (or null) where present.
+RECORD_NUMBERS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
 RESUME_HONOURS = ("epochs", "backend", "kernels")  # a resume may change these; every other setting is the checkpoint's
 
 
@@ -66,30 +68,74 @@ class EarlyStopping:
                 "stopped": self.stopped}
 
 
-def load_data(config: TrainConfig, on_download: Callable[[str, str], object] | None = None) -> Split:
-    """The config's dataset, in its pixel scaling and dtype, with its validation rows held out."""
+def load_data(config: TrainConfig, on_download: Callable[[str, str], object] | None = None, *,
+              download_deadline: float = DEADLINE) -> Split:
+    """The config's dataset, in its pixel scaling and dtype, with its validation rows held out.
+    ``download_deadline``: seconds each MNIST file may take to download (gpunet.download.download_mnist)."""
     data = load(config.dataset, data_dir=config.data_dir, train_csv=config.train_csv, test_csv=config.test_csv,
-                pixels=config.pixels, dtype=np.dtype(config.dtype), on_download=on_download)
+                pixels=config.pixels, dtype=np.dtype(config.dtype), on_download=on_download,
+                download_deadline=download_deadline)
     return hold_out(data, config.validation_share, config.seed)
 
 
-def load_test_data(config: TrainConfig, on_download: Callable[[str, str], object] | None = None) -> tuple[Any, Any]:
+def load_test_data(config: TrainConfig, on_download: Callable[[str, str], object] | None = None, *,
+                   download_deadline: float = DEADLINE) -> tuple[Any, Any]:
     """Only the test images and labels of the config's dataset (a CSV's training file is not read)."""
     if config.dataset == "csv":
         return read_csv(config.test_csv, pixels=config.pixels, dtype=np.dtype(config.dtype))
     if config.dataset == "mnist":
-        return _mnist_test(config, on_download)
+        return _mnist_test(config, on_download, download_deadline)
     data = load(config.dataset, data_dir=config.data_dir, pixels=config.pixels, dtype=np.dtype(config.dtype),
-                on_download=on_download)
+                on_download=on_download, download_deadline=download_deadline)
     return data.X_test, data.y_test
 
 
-def _mnist_test(config: TrainConfig, on_download: Callable[[str, str], object] | None) -> tuple[Any, Any]:
+def _mnist_test(config: TrainConfig, on_download: Callable[[str, str], object] | None,
+                deadline: float) -> tuple[Any, Any]:
     directory = config.data_dir
     if directory is None:  # the two test files only
         names = (MNIST_FILES["test_images"], MNIST_FILES["test_labels"])
-        directory = download_mnist(on_file=on_download, files={name: MNIST_MD5[name] for name in names})
+        directory = download_mnist(on_file=on_download, files={name: MNIST_MD5[name] for name in names},
+                                   deadline=deadline)
     return load_mnist_test(directory, config.pixels, np.dtype(config.dtype))
+
+
+def input_files(config: TrainConfig) -> list[Path]:
+    """The files a run of ``config`` reads (CSV files, the MNIST folder's files): never one of its outputs."""
+    found = [Path(p) for p in (config.train_csv, config.test_csv) if p is not None]
+    if config.data_dir is not None:
+        for name in MNIST_FILES.values():
+            found += [Path(config.data_dir) / name, Path(config.data_dir) / name.removesuffix(".gz")]
+    return [p for p in found if p.exists()]
+
+
+def read_metrics(path: str | os.PathLike[str], *, torn_end: bool = True) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl, each checked (a JSON object, its epoch an integer >= 1, its losses and
+    accuracies numbers or null); ValueError naming the file, the line and the field.
+
+    ``torn_end``: a last line that is not JSON is one a killed process left half-written, and is dropped.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the metrics ({exc})") from None
+    records = []
+    for n, line in enumerate(lines, start=1):
+        where = f"{path}, line {n}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if torn_end and n == len(lines):
+                break
+            raise ValueError(f"{where}: not JSON; expected one record per line") from None
+        epoch = field(record, "epoch", int, where)
+        if epoch < 1:
+            raise ValueError(f"{where}: the record's epoch must be >= 1; got {epoch}")
+        for key in RECORD_NUMBERS:
+            field(record, key, (float, type(None)), where, default=None)
+        records.append(record)
+    return records
 
 
 def build(config: TrainConfig, n_inputs: int, backend: Backend) -> tuple[Network, Optimizer]:
@@ -102,10 +148,11 @@ def build(config: TrainConfig, n_inputs: int, backend: Backend) -> tuple[Network
 
 def saved_config(meta: dict[str, Any], path: str | os.PathLike[str]) -> TrainConfig:
     """The TrainConfig a checkpoint was trained with."""
+    values = meta_field(path, meta, "train_config", dict)
     try:
-        return TrainConfig.from_dict(meta["train_config"])
+        return TrainConfig.from_dict(values)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: not a checkpoint written by gpunet train ({exc})") from None
+        raise ValueError(f"{path}: the header's meta.train_config is not a gpunet train config ({exc})") from None
 
 
 def new_run_folder(parent: str | os.PathLike[str] = "runs") -> Path:
@@ -125,21 +172,37 @@ def model_path(path: str | os.PathLike[str]) -> Path:
 
 
 class RunFolder:
-    """A run's folder, owned by this process between ``open`` and ``close`` (a lock that dies with the process)."""
+    """A run's folder, owned by this process between ``open`` and ``close`` (a lock that dies with the process).
 
-    def __init__(self, path: str | os.PathLike[str], fresh_name: bool = False) -> None:
+    Each of the run's files is decided by gpunet.files.output_path when the folder
+    is opened, before anything is written: a file of this run (resumed here) is
+    replaced; any other existing file (another run's, the user's, a link to one)
+    only with ``overwrite``; an input of the run (``inputs``: its data files, the
+    checkpoint it resumes when resumed elsewhere), a link to nothing or a folder never.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fresh_name: bool = False, *, overwrite: bool = False,
+                 inputs: list[Path] | None = None) -> None:
         self.path = Path(path)
         self.fresh_name = fresh_name  # a name chosen for a new run: if another process took it, take the next
+        self.overwrite, self.inputs = overwrite, list(inputs or [])
+        self.files: dict[str, Path] = {}  # each run file's name -> the path output_path decided
         self._lock: int | None = None
+
+    def file(self, name: str) -> Path:
+        """Where the run file ``name`` is written (a link's target, as output_path decided)."""
+        return self.files.get(name, self.path / name)
 
     def open(self, config: TrainConfig, source: Path | None = None) -> None:
         """Take the folder (creating it) for a new run of ``config``, or to resume ``source`` in it.
 
-        Raises RunFolderError, having changed nothing, when another process holds
-        the folder or it holds another run.
+        Raises RunFolderError (or output_path's error), having changed nothing (a
+        folder it created is removed again), when another process holds the folder,
+        it holds another run, or one of the run's files may not be written.
         """
         if self._lock is not None:
             return
+        created = not self.path.exists() and not self.path.is_symlink()
         try:
             while self.fresh_name:
                 try:
@@ -161,16 +224,24 @@ class RunFolder:
             self._check(config, source)
         except BaseException:
             self.close()
+            if created and self.path.is_dir() and not any(self.path.iterdir()):
+                self.path.rmdir()
             raise
 
     def _check(self, config: TrainConfig, source: Path | None) -> None:
         folder, model = self.path, self.path / "model.npz"
+        force = " (or pass overwrite=True, --force on the command line, to replace it)"
         if not os.access(folder, os.W_OK):
             raise RunFolderError(f"{folder}: the folder is not writable")
-        if source is None and model.exists():
-            raise RunFolderError(f"{folder} already holds a run; resume it from {model}, or choose another folder")
-        if source is not None and model.exists() and not model.samefile(source):
-            raise RunFolderError(f"{folder} already holds a run ({model}); resume from it, or into another folder")
+        here = source is not None and source.parent.resolve() == folder.resolve()  # resumed in its own folder
+        if not self.overwrite and model.exists():
+            if source is None:
+                raise RunFolderError(f"{folder} already holds a run; resume it from {model}, or choose another "
+                                     f"folder{force}")
+            if not here:
+                raise RunFolderError(f"{folder} already holds a run ({model}); resume from it, or into another "
+                                     f"folder{force}")
+        own: set[str] = set(RUN_FILES) if here else set()
         if not model.exists() and (folder / "config.json").exists():  # a run stopped before its first checkpoint
             what = {k: v for k, v in config.to_dict().items() if k not in RESUME_HONOURS}
             try:
@@ -178,8 +249,14 @@ class RunFolder:
                 same = {k: started.get(k) for k in what} == what
             except (OSError, ValueError, AttributeError):
                 same = False
-            if not same:
-                raise RunFolderError(f"{folder} holds the config.json of another run; choose another folder")
+            if same:
+                own |= {"config.json", "metrics.jsonl"}
+            elif not self.overwrite:
+                raise RunFolderError(f"{folder} holds the config.json of another run; choose another folder{force}")
+        inputs = [*self.inputs, *([source] if source is not None and not here else [])]
+        self.files = {name: output_path(folder / name, overwrite=self.overwrite or name in own, inputs=inputs,
+                                        hint=f"it is not this run's; choose another folder{force}")
+                      for name in RUN_FILES}
 
     def close(self) -> None:
         """Let the folder go."""
@@ -187,30 +264,24 @@ class RunFolder:
             os.close(self._lock)  # closing the descriptor releases the lock
             self._lock = None
 
-    def start(self, document: dict[str, Any], last_record: dict[str, Any] | None, source: Path | None) -> None:
-        """Write config.json and the metrics lines the checkpoint holds (from ``source``'s folder if another),
-        with its best.npz; temporary files of a killed process go."""
+    def start(self, document: dict[str, Any], kept: list[dict[str, Any]], source: Path | None) -> None:
+        """Write config.json and ``kept`` (the metrics records the checkpoint holds, read and checked by
+        Run.resume), with the checkpoint's best.npz where it is another folder's; temporary files of a killed
+        process go, and so does a replaced run's best.npz (the new run has none yet)."""
         folder = self.path
         remove_stale_temporaries(folder, RUN_FILES)
         origin = source.parent if source is not None else folder
+        best = self.file("best.npz")
         if not origin.samefile(folder) and (origin / "best.npz").exists():
-            atomic_write(folder / "best.npz", lambda f: f.write((origin / "best.npz").read_bytes()))
-        write_json(folder / "config.json", document)
-        kept = []
-        if last_record is not None and (origin / "metrics.jsonl").exists():  # the epochs the checkpoint holds
-            for line in (origin / "metrics.jsonl").read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line
-                if record.get("epoch", 0) < last_record["epoch"]:
-                    kept.append(line)
-        if last_record is not None:
-            kept.append(json.dumps(last_record))
-        atomic_write(folder / "metrics.jsonl", lambda f: f.write("".join(line + "\n" for line in kept).encode()))
+            atomic_write(best, lambda f: f.write((origin / "best.npz").read_bytes()))
+        elif source is None and (folder / "best.npz").exists():  # another run's, replaced with overwrite
+            (folder / "best.npz").unlink()  # the name in this folder: a file a link points to stays
+        write_json(self.file("config.json"), document)
+        lines = "".join(json.dumps(record) + "\n" for record in kept)
+        atomic_write(self.file("metrics.jsonl"), lambda f: f.write(lines.encode()))
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:  # one whole line per write
+        with open(self.file("metrics.jsonl"), "a") as f:  # one whole line per write
             f.write(json.dumps(record) + "\n")
 
 
@@ -220,10 +291,15 @@ class Run:
     def __init__(self, config: TrainConfig, net: Network, optimizer: Optimizer, data: Split,
                  folder: Path | None, *, start_epoch: int = 1, position: dict[str, Any] | None = None,
                  last_record: dict[str, Any] | None = None, stopping: dict[str, Any] | None = None,
-                 source: Path | None = None, fresh_name: bool = False) -> None:
+                 source: Path | None = None, fresh_name: bool = False, overwrite: bool = False,
+                 kept_records: list[dict[str, Any]] | None = None) -> None:
         self.config, self.net, self.optimizer, self.data = config, net, optimizer, data
-        self._folder = RunFolder(folder, fresh_name) if folder is not None else None
+        if not isinstance(overwrite, bool):
+            raise TypeError(f"overwrite must be True or False; got {overwrite!r}")
+        self._folder = None if folder is None else RunFolder(folder, fresh_name, overwrite=overwrite,
+                                                             inputs=input_files(config))
         self.start_epoch, self.last_record, self.source = start_epoch, last_record, source
+        self.kept_records = list(kept_records or [])  # the metrics lines a resume keeps, ending with last_record
         self.position = position or {"row": 0, "loss_sum": 0.0}
         self.stopping = None if config.early_stopping is None else EarlyStopping(config.early_stopping)
         if self.stopping is not None and stopping:
@@ -239,31 +315,61 @@ class Run:
 
     @classmethod
     def new(cls, config: TrainConfig, folder: str | os.PathLike[str] | None, *, data: Split | None = None,
-            on_download: Callable[[str, str], object] | None = None, fresh_name: bool = False) -> Run:
+            on_download: Callable[[str, str], object] | None = None, fresh_name: bool = False,
+            overwrite: bool = False, download_deadline: float = DEADLINE) -> Run:
         """A run of ``config`` from scratch; ``folder=None`` keeps it in memory (nothing is written).
 
         ``fresh_name``: the folder's name was made up (``new_run_folder``); where
-        another run takes it first, the next free name is used instead."""
+        another run takes it first, the next free name is used instead.
+        ``overwrite``: a folder holding another run, or files the run would write
+        (config.json, metrics.jsonl, model.npz, best.npz), may be replaced; without it
+        they are refused before anything is written. The run's input files never are.
+        ``download_deadline``: seconds each MNIST file may take to download."""
         backend = get_backend(config.backend)
-        data = data if data is not None else load_data(config, on_download)
+        data = data if data is not None else load_data(config, on_download, download_deadline=download_deadline)
         net, optimizer = build(config, data.X_train.shape[1], backend)
-        return cls(config, net, optimizer, data, None if folder is None else Path(folder), fresh_name=fresh_name)
+        return cls(config, net, optimizer, data, None if folder is None else Path(folder), fresh_name=fresh_name,
+                   overwrite=overwrite)
 
     @classmethod
     def resume(cls, checkpoint: str | os.PathLike[str], *, folder: str | os.PathLike[str] | None = None,
                epochs: int | None = None, backend: str | None = None, kernels: str | None = None,
-               on_download: Callable[[str, str], object] | None = None) -> Run:
-        """The run a checkpoint holds, to go on to ``epochs`` in all in ``folder`` (default: the checkpoint's)."""
+               on_download: Callable[[str, str], object] | None = None, overwrite: bool = False,
+               download_deadline: float = DEADLINE) -> Run:
+        """The run a checkpoint holds, to go on to ``epochs`` in all in ``folder`` (default: the checkpoint's).
+
+        Everything the resume reads is checked here, before anything is written: the
+        checkpoint's fields, its metrics.jsonl lines (up to the checkpoint's epoch),
+        the data. ``overwrite`` and ``download_deadline`` are :meth:`new`'s; the
+        checkpoint resumed is never written over from another folder."""
         checkpoint = model_path(checkpoint)
         net, optimizer, meta = load_checkpoint(checkpoint, backend)
         saved = saved_config(meta, checkpoint)
+        epoch = meta_field(checkpoint, meta, "epoch", int)
+        record = meta_field(checkpoint, meta, "record", (dict, type(None)))
+        position = meta_field(checkpoint, meta, "position", (dict, type(None)))
+        stopping = meta_field(checkpoint, meta, "early_stopping", (dict, type(None)), default=None)
+        if record is not None and record["epoch"] != epoch:
+            raise ValueError(f"{checkpoint}: the header's meta.record.epoch ({record['epoch']}) must be meta.epoch "
+                             f"({epoch})")
+        if saved.early_stopping is not None and epoch > 0 and stopping is None:
+            raise ValueError(f"{checkpoint}: the header has no field meta.early_stopping; the run stops early "
+                             f"(patience {saved.early_stopping}) and a resume needs its state")
         config = replace(saved, epochs=epochs or saved.epochs, backend=backend, kernels=kernels or "auto")
         check_kernels(config.kernels, net.backend.name)  # before anything is written
-        data = load_data(config, on_download)
+        data = load_data(config, on_download, download_deadline=download_deadline)
         check_width(net, data.X_train, checkpoint, config.dataset)
+        if position is not None and position["row"] >= len(data.y_train):
+            raise ValueError(f"{checkpoint}: the header's meta.position.row must be below the {len(data.y_train)} "
+                             f"training rows; got {position['row']}")
+        kept = []
+        if record is not None:  # the epochs the checkpoint holds: earlier lines of its folder's metrics, then its own
+            metrics = checkpoint.parent / "metrics.jsonl"
+            earlier = read_metrics(metrics) if metrics.exists() else []
+            kept = [r for r in earlier if r["epoch"] < record["epoch"]] + [record]
         return cls(config, net, optimizer, data, Path(folder) if folder is not None else checkpoint.parent,
-                   start_epoch=meta["epoch"] + 1, position=meta.get("position"), last_record=meta.get("record"),
-                   stopping=meta.get("early_stopping"), source=checkpoint)
+                   start_epoch=epoch + 1, position=position, last_record=record, stopping=stopping,
+                   source=checkpoint, overwrite=overwrite, kept_records=kept)
 
     @property
     def nothing_to_do(self) -> str | None:
@@ -319,7 +425,7 @@ class Run:
         if self._folder is not None:
             document = {**self.config.to_dict(), "network": self.net.config(),
                         "preprocessing": self._preprocessing}
-            self._folder.start(document, self.last_record, self.source)
+            self._folder.start(document, self.kept_records, self.source)
         c = self.config
         try:
             self.history = train(
@@ -358,10 +464,10 @@ class Run:
         return self.stopping is not None and self.stopping.stopped
 
     def _save(self, name: str, position: dict[str, Any] | None = None) -> None:
-        if self.folder is None:
+        if self._folder is None:
             return
         record = self.last_record
-        save_checkpoint(self.folder / name, self.net, self.optimizer, {
+        save_checkpoint(self._folder.file(name), self.net, self.optimizer, {
             "epoch": record["epoch"] if record else 0, "record": record, "position": position,
             "train_config": self.config.to_dict(),
             "preprocessing": self._preprocessing,
