@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ from .backend import BACKEND_NAMES, BackendUnavailableError
 from .config import PRESETS, SETTINGS, Setting, SettingError, TrainConfig
 from .datasets import DATASETS
 from .distributed import ClusterStartError
-from .download import DownloadError
+from .download import DEADLINE, DownloadError
 from .files import output_path
 from .run import RESUME_HONOURS, Run, new_run_folder
 from .training import DeviceMemoryError, DivergenceError, TrainingInterrupted
@@ -69,6 +70,17 @@ EXAMPLES: dict[str, str] = {
   gpunet export runs/RUN/best.npz model.onnx --force   # replace an earlier export
 """,
 }
+
+
+def _positive_seconds(text: str) -> float:
+    """--download-deadline's value: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0; got {text!r}")
+    return value
 
 
 def flag(name: str) -> str:
@@ -131,6 +143,8 @@ TRAIN_RUN_OPTIONS: Options = [
                          "--epochs, --backend and --kernels comes from it")),
     (("--quiet",), dict(action="store_true", help="no progress; print only where the run went and its result")),
     (("--force",), dict(action="store_true", help="replace the files of a run already in --out")),
+    (("--download-deadline",), dict(metavar="SECONDS", type=_positive_seconds, default=DEADLINE,
+                                    help=f"give up a download of MNIST after this long in all (default: {DEADLINE:g})")),
 ]
 MODEL: Options = [(("model",), dict(metavar="MODEL", help="a run folder, or a model.npz (or best.npz)"))]
 BACKEND: Options = [(("--backend",), dict(choices=BACKEND_NAMES, help="array backend (default: $GPUNET_BACKEND, "
@@ -191,15 +205,16 @@ def run_train(args: argparse.Namespace) -> int:
             raise SettingError(f"--resume takes every setting from the checkpoint; it cannot honour "
                                f"{', '.join(refused)}")
         run = Run.resume(args.resume, folder=args.out, epochs=given.get("epochs"), backend=given.get("backend"),
-                         kernels=given.get("kernels"),
-                         on_download=say)
+                         kernels=given.get("kernels"), on_download=say, overwrite=args.force,
+                         download_deadline=args.download_deadline)
         if run.nothing_to_do:
             more = "" if run.stopping is not None and run.stopping.stopped else " (ask for more with --epochs)"
             print(f"nothing to do: {run.nothing_to_do}{more}")
             return 0
     else:
         config = TrainConfig.from_dict({"preset": args.preset, **given})
-        run = Run.new(config, args.out or new_run_folder(), on_download=say, fresh_name=not args.out)
+        run = Run.new(config, args.out or new_run_folder(), on_download=say, fresh_name=not args.out,
+                      overwrite=args.force, download_deadline=args.download_deadline)
     with run:  # the folder is ours from here; nothing was written before
         for note in run.notes:
             say(note)
@@ -358,7 +373,7 @@ def run_export(args: argparse.Namespace) -> int:
     model = model_path(args.model)
     output_path(args.onnx_path, overwrite=args.force, inputs=[model], hint=FORCE_HINT)  # before the model loads
     net, _, meta = load_checkpoint(model, "numpy")
-    export(net, args.onnx_path, preprocessing=meta.get("preprocessing"), overwrite=args.force)
+    export(net, args.onnx_path, preprocessing=meta.get("preprocessing"), overwrite=args.force, inputs=[model])
     print(f"wrote {args.onnx_path}")
     return 0
 
@@ -367,7 +382,7 @@ def run_plot(args: argparse.Namespace) -> int:
     from .evaluation import plot_run
 
     _require_run(args.model)
-    written = plot_run(args.model, out=args.out, **_test_data(args), on_download=_say(False))
+    written = plot_run(args.model, out=args.out, overwrite=args.force, **_test_data(args), on_download=_say(False))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .initializers import init_params
-from .memory import DeviceMemoryError, GiB, available_host_bytes, parameter_count
+from .memory import DeviceMemoryError, GiB, available_host_bytes, check_network_size, parameter_count
 
 Array = Any
 # Each tensor starts on a multiple of 32 elements: 128 bytes in float32, the alignment cuBLAS's fastest kernels
@@ -85,6 +85,7 @@ def build_params(sizes: list[int], init: str, seed: int, backend: Any, dtype: np
     their copies in ``dtype``); a network that cannot fit gets DeviceMemoryError
     before anything is allocated, one that fails on the device gets it afterwards.
     """
+    check_network_size(sizes, dtype.itemsize)  # beyond any machine: a usage error (ValueError), not memory
     n = parameter_count(sizes)
     host = n * (8 + (dtype.itemsize if backend.xp is np else 0))
     free = available_host_bytes()

@@ -436,3 +436,46 @@ def test_an_error_both_usage_and_memory_is_a_usage_error():
 
     assert exit_status(TooLarge("no machine holds this")) == 2
     assert exit_status(DeviceMemoryError("out of memory")) == exit_status(DivergenceError("nan", 3)) == 1
+
+
+def test_train_into_another_runs_folder_needs_force(tmp_path, capsys):
+    _tiny_run("a")
+    before = (tmp_path / "a" / "model.npz").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--quiet", "--backend", "numpy", "--epochs", "1", "--hidden", "8", "--seed", "1",
+                 "--out", "a"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpunet train: error: ") and err.count("\n") == 1 and "--force" in err, err
+    assert (tmp_path / "a" / "model.npz").read_bytes() == before
+    assert main(["train", "--quiet", "--backend", "numpy", "--epochs", "1", "--hidden", "8", "--seed", "1",
+                 "--out", "a", "--force"]) == 0
+    assert (tmp_path / "a" / "model.npz").read_bytes() != before
+
+
+def test_plot_keeps_its_pictures_unless_forced(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (the plot extra)")
+    _tiny_run("a")
+    assert main(["plot", "a", "--out", "pictures"]) == 0
+    curves = tmp_path / "pictures" / "curves.png"
+    curves.write_bytes(b"mine")
+    capsys.readouterr()
+    assert main(["plot", "a", "--out", "pictures"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert curves.read_bytes() == b"mine"
+    assert main(["plot", "a", "--out", "pictures", "--force"]) == 0
+    assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "soon"])
+def test_download_deadline_must_be_positive_seconds(capsys, value):
+    with pytest.raises(SystemExit) as info:  # argparse's refusal: exit status 2, one line
+        main(["train", "--download-deadline", value])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (f"gpunet train: error: argument --download-deadline: expected a number of "
+                                       f"seconds > 0; got {value!r}\n")
+
+
+def test_a_network_no_machine_could_hold_is_a_usage_error(capsys):
+    assert main(["train", "--backend", "numpy", "--hidden", "100000000000000000000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more than any machine can address" in err and err.endswith("reduce --hidden\n")

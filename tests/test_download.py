@@ -57,12 +57,6 @@ def server():
     httpd.server_close()
 
 
-def _closed_port_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/"  # nothing listens there once closed
-
-
 def test_good_files_are_downloaded_and_verified(server, tmp_path):
     out = download_mnist(tmp_path / "cache", mirrors=[f"{server}/good/"], files=MD5, timeout=10)
     for name, data in FILES.items():
@@ -87,8 +81,8 @@ def test_connection_dropped_mid_file_leaves_nothing(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_first_mirror_down_second_used(server, tmp_path):
-    mirrors = [_closed_port_url(), f"{server}/missing/", f"{server}/bad/", f"{server}/good/"]
+def test_first_mirror_down_second_used(server, tmp_path, refused_url):
+    mirrors = [refused_url, f"{server}/missing/", f"{server}/bad/", f"{server}/good/"]
     tried = []
     download_mnist(tmp_path, mirrors=mirrors, files=MD5, timeout=10, on_file=lambda n, u: tried.append(u))
     assert (tmp_path / "a.gz").read_bytes() == FILES["a.gz"]
@@ -102,9 +96,9 @@ def test_damaged_cached_file_is_replaced(server, tmp_path):
     assert (tmp_path / "a.gz").read_bytes() == FILES["a.gz"]
 
 
-def test_offline_message_says_what_to_place_where(tmp_path):
+def test_offline_message_says_what_to_place_where(tmp_path, refused_url):
     with pytest.raises(DownloadError) as info:
-        download_mnist(tmp_path / "mnist", mirrors=[_closed_port_url()], timeout=5)
+        download_mnist(tmp_path / "mnist", mirrors=[refused_url], timeout=5)
     message = str(info.value)
     assert "could not download train-images-idx3-ubyte.gz" in message
     assert f"{', '.join(MNIST_MD5)} in {tmp_path / 'mnist'}" in message
