@@ -124,7 +124,7 @@ def read_sweep(path: str | os.PathLike[str]) -> Sweep:
     for i, run in enumerate(runs, start=1):
         if not isinstance(run, dict):
             raise refuse(f"runs entry {i} must be a table of settings; got {run!r}")
-    known = {f.name for f in fields(TrainConfig)}
+    known = {f.name for f in fields(TrainConfig)} | {"preset"}  # a preset: TrainConfig.from_dict applies it
     for where, table in [("base", base), ("grid", grid), *((f"runs entry {i}", r) for i, r in enumerate(runs, 1))]:
         unknown = sorted(set(table) - known)
         if unknown:
