@@ -327,9 +327,10 @@ class _GPUNetEstimator(BaseEstimator):
             return stop
 
         first_iter = self.n_iter_
-        common: dict[str, Any] = {"batch_size": rows, "lr": s.lr, "lr_decay": 1.0, "optimizer": opt, "weight_decay": 0.0,
-                  "seed": self._seed_, "callback": callback, "on_batch": on_batch if alpha else None,
-                  "kernels": self.kernels, "every_step": True}
+        common: dict[str, Any] = {
+            "batch_size": rows, "lr": s.lr, "lr_decay": 1.0, "optimizer": opt, "weight_decay": 0.0,
+            "seed": self._seed_, "callback": callback, "on_batch": on_batch if alpha else None,
+            "kernels": self.kernels, "every_step": True}
         start = self.n_iter_ + 1
         if self.shuffle:
             train(net, X_dev, T, epochs=self.n_iter_ + epochs, start_epoch=start, **common)
@@ -887,7 +888,7 @@ def _own_init(cls: type) -> None:
     init = types.FunctionType(shared.__code__, shared.__globals__, "__init__", shared.__defaults__, shared.__closure__)
     init.__kwdefaults__, init.__annotations__ = shared.__kwdefaults__, shared.__annotations__
     init.__qualname__, init.__module__ = f"{cls.__name__}.__init__", cls.__module__
-    setattr(cls, "__init__", init)  # setattr: a type checker refuses assigning __init__ on a class object
+    setattr(cls, "__init__", init)  # noqa: B010  (a type checker refuses `cls.__init__ = ...` on a class object)
 
 
 for _cls in (GPUNetClassifier, GPUNetRegressor):
