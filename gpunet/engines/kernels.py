@@ -78,7 +78,8 @@ def activations_header() -> str:
     table's C++ expressions (``__host__ __device__``: a test compiles them for the host). The file in this
     folder must be this text; scripts/generate_cuda.py writes it."""
     # the elementwise activations: a C++ forward and derivative each (softmax, a row operation, has neither)
-    table = [(name, a) for name, a in ACTIVATIONS.items() if a.cuda_forward is not None and a.cuda_backward is not None]
+    table = [(name, a) for name, a in ACTIVATIONS.items()
+             if a.cuda_forward is not None and a.cuda_backward is not None]
     forward = {name: a.cuda_forward for name, a in table if a.cuda_forward is not None}
     backward = {name: a.cuda_backward for name, a in table if a.cuda_backward is not None}
     last = next(name for name, a in table if a.cuda_forward == "z")  # the identity closes each chain
