@@ -12,7 +12,8 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from types import FrameType
+from typing import Any, Callable, NoReturn, Sequence
 
 from . import __version__
 from .backend import BACKEND_NAMES, BackendUnavailableError
@@ -90,7 +91,7 @@ def flag(name: str) -> str:
 class OneLineParser(argparse.ArgumentParser):
     """argparse with errors in one line, exit status 2, no usage dump (the scripts use it too)."""
 
-    def error(self, message: str) -> None:  # one line, exit status 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit status 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -230,6 +231,7 @@ def run_train(args: argparse.Namespace) -> int:
     if history is None:
         return 130
     if run.stopping is not None and run.stopping.stopped:
+        assert run.folder is not None  # the command line's runs are always written to a folder
         print(f"early stopping: no better validation loss than epoch {run.stopping.best_epoch}'s for "
               f"{run.config.early_stopping} epochs; {run.folder / 'best.npz'} holds that epoch")
     last = history[-1]
@@ -274,6 +276,7 @@ def _train_with_progress(run: Run, quiet: bool) -> list[dict[str, Any]] | None:
             # the bar and Ctrl-C will do with once an epoch: auto may train whole epochs as CUDA graphs
             return run.train(on_epoch=on_epoch, on_batch=on_batch, should_stop=ctrl_c.pressed, every_step=False)
     except TrainingInterrupted as exc:
+        assert run.folder is not None  # the command line's runs are always written to a folder
         model = run.folder / "model.npz"
         print(f"gpunet train: interrupted in epoch {exc.epoch} after {exc.rows} of {n} rows; saved {model}; "
               f"resume with: gpunet train --resume {model}", file=sys.stderr)
@@ -297,7 +300,8 @@ class _CtrlC:
     (False: it runs step by step; None: not known yet, on CuPy before the first step reports)."""
 
     def __init__(self, quiet: bool, whole_epochs_possible: bool) -> None:
-        self.quiet, self.count, self.previous = quiet, 0, None
+        self.quiet, self.count = quiet, 0
+        self.previous: Callable[[int, FrameType | None], Any] | int | None = None  # the SIGINT handler replaced
         self.whole_epochs: bool | None = None if whole_epochs_possible else False
 
     def pressed(self) -> bool:
@@ -325,7 +329,7 @@ class _CtrlC:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _say(quiet: bool) -> Callable[..., None]:  # downloads (name, url) and notes, on stderr
+def _say(quiet: bool) -> Callable[..., object]:  # downloads (name, url) and notes, on stderr
     return lambda *w: quiet or print(f"downloading {w[0]} from {w[1]}" if len(w) == 2 else w[0], file=sys.stderr)
 
 

@@ -393,7 +393,7 @@ def run_sweep(
     done = read_results(results_path, fields)
     todo = [k for k in unique if k not in done or (done[k]["status"] != "ok" and not skip_failed)]
     if before is not None and todo:
-        first = {}  # each key's first index in configs
+        first: dict[str, int] = {}  # each key's first index in configs
         for i, k in enumerate(keys):
             first.setdefault(k, i)
         before([first[k] for k in todo], mode)

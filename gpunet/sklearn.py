@@ -103,6 +103,12 @@ def _flag(label: str, value: Any) -> bool:
 class _GPUNetEstimator(BaseEstimator):
     """What the classifier and the regressor share: the parameters' checks, the network, the epoch loop."""
 
+    # The fitted records that depend on early_stopping (set by fit; the docstrings of the estimators say when None)
+    best_loss_: float | None
+    validation_scores_: list[float] | None
+    best_validation_score_: float | None
+    _best_params_: dict[str, np.ndarray] | None  # host copies of the best validation score's weights
+
     def __init__(
         self,
         hidden_layer_sizes: Any = (100,),
@@ -321,9 +327,10 @@ class _GPUNetEstimator(BaseEstimator):
             return stop
 
         first_iter = self.n_iter_
-        common = {"batch_size": rows, "lr": s.lr, "lr_decay": 1.0, "optimizer": opt, "weight_decay": 0.0,
-                  "seed": self._seed_, "callback": callback, "on_batch": on_batch if alpha else None,
-                  "kernels": self.kernels, "every_step": True}
+        common: dict[str, Any] = {
+            "batch_size": rows, "lr": s.lr, "lr_decay": 1.0, "optimizer": opt, "weight_decay": 0.0,
+            "seed": self._seed_, "callback": callback, "on_batch": on_batch if alpha else None,
+            "kernels": self.kernels, "every_step": True}
         start = self.n_iter_ + 1
         if self.shuffle:
             train(net, X_dev, T, epochs=self.n_iter_ + epochs, start_epoch=start, **common)
@@ -348,19 +355,23 @@ class _GPUNetEstimator(BaseEstimator):
         if self.verbose:
             print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
         if self.early_stopping and val is not None:
+            scores, best_score = self.validation_scores_, self.best_validation_score_
+            assert scores is not None and best_score is not None  # lists and -inf from the start with early_stopping
             score = self._score_on(*val)
-            self.validation_scores_.append(score)
+            scores.append(score)
             if self.verbose:
                 print(f"Validation score: {score:f}")
             self._no_improvement_count_ = (
-                self._no_improvement_count_ + 1 if score < self.best_validation_score_ + self.tol else 0)
-            if score > self.best_validation_score_:
+                self._no_improvement_count_ + 1 if score < best_score + self.tol else 0)
+            if score > best_score:
                 self.best_validation_score_ = score
                 self._best_params_ = self.network_.get_params()  # host copies, as scikit-learn's best coefs
         else:
+            best_loss = self.best_loss_
+            assert best_loss is not None  # inf from the start without early_stopping
             self._no_improvement_count_ = (
-                self._no_improvement_count_ + 1 if loss > self.best_loss_ - self.tol else 0)
-            self.best_loss_ = min(self.best_loss_, loss)
+                self._no_improvement_count_ + 1 if loss > best_loss - self.tol else 0)
+            self.best_loss_ = min(best_loss, loss)
         if self._no_improvement_count_ > self.n_iter_no_change:
             if self.verbose:
                 what = "Validation score" if self.early_stopping else "Training loss"
@@ -877,7 +888,7 @@ def _own_init(cls: type) -> None:
     init = types.FunctionType(shared.__code__, shared.__globals__, "__init__", shared.__defaults__, shared.__closure__)
     init.__kwdefaults__, init.__annotations__ = shared.__kwdefaults__, shared.__annotations__
     init.__qualname__, init.__module__ = f"{cls.__name__}.__init__", cls.__module__
-    cls.__init__ = init
+    setattr(cls, "__init__", init)  # noqa: B010  (a type checker refuses `cls.__init__ = ...` on a class object)
 
 
 for _cls in (GPUNetClassifier, GPUNetRegressor):

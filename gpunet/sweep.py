@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import re
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
@@ -145,9 +146,9 @@ def read_sweep(path: str | os.PathLike[str]) -> Sweep:
 def _parse(path: Path) -> Any:
     try:
         if path.suffix == ".toml":
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ImportError:  # Python 3.10
+            else:
                 import tomli as tomllib
 
             return tomllib.loads(path.read_text())
@@ -170,9 +171,9 @@ def load_grid(path: str | os.PathLike[str]) -> tuple[str, list[TrainConfig]]:
 def override(configs: list[TrainConfig], *, backend: str | None = None, epochs: int | None = None,
              data_dir: str | None = None) -> list[TrainConfig]:
     """``configs`` with every run's backend and epochs replaced where given, and ``data_dir`` for the MNIST runs."""
-    given = {k: v for k, v in (("backend", backend), ("epochs", epochs)) if v is not None}
-    return [replace(c, **given, **({"data_dir": data_dir} if c.dataset == "mnist" and data_dir else {}))
-            for c in configs]
+    given: dict[str, Any] = {k: v for k, v in (("backend", backend), ("epochs", epochs)) if v is not None}
+    mnist_dir: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
+    return [replace(c, **given, **(mnist_dir if c.dataset == "mnist" else {})) for c in configs]
 
 
 def results_paths(out: str | os.PathLike[str], name: str, sweep_file: str | os.PathLike[str] | None = None, *,

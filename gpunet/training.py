@@ -402,7 +402,7 @@ class _Best:
         return record["epoch"] - self.epoch >= self.patience
 
     def restore(self) -> None:
-        if self.params is not None:
+        if self.params is not None and self.state is not None:  # taken together
             self.net.set_params(self.params)
             self.optimizer.load_state_dict(self.state, self.net.params)
 

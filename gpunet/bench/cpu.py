@@ -17,7 +17,7 @@ from ..initializers import init_params
 from ..machine import machine
 from .cases import LR, cases
 from .contenders import CONTENDERS
-from .harness import SETTLE_S, add_speedups, case_entry, ceiling_gflops, figures, matmul_ceiling, time_rounds
+from .harness import SETTLE_S, Run, add_speedups, case_entry, ceiling_gflops, figures, matmul_ceiling, time_rounds
 from .peers import versions
 
 
@@ -42,7 +42,7 @@ def run_benchmark(quick: bool = False, repeats: int = 5, only: list[str] | None 
         names = case.contenders or tuple(n for n in CONTENDERS if n != "textbook")
         if case.batch == 1 and not case.contenders:
             names = (*names, "textbook")
-        runs = {f"ceiling-{device}": run for device, (run, _) in ceilings.items()}
+        runs: dict[str, Run] = {f"ceiling-{device}": run for device, (run, _) in ceilings.items()}
         for name in names:
             if only and name not in only:
                 continue

@@ -63,7 +63,8 @@ def time_rounds(runs: dict[str, Run], repeats: int, settle: float = SETTLE_S,
                 raise
             failed[name] = failure_reason(exc)
             del runs[name]
-    names, times = list(runs), {name: [] for name in runs}
+    names = list(runs)
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
             if name not in runs:

@@ -103,7 +103,7 @@ def torch_contender(device: str, graph: bool) -> Builder:
             step(sx, st)
         _torch_load(torch, model, params)  # the warm-up trained: start again from the case's parameters
 
-        def run() -> None:
+        def replay() -> None:
             for lo in range(0, full, case.batch):
                 idx = order[lo : lo + case.batch]
                 sx.copy_(Xt[idx])
@@ -113,8 +113,8 @@ def torch_contender(device: str, graph: bool) -> Builder:
                 idx = order[full:]
                 step(Xt[idx], Tt[idx])
             sync()
-        run.params = get  # type: ignore[attr-defined]
-        return run
+        replay.params = get  # type: ignore[attr-defined]
+        return replay
     return make
 
 

@@ -61,8 +61,9 @@ def nvrtc_library() -> ctypes.CDLL | None:
             spec = None
         for folder in (spec.submodule_search_locations or []) if spec else []:
             candidates += sorted(str(p) for p in Path(folder).glob("lib*/libnvrtc.so*") if "alt" not in p.name)
-    if nvcc_path():
-        root = Path(os.path.realpath(nvcc_path())).parent.parent
+    nvcc = nvcc_path()
+    if nvcc:
+        root = Path(os.path.realpath(nvcc)).parent.parent
         candidates += sorted(str(p) for p in root.glob("lib*/libnvrtc.so*"))
     candidates.append(ctypes.util.find_library("nvrtc") or "")
     for path in filter(None, candidates):
@@ -128,6 +129,7 @@ def _nvrtc(name: str, opts_tail: Sequence[str], want_ptx: bool) -> tuple[bool, s
             for e in exprs:
                 out = ctypes.c_char_p()
                 check(lib.nvrtcGetLoweredName(prog, e.encode(), ctypes.byref(out)), f"nvrtcGetLoweredName({e})")
+                assert out.value is not None  # NVRTC sets it where the call succeeded (check raised otherwise)
                 lowered[e] = out.value.decode()
             if want_ptx:
                 check(lib.nvrtcGetPTXSize(prog, ctypes.byref(size)), "nvrtcGetPTXSize")

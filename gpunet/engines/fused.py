@@ -93,7 +93,7 @@ def workspace_shapes(sizes: list[int], rows: int, keep_input: bool = False) -> d
     """The arrays one step of ``rows`` rows needs besides the parameters: each layer's activation (A_L holds
     Z_L, then delta_L), each hidden layer's dA (then its delta), with ``keep_input`` each hidden layer's input
     Z_i + b_i, and the rows' losses."""
-    shapes = {f"A{i}": (rows, sizes[i]) for i in range(1, len(sizes))}
+    shapes: dict[str, tuple[int, ...]] = {f"A{i}": (rows, sizes[i]) for i in range(1, len(sizes))}
     shapes.update({f"dA{i}": (rows, sizes[i]) for i in range(1, len(sizes) - 1)})
     if keep_input:
         shapes.update({f"Z{i}": (rows, sizes[i]) for i in range(1, len(sizes) - 1)})
@@ -124,12 +124,15 @@ class FusedStep:
         net, k, xp = self.net, self.kernels, self.kernels.xp
         L, n = net.n_layers, X.shape[0]
         folds = optimizer.folds_lr  # plain SGD: lr into the deltas, updates straight into W and b
+        grads: dict[str, Array] = {}  # the flat gradient buffer's views, where the update is not folded in
+        flat_optimizer: FlatOptimizer | None = None  # None: plain SGD, its update folded into the products
         if not folds:
             checked_rule(optimizer, "kernels='fused'")
-            if self.flat is None:
+            if self.flat is None or self.optimizer is None:  # made together
                 self.flat = FlatParameters(net.params, xp, net.packed)
                 self.optimizer = FlatOptimizer(self.flat, k)
             self.flat.adopt(net.params)
+            grads, flat_optimizer = self.flat.grad_views, self.optimizer
         P, work = net.params, self.workspace(n)
         keep = not ACTIVATIONS[net.activation].from_output  # f' reads Z_i + b_i: keep it beside A_i
         As, kept = [X], [None]  # kept[i]: what delta_bias reads f' at, A_i or Z_i + b_i
@@ -145,7 +148,6 @@ class FusedStep:
         loss = work["loss"].sum()
         delta = As[L]  # delta_L = dL/dZ_L (times lr for plain SGD)
         for i in range(L, 0, -1):
-            grads = None if folds else self.flat.grad_views
             if i < L:  # delta_i = dA_i * f'(A_i), and its column sums
                 delta = work[f"dA{i}"]
                 k.delta_bias(delta, kept[i], P[f"b{i}"] if folds else grads[f"b{i}"], net.activation, folds)
@@ -157,10 +159,10 @@ class FusedStep:
                 k.gemm_update(As[i - 1], delta, P[f"W{i}"])  # W_i -= A_{i-1}^T delta_i
             else:
                 xp.matmul(As[i - 1].T, delta, out=grads[f"W{i}"])  # dW_i: (n_{i-1}, N) @ (N, n_i)
-        if folds:
+        if flat_optimizer is None:
             optimizer.count(1)
         else:
-            self.optimizer.step(optimizer, lr)
+            flat_optimizer.step(optimizer, lr)
         return loss
 
 

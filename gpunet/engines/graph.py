@@ -45,6 +45,8 @@ from .fused import RULE_CODES, FusedEngine, elementwise_geometry, flat_step_argu
 from .gemm import GRAD_WRITE, LOSS_THREADS, MAX_LAYERS, RTILE, SGD_DECAY, SGD_FOLDED, TILE, WeightGradLayer
 
 Array = Any
+# One layer's weight_grad arguments: A_{i-1}, delta_i, (W_i, dW_i), (b_i, db_i)
+LayerArguments = tuple[Array, Array, tuple[Array, Array], tuple[Array, Array]]
 # Every (output, loss) pair the kernels have code for: those read off the output, the fused cross-entropies, then
 # the outputs whose derivative reads Z_L (output_row's first branch).
 PAIRS = [(o, loss) for o in OUTPUT_ACTIVATIONS if o in READ_OFF_OUTPUT for loss in LOSSES] + list(FUSED) + [
@@ -269,7 +271,7 @@ class GraphTrainer:
             steps.append(self._forward_output(output, delta))
         else:  # the output product wider than a tile (or register-tiled): a block no longer holds whole rows
             steps += [output, delta]
-        layers = []  # each layer's weight_grad arguments, from the top
+        layers: list[LayerArguments] = []  # each layer's weight_grad arguments, from the top
         for i in range(L, 0, -1):  # W_i feeds delta_{i-1} before its own update
             if i > 1:
                 steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], kept[i - 1], buf[f"delta{i - 1}"], N,
@@ -277,7 +279,7 @@ class GraphTrainer:
             layers.append((A[i - 1], buf[f"delta{i}"], (P[f"W{i}"], G[f"W{i}"]), (P[f"b{i}"], G[f"b{i}"])))
         steps += self._weight_grads(layers, N)  # every backward has read its W_i: the updates are independent now
         if self.flat_optimizer is not None:
-            steps.append(self._flat_step())
+            steps.append(self._flat_step(self.flat_optimizer))
         return steps
 
     # --- one function per kernel: its geometry, with why, and its arguments ----------------------
@@ -348,13 +350,12 @@ class GraphTrainer:
                 np.int32(n_i))
         return Launch("weight_grad", self.net.dtype.name, {"mode": self.mode, "r": r}, grid, block, args)
 
-    def _weight_grads(self, layers: list[tuple[Array, Array, tuple[Array, Array], tuple[Array, Array]]],
-                      N: int) -> list[Launch]:
+    def _weight_grads(self, layers: list[LayerArguments], N: int) -> list[Launch]:
         """Every layer's weight_grad (``layers``: each one's arguments, from the top) in as few launches as
         hold them: one for the layers at R = 1, one for those at R = RTILE (a kernel with both forms would
         hold both's registers and shared memory in every block), MAX_LAYERS at most each. Each layer's tiles
         are weight_grad's grid, laid end to end in one 1-D grid; a launch of one layer is weight_grad itself."""
-        by_r: dict[int, list[tuple[Any, tuple[int, int]]]] = {}  # R -> each layer's arguments and tiles
+        by_r: dict[int, list[tuple[LayerArguments, tuple[int, int]]]] = {}  # R -> each layer's arguments and tiles
         for layer in layers:
             W = layer[2][0]
             tiles, _, r = _tile_geometry(W.shape[0] + 1, W.shape[1])  # weight_grad's geometry for the layer
@@ -368,7 +369,8 @@ class GraphTrainer:
                     continue
                 table, blocks = [], 0
                 for (A_prev, delta, (W, dW), (b, db)), (tiles_x, tiles_y) in chunk:
-                    table.append(WeightGradLayer(A_prev, delta, W, dW, b, db, *W.shape, blocks, tiles_x))
+                    n_prev, n_i = W.shape
+                    table.append(WeightGradLayer(A_prev, delta, W, dW, b, db, n_prev, n_i, blocks, tiles_x))
                     blocks += tiles_x * tiles_y
                 args = (tuple(table), self.buffers["lr"], self._weight_decay(), np.int32(N))
                 launches.append(Launch("weight_grads", self.net.dtype.name, {"mode": self.mode, "r": r}, (blocks,),
@@ -379,10 +381,10 @@ class GraphTrainer:
         """The SGD_DECAY update's weight decay, in the network's dtype (0 in the other modes, which ignore it)."""
         return self.net.dtype.type(self.optimizer.weight_decay if self.mode == SGD_DECAY else 0.0)
 
-    def _flat_step(self) -> Launch:
+    def _flat_step(self, flat_optimizer: FlatOptimizer) -> Launch:
         # One thread per element of the flat buffers (fused.py's elementwise geometry): lr, the step count
         # and the state buffers are the FlatOptimizer's, read from device memory at every replay.
-        rule, *arguments = self.flat_optimizer.arguments(self.optimizer)
+        rule, *arguments = flat_optimizer.arguments(self.optimizer)
         grid, block = elementwise_geometry(self.flat.params.size)
         args = flat_step_arguments(*arguments)
         return Launch("flat_step", self.net.dtype.name, {"rule": RULE_CODES[rule]}, grid, block, args, OPTIM_SOURCE)

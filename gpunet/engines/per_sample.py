@@ -204,6 +204,7 @@ class PerSampleEpochs:
             if self.launcher is not None:
                 self.launcher(update)
             else:  # W1 = -lr X^T D + W1
+                assert self._cublas is not None  # set in __init__ where there is no launcher
                 self._cublas.gemm("T", "N", X, work["D"], out=W1, **update.params)
         self.optimizer.count(self.n)
         return self.net.per_sample_loss(self.Z2, self.Y, self.T_epoch).sum()
