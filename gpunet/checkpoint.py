@@ -29,9 +29,9 @@ LEGACY_STATE_BUFFERS = {"momentum": ("v",)}
 NONE = type(None)
 # The metadata fields gpunet writes and reads back, checked where present (a caller that needs one asks for it
 # with meta_field); inside the optional objects, the fields a resume uses.
-META_FIELDS = {"epoch": int, "record": (dict, NONE), "position": (dict, NONE), "train_config": dict,
+META_FIELDS: dict[str, type | tuple[type, ...]] = {"epoch": int, "record": (dict, NONE), "position": (dict, NONE), "train_config": dict,
                "preprocessing": dict, "early_stopping": (dict, NONE), "saved_by": str}
-META_INNER = {
+META_INNER: dict[str, dict[str, type | tuple[type, ...]]] = {
     "record": {"epoch": int},
     "position": {"row": int, "loss_sum": float},
     "preprocessing": {"pixels": str},
@@ -60,7 +60,7 @@ def save_checkpoint(path: str | os.PathLike[str], net: Network, optimizer: Optim
         "format": FORMAT, "network": net.config(), "meta": meta,
         "optimizer": {"name": optimizer.name, "t": state.pop("t"), **optimizer.hyperparameters()},
     }
-    arrays = {f"param/{k}": v for k, v in net.get_params().items()}
+    arrays: dict[str, Any] = {f"param/{k}": v for k, v in net.get_params().items()}
     arrays.update({f"optim/{k}": v for k, v in state.items()})
     arrays["header"] = np.array(json.dumps(header))
     atomic_write(Path(path), lambda f: np.savez(f, **arrays))
@@ -139,7 +139,7 @@ def _load(z: zipfile.ZipFile, path: Path, backend: str | Backend | None) -> tupl
         raise bad(f"the header's {name} optimizer needs the numbers {', '.join(expected_hyper)}; got {hyper!r}")
 
     # What each array must be, from the header alone; then what each array's own header declares.
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         shapes[f"W{i}"], shapes[f"b{i}"] = (n_in, n_out), (n_out,)
     names = STATE_BUFFERS[name]

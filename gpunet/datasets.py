@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .checks import check_choice, check_fraction, check_int, check_number
 from .files import require_file
@@ -45,7 +46,7 @@ class DataError(ValueError):
     """A data file is missing, malformed or inconsistent; the message names it."""
 
 
-def scale_pixels(raw: np.ndarray, max_value: float, pixels: str = "original", dtype: object = np.float64) -> np.ndarray:
+def scale_pixels(raw: np.ndarray, max_value: float, pixels: str = "original", dtype: DTypeLike = np.float64) -> np.ndarray:
     """Pixels 0..max_value -> [0.01, 1.0] as the original article (never exactly 0), or -> [0, 1].
 
     Computed in place in ``dtype``: the only copy made is the result's.
@@ -59,7 +60,7 @@ def scale_pixels(raw: np.ndarray, max_value: float, pixels: str = "original", dt
     return X
 
 
-def load_digits(pixels: str = "original", dtype: object = np.float64) -> Split:
+def load_digits(pixels: str = "original", dtype: DTypeLike = np.float64) -> Split:
     """scikit-learn's bundled 8x8 digits (1,797 images, no download), split 80/20 by a fixed seed."""
     from sklearn.datasets import load_digits as sklearn_digits
 
@@ -115,7 +116,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, count=size).reshape(shape)
 
 
-def load_mnist(directory: str | os.PathLike[str], pixels: str = "original", dtype: object = np.float64) -> Split:
+def load_mnist(directory: str | os.PathLike[str], pixels: str = "original", dtype: DTypeLike = np.float64) -> Split:
     """The four standard MNIST IDX files in ``directory``, images flattened to 784 and scaled.
 
     Test images must have the training images' height and width (not only their
@@ -130,7 +131,7 @@ def load_mnist(directory: str | os.PathLike[str], pixels: str = "original", dtyp
     return Split(*(a for images, labels in (train, test) for a in _flat(images, labels, pixels, dtype)))
 
 
-def load_mnist_test(directory: str | os.PathLike[str], pixels: str = "original", dtype: object = np.float64
+def load_mnist_test(directory: str | os.PathLike[str], pixels: str = "original", dtype: DTypeLike = np.float64
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Only the test images and labels of the MNIST IDX files in ``directory``, checked and scaled as
     :func:`load_mnist` does (the training files need not be there)."""
@@ -169,7 +170,7 @@ def _mnist_part(directory: Path, paths: dict[str, Path], arrays: dict[str, np.nd
     return images, labels
 
 
-def _flat(images: np.ndarray, labels: np.ndarray, pixels: str, dtype: object) -> tuple[np.ndarray, np.ndarray]:
+def _flat(images: np.ndarray, labels: np.ndarray, pixels: str, dtype: DTypeLike) -> tuple[np.ndarray, np.ndarray]:
     """(N, H, W) uint8 images and their labels -> (N, H*W) scaled pixels and int64 labels."""
     return scale_pixels(images.reshape(images.shape[0], -1), 255.0, pixels, dtype), labels.astype(np.int64)
 
@@ -190,7 +191,7 @@ def read_csv(
     path: str | os.PathLike[str],
     max_value: float = 255.0,
     pixels: str = "original",
-    dtype: object = np.float64,
+    dtype: DTypeLike = np.float64,
     n_classes: int = 10,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images from a CSV file, one per row: the label first, then the pixels 0..max_value.
@@ -299,7 +300,7 @@ def load(
     train_csv: str | os.PathLike[str] | None = None,
     test_csv: str | os.PathLike[str] | None = None,
     pixels: str = "original",
-    dtype: object = np.float64,
+    dtype: DTypeLike = np.float64,
     on_download: Callable[[str, str], object] | None = None,
     download_deadline: float | None = None,
 ) -> Split:
@@ -314,11 +315,10 @@ def load(
     if name == "digits":
         return load_digits(pixels, dtype)
     if name == "csv":
+        assert train_csv is not None and test_csv is not None  # check_dataset refused a csv without both
         return Split(*read_csv(train_csv, pixels=pixels, dtype=dtype), *read_csv(test_csv, pixels=pixels, dtype=dtype))
     if data_dir is None:
-        from .download import download_mnist  # here: urllib, http and ssl are not part of `import gpunet`
-
-        from .download import DEADLINE
+        from .download import DEADLINE, download_mnist  # here: urllib, http and ssl are not part of `import gpunet`
 
         data_dir = download_mnist(on_file=on_download, deadline=download_deadline or DEADLINE)
     return load_mnist(data_dir, pixels, dtype)

@@ -115,7 +115,7 @@ def download_mnist(
     directory: Path | None = None,
     mirrors: Sequence[str] | None = None,
     timeout: float = 30.0,
-    on_file: Callable[[str, str], None] | None = None,
+    on_file: Callable[[str, str], object] | None = None,
     files: dict[str, str] = MNIST_MD5,
     deadline: float = DEADLINE,
 ) -> Path:
@@ -159,7 +159,7 @@ def _download_missing(
     mirrors: Sequence[str],
     timeout: float,
     deadline: float,
-    on_file: Callable[[str, str], None] | None,
+    on_file: Callable[[str, str], object] | None,
     files: dict[str, str],
 ) -> None:
     for name, md5 in files.items():

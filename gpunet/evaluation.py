@@ -68,9 +68,9 @@ def predict_images(model: str | os.PathLike[str], images: list[str], backend: st
         raise CheckpointError(f"{path}: the header's meta.preprocessing.pixels must be one of "
                               f"{', '.join(PIXELS)}; got {pixels!r}")
     rows: list[Any] = []
-    for path in images:
+    for image in images:
         try:
-            rows.append(image_inputs([path], net.sizes[0], pixels))
+            rows.append(image_inputs([image], net.sizes[0], pixels))
         except (ImageError, OSError, ValueError) as exc:
             rows.append(exc)
     good = [r for r in rows if not isinstance(r, Exception)]

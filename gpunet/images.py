@@ -83,7 +83,7 @@ def digit_frame(
     h, w = ink.shape
     scale = box / max(h, w)
     h, w = max(1, round(h * scale)), max(1, round(w * scale))
-    resized = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize((w, h), Image.LANCZOS))
+    resized = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize((w, h), Image.Resampling.LANCZOS))
     resized = np.clip(resized, 0.0, 1.0).astype(np.float64)
     if centre == "mass":  # the centre of mass goes to the frame's centre, as far as the frame allows
         mass = resized.sum()

@@ -49,7 +49,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path, *, overwrite: bool = 
         for ax, key, scale in ((loss_ax, "loss", 1), (acc_ax, "accuracy", 100)):
             values = [r.get(prefix + key) for r in records]
             if all(v is not None for v in values):
-                ax.plot(epochs, [scale * v for v in values], marker=".", color=SERIES[series], label=series)
+                ax.plot(epochs, [scale * v for v in values if v is not None], marker=".", color=SERIES[series], label=series)
     loss_ax.set(xlabel="epoch", ylabel="mean loss per sample", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     from matplotlib.ticker import MaxNLocator

@@ -82,6 +82,7 @@ def load_test_data(config: TrainConfig, on_download: Callable[[str, str], object
                    download_deadline: float = DEADLINE) -> tuple[Any, Any]:
     """Only the test images and labels of the config's dataset (a CSV's training file is not read)."""
     if config.dataset == "csv":
+        assert config.test_csv is not None  # TrainConfig refuses a csv run without its files
         return read_csv(config.test_csv, pixels=config.pixels, dtype=np.dtype(config.dtype))
     if config.dataset == "mnist":
         return _mnist_test(config, on_download, download_deadline)
@@ -92,7 +93,7 @@ def load_test_data(config: TrainConfig, on_download: Callable[[str, str], object
 
 def _mnist_test(config: TrainConfig, on_download: Callable[[str, str], object] | None,
                 deadline: float) -> tuple[Any, Any]:
-    directory = config.data_dir
+    directory: str | os.PathLike[str] | None = config.data_dir
     if directory is None:  # the two test files only
         names = (MNIST_FILES["test_images"], MNIST_FILES["test_labels"])
         directory = download_mnist(on_file=on_download, files={name: MNIST_MD5[name] for name in names},
@@ -308,6 +309,7 @@ class Run:
         self.history: list[dict[str, Any]] = []
         self.notes: list[str] = []
         if config.early_stopping is not None and config.validation == 0:
+            assert data.y_val is not None  # the config's validation share made a split
             self.notes.append(f"early stopping selects on {len(data.y_val)} training images held out for "
                               f"validation ({config.validation_share:.0%}, seeded; set the share with validation)")
         self._X_train: Any = None
