@@ -69,8 +69,9 @@ def save_checkpoint(path: str | os.PathLike[str], net: Network, optimizer: Optim
 def check_finite(params: dict[str, np.ndarray], doing: str) -> None:
     """CheckpointError naming the first parameter that holds NaN or infinity."""
     for key, value in params.items():
-        if not np.isfinite(value).all():
-            bad = int(np.size(value) - np.isfinite(value).sum())
+        finite = np.isfinite(value)
+        if not finite.all():
+            bad = int(finite.size - finite.sum())
             raise CheckpointError(f"{doing}: parameter {key} holds {bad} NaN or infinite values (a diverged network?); "
                                   "pass allow_non_finite=True to write it anyway")
 

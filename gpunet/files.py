@@ -109,11 +109,6 @@ def output_path(path: str | os.PathLike[str], *, overwrite: bool = False,
     return target
 
 
-def new_file(path: str | os.PathLike[str], overwrite: bool, hint: str) -> Path:
-    """``path`` as decided by :func:`output_path` (kept for its callers)."""
-    return output_path(path, overwrite=overwrite, hint=hint)
-
-
 # What each kind of JSON value is called in messages; ``float`` accepts integers too (JSON's numbers).
 KINDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a JSON object",
          bool: "true or false", type(None): "null"}

@@ -21,7 +21,7 @@ from gpunet import training
 from gpunet.cli import OneLineParser
 from gpunet.engines import select
 from gpunet.datasets import load_mnist
-from gpunet.files import new_file, write_json
+from gpunet.files import output_path, write_json
 
 import mnist_fast  # scripts/mnist_fast.py: the run this probe times
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.json:
-            new_file(args.json, overwrite=False, hint="name a new file")
+            output_path(args.json, hint="name a new file")
         backend = gpunet.get_backend("cupy")
         data = load_mnist(args.mnist_dir, pixels="unit", dtype=np.float32)
     except (ValueError, TypeError, OSError, gpunet.BackendUnavailableError) as exc:

@@ -10,7 +10,7 @@ import gpunet
 from gpunet.backend import cupy_unavailable_reason
 from gpunet.bench import gpu_machine
 from gpunet.cli import OneLineParser
-from gpunet.files import new_file, write_json
+from gpunet.files import output_path, write_json
 
 Cases = list[dict[str, Any]]
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None, doc: str, repeated: str, measure: Callable[...,
     if args.repeats < 1:
         p.error(f"--repeats must be at least 1; got {args.repeats}")
     try:
-        out = new_file(args.json, overwrite=False, hint="choose another --json") if args.json else None
+        out = output_path(args.json, hint="choose another --json") if args.json else None
     except OSError as exc:
         p.error(f"--json: {exc}")
     reason = cupy_unavailable_reason()
