@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, get_backend
+from .checks import check_int
 
 Array = Any
 STREAM = 3 << 20  # the draws' stream, apart from the epoch orders ([seed, e]) and the validation rows
@@ -119,6 +120,24 @@ class Augmenter:
             else:
                 out[lo:hi] = rotated(self.source[lo:hi], d[:, 0], d[:, 1], to_device(angles[lo:hi]),
                                      self.fill[lo:hi], self.shape)
+
+
+def augment_images(X: Array, augment: Augment | dict[str, Any], *, seed: int = 0, epoch: int = 1) -> Array:
+    """A new array of the images ``X`` (N, height * width; NumPy or CuPy, float) as epoch ``epoch`` of a run
+    seeded ``seed`` augments them: what ``train(..., augment=augment, seed=seed)`` trains on in that epoch
+    when ``X`` is its whole training set (no validation rows taken out). To look at, or to test on moved
+    images."""
+    xp = array_module(X)
+    if not (hasattr(X, "ndim") and X.ndim == 2 and X.dtype.kind == "f"):
+        what = f"shape {X.shape} {X.dtype}" if hasattr(X, "ndim") else type(X).__name__
+        raise ValueError(f"X must be a 2-D float NumPy or CuPy array of images, one a row; got {what}")
+    check_int("seed", seed, 0)
+    check_int("epoch", epoch, 1)
+    spec = as_augment(augment)
+    out = xp.array(X, copy=True)
+    if spec is not None:
+        Augmenter(spec, X, seed, get_backend("numpy" if xp is np else "cupy")).apply(epoch, out)  # X's own
+    return out
 
 
 def shifted(X: Array, dy: Array, dx: Array, fill: Array, shape: tuple[int, int]) -> Array:

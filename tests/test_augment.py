@@ -301,3 +301,22 @@ def test_a_run_on_images_that_are_not_square_is_refused_before_anything_is_writt
     with pytest.raises(ValueError, match="rows of 30 pixels are not square images"):
         Run.new(config, tmp_path / "run", data=data)
     assert not (tmp_path / "run").exists()
+
+
+def test_augment_images_returns_the_images_train_trains_on_in_an_epoch(monkeypatch):
+    d = load_digits()
+    X, y = d.X_train[:100].copy(), d.y_train[:100]
+    Recording.seen = []
+    monkeypatch.setattr(select, "engine", lambda net, kernels, opt, X, T, rows, per_sample, step_calls=False:
+                        Recording(net, opt, X, T, rows))
+    train(gpunet.Network([64, 10, 10], backend="numpy", dtype="float64"), X, y, epochs=2, seed=5,
+          augment={"shift": 1, "rotate": 12})
+    for epoch in (1, 2):
+        got = gpunet.augment.augment_images(X, {"shift": 1, "rotate": 12}, seed=5, epoch=epoch)
+        np.testing.assert_array_equal(got, Recording.seen[epoch - 1])
+    np.testing.assert_array_equal(X, d.X_train[:100])  # a new array: X as it was
+    same = gpunet.augment.augment_images(X, None)
+    assert same is not X and np.array_equal(same, X)
+    with pytest.raises(ValueError, match=r"X must be a 2-D float NumPy or CuPy array of images, one a row; got "
+                                         r"shape \(100,\) float64"):
+        gpunet.augment.augment_images(X[:, 0], {"shift": 1})
