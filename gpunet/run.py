@@ -317,8 +317,9 @@ class Run:
         self._X_train: Any = None
         _check_data(config, net, data)
         schedule_settings(config)  # the schedule's settings together, before anything is written
-        if augmentation(config) is not None:
-            image_shape(augmentation(config), data.X_train.shape[1])  # the images' shape known
+        augment = augmentation(config)
+        if augment is not None:
+            image_shape(augment, data.X_train.shape[1])  # rows of a shape it can move
 
     @classmethod
     def new(cls, config: TrainConfig, folder: str | os.PathLike[str] | None, *, data: Split | None = None,
@@ -484,10 +485,11 @@ class Run:
 
 def schedule_settings(config: TrainConfig) -> dict[str, Any]:
     """gpunet.train's learning-rate keywords for ``config``, checked together (ValueError naming them)."""
-    settings = {"lr_decay": config.lr_decay, "lr_step": config.lr_step, "lr_gamma": config.lr_gamma,
-                "warmup_epochs": config.warmup_epochs, "lr_min": config.lr_min, "lr_div": config.lr_div}
-    check_schedule(config.lr, config.epochs, config.lr_schedule, **settings)
-    return {"lr_schedule": config.lr_schedule, **settings}
+    c = config
+    check_schedule(c.lr, c.epochs, c.lr_schedule, lr_decay=c.lr_decay, lr_step=c.lr_step, lr_gamma=c.lr_gamma,
+                   warmup_epochs=c.warmup_epochs, lr_min=c.lr_min, lr_div=c.lr_div)
+    return {"lr_schedule": c.lr_schedule, "lr_decay": c.lr_decay, "lr_step": c.lr_step, "lr_gamma": c.lr_gamma,
+            "warmup_epochs": c.warmup_epochs, "lr_min": c.lr_min, "lr_div": c.lr_div}
 
 
 def augmentation(config: TrainConfig) -> Augment | None:

@@ -153,18 +153,17 @@ def train(
     X, T, labels = _prepare(net, X_train, y_train, "X_train", "y_train")
     test = _prepare_optional(net, X_test, y_test, "X_test", "y_test")
     (X, T, labels), val = _validation(net, (X, T, labels), validation, X_val, y_val, seed, patience)
-    augmenter = None
-    if augmentation is not None:  # the rows kept as they are; the engine trains from a copy rewritten each epoch
-        augmenter = Augmenter(augmentation, X, seed, backend)
-        X = X.copy()
-
     n = X.shape[0]
     if start_row >= n:
         raise ValueError(f"start_row must be below the {n} training rows; got {start_row}")
     per_sample = batch_size == 1 and opt.folds_lr  # plain SGD: the per-sample engines apply
     chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
     widest = select.widest_product(net, chunk)  # multiply-adds of one product
+    augmenter = None
     try:  # an engine may allocate too (graph mode's buffers, per-sample epochs' copy of the data)
+        if augmentation is not None:  # the rows kept as given; the engine trains from a copy rewritten each epoch
+            augmenter = Augmenter(augmentation, X, seed, backend)
+            X = X.copy()
         step_calls = every_step and (on_batch is not None or should_stop is not None)
         engine = select.engine(net, kernels, opt, X, T, chunk, per_sample, step_calls)  # one place decides
     except backend.out_of_memory_errors as exc:
@@ -177,8 +176,6 @@ def train(
         for epoch in range(start_epoch, epochs + 1):
             start = time.perf_counter()
             epoch_lr = learning_rate(epoch, epochs, lr, lr_schedule, **schedule)
-            if augmenter is not None:  # in place: every engine reads X afresh each epoch
-                augmenter.apply(epoch, X)
             order = backend.to_device(epoch_order(seed, epoch, n) if upcoming is None else upcoming)  # small
             upcoming = None
             first = start_row if epoch == start_epoch else 0
@@ -197,6 +194,8 @@ def train(
                     raise TrainingInterrupted(epoch, done, float(loss_sum))
 
             try:  # overflow in a diverging run is reported once, by the guard, not as warnings
+                if augmenter is not None:  # in place: every engine reads X afresh each epoch
+                    augmenter.apply(epoch, X)
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.products_of_size(widest):
                     engine.run_epoch(order, epoch_lr, loss_sum, first, after_step)
             except backend.out_of_memory_errors as exc:

@@ -43,7 +43,9 @@ def _moved_by_hand(img, dy, dx, fill):
 
 def test_a_shift_worked_by_hand(backend):
     img = np.arange(1.0, 10.0).reshape(1, 9)  # 1 2 3 / 4 5 6 / 7 8 9
-    d = lambda v: backend.to_device(np.array([v]))  # noqa: E731
+    def d(v):
+        return backend.to_device(np.array([v]))
+
     out = backend.to_host(shifted(backend.to_device(img), d(1), d(1), backend.to_device(np.array([[0.5]])), (3, 3)))
     np.testing.assert_array_equal(out.reshape(3, 3), [[0.5, 0.5, 0.5], [0.5, 1, 2], [0.5, 4, 5]])
     out = backend.to_host(shifted(backend.to_device(img), d(-1), d(0), backend.to_device(np.array([[0.0]])), (3, 3)))
