@@ -108,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lr_decay", "a number in (0, 1]", _number(0, 1, True, False),
             "multiply the learning rate by this after every epoch (1: constant)",
             parse=float, metavar="FACTOR"),
-    _choice("lr_schedule", SCHEDULES, "the learning rate of each epoch: exponential: lr * lr-decay ** (epoch - 1); "
+    _choice("lr_schedule", SCHEDULES, "the learning rate of each epoch: exponential: --lr times --lr-decay ** (epoch - 1); "
             "step: multiplied by --lr-gamma every --lr-step epochs; cosine: --warmup-epochs of linear warm-up, then "
             "half a cosine down towards --lr-min; one-cycle: as cosine, the warm-up from lr / --lr-div"),
     Setting("lr_step", "an integer >= 1", _integer(1), "step: the epochs between two drops", optional=True,
@@ -118,7 +118,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("warmup_epochs", "an integer >= 0", _integer(0), "cosine and one-cycle: epochs of linear warm-up "
             "(default: cosine 0, one-cycle 0.3 x epochs, rounded)", optional=True, parse=int, metavar="N"),
     Setting("lr_min", "a finite number >= 0", _number(0, math.inf, False, True), "cosine and one-cycle: the "
-            "learning rate they anneal towards (default: 0)", optional=True, parse=float),
+            "learning rate they anneal towards (default: 0)", optional=True, parse=float, metavar="LR"),
     Setting("lr_div", "a finite number >= 1", _number(1, math.inf, False, True), "one-cycle: its first epoch "
             "trains at lr / this (default: 25)", optional=True, parse=float, metavar="FACTOR"),
     Setting("augment_shift", "an integer >= 0", _integer(0), "shift each training image by up to this many "
