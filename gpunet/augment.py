@@ -111,15 +111,15 @@ class Augmenter:
         """Write epoch ``epoch``'s images into ``out`` in place (the array keeps its memory: graph mode's
         captured gather reads it)."""
         shifts, angles = self.draws(epoch)
-        to_device = self.backend.to_device
+        d = self.backend.to_device(shifts.T.copy())  # (2, N): the epoch's one small upload (and the angles')
+        degrees = None if angles is None else self.backend.to_device(angles)
         for lo in range(0, self.source.shape[0], CHUNK):
             hi = min(lo + CHUNK, self.source.shape[0])
-            d = to_device(shifts[lo:hi])  # small: two integers a row
-            if angles is None:
-                out[lo:hi] = shifted(self.source[lo:hi], d[:, 0], d[:, 1], self.fill[lo:hi], self.shape)
+            X, dy, dx, fill = self.source[lo:hi], d[0, lo:hi], d[1, lo:hi], self.fill[lo:hi]
+            if degrees is None:
+                out[lo:hi] = shifted(X, dy, dx, fill, self.shape)
             else:
-                out[lo:hi] = rotated(self.source[lo:hi], d[:, 0], d[:, 1], to_device(angles[lo:hi]),
-                                     self.fill[lo:hi], self.shape)
+                out[lo:hi] = rotated(X, dy, dx, degrees[lo:hi], fill, self.shape)
 
 
 def augment_images(X: Array, augment: Augment | dict[str, Any], *, seed: int = 0, epoch: int = 1) -> Array:

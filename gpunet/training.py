@@ -94,8 +94,8 @@ def train(
     (``lr_step``, ``lr_gamma``), ``"cosine"`` (``warmup_epochs``, ``lr_min``) or ``"one-cycle"``
     (``warmup_epochs``, ``lr_min``, ``lr_div``) otherwise. ``augment`` (None, a :class:`gpunet.Augment` or a
     dict such as ``{"shift": 2, "rotate": 10}``) rewrites the training images each epoch, shifted and
-    rotated by draws of (seed, epoch, row) (gpunet/augment.py), in a copy on the device (the caller's
-    data, the validation and the test data are never changed). So the same seed and data give the same
+    rotated by draws of (seed, epoch, row) (gpunet/augment.py), in a copy on the device (the training rows
+    take twice their memory there; the caller's data, the validation and the test data are never changed). So the same seed and data give the same
     trajectory, and a run resumed with ``start_epoch`` (and ``start_row`` and
     ``start_loss`` mid-epoch, with the optimiser's state restored) continues it
     exactly.

@@ -322,3 +322,23 @@ def test_augment_images_returns_the_images_train_trains_on_in_an_epoch(monkeypat
     with pytest.raises(ValueError, match=r"X must be a 2-D float NumPy or CuPy array of images, one a row; got "
                                          r"shape \(100,\) float64"):
         gpunet.augment.augment_images(X[:, 0], {"shift": 1})
+
+
+def test_the_images_are_made_a_chunk_of_rows_at_a_time_with_each_rows_own_draws(monkeypatch):
+    X = np.random.default_rng(2).random((23, 16))
+    whole = {}
+    for chunk in (4096, 5):  # one chunk, and five chunks the last of them short
+        monkeypatch.setattr(gpunet.augment, "CHUNK", chunk)
+        for spec in (Augment(shift=2), Augment(shift=1, rotate=30)):
+            a = Augmenter(spec, X, 3, gpunet.get_backend("numpy"))
+            out = np.full_like(X, np.nan)
+            a.apply(2, out)
+            whole.setdefault(spec, out)
+            np.testing.assert_array_equal(out, whole[spec])
+            shifts, degrees = a.draws(2)
+            for k in (0, 4, 5, 22):
+                want = (shifted(X[k : k + 1], shifts[k : k + 1, 0], shifts[k : k + 1, 1], X[k : k + 1].min(keepdims=True),
+                                (4, 4)) if degrees is None else
+                        rotated(X[k : k + 1], shifts[k : k + 1, 0], shifts[k : k + 1, 1], degrees[k : k + 1],
+                                X[k : k + 1].min(keepdims=True), (4, 4)))
+                np.testing.assert_array_equal(out[k : k + 1], want, err_msg=f"chunk {chunk}, row {k}")
