@@ -161,14 +161,23 @@ def rotated(X: Array, dy: Array, dx: Array, degrees: Array, fill: Array, shape: 
     cy, cx = (h - 1) / 2, (w - 1) / 2
     y = xp.arange(h, dtype=np.float64).reshape(1, h, 1) - dy.reshape(K, 1, 1) - cy  # (K, h, 1), from the centre
     x = xp.arange(w, dtype=np.float64).reshape(1, 1, w) - dx.reshape(K, 1, 1) - cx  # (K, 1, w)
-    ys, xs = cy + cos * y + sin * x, cx - sin * y + cos * x  # (K, h, w): the source point, rotated back
+    # (K, h, w): the source point, rotated back; one beyond the image at most, where only the fill is read
+    ys = xp.clip(cy + cos * y + sin * x, -1, h)
+    xs = xp.clip(cx - sin * y + cos * x, -1, w)
     y0, x0 = xp.floor(ys), xp.floor(xs)
-    wy, wx = ys - y0, xs - x0
-    out = xp.zeros((K, h * w), dtype=np.float64)
-    for oy, ox, weight in ((0, 0, (1 - wy) * (1 - wx)), (0, 1, (1 - wy) * wx), (1, 0, wy * (1 - wx)),
-                           (1, 1, wy * wx)):
-        i, j = (y0 + oy).astype(np.int64), (x0 + ox).astype(np.int64)
-        inside = ((i >= 0) & (i < h) & (j >= 0) & (j < w)).reshape(K, h * w)
-        index = (xp.clip(i, 0, h - 1) * w + xp.clip(j, 0, w - 1)).reshape(K, h * w)
-        out += weight.reshape(K, h * w) * xp.where(inside, xp.take_along_axis(X, index, axis=1), fill)
-    return out.astype(X.dtype, copy=False)
+    wy, wx = (ys - y0).reshape(K, h * w), (xs - x0).reshape(K, h * w)
+    # The images framed by the fill, one pixel before and two after each side: the four pixels around any
+    # source point, (y0 .. y0 + 1, x0 .. x0 + 1) with y0 in [-1, h], lie in the frame, so no test is needed.
+    W = w + 3
+    framed = xp.empty((K, h + 3, W), dtype=X.dtype)
+    framed[...] = fill.reshape(K, 1, 1)
+    framed[:, 1 : h + 1, 1 : w + 1] = X.reshape(K, h, w)
+    framed = framed.reshape(K, (h + 3) * W)
+    top_left = ((y0.astype(np.int64) + 1) * W + x0.astype(np.int64) + 1).reshape(K, h * w)
+
+    def at(offset: int) -> Array:
+        return xp.take_along_axis(framed, top_left + offset, axis=1)
+
+    top = (1 - wx) * at(0) + wx * at(1)
+    bottom = (1 - wx) * at(W) + wx * at(W + 1)
+    return ((1 - wy) * top + wy * bottom).astype(X.dtype, copy=False)
