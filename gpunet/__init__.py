@@ -2,6 +2,7 @@
 
 from importlib import metadata as _metadata
 
+from .augment import Augment
 from .backend import Backend, BackendUnavailableError, get_backend
 from .model_file import load, save
 from .network import Network
@@ -14,6 +15,6 @@ try:  # the one version: pyproject.toml's, as the installed package's metadata r
 except _metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
     __version__ = "0+unknown"  # no version to read: the source tree's pyproject.toml is not the installed one
 __all__ = [
-    "Backend", "BackendUnavailableError", "Network", "evaluate", "get_backend", "load", "save", "train", "__version__",
+    "Augment", "Backend", "BackendUnavailableError", "Network", "evaluate", "get_backend", "load", "save", "train", "__version__",
     *optim.__all__,
 ]

@@ -22,6 +22,7 @@ from .datasets import DATASETS, PIXELS
 from .initializers import INITS, init_name
 from .network import DTYPES, target_levels
 from .optim import OPTIMIZERS
+from .schedules import SCHEDULES
 
 EARLY_STOPPING_VALIDATION = defaults.EARLY_STOPPING_VALIDATION  # the share held out when early stopping is asked for without a validation split
 
@@ -107,6 +108,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lr_decay", "a number in (0, 1]", _number(0, 1, True, False),
             "multiply the learning rate by this after every epoch (1: constant)",
             parse=float, metavar="FACTOR"),
+    _choice("lr_schedule", SCHEDULES, "the learning rate of each epoch: exponential: --lr times --lr-decay ** (epoch - 1); "
+            "step: multiplied by --lr-gamma every --lr-step epochs; cosine: --warmup-epochs of linear warm-up, then "
+            "half a cosine down towards --lr-min; one-cycle: as cosine, the warm-up from lr / --lr-div"),
+    Setting("lr_step", "an integer >= 1", _integer(1), "step: the epochs between two drops", optional=True,
+            parse=int, metavar="N"),
+    Setting("lr_gamma", "a number in (0, 1)", _number(0, 1, True, True), "step: the factor of each drop "
+            "(default: 0.1)", optional=True, parse=float, metavar="FACTOR"),
+    Setting("warmup_epochs", "an integer >= 0", _integer(0), "cosine and one-cycle: epochs of linear warm-up "
+            "(default: cosine 0, one-cycle 0.3 x epochs, rounded)", optional=True, parse=int, metavar="N"),
+    Setting("lr_min", "a finite number >= 0", _number(0, math.inf, False, True), "cosine and one-cycle: the "
+            "learning rate they anneal towards (default: 0)", optional=True, parse=float, metavar="LR"),
+    Setting("lr_div", "a finite number >= 1", _number(1, math.inf, False, True), "one-cycle: its first epoch "
+            "trains at lr / this (default: 25)", optional=True, parse=float, metavar="FACTOR"),
+    Setting("augment_shift", "an integer >= 0", _integer(0), "shift each training image by up to this many "
+            "pixels each way, drawn afresh every epoch (0: none)", parse=int, metavar="PIXELS"),
+    Setting("augment_rotate", "a number in [0, 180]", _number(0, 180, False, False), "rotate each training image "
+            "by up to this many degrees, drawn afresh every epoch (0: none)", parse=float, metavar="DEGREES"),
     Setting("epochs", "an integer >= 1", _integer(1), "passes over the data in all", parse=int),
     Setting("batch_size", "an integer >= 1", _integer(1), "samples per step; 1 is the original per-sample SGD",
             parse=int),
@@ -151,6 +169,14 @@ class TrainConfig:
     optimizer: str = defaults.OPTIMIZER
     lr: float = defaults.LR
     lr_decay: float = defaults.LR_DECAY  # epoch e trains at lr * lr_decay ** (e - 1)
+    lr_schedule: str = "exponential"  # gpunet/schedules.py; the next five are its schedules' settings
+    lr_step: int | None = None
+    lr_gamma: float | None = None
+    warmup_epochs: int | None = None
+    lr_min: float | None = None
+    lr_div: float | None = None
+    augment_shift: int = 0  # gpunet/augment.py: pixels each way
+    augment_rotate: float = 0.0  # degrees each way
     epochs: int = defaults.EPOCHS
     batch_size: int = defaults.BATCH_SIZE
     weight_decay: float = defaults.WEIGHT_DECAY

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .augment import Augment, as_augment, image_shape
 from .backend import Backend, get_backend
 from .checkpoint import load_checkpoint, meta_field, save_checkpoint
 from .checks import check_kernels, check_labels
@@ -28,6 +29,7 @@ from .download import DEADLINE, MNIST_MD5, download_mnist
 from .files import atomic_write, field, output_path, remove_stale_temporaries, write_json
 from .network import Network
 from .optim import Optimizer, make_optimizer
+from .schedules import check_schedule
 from .training import DivergenceError, TrainingInterrupted, train
 
 RUN_FILES = ("config.json", "metrics.jsonl", "model.npz", "best.npz")
@@ -314,6 +316,10 @@ class Run:
                               f"validation ({config.validation_share:.0%}, seeded; set the share with validation)")
         self._X_train: Any = None
         _check_data(config, net, data)
+        schedule_settings(config)  # the schedule's settings together, before anything is written
+        augment = augmentation(config)
+        if augment is not None:
+            image_shape(augment, data.X_train.shape[1])  # rows of a shape it can move
 
     @classmethod
     def new(cls, config: TrainConfig, folder: str | os.PathLike[str] | None, *, data: Split | None = None,
@@ -432,7 +438,7 @@ class Run:
         try:
             self.history = train(
                 self.net, self.data.X_train, self.data.y_train, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
-                lr_decay=c.lr_decay, optimizer=self.optimizer, seed=c.seed, X_test=self.data.X_test,
+                **schedule_settings(c), augment=augmentation(c), optimizer=self.optimizer, seed=c.seed, X_test=self.data.X_test,
                 y_test=self.data.y_test, X_val=self.data.X_val, y_val=self.data.y_val,
                 callback=lambda record: self._end_epoch(record, on_epoch), on_batch=on_batch,
                 should_stop=should_stop, start_epoch=self.start_epoch, start_row=self.position["row"],
@@ -475,6 +481,20 @@ class Run:
             "preprocessing": self._preprocessing,
             "early_stopping": self.stopping.state() if self.stopping is not None else None,
         })
+
+
+def schedule_settings(config: TrainConfig) -> dict[str, Any]:
+    """gpunet.train's learning-rate keywords for ``config``, checked together (ValueError naming them)."""
+    c = config
+    check_schedule(c.lr, c.epochs, c.lr_schedule, lr_decay=c.lr_decay, lr_step=c.lr_step, lr_gamma=c.lr_gamma,
+                   warmup_epochs=c.warmup_epochs, lr_min=c.lr_min, lr_div=c.lr_div)
+    return {"lr_schedule": c.lr_schedule, "lr_decay": c.lr_decay, "lr_step": c.lr_step, "lr_gamma": c.lr_gamma,
+            "warmup_epochs": c.warmup_epochs, "lr_min": c.lr_min, "lr_div": c.lr_div}
+
+
+def augmentation(config: TrainConfig) -> Augment | None:
+    """gpunet.train's ``augment=`` for ``config``: None where it asks for none."""
+    return as_augment(Augment(shift=config.augment_shift, rotate=config.augment_rotate))
 
 
 def check_width(net: Network, X: Any, path: str | os.PathLike[str], dataset: str) -> None:

@@ -14,12 +14,14 @@ from typing import Any, Callable
 import numpy as np
 
 from . import defaults
+from .augment import Augment, Augmenter, as_augment
 from .backend import to_numpy
 from .engines import select
 from .checks import check_decay, check_finite, check_int, check_labels, check_matrix, check_number
 from .memory import DeviceMemoryError  # raised here too; defined beside the memory checks
 from .network import Network
 from .optim import Optimizer, make_optimizer
+from .schedules import check_schedule, learning_rate
 
 Array = Any
 EpochRecord = dict[str, Any]
@@ -55,6 +57,13 @@ def train(
     batch_size: int = defaults.BATCH_SIZE,
     lr: float = defaults.LR,
     lr_decay: float = defaults.LR_DECAY,
+    lr_schedule: str = "exponential",
+    lr_step: int | None = None,
+    lr_gamma: float | None = None,
+    warmup_epochs: int | None = None,
+    lr_min: float | None = None,
+    lr_div: float | None = None,
+    augment: Augment | dict[str, Any] | None = None,
     optimizer: str | Optimizer = defaults.OPTIMIZER,
     weight_decay: float = defaults.WEIGHT_DECAY,
     seed: int = defaults.SEED,
@@ -80,8 +89,13 @@ def train(
     batches of 16. ``y_train``/``y_test`` are integer labels (targets are made by
     :meth:`Network.targets_from_labels`) or target matrices ``(N, n_out)``. The data moves to
     the network's backend once; epoch ``e``'s order comes from
-    ``numpy.random.default_rng([seed, e])`` and it trains at
-    ``lr * lr_decay ** (e - 1)``, so the same seed and data give the same
+    ``numpy.random.default_rng([seed, e])`` and it trains at one learning rate, the schedule's for that
+    epoch (gpunet/schedules.py): by default ``lr * lr_decay ** (e - 1)``; ``lr_schedule="step"``
+    (``lr_step``, ``lr_gamma``), ``"cosine"`` (``warmup_epochs``, ``lr_min``) or ``"one-cycle"``
+    (``warmup_epochs``, ``lr_min``, ``lr_div``) otherwise. ``augment`` (None, a :class:`gpunet.Augment` or a
+    dict such as ``{"shift": 2, "rotate": 10}``) rewrites the training images each epoch, shifted and
+    rotated by draws of (seed, epoch, row) (gpunet/augment.py), in a copy on the device (the training rows
+    take twice their memory there; the caller's data, the validation and the test data are never changed). So the same seed and data give the same
     trajectory, and a run resumed with ``start_epoch`` (and ``start_row`` and
     ``start_loss`` mid-epoch, with the optimiser's state restored) continues it
     exactly.
@@ -125,6 +139,9 @@ def train(
     check_int("batch_size", batch_size, 1)
     check_number("lr", lr, positive=True)
     check_decay("lr_decay", lr_decay)
+    schedule = check_schedule(lr, epochs, lr_schedule, lr_decay=lr_decay, lr_step=lr_step, lr_gamma=lr_gamma,
+                              warmup_epochs=warmup_epochs, lr_min=lr_min, lr_div=lr_div)
+    augmentation = as_augment(augment)
     check_int("seed", seed, 0)
     check_int("start_epoch", start_epoch, 1)
     check_int("start_row", start_row, 0)
@@ -136,14 +153,17 @@ def train(
     X, T, labels = _prepare(net, X_train, y_train, "X_train", "y_train")
     test = _prepare_optional(net, X_test, y_test, "X_test", "y_test")
     (X, T, labels), val = _validation(net, (X, T, labels), validation, X_val, y_val, seed, patience)
-
     n = X.shape[0]
     if start_row >= n:
         raise ValueError(f"start_row must be below the {n} training rows; got {start_row}")
     per_sample = batch_size == 1 and opt.folds_lr  # plain SGD: the per-sample engines apply
     chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
     widest = select.widest_product(net, chunk)  # multiply-adds of one product
+    augmenter = None
     try:  # an engine may allocate too (graph mode's buffers, per-sample epochs' copy of the data)
+        if augmentation is not None:  # the rows kept as given; the engine trains from a copy rewritten each epoch
+            augmenter = Augmenter(augmentation, X, seed, backend)
+            X = X.copy()
         step_calls = every_step and (on_batch is not None or should_stop is not None)
         engine = select.engine(net, kernels, opt, X, T, chunk, per_sample, step_calls)  # one place decides
     except backend.out_of_memory_errors as exc:
@@ -155,7 +175,7 @@ def train(
     try:  # the bar is closed however training ends
         for epoch in range(start_epoch, epochs + 1):
             start = time.perf_counter()
-            epoch_lr = lr * lr_decay ** (epoch - 1)
+            epoch_lr = learning_rate(epoch, epochs, lr, lr_schedule, **schedule)
             order = backend.to_device(epoch_order(seed, epoch, n) if upcoming is None else upcoming)  # small
             upcoming = None
             first = start_row if epoch == start_epoch else 0
@@ -174,6 +194,8 @@ def train(
                     raise TrainingInterrupted(epoch, done, float(loss_sum))
 
             try:  # overflow in a diverging run is reported once, by the guard, not as warnings
+                if augmenter is not None:  # in place: every engine reads X afresh each epoch
+                    augmenter.apply(epoch, X)
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.products_of_size(widest):
                     engine.run_epoch(order, epoch_lr, loss_sum, first, after_step)
             except backend.out_of_memory_errors as exc:

@@ -18,7 +18,11 @@ AfterStep = Callable[[int, Array], None]
 
 class Engine:
     """Trains ``net`` in place with ``optimizer`` on the whole training set ``X`` and targets ``T`` (checked device
-    arrays of the network's dtype), ``rows`` rows a step."""
+    arrays of the network's dtype), ``rows`` rows a step.
+
+    ``X`` may change between epochs: with augmentation the training loop rewrites it in place before each
+    epoch (gpunet/augment.py). An engine reads it afresh every epoch (graph mode's captured gather reads it at
+    its address) and keeps no copy of it from one epoch to the next."""
 
     name = "engine"
     whole_epochs = False  # True: run_epoch trains the whole epoch in one call and calls after_step once
