@@ -74,7 +74,8 @@ def mask(xp: Any, seed: int, layer: int, step: Any, row: Any, unit: Any, rate: f
     """The mask a layer input is multiplied by, in forward and backward alike: ``1 / (1 - rate)`` where
     :func:`keep` keeps the unit, 0 where it drops it (``dtype``, broadcast over ``step``, ``row``, ``unit``)."""
     dtype = np.dtype(dtype)
-    return xp.where(keep(xp, seed, layer, step, row, unit, rate), dtype.type(scale(rate)), dtype.type(0))
+    kept = keep(xp, seed, layer, step, row, unit, rate)
+    return xp.where(kept, dtype.type(scale(rate)), dtype.type(0)).astype(dtype, copy=False)
 
 
 def batch_mask(xp: Any, seed: int, layer: int, step: int, rows: int, units: int, rate: float, dtype: Any) -> Array:
