@@ -138,7 +138,8 @@ class Network:
         is multiplied by (gpunet/dropout.py). ``step`` is the optimiser's step count before the step and row
         ``r``'s key is its place in the batch; with ``per_sample``, row ``r`` is a step of its own, ``step + r``,
         the only row of its batch (per-sample SGD: the same masks as ``rows`` steps on one row each)."""
-        xp, masks = self.backend.xp, []
+        xp = self.backend.xp
+        masks: list[Array | None] = []
         r = xp.arange(rows, dtype=xp.uint32)[:, None]
         steps, row = (r + xp.uint32(step % drop.WORD), 0) if per_sample else (step, r)
         for layer, rate in enumerate(self.dropout):

@@ -4,6 +4,7 @@ CuPy against NumPy (the gpu marker)."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import pickle
@@ -17,7 +18,7 @@ from gpunet import dropout as drop
 from gpunet.checkpoint import load_checkpoint, save_checkpoint
 from gpunet.cli import main
 from gpunet.config import SettingError, TrainConfig
-from gpunet.engines import select
+from gpunet.engines import build, kernels, select
 from gpunet.engines.fused import FusedStep
 from gpunet.engines.plain import train_per_sample
 from gpunet.optim import OPTIMIZERS, SGD
@@ -104,6 +105,58 @@ def test_the_cuda_header_draws_the_numpy_masks_bit_for_bit(tmp_path):
             expected = np.where(keep, dtype(drop.scale(r)), dtype(0)).astype(np.float64)
             np.testing.assert_array_equal(values, expected, err_msg=f"{ctype} mask at rate {r}")
     assert got_keep[:, RATES.index(0.0)].all() and got_keep[:, RATES.index(1e-12)].all()  # nothing to drop
+
+
+# A kernel that writes the header's masks: what NVRTC compiles here and the gpu test runs on a device.
+MASK_KERNEL = r"""
+#include "dropout.cuh"
+extern "C" __global__ void dropout_masks(float* mask, unsigned int seed_lo, unsigned int seed_hi, unsigned int layer,
+                                         unsigned int step, int rows, int units, unsigned long long threshold,
+                                         float scale) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < (long long)rows * units)
+        mask[i] = dropout_mask<float>(seed_lo, seed_hi, layer, step, (unsigned int)(i / units),
+                                      (unsigned int)(i % units), threshold, scale);
+}
+"""
+
+
+def test_nvrtc_compiles_the_header_for_the_device():
+    """dropout.cuh in a kernel, compiled by NVRTC as CuPy compiles the engines' sources (no host headers)."""
+    lib = build.nvrtc_library()
+    if lib is None:
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12, or set GPUNET_NVRTC)")
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), MASK_KERNEL.encode(), b"dropout_masks.cu", 0, None, None) == 0
+    try:
+        for arch in build.ARCHS:
+            options = [*kernels.NVRTC_OPTIONS, f"--gpu-architecture={arch}"]
+            result = lib.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * len(options))(
+                *[o.encode() for o in options]))
+            size = ctypes.c_size_t()
+            lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+            log = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetProgramLog(prog, log)
+            assert result == 0, f"{arch}: {log.value.decode(errors='replace')}"
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+@pytest.mark.parametrize("name", [backend_param("cupy")])
+def test_the_header_draws_the_numpy_masks_on_the_device(name):
+    backend = require(name)
+    xp = backend.xp
+    module = xp.RawModule(code=MASK_KERNEL, options=kernels.NVRTC_OPTIONS)
+    kernel = module.get_function("dropout_masks")
+    for seed, layer, step, rate in ((0, 0, 0, 0.5), (2**33 + 9, 2, 2**32 + 77, 0.2), (7, 1, 123456, 0.9)):
+        rows, units = 67, 300
+        out = xp.empty((rows, units), dtype=xp.float32)
+        kernel((-(-rows * units // 256),), (256,), (out, np.uint32(seed % 2**32), np.uint32(seed >> 32),
+                                                     np.uint32(layer), np.uint32(step % 2**32), np.int32(rows),
+                                                     np.int32(units), np.uint64(drop.keep_threshold(rate)),
+                                                     np.float32(drop.scale(rate))))
+        expected = drop.batch_mask(np, seed, layer, step, rows, units, rate, "float32")
+        np.testing.assert_array_equal(backend.to_host(out), expected)
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.3, 0.5, 0.9])

@@ -83,8 +83,9 @@ def gram_chunk(net: Any, X: Array, T: Array, lr: float, optimizer: Optimizer) ->
             dA = delta @ P[f"W{i}"].T  # (1, n_i) @ (n_i, n_{i-1}), with W_i before its update
             P[f"W{i}"] -= lr * (Ins[i - 1].T @ delta)  # (n_{i-1}, 1) @ (1, n_i)
             P[f"b{i}"] -= lr * delta[0]
-            if masks[i - 1] is not None:  # d(A * mask)/dA = mask
-                dA *= masks[i - 1][t : t + 1]
+            m = masks[i - 1]
+            if m is not None:  # d(A * mask)/dA = mask
+                dA *= m[t : t + 1]
             delta = hidden.backward(As[i - 1] if hidden.from_output else Zs[i - 1], dA)
         D[t] = delta[0]
     update_first_layer(net, X_in, D, lr, optimizer)
