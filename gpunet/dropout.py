@@ -1,13 +1,13 @@
 """Dropout's masks: a counter-based generator, the same integers on NumPy, CuPy and in CUDA C++.
 
 Whether unit ``j`` of row ``r`` is kept at layer input ``l`` in optimiser step ``s`` of a network seeded
-``seed`` is a pure function of those five integers: the first word of Philox4x32-10 (Salmon, Moraes, Dror and
-Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011; the Random123 library's reference, whose
+``seed`` is a pure function of those five integers: word ``j mod 4`` of Philox4x32-10 (Salmon, Moraes, Dror
+and Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011; the Random123 library's reference, whose
 known-answer vectors tests/test_dropout.py checks) on
 
-    counter = (j, r, s mod 2**32, l),  key = (seed mod 2**32, (seed >> 32) mod 2**32),
+    counter = (j // 4, r, s mod 2**32, l),  key = (seed mod 2**32, (seed >> 32) mod 2**32),
 
-kept iff that word is below ``keep_threshold(rate) = round((1 - rate) * 2**32)``: an integer comparison, no
+(one evaluation gives four adjacent units' words), kept iff that word is below ``keep_threshold(rate) = round((1 - rate) * 2**32)``: an integer comparison, no
 float rounding in the decision. No state is drawn from or advanced, so any step's mask can be made again
 (a resumed run draws the masks it would have drawn) and any engine can make it where it needs it: the
 ``xp`` code here runs as is on NumPy and CuPy, and gpunet/engines/dropout.cuh is the same function for the
@@ -63,25 +63,48 @@ def scale(rate: float) -> float:
     return 1.0 / (1.0 - float(rate))
 
 
+def words(xp: Any, seed: int, layer: int, step: Any, row: Any, unit: Any) -> Array:
+    """Each unit's uint32 word, broadcast over ``step``, ``row`` and ``unit`` (integer arrays or ints): word
+    ``unit mod 4`` of Philox4x32-10 on counter ``(unit // 4, row, step, layer)``. The definition, unit by unit;
+    :func:`layer_words` computes the same for a whole layer four units an evaluation."""
+    unit = xp.asarray(unit, dtype=xp.uint32)
+    block = philox4x32(xp, (unit >> xp.uint32(2), row, step, layer), (seed, seed >> 32))
+    lane = unit & xp.uint32(3)
+    return xp.where(lane == 0, block[0], xp.where(lane == 1, block[1], xp.where(lane == 2, block[2], block[3])))
+
+
+def layer_words(xp: Any, seed: int, layer: int, step: Any, row: Any, units: int) -> Array:
+    """:func:`words` of units ``0 .. units - 1`` along a new last axis, after the broadcast shape of ``step`` and
+    ``row`` (arrays, or ints): one Philox evaluation per four units. ``row = arange(N)`` gives a batch's (N, units)."""
+    blocks = xp.arange(-(-units // 4), dtype=xp.uint32)
+    step, row = (xp.asarray(v)[..., None] if hasattr(v, "shape") else v for v in (step, row))
+    block = xp.broadcast_arrays(*philox4x32(xp, (blocks, row, step, layer), (seed, seed >> 32)))
+    out = xp.stack(block, axis=-1)  # (..., blocks, 4): unit 4 b + i is word i of block b
+    return out.reshape(*out.shape[:-2], -1)[..., :units]
+
+
 def keep(xp: Any, seed: int, layer: int, step: Any, row: Any, unit: Any, rate: float) -> Array:
     """Boolean array, broadcast over ``step``, ``row`` and ``unit`` (integer arrays or ints): which units are kept.
     ``layer``: the index of the layer whose input is dropped (0: the network's inputs)."""
-    word = philox4x32(xp, (unit, row, step, layer), (seed, seed >> 32))[0]
-    return word.astype(xp.uint64) < xp.uint64(keep_threshold(rate))
+    return _kept(xp, words(xp, seed, layer, step, row, unit), rate)
 
 
-def mask(xp: Any, seed: int, layer: int, step: Any, row: Any, unit: Any, rate: float, dtype: Any) -> Array:
-    """The mask a layer input is multiplied by, in forward and backward alike: ``1 / (1 - rate)`` where
-    :func:`keep` keeps the unit, 0 where it drops it (``dtype``, broadcast over ``step``, ``row``, ``unit``)."""
+def mask(xp: Any, seed: int, layer: int, step: Any, row: Any, units: int, rate: float, dtype: Any) -> Array:
+    """The mask a layer input of ``units`` units is multiplied by, in forward and backward alike, shaped as
+    :func:`layer_words`: ``1 / (1 - rate)`` where the unit is kept, 0 where
+    it is dropped, in ``dtype``."""
     dtype = np.dtype(dtype)
-    kept = keep(xp, seed, layer, step, row, unit, rate)
+    kept = _kept(xp, layer_words(xp, seed, layer, step, row, units), rate)
     return xp.where(kept, dtype.type(scale(rate)), dtype.type(0)).astype(dtype, copy=False)
 
 
 def batch_mask(xp: Any, seed: int, layer: int, step: int, rows: int, units: int, rate: float, dtype: Any) -> Array:
     """The ``(rows, units)`` mask of one batch step: row ``r`` of the batch, unit ``j`` of the layer input."""
-    return mask(xp, seed, layer, step, xp.arange(rows, dtype=xp.uint32)[:, None],
-                xp.arange(units, dtype=xp.uint32)[None, :], rate, dtype)
+    return mask(xp, seed, layer, step, xp.arange(rows, dtype=xp.uint32), units, rate, dtype)
+
+
+def _kept(xp: Any, word: Array, rate: float) -> Array:
+    return word.astype(xp.uint64) < xp.uint64(keep_threshold(rate))
 
 
 def rates(value: Any, n_layers: int) -> tuple[float, ...]:

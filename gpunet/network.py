@@ -140,14 +140,13 @@ class Network:
         the only row of its batch (per-sample SGD: the same masks as ``rows`` steps on one row each)."""
         xp = self.backend.xp
         masks: list[Array | None] = []
-        r = xp.arange(rows, dtype=xp.uint32)[:, None]
+        r = xp.arange(rows, dtype=xp.uint32)
         steps, row = (r + xp.uint32(step % drop.WORD), 0) if per_sample else (step, r)
         for layer, rate in enumerate(self.dropout):
             if drop.keep_threshold(rate) == drop.WORD:
                 masks.append(None)
                 continue
-            unit = xp.arange(self.sizes[layer], dtype=xp.uint32)[None, :]
-            masks.append(drop.mask(xp, self.seed, layer, steps, row, unit, rate, self.dtype))
+            masks.append(drop.mask(xp, self.seed, layer, steps, row, self.sizes[layer], rate, self.dtype))
         return masks
 
     def __getstate__(self) -> dict[str, Any]:

@@ -54,18 +54,32 @@ def test_philox_matches_the_random123_known_answers():
         assert all(w.shape == (3, 2) and w.dtype == np.uint32 and (w == e).all() for w, e in zip(rows, expected))
 
 
+@pytest.mark.parametrize("units", [1, 3, 4, 5, 30, 784])
+def test_a_layers_words_four_units_an_evaluation_are_the_words_unit_by_unit(units):
+    unit = np.arange(units)[None, :]
+    batch = drop.layer_words(np, 77, 2, 31, np.arange(9, dtype=np.uint32), units)  # a batch: rows 0..8
+    assert batch.shape == (9, units) and batch.dtype == np.uint32
+    np.testing.assert_array_equal(batch, drop.words(np, 77, 2, 31, np.arange(9)[:, None], unit))
+    steps = np.arange(5, dtype=np.uint32) + np.uint32(2**32 - 2)  # per-sample: a step a row, wrapping past 2**32
+    np.testing.assert_array_equal(drop.layer_words(np, 77, 2, steps, 0, units),
+                                  drop.words(np, 77, 2, steps[:, None], 0, unit))
+    block = drop.philox4x32(np, (0, 3, 31, 2), (77, 0))  # units 0-3 of row 3 are one evaluation's four words
+    assert [int(w) for w in batch[3, :4]] == [int(w) for w in block][: min(units, 4)]
+
+
 def test_the_cuda_header_draws_the_numpy_masks_bit_for_bit(tmp_path):
     """dropout.cuh compiled by the host's C++ compiler: Philox's known answers, then every key of the grid's word and
     keep decision, and the mask's value in float and double, against gpunet.dropout."""
-    calls = [f'    std::printf("kat %08x\\n", philox4x32_10({", ".join(f"{c}u" for c in counter)}, '
-             f'{key[0]}u, {key[1]}u));' for counter, key, _ in KNOWN_ANSWERS]
+    calls = [f'    {{ philox4x32_words w = philox4x32_10(philox4x32_words{{{{{", ".join(f"{c}u" for c in counter)}}}}}, '
+             f'{key[0]}u, {key[1]}u); std::printf("kat %08x %08x %08x %08x\\n", w.w[0], w.w[1], w.w[2], w.w[3]); }}'
+             for counter, key, _ in KNOWN_ANSWERS]
     thresholds = ", ".join(f"{drop.keep_threshold(r)}ull" for r in RATES)
     scales = ", ".join(repr(drop.scale(r)) for r in RATES)
     calls.append(
         "    for (unsigned long long seed : seeds) for (unsigned int layer : layers) for (unsigned long long step : steps)"
         " for (unsigned int row : rows) for (unsigned int unit : units) {\n"
         "        unsigned int lo = (unsigned int)seed, hi = (unsigned int)(seed >> 32), s = (unsigned int)step;\n"
-        '        std::printf("word %08x\\n", philox4x32_10(unit, row, s, layer, lo, hi));\n'
+        '        std::printf("word %08x\\n", dropout_word(lo, hi, layer, s, row, unit));\n'
         "        for (int r = 0; r < n_rates; ++r)\n"
         '            std::printf("mask %d %a %a\\n", (int)dropout_keep(lo, hi, layer, s, row, unit, thresholds[r]),\n'
         "                        (double)dropout_mask<float>(lo, hi, layer, s, row, unit, thresholds[r], (float)scales[r]),"
@@ -80,7 +94,7 @@ def test_the_cuda_header_draws_the_numpy_masks_bit_for_bit(tmp_path):
                f"static const unsigned long long thresholds[] = {{{thresholds}}};\n"
                f"static const double scales[] = {{{scales}}};\nstatic const int n_rates = {len(RATES)};\n")
     lines = _compile_and_run(tmp_path, "dropout", prelude, calls)
-    assert [int(line.split()[1], 16) for line in lines[:3]] == [e[0] for _, _, e in KNOWN_ANSWERS]
+    assert [tuple(int(w, 16) for w in line.split()[1:]) for line in lines[:3]] == [e for _, _, e in KNOWN_ANSWERS]
     words = np.array([int(line.split()[1], 16) for line in lines if line.startswith("word")], dtype=np.uint64)
     masks = [line.split()[1:] for line in lines if line.startswith("mask")]
     keys = np.array([(s, la, st, r, u) for s in SEEDS for la in LAYERS for st in STEPS for r in ROWS for u in UNITS],
@@ -92,7 +106,7 @@ def test_the_cuda_header_draws_the_numpy_masks_bit_for_bit(tmp_path):
             step = np.array(STEPS, dtype=np.uint64)[:, None, None]  # taken mod 2**32 as the header's cast does
             row = np.array(ROWS, dtype=np.uint32)[None, :, None]
             unit = np.array(UNITS, dtype=np.uint32)[None, None, :]
-            expected_words.append(drop.philox4x32(np, (unit, row, step, layer), (seed, seed >> 32))[0].ravel())
+            expected_words.append(drop.words(np, seed, layer, step, row, unit).ravel())
             for r in RATES:
                 expected_keep[r].append(drop.keep(np, seed, layer, step, row, unit, r).ravel())
     np.testing.assert_array_equal(words, np.concatenate(expected_words).astype(np.uint64))
