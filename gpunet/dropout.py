@@ -7,8 +7,9 @@ known-answer vectors tests/test_dropout.py checks) on
 
     counter = (j // 4, r, s mod 2**32, l),  key = (seed mod 2**32, (seed >> 32) mod 2**32),
 
-(one evaluation gives four adjacent units' words), kept iff that word is below ``keep_threshold(rate) = round((1 - rate) * 2**32)``: an integer comparison, no
-float rounding in the decision. No state is drawn from or advanced, so any step's mask can be made again
+(one evaluation gives four adjacent units' words), kept iff that word is below
+``keep_threshold(rate) = round((1 - rate) * 2**32)``: an integer comparison, no float rounding in the decision.
+No state is drawn from or advanced, so any step's mask can be made again
 (a resumed run draws the masks it would have drawn) and any engine can make it where it needs it: the
 ``xp`` code here runs as is on NumPy and CuPy, and gpunet/engines/dropout.cuh is the same function for the
 kernels, tested bit for bit against this one on the host (tests/test_dropout.py).

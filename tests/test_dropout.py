@@ -70,20 +70,25 @@ def test_a_layers_words_four_units_an_evaluation_are_the_words_unit_by_unit(unit
 def test_the_cuda_header_draws_the_numpy_masks_bit_for_bit(tmp_path):
     """dropout.cuh compiled by the host's C++ compiler: Philox's known answers, then every key of the grid's word and
     keep decision, and the mask's value in float and double, against gpunet.dropout."""
-    calls = [f'    {{ philox4x32_words w = philox4x32_10(philox4x32_words{{{{{", ".join(f"{c}u" for c in counter)}}}}}, '
-             f'{key[0]}u, {key[1]}u); std::printf("kat %08x %08x %08x %08x\\n", w.w[0], w.w[1], w.w[2], w.w[3]); }}'
-             for counter, key, _ in KNOWN_ANSWERS]
+    calls = []
+    for counter, key, _ in KNOWN_ANSWERS:
+        words = ", ".join(f"{c}u" for c in counter)
+        calls.append(f"    {{ philox4x32_words w = philox4x32_10(philox4x32_words{{{{{words}}}}},\n"
+                     f"                                         {key[0]}u, {key[1]}u);\n"
+                     '      std::printf("kat %08x %08x %08x %08x\\n", w.w[0], w.w[1], w.w[2], w.w[3]); }')
     thresholds = ", ".join(f"{drop.keep_threshold(r)}ull" for r in RATES)
     scales = ", ".join(repr(drop.scale(r)) for r in RATES)
     calls.append(
-        "    for (unsigned long long seed : seeds) for (unsigned int layer : layers) for (unsigned long long step : steps)"
-        " for (unsigned int row : rows) for (unsigned int unit : units) {\n"
+        "    for (unsigned long long seed : seeds) for (unsigned int layer : layers)\n"
+        "    for (unsigned long long step : steps) for (unsigned int row : rows) for (unsigned int unit : units) {\n"
         "        unsigned int lo = (unsigned int)seed, hi = (unsigned int)(seed >> 32), s = (unsigned int)step;\n"
         '        std::printf("word %08x\\n", dropout_word(lo, hi, layer, s, row, unit));\n'
         "        for (int r = 0; r < n_rates; ++r)\n"
         '            std::printf("mask %d %a %a\\n", (int)dropout_keep(lo, hi, layer, s, row, unit, thresholds[r]),\n'
-        "                        (double)dropout_mask<float>(lo, hi, layer, s, row, unit, thresholds[r], (float)scales[r]),"
-        "\n                        dropout_mask<double>(lo, hi, layer, s, row, unit, thresholds[r], scales[r]));\n    }")
+        "                        (double)dropout_mask<float>(lo, hi, layer, s, row, unit, thresholds[r],\n"
+        "                                                    (float)scales[r]),\n"
+        "                        dropout_mask<double>(lo, hi, layer, s, row, unit, thresholds[r], scales[r]));\n"
+        "    }")
     listed = {name: ", ".join(f"{v}ull" for v in values)
               for name, values in (("seeds", SEEDS), ("steps", STEPS), ("layers", LAYERS), ("rows", ROWS),
                                    ("units", UNITS))}

@@ -40,7 +40,8 @@ from .per_sample import KernelPerSample, PerSampleEpochEngine
 from .plain import PlainEngine, PlainPerSample
 
 Array = Any
-__all__ = ["KERNELS", "VERIFIED", "VERIFIED_DROPOUT", "GRAPH_MAX_PRODUCT", "engine", "choose", "why_not", "widest_product"]
+__all__ = ["KERNELS", "VERIFIED", "VERIFIED_DROPOUT", "GRAPH_MAX_PRODUCT", "engine", "choose", "why_not",
+           "widest_product"]
 # The fast paths a device run has shown equal to the plain path (the gpu tests) and faster; add one here only
 # with that evidence (the runs and their figures: docs/benchmarks.md).
 VERIFIED: frozenset[str] = frozenset({"fused", "per-sample", "graph", "per-sample-epochs"})
