@@ -96,7 +96,7 @@ def mask(xp: Any, seed: int, layer: int, step: Any, row: Any, units: int, rate: 
     it is dropped, in ``dtype``."""
     dtype = np.dtype(dtype)
     kept = _kept(xp, layer_words(xp, seed, layer, step, row, units), rate)
-    return xp.where(kept, dtype.type(scale(rate)), dtype.type(0)).astype(dtype, copy=False)
+    return kept.astype(dtype) * dtype.type(scale(rate))  # 1 * scale and 0 * scale: exact
 
 
 def batch_mask(xp: Any, seed: int, layer: int, step: int, rows: int, units: int, rate: float, dtype: Any) -> Array:
