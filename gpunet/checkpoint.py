@@ -21,6 +21,8 @@ from .optim import OPTIMIZERS, Optimizer, make_optimizer
 FORMAT = 1
 HEADER_LIMIT = 1 << 24  # bytes: a header declaring more is refused before it is read
 NETWORK_FIELDS = {"sizes": list, "activation": str, "output": str, "loss": str, "init": str, "seed": int, "dtype": str}
+# Written only where the network has them (a file without one reads as before they existed): dropout's rates.
+OPTIONAL_NETWORK_FIELDS = {"dropout": list}
 # The buffers each optimiser keeps per parameter once it has taken a step, as optim.py declares them.
 STATE_BUFFERS = {name: cls.state_names for name, cls in OPTIMIZERS.items()}
 # Momentum's buffer before it followed PyTorch's convention: the velocity v = -lr * buf, converted on the
@@ -120,10 +122,14 @@ def _load(z: zipfile.ZipFile, path: Path, backend: str | Backend | None) -> tupl
         raise bad(f"checkpoint format {header.get('format')!r}; expected {FORMAT}")
     network, opt_header, meta = (_field(header, key, dict, path) for key in ("network", "optimizer", "meta"))
     _check_meta(meta, path)
-    if set(network) != set(NETWORK_FIELDS):
-        raise bad(f"the header's network fields must be {', '.join(NETWORK_FIELDS)}; got {', '.join(network)}")
+    if set(network) - set(OPTIONAL_NETWORK_FIELDS) != set(NETWORK_FIELDS):
+        raise bad(f"the header's network fields must be {', '.join(NETWORK_FIELDS)} (and optionally "
+                  f"{', '.join(OPTIONAL_NETWORK_FIELDS)}); got {', '.join(network)}")
     for key, kind in NETWORK_FIELDS.items():
         _field(network, key, kind, path, "network.")
+    for key, kind in OPTIONAL_NETWORK_FIELDS.items():
+        if key in network:
+            _field(network, key, kind, path, "network.")
     sizes = network["sizes"]
     if not sizes or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
         raise bad(f"the header's network.sizes must be layer sizes >= 1; got {sizes!r}")

@@ -129,6 +129,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("batch_size", "an integer >= 1", _integer(1), "samples per step; 1 is the original per-sample SGD",
             parse=int),
     Setting("weight_decay", "a finite number >= 0", _number(0, math.inf, False, True), "L2 weight decay", parse=float),
+    Setting("dropout", "a number in [0, 1)", _number(0, 1, False, True),
+            "drop each hidden unit with this probability in training steps, kept ones scaled by 1 / (1 - rate) "
+            "(0: none)", parse=float, metavar="RATE"),
     Setting("seed", "an integer >= 0", _integer(0), "seed of the weights, the data order and the validation rows",
             parse=int),
     _choice("dtype", DTYPES, "floating point type"),
@@ -180,6 +183,7 @@ class TrainConfig:
     epochs: int = defaults.EPOCHS
     batch_size: int = defaults.BATCH_SIZE
     weight_decay: float = defaults.WEIGHT_DECAY
+    dropout: float = 0.0  # each hidden layer's output (Network(dropout=...) takes per-layer rates too)
     seed: int = defaults.SEED
     dtype: str = defaults.DTYPE
     backend: str | None = None  # None: GPUNET_BACKEND, else "auto"

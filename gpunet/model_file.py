@@ -57,6 +57,8 @@ def save(
         "loss": net.loss_name, "init": net.init, "seed": net.seed, "dtype": net.dtype.name,
         "optimizer": optimizer.name, "weight_decay": optimizer.weight_decay, "dataset": dataset, "pixels": pixels,
     }
+    if net.has_dropout and net.dropout[0] == 0 and len(set(net.dropout[1:])) == 1:
+        train_config["dropout"] = net.dropout[1]  # a TrainConfig's one rate; other rates: the network's config only
     if data_dir is not None:
         train_config["data_dir"] = str(data_dir)
     meta = {

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import defaults
+from . import dropout as drop
 from .backend import Backend, get_backend, to_numpy
 from .checks import check_choice, check_finite, check_int, check_kernels, check_labels, check_matrix, check_number
 from .activations import (
@@ -42,6 +43,15 @@ class Network:
     The original article's network (sigmoid layers, squared loss, its initialisation) is
     one word away: ``Network.article([784, 100, 10])``.
 
+    ``dropout`` drops units of the layer inputs in training steps (inverted dropout: a kept unit is scaled by
+    ``1 / (1 - rate)``, so evaluation, which drops nothing, sees the same expected inputs). A number is the rate
+    of every hidden layer's output, as Keras's ``Dropout`` after each hidden ``Dense``; a list of ``n_layers``
+    rates gives the inputs' rate and then each hidden layer's, as PyTorch's ``nn.Dropout`` before each
+    ``Linear``: ``Network([784, 100, 10], dropout=[0.2, 0.5])``. The masks come from gpunet/dropout.py's
+    counter-based generator, keyed by the seed, the optimiser's step count, the row's place in its batch and
+    the unit, so every backend and engine draws the same masks and a resumed run the ones it would have drawn.
+    Only training steps drop units: ``forward``, ``predict``, ``loss`` and ``gradients`` never do.
+
     ``kernels`` is deprecated here: the training path is a setting of :func:`gpunet.train`
     (``train(..., kernels=...)``). A value other than "auto" warns, and ``train`` still honours it
     when its own ``kernels`` is None.
@@ -58,6 +68,7 @@ class Network:
         backend: str | Backend | None = None,
         dtype: str = defaults.DTYPE,
         kernels: str = "auto",
+        dropout: Any = None,
     ) -> None:
         self.sizes = _check_sizes(sizes)
         check_choice("activation", activation, HIDDEN_ACTIVATIONS)
@@ -74,6 +85,8 @@ class Network:
         self.backend = get_backend(backend)
         self.dtype = np.dtype(_dtype_name(dtype))
         self.kernels = check_kernels(kernels, self.backend.name)
+        # dropout[l]: the rate of layer l + 1's input (0: the network's inputs); 0.0 everywhere means none
+        self.dropout: tuple[float, ...] = drop.rates(dropout, len(self.sizes) - 1)
         if kernels != "auto":
             warnings.warn("Network(kernels=...) is deprecated; pass kernels= to gpunet.train instead",
                           DeprecationWarning, stacklevel=2)
@@ -110,7 +123,31 @@ class Network:
         return {
             "sizes": list(self.sizes), "activation": self.activation, "output": self.output,
             "loss": self.loss_name, "init": self.init, "seed": self.seed, "dtype": self.dtype.name,
+            # only when on: a network without dropout (and its files) reads as before dropout existed
+            **({"dropout": list(self.dropout)} if self.has_dropout else {}),
         }
+
+    @property
+    def has_dropout(self) -> bool:
+        """Whether a training step drops any unit (a rate too small to drop one, below 2**-33, counts as 0)."""
+        return any(drop.keep_threshold(r) < drop.WORD for r in self.dropout)
+
+    def dropout_masks(self, step: int, rows: int, per_sample: bool = False) -> list[Array | None]:
+        """The masks of one training step on ``rows`` rows, one per layer input (inputs first), None where nothing
+        is dropped: ``(rows, n_{l})`` arrays of 0 and ``1 / (1 - rate)`` in the network's dtype, that the input
+        is multiplied by (gpunet/dropout.py). ``step`` is the optimiser's step count before the step and row
+        ``r``'s key is its place in the batch; with ``per_sample``, row ``r`` is a step of its own, ``step + r``,
+        the only row of its batch (per-sample SGD: the same masks as ``rows`` steps on one row each)."""
+        xp = self.backend.xp
+        masks: list[Array | None] = []
+        r = xp.arange(rows, dtype=xp.uint32)
+        steps, row = (r + xp.uint32(step % drop.WORD), 0) if per_sample else (step, r)
+        for layer, rate in enumerate(self.dropout):
+            if drop.keep_threshold(rate) == drop.WORD:
+                masks.append(None)
+                continue
+            masks.append(drop.mask(xp, self.seed, layer, steps, row, self.sizes[layer], rate, self.dtype))
+        return masks
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without the flat buffer: pickle copies each view apart from it, so unpickling packs again."""
@@ -120,30 +157,45 @@ class Network:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "dropout" not in state:  # pickled before dropout existed
+            self.dropout = (0.0,) * self.n_layers
         self.packed = pack(self.params, self.backend.xp)
         self.params = dict(self.packed.views)
 
     def __repr__(self) -> str:
         return (
             f"Network({self.sizes}, activation={self.activation!r}, output={self.output!r}, "
-            f"loss={self.loss_name!r}, backend={self.backend.name!r}, dtype={self.dtype.name!r})"
+            f"loss={self.loss_name!r}, backend={self.backend.name!r}, dtype={self.dtype.name!r}"
+            + (f", dropout={list(self.dropout)!r})" if self.has_dropout else ")")
         )
 
     # --- the algorithm -----------------------------------------------------------------
 
     def _forward(self, X: Array, buffers: dict[Any, Array] | None = None) -> tuple[list[Array], Array, list[Array]]:
+        """:meth:`_forward_dropped` without dropout: ``(As, ZL, Zs)``."""
+        As, _, Z, Zs = self._forward_dropped(X, buffers)
+        return As, Z, Zs
+
+    def _forward_dropped(
+        self, X: Array, buffers: dict[Any, Array] | None = None, masks: list[Array | None] | None = None
+    ) -> tuple[list[Array], list[Array], Array, list[Array]]:
         """Activations of every layer, input first: [X, A1, ..., AL]; the output layer's pre-activation ZL
         (its logits, from which cross-entropy is computed); and each layer's pre-activation [None, Z1, ...]
-        where its activation's derivative needs it (``from_output`` False), else None.
+        where its activation's derivative needs it (``from_output`` False), else None. Returned as
+        ``(As, Ins, ZL, Zs)``, ``Ins[i - 1]`` being what layer ``i`` multiplies: ``As[i - 1]`` times
+        ``masks[i - 1]`` where a mask is given (dropout), else ``As[i - 1]`` itself.
 
         With ``buffers`` (train_step's), each layer's product is written into a
         kept array and a hidden layer is activated in place, so a step allocates
         no large arrays; the output layer writes Y beside its Z, which it keeps.
         """
-        xp, As, Zs, L = self.backend.xp, [X], [None], self.n_layers
+        xp, As, Ins, Zs, L = self.backend.xp, [X], [], [None], self.n_layers
         for i in range(1, L + 1):
-            W = self.params[f"W{i}"]
-            Z = xp.matmul(As[-1], W, out=_buffer(buffers, f"A{i}", (X.shape[0], W.shape[1]), W.dtype, xp))
+            W, mask = self.params[f"W{i}"], None if masks is None else masks[i - 1]
+            # inverted dropout: the layer's input times its mask (0, or 1 / (1 - rate) where the unit is kept)
+            Ins.append(As[-1] if mask is None else xp.multiply(
+                As[-1], mask, out=_buffer(buffers, f"In{i - 1}", As[-1].shape, W.dtype, xp)))
+            Z = xp.matmul(Ins[-1], W, out=_buffer(buffers, f"A{i}", (X.shape[0], W.shape[1]), W.dtype, xp))
             Z += self.params[f"b{i}"]  # Z = A @ W + b: (N, n_{i-1}) @ (n_{i-1}, n_i) + (n_i,)
             f = ACTIVATIONS[self.activation if i < L else self.output]
             Zs.append(None if f.from_output else Z)
@@ -151,7 +203,7 @@ class Network:
                 As.append(f.forward(Z, out=Z if f.from_output else None))  # in place where Z is spent
             else:
                 As.append(f.forward(Z, out=_buffer(buffers, "Y", Z.shape, W.dtype, xp)))
-        return As, Z, Zs
+        return As, Ins, Z, Zs
 
     def per_sample_loss(self, Z: Array, Y: Array, T: Array) -> Array:
         """Loss of each row ``(N,)`` on the backend, from the output layer's pre-activation ``Z``,
@@ -161,9 +213,11 @@ class Network:
         return fused.per_sample(Z, T) if fused else LOSSES[self.loss_name].per_sample(Y, T)
 
     def _backward(
-        self, As: list[Array], Zs: list[Array], T: Array, buffers: dict[Any, Array] | None = None, scale: float = 1.0
+        self, As: list[Array], Zs: list[Array], T: Array, buffers: dict[Any, Array] | None = None, scale: float = 1.0,
+        masks: list[Array | None] | None = None, Ins: list[Array] | None = None,
     ) -> dict[str, Array]:
-        """Gradients of the mean per-sample loss for every parameter, times ``scale`` (into ``buffers`` when given)."""
+        """Gradients of the mean per-sample loss for every parameter, times ``scale`` (into ``buffers`` when given);
+        with dropout, ``masks`` and ``Ins`` as :meth:`_forward_dropped` used and returned them."""
         xp, (Y, n), L = self.backend.xp, (As[-1], As[-1].shape[0]), self.n_layers
         fused = FUSED.get((self.output, self.loss_name))
         if fused:  # dL/dZ directly, e.g. softmax + cross-entropy: Y - T
@@ -175,11 +229,14 @@ class Network:
         grads: dict[str, Array] = {}
         for i in range(L, 0, -1):
             W = self.params[f"W{i}"]
-            # dW_i = A_{i-1}^T delta_i: (n_{i-1}, N) @ (N, n_i) -> (n_{i-1}, n_i)
-            grads[f"W{i}"] = xp.matmul(As[i - 1].T, delta, out=_buffer(buffers, f"dW{i}", W.shape, W.dtype, xp))
+            # dW_i = A_{i-1}^T delta_i: (n_{i-1}, N) @ (N, n_i) -> (n_{i-1}, n_i), A_{i-1} as dropped (Ins)
+            A_in = As[i - 1] if Ins is None else Ins[i - 1]
+            grads[f"W{i}"] = xp.matmul(A_in.T, delta, out=_buffer(buffers, f"dW{i}", W.shape, W.dtype, xp))
             grads[f"b{i}"] = delta.sum(axis=0, out=_buffer(buffers, f"db{i}", (W.shape[1],), W.dtype, xp))
             if i > 1:  # delta_{i-1} = (delta_i @ W_i^T) * f'(A_{i-1})
                 dA = xp.matmul(delta, W.T, out=_buffer(buffers, f"dA{i - 1}", As[i - 1].shape, W.dtype, xp))
+                if masks is not None and masks[i - 1] is not None:  # d(A * mask)/dA = mask
+                    dA *= masks[i - 1]
                 delta = hidden.backward(As[i - 1] if hidden.from_output else Zs[i - 1], dA)
         return {k: grads[k] for k in self.params}
 
@@ -211,7 +268,8 @@ class Network:
     def train_step(self, X: Array, T: Array, lr: float = 0.1, optimizer: Optimizer | None = None) -> Array:
         """One optimiser step on the mean per-sample loss of the rows of X, by the plain array operations.
 
-        ``optimizer`` defaults to plain SGD. Parameters are updated in place.
+        ``optimizer`` defaults to plain SGD. Parameters are updated in place. With ``dropout``, the step's
+        masks are keyed by ``optimizer``'s step count before it (gpunet/dropout.py).
         Returns the batch's summed per-sample loss *before* the step as a 0-d
         array on the backend, so callers can accumulate it without a sync.
         """
@@ -226,12 +284,15 @@ class Network:
         plain engine checks its data once, not every step): ``X`` and ``T`` must be device arrays of the
         network's dtype and width with as many rows each, ``lr`` a number > 0 and ``optimizer``
         an :class:`Optimizer`. Wrong input gives wrong numbers or an obscure error, not a message."""
-        As, Z, Zs = self._forward(X, self._buffers)
+        # dropout's masks, keyed by the optimiser's step count before this step (checkpointed: a resumed run
+        # draws the same masks) and each row's place in the batch
+        masks = self.dropout_masks(optimizer.t, X.shape[0]) if self.has_dropout else None
+        As, Ins, Z, Zs = self._forward_dropped(X, self._buffers, masks)
         loss = self.per_sample_loss(Z, As[-1], T).sum()
         if optimizer.folds_lr:  # lr folded into the deltas
-            optimizer.step_scaled(self.params, self._backward(As, Zs, T, self._buffers, scale=lr))
+            optimizer.step_scaled(self.params, self._backward(As, Zs, T, self._buffers, lr, masks, Ins))
         else:
-            optimizer.step(self.params, self._backward(As, Zs, T, self._buffers), lr)
+            optimizer.step(self.params, self._backward(As, Zs, T, self._buffers, 1.0, masks, Ins), lr)
         return loss
 
     def predict(self, X: Array) -> np.ndarray:

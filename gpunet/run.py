@@ -145,7 +145,8 @@ def build(config: TrainConfig, n_inputs: int, backend: Backend) -> tuple[Network
     """A fresh network for ``n_inputs`` pixels and ten classes, and its optimiser."""
     check_kernels(config.kernels, backend.name)  # a training setting, passed to train(); checked before building
     net = Network([n_inputs, *config.hidden, 10], activation=config.activation, output=config.output,
-                  loss=config.loss, init=config.init, seed=config.seed, backend=backend, dtype=config.dtype)
+                  loss=config.loss, init=config.init, seed=config.seed, backend=backend, dtype=config.dtype,
+                  dropout=config.dropout)
     return net, make_optimizer(config.optimizer, config.weight_decay)
 
 

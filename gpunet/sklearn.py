@@ -134,6 +134,7 @@ class _GPUNetEstimator(BaseEstimator):
         dtype: Any = "float32",
         kernels: str = "auto",
         init: str = "xavier",
+        dropout: Any = 0.0,
         epochs: Any = DEPRECATED,
         lr: Any = DEPRECATED,
         optimizer: Any = DEPRECATED,
@@ -162,6 +163,7 @@ class _GPUNetEstimator(BaseEstimator):
         self.dtype = dtype
         self.kernels = kernels
         self.init = init
+        self.dropout = dropout
         self.epochs = epochs
         self.lr = lr
         self.optimizer = optimizer
@@ -259,6 +261,7 @@ class _GPUNetEstimator(BaseEstimator):
             [n_in, *s.hidden, n_out], activation=s.activation, output=OUTPUTS[out_activation],
             loss="cross-entropy" if out_activation != "identity" else "squared",
             init=self.init, seed=self._seed_, backend=self.backend, dtype=s.dtype, kernels="auto",
+            dropout=self.dropout,
         )
         self._optimizer_ = s.make_optimizer()
         self.out_activation_ = out_activation
@@ -544,6 +547,10 @@ class GPUNetClassifier(ClassifierMixin, _GPUNetEstimator):
         gpunet's training path (see :func:`gpunet.train`); 'graph' needs ``alpha=0``.
     init : {'xavier', 'he', 'fan-in', 'article'}, default='xavier'
         gpunet's initialisation of the weights (biases start at zero).
+    dropout : float or list of float, default=0.0
+        gpunet's dropout in training (not in ``predict``): a rate drops each hidden unit with that probability,
+        a list of ``len(hidden_layer_sizes) + 1`` rates gives the inputs' and then each hidden layer's
+        (see :class:`gpunet.Network`); kept units are scaled by ``1 / (1 - rate)``.
     epochs : int, deprecated
         0.1.0's name of ``max_iter``, taken with a DeprecationWarning (``max_iter`` left at its default).
     lr : float, deprecated
@@ -759,6 +766,10 @@ class GPUNetRegressor(RegressorMixin, _GPUNetEstimator):
         gpunet's training path (see :func:`gpunet.train`); 'graph' needs ``alpha=0``.
     init : {'xavier', 'he', 'fan-in', 'article'}, default='xavier'
         gpunet's initialisation of the weights (biases start at zero).
+    dropout : float or list of float, default=0.0
+        gpunet's dropout in training (not in ``predict``): a rate drops each hidden unit with that probability,
+        a list of ``len(hidden_layer_sizes) + 1`` rates gives the inputs' and then each hidden layer's
+        (see :class:`gpunet.Network`); kept units are scaled by ``1 / (1 - rate)``.
     epochs : int, deprecated
         0.1.0's name of ``max_iter``, taken with a DeprecationWarning (``max_iter`` left at its default).
     lr : float, deprecated

@@ -59,6 +59,20 @@ def test_onnxruntime_gives_gpunet_outputs(tmp_path, digits, sizes, activation, o
     assert ops.count("Gemm") == net.n_layers
 
 
+def test_a_network_trained_with_dropout_exports_without_it(tmp_path, digits):
+    """Dropout belongs to training: the exported graph is the evaluation network, net.forward's outputs, no mask."""
+    net = gpunet.Network([64, 40, 20, 10], seed=1, backend="numpy", dropout=[0.1, 0.5, 0.3])
+    gpunet.train(net, digits.X_train, digits.y_train, epochs=2, lr=0.01, optimizer="adam")
+    path = gpunet_onnx.export(net, tmp_path / "net.onnx", preprocessing={"pixels": "original"})
+    Y = run_onnx(path, digits.X_test)
+    assert np.abs(Y - net.forward(digits.X_test)).max() <= TOLERANCE
+    assert np.abs(run_onnx(path, digits.X_test) - Y).max() == 0  # no random op: the same outputs every run
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert "Dropout" not in ops and ops.count("Gemm") == net.n_layers
+    meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert json.loads(meta["gpunet.network"])["dropout"] == [0.1, 0.5, 0.3]  # recorded, not applied
+
+
 def test_graph_and_metadata(tmp_path):
     net = gpunet.Network.article([4, 3, 2], activation="leaky_relu", output="softmax", loss="cross-entropy", backend="numpy")
     path = gpunet_onnx.export(net, tmp_path / "m.onnx", preprocessing={"pixels": "unit", "scale": 0.5})

@@ -439,3 +439,21 @@ def test_readme_example(monkeypatch):
     assert scope["proba"].shape == (3, 10) and list(scope["clf"][-1].classes_) == sorted(scope["names"])
     assert scope["grid"].best_params_ == {"hidden_layer_sizes": (64,)}
     assert scope["scores"].min() > 0.93
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 3 epochs: not converged
+def test_dropout_reaches_the_network_and_survives_pickling():
+    d = load_digits()
+    kw = dict(hidden_layer_sizes=(32,), max_iter=3, random_state=0, backend="numpy")
+    clf = GPUNetClassifier(dropout=0.3, **kw).fit(d.X_train, d.y_train)
+    assert clf.get_params()["dropout"] == 0.3 and clf.network_.dropout == (0.0, 0.3)
+    plain = GPUNetClassifier(**kw).fit(d.X_train, d.y_train)
+    assert not plain.network_.has_dropout and plain.loss_curve_ != clf.loss_curve_  # training dropped units
+    np.testing.assert_array_equal(clf.predict_proba(d.X_test), clf.predict_proba(d.X_test))  # prediction does not
+    back = pickle.loads(pickle.dumps(clf))
+    assert back.network_.dropout == (0.0, 0.3)
+    np.testing.assert_array_equal(back.predict_proba(d.X_test), clf.predict_proba(d.X_test))
+    reg = GPUNetRegressor(dropout=[0.1, 0.2], **kw).fit(d.X_train, d.y_train.astype(float))
+    assert reg.network_.dropout == (0.1, 0.2)
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\); got 1.0"):
+        GPUNetClassifier(dropout=1.0, **kw).fit(d.X_train, d.y_train)

@@ -12,7 +12,10 @@ here each becomes one kernel:
   ``delta_i = dA_i * f'(A_i)`` (or ``f'(Z_i)``, kept) with ``db_i`` = its column sums (``delta_bias``);
 - update: plain SGD writes ``W_i -= A_{i-1}^T delta_i`` straight into the weights (cuBLAS gemm,
   alpha = -1, beta = 1; lr is folded into the deltas) and ``b_i -= sum delta_i`` in ``delta_bias``;
-  every other optimiser gets its gradients in one flat buffer and steps in one launch (flat.py, optim.cu).
+  every other optimiser gets its gradients in one flat buffer and steps in one launch (flat.py, optim.cu);
+- dropout: a layer input ``A_{i-1}`` is multiplied by its mask (gpunet/dropout.py's generator, in ``xp`` code, as
+  the plain path makes it) into a copy that the products read, and ``dA_{i-1}`` by the same mask before
+  ``delta_bias``: the plain path's operations, elementwise on CuPy.
 
 :class:`FusedStep` holds this sequence once, for any kernel set: :class:`CudaKernels`
 on the device, the tests' ``transcriptions.NumpyKernels`` (the NumPy transcription) in the CPU tests.
@@ -135,9 +138,12 @@ class FusedStep:
             grads, flat_optimizer = self.flat.grad_views, self.optimizer
         P, work = net.params, self.workspace(n)
         keep = not ACTIVATIONS[net.activation].from_output  # f' reads Z_i + b_i: keep it beside A_i
-        As, kept = [X], [None]  # kept[i]: what delta_bias reads f' at, A_i or Z_i + b_i
+        # dropout's masks, keyed by the step count before this step, as Network.train_step_unchecked's
+        masks = net.dropout_masks(optimizer.t, n) if net.has_dropout else [None] * L
+        As, Ins, kept = [X], [], [None]  # Ins[i - 1]: what layer i multiplies; kept[i]: where delta_bias reads f'
         for i in range(1, L + 1):
-            Z = xp.matmul(As[-1], P[f"W{i}"], out=work[f"A{i}"])  # (N, n_{i-1}) @ (n_{i-1}, n_i)
+            Ins.append(As[-1] if masks[i - 1] is None else self._dropped(work, i - 1, As[-1], masks[i - 1]))
+            Z = xp.matmul(Ins[-1], P[f"W{i}"], out=work[f"A{i}"])  # (N, n_{i-1}) @ (n_{i-1}, n_i)
             if i < L and keep:
                 k.bias_act_keep(Z, P[f"b{i}"], work[f"Z{i}"], net.activation)  # Z_i += b_i kept, A_i = f(Z_i)
             elif i < L:
@@ -150,20 +156,30 @@ class FusedStep:
         for i in range(L, 0, -1):
             if i < L:  # delta_i = dA_i * f'(A_i), and its column sums
                 delta = work[f"dA{i}"]
+                if masks[i] is not None:  # d(A_i * mask)/dA_i = mask
+                    delta *= masks[i]
                 k.delta_bias(delta, kept[i], P[f"b{i}"] if folds else grads[f"b{i}"], net.activation, folds)
             else:
                 k.delta_bias(delta, delta, P[f"b{i}"] if folds else grads[f"b{i}"], "identity", folds)
             if i > 1:  # dA_{i-1} = delta_i @ W_i^T: (N, n_i) @ (n_i, n_{i-1}), with W_i before its update
                 xp.matmul(delta, P[f"W{i}"].T, out=work[f"dA{i - 1}"])
             if folds:
-                k.gemm_update(As[i - 1], delta, P[f"W{i}"])  # W_i -= A_{i-1}^T delta_i
+                k.gemm_update(Ins[i - 1], delta, P[f"W{i}"])  # W_i -= A_{i-1}^T delta_i
             else:
-                xp.matmul(As[i - 1].T, delta, out=grads[f"W{i}"])  # dW_i: (n_{i-1}, N) @ (N, n_i)
+                xp.matmul(Ins[i - 1].T, delta, out=grads[f"W{i}"])  # dW_i: (n_{i-1}, N) @ (N, n_i)
         if flat_optimizer is None:
             optimizer.count(1)
         else:
             flat_optimizer.step(optimizer, lr)
         return loss
+
+
+    def _dropped(self, work: dict[str, Array], layer: int, A: Array, mask: Array) -> Array:
+        """``A * mask`` into the workspace's kept copy of layer input ``layer`` (made at its first use)."""
+        key = f"In{layer}"
+        if key not in work:
+            work[key] = self.kernels.xp.empty_like(A)
+        return self.kernels.xp.multiply(A, mask, out=work[key])
 
 
 class CudaKernels:

@@ -53,20 +53,27 @@ def gram_chunk(net: Any, X: Array, T: Array, lr: float, optimizer: Optimizer) ->
     """Plain SGD on each row of the chunk ``X`` (K, n_in), targets ``T`` (K, n_out), in order: checked device
     arrays of the network's dtype. ``optimizer`` must be plain SGD (``optimizer.folds_lr``), whose rule
     p -= lr * g is written out below; it counts the K rows as K steps when it applies the first layer's K
-    folded updates. Returns the summed per-sample loss (each row's before its step) as a 0-d array."""
+    folded updates. Returns the summed per-sample loss (each row's before its step) as a 0-d array. With dropout,
+    row t takes the masks of step ``optimizer.t + t`` (a batch of one): the same numbers as ``net.train_step``
+    on each row in turn."""
     xp, L, P = net.backend.xp, net.n_layers, net.params
     hidden, out = ACTIVATIONS[net.activation], ACTIVATIONS[net.output]
     fused = FUSED.get((net.output, net.loss_name))
-    Z1, G = first_layer(net, X, lr)
+    # dropout: row t is step optimizer.t + t, as K train_steps on one row each would draw its masks
+    masks = net.dropout_masks(optimizer.t, X.shape[0], per_sample=True) if net.has_dropout else [None] * L
+    X_in = X if masks[0] is None else X * masks[0]  # the inputs as layer 1 sees them, in Z1, G and W1's update
+    Z1, G = first_layer(net, X_in, lr)
     D = xp.empty_like(Z1)  # (K, n_1): each row's delta1
     ZL = xp.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)  # each row's output logits before its step
     Y = xp.empty_like(ZL)  # ... and its output
     for t in range(X.shape[0]):
         z = Z1[t : t + 1] - G[t : t + 1, :t] @ D[:t]  # (1, n_1)
-        As, Zs = [X[t : t + 1]], [None]
+        As, Ins, Zs = [X[t : t + 1]], [X_in[t : t + 1]], [None]  # Ins[i - 1]: layer i's input, dropped
         for i in range(1, L + 1):
             if i > 1:
-                z = As[-1] @ P[f"W{i}"] + P[f"b{i}"]  # (1, n_{i-1}) @ (n_{i-1}, n_i)
+                m = masks[i - 1]
+                Ins.append(As[-1] if m is None else As[-1] * m[t : t + 1])
+                z = Ins[-1] @ P[f"W{i}"] + P[f"b{i}"]  # (1, n_{i-1}) @ (n_{i-1}, n_i)
             Zs.append(z)
             As.append((out if i == L else hidden).forward(z))
         ZL[t], Y[t] = z[0], As[-1][0]
@@ -74,11 +81,14 @@ def gram_chunk(net: Any, X: Array, T: Array, lr: float, optimizer: Optimizer) ->
             As[-1] if out.from_output else z, LOSSES[net.loss_name].grad(As[-1], T[t : t + 1]))
         for i in range(L, 1, -1):
             dA = delta @ P[f"W{i}"].T  # (1, n_i) @ (n_i, n_{i-1}), with W_i before its update
-            P[f"W{i}"] -= lr * (As[i - 1].T @ delta)  # (n_{i-1}, 1) @ (1, n_i)
+            P[f"W{i}"] -= lr * (Ins[i - 1].T @ delta)  # (n_{i-1}, 1) @ (1, n_i)
             P[f"b{i}"] -= lr * delta[0]
+            m = masks[i - 1]
+            if m is not None:  # d(A * mask)/dA = mask
+                dA *= m[t : t + 1]
             delta = hidden.backward(As[i - 1] if hidden.from_output else Zs[i - 1], dA)
         D[t] = delta[0]
-    update_first_layer(net, X, D, lr, optimizer)
+    update_first_layer(net, X_in, D, lr, optimizer)
     return net.per_sample_loss(ZL, Y, T).sum()
 
 

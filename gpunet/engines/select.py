@@ -14,6 +14,11 @@
   an activation that no device run has verified (:data:`VERIFIED_RULES`, :data:`VERIFIED_ACTIVATIONS`; see
   ``why_not(..., auto=True)``); naming the path runs it.
 
+A network with dropout trains on the plain path and, when named, the fused one (which makes the masks with the
+plain path's ``xp`` code); graph mode and the per-sample kernel have no dropout yet and refuse it (naming them
+raises ValueError; auto passes them over), and auto takes fused with dropout only once a device run has
+verified it (:data:`VERIFIED_DROPOUT`).
+
 Per-sample plain SGD on a network the per-sample kernel does not cover (``per_sample.supports``: not one
 hidden layer, or a layer too wide for the device's shared memory) takes the plain path under every choice.
 
@@ -35,7 +40,8 @@ from .per_sample import KernelPerSample, PerSampleEpochEngine
 from .plain import PlainEngine, PlainPerSample
 
 Array = Any
-__all__ = ["KERNELS", "VERIFIED", "GRAPH_MAX_PRODUCT", "engine", "choose", "why_not", "widest_product"]
+__all__ = ["KERNELS", "VERIFIED", "VERIFIED_DROPOUT", "GRAPH_MAX_PRODUCT", "engine", "choose", "why_not",
+           "widest_product"]
 # The fast paths a device run has shown equal to the plain path (the gpu tests) and faster; add one here only
 # with that evidence (the runs and their figures: docs/benchmarks.md).
 VERIFIED: frozenset[str] = frozenset({"fused", "per-sample", "graph", "per-sample-epochs"})
@@ -46,6 +52,10 @@ VERIFIED_RULES: frozenset[str] = frozenset({"sgd", "momentum", "adam"})
 # bias_act_keep, graph mode's forward_keep, the per-sample kernel's z1 kept in D) has run on no device, so it runs
 # on a fast path only when asked for by name.
 VERIFIED_ACTIVATIONS: frozenset[str] = frozenset({"sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax"})
+# The fast paths a device run has held to the plain path with dropout on (tests/test_dropout.py's gpu test): auto
+# takes a path for a network with dropout only if it is here. Graph mode and the per-sample kernel have no dropout.
+VERIFIED_DROPOUT: frozenset[str] = frozenset()
+DROPOUT_PATHS = ("fused",)  # the fast paths that implement dropout (batches only)
 # auto's graph mode for batches stops here: multiply-adds of a step's widest product (batch x inputs x outputs
 # of a layer), the largest product a device run has timed graph mode ahead of fused at; beyond it auto takes
 # fused, as it would for any size no device run has covered.
@@ -66,6 +76,13 @@ def why_not(path: str, net: Any, optimizer: Any, per_sample: bool = False, auto:
         return None
     if net.backend.name != "cupy":
         return f"it needs the cupy backend; the network is on {net.backend.name!r}"
+    dropout = getattr(net, "has_dropout", False)  # a stand-in network without the attribute has none
+    if dropout and (per_sample or path not in DROPOUT_PATHS):
+        kind = "the per-sample kernel" if per_sample else f"the {path!r} path"
+        return f"dropout is not on {kind} yet (the network has dropout={list(net.dropout)}); kernels='plain' trains it"
+    if auto and dropout and path not in VERIFIED_DROPOUT:
+        return (f"no device run has verified dropout on the {path!r} path (select.VERIFIED_DROPOUT); "
+                f"kernels={path!r} runs it when asked")
     uncoded = [a for a in (net.activation, net.output) if a not in OUTPUT_CODES]
     if uncoded:  # a table row with no C++ expressions
         return f"the kernels have no code for {uncoded[0]!r}"
