@@ -35,7 +35,8 @@ KERNELS = ("auto", "plain")  # the stacked path; its CUDA kernels (K thread bloc
 
 class History(list):  # type: ignore[type-arg]
     """One model's records, one per epoch, as ``gpunet.train`` returns them; ``error`` is the
-    :class:`~gpunet.training.DivergenceError` that stopped the model (with ``on_divergence="stop"``), else None."""
+    :class:`~gpunet.training.DivergenceError` that stopped the model (with ``on_divergence="stop"``), else None.
+    (``on_divergence="raise"`` raises it instead, its message starting "model k: ".)"""
 
     error: DivergenceError | None = None
 
@@ -161,7 +162,7 @@ def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimiz
                 if error is not None:
                     if on_divergence == "raise":
                         raise DivergenceError(f"model {k}: {error}", epoch)
-                    histories[k].error = DivergenceError(f"model {k}: {error}", epoch)
+                    histories[k].error = DivergenceError(error, epoch)  # the message a solo run would give
                     stopped.append(k)
                     continue
                 record.update(_scores(nets[k], test, val[k]))
@@ -205,7 +206,8 @@ def _scores(net: Network, test: Any, val: Any) -> dict[str, Any]:
 
 
 def _diverged(net: Network, loss_sum: float, epoch: int, n: int, lr: float) -> str | None:
-    """train's divergence message for a model whose epoch loss or parameters are not finite, else None."""
+    """train's divergence message for a model whose epoch loss or parameters are not finite, else None: a group
+    reads its losses once an epoch, so the rows named are the epoch's."""
     what = None
     if not math.isfinite(loss_sum):
         what = f"the training loss became {loss_sum}"
@@ -216,7 +218,7 @@ def _diverged(net: Network, loss_sum: float, epoch: int, n: int, lr: float) -> s
         what = f"parameter {bad[0]} became NaN or infinite" if bad else None
     if what is None:
         return None
-    return (f"training diverged in epoch {epoch}: {what} in the epoch's {n} rows; "
+    return (f"training diverged in epoch {epoch}: {what} between rows 0 and {n} of {n}; "
             f"try a smaller learning rate (this epoch used {lr:g})")
 
 
