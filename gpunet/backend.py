@@ -145,6 +145,16 @@ class Backend:
             return (MemoryError,)
         return (MemoryError, _cupy.cuda.memory.OutOfMemoryError)
 
+    def free_bytes(self) -> int | None:
+        """Bytes this backend can still allocate: the device's free memory plus CuPy's cached blocks, or on
+        NumPy the host's (gpunet.memory.available_host_bytes); None where unknown."""
+        if self.xp is np:
+            from .memory import available_host_bytes  # memory.py imports nothing of gpunet's: no cycle
+
+            return available_host_bytes()
+        free, _ = self.xp.cuda.runtime.memGetInfo()
+        return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
+
     def free_memory(self) -> None:
         """Return cached device blocks to the driver (a no-op on NumPy)."""
         if self.xp is not np:

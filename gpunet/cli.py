@@ -47,6 +47,7 @@ EXAMPLES: dict[str, str] = {
   gpunet sweep my.toml --workers 2 --out local.json   # on two local Dask workers
   gpunet sweep my.toml --skip-failed              # leave the runs that failed last time failed
   gpunet sweep my.toml --force                    # replace a results JSON that holds another sweep
+  gpunet sweep my.toml --no-batch                 # one run at a time instead of seeds and lrs together
 """,
     "evaluate": """examples:
   gpunet evaluate runs/RUN                        # accuracy, precision, recall, confusion matrix
@@ -183,6 +184,9 @@ SWEEP: Options = [
                             "machines' backends and data are theirs to check: here only the settings are)")),
     (("--gpus",), dict(action="store_true", help="one Dask worker per visible GPU (dask-cuda's LocalCUDACluster; "
                        'pip install "gpunet[dask-cuda]"; unverified on a GPU)')),
+    (("--no-batch",), dict(action="store_true", help="train the runs one at a time (by default, runs that differ "
+                           "only in seed, lr, lr_decay and weight_decay train together in one pass, each as it "
+                           "would alone: gpunet.many.train_many)")),
 ]
 BENCH: Options = [
     (("--quick",), dict(action="store_true", help=f"an eighth of the rows and {QUICK_REPEATS} repeats: seconds, "
@@ -461,7 +465,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     try:  # the backends and the data are checked before the first run, and before anything is written
         records = run_sweep(configs, jsonl, workers=args.workers, scheduler=args.scheduler, gpus=args.gpus,
                             skip_failed=args.skip_failed, labels=sweep.labels, source=sweep.path,
-                            on_download=_say(False), on_progress=on_progress,
+                            on_download=_say(False), on_progress=on_progress, batch=not args.no_batch,
                             on_dashboard=lambda address: tqdm.write(f"dashboard: {address}", file=sys.stdout))
     finally:
         bar.close()

@@ -126,6 +126,11 @@ def run_task(run_one: Callable[[Any], Record], config: Any) -> Record:
         row = run_one(config)
     except Exception as exc:
         return failed_record(config, one_line(exc), started, round(time.perf_counter() - start, 2))
+    return _finished(config, row, started, start)
+
+
+def _finished(config: Any, row: Record, started: str, start: float) -> Record:
+    """The results line of a run that finished with ``row``, started at ``started`` (``start`` on the clock)."""
     record = {
         "key": run_key(config), "status": "ok", "config": dataclasses.asdict(config), "command": config.command(),
         **row, **_where(), "started": started, "finished": _utc(),
@@ -138,6 +143,22 @@ def run_task(run_one: Callable[[Any], Record], config: Any) -> Record:
         return failed_record(config, f"run_one's row is not JSON-ready ({one_line(exc)})", started,
                              round(time.perf_counter() - start, 2))
     return record
+
+
+def run_group_task(run_group: Callable[[list[Any]], list[Any]], configs: list[Any]) -> list[Record]:
+    """Run the configs of one group together where this is called and return each one's results line, as
+    :func:`run_task` would: ``run_group(configs)`` returns one row or one exception per config (a run that
+    diverged fails alone). An exception from ``run_group`` itself fails every run of the group with it.
+    """
+    started, start = _utc(), time.perf_counter()
+    try:
+        outcomes = run_group(configs)
+    except Exception as exc:
+        return [failed_record(c, one_line(exc), started, round(time.perf_counter() - start, 2)) for c in configs]
+    seconds = round(time.perf_counter() - start, 2)
+    return [_finished(config, outcome, started, start) if not isinstance(outcome, BaseException)
+            else failed_record(config, one_line(outcome), started, seconds)
+            for config, outcome in zip(configs, outcomes)]
 
 
 def read_results(path: str | os.PathLike[str], fields: Fields | None = None) -> dict[str, Record]:
@@ -369,6 +390,8 @@ def run_sweep(
     before: Callable[[list[int], str], object] | None = None,
     on_progress: Progress | None = None,
     on_dashboard: Callable[[str], object] | None = None,
+    group_key: Callable[[Any], Any] | None = None,
+    run_group: Callable[[list[Any]], list[Any]] | None = None,
 ) -> list[Record]:
     """Run every config not yet finished in ``results_path``; each config's record, in the order of ``configs``.
 
@@ -386,6 +409,10 @@ def run_sweep(
     as runs start and end (``running``: runs on workers now, at most one per
     worker thread); ``on_dashboard(address)`` once a cluster is connected, with
     its dashboard's address. Configs with the same key run once.
+
+    With ``group_key`` and ``run_group`` (both picklable), the runs to do whose ``group_key(config)`` is equal
+    train together, one group a task: ``run_group(configs)`` returns one row (or one exception) per config,
+    in order. A group is retried whole (a lost worker), and its finished runs are each written as they are.
     """
     mode = _check_mode(workers, scheduler, gpus)
     keys = [run_key(c) for c in configs]
@@ -408,10 +435,13 @@ def run_sweep(
                 todo = [k for k in todo if k not in results.done or results.done[k]["status"] != "ok"]
                 counter = _Counter(unique, todo, results.done, on_progress)
                 configs_todo = [unique[k] for k in todo]
+                tasks: list[tuple[Callable[..., Any], Any]] = [(run_task, (run_one, c)) for c in configs_todo]
+                if group_key is not None and run_group is not None:
+                    tasks = [(run_group_task, (run_group, group)) for group in _groups(configs_todo, group_key)]
                 if cluster is None:
-                    _run_serial(configs_todo, run_one, results, counter)
+                    _run_serial(tasks, results, counter)
                 else:
-                    _run_dask(cluster.client, configs_todo, run_one, results, counter)
+                    _run_dask(cluster.client, tasks, results, counter)
         finally:
             if cluster is not None:
                 cluster.close()
@@ -438,36 +468,57 @@ class _Counter:
             self.on_progress(self.finished, running, self.failed, self.total)
 
 
-def _run_serial(configs: list[Any], run_one: Callable[[Any], Record], results: ResultsFile,
-                counter: _Counter) -> None:
+def _groups(configs: list[Any], key: Callable[[Any], Any]) -> list[list[Any]]:
+    """``configs`` grouped by ``key``, each group in the order of its first config."""
+    groups: dict[Any, list[Any]] = {}
     for config in configs:
-        counter.report(1)
-        record = run_task(run_one, config)
-        if results.append(record):
-            counter.add(record)
+        groups.setdefault(key(config), []).append(config)
+    return list(groups.values())
+
+
+def _records(task: tuple[Callable[..., Any], Any]) -> list[Record]:
+    """A task's results lines: one run's (run_task) or a group's (run_group_task)."""
+    function, args = task
+    out = function(*args)
+    return out if isinstance(out, list) else [out]
+
+
+def _configs(task: tuple[Callable[..., Any], Any]) -> list[Any]:
+    function, (_, what) = task
+    return what if function is run_group_task else [what]
+
+
+def _run_serial(tasks: list[tuple[Callable[..., Any], Any]], results: ResultsFile, counter: _Counter) -> None:
+    for task in tasks:
+        counter.report(len(_configs(task)))
+        for record in _records(task):
+            if results.append(record):
+                counter.add(record)
     counter.report(0)
 
 
-def _run_dask(client: Any, configs: list[Any], run_one: Callable[[Any], Record], results: ResultsFile,
+def _run_dask(client: Any, tasks: list[tuple[Callable[..., Any], Any]], results: ResultsFile,
               counter: _Counter) -> None:
     distributed = _import_distributed()
-    futures = {client.submit(run_task, run_one, config, pure=False, retries=RETRIES): config for config in configs}
-    pending = len(futures)
+    futures = {client.submit(_records, task, pure=False, retries=RETRIES): task for task in tasks}
+    pending = {future: len(_configs(task)) for future, task in futures.items()}
 
-    def running() -> int:
-        return min(pending, sum(client.nthreads().values()))
+    def running() -> int:  # runs on workers now: a task a worker thread, a group's runs all at once
+        slots = sum(client.nthreads().values())
+        return sum(sorted(pending.values(), reverse=True)[:slots])
 
     counter.report(running())
     try:
         for future in distributed.as_completed(futures):
-            config = futures[future]
+            task = futures[future]
             try:
-                record = future.result()
-            except distributed.KilledWorker as exc:  # it took down every worker it was given: the run's fault
-                record = failed_record(config, one_line(exc))
-            pending -= 1
-            if results.append(record):  # False: a rerun of a task whose first result was already written
-                counter.add(record)
+                records = future.result()
+            except distributed.KilledWorker as exc:  # it took down every worker it was given: the runs' fault
+                records = [failed_record(config, one_line(exc)) for config in _configs(task)]
+            del pending[future]
+            for record in records:
+                if results.append(record):  # False: a rerun of a task whose first result was already written
+                    counter.add(record)
             counter.report(running())
     finally:
         client.cancel(list(futures))

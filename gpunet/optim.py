@@ -26,6 +26,10 @@ __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW"]  # the optimisers, w
 class Optimizer:
     """Base class: subclasses implement ``_update(name, p, g, lr)`` and declare their device form.
 
+    The built-in optimisers write their rule once, as :meth:`rule` over the parameter, its gradient, its state
+    buffers and the step's :meth:`coefficients`: Python floats for one network, or arrays holding one value per
+    model for many networks trained together (gpunet/engines/stack.py), which then take the same steps.
+
     The device form, one element at a time: ``device_update`` is C++ statements over ``p`` (the parameter),
     ``gk`` (its gradient, with L2 decay added where ``couples_decay``), ``m`` and ``v`` (the first and second of
     ``state_names``' buffers), ``rate`` and ``decay`` (lr and weight_decay in the element type ``T``),
@@ -86,6 +90,18 @@ class Optimizer:
         return self.state[key]
 
     def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
+        self.rule(p, g, [self._buffer(f"{s}.{name}", p) for s in self.state_names], self.coefficients(lr))
+
+    def coefficients(self, lr: float) -> dict[str, float]:
+        """The numbers :meth:`rule` multiplies and adds by in the step about to be taken (``t`` counts it),
+        each computed in Python floats as the rule needs it."""
+        return {"lr": lr}
+
+    @staticmethod
+    def rule(p: Array, g: Array, state: list[Array], c: dict[str, Any]) -> None:
+        """The update of ``p`` from its gradient ``g`` (overwritten as scratch) and its ``state`` buffers (in
+        ``state_names``' order), by the coefficients ``c``; element by element, so one call over many
+        parameters (or many models' parameters) gives each element what a call over its own array would."""
         raise NotImplementedError
 
     def hyperparameters(self) -> dict[str, float]:
@@ -121,8 +137,9 @@ class SGD(Optimizer):
     name = "sgd"
     device_update = "p -= rate * gk;"
 
-    def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
-        g *= lr
+    @staticmethod
+    def rule(p: Array, g: Array, state: list[Array], c: dict[str, Any]) -> None:
+        g *= c["lr"]
         p -= g
 
     @property
@@ -165,12 +182,16 @@ class Momentum(Optimizer):
             v *= -1.0 / lr
             self.state[f"buf.{key[2:]}"] = v
 
-    def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
-        buf = self._buffer(f"buf.{name}", p)
-        buf *= self.momentum
+    def coefficients(self, lr: float) -> dict[str, float]:
+        return {"lr": lr, "momentum": self.momentum}
+
+    @staticmethod
+    def rule(p: Array, g: Array, state: list[Array], c: dict[str, Any]) -> None:
+        buf, = state
+        buf *= c["momentum"]
         buf += g  # buf = mu buf + g
         g[...] = buf
-        g *= lr
+        g *= c["lr"]
         p -= g  # p -= lr buf, reusing g as scratch
 
 
@@ -207,23 +228,27 @@ class Adam(Optimizer):
     def device_hyperparameters(self) -> tuple[float, float, float]:
         return self.beta1, self.beta2, self.eps
 
-    def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
-        m = self._buffer(f"m.{name}", p)
-        v = self._buffer(f"v.{name}", p)
-        m *= self.beta1
-        m += (1 - self.beta1) * g  # m = b1 m + (1 - b1) g
-        g *= g
-        v *= self.beta2
-        v += (1 - self.beta2) * g  # v = b2 v + (1 - b2) g^2
+    def coefficients(self, lr: float) -> dict[str, float]:
         m_hat_scale = 1.0 / (1 - self.beta1**self.t)
-        v_hat_scale = 1.0 / (1 - self.beta2**self.t)
+        return {"beta1": self.beta1, "1-beta1": 1 - self.beta1, "beta2": self.beta2, "1-beta2": 1 - self.beta2,
+                "v_hat_scale": 1.0 / (1 - self.beta2**self.t), "eps": self.eps, "step_size": lr * m_hat_scale,
+                "shrink": 1 - lr * self.weight_decay}
+
+    @staticmethod
+    def rule(p: Array, g: Array, state: list[Array], c: dict[str, Any]) -> None:
+        m, v = state
+        m *= c["beta1"]
+        m += c["1-beta1"] * g  # m = b1 m + (1 - b1) g
+        g *= g
+        v *= c["beta2"]
+        v += c["1-beta2"] * g  # v = b2 v + (1 - b2) g^2
         # p -= lr * m_hat / (sqrt(v_hat) + eps), reusing g as scratch
         g[...] = v
-        g *= v_hat_scale
+        g *= c["v_hat_scale"]
         g **= 0.5
-        g += self.eps
+        g += c["eps"]
         array_module(g).divide(m, g, out=g)
-        g *= lr * m_hat_scale
+        g *= c["step_size"]
         p -= g
 
 
@@ -247,7 +272,7 @@ class AdamW(Adam):
 
     def _update(self, name: str, p: Array, g: Array, lr: float) -> None:
         if self.weight_decay and p.ndim >= 2:  # weight matrices, not bias vectors
-            p *= 1 - lr * self.weight_decay
+            p *= self.coefficients(lr)["shrink"]  # W *= 1 - lr wd
         super()._update(name, p, g, lr)
 
 

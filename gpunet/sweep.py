@@ -25,6 +25,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
+
 from . import distributed
 from .backend import BackendUnavailableError, get_backend
 from .checks import check_kernels
@@ -32,7 +34,9 @@ from .config import TrainConfig
 from .datasets import Split
 from .files import output_path, require_file, write_json
 from .machine import machine, processor
-from .run import Run, build, load_data
+from .many import train_many
+from .run import EarlyStopping, Run, build, load_data
+from .training import validation_rows
 
 COLUMNS = [("network", "network", "{}"), ("command", "command", "{}"), ("backend", "backend", "{}"),
            ("epochs", "epochs", "{}"), ("seconds", "seconds", "{:.1f}"), ("best epoch", "best_epoch", "{}"),
@@ -219,17 +223,81 @@ def run_config(config: TrainConfig, data: Split | None = None) -> dict[str, Any]
     run = Run.new(config, None, data=data)
     start = time.perf_counter()
     history = run.train()
-    seconds = time.perf_counter() - start
-    last, backend = history[-1], run.net.backend
-    row = {
-        "command": config.command(), "config": config.to_dict(), "network": str(run.net.sizes),
-        "backend": backend.name, "device": backend.device if backend.name == "cupy" else processor(),
-        "epochs": last["epoch"], "seconds": round(seconds, 2), "test_accuracy": last["test_accuracy"],
-        "test_error": 1.0 - last["test_accuracy"], **selected_epoch(history), "history": history,
-    }
+    row = _row(config, run.net, history, round(time.perf_counter() - start, 2))
     if run.stopping is not None:
         row["early_stopping"] = run.stopping.state()
     return row
+
+
+# What the runs of a group may each set for themselves (train_many's per-model settings); everything else of
+# their configs is equal. Plain SGD with and without weight decay take different paths, so that splits groups.
+PER_MODEL = {"seed": 0, "lr": 1.0, "lr_decay": 1.0, "weight_decay": 0.0}
+
+
+def group_key(config: TrainConfig) -> tuple[TrainConfig, bool]:
+    """What the runs that can train together share: their config without its per-model settings (PER_MODEL)."""
+    plain_sgd = config.optimizer == "sgd" and config.weight_decay == 0
+    return replace(config, **PER_MODEL), plain_sgd
+
+
+def run_group(configs: list[TrainConfig]) -> list[dict[str, Any] | Exception]:
+    """Train ``configs`` (one ``group_key``) together with ``gpunet.many.train_many``, writing nothing: each
+    one's results row as ``run_config`` gives it (one run alone runs by ``run_config``), or the exception that
+    stopped it (a divergence stops its run alone). Each row's ``seconds`` is the group's; ``batched`` says how
+    many runs trained together."""
+    if len(configs) == 1:
+        return [{**run_config(configs[0]), "batched": 1}]
+    first = configs[0]
+    whole = replace(first, validation=0.0, early_stopping=None)  # every row: each run holds out its own
+    data = _load_shared(whole) if _shared is not None else load_data(whole)
+    backend = get_backend(first.backend)
+    built = [build(c, data.X_train.shape[1], backend) for c in configs]
+    nets = [net for net, _ in built]
+    share = first.validation_share
+    n = len(data.y_train)
+    kept = [validation_rows(n, share, c.seed)[1] if share else None for c in configs]
+    stopping = [EarlyStopping(c.early_stopping) if c.early_stopping is not None else None for c in configs]
+    X_train = backend.to_device(data.X_train, nets[0].dtype)
+
+    def end_epoch(k: int, record: dict[str, Any]) -> bool:  # what Run adds to a record, and its early stopping
+        record["backend"] = backend.name
+        predicted = nets[k].predict(X_train)
+        rows = slice(None) if kept[k] is None else kept[k]
+        record["train_accuracy"] = float(np.mean(predicted[rows] == data.y_train[rows]))
+        if stopping[k] is not None:
+            stopping[k].update(record)
+            return stopping[k].stopped
+        return False
+
+    start = time.perf_counter()
+    histories = train_many(nets, data.X_train, data.y_train, epochs=first.epochs, batch_size=first.batch_size,
+                           lr=[c.lr for c in configs], lr_decay=[c.lr_decay for c in configs],
+                           optimizer=[opt for _, opt in built], seed=[c.seed for c in configs],
+                           X_test=data.X_test, y_test=data.y_test, validation=share or None, callback=end_epoch,
+                           on_divergence="stop")
+    seconds = round(time.perf_counter() - start, 2)
+    outcomes: list[dict[str, Any] | Exception] = []
+    for config, net, history, stop in zip(configs, nets, histories, stopping):
+        if history.error is not None:
+            outcomes.append(history.error)
+            continue
+        row = _row(config, net, history, seconds)
+        row["batched"] = len(configs)
+        if stop is not None:
+            row["early_stopping"] = stop.state()
+        outcomes.append(row)
+    return outcomes
+
+
+def _row(config: TrainConfig, net: Any, history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """A finished run's results row (JSON-ready)."""
+    last, backend = history[-1], net.backend
+    return {
+        "command": config.command(), "config": config.to_dict(), "network": str(net.sizes),
+        "backend": backend.name, "device": backend.device if backend.name == "cupy" else processor(),
+        "epochs": last["epoch"], "seconds": seconds, "test_accuracy": last["test_accuracy"],
+        "test_error": 1.0 - last["test_accuracy"], **selected_epoch(history), "history": history,
+    }
 
 
 def selected_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -367,7 +435,7 @@ def run_sweep(configs: Sequence[TrainConfig], results_path: str | os.PathLike[st
               labels: Sequence[str] | None = None, source: str | os.PathLike[str] | None = None,
               on_download: Callable[[str, str], object] | None = None,
               on_progress: distributed.Progress | None = None,
-              on_dashboard: Callable[[str], object] | None = None) -> list[dict[str, Any]]:
+              on_dashboard: Callable[[str], object] | None = None, batch: bool = True) -> list[dict[str, Any]]:
     """Run every config not yet finished in ``results_path`` (JSON Lines) with ``run_config``; each config's record.
 
     ``gpunet.distributed.run_sweep(configs, run_config, results_path, ...)``:
@@ -380,6 +448,10 @@ def run_sweep(configs: Sequence[TrainConfig], results_path: str | os.PathLike[st
     its earlier errors kept in ``previous_errors``, unless ``skip_failed``. Each
     record is ``run_config``'s row with the run's ``key`` and ``status``
     (``"ok"``, or ``"failed"`` with its one-line ``error``), in the order of ``configs``.
+
+    ``batch`` (the default): runs that differ only in their seed, learning rate, decay and weight decay
+    (``group_key``) train together, each as its solo run (``run_group``, gpunet.many.train_many); a group is
+    one task, retried whole. ``batch=False`` runs them one at a time.
     """
     def before(indices: list[int], mode: str) -> None:
         if mode != "scheduler":
@@ -389,7 +461,8 @@ def run_sweep(configs: Sequence[TrainConfig], results_path: str | os.PathLike[st
     with _sharing_data():
         records = distributed.run_sweep(configs, run_config, results_path, workers=workers, scheduler=scheduler,
                                         gpus=gpus, skip_failed=skip_failed, fields=ROW_FIELDS, before=before,
-                                        on_progress=on_progress, on_dashboard=on_dashboard)
+                                        on_progress=on_progress, on_dashboard=on_dashboard,
+                                        group_key=group_key if batch else None, run_group=run_group if batch else None)
     return [_with_selection(r) for r in records]
 
 

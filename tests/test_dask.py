@@ -266,7 +266,7 @@ def test_local_cluster_sweep_equals_the_serial_sweep_run_for_run(tmp_path):
     assert local[4]["error"].startswith("DivergenceError: training diverged in epoch 1: the training loss became nan")
     assert len({r["history"][-1]["train_loss"] for r in local[:4]}) == 4  # four seeds, four different runs
     assert all(r["worker"].startswith("tcp://127.0.0.1:") for r in local)
-    assert calls[0] == (0, 2, 0, 5) and calls[-1] == (5, 0, 1, 5)
+    assert calls[0] == (0, 5, 0, 5) and calls[-1] == (5, 0, 1, 5)  # two groups (the seeds; the diverging run)
     assert len(dashboards) == 1 and dashboards[0].startswith("http://127.0.0.1:")
 
 

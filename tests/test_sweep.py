@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gpunet.cli import main
@@ -125,22 +126,67 @@ def test_run_sweep_appends_rows_skips_the_ones_done_and_loads_shared_data_once(t
     monkeypatch.setattr(sweep.Run, "new", lambda config, folder, data=None: ran.append(config.seed)
                         or real_run(config, folder, data=data))
     monkeypatch.setattr(sweep, "load_data", lambda config, *rest: loaded.append(config.seed) or real_load(config))
-    rows = sweep.run_sweep(configs[:2], tmp_path / "rows.jsonl")
+    rows = sweep.run_sweep(configs[:2], tmp_path / "rows.jsonl", batch=False)
     assert ran == [0, 1] and [r["config"]["seed"] for r in rows] == [0, 1]
     assert loaded == [0]  # runs that differ only in seed share one dataset in-process
     assert sweep._shared is None  # and nothing is kept after the sweep
     with open(tmp_path / "rows.jsonl", "a") as f:
         f.write('{"key": "torn')  # a sweep killed mid-line
     calls = []
-    rows = sweep.run_sweep(configs, tmp_path / "rows.jsonl", on_progress=lambda *a: calls.append(a))
+    rows = sweep.run_sweep(configs, tmp_path / "rows.jsonl", on_progress=lambda *a: calls.append(a), batch=False)
     assert ran == [0, 1, 2] and calls == [(2, 1, 0, 3), (3, 0, 0, 3)]
     assert [r["config"]["seed"] for r in rows] == [0, 1, 2] and [r["status"] for r in rows] == ["ok"] * 3
     assert [json.loads(x)["config"]["seed"] for x in (tmp_path / "rows.jsonl").read_text().splitlines()] == [0, 1, 2]
     # a validation share makes the seed pick the held-out rows: then each seed loads its own
     loaded.clear()
     sweep.run_sweep([TrainConfig(hidden=(8,), epochs=1, seed=s, backend="numpy", validation=0.1)
-                     for s in range(2)], tmp_path / "val.jsonl")
+                     for s in range(2)], tmp_path / "val.jsonl", batch=False)
     assert loaded == [0, 1]
+
+
+BATCHED_RUNS = [  # seeds, learning rates and weight decays: one group; the sgd runs split by weight decay
+    {"seed": s, "lr": lr, "optimizer": "adam", "weight_decay": wd, "validation": 0.2}
+    for s, lr, wd in [(0, 0.001, 0.0), (1, 0.002, 0.001), (2, 0.003, 0.0)]
+] + [{"seed": s, "optimizer": "sgd", "lr": 0.5, "weight_decay": wd, "early_stopping": 1}
+     for s, wd in [(0, 0.0), (1, 0.0), (2, 0.001)]]
+
+
+def test_a_batched_sweep_gives_each_run_its_solo_row(tmp_path, monkeypatch):
+    from gpunet import sweep
+
+    configs = [TrainConfig(hidden=(12,), epochs=6, batch_size=32, backend="numpy", **r) for r in BATCHED_RUNS]
+    assert len({sweep.group_key(c) for c in configs}) == 3  # adam; sgd; sgd with weight decay
+    groups = []
+    real = sweep.run_group
+    monkeypatch.setattr(sweep, "run_group", lambda cs: groups.append([c.seed for c in cs]) or real(cs))
+    batched = sweep.run_sweep(configs, tmp_path / "batched.jsonl")
+    assert groups == [[0, 1, 2], [0, 1], [2]]
+    solo = sweep.run_sweep(configs, tmp_path / "solo.jsonl", batch=False)
+    assert any(r["epochs"] < 6 for r in solo)  # early stopping ended a run: each run stops on its own
+    timing = ("seconds", "samples_per_s", "started", "finished", "wall_seconds", "batched")
+    for b, s in zip(batched, solo):
+        assert b["status"] == s["status"] == "ok"
+        assert b["batched"] == (3 if b["config"]["optimizer"] == "adam" else 2 - (b["config"]["seed"] == 2))
+        for key in ("epochs", "test_accuracy", "best_epoch", "best_val_accuracy", "early_stopping"):
+            assert b.get(key) == s.get(key), key
+        for rb, rs in zip(b["history"], s["history"]):
+            assert {k: v for k, v in rb.items() if k not in timing} == {k: v for k, v in rs.items() if k not in timing}
+
+
+def test_a_batched_group_resumes_without_its_finished_runs_and_a_diverging_run_fails_alone(tmp_path, monkeypatch):
+    from gpunet import sweep
+
+    configs = [TrainConfig(hidden=(12,), epochs=2, batch_size=16, optimizer="sgd", output="identity",
+                           loss="squared", lr=lr, seed=s, backend="numpy") for s, lr in [(0, 0.01), (1, 1e6), (2, 0.01)]]
+    groups = []
+    real = sweep.run_group
+    monkeypatch.setattr(sweep, "run_group", lambda cs: groups.append([c.seed for c in cs]) or real(cs))
+    sweep.run_sweep(configs[:1], tmp_path / "r.jsonl")
+    with np.errstate(all="ignore"):
+        rows = sweep.run_sweep(configs, tmp_path / "r.jsonl")
+    assert groups == [[0], [1, 2]]  # the finished run is not run again
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
+    assert rows[1]["error"].startswith("DivergenceError: training diverged in epoch 1")
 
 
 def test_without_timing_keeps_the_numbers_and_drops_the_clock_at_every_depth(tmp_path):
@@ -160,14 +206,15 @@ def test_without_timing_keeps_the_numbers_and_drops_the_clock_at_every_depth(tmp
 TINY = 'name = "tiny"\n[base]\nhidden = [16]\nepochs = 2\nbackend = "numpy"\n[grid]\nseed = [0, 1]\n'
 
 
-def test_gpunet_sweep_draws_a_bar_over_the_runs(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("options,running", [([], 2), (["--no-batch"], 1)])  # the two seeds train together
+def test_gpunet_sweep_draws_a_bar_over_the_runs(tmp_path, monkeypatch, capsys, options, running):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.toml").write_text(TINY)
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    assert main(["sweep", "s.toml"]) == 0
+    assert main(["sweep", "s.toml", *options]) == 0
     bar = terminal.getvalue()
-    assert re.search(r"tiny: +0%.*0/2 .*running=1, failed=0", bar), bar
+    assert re.search(rf"tiny: +0%.*0/2 .*running={running}, failed=0", bar), bar
     assert re.search(r"tiny: +100%.*2/2 .*running=0, failed=0", bar), bar
     out = capsys.readouterr().out
     assert "wrote tiny.json" in out and out.count("numpy") == 2

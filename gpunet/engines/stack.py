@@ -1,0 +1,303 @@
+"""K networks of one shape trained together: their parameters stacked in one buffer, each step one set of
+batched array operations for all K, in plain ``xp`` code on NumPy or CuPy.
+
+Row ``k`` of every stacked buffer is network ``k``'s own flat buffer (gpunet/params.py's layout), so moving a
+model in or out is one row copy. Activations are model-major, ``(K, rows, units)``; each product is a batched
+``matmul`` that computes, slice by slice, the product network ``k`` computes alone. A batch shared by every model
+(one data order) enters as ``(rows, n_in)`` and is broadcast: its products with the K first layers are one call,
+and so is the Gram matrix of the per-sample algorithm, which every model shares.
+
+Every elementwise operation is the plain path's (network.py, engines/plain.py, optim.py's rules) with each
+model's numbers (learning rate, decay, betas) in an array of one value per model, in the parameters' dtype:
+each element sees the numbers its solo run uses, rounded the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..activations import ACTIVATIONS, FUSED, LOSSES
+from ..optim import OPTIMIZERS, Optimizer
+from ..params import layout, views
+
+Array = Any
+# Elements the optimiser's rule takes a call on NumPy: a few models at a time, so its passes stay in cache
+# (one pass over all K models' buffers at once runs at memory speed, several times slower).
+RULE_CHUNK = 1 << 17
+
+
+def refusal(nets: Sequence[Any], optimizers: Sequence[Optimizer]) -> str | None:
+    """Why these networks and optimisers cannot be stacked, or None."""
+    first = nets[0]
+    for k, net in enumerate(nets):
+        for what, a, b in (("sizes", net.sizes, first.sizes), ("activation", net.activation, first.activation),
+                           ("output", net.output, first.output), ("loss", net.loss_name, first.loss_name),
+                           ("dtype", net.dtype, first.dtype), ("backend", net.backend.name, first.backend.name)):
+            if a != b:
+                return f"network {k} has {what} {a}, network 0 has {b}: models trained together share it"
+    kinds = {type(o) for o in optimizers}
+    if len(kinds) > 1:
+        return f"the optimisers must be of one kind; got {', '.join(sorted(c.__name__ for c in kinds))}"
+    kind = kinds.pop()
+    if kind not in OPTIMIZERS.values():
+        return f"models trained together need a built-in optimiser's rule; got {kind.__name__}"
+    if len({o.folds_lr for o in optimizers}) > 1:
+        return "plain SGD with and without weight decay take different paths; train them in separate calls"
+    if len({o.t for o in optimizers}) > 1:
+        return f"the optimisers must have taken as many steps; got {[o.t for o in optimizers]}"
+    return None
+
+
+class Stack:
+    """The parameters, gradients and optimiser state of ``nets`` (one shape, one backend), stacked: ``P[k]`` is
+    network k's flat buffer. :meth:`load` copies the networks and optimisers in, :meth:`store` back out."""
+
+    def __init__(self, nets: Sequence[Any], optimizers: Sequence[Optimizer]) -> None:
+        self.nets, self.optimizers = list(nets), list(optimizers)
+        first = self.nets[0]
+        self.xp, self.dtype, self.K = first.backend.xp, first.dtype, len(self.nets)
+        self.kind = type(self.optimizers[0])
+        xp, K = self.xp, self.K
+        n_in, n_1 = first.params["W1"].shape
+        # The first layer's weights side by side, (n_in, K, n_1): a batch all models share meets them in one
+        # product, (rows, n_in) @ (n_in, K n_1). The other tensors are laid out per model, (K, size).
+        self.layout = layout({k: p.shape for k, p in first.params.items() if k != "W1"})
+        self.W1 = {part: xp.zeros((n_in, K, n_1), dtype=self.dtype) for part in ("P", "G", *self.kind.state_names)}
+        self.P = xp.zeros((K, self.layout.size), dtype=self.dtype)
+        self.G = xp.zeros_like(self.P)
+        self.S = {s: xp.zeros_like(self.P) for s in self.kind.state_names}
+        self.params = {"W1": self.W1["P"], **self._views(self.P)}
+        self.grads = {"W1": self.W1["G"], **self._views(self.G)}
+        self.load()
+
+    def _views(self, flat: Array) -> dict[str, Array]:
+        """Each tensor of the layout over all models: ``(K, *shape)``, a view into ``flat``."""
+        return {k: flat[:, o : o + int(np.prod(s, dtype=np.int64))].reshape(self.K, *s)
+                for k, (o, s) in ((k, (self.layout.offsets[k], self.layout.shapes[k])) for k in self.layout.offsets)}
+
+    def _model(self, k: int, part: str) -> dict[str, Array]:
+        """Model k's tensors of ``part`` ("P", "G" or a state name), as views into the stack."""
+        flat = {"P": self.P, "G": self.G, **self.S}[part]
+        return {"W1": self.W1[part][:, k, :], **views(flat[k], self.layout)}
+
+    def load(self) -> None:
+        """Copy every network's parameters and every optimiser's state into the stack."""
+        for k, (net, opt) in enumerate(zip(self.nets, self.optimizers)):
+            opt.upgrade_state(1.0)  # no older conventions in a stack: momentum's old "v" needs a learning rate
+            for name, view in self._model(k, "P").items():
+                view[...] = net.params[name]
+            for s in self.kind.state_names:
+                for name, view in self._model(k, s).items():
+                    held = opt.state.get(f"{s}.{name}")
+                    view[...] = 0 if held is None else held
+
+    def store(self) -> None:
+        """Copy the stack back into every network's parameters and every optimiser's state (its own arrays)."""
+        for k, (net, opt) in enumerate(zip(self.nets, self.optimizers)):
+            for name, view in self._model(k, "P").items():
+                net.params[name][...] = view
+            for s in self.kind.state_names:
+                for name, view in self._model(k, s).items():
+                    key = f"{s}.{name}"
+                    if key in opt.state:
+                        opt.state[key][...] = view
+                    else:
+                        opt.state[key] = self.xp.ascontiguousarray(view)
+
+    def per_model(self, values: Sequence[float], ndim: int, axis: int = 0) -> Array:
+        """One value per model in the parameters' dtype, shaped to broadcast along ``axis`` of arrays of ``ndim``
+        dimensions: a Python float each, rounded to the dtype as an operation with it rounds it."""
+        shape = [1] * ndim
+        shape[axis] = self.K
+        return self.xp.asarray(np.array(values, dtype=self.dtype).reshape(shape))
+
+    # --- the optimiser ---------------------------------------------------------------------------
+
+    def optimizer_step(self, lrs: Sequence[float]) -> None:
+        """One step of every model's optimiser from the gradients in ``G``, each at its own learning rate."""
+        for opt in self.optimizers:
+            opt.upgrade_state(1.0)
+            opt.t += 1
+        nw = self.layout.n_weights
+        decays = [o.weight_decay for o in self.optimizers]
+        coefficients = [o.coefficients(lr) for o, lr in zip(self.optimizers, lrs)]
+        W1 = self.W1
+        if any(decays) and self.kind.couples_decay:  # g += wd * W, weight matrices only
+            W1["G"] += self.per_model(decays, 3, axis=1) * W1["P"]
+            self.G[:, :nw] += self.per_model(decays, 2) * self.P[:, :nw]
+        if any(decays) and not self.kind.couples_decay:  # AdamW: W *= 1 - lr wd, before the rule
+            shrink = [c["shrink"] for c in coefficients]
+            W1["P"] *= self.per_model(shrink, 3, axis=1)
+            self.P[:, :nw] *= self.per_model(shrink, 2)
+        state = self.kind.state_names
+        c = {key: self.per_model([c[key] for c in coefficients], 3, axis=1) for key in coefficients[0]}
+        rows = W1["P"].shape[0] if self.xp is not np else max(1, RULE_CHUNK // (W1["P"][0].size or 1))
+        for lo in range(0, W1["P"].shape[0], rows):  # a few input rows of every model at a time: in cache
+            part = slice(lo, lo + rows)
+            self.kind.rule(W1["P"][part], W1["G"][part], [W1[s][part] for s in state], c)
+        c = {key: self.per_model([c[key] for c in coefficients], 2) for key in coefficients[0]}
+        step = self.K if self.xp is not np else max(1, RULE_CHUNK // (self.layout.size or 1))
+        for lo in range(0, self.K, step):
+            part = slice(lo, lo + step)
+            self.kind.rule(self.P[part], self.G[part], [self.S[s][part] for s in state],
+                           {key: value[part] for key, value in c.items()})
+
+    def first_layer(self, X: Array) -> Array:
+        """Z1 = X W1 for every model, ``(K, rows, n_1)``: one product for a shared ``X`` ``(rows, n_in)``, one a
+        model for ``(K, rows, n_in)``."""
+        xp, W1 = self.xp, self.W1["P"]
+        n_in, K, n_1 = W1.shape
+        if X.ndim == 2:
+            wide = xp.matmul(X, W1.reshape(n_in, K * n_1))  # (rows, n_in) @ (n_in, K n_1)
+            return xp.ascontiguousarray(wide.reshape(X.shape[0], K, n_1).transpose(1, 0, 2))
+        Z = xp.empty((K, X.shape[1], n_1), dtype=self.dtype)
+        for k in range(K):
+            xp.matmul(X[k], W1[:, k, :], out=Z[k])
+        return Z
+
+    def first_layer_product(self, X: Array, D: Array, out: Array) -> Array:
+        """X^T D for every model into ``out`` ``(n_in, K, n_1)``: the first layer's weight gradients (D: each
+        model's deltas ``(K, rows, n_1)``); one product for a shared ``X``."""
+        xp = self.xp
+        n_in, K, n_1 = out.shape
+        if X.ndim == 2:
+            wide = xp.ascontiguousarray(D.transpose(1, 0, 2)).reshape(X.shape[0], K * n_1)
+            xp.matmul(X.T, wide, out=out.reshape(n_in, K * n_1))
+        else:
+            for k in range(K):
+                out[:, k, :] = xp.matmul(X[k].T, D[k])
+        return out
+
+    # --- the algorithm: network.py's forward and backward, K models at once ----------------------
+
+    def _activate(self, f: Any, Z: Array) -> Array:
+        """``f`` over ``(K, rows, units)``, as the plain path applies it to each model's ``(rows, units)``."""
+        return f.forward(Z.reshape(-1, Z.shape[-1])).reshape(Z.shape)
+
+    def forward(self, X: Array) -> tuple[list[Array], Array, list[Array]]:
+        """network.py's ``_forward`` for every model: [X, A1, ..., AL] (``(K, rows, units)``; X as given,
+        ``(rows, n_in)`` when shared), the logits ZL and the pre-activations the derivatives need."""
+        net, xp = self.nets[0], self.xp
+        As, Zs, L = [X], [None], net.n_layers
+        for i in range(1, L + 1):
+            if i == 1:
+                Z = self.first_layer(X)
+            else:
+                Z = xp.matmul(As[-1], self.params[f"W{i}"])  # (K, rows, n_{i-1}) @ (K, n_{i-1}, n_i)
+            Z += self.params[f"b{i}"][:, None, :]
+            f = ACTIVATIONS[net.activation if i < L else net.output]
+            Zs.append(None if f.from_output else Z)
+            As.append(self._activate(f, Z))
+        return As, Z, Zs
+
+    def per_sample_loss(self, Z: Array, Y: Array, T: Array) -> Array:
+        """Each model's loss of each row, ``(K, rows)``."""
+        net, K = self.nets[0], self.K
+        T = self.xp.broadcast_to(T, Y.shape).reshape(-1, Y.shape[-1])
+        return net.per_sample_loss(Z.reshape(-1, Z.shape[-1]), Y.reshape(-1, Y.shape[-1]), T).reshape(K, -1)
+
+    def backward(self, As: list[Array], Zs: list[Array], T: Array, scales: Sequence[float]) -> None:
+        """network.py's ``_backward`` for every model into ``G``: gradients of model k's mean loss times
+        ``scales[k]``."""
+        net, xp, L = self.nets[0], self.xp, self.nets[0].n_layers
+        Y, n = As[-1], As[-1].shape[1]
+        scale = self.per_model([s / n for s in scales], 3)  # the plain path's Python float scale / n, per model
+        fused = FUSED.get((net.output, net.loss_name))
+        Tb = xp.broadcast_to(T, Y.shape)
+        if fused:
+            delta = self._rows(fused.delta, Y, Tb) * scale
+        else:
+            out = ACTIVATIONS[net.output]
+            dY = self._rows(LOSSES[net.loss_name].grad, Y, Tb) * scale
+            delta = self._rows(out.backward, Y if out.from_output else Zs[L], dY)
+        hidden = ACTIVATIONS[net.activation]
+        for i in range(L, 0, -1):
+            A = As[i - 1]
+            if i == 1:
+                self.first_layer_product(A, delta, self.grads["W1"])
+            else:
+                xp.matmul(xp.swapaxes(A, -1, -2), delta, out=self.grads[f"W{i}"])  # dW_i = A^T delta, per model
+            delta.sum(axis=1, out=self.grads[f"b{i}"])
+            if i > 1:
+                dA = xp.matmul(delta, xp.swapaxes(self.params[f"W{i}"], -1, -2))
+                delta = self._rows(hidden.backward, A if hidden.from_output else Zs[i - 1], dA)
+
+    @staticmethod
+    def _rows(f: Any, A: Array, B: Array) -> Array:
+        """``f(A, B)`` on ``(K, rows, units)`` arrays, as the plain path calls it on each model's rows."""
+        return f(A.reshape(-1, A.shape[-1]), B.reshape(-1, B.shape[-1])).reshape(A.shape)
+
+    # --- steps and epochs ------------------------------------------------------------------------
+
+    def train_step(self, X: Array, T: Array, lrs: Sequence[float], folds_lr: bool) -> Array:
+        """``Network.train_step_unchecked`` for every model: one step on the rows ``X`` (shared ``(rows, n_in)``
+        or ``(K, rows, n_in)``) with targets ``T``; returns each model's summed loss before it, ``(K,)``."""
+        As, Z, Zs = self.forward(X)
+        loss = self.per_sample_loss(Z, As[-1], T).sum(axis=1)
+        if folds_lr:  # plain SGD: lr folded into the gradients, p -= lr g in one pass
+            self.backward(As, Zs, T, lrs)
+            for opt in self.optimizers:
+                opt.count(1)
+            self.P -= self.G
+            self.W1["P"] -= self.W1["G"]
+        else:
+            self.backward(As, Zs, T, [1.0] * self.K)
+            self.optimizer_step(lrs)
+        return loss
+
+    def gram_chunk(self, X: Array, T: Array, lrs: Sequence[float]) -> Array:
+        """engines/plain.py's ``gram_chunk`` for every model: per-sample plain SGD on each row of the chunk in
+        order; returns each model's summed loss, ``(K,)``. A shared chunk ``(rows, n_in)`` has one Gram matrix."""
+        net, xp, L, P = self.nets[0], self.xp, self.nets[0].n_layers, self.params
+        hidden, out = ACTIVATIONS[net.activation], ACTIVATIONS[net.output]
+        fused = FUSED.get((net.output, net.loss_name))
+        lr2, lr3 = self.per_model(lrs, 2), self.per_model(lrs, 3)
+        Z1 = self.first_layer(X)
+        Z1 += P["b1"][:, None, :]  # (K, C, n_1): every row's x_t W1 + b1, as W1 is now
+        G = xp.matmul(X, xp.swapaxes(X, -1, -2))  # x_t . x_k: (C, C) shared, else (K, C, C)
+        G += 1
+        G = G * lr3  # (K, C, C): lr (X X^T + 1), each model's lr
+        C = X.shape[-2]
+        Tk = xp.broadcast_to(T, (self.K, C, T.shape[-1]))
+        D = xp.empty_like(Z1)
+        ZL = xp.empty((self.K, C, net.sizes[-1]), dtype=self.dtype)
+        Y = xp.empty_like(ZL)
+        for t in range(C):
+            z = Z1[:, t : t + 1] - xp.matmul(G[:, t : t + 1, :t], D[:, :t])  # (K, 1, n_1)
+            As, Zs = [X[..., t : t + 1, :]], [None]
+            for i in range(1, L + 1):
+                if i > 1:
+                    z = xp.matmul(As[-1], P[f"W{i}"])
+                    z += P[f"b{i}"][:, None, :]
+                Zs.append(z)
+                As.append(self._activate(out if i == L else hidden, z))
+            ZL[:, t], Y[:, t] = z[:, 0], As[-1][:, 0]
+            Tt = Tk[:, t : t + 1]
+            if fused:
+                delta = self._rows(fused.delta, As[-1], Tt)
+            else:
+                delta = self._rows(out.backward, As[-1] if out.from_output else z,
+                                   self._rows(LOSSES[net.loss_name].grad, As[-1], Tt))
+            for i in range(L, 1, -1):
+                dA = xp.matmul(delta, xp.swapaxes(P[f"W{i}"], -1, -2))  # with W_i before its update
+                P[f"W{i}"] -= lr3 * xp.matmul(xp.swapaxes(As[i - 1], -1, -2), delta)
+                P[f"b{i}"] -= lr2 * delta[:, 0]
+                delta = self._rows(hidden.backward, As[i - 1] if hidden.from_output else Zs[i - 1], dA)
+            D[:, t] = delta[:, 0]
+        P["W1"] -= self.per_model(lrs, 3, axis=1) * self.first_layer_product(X, D, xp.empty_like(P["W1"]))
+        P["b1"] -= lr2 * D.sum(axis=1)
+        for opt in self.optimizers:
+            opt.count(C)
+        return self.per_sample_loss(ZL, Y, T if T.ndim == 3 else Tk).sum(axis=1)
+
+    def run_epoch(self, X: Array, T: Array, order: Array, lrs: Sequence[float], rows: int, per_sample: bool,
+                  loss_sums: Array, start: int = 0) -> None:
+        """Train every model on its rows of the epoch: ``order`` is ``(n,)`` when all models share it (their
+        batches are one), else ``(K, n)``; ``rows`` a step; each model's losses are added into ``loss_sums``."""
+        xp, n, folds = self.xp, order.shape[-1], self.optimizers[0].folds_lr
+        for lo in range(start, n, rows):
+            idx = order[..., lo : lo + rows]
+            Xb, Tb = xp.take(X, idx, axis=0), xp.take(T, idx, axis=0)
+            loss_sums += self.gram_chunk(Xb, Tb, lrs) if per_sample else self.train_step(Xb, Tb, lrs, folds)

@@ -1,0 +1,249 @@
+"""Many models in one pass (gpunet.many.train_many): each model of a group equals its solo gpunet.train run.
+
+The stacked path batches every model's products, so the only way a group can differ from its solo runs is a
+BLAS summing a batched product in another order: float64 is held to 1e-10 relative (and to the bit where each
+model's products are the same calls as its solo run's), float32 to 1e-5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet.checkpoint import load_checkpoint, save_checkpoint
+from gpunet.datasets import load_digits
+from gpunet.many import History, models_that_fit, train_many
+from gpunet.memory import DeviceMemoryError
+from gpunet.training import DivergenceError
+
+from conftest import require
+
+DIGITS = load_digits()
+X, y, X_TEST, Y_TEST = DIGITS.X_train[:600], DIGITS.y_train[:600], DIGITS.X_test[:200], DIGITS.y_test[:200]
+NET_SEEDS = [5, 6, 7]
+TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+
+
+def nets(sizes=(64, 24, 10), dtype="float64", seeds=NET_SEEDS, **kwargs):
+    return [gpunet.Network(list(sizes), seed=s, dtype=dtype, backend="numpy", **kwargs) for s in seeds]
+
+
+def relative(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-300))
+
+
+def assert_like_solo(group, solos, histories, solo_histories, dtype, exact=False):
+    for k, (net, solo) in enumerate(zip(group, solos)):
+        for name in solo.params:
+            if exact:
+                np.testing.assert_array_equal(net.params[name], solo.params[name], err_msg=f"model {k} {name}")
+            else:
+                assert relative(net.params[name], solo.params[name]) <= TOLERANCE[dtype], (k, name)
+        assert len(histories[k]) == len(solo_histories[k])
+        for got, want in zip(histories[k], solo_histories[k]):
+            for key in ("epoch", "lr", "test_accuracy", "val_accuracy", "best_epoch"):
+                assert got.get(key) == want.get(key), (k, key)
+            for key in ("train_loss", "test_loss", "val_loss"):
+                if want.get(key) is not None:
+                    assert got[key] == pytest.approx(want[key], rel=TOLERANCE[dtype], abs=0), (k, key)
+
+
+def solo_runs(sizes, dtype, settings, per_model, **kwargs):
+    solos = nets(sizes, dtype, **kwargs)
+    histories = [gpunet.train(solos[k], X, y, X_test=X_TEST, y_test=Y_TEST, kernels="plain", **settings,
+                              **{name: values[k] for name, values in per_model.items()})
+                 for k in range(len(solos))]
+    return solos, histories
+
+
+CASES = [  # optimiser, batch size, per-model settings
+    ("sgd", 16, {"lr": [0.05, 0.1, 0.02]}),
+    ("sgd", 1, {"lr": [0.05, 0.1, 0.02]}),  # per-sample plain SGD: the Gram-chunk algorithm, stacked
+    ("sgd", 8, {"lr": [0.05, 0.1, 0.02], "weight_decay": [1e-4, 1e-3, 1e-2]}),
+    ("momentum", 8, {"lr": [0.05, 0.01, 0.02], "weight_decay": [1e-3, 0.0, 1e-2]}),
+    ("adam", 16, {"lr": [1e-3, 2e-3, 3e-3], "weight_decay": [0.0, 1e-3, 1e-2]}),
+    ("adamw", 16, {"lr": [1e-3, 2e-3, 3e-3], "weight_decay": [0.0, 1e-3, 1e-2]}),
+]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-order", "own-orders"])
+@pytest.mark.parametrize("optimizer,batch_size,per_model", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_each_model_equals_its_solo_run(optimizer, batch_size, per_model, shared):
+    seeds = [3, 3, 3] if shared else [3, 4, 5]
+    settings = {"epochs": 2, "batch_size": batch_size, "optimizer": optimizer, "lr_decay": 0.9}
+    with np.errstate(over="ignore"):
+        solos, solo_histories = solo_runs((64, 24, 10), "float64", settings, {**per_model, "seed": seeds})
+    group = nets()
+    histories = train_many(group, X, y, X_test=X_TEST, y_test=Y_TEST, seed=seeds, **settings, **per_model)
+    assert_like_solo(group, solos, histories, solo_histories, "float64")
+    if not shared and batch_size > 1:  # each model's products are its solo run's calls: to the bit
+        assert_like_solo(group, solos, histories, solo_histories, "float64", exact=True)
+
+
+@pytest.mark.parametrize("output,loss,activation", [
+    ("softmax", "cross-entropy", "relu"), ("sigmoid", "squared", "sigmoid"), ("sigmoid", "cross-entropy", "tanh"),
+    ("identity", "squared", "leaky_relu"), ("softmax", "squared", "silu"), ("sigmoid", "absolute", "sigmoid"),
+])
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_every_output_and_loss(output, loss, activation, batch_size):
+    settings = {"epochs": 1, "batch_size": batch_size, "optimizer": "sgd", "lr": 0.05, "seed": 2}
+    kwargs = {"activation": activation, "output": output, "loss": loss}
+    solos, solo_histories = solo_runs((64, 16, 12, 10), "float64", settings, {}, **kwargs)
+    group = nets((64, 16, 12, 10), **kwargs)
+    histories = train_many(group, X, y, X_test=X_TEST, y_test=Y_TEST, **settings)
+    assert_like_solo(group, solos, histories, solo_histories, "float64")
+
+
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_float32(batch_size):
+    settings = {"epochs": 2, "batch_size": batch_size, "optimizer": "adam" if batch_size > 1 else "sgd",
+                "seed": 1}
+    per_model = {"lr": [1e-3, 2e-3, 5e-4] if batch_size > 1 else [0.05, 0.02, 0.1]}
+    solos, solo_histories = solo_runs((64, 24, 10), "float32", settings, per_model)
+    group = nets(dtype="float32")
+    histories = train_many(group, X, y, X_test=X_TEST, y_test=Y_TEST, **settings, **per_model)
+    assert_like_solo(group, solos, histories, solo_histories, "float32")
+
+
+def test_optimiser_instances_carry_each_models_betas_and_state():
+    betas = [0.8, 0.9, 0.95]
+    settings = {"epochs": 2, "batch_size": 32, "lr": 0.002}
+    solos = nets()
+    solo_opts = [gpunet.Adam(beta1=b) for b in betas]
+    solo_histories = [gpunet.train(n, X, y, optimizer=o, **settings) for n, o in zip(solos, solo_opts)]
+    group, opts = nets(), [gpunet.Adam(beta1=b) for b in betas]
+    histories = train_many(group, X, y, optimizer=opts, **settings)
+    assert_like_solo(group, solos, histories, solo_histories, "float64")
+    for opt, solo_opt in zip(opts, solo_opts):
+        assert opt.t == solo_opt.t == 2 * 19
+        state, solo_state = opt.state_dict(), solo_opt.state_dict()
+        assert state.keys() == solo_state.keys()
+        for key in solo_state:
+            np.testing.assert_allclose(state[key], solo_state[key], rtol=1e-10, atol=0)
+
+
+def test_validation_per_seed_and_early_stopping_per_model():
+    settings = {"epochs": 8, "batch_size": 16, "lr": 0.3, "optimizer": "momentum", "validation": 0.25,
+                "early_stopping": 1}
+    seeds = [0, 1, 2]
+    solos, solo_histories = solo_runs((64, 24, 10), "float64", settings, {"seed": seeds})
+    assert len({len(h) for h in solo_histories}) > 1 or len(solo_histories[0]) < 8, "no model stopped early"
+    group = nets()
+    histories = train_many(group, X, y, X_test=X_TEST, y_test=Y_TEST, seed=seeds, **settings)
+    assert_like_solo(group, solos, histories, solo_histories, "float64")
+
+
+def test_shuffle_seed_shares_one_order_and_equals_solo_runs_with_that_seed():
+    settings = {"epochs": 2, "batch_size": 20, "optimizer": "adam", "lr": 0.003}
+    solos, solo_histories = solo_runs((64, 24, 10), "float64", {**settings, "seed": 9}, {})
+    group = nets()
+    histories = train_many(group, X, y, X_test=X_TEST, y_test=Y_TEST, shuffle_seed=9, **settings)
+    assert_like_solo(group, solos, histories, solo_histories, "float64")
+    with pytest.raises(ValueError, match="seed= or shuffle_seed="):
+        train_many(nets(), X, y, seed=1, shuffle_seed=9)
+
+
+def test_resume_from_checkpoints_is_exact(tmp_path):
+    settings = {"batch_size": 16, "optimizer": "adam", "lr": [1e-3, 3e-3, 2e-3], "seed": [0, 1, 2]}
+    straight = nets()
+    whole = train_many(straight, X, y, epochs=4, **settings)
+    first, opts = nets(), [gpunet.Adam() for _ in NET_SEEDS]
+    train_many(first, X, y, epochs=2, optimizer=opts, **{k: v for k, v in settings.items() if k != "optimizer"})
+    for k, (net, opt) in enumerate(zip(first, opts)):
+        save_checkpoint(tmp_path / f"{k}.npz", net, opt, {"epoch": 2})
+    loaded = [load_checkpoint(tmp_path / f"{k}.npz", "numpy") for k in range(3)]
+    resumed = train_many([n for n, _, _ in loaded], X, y, epochs=4, start_epoch=3, optimizer=[o for _, o, _ in loaded],
+                         **{k: v for k, v in settings.items() if k != "optimizer"})
+    for k in range(3):
+        for name, p in straight[k].params.items():
+            np.testing.assert_array_equal(loaded[k][0].params[name], p)
+        assert [r["epoch"] for r in resumed[k]] == [3, 4]
+        assert resumed[k][-1]["train_loss"] == whole[k][-1]["train_loss"]
+
+
+def test_groups_split_where_memory_is_short(monkeypatch):
+    settings = {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": [1e-3, 2e-3, 3e-3], "seed": [0, 1, 2]}
+    together = nets()
+    whole = train_many(together, X, y, **settings)
+    backend = together[0].backend
+    one = models_that_fit(together[0], 16, gpunet.Adam, 3)
+    assert one == 3  # this machine holds three small models
+    per_model = 0
+    monkeypatch.setattr(type(backend), "free_bytes", lambda self: per_model)
+    with pytest.raises(DeviceMemoryError, match=r"one model of layers \[64, 24, 10\]"):
+        models_that_fit(together[0], 16, gpunet.Adam, 3)
+    from gpunet.many import _bytes_per_model
+    per_model = int(_bytes_per_model(together[0], 16, 2, True) * 2 / 0.75) + 1  # room for two at a time
+    assert models_that_fit(together[0], 16, gpunet.Adam, 3) == 2
+    split = nets()
+    histories = train_many(split, X, y, **settings)
+    for k in range(3):
+        assert histories[k][-1]["train_loss"] == whole[k][-1]["train_loss"]
+        np.testing.assert_array_equal(split[k].params["W1"], together[k].params["W1"])
+
+
+def test_callback_stops_one_model_and_divergence_stops_or_raises():
+    seen = []
+
+    def callback(k, record):
+        seen.append((k, record["epoch"]))
+        return k == 1  # model 1 stops after its first epoch
+
+    histories = train_many(nets(), X, y, epochs=3, batch_size=32, optimizer="sgd", lr=0.05, callback=callback)
+    assert [len(h) for h in histories] == [3, 1, 3]
+    assert seen == [(0, 1), (1, 1), (2, 1), (0, 2), (2, 2), (0, 3), (2, 3)]
+    settings = {"epochs": 3, "batch_size": 8, "optimizer": "sgd", "lr": [0.05, 1e6, 0.05],
+                "activation": None}
+    del settings["activation"]
+    with np.errstate(all="ignore"), pytest.raises(DivergenceError, match="model 1: training diverged in epoch 1"):
+        train_many(nets(output="identity", loss="squared"), X, y, **settings)
+    with np.errstate(all="ignore"):
+        histories = train_many(nets(output="identity", loss="squared"), X, y, on_divergence="stop", **settings)
+    assert [len(h) for h in histories] == [3, 0, 3]
+    assert isinstance(histories[1], History) and str(histories[1].error).startswith("training diverged in epoch 1")
+    assert histories[0].error is None
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: train_many(gpunet.Network([64, 10]), X, y), "nets must be a list of gpunet.Network"),
+    (lambda: train_many([], X, y), "at least one network"),
+    (lambda: train_many([gpunet.Network([64, 10]), "net"], X, y), r"nets\[1\] must be a gpunet.Network"),
+    (lambda: (lambda n: train_many([n, n], X, y))(gpunet.Network([64, 10])), "the same one is listed twice"),
+    (lambda: train_many([gpunet.Network([64, 10]), gpunet.Network([64, 5, 10])], X, y),
+     r"network 1 has sizes \[64, 5, 10\], network 0 has \[64, 10\]"),
+    (lambda: train_many(nets(), X, y, lr=[0.1, 0.2]), r"lr must be one value or one per network \(3\); got 2"),
+    (lambda: train_many(nets(), X, y, optimizer=gpunet.Adam()), "one instance cannot hold 3 models' state"),
+    (lambda: train_many(nets(), X, y, optimizer=[gpunet.Adam(), gpunet.SGD(), gpunet.Adam()]),
+     "optimisers must be of one kind"),
+    (lambda: train_many(nets(), X, y, optimizer="sgd", weight_decay=[0.0, 0.1, 0.0]),
+     "plain SGD with and without weight decay"),
+    (lambda: train_many(nets(), X, y, kernels="graph"), "kernels must be one of 'auto', 'plain'"),
+    (lambda: train_many(nets(), X, y, on_divergence="ignore"), "on_divergence must be 'raise' or 'stop'"),
+    (lambda: train_many(nets(), X, y, lr=[0.1, -1.0, 0.1]), "lr"),
+])
+def test_refusals_name_the_setting(call, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        call()
+
+
+def test_a_custom_optimiser_rule_is_refused():
+    class Mine(gpunet.SGD):
+        pass
+
+    with pytest.raises(ValueError, match="need a built-in optimiser's rule; got Mine"):
+        train_many(nets(), X, y, optimizer=[Mine() for _ in NET_SEEDS])
+
+
+@pytest.mark.gpu
+def test_cupy_group_equals_numpy_group():
+    require("cupy")
+    cupy_nets = [gpunet.Network([64, 24, 10], seed=s, backend="cupy", dtype="float64") for s in NET_SEEDS]
+    numpy_nets = nets()
+    settings = {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": [1e-3, 2e-3, 3e-3], "seed": [0, 0, 1]}
+    got = train_many(cupy_nets, X, y, X_test=X_TEST, y_test=Y_TEST, **settings)
+    want = train_many(numpy_nets, X, y, X_test=X_TEST, y_test=Y_TEST, **settings)
+    for k in range(3):
+        for name, p in numpy_nets[k].params.items():
+            assert relative(cupy_nets[k].backend.to_host(cupy_nets[k].params[name]), p) <= 1e-10
+        assert got[k][-1]["test_accuracy"] == want[k][-1]["test_accuracy"]
