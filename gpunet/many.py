@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -21,8 +22,10 @@ from .checks import check_decay, check_int, check_number
 from .engines import select
 from .engines.stack import Stack, refusal
 from .memory import DeviceMemoryError, GiB, parameter_count
+from .augment import Augment, Augmenter, as_augment
 from .network import Network
 from .optim import Optimizer, make_optimizer
+from .schedules import check_schedule, learning_rate
 from .training import (
     DivergenceError, EpochRecord, PER_SAMPLE_CHUNK, _Best, _evaluate, _out_of_memory, _prepare, _prepare_optional,
     _progress_bar, epoch_order, validation_rows,
@@ -33,7 +36,7 @@ __all__ = ["History", "train_many", "models_that_fit"]
 KERNELS = ("auto", "plain")  # the stacked path; its CUDA kernels (K thread blocks, one graph) are not built yet
 
 
-class History(list):  # type: ignore[type-arg]
+class History(list):  # type: ignore[type-arg,unused-ignore]
     """One model's records, one per epoch, as ``gpunet.train`` returns them; ``error`` is the
     :class:`~gpunet.training.DivergenceError` that stopped the model (with ``on_divergence="stop"``), else None.
     (``on_divergence="raise"`` raises it instead, its message starting "model k: ".)"""
@@ -50,6 +53,13 @@ def train_many(
     batch_size: int = defaults.BATCH_SIZE,
     lr: float | Sequence[float] = defaults.LR,
     lr_decay: float | Sequence[float] = defaults.LR_DECAY,
+    lr_schedule: str = "exponential",
+    lr_step: int | None = None,
+    lr_gamma: float | None = None,
+    warmup_epochs: int | None = None,
+    lr_min: float | None = None,
+    lr_div: float | None = None,
+    augment: Augment | dict[str, Any] | None = None,
     optimizer: str | Sequence[Optimizer] = defaults.OPTIMIZER,
     weight_decay: float | Sequence[float] = defaults.WEIGHT_DECAY,
     seed: int | Sequence[int] = defaults.SEED,
@@ -75,7 +85,9 @@ def train_many(
     each instance ends holding its model's state and step count, as after ``train``. ``shuffle_seed=s`` gives
     every model the order of seed ``s``: the models then share every batch (``seed`` is then not given).
 
-    Shared by all: ``epochs``, ``batch_size``, the data, ``validation`` (a fraction, held out per model by its
+    Shared by all: ``epochs``, ``batch_size``, the learning-rate schedule (``lr_schedule`` and its settings, as
+    ``train`` takes them: each model's rate is the schedule's for its own ``lr``), ``augment`` (each model's
+    images moved by its own seed's draws), the data, ``validation`` (a fraction, held out per model by its
     seed, or an ``(X_val, y_val)`` pair), ``early_stopping`` (each model stops on its own, restored to its best
     epoch) and ``start_epoch`` (resume every model at an epoch's start, from networks and optimisers restored
     from their checkpoints). ``callback(k, record)`` is called after each epoch of each model; returning True
@@ -93,6 +105,10 @@ def train_many(
     check_int("start_epoch", start_epoch, 1)
     lrs = [check_number("lr", v, positive=True) for v in _per_model("lr", lr, K)]
     decays = [check_decay("lr_decay", v) for v in _per_model("lr_decay", lr_decay, K)]
+    schedules = [check_schedule(v, epochs, lr_schedule, lr_decay=d, lr_step=lr_step, lr_gamma=lr_gamma,
+                                warmup_epochs=warmup_epochs, lr_min=lr_min, lr_div=lr_div)
+                 for v, d in zip(lrs, decays)]
+    augmentation = as_augment(augment)
     if shuffle_seed is not None:
         if seed != defaults.SEED:
             raise ValueError("give seed= or shuffle_seed=, not both: shuffle_seed is every model's data seed")
@@ -118,19 +134,56 @@ def train_many(
     per_sample = batch_size == 1 and optimizers[0].folds_lr
     chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
     n = X.shape[0] if rows is None else rows.shape[1]
-    fit = models_that_fit(first, chunk, type(optimizers[0]), K, shared=_shared(seeds, rows))
+    fit = models_that_fit(first, chunk, type(optimizers[0]), K, shared=_shared(seeds, rows),
+                          images=n if augmentation is not None else 0)
     histories = [History() for _ in range(K)]
+    def rate(k: int, e: int) -> float:  # model k's rate in epoch e
+        return learning_rate(e, epochs, lrs[k], lr_schedule, **schedules[k])
+
+    epoch_lr: list[Callable[[int], float]] = [partial(rate, k) for k in range(K)]
     for lo in range(0, K, fit):
         group = list(range(lo, min(lo + fit, K)))
-        _train_group(group, nets, optimizers, X, T, rows, val, test, histories, lrs=lrs, decays=decays,
+        data = _Data(first, X, T, rows, augmentation, [seeds[k] for k in group])
+        _train_group(group, nets, optimizers, data, val, test, histories, epoch_lr=epoch_lr,
                      seeds=seeds, epochs=epochs, start_epoch=start_epoch, chunk=chunk, per_sample=per_sample, n=n,
                      patience=patience, callback=callback, on_divergence=on_divergence, progress=progress)
     return histories
 
 
-def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimizer], X: Array, T: Array,
-                 rows: np.ndarray | None, val: list[Any], test: Any, histories: list[History], *, lrs: list[float],
-                 decays: list[float], seeds: list[int], epochs: int, start_epoch: int, chunk: int, per_sample: bool,
+class _Data:
+    """A group's training rows: the prepared ``X`` and ``T`` with each model's rows (``rows``, None: all) as
+    orders index them; with augmentation, one copy of each data seed's training rows instead, rewritten each
+    epoch as ``train`` rewrites its copy (its draws are those of the seed's rows, in their order)."""
+
+    def __init__(self, net: Network, X: Array, T: Array, rows: np.ndarray | None, augment: Augment | None,
+                 seeds: list[int]) -> None:
+        self.X, self.T, self.rows, self.augmenters = X, T, rows, []
+        self.data_of: Array | None = None
+        if augment is None:
+            return
+        backend = net.backend
+        distinct = sorted(set(seeds))
+        take = {s: None if rows is None else backend.to_device(rows[seeds.index(s)]) for s in distinct}
+        sources = [X if take[s] is None else X[take[s]] for s in distinct]
+        self.augmenters = [Augmenter(augment, src, s, backend) for src, s in zip(sources, distinct)]
+        self.X = backend.xp.stack(sources)  # (S, n, n_in): each seed's images, rewritten in place each epoch
+        self.T = backend.xp.stack([T if take[s] is None else T[take[s]] for s in distinct])
+        self.rows = None  # orders now index each seed's own rows
+        self.data_of = backend.to_device(np.array([distinct.index(s) for s in seeds]))
+
+    def epoch(self, epoch: int) -> None:
+        for i, augmenter in enumerate(self.augmenters):
+            augmenter.apply(epoch, self.X[i])
+
+    def select(self, positions: list[int]) -> None:
+        """Keep the models at ``positions`` of the group (the others stopped)."""
+        if self.data_of is not None:
+            self.data_of = self.data_of[positions]
+
+
+def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimizer], data: _Data,
+                 val: list[Any], test: Any, histories: list[History], *, epoch_lr: list[Callable[[int], float]],
+                 seeds: list[int], epochs: int, start_epoch: int, chunk: int, per_sample: bool,
                  n: int, patience: int | None, callback: Any, on_divergence: str, progress: bool) -> None:
     """Train the models ``group`` (indices into everything per model) together to the end."""
     first = nets[group[0]]
@@ -139,16 +192,18 @@ def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimiz
     active = list(group)
     bar = _progress_bar(epochs - start_epoch + 1) if progress else None
     try:
-        stack = _stack(nets, optimizers, active, chunk)
+        stack = _stack(nets, optimizers, active, chunk, _shared([seeds[k] for k in active], data.rows))
         for epoch in range(start_epoch, epochs + 1):
             start = time.perf_counter()
-            epoch_lrs = [lrs[k] * decays[k] ** (epoch - 1) for k in active]
-            order = backend.to_device(_orders(active, seeds, rows, epoch, n))
+            epoch_lrs = [epoch_lr[k](epoch) for k in active]
+            order = backend.to_device(_orders(active, seeds, data.rows, epoch, n))
             loss_sums = xp.zeros(len(active), dtype=first.dtype)
+            widest = select.widest_product(first, chunk) * (len(active) if order.ndim == 1 else 1)  # one product
             try:
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
-                        backend.products_of_size(select.widest_product(first, chunk) * (len(active) if order.ndim == 1 else 1)):
-                    stack.run_epoch(X, T, order, epoch_lrs, chunk, per_sample, loss_sums)
+                data.epoch(epoch)
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.products_of_size(widest):
+                    stack.run_epoch(data.X, data.T, order, epoch_lrs, chunk, per_sample, loss_sums,
+                                    data_of=data.data_of)
                 stack.store()
             except backend.out_of_memory_errors as exc:
                 raise _out_of_memory(first, chunk * len(active), exc) from None
@@ -174,10 +229,11 @@ def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimiz
             if bar is not None:
                 bar.update(1)
             if stopped:
+                data.select([j for j, k in enumerate(active) if k not in stopped])
                 active = [k for k in active if k not in stopped]
                 if not active:
                     break
-                stack = _stack(nets, optimizers, active, chunk)
+                stack = _stack(nets, optimizers, active, chunk, stack.wide)
     finally:
         if bar is not None:
             bar.close()
@@ -185,10 +241,13 @@ def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimiz
         b.restore()
 
 
-def _stack(nets: list[Network], optimizers: list[Optimizer], active: list[int], chunk: int) -> Stack:
+def _stack(nets: list[Network], optimizers: list[Optimizer], active: list[int], chunk: int, wide: bool) -> Stack:
+    """The active models stacked; ``wide`` where they share their batches (and no model drops inputs): their
+    first layers side by side, for one product with each batch."""
     first = nets[active[0]]
+    wide = wide and not any(nets[k].dropout[0] for k in active)
     try:
-        return Stack([nets[k] for k in active], [optimizers[k] for k in active])
+        return Stack([nets[k] for k in active], [optimizers[k] for k in active], wide)
     except first.backend.out_of_memory_errors as exc:
         raise _out_of_memory(first, chunk * len(active), exc) from None
 
@@ -267,11 +326,14 @@ def _validation_split(net: Network, data: tuple[Array, Array, np.ndarray], valid
     return np.stack([splits[s][1] for s in seeds]), [val[s] for s in seeds]
 
 
-def models_that_fit(net: Network, rows: int, optimizer: type[Optimizer], wanted: int, shared: bool = True) -> int:
+def models_that_fit(net: Network, rows: int, optimizer: type[Optimizer], wanted: int, shared: bool = True,
+                    images: int = 0) -> int:
     """How many models shaped like ``net`` fit in memory together, training ``rows`` rows a step with
-    ``optimizer``'s state: at most ``wanted``, at least 1, from the free memory of the network's backend
-    (the host's on NumPy), keeping a quarter of it free. DeviceMemoryError where not even one fits."""
+    ``optimizer``'s state (``shared``: one data order; ``images``: the training rows each model's augmented
+    copy holds, 0 without augmentation): at most ``wanted``, at least 1, from the free memory of the network's
+    backend (the host's on NumPy), keeping a quarter of it free. DeviceMemoryError where not even one fits."""
     per_model = _bytes_per_model(net, rows, len(optimizer.state_names), shared)
+    per_model += images * (net.sizes[0] + net.sizes[-1]) * net.dtype.itemsize
     free = net.backend.free_bytes()
     if free is None:
         return wanted

@@ -35,7 +35,7 @@ from .datasets import Split
 from .files import output_path, require_file, write_json
 from .machine import machine, processor
 from .many import train_many
-from .run import EarlyStopping, Run, build, load_data
+from .run import EarlyStopping, Run, augmentation, build, load_data, schedule_settings
 from .training import validation_rows
 
 COLUMNS = [("network", "network", "{}"), ("command", "command", "{}"), ("backend", "backend", "{}"),
@@ -231,7 +231,7 @@ def run_config(config: TrainConfig, data: Split | None = None) -> dict[str, Any]
 
 # What the runs of a group may each set for themselves (train_many's per-model settings); everything else of
 # their configs is equal. Plain SGD with and without weight decay take different paths, so that splits groups.
-PER_MODEL = {"seed": 0, "lr": 1.0, "lr_decay": 1.0, "weight_decay": 0.0}
+PER_MODEL: dict[str, Any] = {"seed": 0, "lr": 1.0, "lr_decay": 1.0, "weight_decay": 0.0}
 
 
 def group_key(config: TrainConfig) -> tuple[TrainConfig, bool]:
@@ -264,15 +264,18 @@ def run_group(configs: list[TrainConfig]) -> list[dict[str, Any] | Exception]:
         predicted = nets[k].predict(X_train)
         rows = slice(None) if kept[k] is None else kept[k]
         record["train_accuracy"] = float(np.mean(predicted[rows] == data.y_train[rows]))
-        if stopping[k] is not None:
-            stopping[k].update(record)
-            return stopping[k].stopped
+        stop = stopping[k]
+        if stop is not None:
+            stop.update(record)
+            return stop.stopped
         return False
 
     start = time.perf_counter()
+    schedule = {k: v for k, v in schedule_settings(first).items() if k != "lr_decay"}  # lr_decay is per run
     histories = train_many(nets, data.X_train, data.y_train, epochs=first.epochs, batch_size=first.batch_size,
-                           lr=[c.lr for c in configs], lr_decay=[c.lr_decay for c in configs],
-                           optimizer=[opt for _, opt in built], seed=[c.seed for c in configs],
+                           lr=[c.lr for c in configs], lr_decay=[c.lr_decay for c in configs], **schedule,
+                           augment=augmentation(first), optimizer=[opt for _, opt in built],
+                           seed=[c.seed for c in configs],
                            X_test=data.X_test, y_test=data.y_test, validation=share or None, callback=end_epoch,
                            on_divergence="stop")
     seconds = round(time.perf_counter() - start, 2)

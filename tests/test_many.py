@@ -106,6 +106,29 @@ def test_float32(batch_size):
     assert_like_solo(group, solos, histories, solo_histories, "float32")
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-order", "own-orders"])
+@pytest.mark.parametrize("optimizer,batch_size", [("adam", 16), ("sgd", 1)])
+def test_schedules_augmentation_and_dropout_as_in_solo_runs(optimizer, batch_size, shared):
+    """train's lr_schedule, augment and the networks' dropout (each model its own rates), with validation rows
+    held out by each model's seed: the augmented images are each seed's, the masks each network's."""
+    seeds = [4, 4, 4] if shared else [4, 5, 6]
+    dropout = [[0.1, 0.3], 0.0, [0.0, 0.5]]
+    settings = {"epochs": 3, "batch_size": batch_size, "optimizer": optimizer, "lr_schedule": "cosine",
+                "warmup_epochs": 1, "augment": gpunet.Augment(shift=1, rotate=5), "validation": 0.2}
+    per_model = {"lr": [1e-3, 2e-3, 3e-3] if optimizer == "adam" else [0.05, 0.02, 0.1], "seed": seeds}
+    solos = [gpunet.Network([64, 24, 10], seed=s, dtype="float64", backend="numpy", dropout=d)
+             for s, d in zip(NET_SEEDS, dropout)]
+    solo_histories = [gpunet.train(solos[k], X, y, X_test=X_TEST, y_test=Y_TEST, kernels="plain", **settings,
+                                   **{name: values[k] for name, values in per_model.items()}) for k in range(3)]
+    group = [gpunet.Network([64, 24, 10], seed=s, dtype="float64", backend="numpy", dropout=d)
+             for s, d in zip(NET_SEEDS, dropout)]
+    histories = train_many(group, X, y, X_test=X_TEST, y_test=Y_TEST, **settings, **per_model)
+    assert [r["lr"] for r in histories[1]] == [r["lr"] for r in solo_histories[1]]
+    lr = per_model["lr"][1]  # one warm-up epoch at half the rate, then the cosine from its peak
+    assert histories[1][0]["lr"] == pytest.approx(lr / 2) and histories[1][1]["lr"] == pytest.approx(lr)
+    assert_like_solo(group, solos, histories, solo_histories, "float64")
+
+
 def test_optimiser_instances_carry_each_models_betas_and_state():
     betas = [0.8, 0.9, 0.95]
     settings = {"epochs": 2, "batch_size": 32, "lr": 0.002}

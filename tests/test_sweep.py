@@ -148,25 +148,28 @@ BATCHED_RUNS = [  # seeds, learning rates and weight decays: one group; the sgd 
     {"seed": s, "lr": lr, "optimizer": "adam", "weight_decay": wd, "validation": 0.2}
     for s, lr, wd in [(0, 0.001, 0.0), (1, 0.002, 0.001), (2, 0.003, 0.0)]
 ] + [{"seed": s, "optimizer": "sgd", "lr": 0.5, "weight_decay": wd, "early_stopping": 1}
-     for s, wd in [(0, 0.0), (1, 0.0), (2, 0.001)]]
+     for s, wd in [(0, 0.0), (1, 0.0), (2, 0.001)]
+] + [{"seed": s, "lr": lr, "dropout": 0.2, "augment_shift": 1, "lr_schedule": "cosine", "warmup_epochs": 1}
+     for s, lr in [(0, 0.002), (1, 0.003)]]
 
 
 def test_a_batched_sweep_gives_each_run_its_solo_row(tmp_path, monkeypatch):
     from gpunet import sweep
 
     configs = [TrainConfig(hidden=(12,), epochs=6, batch_size=32, backend="numpy", **r) for r in BATCHED_RUNS]
-    assert len({sweep.group_key(c) for c in configs}) == 3  # adam; sgd; sgd with weight decay
+    assert len({sweep.group_key(c) for c in configs}) == 4  # adam; sgd; sgd with weight decay; adam with the rest
     groups = []
     real = sweep.run_group
     monkeypatch.setattr(sweep, "run_group", lambda cs: groups.append([c.seed for c in cs]) or real(cs))
     batched = sweep.run_sweep(configs, tmp_path / "batched.jsonl")
-    assert groups == [[0, 1, 2], [0, 1], [2]]
+    assert groups == [[0, 1, 2], [0, 1], [2], [0, 1]]
     solo = sweep.run_sweep(configs, tmp_path / "solo.jsonl", batch=False)
     assert any(r["epochs"] < 6 for r in solo)  # early stopping ended a run: each run stops on its own
     timing = ("seconds", "samples_per_s", "started", "finished", "wall_seconds", "batched")
     for b, s in zip(batched, solo):
         assert b["status"] == s["status"] == "ok"
-        assert b["batched"] == (3 if b["config"]["optimizer"] == "adam" else 2 - (b["config"]["seed"] == 2))
+        c = b["config"]
+        assert b["batched"] == (2 if c["dropout"] else 3 if c["optimizer"] == "adam" else 2 - (c["seed"] == 2))
         for key in ("epochs", "test_accuracy", "best_epoch", "best_val_accuracy", "early_stopping"):
             assert b.get(key) == s.get(key), key
         for rb, rs in zip(b["history"], s["history"]):
