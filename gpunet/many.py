@@ -198,7 +198,10 @@ def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimiz
             epoch_lrs = [epoch_lr[k](epoch) for k in active]
             order = backend.to_device(_orders(active, seeds, data.rows, epoch, n))
             loss_sums = xp.zeros(len(active), dtype=first.dtype)
-            widest = select.widest_product(first, chunk) * (len(active) if order.ndim == 1 else 1)  # one product
+            # the BLAS threads a call takes: one shared order's wide product gets the machine's, as a product
+            # that size gets in train; with own orders, each model's products spread over the host's threads,
+            # one BLAS thread each (engines/stack.py)
+            widest = select.widest_product(first, chunk) * len(active) if order.ndim == 1 else 0
             try:
                 data.epoch(epoch)
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.products_of_size(widest):

@@ -159,22 +159,31 @@ class Stack:
                 W1["P"] *= self.per_model(shrink, 3, axis=1)
             self.P[:, :nw] *= self.per_model(shrink, 2)
         state, rule = self.kind.state_names, self.kind.rule
+        by_key = {key: [c[key] for c in coefficients] for key in coefficients[0]}
         if W1:
             n_in, K, n_1 = W1["P"].shape
             # The first layer as rows of K n_1, each coefficient a row of each model's value n_1 times: every
             # operation of the rule runs over long contiguous rows, as the solo rule's over its own arrays.
             wide = {part: a.reshape(n_in, K * n_1) for part, a in W1.items()}
-            c1 = {key: self.xp.asarray(np.repeat(np.array([c[key] for c in coefficients], dtype=self.dtype), n_1)
-                                       .reshape(1, K * n_1)) for key in coefficients[0]}
+            c1 = {key: self._shared_or(values, lambda v: self.xp.asarray(
+                      np.repeat(np.array(v, dtype=self.dtype), n_1).reshape(1, K * n_1)))
+                  for key, values in by_key.items()}
             rows = n_in if self.xp is not np else max(1, RULE_CHUNK // (K * n_1 or 1))
             for lo in range(0, n_in, rows):  # a few input rows of every model at a time: in cache
                 part = slice(lo, lo + rows)
                 rule(wide["P"][part], wide["G"][part], [wide[s][part] for s in state], c1)
-        c2 = {key: self.per_model([c[key] for c in coefficients], 2) for key in coefficients[0]}
+        c2 = {key: self._shared_or(values, lambda v: self.per_model(v, 2)) for key, values in by_key.items()}
         step = self.K if self.xp is not np else max(1, RULE_CHUNK // (self.layout.size or 1))
         for lo in range(0, self.K, step):
             part = slice(lo, lo + step)
-            rule(self.P[part], self.G[part], [self.S[s][part] for s in state], {k: v[part] for k, v in c2.items()})
+            rule(self.P[part], self.G[part], [self.S[s][part] for s in state],
+                 {k: v[part] if hasattr(v, "shape") else v for k, v in c2.items()})
+
+    @staticmethod
+    def _shared_or(values: list[float], per_model: Callable[[list[float]], Array]) -> Any:
+        """A coefficient every model shares as the Python float it is (the rule's fastest form, and the solo
+        rule's), else ``per_model(values)``."""
+        return values[0] if len(set(values)) == 1 else per_model(values)
 
     def first_layer(self, X: Array) -> Array:
         """Z1 = X W1 for every model, ``(K, rows, n_1)``: one product for a shared ``X`` ``(rows, n_in)`` where
@@ -269,7 +278,8 @@ class Stack:
         ``scales[k]``."""
         net, xp, L = self.nets[0], self.xp, self.nets[0].n_layers
         Y, n = As[-1], As[-1].shape[1]
-        scale = self.per_model([s / n for s in scales], 3)  # the plain path's Python float scale / n, per model
+        # the plain path's Python float scale / n, per model
+        scale = self._shared_or([s / n for s in scales], lambda v: self.per_model(v, 3))
         fused = FUSED.get((net.output, net.loss_name))
         Tb = xp.broadcast_to(T, Y.shape)
         if fused:
@@ -323,7 +333,8 @@ class Stack:
         net, xp, L, P = self.nets[0], self.xp, self.nets[0].n_layers, self.params
         hidden, out = ACTIVATIONS[net.activation], ACTIVATIONS[net.output]
         fused = FUSED.get((net.output, net.loss_name))
-        lr2, lr3 = self.per_model(lrs, 2), self.per_model(lrs, 3)
+        lrs = list(lrs)
+        lr2, lr3 = (self._shared_or(lrs, lambda v, n=n: self.per_model(v, n)) for n in (2, 3))
         C = X.shape[-2]
         masks = self.dropout_masks(C, per_sample=True)  # row t is step t + t of each model, a batch of one
         X_in = X if masks[0] is None else X * masks[0]  # the inputs as layer 1 sees them: in Z1, G and W1's update
@@ -331,7 +342,8 @@ class Stack:
         Z1 += P["b1"][:, None, :]  # (K, C, n_1): every row's x_t W1 + b1, as W1 is now
         G = xp.matmul(X_in, xp.swapaxes(X_in, -1, -2))  # x_t . x_k: (C, C) shared, else (K, C, C)
         G += 1
-        G = G * lr3  # (K, C, C): lr (X X^T + 1), each model's lr
+        G = G * lr3  # lr (X X^T + 1): (K, C, C) for each model's lr, or (C, C) for one lr (and one batch)
+        G = G if G.ndim == 3 else G[None]  # (1, C, C): broadcast over the models
         Tk = xp.broadcast_to(T, (self.K, C, T.shape[-1]))
         D = xp.empty_like(Z1)
         ZL = xp.empty((self.K, C, net.sizes[-1]), dtype=self.dtype)
@@ -356,15 +368,17 @@ class Stack:
                                    self._rows(LOSSES[net.loss_name].grad, As[-1], Tt))
             for i in range(L, 1, -1):
                 dA = xp.matmul(delta, xp.swapaxes(P[f"W{i}"], -1, -2))  # with W_i before its update
-                P[f"W{i}"] -= lr3 * xp.matmul(xp.swapaxes(Ins[i - 1], -1, -2), delta)
+                # (n_{i-1}, 1) @ (1, n_i) per model: an outer product, each entry one multiplication, so the
+                # broadcast product is the solo run's to the bit, in one call for every model
+                P[f"W{i}"] -= lr3 * (xp.swapaxes(Ins[i - 1], -1, -2) * delta)
                 P[f"b{i}"] -= lr2 * delta[:, 0]
                 m = masks[i - 1]
                 if m is not None:  # d(A * mask)/dA = mask
                     dA *= m[:, t : t + 1]
                 delta = self._rows(hidden.backward, As[i - 1] if hidden.from_output else Zs[i - 1], dA)
             D[:, t] = delta[:, 0]
-        P["W1"] -= self.per_model(lrs, 3, axis=1 if self.wide else 0) * self.first_layer_product(
-            X_in, D, xp.empty_like(P["W1"]))
+        lr_1 = self._shared_or(lrs, lambda v: self.per_model(v, 3, axis=1 if self.wide else 0))
+        P["W1"] -= lr_1 * self.first_layer_product(X_in, D, xp.empty_like(P["W1"]))
         P["b1"] -= lr2 * D.sum(axis=1)
         for opt in self.optimizers:
             opt.count(C)
