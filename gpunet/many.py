@@ -28,7 +28,7 @@ from .optim import Optimizer, make_optimizer
 from .schedules import check_schedule, learning_rate
 from .training import (
     DivergenceError, EpochRecord, PER_SAMPLE_CHUNK, _Best, _evaluate, _out_of_memory, _prepare, _prepare_optional,
-    _progress_bar, epoch_order, validation_rows,
+    _progress_bar, epoch_order, validation_fraction, validation_pair, validation_rows,
 )
 
 Array = Any
@@ -137,13 +137,14 @@ def train_many(
     fit = models_that_fit(first, chunk, type(optimizers[0]), K, shared=_shared(seeds, rows),
                           images=n if augmentation is not None else 0)
     histories = [History() for _ in range(K)]
+
     def rate(k: int, e: int) -> float:  # model k's rate in epoch e
         return learning_rate(e, epochs, lrs[k], lr_schedule, **schedules[k])
 
     epoch_lr: list[Callable[[int], float]] = [partial(rate, k) for k in range(K)]
     for lo in range(0, K, fit):
         group = list(range(lo, min(lo + fit, K)))
-        data = _Data(first, X, T, rows, augmentation, [seeds[k] for k in group])
+        data = _Data(first, X, T, rows, augmentation, group, seeds)
         _train_group(group, nets, optimizers, data, val, test, histories, epoch_lr=epoch_lr,
                      seeds=seeds, epochs=epochs, start_epoch=start_epoch, chunk=chunk, per_sample=per_sample, n=n,
                      patience=patience, callback=callback, on_divergence=on_divergence, progress=progress)
@@ -156,20 +157,21 @@ class _Data:
     epoch as ``train`` rewrites its copy (its draws are those of the seed's rows, in their order)."""
 
     def __init__(self, net: Network, X: Array, T: Array, rows: np.ndarray | None, augment: Augment | None,
-                 seeds: list[int]) -> None:
+                 group: list[int], seeds: list[int]) -> None:
         self.X, self.T, self.rows, self.augmenters = X, T, rows, []
         self.data_of: Array | None = None
         if augment is None:
             return
         backend = net.backend
-        distinct = sorted(set(seeds))
-        take = {s: None if rows is None else backend.to_device(rows[seeds.index(s)]) for s in distinct}
+        distinct = sorted({seeds[k] for k in group})
+        model_of = {seeds[k]: k for k in group}  # a model of each seed: its rows are the seed's
+        take = {s: None if rows is None else backend.to_device(rows[model_of[s]]) for s in distinct}
         sources = [X if take[s] is None else X[take[s]] for s in distinct]
         self.augmenters = [Augmenter(augment, src, s, backend) for src, s in zip(sources, distinct)]
         self.X = backend.xp.stack(sources)  # (S, n, n_in): each seed's images, rewritten in place each epoch
         self.T = backend.xp.stack([T if take[s] is None else T[take[s]] for s in distinct])
         self.rows = None  # orders now index each seed's own rows
-        self.data_of = backend.to_device(np.array([distinct.index(s) for s in seeds]))
+        self.data_of = backend.to_device(np.array([distinct.index(seeds[k]) for k in group]))
 
     def epoch(self, epoch: int) -> None:
         for i, augmenter in enumerate(self.augmenters):
@@ -307,23 +309,11 @@ def _validation_split(net: Network, data: tuple[Array, Array, np.ndarray], valid
     X, T, labels = data
     K = len(seeds)
     if isinstance(validation, tuple):
-        if len(validation) != 2:
-            raise ValueError(f"validation must be a fraction or an (X_val, y_val) pair; got a tuple of "
-                             f"{len(validation)}")
-        pair = _prepare(net, validation[0], validation[1], "validation[0]", "validation[1]")
-        return None, [pair] * K
-    if validation is None:
-        validation = 0.0
-    if isinstance(validation, bool) or not isinstance(validation, (int, float, np.integer, np.floating)):
-        raise TypeError(f"validation must be a fraction of the training rows in [0, 1) or an (X_val, y_val) pair; "
-                        f"got {type(validation).__name__}")
-    if not 0.0 <= validation < 1.0:
-        raise ValueError(f"validation must be a fraction of the training rows in [0, 1); got {validation!r}")
-    if validation == 0 and patience is not None:
-        validation = defaults.EARLY_STOPPING_VALIDATION
-    if validation == 0:
+        return None, [validation_pair(net, validation)] * K
+    fraction = validation_fraction(validation, patience)
+    if fraction == 0:
         return None, [None] * K
-    splits = {s: validation_rows(len(labels), float(validation), s) for s in set(seeds)}
+    splits = {s: validation_rows(len(labels), fraction, s) for s in set(seeds)}
     held = {s: net.backend.to_device(h) for s, (h, _) in splits.items()}
     val = {s: (X[held[s]], T[held[s]], labels[splits[s][0]]) for s in splits}
     return np.stack([splits[s][1] for s in seeds]), [val[s] for s in seeds]

@@ -374,10 +374,26 @@ def _validation(
             raise ValueError("give validation data once: validation= or X_val=/y_val=, not both")
         return data, _prepare_optional(net, X_val, y_val, "X_val", "y_val")
     if isinstance(validation, tuple):
-        if len(validation) != 2:
-            raise ValueError(f"validation must be a fraction or an (X_val, y_val) pair; got a tuple of "
-                             f"{len(validation)}")
-        return data, _prepare(net, validation[0], validation[1], "validation[0]", "validation[1]")
+        return data, validation_pair(net, validation)
+    fraction = validation_fraction(validation, patience)
+    if fraction == 0:
+        return data, None
+    held, kept = validation_rows(len(data[2]), fraction, seed)
+    X, T, labels = data
+    take = [net.backend.to_device(held), net.backend.to_device(kept)]
+    return (X[take[1]], T[take[1]], labels[kept]), (X[take[0]], T[take[0]], labels[held])
+
+
+def validation_pair(net: Network, validation: tuple[Any, ...]) -> tuple[Array, Array, np.ndarray]:
+    """``validation=(X_val, y_val)`` checked and on the device, as :func:`_prepare` makes training data."""
+    if len(validation) != 2:
+        raise ValueError(f"validation must be a fraction or an (X_val, y_val) pair; got a tuple of {len(validation)}")
+    return _prepare(net, validation[0], validation[1], "validation[0]", "validation[1]")
+
+
+def validation_fraction(validation: Any, patience: int | None) -> float:
+    """The share of the training rows ``validation=`` (a number, or None) holds out, checked to be in [0, 1):
+    None is 0, and 0 with early stopping (``patience``) is ``defaults.EARLY_STOPPING_VALIDATION``."""
     if validation is None:
         validation = 0.0
     if isinstance(validation, bool) or not isinstance(validation, (int, float, np.integer, np.floating)):
@@ -386,13 +402,8 @@ def _validation(
     if not 0.0 <= validation < 1.0:
         raise ValueError(f"validation must be a fraction of the training rows in [0, 1); got {validation!r}")
     if validation == 0 and patience is not None:
-        validation = defaults.EARLY_STOPPING_VALIDATION  # early stopping watches something, as on the command line
-    if validation == 0:
-        return data, None
-    held, kept = validation_rows(len(data[2]), float(validation), seed)
-    X, T, labels = data
-    take = [net.backend.to_device(held), net.backend.to_device(kept)]
-    return (X[take[1]], T[take[1]], labels[kept]), (X[take[0]], T[take[0]], labels[held])
+        return defaults.EARLY_STOPPING_VALIDATION  # early stopping watches something, as on the command line
+    return float(validation)
 
 
 def validation_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

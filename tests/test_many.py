@@ -206,6 +206,18 @@ def test_groups_split_where_memory_is_short(monkeypatch):
         np.testing.assert_array_equal(split[k].params["W1"], together[k].params["W1"])
 
 
+def test_a_later_group_takes_its_own_seeds_rows_with_augmentation(monkeypatch):
+    """Groups split by memory, each model with its own seed's validation rows and augmented images."""
+    settings = {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 2e-3, "validation": 0.2,
+                "augment": {"shift": 1}}
+    seeds = [0, 1, 2]
+    solos, solo_histories = solo_runs((64, 24, 10), "float64", settings, {"seed": seeds})
+    monkeypatch.setattr("gpunet.many.models_that_fit", lambda *args, **kwargs: 2)  # groups [0, 1] and [2]
+    group = nets()
+    histories = train_many(group, X, y, X_test=X_TEST, y_test=Y_TEST, seed=seeds, **settings)
+    assert_like_solo(group, solos, histories, solo_histories, "float64", exact=True)
+
+
 def test_callback_stops_one_model_and_divergence_stops_or_raises():
     seen = []
 

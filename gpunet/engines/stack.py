@@ -334,7 +334,8 @@ class Stack:
         hidden, out = ACTIVATIONS[net.activation], ACTIVATIONS[net.output]
         fused = FUSED.get((net.output, net.loss_name))
         lrs = list(lrs)
-        lr2, lr3 = (self._shared_or(lrs, lambda v, n=n: self.per_model(v, n)) for n in (2, 3))
+        lr2 = self._shared_or(lrs, lambda v: self.per_model(v, 2))
+        lr3 = self._shared_or(lrs, lambda v: self.per_model(v, 3))
         C = X.shape[-2]
         masks = self.dropout_masks(C, per_sample=True)  # row t is step t + t of each model, a batch of one
         X_in = X if masks[0] is None else X * masks[0]  # the inputs as layer 1 sees them: in Z1, G and W1's update
