@@ -1,15 +1,15 @@
-"""K networks of one shape trained together: their parameters stacked in one buffer, each step one set of
-batched array operations for all K, in plain ``xp`` code on NumPy or CuPy.
+"""K networks of one shape trained together: their parameters stacked, each step one set of batched array
+operations for all K, in plain ``xp`` code on NumPy or CuPy.
 
-Row ``k`` of every stacked buffer is network ``k``'s own flat buffer (gpunet/params.py's layout), so moving a
-model in or out is one row copy. Activations are model-major, ``(K, rows, units)``; each product is a batched
-``matmul`` that computes, slice by slice, the product network ``k`` computes alone. A batch shared by every model
-(one data order) enters as ``(rows, n_in)`` and is broadcast: its products with the K first layers are one call,
-and so is the Gram matrix of the per-sample algorithm, which every model shares.
+Row ``k`` of the stacked buffers is network ``k``'s own flat buffer (gpunet/params.py's layout), so moving a
+model in or out is a row copy. Activations are model-major, ``(K, rows, units)``, and each product computes,
+slice by slice, the product network ``k`` computes alone. Where every model takes the same batches (one data
+order), the stack is ``wide``: the first layer's weights lie side by side, ``(n_in, K, n_1)``, and the batch
+``(rows, n_in)`` meets all K of them in one product; the per-sample algorithm's Gram matrix is shared too.
 
-Every elementwise operation is the plain path's (network.py, engines/plain.py, optim.py's rules) with each
-model's numbers (learning rate, decay, betas) in an array of one value per model, in the parameters' dtype:
-each element sees the numbers its solo run uses, rounded the same way.
+Every elementwise operation is the plain path's (network.py, engines/plain.py, optim.py's rules), with each
+model's numbers (learning rate, decay, betas) as one value per model in the parameters' dtype, or as the
+Python float all models share: each element sees the number its solo run uses, rounded the same way.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ Array = Any
 # Elements the optimiser's rule takes a call on NumPy: a few models at a time, so its passes stay in cache
 # (one pass over all K models' buffers at once runs at memory speed, several times slower).
 RULE_CHUNK = 1 << 16
-# Host threads a NumPy stack spreads independent work over (each model's products, the rule's chunks): NumPy
-# releases the GIL in its loops and BLAS calls, so a group uses every core where one model's small calls use one.
+# Host threads a NumPy stack spreads each model's products over: NumPy releases the GIL in BLAS calls, so a group
+# uses every core where one model's small products use one.
 THREADS = max(1, min(os.cpu_count() or 1, 8))
 
 
