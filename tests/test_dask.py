@@ -298,7 +298,7 @@ CLIENT = textwrap.dedent("""
     from gpunet.config import TrainConfig
     from gpunet.sweep import run_sweep
     configs = [TrainConfig(hidden=(16,), epochs=int(sys.argv[3]), backend="numpy", seed=s) for s in range(8)]
-    run_sweep(configs, sys.argv[1], scheduler=sys.argv[2])
+    run_sweep(configs, sys.argv[1], scheduler=sys.argv[2], batch=False)  # one run a task: they finish one by one
 """)
 
 
@@ -314,7 +314,7 @@ def test_a_client_killed_mid_sweep_restarts_and_skips_the_finished_runs(tmp_path
     assert 2 <= len(before) < 8, "the client finished before it was killed; the test needs longer runs"
     calls: list[tuple] = []
     configs = grid(8, epochs=epochs)
-    rows = sweep.run_sweep(configs, path, scheduler=dask_cluster.address,
+    rows = sweep.run_sweep(configs, path, scheduler=dask_cluster.address,  # batched: the runs left, one group
                            on_progress=lambda *a: calls.append(a))
     assert calls[0][0] == len(before) and calls[-1] == (8, 0, 0, 8)
     keys = [r["key"] for r in lines(path)]
