@@ -28,7 +28,7 @@ from .optim import Optimizer, make_optimizer
 from .schedules import check_schedule, learning_rate
 from .training import (
     DivergenceError, EpochRecord, PER_SAMPLE_CHUNK, _Best, _evaluate, _out_of_memory, _prepare, _prepare_optional,
-    _progress_bar, epoch_order, validation_fraction, validation_pair, validation_rows,
+    _progress_bar, divergence, epoch_order, validation_fraction, validation_pair, validation_rows,
 )
 
 Array = Any
@@ -218,7 +218,8 @@ def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimiz
             stopped = []
             for j, k in enumerate(active):
                 record: EpochRecord = {"epoch": epoch, "lr": epoch_lrs[j], "train_loss": losses[j] / n}
-                error = _diverged(nets[k], losses[j], epoch, n, epoch_lrs[j])
+                # a group reads its losses once an epoch: the rows named are the epoch's
+                error = divergence(nets[k], losses[j], epoch, 0, n, n, epoch_lrs[j])
                 if error is not None:
                     if on_divergence == "raise":
                         raise DivergenceError(f"model {k}: {error}", epoch)
@@ -267,23 +268,6 @@ def _scores(net: Network, test: Any, val: Any) -> dict[str, Any]:
         if val:
             scores.update({k.replace("test_", "val_"): v for k, v in _evaluate(net, *val).items()})
     return scores
-
-
-def _diverged(net: Network, loss_sum: float, epoch: int, n: int, lr: float) -> str | None:
-    """train's divergence message for a model whose epoch loss or parameters are not finite, else None: a group
-    reads its losses once an epoch, so the rows named are the epoch's."""
-    what = None
-    if not math.isfinite(loss_sum):
-        what = f"the training loss became {loss_sum}"
-    else:
-        xp = net.backend.xp
-        finite = xp.stack([xp.isfinite(p).all() for p in net.params.values()]).tolist()
-        bad = [k for k, ok in zip(net.params, finite) if not ok]
-        what = f"parameter {bad[0]} became NaN or infinite" if bad else None
-    if what is None:
-        return None
-    return (f"training diverged in epoch {epoch}: {what} between rows 0 and {n} of {n}; "
-            f"try a smaller learning rate (this epoch used {lr:g})")
 
 
 def _orders(active: list[int], seeds: list[int], rows: np.ndarray | None, epoch: int, n: int) -> np.ndarray:

@@ -257,21 +257,26 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 def _check_finite(net: Network, loss_sum: Array, epoch: int, lo: int, hi: int, n: int, lr: float) -> None:
     """Raise DivergenceError if the running loss, or (at the epoch's end) a parameter, is not finite."""
-    value = float(loss_sum)  # CPU-GPU sync point
+    message = divergence(net, float(loss_sum), epoch, lo, hi, n, lr)  # CPU-GPU sync point
+    if message is not None:
+        raise DivergenceError(message, epoch)
+
+
+def divergence(net: Network, loss_sum: float, epoch: int, lo: int, hi: int, n: int, lr: float) -> str | None:
+    """The divergence message for rows ``lo`` to ``hi`` of ``n`` whose summed loss is ``loss_sum``, checking
+    every parameter too at the epoch's end (``hi == n``); None while everything is finite."""
     what = None
-    if not math.isfinite(value):
-        what = f"the training loss became {value}"
+    if not math.isfinite(loss_sum):
+        what = f"the training loss became {loss_sum}"
     elif hi == n:  # one CPU-GPU sync for every parameter
         xp = net.backend.xp
         finite = xp.stack([xp.isfinite(p).all() for p in net.params.values()]).tolist()
         bad = [k for k, ok in zip(net.params, finite) if not ok]
         what = f"parameter {bad[0]} became NaN or infinite" if bad else None
-    if what is not None:
-        raise DivergenceError(
-            f"training diverged in epoch {epoch}: {what} between rows {lo} and {hi} of {n}; "
-            f"try a smaller learning rate (this epoch used {lr:g})",
-            epoch,
-        )
+    if what is None:
+        return None
+    return (f"training diverged in epoch {epoch}: {what} between rows {lo} and {hi} of {n}; "
+            f"try a smaller learning rate (this epoch used {lr:g})")
 
 
 def _out_of_memory(net: Network, rows: int, exc: BaseException, doing: str = "training") -> DeviceMemoryError:

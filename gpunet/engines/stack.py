@@ -142,8 +142,7 @@ class Stack:
 
     def optimizer_step(self, lrs: Sequence[float]) -> None:
         """One step of every model's optimiser from the gradients in ``G``, each at its own learning rate."""
-        for opt in self.optimizers:
-            opt.upgrade_state(1.0)
+        for opt in self.optimizers:  # their state lives in the stack, brought up to date by load()
             opt.t += 1
         nw = self.layout.n_weights
         decays = [o.weight_decay for o in self.optimizers]
