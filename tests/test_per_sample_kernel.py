@@ -262,7 +262,8 @@ def test_name_expressions_cover_every_kernel_it_loads():
         assert per_sample._expression(dtype, activation, in_kernel, output, dropout) in per_sample.EXPRESSIONS
     assert per_sample._expression("float32", "tanh", False, "silu") == "per_sample_chunk_z2<float, 1, false>"
     assert per_sample._expression("float32", "silu", True, "softmax") == "per_sample_chunk<float, 6, true>"
-    assert per_sample._expression("float64", "relu", True, "softmax", True) == "per_sample_chunk_dropout<double, 2, true>"
+    assert (per_sample._expression("float64", "relu", True, "softmax", True)
+            == "per_sample_chunk_dropout<double, 2, true>")
 
 
 # --- on a device: the kernel --------------------------------------------------------------
@@ -502,7 +503,7 @@ def test_gpu_train_per_sample_with_dropout_on_the_kernel_is_the_plain_path_and_r
     make = functools.partial(gpunet.Network, [784, 100, 10], init="article", seed=1, dtype="float64",
                              dropout=[0.2, 0.5])
     fast, plain = make(backend=cupy), make(backend="numpy")
-    options = dict(epochs=2, batch_size=1, lr=0.1, optimizer="sgd", seed=3)
+    options = {"epochs": 2, "batch_size": 1, "lr": 0.1, "optimizer": "sgd", "seed": 3}
     got = gpunet.train(fast, X, y, kernels=kernels, **options)
     want = gpunet.train(plain, X, y, kernels="plain", **options)
     assert rel_diff(np.array([r["train_loss"] for r in got]), np.array([r["train_loss"] for r in want])) <= 1e-9

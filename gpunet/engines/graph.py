@@ -14,7 +14,7 @@ per form. Each row's loss goes to an epoch-long buffer, summed once at the epoch
 write the gradients instead, into flat.py's one buffer, and step every parameter in one launch of optim.cu's
 flat_step, which reads lr and the step count from device memory and advances the count itself. The whole
 training set, the epoch's permutation and lr live in device buffers the graph reads, so an epoch costs two
-small copies and one graph launch, with no host round trip.
+small copies (three with dropout: the step count) and one graph launch, with no host round trip.
 
 Dropout (a network with ``dropout``): fused.cu's dropout_apply writes a dropped layer input ``In_l = A_l * mask_l``
 after the launch that makes A_l (the gather for the inputs, the layer's forward for a hidden layer), and the
@@ -176,9 +176,9 @@ class GraphTrainer:
     its dtype. ``run_epoch(order, lr)`` trains on the batches ``order[lo : lo + batch_size]`` like
     ``gpunet.train``'s plain path and returns the epoch's summed per-sample loss (each row before its
     step) as a 0-d device array, without a host sync. Covers SGD (with or without weight decay), Momentum
-    and Adam, every hidden activation, every (output, loss) pair and any depth; a subclass of an optimiser
-    (which may change its rule) raises ValueError, and so does a run after the optimiser's hyperparameters
-    changed (the graph holds them).
+    and Adam, every hidden activation, every (output, loss) pair, dropout and any depth; a subclass of an
+    optimiser (which may change its rule) raises ValueError, and so does a run after the optimiser's
+    hyperparameters changed (the graph holds them).
 
     ``launcher`` (a callable taking a :class:`Launch`), if given, runs each launch of an epoch in order instead
     of a compiled kernel in a captured graph, on any backend: how the tests run the kernels' NumPy
@@ -261,7 +261,8 @@ class GraphTrainer:
 
     def launches(self, start_row: int = 0) -> list[Launch]:
         """Every kernel launch of an epoch started at ``start_row``, in order: what one graph holds."""
-        steps = itertools.chain.from_iterable(self._step(lo, N, k) for k, (lo, N) in enumerate(self.batches(start_row)))
+        batches = enumerate(self.batches(start_row))  # k: the step's place in the epoch (its dropout masks)
+        steps = itertools.chain.from_iterable(self._step(lo, N, k) for k, (lo, N) in batches)
         return [*steps, self._loss_total(start_row)]
 
     def _step(self, lo: int, N: int, k: int = 0) -> list[Launch]:
