@@ -104,6 +104,18 @@ def batch_mask(xp: Any, seed: int, layer: int, step: int, rows: int, units: int,
     return mask(xp, seed, layer, step, xp.arange(rows, dtype=xp.uint32), units, rate, dtype)
 
 
+def sample_mask(xp: Any, seed: int, layer: int, step: int, rows: int, units: int, rate: float, dtype: Any) -> Array:
+    """The ``(rows, units)`` mask of per-sample SGD's rows from step ``step``: row ``r`` is step ``step + r`` (mod
+    2**32), the only row (0) of its batch, as ``rows`` steps on one row each draw it."""
+    steps = xp.arange(rows, dtype=xp.uint32) + xp.uint32(step % WORD)  # wraps mod 2**32, as the key's word does
+    return mask(xp, seed, layer, steps, 0, units, rate, dtype)
+
+
+def key_words(seed: int) -> tuple[int, int]:
+    """The key's two words, ``(seed mod 2**32, (seed >> 32) mod 2**32)``: dropout.cuh's ``seed_lo, seed_hi``."""
+    return int(seed) % WORD, (int(seed) >> 32) % WORD
+
+
 def _kept(xp: Any, word: Array, rate: float) -> Array:
     return word.astype(xp.uint64) < xp.uint64(keep_threshold(rate))
 

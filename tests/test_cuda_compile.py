@@ -45,7 +45,12 @@ def test_the_python_code_tables_are_the_header_defines():
 def test_every_name_expression_belongs_to_a_source():
     table = cuda.name_expressions()
     assert set(table) <= set(SOURCES)
-    assert len(table["fused.cu"]) == 66 and len(table["optim.cu"]) == 2 * len(kernels.RULE_CODES) == 8
+    # fused.cu: its 66 instantiations and graph mode's dropout_apply in float and double
+    assert len(table["fused.cu"]) == 68 and len(table["optim.cu"]) == 2 * len(kernels.RULE_CODES) == 8
+    assert {"dropout_apply<float>", "dropout_apply<double>"} <= set(table["fused.cu"])
+    # per_sample.cu: each kernel with and without the hidden layer's dropout
+    assert sum(e.startswith("per_sample_chunk_dropout<") for e in table["per_sample.cu"]) == 20
+    assert sum(e.startswith("per_sample_chunk_z2_dropout<") for e in table["per_sample.cu"]) == 20
 
 
 @pytest.fixture(scope="module")

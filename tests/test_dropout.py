@@ -345,19 +345,26 @@ def test_the_fused_step_drops_as_the_plain_path(activation, optimizer):
         np.testing.assert_allclose(fused.params[k], p, rtol=1e-11, atol=1e-13, err_msg=k)
 
 
-def test_the_paths_without_dropout_refuse_it_and_auto_takes_plain():
+def test_every_path_runs_dropout_when_named_and_auto_waits_for_a_device_run(monkeypatch):
     stand_in = SimpleNamespace(backend=SimpleNamespace(name="cupy"), activation="relu", output="softmax",
                                has_dropout=True, dropout=(0.0, 0.5))
-    assert select.why_not("graph", stand_in, SGD()) == (
-        "dropout is not on the 'graph' path yet (the network has dropout=[0.0, 0.5]); kernels='plain' trains it")
-    assert "dropout is not on the per-sample kernel yet" in select.why_not("fused", stand_in, SGD(), per_sample=True)
-    assert select.why_not("fused", stand_in, SGD()) is None  # fused has dropout: it runs when named ...
-    assert "no device run has verified dropout on the 'fused' path" in select.why_not("fused", stand_in, SGD(),
-                                                                                       auto=True)  # ... not by auto
+    for path in ("fused", "graph"):  # named, each runs: batches and per-sample SGD (the per-sample kernel)
+        for per_sample in (False, True):
+            assert select.why_not(path, stand_in, SGD(), per_sample) is None
+            assert select.choose(path, stand_in, SGD(), per_sample) == path
+    # ... auto passes over each until a device run has verified it with dropout, naming it by VERIFIED's name
+    for path, per_sample, name in (("fused", False, "fused"), ("graph", False, "graph"),
+                                   ("fused", True, "per-sample"), ("graph", True, "per-sample-epochs")):
+        assert select.why_not(path, stand_in, SGD(), per_sample, auto=True) == (
+            f"no device run has verified dropout on the {name!r} path (select.VERIFIED_DROPOUT); "
+            f"kernels={path!r} runs it when asked")
+    assert select.VERIFIED_DROPOUT == frozenset()
     assert select.choose("auto", stand_in, SGD()) == "plain"
     assert select.choose("auto", stand_in, SGD(), per_sample=True) == "plain"
-    with pytest.raises(ValueError, match=r"kernels='graph' cannot train this network: dropout is not on"):
-        select.choose("graph", stand_in, SGD())
+    monkeypatch.setattr(select, "VERIFIED_DROPOUT", frozenset({"graph", "per-sample"}))  # as a device run would
+    assert select.choose("auto", stand_in, SGD()) == "graph"
+    assert select.choose("auto", stand_in, SGD(), per_sample=True) == "fused"  # per-sample-epochs not verified
+    monkeypatch.setattr(select, "VERIFIED_DROPOUT", frozenset())
     stand_in.has_dropout = False  # the same network without dropout: auto takes the fast paths as before
     assert select.choose("auto", stand_in, SGD()) == "graph"
 
@@ -442,7 +449,7 @@ def test_cupy_draws_numpy_masks_and_trains_as_numpy_with_dropout(name):
     options = dict(epochs=3, batch_size=16, lr=0.01, optimizer="adam", seed=4)
     reference = _net(dtype="float32")
     ref_history = gpunet.train(reference, X, labels, kernels="plain", **options)
-    for kernels in ("plain", "fused"):
+    for kernels in ("plain", "fused", "graph"):  # graph: captured epochs, fused.cu's dropout_apply
         net = _net(dtype="float32", backend=backend)
         history = gpunet.train(net, X, labels, kernels=kernels, **options)
         assert_close([r["train_loss"] for r in history], [r["train_loss"] for r in ref_history], TOLERANCE["float32"],
@@ -454,3 +461,12 @@ def test_cupy_draws_numpy_masks_and_trains_as_numpy_with_dropout(name):
         gpunet.train(n, X, labels, epochs=1, batch_size=1, lr=0.02, optimizer="sgd", seed=4, kernels="plain")
     for k, p in ref_per_sample.get_params().items():
         assert_close(per_sample.get_params()[k], p, TOLERANCE["float32"], f"per-sample {k}")
+    # one hidden layer: the per-sample kernel, chunk by chunk ("fused") and whole epochs ("graph")
+    sizes = (6, 40, 4)
+    ref_one = _net(dtype="float32", sizes=sizes, dropout=[0.25, 0.5])
+    gpunet.train(ref_one, X, labels, epochs=2, batch_size=1, lr=0.02, optimizer="sgd", seed=4, kernels="plain")
+    for kernels in ("fused", "graph"):
+        net = _net(dtype="float32", backend=backend, sizes=sizes, dropout=[0.25, 0.5])
+        gpunet.train(net, X, labels, epochs=2, batch_size=1, lr=0.02, optimizer="sgd", seed=4, kernels=kernels)
+        for k, p in ref_one.get_params().items():
+            assert_close(net.get_params()[k], p, TOLERANCE["float32"], f"per-sample {kernels} {k}")

@@ -36,8 +36,10 @@ def data(n: int, sizes: list[int] = SIZES, seed: int = 1) -> tuple[np.ndarray, n
     return rng.normal(size=(n, sizes[0])), rng.integers(0, sizes[-1], n)
 
 
-def make_net(activation: str, output: str, loss: str, dtype: str, backend: str = "numpy", sizes=SIZES) -> Network:
-    return Network(sizes, activation, output, loss, init="article", seed=3, backend=backend, dtype=dtype)
+def make_net(activation: str, output: str, loss: str, dtype: str, backend: str = "numpy", sizes=SIZES,
+             dropout=None) -> Network:
+    return Network(sizes, activation, output, loss, init="article", seed=3, backend=backend, dtype=dtype,
+                   dropout=dropout)
 
 
 def trainer(net: Network, X: np.ndarray, y: np.ndarray, batch_size: int, optimizer=None) -> GraphTrainer:
@@ -877,3 +879,186 @@ def test_gpu_graph_equals_the_transcription(dtype: str, sizes: list[int], batch:
     assert params_diff(device, host) <= GPU_TOLERANCE[dtype]
     assert rel_diff(*zip(*losses)) <= GPU_TOLERANCE[dtype]
     assert optimizers[0].t == optimizers[1].t == 3 * len(on_host.batches())
+
+
+# --- dropout: fused.cu's dropout_apply in the graph, the step count read from device memory ------------------
+
+# Per-layer rates of SIZES' three layer inputs (inputs, then the two hidden layers'), one rate for the hidden
+# layers, the inputs alone, and rates whose scale is no power of two (1 / 0.9, 1 / 0.125, 1 / 0.7).
+DROPOUTS = [[0.2, 0.5, 0.3], 0.5, [0.3, 0.0, 0.0], [0.1, 0.875, 0.0]]
+DROPOUT_OPTIMIZERS = {"sgd": SGD, "sgd-wd": lambda: SGD(weight_decay=0.01), "adam": Adam}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dropout", DROPOUTS, ids=str)
+@pytest.mark.parametrize("activation,output,loss", [("sigmoid", "softmax", "cross-entropy"),
+                                                    ("silu", "sigmoid", "squared"), ("relu", "identity", "absolute")])
+@pytest.mark.parametrize("name", DROPOUT_OPTIMIZERS)
+def test_epochs_with_dropout_equal_the_plain_path(name, activation, output, loss, dropout, dtype) -> None:
+    """Two epochs of three steps (the last partial) against gpunet.train's plain path with the same dropout: the
+    masks of every step (the count before the epoch from device memory, plus the step's place in it), applied
+    where the plain path applies them. silu keeps Z_i (forward_keep), which dropout must leave undropped."""
+    X, y = data(11)
+    plain, graph = (make_net(activation, output, loss, dtype, dropout=dropout) for _ in range(2))
+    plain_opt, graph_opt = DROPOUT_OPTIMIZERS[name](), DROPOUT_OPTIMIZERS[name]()
+    history = train(plain, X, y, epochs=2, batch_size=4, lr=0.1, seed=5, optimizer=plain_opt, kernels="plain")
+    g = trainer(graph, X, y, 4, graph_opt)
+    assert "dropout_apply" in {launch.kernel for launch in g.launches()}
+    losses = graph_epochs(g, range(1, 3), 0.1, 5)
+    assert rel_diff(losses, [r["train_loss"] for r in history]) < TOLERANCE[dtype]
+    assert params_diff(graph, plain) < TOLERANCE[dtype]
+    assert graph_opt.t == plain_opt.t == 6
+
+
+def test_dropout_changes_the_graph_s_numbers_as_the_plain_path_s() -> None:
+    """The comparison above can fail: the same graph without dropout, or with another seed's masks, ends
+    far from the plain path with dropout."""
+    X, y = data(11)
+    plain = make_net("sigmoid", "softmax", "cross-entropy", "float64", dropout=[0.2, 0.5, 0.3])
+    train(plain, X, y, epochs=2, batch_size=4, lr=0.1, seed=5, optimizer=SGD(), kernels="plain")
+    without = make_net("sigmoid", "softmax", "cross-entropy", "float64")
+    other_seed = Network(SIZES, "sigmoid", "softmax", "cross-entropy", init="article", seed=3, backend="numpy",
+                         dtype="float64", dropout=[0.2, 0.5, 0.3])
+    other_seed.seed = 4  # the same weights, the masks of seed 4
+    for net in (without, other_seed):
+        graph_epochs(trainer(net, X, y, 4), range(1, 3), 0.1, 5)
+        assert params_diff(net, plain) > 1e-3
+
+
+def test_a_step_s_launches_with_dropout() -> None:
+    """dropout_apply after the gather (the inputs) and after each hidden forward (In_i, which the next forward and
+    the weight gradients read), and after each backward on the delta it wrote (in place), none for a layer whose
+    rate drops nothing; each keyed by the layer, the step buffer and the step's place in the epoch."""
+    X, y = data(11)
+    net = make_net("tanh", "softmax", "cross-entropy", "float32", dropout=[0.25, 0.0, 0.5])
+    g = trainer(net, X, y, 4)
+    buf = g.buffers
+    assert g.dropped == [0, 2]
+    assert {k: buf[k].shape for k in ("step", "In0", "In2")} == {"step": (1,), "In0": (4, 5), "In2": (4, 6)}
+    assert "In1" not in buf and buf["step"].dtype == np.int64
+    step = g._step(8, 3, 2)  # the epoch's third step, a partial batch
+    assert [launch.kernel for launch in step] == [
+        "gather_rows", "dropout_apply", "forward", "forward", "dropout_apply", "forward_output", "backward",
+        "dropout_apply", "backward", "weight_grads"]
+    inputs, hidden, delta = (launch for launch in step if launch.kernel == "dropout_apply")
+    for launch, layer, source, out in ((inputs, 0, buf["X"], buf["In0"]), (hidden, 2, buf["A2"], buf["In2"]),
+                                       (delta, 2, buf["delta2"], buf["delta2"])):
+        In, Out, rows, cols, seed_lo, seed_hi, lay, step0, offset, threshold, scale = launch.args
+        assert In is source and Out is out and (int(rows), int(cols)) == (3, out.shape[1])
+        assert (int(seed_lo), int(seed_hi), int(lay), int(offset)) == (3, 0, layer, 2) and step0 is buf["step"]
+        assert int(threshold) == round((1 - net.dropout[layer]) * 2**32)
+        assert scale.dtype == np.float32 and scale == np.float32(1 / (1 - net.dropout[layer]))
+        assert launch.source == "fused.cu" and launch.expression == "dropout_apply<float>"
+        assert launch.grid == fused.elementwise_geometry(3 * out.shape[1])[0] and launch.block == (fused.THREADS,)
+    assert step[2].args[0] is buf["In0"] and step[3].args[0] is buf["A1"]  # layer 2's input keeps every unit
+    assert step[5].args[0] is buf["In2"]  # the output layer multiplies the dropped A2
+    layers = step[-1].args[0]  # from the top: W3, W2, W1
+    assert [layer.A_prev for layer in layers] == [buf["In2"], buf["A1"], buf["In0"]]
+    assert {launch.expression for launch in g.launches()} <= set(NAME_EXPRESSIONS) | set(
+        graph_module.DROPOUT_EXPRESSIONS)
+
+
+def test_the_step_buffer_holds_the_count_before_each_epoch() -> None:
+    X, y = data(11)
+    opt = SGD()
+    g = trainer(make_net("relu", "softmax", "cross-entropy", "float64", dropout=0.5), X, y, 4, opt)
+    seen = []
+    g.launcher = lambda launch: (seen.append(int(g.buffers["step"][0])), LAUNCHER(launch))
+    graph_epochs(g, range(1, 3), 0.1, 5)
+    assert sorted(set(seen)) == [0, 3] and opt.t == 6
+    assert trainer(make_net("relu", "softmax", "cross-entropy", "float64"), X, y, 4).dropped == []
+    assert "step" not in trainer(make_net("relu", "softmax", "cross-entropy", "float64"), X, y, 4).buffers
+
+
+def test_a_new_trainer_with_dropout_resumes_bit_for_bit() -> None:
+    """Epoch 2 by a new trainer (as a resumed run makes one), after epoch 1 by another: the uninterrupted
+    trainer's numbers exactly, the masks keyed by the optimiser's count; and an epoch resumed at a row."""
+    X, y = data(11)
+    whole, resumed = (make_net("sigmoid", "softmax", "cross-entropy", "float64", dropout=[0.2, 0.5, 0.3])
+                      for _ in range(2))
+    whole_opt, first_opt = Adam(), Adam()
+    whole_losses = graph_epochs(trainer(whole, X, y, 4, whole_opt), range(1, 3), 0.01, 7)
+    losses = graph_epochs(trainer(resumed, X, y, 4, first_opt), range(1, 2), 0.01, 7)
+    resumed_opt = Adam()
+    resumed_opt.load_state_dict(first_opt.state_dict(), resumed.params)  # as a checkpoint restores it
+    losses += graph_epochs(trainer(resumed, X, y, 4, resumed_opt), range(2, 3), 0.01, 7)
+    assert losses == whole_losses and resumed_opt.t == whole_opt.t == 6
+    for k, v in whole.get_params().items():
+        np.testing.assert_array_equal(resumed.get_params()[k], v, err_msg=k)
+    # an epoch resumed at its row 4 (the first batch done by the plain path) lands on the plain path's numbers
+    plain, mid = (make_net("relu", "sigmoid", "squared", "float64", dropout=0.5) for _ in range(2))
+    history = train(plain, X, y, epochs=1, batch_size=4, lr=0.1, seed=8, optimizer="sgd", kernels="plain")
+    order = np.random.default_rng([8, 1]).permutation(11)
+    opt = SGD()
+    T = mid.targets_from_labels(y)
+    first = float(mid.train_step(X[order[:4]], T[order[:4]], 0.1, opt))  # step 0 on the plain path
+    rest = float(trainer(mid, X, y, 4, opt).run_epoch(order, 0.1, start_row=4))  # steps 1 and 2 in the graph
+    assert params_diff(mid, plain) < 1e-12 and opt.t == 3
+    assert abs((first + rest) / 11 - history[0]["train_loss"]) < 1e-12
+
+
+# On the device: the dropout runs below (cases of the CPU tests above, at GPU_SIZES over 252 steps).
+GPU_DROPOUT_CASES = [("sigmoid", "softmax", "cross-entropy", [0.2, 0.5, 0.3], "sgd"),
+                     ("relu", "sigmoid", "squared", 0.5, "adam"),
+                     ("silu", "identity", "squared", [0.1, 0.875, 0.0], "sgd-wd")]
+
+
+def _dropout_run_against_plain(backend: str, activation, output, loss, dropout, name, dtype) -> tuple[float, float]:
+    """Two graph epochs on ``backend`` (the transcriptions on NumPy, a captured graph and a replay on CuPy)
+    against gpunet.train's plain path on NumPy with the same dropout: (parameters' and losses' differences)."""
+    X, y = data(1003, GPU_SIZES, GPU_DATA_SEED)
+    settings = gpu_run_settings(name)
+    plain, graph = (make_net(activation, output, loss, dtype, b, GPU_SIZES, dropout) for b in ("numpy", backend))
+    plain_opt, graph_opt = DROPOUT_OPTIMIZERS[name](), DROPOUT_OPTIMIZERS[name]()
+    history = train(plain, X, y, optimizer=plain_opt, **settings)
+    losses = graph_epochs(trainer(graph, X, y, 8, graph_opt), range(1, 3), settings["lr"], 3, lr_decay=0.9)
+    assert graph_opt.t == plain_opt.t == 2 * 126
+    return params_diff(graph, plain), rel_diff(losses, [r["train_loss"] for r in history])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation,output,loss,dropout,name", GPU_DROPOUT_CASES)
+def test_the_gpu_dropout_runs_hold_on_the_transcriptions(activation, output, loss, dropout, name) -> None:
+    """The device test's body on the transcriptions, in float64: its numbers are the plain path's; and its float32
+    plain run stays within a tenth of the GPU tolerance of its float64 run (well conditioned)."""
+    assert max(_dropout_run_against_plain("numpy", activation, output, loss, dropout, name, "float64")) < 1e-12
+    X, y = data(1003, GPU_SIZES, GPU_DATA_SEED)
+    nets = [make_net(activation, output, loss, dtype, "numpy", GPU_SIZES, dropout) for dtype in ("float32", "float64")]
+    for net in nets:
+        train(net, X, y, optimizer=DROPOUT_OPTIMIZERS[name](), **gpu_run_settings(name))
+    assert params_diff(*nets) <= GPU_TOLERANCE["float32"] / 10
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation,output,loss,dropout,name", GPU_DROPOUT_CASES)
+def test_gpu_graph_with_dropout_equals_the_plain_path(activation, output, loss, dropout, name, dtype) -> None:
+    require("cupy")
+    params, losses = _dropout_run_against_plain("cupy", activation, output, loss, dropout, name, dtype)
+    assert params <= GPU_TOLERANCE[dtype] and losses <= GPU_TOLERANCE[dtype], (params, losses)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("tiling", ["one a thread", "register-tiled"])
+def test_gpu_graph_with_dropout_equals_the_transcription_and_resumes_bit_for_bit(dtype, tiling, monkeypatch) -> None:
+    """203 rows in batches of 16 over three epochs, [300, 70, 5] with every layer input dropped: the captured
+    graph against the transcriptions; then epoch 3 by a new trainer after two by another: the same bits."""
+    require("cupy")
+    if tiling == "register-tiled":
+        monkeypatch.setattr(graph_module, "BIG_PRODUCT", 0)
+    sizes, dropout = [300, 70, 5], [0.2, 0.5]
+    X, y = data(203, sizes)
+    device, host, resumed = (make_net("sigmoid", "softmax", "cross-entropy", dtype, b, sizes, dropout)
+                             for b in ("cupy", "numpy", "cupy"))
+    optimizers = [Adam() for _ in range(3)]
+    on_device, on_host = (trainer(net, X, y, 16, opt) for net, opt in zip((device, host), optimizers))
+    losses = [[graph_epochs(g, range(e, e + 1), 0.01, 9)[0] for g in (on_device, on_host)] for e in range(1, 4)]
+    assert params_diff(device, host) <= GPU_TOLERANCE[dtype]
+    assert rel_diff(*zip(*losses)) <= GPU_TOLERANCE[dtype]
+    graph_epochs(trainer(resumed, X, y, 16, optimizers[2]), range(1, 3), 0.01, 9)
+    restored = Adam()
+    restored.load_state_dict(optimizers[2].state_dict(), resumed.params)
+    graph_epochs(trainer(resumed, X, y, 16, restored), range(3, 4), 0.01, 9)
+    for k, v in device.get_params().items():
+        np.testing.assert_array_equal(resumed.get_params()[k], v, err_msg=k)

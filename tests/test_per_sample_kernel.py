@@ -17,6 +17,7 @@ from gpunet.activations import FUSED, LOSSES, OUTPUT_ACTIVATIONS
 from gpunet.engines.kernels import READ_OFF_OUTPUT
 from gpunet.engines import per_sample
 from gpunet.datasets import load_mnist
+from gpunet.training import TrainingInterrupted
 
 import transcriptions
 from conftest import rel_diff, require
@@ -34,9 +35,12 @@ GPU_TOLERANCE = {"float64": 1e-9, "float32": 1e-4}  # kernel vs NumPy's train_st
 LR = 0.01
 
 
-def _random_net(sizes, activation, output, loss, dtype, backend="numpy", seed=3):
+def _random_net(sizes, activation, output, loss, dtype, backend="numpy", seed=3, dropout=None):
     """A network with random weights and non-zero biases (the article's init starts every bias at 0)."""
     net = gpunet.Network.article(sizes, activation, output, loss, backend=backend, dtype=dtype)
+    if dropout is not None:  # the article's constructor takes none: the same network, with dropout
+        net = gpunet.Network(sizes, activation, output, loss, init="article", seed=net.seed, backend=backend,
+                             dtype=dtype, dropout=dropout)
     rng = np.random.default_rng(seed)
     net.set_params({k: 0.1 * rng.standard_normal(v.shape) for k, v in net.get_params().items()})
     return net
@@ -47,12 +51,12 @@ def _random_data(n, sizes, seed=4):
     return rng.uniform(0.01, 1.0, (n, sizes[0])), rng.random((n, sizes[-1]))  # targets in [0, 1], sums != 1
 
 
-def _case(rows, sizes, activation, output, loss, dtype, backend="numpy"):
+def _case(rows, sizes, activation, output, loss, dtype, backend="numpy", dropout=None):
     """(X, T, fast, plain): ``rows`` random rows, and two networks with the same random weights, ``fast`` on
     ``backend`` (the path under test) and ``plain`` on NumPy (the reference)."""
     X, T = _random_data(rows, sizes)
-    fast = _random_net(sizes, activation, output, loss, dtype, backend=backend)
-    return X, T, fast, _random_net(sizes, activation, output, loss, dtype)
+    fast = _random_net(sizes, activation, output, loss, dtype, backend=backend, dropout=dropout)
+    return X, T, fast, _random_net(sizes, activation, output, loss, dtype, dropout=dropout)
 
 
 def _row_by_row(net, X, T, lr):
@@ -251,13 +255,15 @@ def test_codes_match_the_kernels_defines():
 def test_name_expressions_cover_every_kernel_it_loads():
     assert per_sample.HIDDEN == gpunet.activations.HIDDEN_ACTIVATIONS  # silu's z1 kept in D
     assert sorted(per_sample.EXPRESSIONS) == sorted(  # per_sample_chunk_z2: an output whose derivative reads Z2
-        f"{k}<{c}, {a}, {i}>" for k in ("per_sample_chunk", "per_sample_chunk_z2") for c in ("float", "double")
-        for a in (0, 1, 2, 3, 6) for i in ("false", "true"))
-    for dtype, activation, in_kernel, (output, _) in itertools.product(("float32", "float64"), HIDDEN_ACTIVATIONS,
-                                                                       (False, True), PAIRS):
-        assert per_sample._expression(dtype, activation, in_kernel, output) in per_sample.EXPRESSIONS
+        f"{k}{d}<{c}, {a}, {i}>" for k in ("per_sample_chunk", "per_sample_chunk_z2") for d in ("", "_dropout")
+        for c in ("float", "double") for a in (0, 1, 2, 3, 6) for i in ("false", "true"))
+    for dtype, activation, in_kernel, (output, _), dropout in itertools.product(
+            ("float32", "float64"), HIDDEN_ACTIVATIONS, (False, True), PAIRS, (False, True)):
+        assert per_sample._expression(dtype, activation, in_kernel, output, dropout) in per_sample.EXPRESSIONS
     assert per_sample._expression("float32", "tanh", False, "silu") == "per_sample_chunk_z2<float, 1, false>"
     assert per_sample._expression("float32", "silu", True, "softmax") == "per_sample_chunk<float, 6, true>"
+    assert (per_sample._expression("float64", "relu", True, "softmax", True)
+            == "per_sample_chunk_dropout<double, 2, true>")
 
 
 # --- on a device: the kernel --------------------------------------------------------------
@@ -370,3 +376,148 @@ def test_gpu_train_with_graph_kernels_runs_per_sample_epochs_on_mnist(mnist_dir,
     for k, v in straight.get_params().items():
         assert rel_diff(resumed.get_params()[k], v) <= tol, k
         assert rel_diff(resumed.get_params()[k], fast.get_params()[k]) > 0, k  # rows 0-999 skipped: it differs
+
+
+# --- dropout: the inputs' mask by the host, the hidden layer's in the kernel's _dropout forms -----------------
+
+# (inputs' rate, hidden layer's rate): both, the hidden layer's alone (gpunet's one-rate form), the inputs' alone
+# (the kernel without DROP), and a rate whose scale is no power of two.
+DROPOUTS = [[0.2, 0.5], 0.5, [0.3, 0.0], [0.0, 0.875]]
+
+
+def _assert_dropout_trajectory(run_chunk, fast, plain, X, T, lr, chunk, tolerance):
+    """:func:`_assert_trajectory` with dropout: each chunk's summed loss and the parameters after it against
+    train_step on one row at a time (whose outputs before each step are dropout's, not ``forward``'s)."""
+    for lo in range(0, X.shape[0], chunk):
+        Xc, Tc = X[lo : lo + chunk], T[lo : lo + chunk]
+        want = sum(float(plain.train_step(Xc[t : t + 1], Tc[t : t + 1], lr=lr)) for t in range(Xc.shape[0]))
+        _, got = run_chunk(fast, Xc, Tc)
+        assert abs(got - want) <= tolerance * abs(want), ("loss", lo)
+        for k, v in plain.get_params().items():
+            assert rel_diff(fast.get_params()[k], v) <= tolerance, (k, lo)
+
+
+def _chunks_with_dropout(launcher=None, threads=None):
+    """per_sample_chunk through one optimiser for every chunk (its count keys the masks), the transcription's
+    launches or the device's."""
+    optimizer = gpunet.SGD()
+
+    def run(net, Xc, Tc):
+        X, T = net.checked_input(Xc), net.checked_targets(Tc, Xc)
+        Z2, Y = per_sample._kernel_chunk(net, X, T, LR, threads, optimizer=optimizer, launcher=launcher)
+        return net.backend.to_host(Y), float(net.per_sample_loss(Z2, Y, T).sum())
+    return run
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dropout", DROPOUTS, ids=str)
+@pytest.mark.parametrize("activation, output, loss", [("sigmoid", "softmax", "cross-entropy"),
+                                                      ("silu", "tanh", "squared"), ("relu", "silu", "absolute")])
+def test_transcription_with_dropout_is_train_step_row_by_row(activation, output, loss, dropout, dtype):
+    """Three chunks (24, 24 and 8 rows) against train_step on one row at a time, through the network's own SGD:
+    row t of a chunk is step optimizer.t + t, as in train_step; silu keeps z1 in D, the others A1."""
+    X, T, fast, plain = _case(56, [16, 70, 5], activation, output, loss, dtype, dropout=dropout)
+    launcher = functools.partial(transcriptions.per_sample_launch, threads=64)
+    _assert_dropout_trajectory(_chunks_with_dropout(launcher), fast, plain, X, T, LR, 24, CPU_TOLERANCE[dtype])
+
+
+def test_dropout_changes_the_per_sample_numbers() -> None:
+    """The comparison above can fail: the same chunks with other masks (another seed), or with none, end far from
+    train_step with dropout."""
+    X, T, _, plain = _case(48, [16, 70, 5], "sigmoid", "softmax", "cross-entropy", "float64", dropout=[0.2, 0.5])
+    for t in range(48):
+        plain.train_step(X[t : t + 1], T[t : t + 1], lr=0.5)
+    launcher = functools.partial(transcriptions.per_sample_launch, threads=64)
+    for dropout, seed in ((None, 3), ([0.2, 0.5], 4)):
+        net = _random_net([16, 70, 5], "sigmoid", "softmax", "cross-entropy", "float64", dropout=dropout)
+        net.seed = seed  # the same weights, another seed's masks
+        optimizer = gpunet.SGD()
+        for lo in (0, 24):
+            per_sample.per_sample_chunk(net, X[lo : lo + 24], T[lo : lo + 24], 0.5, optimizer, launcher)
+        assert max(rel_diff(net.get_params()[k], v) for k, v in plain.get_params().items()) > 1e-3
+
+
+def test_a_chunk_s_launch_with_dropout():
+    """The _dropout kernel where the hidden layer's output is dropped, its last five arguments the mask's: the key's
+    words, the count before the chunk (mod 2**32), the threshold and the scale; the kernel without where only the
+    inputs are."""
+    net = gpunet.Network([6, 40, 3], "relu", seed=2**33 + 5, backend="numpy", dtype="float32", dropout=[0.25, 0.5])
+    launches = []
+    optimizer = gpunet.SGD()
+    optimizer.count(2**32 + 9)
+    X, T = _random_data(7, [6, 40, 3])
+    per_sample.per_sample_chunk(net, X.astype(np.float32), T.astype(np.float32), 0.1, optimizer, launches.append)
+    (launch,) = launches
+    assert launch.kernel == "per_sample_chunk_dropout" and len(launch.args) == 20
+    seed_lo, seed_hi, step0, threshold, scale = launch.args[15:]
+    assert (int(seed_lo), int(seed_hi), int(step0), int(threshold)) == (5, 2, 9, 2**31)
+    assert scale.dtype == np.float32 and scale == 2 and optimizer.t == 2**32 + 16
+    inputs_only = gpunet.Network([6, 40, 3], "relu", seed=1, backend="numpy", dtype="float32", dropout=[0.25, 0])
+    per_sample.per_sample_chunk(inputs_only, X.astype(np.float32), T.astype(np.float32), 0.1, None, launches.append)
+    assert launches[-1].kernel == "per_sample_chunk" and len(launches[-1].args) == 15
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dropout", DROPOUTS, ids=str)
+@pytest.mark.parametrize("activation, output, loss", [("tanh", "softmax", "cross-entropy"),
+                                                      ("silu", "sigmoid", "squared")])
+def test_per_sample_epochs_with_dropout_transcribed_are_train_per_sample(activation, output, loss, dropout, dtype):
+    # 150 rows: chunks of 64, 64 and 22, two epochs: each chunk's masks from the count before the epoch plus its row.
+    X, T, fast, plain = _case(150, [16, 70, 5], activation, output, loss, dtype, dropout=dropout)
+    diffs = _epochs_against_train(fast, plain, X, T, 2, LR, launcher=_transcribed_launches(threads=64))
+    assert diffs["loss"] <= CPU_TOLERANCE[dtype] and diffs["params"] <= CPU_TOLERANCE[dtype], diffs
+
+
+GPU_DROPOUT_CASES = [("sigmoid", "softmax", "cross-entropy", [0.2, 0.5]), ("silu", "identity", "squared", 0.5),
+                     ("relu", "silu", "absolute", [0.0, 0.875])]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("activation, output, loss, dropout", GPU_DROPOUT_CASES)
+def test_kernel_with_dropout_is_train_step_row_by_row(activation, output, loss, dropout, dtype):
+    cupy = require("cupy")
+    X, T, fast, plain = _case(128, [16, 70, 5], activation, output, loss, dtype, backend=cupy, dropout=dropout)
+    _assert_dropout_trajectory(_chunks_with_dropout(threads=64), fast, plain, X, T, LR, 64, GPU_TOLERANCE[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("activation, output, loss, dropout", GPU_DROPOUT_CASES)
+def test_gpu_per_sample_epochs_with_dropout_are_train_per_sample(activation, output, loss, dropout, dtype):
+    cupy = require("cupy")
+    X, T, fast, plain = _case(150, [16, 70, 5], activation, output, loss, dtype, backend=cupy, dropout=dropout)
+    diffs = _epochs_against_train(fast, plain, X, T, 2, LR)
+    assert diffs["loss"] <= GPU_TOLERANCE[dtype] and diffs["params"] <= GPU_TOLERANCE[dtype], diffs
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernels", ["fused", "graph"])
+def test_gpu_train_per_sample_with_dropout_on_the_kernel_is_the_plain_path_and_resumes(mnist_dir, kernels):
+    """gpunet.train at batch 1 with dropout, the per-sample kernel named (chunk by chunk, or whole epochs) on
+    1,000 real rows against NumPy's plain path; a run interrupted mid-epoch and resumed ends on the same bits as
+    the run without the interruption (the rest of the epoch by the kernel, chunk by chunk, in both)."""
+    cupy = require("cupy")
+    data = load_mnist(mnist_dir)
+    X, y = data.X_train[:1000], data.y_train[:1000]
+    make = functools.partial(gpunet.Network, [784, 100, 10], init="article", seed=1, dtype="float64",
+                             dropout=[0.2, 0.5])
+    fast, plain = make(backend=cupy), make(backend="numpy")
+    options = {"epochs": 2, "batch_size": 1, "lr": 0.1, "optimizer": "sgd", "seed": 3}
+    got = gpunet.train(fast, X, y, kernels=kernels, **options)
+    want = gpunet.train(plain, X, y, kernels="plain", **options)
+    assert rel_diff(np.array([r["train_loss"] for r in got]), np.array([r["train_loss"] for r in want])) <= 1e-9
+    for k, v in plain.get_params().items():
+        assert rel_diff(fast.get_params()[k], v) <= 1e-9, k
+    whole, resumed = make(backend=cupy), make(backend=cupy)
+    gpunet.train(whole, X, y, kernels="fused", **options)
+    optimizer, asked = gpunet.SGD(), []  # the resumed run's, kept across the interruption as a checkpoint keeps it
+    with pytest.raises(TrainingInterrupted) as stop:  # asked after every chunk of 64 rows but an epoch's last
+        gpunet.train(resumed, X, y, kernels="fused", should_stop=lambda: asked.append(1) or len(asked) == 20,
+                     **{**options, "optimizer": optimizer})
+    assert (stop.value.epoch, stop.value.rows) == (2, 320)
+    gpunet.train(resumed, X, y, kernels="fused", start_epoch=2, start_row=320, start_loss=stop.value.loss_sum,
+                 **{**options, "optimizer": optimizer})
+    assert optimizer.t == 2000
+    for k, v in whole.get_params().items():
+        np.testing.assert_array_equal(resumed.get_params()[k], v, err_msg=k)

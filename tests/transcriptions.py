@@ -13,7 +13,9 @@ checks the kernels' formulas against gpunet's activation table and optimisers, n
 activations and losses here are activations.cuh's, by code (:func:`act_forward`, :func:`act_backward`,
 :func:`loss_grad`); from gpunet come only the codes (kernels.ACT_CODES, OUTPUT_CODES, LOSS_CODES,
 fused.RULE_CODES), the defines (gemm.py), the launch geometry and the kernels' argument lists
-(fused.delta_bias_geometry, fused.flat_step_arguments), never gpunet.activations or gpunet.optim.
+(fused.delta_bias_geometry, fused.flat_step_arguments), never gpunet.activations or gpunet.optim. Dropout's
+words come from gpunet.dropout.words, which tests/test_dropout.py holds bit for bit to dropout.cuh compiled for
+the host; the decision and the value (:func:`dropout_mask`) are written here from the header's arguments.
 
 How the production host code reaches them (none of it imports this module):
 
@@ -29,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gpunet.dropout import words
 from gpunet.engines.fused import RULE_CODES, delta_bias_geometry, flat_step_arguments
 from gpunet.engines.gemm import (GRAD_WRITE, KTILE, KTILE_DOUBLE, LOSS_THREADS, SGD_FOLDED, WeightGradLayer)
 from gpunet.engines.kernels import ACT_CODES, LOSS_CODES, OUTPUT_CODES, source
@@ -92,6 +95,28 @@ def loss_grad(loss: int, Y: Array, T: Array) -> Array:
     """fused.cu's and per_sample.cu's loss_grad: dL/dY of the unfused losses, y - t (squared) or sign(y - t)."""
     d = Y - T
     return d if loss == SQUARED else np.sign(d)
+
+
+# --- dropout.cuh, and fused.cu's dropout_apply -----------------------------------------------------------
+
+def dropout_mask(seed_lo: Any, seed_hi: Any, layer: Any, step: Any, row: Any, unit: Any, threshold: Any,
+                 scale: Any) -> np.ndarray:
+    """dropout_mask<T>, broadcast over step, row and unit (uint32 arrays or ints): ``scale`` (of the mask's type)
+    where the unit's word is below ``threshold``, else 0."""
+    seed = (int(seed_hi) << 32) | int(seed_lo)
+    word = words(np, seed, int(layer), np.asarray(step, dtype=np.uint32), row, unit).astype(np.uint64)
+    return np.where(word < np.uint64(threshold), scale, type(scale)(0))
+
+
+def dropout_apply(In: Array, Out: Array, rows: Any, cols: Any, seed_lo: Any, seed_hi: Any, layer: Any,
+                  step0: Array, offset: Any, threshold: Any, scale: Any) -> None:
+    """dropout_apply<T>: Out = In * mask of step (uint32) step0[0] + offset, element (r, j) of the first
+    ``rows`` rows; In may be Out."""
+    rows, cols = int(rows), int(cols)
+    step = np.uint32((int(step0[0]) + int(offset)) % 2**32)  # the kernel's unsigned int sum wraps
+    mask = dropout_mask(seed_lo, seed_hi, layer, step, np.arange(rows, dtype=np.uint32)[:, None],
+                        np.arange(cols, dtype=np.uint32)[None, :], threshold, scale)
+    _rows(Out, rows, cols)[...] = _rows(In, rows, cols) * mask
 
 
 # --- fused.cu ----------------------------------------------------------------------------------------------
@@ -442,7 +467,7 @@ GRAPH_KERNELS: dict[str, Callable[..., None]] = {
     "gather_rows": gather_rows, "forward": forward, "forward_keep": forward_keep, "forward_output": forward_output,
     "output_delta": output_delta,
     "loss_total": loss_total, "backward": backward, "weight_grad": weight_grad, "weight_grads": weight_grads,
-    "flat_step": flat_step,
+    "flat_step": flat_step, "dropout_apply": dropout_apply,
 }
 
 
@@ -484,14 +509,23 @@ def _by_thread(a: np.ndarray, per_thread: int, threads: int) -> np.ndarray:
 
 def per_sample_chunk(Z1: np.ndarray, G: np.ndarray, T: np.ndarray, W2: np.ndarray, b2: np.ndarray, b1: np.ndarray,
                      D: np.ndarray, Y: np.ndarray, Z2o: np.ndarray, K: int, H: int, O: int, lr: Any, out_act: int,
-                     loss: int, *, hidden: int, in_kernel: bool, threads: int) -> None:
+                     loss: int, *dropout: Any, hidden: int, in_kernel: bool, threads: int) -> None:
     """per_sample_chunk<F, HIDDEN, IN_KERNEL> on one block of ``threads`` threads: the rows t = 0, 1, ... in
-    order, each in the kernel's order."""
+    order, each in the kernel's order. ``dropout``: the _dropout kernels' last five arguments (seed_lo, seed_hi,
+    step0, threshold, scale), the hidden layer's output dropped (DROP); none for the kernels without."""
     K, H, O, out_act, loss = int(K), int(H), int(O), int(out_act), int(loss)
     dtype = Z1.dtype.type
     lr, one = dtype(lr), dtype(1)
     per_thread, n_warps = -(-H // threads), threads // WARP
     W2s, b2s = W2.T.copy(), b2.copy()  # (O, H) and (O,): the kernel's shared copies
+    assert len(dropout) in (0, 5), dropout
+    units = np.arange(H, dtype=np.uint32)
+
+    def mask(t: int) -> np.ndarray:  # HiddenDropout::mask of row t: layer input 1, step step0 + t, row 0
+        seed_lo, seed_hi, step0, threshold, scale = dropout
+        return dropout_mask(seed_lo, seed_hi, 1, np.uint32((int(step0) + t) % 2**32), 0, units, threshold,
+                            dtype(scale))
+
     for t in range(K):
         correction = np.zeros(H, dtype=dtype)
         for k in range(t):  # each unit j sums its column of D in the order of the rows
@@ -500,6 +534,10 @@ def per_sample_chunk(Z1: np.ndarray, G: np.ndarray, T: np.ndarray, W2: np.ndarra
         if hidden in FROM_INPUT:  # z1 kept in row t of D until delta1_t replaces it
             D[t] = z1
         A1 = act_forward(hidden, z1)  # (H,)
+        if dropout:  # A1 kept in D_t where f' reads it; the shared A1 holds In1 = A1 * m1_t
+            if hidden not in FROM_INPUT:
+                D[t] = A1
+            A1 = A1 * mask(t)
         # Z2 = A1 W2: each thread's units in order, each warp's lanes by warp_sum, then the warps in order.
         partial = np.zeros((O, threads), dtype=dtype)
         A1t, W2t = _by_thread(A1, per_thread, threads), _by_thread(W2s, per_thread, threads)
@@ -530,7 +568,10 @@ def per_sample_chunk(Z1: np.ndarray, G: np.ndarray, T: np.ndarray, W2: np.ndarra
         for o in range(O):  # dA1 = delta2 W2^T, W2 before its update, each unit summing over o in order
             dA += delta2[o] * W2s[o]
         W2s -= lr * (delta2[:, None] * A1)  # (O, 1) * (H,) -> (O, H): the transposed A1^T delta2
-        D[t] = act_backward_at(hidden, D[t] if hidden in FROM_INPUT else A1, dA)
+        if dropout:  # f' at what D_t keeps, of dA1 times the mask
+            D[t] = act_backward_at(hidden, D[t], dA * mask(t))
+        else:
+            D[t] = act_backward_at(hidden, D[t] if hidden in FROM_INPUT else A1, dA)
     W2[...] = W2s.T
     b2[...] = b2s
     if in_kernel:  # b1 -= lr sum_t D_t, each unit summing its column in row order

@@ -9,11 +9,15 @@
 //                                 sigmoid  loss_n = sum softplus(z) - t z,  softplus(z) = max(z, 0) + log1p(exp(-|z|))
 //   delta_bias<T, ACT, UPDATE>  delta_i = dA_i * f'(A_i), in place of dA_i,
 //                               db_i = sum_n delta_i (UPDATE: b_i -= sum_n delta_i)  dA_i, A_i (N, n_i), db_i (n_i,)
+//   dropout_apply<T>            Out = In * mask: 0 for a dropped unit, scale = 1 / (1 - rate)   In, Out (N, n)
+//                               for a kept one (dropout.cuh), row r and unit j of layer input `layer` in
+//                               step *step0 + offset; In == Out in place (graph mode's delta_{i-1})
 //
 // scale is lr / N for plain SGD (the learning rate folded into the deltas) and 1 / N otherwise.
 // tests/transcriptions.py transcribes each loop, in this order, in NumPy; the tests hold it to network.py.
 // Indices are 64-bit: N * n_i may pass 2^31.
 #include "common.cuh"
+#include "dropout.cuh"
 
 // A_i = f(Z_i + b_i): one thread per element, grid-stride.
 template <typename T, int ACT>
@@ -144,5 +148,22 @@ __global__ void delta_bias(T* dA, const T* A, T* db, long long rows, int cols) {
     if (threadIdx.y == 0 && j < cols) {
         if constexpr (UPDATE) db[j] -= part[threadIdx.x];
         else db[j] = part[threadIdx.x];
+    }
+}
+
+// Out = In * mask, one thread per element, grid-stride (In may be Out: no __restrict__). Graph mode launches it
+// on a layer input A_l (into its dropped copy In_l, which the products read) and on delta_l after the backward
+// product (d(A_l * mask)/dA_l = mask). The step is read from device memory at every launch (the count before
+// the epoch, written by the host each epoch) plus this step's place in the epoch: a captured graph replays
+// every epoch with the masks of that epoch's steps, the plain path's keys.
+template <typename T>
+__global__ void dropout_apply(const T* In, T* Out, long long rows, int cols, unsigned int seed_lo,
+                              unsigned int seed_hi, unsigned int layer, const long long* step0, unsigned int offset,
+                              unsigned long long threshold, T scale) {
+    const unsigned int step = (unsigned int)step0[0] + offset;  // mod 2^32, as gpunet.dropout keys it
+    const long long total = rows * cols, stride = (long long)gridDim.x * blockDim.x;
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < total; k += stride) {
+        const unsigned int r = (unsigned int)(k / cols), j = (unsigned int)(k % cols);
+        Out[k] = In[k] * dropout_mask<T>(seed_lo, seed_hi, layer, step, r, j, threshold, scale);
     }
 }

@@ -14,7 +14,15 @@ per form. Each row's loss goes to an epoch-long buffer, summed once at the epoch
 write the gradients instead, into flat.py's one buffer, and step every parameter in one launch of optim.cu's
 flat_step, which reads lr and the step count from device memory and advances the count itself. The whole
 training set, the epoch's permutation and lr live in device buffers the graph reads, so an epoch costs two
-small copies and one graph launch, with no host round trip.
+small copies (three with dropout: the step count) and one graph launch, with no host round trip.
+
+Dropout (a network with ``dropout``): fused.cu's dropout_apply writes a dropped layer input ``In_l = A_l * mask_l``
+after the launch that makes A_l (the gather for the inputs, the layer's forward for a hidden layer), and the
+products read In_l (the next forward, the weight gradient) where the plain path reads its dropped input; after
+the backward product that writes delta_l, the same launch multiplies it by mask_l in place. The masks are
+gpunet/dropout.py's, keyed as the plain path keys them (the optimiser's step count before the step, each row's
+place in its batch): the count before the epoch is in device memory (``buffers["step"]``, written each epoch as
+lr is) and each step's launches add its place in the epoch, so a replay draws its own epoch's masks.
 
 Every buffer is allocated in ``GraphTrainer.__init__``, before any capture, and kept in
 ``GraphTrainer.buffers`` (and its ``flat`` parameters, gradients and optimiser state) as long as the
@@ -34,6 +42,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from .. import dropout as drop
 from ..activations import ACTIVATIONS, FUSED, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
 from ..checks import check_int, check_number
 from ..network import Network
@@ -60,6 +69,7 @@ MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: the rows of a product, in tiles
 BIG_PRODUCT = 1 << 19
 ELEMENT_THREADS = 256  # gather_rows, output_delta: one thread per element or row
 SOURCE = "gemm.cu"
+DROPOUT_SOURCE = "fused.cu"  # dropout_apply, an elementwise kernel beside fused.cu's others
 OPTIM_SOURCE = "optim.cu"  # flat_step, for momentum and Adam: fused.py's NAME_EXPRESSIONS has its instantiations
 
 
@@ -92,7 +102,8 @@ EXPRESSIONS = [
     *(f"weight_grads<{t}, {m}, {r}>" for t in C_TYPES.values() for m in (GRAD_WRITE, SGD_FOLDED, SGD_DECAY)
       for r in (1, RTILE)),
 ]
-NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}
+DROPOUT_EXPRESSIONS = [f"dropout_apply<{t}>" for t in C_TYPES.values()]
+NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS), DROPOUT_SOURCE: tuple(DROPOUT_EXPRESSIONS)}
 
 
 class Launch(NamedTuple):
@@ -165,9 +176,9 @@ class GraphTrainer:
     its dtype. ``run_epoch(order, lr)`` trains on the batches ``order[lo : lo + batch_size]`` like
     ``gpunet.train``'s plain path and returns the epoch's summed per-sample loss (each row before its
     step) as a 0-d device array, without a host sync. Covers SGD (with or without weight decay), Momentum
-    and Adam, every hidden activation, every (output, loss) pair and any depth; a subclass of an optimiser
-    (which may change its rule) raises ValueError, and so does a run after the optimiser's hyperparameters
-    changed (the graph holds them).
+    and Adam, every hidden activation, every (output, loss) pair, dropout and any depth; a subclass of an
+    optimiser (which may change its rule) raises ValueError, and so does a run after the optimiser's
+    hyperparameters changed (the graph holds them).
 
     ``launcher`` (a callable taking a :class:`Launch`), if given, runs each launch of an epoch in order instead
     of a compiled kernel in a captured graph, on any backend: how the tests run the kernels' NumPy
@@ -208,6 +219,8 @@ class GraphTrainer:
         # The parameters the graph reads and writes: the network's own flat buffer, at addresses fixed for its life.
         self.flat = FlatParameters(net.params, net.backend.xp, net.packed)
         self.flat_optimizer = FlatOptimizer(self.flat) if self.mode == GRAD_WRITE else None
+        # the layer inputs dropout drops (0: the network's inputs); a rate too small to drop a unit has no mask
+        self.dropped = [layer for layer, rate in enumerate(net.dropout) if drop.keep_threshold(rate) < drop.WORD]
         self.buffers = self._allocate(rows)
         self._graphs: dict[int, Any] = {}  # start row -> the captured graph of that epoch's steps
         self._functions: dict[str, Any] = {}
@@ -231,6 +244,10 @@ class GraphTrainer:
                 buffers[f"Z{i}"] = xp.zeros((rows, width), dtype=dtype)
         buffers["loss"] = xp.zeros(self.n, dtype=dtype)  # each row's loss, in the epoch's order
         buffers["loss_total"] = xp.zeros(1, dtype=dtype)  # the epoch's sum
+        if self.dropped:
+            buffers["step"] = xp.zeros(1, dtype=np.int64)  # the optimiser's step count before the epoch
+            for layer in self.dropped:  # the dropped copy of each layer input that has a rate
+                buffers[f"In{layer}"] = xp.zeros((rows, sizes[layer]), dtype=dtype)
         return buffers
 
     @property
@@ -244,11 +261,13 @@ class GraphTrainer:
 
     def launches(self, start_row: int = 0) -> list[Launch]:
         """Every kernel launch of an epoch started at ``start_row``, in order: what one graph holds."""
-        steps = itertools.chain.from_iterable(self._step(lo, N) for lo, N in self.batches(start_row))
+        batches = enumerate(self.batches(start_row))  # k: the step's place in the epoch (its dropout masks)
+        steps = itertools.chain.from_iterable(self._step(lo, N, k) for k, (lo, N) in batches)
         return [*steps, self._loss_total(start_row)]
 
-    def _step(self, lo: int, N: int) -> list[Launch]:
-        """One step on rows order[lo : lo + N]: the plain path's Network.train_step_unchecked, kernel by kernel."""
+    def _step(self, lo: int, N: int, k: int = 0) -> list[Launch]:
+        """One step on rows order[lo : lo + N], the epoch's ``k``-th (its dropout masks: the step count before the
+        epoch plus k): the plain path's Network.train_step_unchecked, kernel by kernel."""
         net, buf, L = self.net, self.buffers, self.net.n_layers
         P = self.flat.param_views
         # Where the products write each gradient: the flat gradient buffer for flat_step; in the SGD modes
@@ -257,14 +276,19 @@ class GraphTrainer:
         hidden = ACT_CODES[net.activation]
         steps = [self._gather(lo, N)]
         A = [buf["X"]] + [buf[f"A{i}"] for i in range(1, L + 1)]
+        Ins = [buf.get(f"In{i}", a) for i, a in enumerate(A)]  # what layer i + 1 multiplies: A_i, dropped
         keep = net.activation in KEEP_INPUT
         kept = [buf[f"Z{i}"] if keep and 0 < i < L else a for i, a in enumerate(A)]  # where backward reads f'
+        if 0 in self.dropped:  # the inputs, dropped
+            steps.append(self._dropout(A[0], Ins[0], 0, N, k))
         for i in range(1, L):
             if keep:  # A_i = f(Z_i), Z_i kept
-                steps.append(self._forward_keep(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], kept[i], N, hidden))
+                steps.append(self._forward_keep(Ins[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], kept[i], N, hidden))
             else:
-                steps.append(self._forward(A[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, hidden))
-        output = self._forward(A[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], N,
+                steps.append(self._forward(Ins[i - 1], P[f"W{i}"], P[f"b{i}"], A[i], N, hidden))
+            if i in self.dropped:  # In_i = A_i * mask_i
+                steps.append(self._dropout(A[i], Ins[i], i, N, k))
+        output = self._forward(Ins[L - 1], P[f"W{L}"], P[f"b{L}"], A[L], N,
                                _output_forward_act(net.output, net.loss_name))
         delta = self._output_delta(A[L], buf["T"], buf[f"delta{L}"], lo, N)
         if output.params["r"] == 1 and output.grid[0] == 1:  # one column tile: each block holds whole rows
@@ -276,7 +300,9 @@ class GraphTrainer:
             if i > 1:
                 steps.append(self._backward(buf[f"delta{i}"], P[f"W{i}"], kept[i - 1], buf[f"delta{i - 1}"], N,
                                             hidden))
-            layers.append((A[i - 1], buf[f"delta{i}"], (P[f"W{i}"], G[f"W{i}"]), (P[f"b{i}"], G[f"b{i}"])))
+                if i - 1 in self.dropped:  # d(A * mask)/dA = mask: applied after f' (the plain path, before it)
+                    steps.append(self._dropout(buf[f"delta{i - 1}"], buf[f"delta{i - 1}"], i - 1, N, k))
+            layers.append((Ins[i - 1], buf[f"delta{i}"], (P[f"W{i}"], G[f"W{i}"]), (P[f"b{i}"], G[f"b{i}"])))
         steps += self._weight_grads(layers, N)  # every backward has read its W_i: the updates are independent now
         if self.flat_optimizer is not None:
             steps.append(self._flat_step(self.flat_optimizer))
@@ -377,6 +403,18 @@ class GraphTrainer:
                                        (TILE, TILE), args))
         return launches
 
+    def _dropout(self, In: Array, Out: Array, layer: int, N: int, k: int) -> Launch:
+        # One thread per element of the (N, n) rows (fused.py's elementwise geometry): Out = In * mask of layer
+        # input ``layer``, in the epoch's k-th step (the count before the epoch, read from device memory, plus k).
+        n = In.shape[1]
+        rate = self.net.dropout[layer]
+        seed_lo, seed_hi = drop.key_words(self.net.seed)
+        grid, block = elementwise_geometry(N * n)
+        args = (In, Out, np.int64(N), np.int32(n), np.uint32(seed_lo), np.uint32(seed_hi), np.uint32(layer),
+                self.buffers["step"], np.uint32(k), np.uint64(drop.keep_threshold(rate)),
+                self.net.dtype.type(drop.scale(rate)))
+        return Launch("dropout_apply", self.net.dtype.name, {}, grid, block, args, DROPOUT_SOURCE)
+
     def _weight_decay(self) -> Any:
         """The SGD_DECAY update's weight decay, in the network's dtype (0 in the other modes, which ignore it)."""
         return self.net.dtype.type(self.optimizer.weight_decay if self.mode == SGD_DECAY else 0.0)
@@ -412,6 +450,8 @@ class GraphTrainer:
         if self.launcher is not None:  # each launch handed over in order, with no graph
             self.buffers["order"][...] = order
             self.buffers["lr"].fill(lr)
+            if self.dropped:
+                self.buffers["step"].fill(self.optimizer.t)
             for launch in self.launches(start_row):
                 self.launcher(launch)
             loss = self.buffers["loss_total"].reshape(()).copy()
@@ -421,6 +461,8 @@ class GraphTrainer:
             with self._stream:
                 self.buffers["order"][...] = order
                 self.buffers["lr"].fill(lr)
+                if self.dropped:  # the masks' step count before the epoch, read by dropout_apply
+                    self.buffers["step"].fill(self.optimizer.t)
                 graph = self._graphs.get(start_row)
                 if graph is None:
                     graph = self._graphs[start_row] = self._capture(start_row)

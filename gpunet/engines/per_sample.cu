@@ -13,6 +13,13 @@
 //   delta1_t = f'(A1) * dA1                              written to D, read back by the later rows; f' at
 //                                                        z1 where it reads the input (act_from_input), which
 //                                                        row t of D holds until delta1_t replaces it
+// With dropout on the hidden layer's output (the _dropout kernels, DROP), row t, as step step0 + t of one row:
+//   In1    = A1 * m1_t                                   m1_t the mask of layer input 1, row 0, step step0 + t
+//                                                        (dropout.cuh), which Z2 and W2's update read;
+//   dA1   *= m1_t                                        before f' (d(A1 * m1)/dA1 = m1); f' reads A1 before
+//                                                        dropout, kept in row t of D (z1 already is, where f'
+//                                                        reads the input). The inputs' dropout is the host's
+//                                                        (X times its mask before Z1, G and W1's update).
 // After the launch: W1 -= lr X^T D, b1 -= lr sum_t D_t (one product), loss from Z2 and Y (cross-entropy
 // from the logits Z2, as Network.per_sample_loss does).
 //
@@ -27,6 +34,8 @@
 //   b1 (H,)                                         in/out with IN_KERNEL, else not read
 //   D (K, H) delta1, Y (K, O) outputs and Z2o (K, O) logits, before each row's step    out
 //   lr, out_act (ACT_CODES, or GPUNET_SOFTMAX), loss (GPUNET_LOSS_*)
+//   seed_lo, seed_hi, step0, threshold, scale      the _dropout kernels only: the mask's key words, the
+//                                                  step count before row 0, round((1 - rate) 2^32), 1 / (1 - rate)
 //
 // One block runs the whole chunk (the rows depend on each other). Thread tid owns the hidden units
 // j = tid, tid + blockDim.x, ...: it alone reads and writes A1[j], column j of D and row j of W2, so
@@ -34,6 +43,7 @@
 // b2, A1 and the reductions' partial sums live in shared memory for the whole chunk: two barriers a row.
 // Warp 0 does the output layer, lane o owning outputs o, o + 32, ...
 #include "common.cuh"
+#include "dropout.cuh"
 
 // sum over o < O of v(o), by warp 0: lane sums o = lane, lane + 32, ... in order, then warp_sum_down;
 // broadcast to every lane.
@@ -44,13 +54,28 @@ __device__ __forceinline__ F output_sum(int O, int lane, V v) {
     return __shfl_sync(0xffffffffu, warp_sum_down(s), 0);
 }
 
+// The hidden layer's dropout for a chunk: the mask's key and the step count before its row 0 (DROP only).
+template <typename F>
+struct HiddenDropout {
+    unsigned int seed_lo, seed_hi, step0;
+    unsigned long long threshold;
+    F scale;
+
+    // unit j's mask in row t: layer input 1 (the hidden layer's output), the row's own step, row 0 of its batch
+    __device__ __forceinline__ F mask(int t, int j) const {
+        return dropout_mask<F>(seed_lo, seed_hi, 1u, step0 + (unsigned int)t, 0u, (unsigned int)j, threshold, scale);
+    }
+};
+
 // The kernels' body. OUT_FROM_INPUT: the output activation's derivative reads Z2 (act_backward_code_from_input,
 // at the row's Z2o, which this lane wrote); else it is read off Y (act_backward_code), softmax, or fused.
-template <typename F, int HIDDEN, bool IN_KERNEL, bool OUT_FROM_INPUT>
+// DROP: the hidden layer's output dropped by `drop`'s masks (unread otherwise).
+template <typename F, int HIDDEN, bool IN_KERNEL, bool OUT_FROM_INPUT, bool DROP = false>
 __device__ __forceinline__ void chunk(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
                                       F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ b1, F* __restrict__ D,
                                       F* __restrict__ Y, F* __restrict__ Z2o,
-                                      int K, int H, int O, F lr, int out_act, int loss) {
+                                      int K, int H, int O, F lr, int out_act, int loss,
+                                      HiddenDropout<F> drop = HiddenDropout<F>{}) {
     extern __shared__ __align__(16) unsigned char shared[];
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, n_warps = blockDim.x / 32;
     F* W2s = reinterpret_cast<F*>(shared);  // (O, H): W2 transposed
@@ -77,7 +102,13 @@ __device__ __forceinline__ void chunk(const F* __restrict__ Z1, const F* __restr
             if (IN_KERNEL) z1 += b1[j];
             z1 -= correction;
             if constexpr (act_from_input<HIDDEN>()) D[t * H + j] = z1;  // kept in D_t (this thread's) for f'(z1)
-            A1[j] = act_forward<HIDDEN>(z1);
+            if constexpr (DROP) {  // A1 kept in D_t for f'(A1), In1 = A1 * m1_t in shared memory
+                const F a = act_forward<HIDDEN>(z1);
+                if constexpr (!act_from_input<HIDDEN>()) D[t * H + j] = a;
+                A1[j] = a * drop.mask(t, j);
+            } else {
+                A1[j] = act_forward<HIDDEN>(z1);
+            }
         }
         // Z2 = A1 W2: each thread's units in order, then the warp, then (warp 0, below) the warps in order.
         for (int o = 0; o < O; ++o) {
@@ -132,6 +163,7 @@ __device__ __forceinline__ void chunk(const F* __restrict__ Z1, const F* __restr
         __syncthreads();
 
         // dA1 = delta2 W2^T with W2 before its update; W2 -= lr A1^T delta2; delta1_t = f'(A1) dA1.
+        // (DROP: a is In1, dA1 times m1_t, and f' at what D_t keeps.)
         for (int j = tid; j < H; j += blockDim.x) {
             const F a = A1[j];
             F dA = F(0);
@@ -140,7 +172,11 @@ __device__ __forceinline__ void chunk(const F* __restrict__ Z1, const F* __restr
                 dA += delta2[o] * w;
                 W2s[o * H + j] = w - lr * (a * delta2[o]);
             }
-            D[t * H + j] = act_backward_at<HIDDEN>(act_from_input<HIDDEN>() ? D[t * H + j] : a, dA);
+            if constexpr (DROP) {
+                D[t * H + j] = act_backward_at<HIDDEN>(D[t * H + j], dA * drop.mask(t, j));
+            } else {
+                D[t * H + j] = act_backward_at<HIDDEN>(act_from_input<HIDDEN>() ? D[t * H + j] : a, dA);
+            }
         }
     }
     __syncthreads();
@@ -171,4 +207,27 @@ __global__ void per_sample_chunk_z2(const F* __restrict__ Z1, const F* __restric
                                     F* __restrict__ Y, F* __restrict__ Z2o,
                                     int K, int H, int O, F lr, int out_act, int loss) {
     chunk<F, HIDDEN, IN_KERNEL, true>(Z1, G, T, W2, b2, b1, D, Y, Z2o, K, H, O, lr, out_act, loss);
+}
+
+// The two kernels with the hidden layer's output dropped (DROP): the same arguments, then the mask's.
+template <typename F, int HIDDEN, bool IN_KERNEL>
+__global__ void per_sample_chunk_dropout(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
+                                         F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ b1,
+                                         F* __restrict__ D, F* __restrict__ Y, F* __restrict__ Z2o,
+                                         int K, int H, int O, F lr, int out_act, int loss, unsigned int seed_lo,
+                                         unsigned int seed_hi, unsigned int step0, unsigned long long threshold,
+                                         F scale) {
+    chunk<F, HIDDEN, IN_KERNEL, false, true>(Z1, G, T, W2, b2, b1, D, Y, Z2o, K, H, O, lr, out_act, loss,
+                                             HiddenDropout<F>{seed_lo, seed_hi, step0, threshold, scale});
+}
+
+template <typename F, int HIDDEN, bool IN_KERNEL>
+__global__ void per_sample_chunk_z2_dropout(const F* __restrict__ Z1, const F* __restrict__ G,
+                                            const F* __restrict__ T, F* __restrict__ W2, F* __restrict__ b2,
+                                            F* __restrict__ b1, F* __restrict__ D, F* __restrict__ Y,
+                                            F* __restrict__ Z2o, int K, int H, int O, F lr, int out_act, int loss,
+                                            unsigned int seed_lo, unsigned int seed_hi, unsigned int step0,
+                                            unsigned long long threshold, F scale) {
+    chunk<F, HIDDEN, IN_KERNEL, true, true>(Z1, G, T, W2, b2, b1, D, Y, Z2o, K, H, O, lr, out_act, loss,
+                                            HiddenDropout<F>{seed_lo, seed_hi, step0, threshold, scale});
 }

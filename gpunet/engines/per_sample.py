@@ -9,6 +9,10 @@ calls a chunk (``kernels="graph"``). Both take a ``launcher`` that runs each :cl
 kernel and cuBLAS: the CPU tests pass the kernel's NumPy transcription (tests/transcriptions.py), which
 follows its exact loop order, and hold the result to ``Network.train_step``. Which paths
 ``kernels="auto"`` takes, and the device runs behind that: gpunet/engines/select.py.
+
+Dropout draws plain.gram_chunk's masks (row t of a chunk is step ``optimizer.t + t``, the only row of its batch):
+the inputs' mask multiplies X here, before the first layer's products and W1's update, as gram_chunk does; the
+hidden layer's is the kernel's (per_sample.cu's ``_dropout`` kernels), keyed by the step count before the chunk.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from .. import dropout as drop
 from ..activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from ..checks import check_int, check_number
 from ..network import Network
@@ -34,14 +39,18 @@ MAX_THREADS = 512
 WARP = 32
 
 
-def _kernel_name(output: str) -> str:
+def _kernel_name(output: str, dropout: bool = False) -> str:
     """per_sample_chunk for an output activation read off Y (softmax too); per_sample_chunk_z2 for one whose
-    derivative reads Z2 (its code apart, so the first kernel's stays as it was verified)."""
-    return "per_sample_chunk" if ACTIVATIONS[output].from_output else "per_sample_chunk_z2"
+    derivative reads Z2 (its code apart, so the first kernel's stays as it was verified); with ``dropout`` on the
+    hidden layer, their ``_dropout`` forms (the same code, and the mask)."""
+    name = "per_sample_chunk" if ACTIVATIONS[output].from_output else "per_sample_chunk_z2"
+    return f"{name}_dropout" if dropout else name
 
 
-def _expression(dtype_name: str, activation: str, in_kernel: bool = False, output: str = "softmax") -> str:
-    return f"{_kernel_name(output)}<{C_TYPES[dtype_name]}, {ACT_CODES[activation]}, {str(in_kernel).lower()}>"
+def _expression(dtype_name: str, activation: str, in_kernel: bool = False, output: str = "softmax",
+                dropout: bool = False) -> str:
+    return (f"{_kernel_name(output, dropout)}<{C_TYPES[dtype_name]}, {ACT_CODES[activation]}, "
+            f"{str(in_kernel).lower()}>")
 
 
 # The hidden activations activations.cuh has code for (today all of gpunet's); one whose derivative reads its
@@ -50,14 +59,15 @@ HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)
 # Every instantiation load() compiles: one per kernel, dtype, hidden activation and IN_KERNEL (the output layer's
 # activation and loss are run-time arguments: they run once a row, on 32 threads).
 OUTPUT_KINDS = ("softmax", "silu")  # an output of each kernel: read off Y, or read at Z2
-EXPRESSIONS = [_expression(d, a, i, o)
-               for o, d, a, i in itertools.product(OUTPUT_KINDS, C_TYPES, HIDDEN, (False, True))]
+EXPRESSIONS = [_expression(d, a, i, o, dropped) for dropped, o, d, a, i
+               in itertools.product((False, True), OUTPUT_KINDS, C_TYPES, HIDDEN, (False, True))]
 NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}  # gpunet.engines.name_expressions' convention
 
 
 class Launch(NamedTuple):
     """One launch of a chunk, as a launcher gets it: the kernel ``"per_sample_chunk"`` (``"per_sample_chunk_z2"``
-    for an output whose derivative reads Z2; ``params``: its template parameters after the element type,
+    for an output whose derivative reads Z2; each with ``"_dropout"`` after it where the hidden layer's output is
+    dropped, its args followed by the mask's; ``params``: its template parameters after the element type,
     ``hidden`` (ACT_CODES) and ``in_kernel``; ``args``: the kernel's, in order; one block of ``block[0]``
     threads and ``shared`` dynamic shared bytes, from :func:`launch_geometry`),
     or PerSampleEpochs' cuBLAS product ``"gemm"``: W1 = alpha X^T D + beta W1 (``args``: X, D, W1;
@@ -192,6 +202,9 @@ class PerSampleEpochs:
         check_order(xp, order, self.n)
         xp.take(self.X, order, axis=0, out=self.X_epoch)
         xp.take(self.T, order, axis=0, out=self.T_epoch)
+        step = self.optimizer.t  # the count before the epoch: row r of the epoch is step step + r
+        if _inputs_dropped(self.net):  # the epoch's rows times their masks, once, in the gathered copy
+            self.X_epoch *= _input_mask(self.net, step, self.n)
         W1 = self.net.params["W1"]
         for lo in range(0, self.n, self.chunk):
             hi = min(lo + self.chunk, self.n)
@@ -199,7 +212,7 @@ class PerSampleEpochs:
             xp.matmul(X, W1, out=work["Z1"])  # X W1, b1 added in the kernel
             xp.matmul(X, X.T, out=work["G"])  # X X^T, scaled to lr (X X^T + 1) in the kernel
             _launch(self.net, work["Z1"], work["G"], self.T_epoch[lo:hi], lr, work["D"], self.Y[lo:hi],
-                    self.Z2[lo:hi], in_kernel=True, kernel=self._kernel, launcher=self.launcher)
+                    self.Z2[lo:hi], in_kernel=True, kernel=self._kernel, launcher=self.launcher, step=step + lo)
             update = Launch("gemm", {"alpha": -lr, "beta": 1.0}, (X, work["D"], W1))
             if self.launcher is not None:
                 self.launcher(update)
@@ -247,14 +260,31 @@ def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | No
     """A chunk as :func:`per_sample_chunk` runs it: the first layer's products, the kernel's launch (by
     ``launcher`` where given; ``threads`` a block, default launch_geometry's), then W1's and b1's update through
     ``optimizer`` (default a fresh SGD). Returns (Z2, Y), each (K, n_out): each row's output layer
-    pre-activation and output before its step."""
+    pre-activation and output before its step. With dropout, row t is step ``optimizer.t + t``."""
+    optimizer = optimizer or SGD()
+    step = optimizer.t  # the count before the chunk, which the first layer's update advances by K
     T = net.backend.xp.ascontiguousarray(T, dtype=net.dtype)  # the kernel indexes it as (K, O), row-major
+    if _inputs_dropped(net):  # the inputs as layer 1 sees them, in Z1, G and W1's update
+        X = X * _input_mask(net, step, X.shape[0])
     Z1, G = first_layer(net, X, lr)
     xp, K, (H, O) = net.backend.xp, X.shape[0], net.params["W2"].shape
     D, Y, Z2 = (xp.empty(shape, dtype=net.dtype) for shape in ((K, H), (K, O), (K, O)))
-    _launch(net, Z1, G, T, lr, D, Y, Z2, in_kernel=False, threads=threads, launcher=launcher)
-    update_first_layer(net, X, D, lr, optimizer or SGD())
+    _launch(net, Z1, G, T, lr, D, Y, Z2, in_kernel=False, threads=threads, launcher=launcher, step=step)
+    update_first_layer(net, X, D, lr, optimizer)
     return Z2, Y
+
+
+def _inputs_dropped(net: Network) -> bool:
+    return drop.keep_threshold(net.dropout[0]) < drop.WORD
+
+
+def _hidden_dropped(net: Network) -> bool:
+    return drop.keep_threshold(net.dropout[1]) < drop.WORD
+
+
+def _input_mask(net: Network, step: int, rows: int) -> Array:
+    """The (rows, n_in) mask of the inputs of ``rows`` per-sample rows from step ``step`` (gram_chunk's)."""
+    return drop.sample_mask(net.backend.xp, net.seed, 0, step, rows, net.sizes[0], net.dropout[0], net.dtype)
 
 
 def _kernel_function(net: Network, in_kernel: bool, threads: int | None = None) -> tuple[Any, int, int]:
@@ -262,7 +292,7 @@ def _kernel_function(net: Network, in_kernel: bool, threads: int | None = None) 
     H, O = net.params["W2"].shape
     threads, shared = launch_geometry(H, O, net.dtype.itemsize, threads)
     kernel = load(net.backend, SOURCE, EXPRESSIONS).get_function(
-        _expression(net.dtype.name, net.activation, in_kernel, net.output))
+        _expression(net.dtype.name, net.activation, in_kernel, net.output, _hidden_dropped(net)))
     if shared > kernel.max_dynamic_shared_size_bytes:  # above the default 48 KiB: opt in (supports() checked)
         kernel.max_dynamic_shared_size_bytes = shared
     return kernel, threads, shared
@@ -270,20 +300,27 @@ def _kernel_function(net: Network, in_kernel: bool, threads: int | None = None) 
 
 def _launch(net: Network, Z1: Array, G: Array, T: Array, lr: float, D: Array, Y: Array, Z2: Array,
             in_kernel: bool, threads: int | None = None, kernel: tuple[Any, int, int] | None = None,
-            launcher: Launcher | None = None) -> None:
+            launcher: Launcher | None = None, step: int = 0) -> None:
     """The kernel's one launch for a chunk, from its first layer's ``Z1`` and ``G`` and its contiguous
     targets ``T``, into D, Y and Z2 (each row's delta1, output and output pre-activation); W2, b2 updated.
     ``in_kernel``: Z1 without b1 and G as X X^T, b1 added, G scaled and b1 updated by the kernel.
     ``kernel``: :func:`_kernel_function`'s result, where the caller keeps it; ``launcher``: runs the
-    :class:`Launch` instead."""
+    :class:`Launch` instead. ``step``: the optimiser's step count before the chunk's row 0 (the hidden layer's
+    dropout masks)."""
     P = net.params
     K, (H, O) = Z1.shape[0], P["W2"].shape
     threads, shared = launch_geometry(H, O, net.dtype.itemsize, threads)
     i32 = np.int32
-    args = (Z1, G, T, P["W2"], P["b2"], P["b1"], D, Y, Z2, i32(K), i32(H), i32(O), net.dtype.type(lr),
-            i32(OUTPUT_CODES[net.output]), i32(LOSS_CODES[net.loss_name]))
-    launch = Launch(_kernel_name(net.output), {"hidden": ACT_CODES[net.activation], "in_kernel": in_kernel}, args,
-                    (threads,), shared)
+    args: tuple[Any, ...] = (Z1, G, T, P["W2"], P["b2"], P["b1"], D, Y, Z2, i32(K), i32(H), i32(O),
+                             net.dtype.type(lr), i32(OUTPUT_CODES[net.output]), i32(LOSS_CODES[net.loss_name]))
+    dropout = _hidden_dropped(net)
+    if dropout:  # the mask's key words, the step count mod 2**32 (the key's word), threshold and scale
+        rate = net.dropout[1]
+        seed_lo, seed_hi = drop.key_words(net.seed)
+        args += (np.uint32(seed_lo), np.uint32(seed_hi), np.uint32(step % drop.WORD),
+                 np.uint64(drop.keep_threshold(rate)), net.dtype.type(drop.scale(rate)))
+    launch = Launch(_kernel_name(net.output, dropout), {"hidden": ACT_CODES[net.activation], "in_kernel": in_kernel},
+                    args, (threads,), shared)
     if launcher is not None:
         launcher(launch)
         return

@@ -14,10 +14,10 @@
   an activation that no device run has verified (:data:`VERIFIED_RULES`, :data:`VERIFIED_ACTIVATIONS`; see
   ``why_not(..., auto=True)``); naming the path runs it.
 
-A network with dropout trains on the plain path and, when named, the fused one (which makes the masks with the
-plain path's ``xp`` code); graph mode and the per-sample kernel have no dropout yet and refuse it (naming them
-raises ValueError; auto passes them over), and auto takes fused with dropout only once a device run has
-verified it (:data:`VERIFIED_DROPOUT`).
+A network with dropout trains on every path, with the plain path's masks: fused makes them with the plain path's
+``xp`` code, graph mode with fused.cu's dropout_apply (the step count read from device memory), the per-sample
+kernel in its ``_dropout`` form (the inputs' mask by the host). Auto takes a fast path with dropout only once a
+device run has verified that path with dropout (:data:`VERIFIED_DROPOUT`); naming it runs it.
 
 Per-sample plain SGD on a network the per-sample kernel does not cover (``per_sample.supports``: not one
 hidden layer, or a layer too wide for the device's shared memory) takes the plain path under every choice.
@@ -52,10 +52,12 @@ VERIFIED_RULES: frozenset[str] = frozenset({"sgd", "momentum", "adam"})
 # bias_act_keep, graph mode's forward_keep, the per-sample kernel's z1 kept in D) has run on no device, so it runs
 # on a fast path only when asked for by name.
 VERIFIED_ACTIVATIONS: frozenset[str] = frozenset({"sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax"})
-# The fast paths a device run has held to the plain path with dropout on (tests/test_dropout.py's gpu test): auto
-# takes a path for a network with dropout only if it is here. Graph mode and the per-sample kernel have no dropout.
+# The fast paths a device run has held to the plain path with dropout on (the gpu tests of tests/test_dropout.py,
+# test_graph.py and test_per_sample_kernel.py), by VERIFIED's names ("fused", "graph", "per-sample",
+# "per-sample-epochs"): auto takes a path for a network with dropout only if it is here.
 VERIFIED_DROPOUT: frozenset[str] = frozenset()
-DROPOUT_PATHS = ("fused",)  # the fast paths that implement dropout (batches only)
+# VERIFIED's name of each path for per-sample plain SGD (a batch path's name is its own)
+PER_SAMPLE_NAMES = {"fused": "per-sample", "graph": "per-sample-epochs"}
 # auto's graph mode for batches stops here: multiply-adds of a step's widest product (batch x inputs x outputs
 # of a layer), the largest product a device run has timed graph mode ahead of fused at; beyond it auto takes
 # fused, as it would for any size no device run has covered.
@@ -77,11 +79,9 @@ def why_not(path: str, net: Any, optimizer: Any, per_sample: bool = False, auto:
     if net.backend.name != "cupy":
         return f"it needs the cupy backend; the network is on {net.backend.name!r}"
     dropout = getattr(net, "has_dropout", False)  # a stand-in network without the attribute has none
-    if dropout and (per_sample or path not in DROPOUT_PATHS):
-        kind = "the per-sample kernel" if per_sample else f"the {path!r} path"
-        return f"dropout is not on {kind} yet (the network has dropout={list(net.dropout)}); kernels='plain' trains it"
-    if auto and dropout and path not in VERIFIED_DROPOUT:
-        return (f"no device run has verified dropout on the {path!r} path (select.VERIFIED_DROPOUT); "
+    name = PER_SAMPLE_NAMES.get(path, path) if per_sample else path
+    if auto and dropout and name not in VERIFIED_DROPOUT:
+        return (f"no device run has verified dropout on the {name!r} path (select.VERIFIED_DROPOUT); "
                 f"kernels={path!r} runs it when asked")
     uncoded = [a for a in (net.activation, net.output) if a not in OUTPUT_CODES]
     if uncoded:  # a table row with no C++ expressions
