@@ -11,8 +11,16 @@ from ..optim import SGD
 from ..training import PER_SAMPLE_CHUNK, epoch_order
 from .cases import LR, Case, one_hot_targets
 from .harness import Builder, Contender, Run
-from .peers import (jax_contender, missing, no_jax_gpu, no_torch_cuda, sklearn_contender, torch_compile_contender,
-                    torch_contender, torch_graph_contender)
+from .peers import (
+    jax_contender,
+    missing,
+    no_jax_gpu,
+    no_torch_cuda,
+    sklearn_contender,
+    torch_compile_contender,
+    torch_contender,
+    torch_graph_contender,
+)
 
 
 def gpunet_contender(backend_name: str, kernels: str | None = None) -> Builder:

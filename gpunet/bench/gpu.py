@@ -1,4 +1,4 @@
-"""The GPU benchmark (issues 12 and 13): one MNIST epoch per case on gpunet's CuPy paths and the GPU peers."""
+"""The GPU benchmark (issues 12, 13 and 46): one MNIST epoch per case on gpunet's CuPy paths and the GPU peers."""
 
 from __future__ import annotations
 
@@ -8,13 +8,27 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ..backend import cupy_unavailable_reason, get_backend
 from ..initializers import init_params
 from ..machine import machine
-from .cases import EPOCH_ROWS, LR, gpu_cases, gpu_data
+from .cases import EPOCH_ROWS, LR, Case, gpu_cases, gpu_data
 from .contenders import gpu_contender
-from .harness import (LEVEL, Run, add_speedups, case_entry, ceiling_gflops, clock_for, failure_reason, figures,
-                      matmul_ceiling, time_rounds)
+from .harness import (
+    LEVEL,
+    Clock,
+    Contender,
+    Run,
+    add_speedups,
+    case_entry,
+    ceiling_gflops,
+    clock_for,
+    failure_reason,
+    figures,
+    matmul_ceiling,
+    time_rounds,
+)
 from .peers import versions
 
 GPU_SETTLE_S = 0.05  # short: on a GPU machine's many cores, idle BLAS threads do not take the contenders' core
@@ -48,40 +62,10 @@ def run_gpu_benchmark(fraction: float = 1.0, repeats: int = 10, only: list[str] 
     all_cases = gpu_cases(fraction, case_names)
     X_all, labels_all, results["data"] = gpu_data(max(c.rows for c in all_cases), mnist_dir)
     for case in all_cases:
-        params = init_params(list(case.sizes), "article", 0)
-        entry = case_entry(case)
-        runs: dict[str, Run] = {f"ceiling-{device}": run for device, (run, _) in ceilings.items()}
-        paths: dict[str, str] = {}  # gpunet's contenders: the engine that trains
-        for name in case.contenders:
-            if only and name not in only:
-                continue
-            make, unavailable = gpu_contender(name)
-            why = QUICK_SKIPS.get(name) if quick else None
-            try:
-                why = why or unavailable()
-                if why is None:
-                    rows = case.rows_for(name)
-                    runs[name] = make(case, X_all[:rows], labels_all[:rows], params)
-                    if hasattr(runs[name], "path"):
-                        paths[name] = runs[name].path  # type: ignore[attr-defined]
-            except Exception as exc:  # a peer that fails to build never stops the others
-                why = failure_reason(exc)
-            entry["contenders"][name] = {"skipped": why} if why else {"rows": case.rows_for(name)}
-        failed: dict[str, str] = {}
-        on = {name: clocks[device_of(name) if device_of(name) in clocks else "cpu"] for name in runs}
-        times = time_rounds(runs, repeats, GPU_SETTLE_S, failed, on)
-        entry["ceiling_gflops"] = ceiling_gflops(ceilings, times)
-        for name, r in entry["contenders"].items():
-            if name in failed:
-                entry["contenders"][name] = {"skipped": failed[name]}
-            elif name in times:
-                ceiling = entry["ceiling_gflops"].get(device_of(name))
-                r.update(figures(times[name], r["rows"], case.flops_per_sample(), ceiling))
-                r["epoch_seconds"] = EPOCH_ROWS / r["samples_per_s"]
-                interval = r["seconds_interval"]
-                r["epoch_seconds_interval"] = None if interval is None else [s * EPOCH_ROWS / r["rows"] for s in interval]
-                if name in paths:
-                    r["path"] = paths[name]
+        names = [n for n in case.contenders if not only or n in only]
+        skips = {n: QUICK_SKIPS[n] for n in names if quick and n in QUICK_SKIPS}
+        entry = measure_case(case, {n: gpu_contender(n) for n in names}, X_all, labels_all, repeats, clocks,
+                             ceilings, skips)
         add_speedups(entry)
         results["cases"].append(entry)
         for device in devices:
@@ -92,9 +76,52 @@ def run_gpu_benchmark(fraction: float = 1.0, repeats: int = 10, only: list[str] 
     return results
 
 
+def measure_case(case: Case, contenders: dict[str, Contender], X_all: np.ndarray, labels_all: np.ndarray,
+                 repeats: int, clocks: dict[str, Clock], ceilings: dict[str, tuple[Callable[[], None], int]],
+                 skips: dict[str, str] | None = None) -> dict[str, Any]:
+    """One case's record: each contender built on the first ``case.rows_for(name)`` rows from the article's
+    initial parameters (seed 0), timed ``repeats`` rounds with the ceilings by the clock of its device, its
+    figures scaled to an epoch of 60,000 rows; one that cannot run, is in ``skips``, or raises, is recorded
+    as skipped with the reason."""
+    params = init_params(list(case.sizes), "article", 0)
+    entry = case_entry(case)
+    runs: dict[str, Run] = {f"ceiling-{device}": run for device, (run, _) in ceilings.items()}
+    paths: dict[str, str] = {}  # gpunet's contenders: the engine that trains
+    for name, (make, unavailable) in contenders.items():
+        why = (skips or {}).get(name)
+        try:
+            why = why or unavailable()
+            if why is None:
+                rows = case.rows_for(name)
+                runs[name] = make(case, X_all[:rows], labels_all[:rows], params)
+                if hasattr(runs[name], "path"):
+                    paths[name] = runs[name].path  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 -- a peer that fails to build never stops the others
+            why = failure_reason(exc)
+        entry["contenders"][name] = {"skipped": why} if why else {"rows": case.rows_for(name)}
+    failed: dict[str, str] = {}
+    on = {name: clocks.get(device_of(name), clocks["cpu"]) for name in runs}
+    times = time_rounds(runs, repeats, GPU_SETTLE_S, failed, on)
+    entry["ceiling_gflops"] = ceiling_gflops(ceilings, times)
+    for name, r in entry["contenders"].items():
+        if name in failed:
+            entry["contenders"][name] = {"skipped": failed[name]}
+        elif name in times:
+            ceiling = entry["ceiling_gflops"].get(device_of(name))
+            r.update(figures(times[name], r["rows"], case.flops_per_sample(), ceiling))
+            r["epoch_seconds"] = EPOCH_ROWS / r["samples_per_s"]
+            interval = r["seconds_interval"]
+            r["epoch_seconds_interval"] = None if interval is None else [s * EPOCH_ROWS / r["rows"] for s in interval]
+            if name in paths:
+                r["path"] = paths[name]
+    return entry
+
+
 def device_of(name: str) -> str:
-    """Where a contender (or a ceiling) runs: "cpu" for gpunet on NumPy, torch on the CPU and the CPU ceiling."""
-    return "cpu" if name in ("gpunet-numpy", "torch-cpu", "sklearn", "textbook", "ceiling-cpu") else "gpu"
+    """Where a contender (or a ceiling) runs: "cpu" for gpunet on NumPy, the CPU peers (named ...-cpu) and the
+    CPU ceiling; "gpu" for the rest."""
+    cpu = name.startswith("gpunet-numpy") or name.endswith("-cpu") or "-cpu-" in name or name in ("sklearn", "textbook")
+    return "cpu" if cpu else "gpu"
 
 
 def gpu_machine() -> dict[str, Any]:
@@ -128,8 +155,8 @@ def format_gpu_results(results: dict[str, Any]) -> str:
              + ", ".join(f"{d} {c}" for d, c in results.get("clocks", {}).items())]
     for entry in results["cases"]:
         lines += ["", f"{entry['case']} ({entry['dtype']})",
-                  f"  {'contender':<24} {'rows':>6} {'epoch s':>9} {'95% interval':>19} {'samples/s':>12} "
-                  f"{'GFLOP/s':>9} {'gpunet-numpy is':>16}  path"]
+                  (f"  {'contender':<24} {'rows':>6} {'epoch s':>9} {'95% interval':>19} {'samples/s':>12} "
+                   f"{'GFLOP/s':>9} {'gpunet-numpy is':>16}  path")]
         for name, r in entry["contenders"].items():
             if "skipped" in r:
                 lines.append(f"  {name:<24} skipped: {r['skipped']}")

@@ -6,7 +6,8 @@ import importlib.metadata
 import importlib.util
 import os
 import warnings
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -229,7 +230,7 @@ def no_jax_gpu() -> str | None:
     try:
         jax, _ = import_jax()
         jax.devices("gpu")
-    except Exception as exc:  # RuntimeError: no GPU platform; ImportError: a broken install
+    except Exception as exc:  # noqa: BLE001 -- RuntimeError: no GPU platform; ImportError: a broken install
         return f"JAX sees no GPU: {' '.join(str(exc).split())[:200]}"
     return None
 
