@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SCRIPTS, load_script
 
 from gpunet.backend import cupy_unavailable_reason
-
-from conftest import SCRIPTS, load_script
 
 SCRIPT = SCRIPTS / "gpu_check.py"
 needs_no_gpu = pytest.mark.skipif(cupy_unavailable_reason() is None, reason="a GPU is usable here: no dry run")
@@ -31,7 +30,8 @@ def gpu_check(*args: str, cwd: Path | None = None, env: dict | None = None,
               slack: bool = False) -> subprocess.CompletedProcess:
     """scripts/gpu_check.py run as a program; with ``slack``, its stages' limits times SLACK."""
     command = [sys.executable, "-c", SLOW_MACHINE] if slack else [sys.executable, str(SCRIPT)]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env,
+                          check=False)
 
 
 def slow_machine_limits(module, monkeypatch) -> None:
