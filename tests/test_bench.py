@@ -423,6 +423,50 @@ def test_torch_compile_contender_with_inductor_trains_what_gpunet_trains():
     _peer_against_gpunet(torch_compile_contender("cpu"), 16)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, batch", [
+    ("gpunet-cupy", 16), ("gpunet-cupy-fused", 16), ("gpunet-cupy-graph", 16), ("gpunet-cupy-graph", 1),
+    ("gpunet-cupy-kernel", 1), ("torch-cuda", 16), ("torch-cuda-graph", 16), ("torch-cuda-graph", 1),
+    ("torch-compile", 16), ("jax-jit", 16), ("jax-scan", 16), ("jax-scan", 1)])
+def test_gpu_contenders_train_what_gpunet_trains(name, batch):
+    """On the device: each GPU contender as the benchmark builds it (graphs captured, the step compiled) trains
+    what gpunet.train trains on NumPy."""
+    from gpunet.bench.contenders import gpu_contender
+
+    make, unavailable = gpu_contender(name)
+    why = unavailable()
+    if why is not None:
+        pytest.skip(why)
+    _peer_against_gpunet(make, batch)
+
+
+@pytest.mark.gpu
+def test_the_cuda_event_clock_waits_for_work_on_every_stream():
+    """Work a run queues on a non-blocking stream of its own (as graph mode replays) is done when the clock
+    returns, and the run's finish is called inside the span."""
+    from conftest import require
+
+    from gpunet.bench.harness import CudaEventClock
+
+    backend = require("cupy")
+    cp = backend.xp
+    a = cp.ones((2048, 2048), dtype=cp.float32)
+    stream = cp.cuda.Stream(non_blocking=True)
+    calls = []
+
+    def run():
+        with stream:
+            for _ in range(20):
+                a @ a
+            stream.record(done)
+
+    done = cp.cuda.Event()
+    run.finish = lambda: calls.append("finish")
+    seconds = CudaEventClock(backend).seconds(run)
+    assert done.done and stream.done and calls == ["finish"]
+    assert 0 < seconds < 60
+
+
 def test_a_contender_that_raises_is_recorded_and_the_others_go_on():
     from gpunet.bench.harness import time_rounds
 
