@@ -1,7 +1,7 @@
 """Benchmarks: the same network, data, dtype, initial parameters and steps on gpunet and its peers, side by side.
 
 Contenders: gpunet on NumPy (and CuPy with a GPU); PyTorch eager on the CPU
-(and on CUDA, eager and captured in a CUDA graph); scikit-learn's
+(and on CUDA, eager and the whole epoch captured in a CUDA graph); scikit-learn's
 MLPClassifier; and the original article's per-sample algorithm written plainly.
 Each is timed over the same rows, by one harness for all (``harness.time_rounds``:
 perf_counter on the CPU, CUDA events on the GPU, around one run of the same work:
@@ -18,9 +18,11 @@ issues' targets are not the library's: scripts/benchmark.py holds them and judge
 these measurements against them (``harness.judge``).
 
 The modules: ``cases`` (what is trained), ``harness`` (a contender's interface,
-timing, the figures recorded), ``contenders`` (gpunet's paths, the article's code,
+the clocks, timing, the median's interval and the rule for a target, the figures
+recorded), ``contenders`` (gpunet's paths, the article's code,
 the tables by name), ``peers`` (PyTorch, JAX, scikit-learn), ``cpu`` and ``gpu``
-(the two benchmarks and their text tables).
+(the two benchmarks and their text tables; ``gpu.measure_case``, one case, is also
+scripts/shape_table.py's).
 """
 
 from .cases import ALL_GPU_CONTENDERS, EPOCH_ROWS, LR, Case, cases, gpu_cases
