@@ -225,6 +225,9 @@ class Check:
         if results:
             stage.figures = {"targets": results["targets"], "epoch_seconds": {
                 c["case"]: {n: round(r["epoch_seconds"], 4) for n, r in c["contenders"].items() if "epoch_seconds" in r}
+                for c in results["cases"]}, "epoch_seconds_interval": {
+                c["case"]: {n: [round(v, 4) for v in r["epoch_seconds_interval"]]
+                            for n, r in c["contenders"].items() if r.get("epoch_seconds_interval")}
                 for c in results["cases"]}}
         if status is None:
             stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit after {done} cases"

@@ -407,6 +407,10 @@ def test_torch_compile_step_is_one_graph_and_trains_what_gpunet_trains(batch):
     from gpunet.initializers import init_params
 
     _peer_against_gpunet(torch_compile_contender("cpu", "aot_eager"), batch)
+    assert torch_compile_contender("cpu", "aot_eager")(Case("t", (20, 8, 10), batch, 40), np.full((40, 20), 0.5),
+                                                       np.zeros(40, dtype=int), init_params([20, 8, 10], "article", 0)
+                                                       ).note() == ("compiled by aot_eager, no CUDA graphs (not on "
+                                                                    "CUDA, or not inductor)")
     rng = np.random.default_rng(0)
     s = _torch_setup(Case("t", (20, 8, 10), batch, 40), rng.random((40, 20)), rng.integers(0, 10, 40),
                      init_params([20, 8, 10], "article", 0), "cpu")

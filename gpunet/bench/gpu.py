@@ -114,6 +114,8 @@ def measure_case(case: Case, contenders: dict[str, Contender], X_all: np.ndarray
             r["epoch_seconds_interval"] = None if interval is None else [s * EPOCH_ROWS / r["rows"] for s in interval]
             if name in paths:
                 r["path"] = paths[name]
+            if hasattr(runs[name], "note"):
+                r["note"] = runs[name].note()  # type: ignore[attr-defined]
     return entry
 
 

@@ -22,7 +22,8 @@ from .cases import Case
 # from another thread (JAX's asynchronous dispatch), called inside the timed span. Every run also carries
 # ``run.params()``: the trained parameters as NumPy arrays in gpunet's layout, so the tests can hold each
 # peer's training against gpunet's; gpunet's runs carry ``run.path``, the engine that trains ("plain", "fused",
-# "graph").
+# "graph"); a run may carry ``run.note()``, asked after its rounds: how it ran (torch.compile: with CUDA graphs
+# or without).
 Run = Callable[[], None]
 Builder = Callable[[Case, np.ndarray, np.ndarray, dict], Run]
 Contender = tuple[Callable[..., Run], Callable[[], "str | None"]]  # (builder, why it cannot run here or None)

@@ -201,6 +201,9 @@ def torch_compile_contender(device: str = "cuda", backend: str = "inductor") -> 
         mode = {"mode": "reduce-overhead"} if device == "cuda" and backend == "inductor" else {}
         compiled = torch.compile(step, fullgraph=True, backend=backend, **mode)
         each = list(s.batches)  # sliced before the clock starts
+        from torch._dynamo.utils import counters
+
+        skips = counters["inductor"]["cudagraph_skips"]  # inductor counts each graph it runs without CUDA graphs
 
         def run() -> None:
             for idx in each:
@@ -208,7 +211,15 @@ def torch_compile_contender(device: str = "cuda", backend: str = "inductor") -> 
                 compiled(idx)
             if s.tail is not None:
                 step(s.tail)
+
+        def note() -> str:  # asked after the warm-up, which compiled
+            if not mode:
+                return f"compiled by {backend}, no CUDA graphs (not on CUDA, or not inductor)"
+            skipped = counters["inductor"]["cudagraph_skips"] - skips
+            return ("inductor skipped CUDA graphs (its log says why)" if skipped else
+                    "compiled by inductor into CUDA graphs (mode reduce-overhead)")
         run.params = s.get  # type: ignore[attr-defined]
+        run.note = note  # type: ignore[attr-defined]
         return run
     return make
 
