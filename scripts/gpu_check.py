@@ -1,10 +1,18 @@
-"""One command for a short turn on a GPU machine: environment, every CuPy test, the CLI on CuPy, the benchmark.
+"""One command for a short turn on a GPU machine: environment, every CuPy test, the CLI on CuPy, the benchmark,
+compute-sanitizer over the kernels' tests.
 
     python3 scripts/gpu_check.py --mnist-dir .devdata/mnist            # full: under 8 minutes on an H100
     python3 scripts/gpu_check.py --quick --mnist-dir .devdata/mnist    # under 2 minutes
 
 Each stage runs in a subprocess with its own time limit; one that reaches it is
-stopped and says so, and a failing stage never stops the next. Everything goes
+stopped and says so, and a failing stage never stops the next. The benchmark's
+full run times the cases the targets name (scripts/benchmark.py --cases targets),
+10 rounds each, so that each target is judged by the 95% interval of its median.
+The sanitizer stage (full mode, where compute-sanitizer is found) runs the GPU
+tests of the kernels' files under memcheck, racecheck and synccheck, a third of
+its limit each, the tests interleaved file by file so that a tool stopped at its
+share has still covered every file; "partial" says a tool ran out of time with
+no error found so far (not a failure), and the detail says how many tests each covered. Everything goes
 under --out (default $OUT): gpu-check.json (every figure, the versions, each
 stage's status, pytest's counts), pytest-gpu.txt, benchmark-gpu.json,
 ptxas-report.txt and gpu-check-log.txt (each stage's command and output tail):
@@ -25,9 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("gpu-check.json", "pytest-gpu.txt", "benchmark-gpu.json", "per-sample-profile.json", "graph-profile.json",
@@ -37,18 +46,25 @@ MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 # Seconds per stage, (quick, full): the quick sum stays under 2 minutes, the full one under 8. Each is sized
 # from the stage's times on the device runs (docs/changelog.md), with room for a fresh machine's first
 # compilation of every CuPy kernel (NVRTC), which the pytest stage pays.
+# The sanitizer stage's share came from the stages that had the most room over their measured times (run 8:
+# environment 11.9 s, pytest 77.3, cli 6.5, benchmark 164.9 over seven cases (three now), ptxas 27.8, per-sample
+# profile 10.3, graph profile 7.8, graph vs fused 11.1).
 LIMITS = {
-    "environment": (15, 20),
+    "environment": (15, 15),
     "pytest": (55, 100),
-    "cli": (20, 20),
-    "benchmark": (25, 220),  # the per-sample cases first: their plain contenders time gpunet.bench.cases.SLOW_ROWS
+    "cli": (20, 15),
+    "benchmark": (25, 200),  # the per-sample case first: its slow contenders time gpunet.bench.cases.SLOW_ROWS
     "mnist_fast": (0, 15),
-    "ptxas": (0, 40),  # nvcc -Xptxas -v on every instantiation, for the device's architecture only
-    "per_sample_profile": (0, 18),
-    "graph_profile": (0, 25),  # 60,000 rows uploaded, an epoch captured and replayed for each case
-    "graph_vs_fused": (0, 20),
+    "ptxas": (0, 35),  # nvcc -Xptxas -v on every instantiation, for the device's architecture only
+    "per_sample_profile": (0, 15),
+    "graph_profile": (0, 15),  # 60,000 rows uploaded, an epoch captured and replayed for each case
+    "graph_vs_fused": (0, 15),
+    "sanitizer": (0, 50),  # three tools, a third each, after the test collection (a few seconds)
 }
-BENCHMARK_REPEATS = 3  # timed runs per contender in the full run: the medians of 3
+BENCHMARK_REPEATS = 10  # timed rounds per contender in the full run: a 95% interval of the median needs >= 6
+SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
+# The kernels' test files: their gpu tests hold each CUDA path to the plain one on the device.
+SANITIZED_TESTS = ("tests/test_fused.py", "tests/test_graph.py", "tests/test_per_sample_kernel.py")
 PYTEST_WORKERS = 4  # with pytest-xdist, which the GPU machine has; else one process
 # Seconds one test may take, with pytest-timeout (the GPU machine has it), far above the slowest compiled test,
 # so a test that hangs costs one worker (xdist replaces it), not the stage.
@@ -78,7 +94,7 @@ class _Parser(argparse.ArgumentParser):
 @dataclass
 class Stage:
     name: str
-    status: str = "skipped"  # passed, failed, timed out, skipped
+    status: str = "skipped"  # passed, failed, timed out, skipped; partial (the sanitizer's: out of time, no error)
     seconds: float = 0.0
     detail: str = ""
     figures: dict[str, Any] = field(default_factory=dict)
@@ -198,7 +214,7 @@ class Check:
         limit = self.limit("benchmark")
         path = self.out / "benchmark-gpu.json"
         args = [sys.executable, str(ROOT / "scripts/benchmark.py"), "--gpu", "--json", str(path)]
-        args += ["--quick"] if self.quick else ["--repeats", str(BENCHMARK_REPEATS)]
+        args += ["--quick"] if self.quick else ["--repeats", str(BENCHMARK_REPEATS), "--cases", "targets"]
         args += ["--mnist-dir", self.mnist_dir] if self.mnist_dir else []
         out, status, seconds = self.run(args, limit)
         for partial in self.out.glob(".benchmark-gpu.json.*.tmp"):  # a write cut short by the limit
@@ -209,6 +225,9 @@ class Check:
         if results:
             stage.figures = {"targets": results["targets"], "epoch_seconds": {
                 c["case"]: {n: round(r["epoch_seconds"], 4) for n, r in c["contenders"].items() if "epoch_seconds" in r}
+                for c in results["cases"]}, "epoch_seconds_interval": {
+                c["case"]: {n: [round(v, 4) for v in r["epoch_seconds_interval"]]
+                            for n, r in c["contenders"].items() if r.get("epoch_seconds_interval")}
                 for c in results["cases"]}}
         if status is None:
             stage.status, stage.detail = "timed out", f"stopped at its {limit} s limit after {done} cases"
@@ -244,6 +263,40 @@ class Check:
         self.mnist_fast_stage()
         self.profile_stages()
         self.ptxas_stage()
+        self.sanitizer_stage()
+
+    def sanitizer_stage(self) -> None:
+        """compute-sanitizer's memcheck, racecheck and synccheck over the kernels' GPU tests (SANITIZED_TESTS),
+        each tool a third of what the collection leaves of the stage's limit."""
+        stage = Stage("sanitizer")
+        sanitizer = sanitizer_path()
+        if self.quick or sanitizer is None:
+            stage.detail = "full mode only" if self.quick else (
+                "compute-sanitizer not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin): not run")
+            self.add(stage)
+            return
+        deadline = time.monotonic() + self.limit("sanitizer")
+        pytest = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider"]
+        out, status, _ = self.run([*pytest, "--collect-only", "-q", *SANITIZED_TESTS], deadline - time.monotonic())
+        tests = interleave([line for line in out.splitlines() if "::" in line])
+        if status != 0 or not tests:
+            stage.status = "timed out" if status is None else "failed"
+            stage.detail, stage.seconds = f"collecting the kernels' gpu tests: {_last_line(out)}", self.elapsed(deadline)
+            self.add(stage)
+            return
+        for i, tool in enumerate(SANITIZER_TOOLS):
+            share = (deadline - time.monotonic()) / (len(SANITIZER_TOOLS) - i)
+            # API errors left out: CuPy's and PyTorch's event queries return cudaErrorNotReady by design
+            args = [sanitizer, "--tool", tool, "--error-exitcode", "99", "--report-api-errors", "no"]
+            out, status, _ = self.run([*args, *pytest, "-v", "--tb=line", *tests], max(share, 1))
+            stage.figures[tool] = sanitizer_figures(out, status, len(tests))
+        stage.seconds = self.elapsed(deadline)
+        stage.status, stage.detail = sanitizer_verdict(stage.figures)
+        self.add(stage)
+
+    def elapsed(self, deadline: float) -> float:
+        """Seconds a stage has run, from the deadline its limit set."""
+        return self.limit("sanitizer") - (deadline - time.monotonic())
 
     def json_script(self, stage: Stage, args: list[str], result: Path, limit: int) -> dict[str, Any] | None:
         """Run ``python args`` within ``limit``: passed with the JSON it wrote to ``result`` as the stage's
@@ -332,6 +385,47 @@ def pytest_counts(output: str) -> dict[str, int]:
             for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)", lines[-1])}
 
 
+def sanitizer_path() -> str | None:
+    """compute-sanitizer on PATH, in $CUDA_HOME/bin or in /usr/local/cuda/bin; None where there is none."""
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    folders += [str(Path(os.environ["CUDA_HOME"]) / "bin")] if os.environ.get("CUDA_HOME") else []
+    folders += ["/usr/local/cuda/bin"]
+    found = [Path(d) / "compute-sanitizer" for d in folders if d and os.access(Path(d) / "compute-sanitizer", os.X_OK)]
+    return str(found[0]) if found else None
+
+
+def interleave(tests: list[str]) -> list[str]:
+    """Test ids taken file by file in turn (the first of each file, then the second, ...), so that a run stopped
+    early has covered every file."""
+    files: dict[str, list[str]] = {}
+    for t in tests:
+        files.setdefault(t.split("::")[0], []).append(t)
+    queues = list(files.values())
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+
+
+def sanitizer_figures(output: str, status: int | None, total: int) -> dict[str, Any]:
+    """One tool's run: tests passed (pytest -v's PASSED lines) of ``total``, failed, the sanitizer's errors
+    (its ERROR SUMMARY, or, for a run stopped at its limit, the reports printed so far), finished or stopped."""
+    summaries = [int(n) for n in re.findall(r"ERROR SUMMARY: (\d+) error", output)]
+    reports = len(re.findall(r"^=+ (?:Invalid|Race|Barrier|Error|.*[Hh]azard)", output, re.MULTILINE))
+    return {"passed": len(re.findall(r" PASSED", output)), "failed": len(re.findall(r" FAILED", output)),
+            "tests": total, "errors": sum(summaries) if summaries else reports, "finished": status is not None,
+            "exit": status}
+
+
+def sanitizer_verdict(figures: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """(status, detail) of the sanitizer stage from each tool's figures: failed on any error or failed test (or
+    where no test passed under any tool: every one skipped), partial where a tool ran out of time before it
+    found any, passed otherwise."""
+    detail = "; ".join(f"{tool}: {f['passed']} of {f['tests']} tests passed, {f['errors']} errors"
+                       + ("" if f["finished"] else ", stopped at its share of the limit") for tool, f in figures.items())
+    bad = any(f["errors"] or f["failed"] or (f["finished"] and f["exit"] not in (0, None)) for f in figures.values())
+    if bad or not any(f["passed"] for f in figures.values()):
+        return "failed", detail + ("" if bad else " (no test ran: were they all skipped?)")
+    return ("passed" if all(f["finished"] for f in figures.values()) else "partial"), detail
+
+
 def per_sample_summary(cases: list[dict[str, Any]]) -> str:
     """per_sample_profile.py's first case (784-100-10 float32, chunks of 64) in one line."""
     c = cases[0]
@@ -401,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     if no_gpu is not None:
         print(f"no usable GPU: {no_gpu}; skipping the GPU stages", flush=True)
         for name in ("pytest -m gpu", "cli", "benchmark", "mnist_fast", "per-sample profile", "graph profile",
-                     "graph vs fused", "ptxas"):
+                     "graph vs fused", "ptxas", "sanitizer"):
             check.add(Stage(name, detail=f"no usable GPU: {no_gpu}"), say=False)
     else:
         check.gpu_stages()

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SCRIPTS, load_script
 
 from gpunet.backend import cupy_unavailable_reason
-
-from conftest import SCRIPTS, load_script
 
 SCRIPT = SCRIPTS / "gpu_check.py"
 needs_no_gpu = pytest.mark.skipif(cupy_unavailable_reason() is None, reason="a GPU is usable here: no dry run")
@@ -31,7 +30,8 @@ def gpu_check(*args: str, cwd: Path | None = None, env: dict | None = None,
               slack: bool = False) -> subprocess.CompletedProcess:
     """scripts/gpu_check.py run as a program; with ``slack``, its stages' limits times SLACK."""
     command = [sys.executable, "-c", SLOW_MACHINE] if slack else [sys.executable, str(SCRIPT)]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env,
+                          check=False)
 
 
 def slow_machine_limits(module, monkeypatch) -> None:
@@ -53,14 +53,14 @@ def test_dry_run_says_why_in_one_line_and_skips_the_gpu_stages(tmp_path):
     assert sum("no usable GPU" in line and "skipping" in line for line in lines) == 1
     assert lines[2].split() == ["stage", "status", "seconds", "detail"]  # the summary table comes last
     assert [line.split()[0] for line in lines[3:]] == ["environment", "pytest", "cli", "benchmark", "mnist_fast",
-                                                       "per-sample", "graph", "graph", "ptxas"]
+                                                       "per-sample", "graph", "graph", "ptxas", "sanitizer"]
     doc = json.loads((tmp_path / "out/gpu-check.json").read_text())
     assert doc["no_gpu_reason"] == reason and doc["quick"] is True
     assert doc["environment"]["numpy"] and doc["environment"]["machine"]["gpu"] == f"none: {reason}"
     stages = {s["name"]: s for s in doc["stages"]}
     assert stages["environment"]["status"] == "passed"
     for name in ("pytest -m gpu", "cli", "benchmark", "mnist_fast", "per-sample profile", "graph profile",
-                 "graph vs fused", "ptxas"):
+                 "graph vs fused", "ptxas", "sanitizer"):
         assert stages[name] == {"name": name, "status": "skipped", "seconds": 0.0,
                                 "detail": f"no usable GPU: {reason}", "figures": {}}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu-check-log.txt", "gpu-check.json"]
@@ -137,6 +137,7 @@ def test_the_gpu_stages_run_here_and_report_what_happened(tmp_path, monkeypatch)
     """Each GPU stage's code, run on this GPU-less machine with short limits: failures and time-outs are named."""
     module = _module()
     slow_machine_limits(module, monkeypatch)
+    monkeypatch.setattr(module, "sanitizer_path", lambda: None)  # tests below run the stage with a stand-in
     monkeypatch.setitem(module.LIMITS, "benchmark", (4, 4))  # these two may end either way
     monkeypatch.setitem(module.LIMITS, "mnist_fast", (4, 4))
     mnist = tmp_path / "mnist"
@@ -158,9 +159,94 @@ def test_the_gpu_stages_run_here_and_report_what_happened(tmp_path, monkeypatch)
     for name in ("per-sample profile", "graph profile", "graph vs fused"):
         assert stages[name].status == "failed" and stages[name].detail == f"no usable GPU: {cupy_unavailable_reason()}"
     assert stages["ptxas"].status == "passed"
+    assert stages["sanitizer"].status == "skipped" and stages["sanitizer"].detail.startswith(
+        "compute-sanitizer not found")
     check.write(None, time.monotonic())
     doc = json.loads((tmp_path / "out/gpu-check.json").read_text())
     assert [s["name"] for s in doc["stages"]] == list(stages)
     assert not list((tmp_path / "out").glob(".*"))  # no partial file left behind
     summary = check.summary().splitlines()
     assert len(summary) == 1 + len(stages) and summary[2].split()[:3] == ["pytest", "-m", "gpu"]
+
+
+# --- the sanitizer stage, with a stand-in for compute-sanitizer ---------------------------------------
+
+FAKE_SANITIZER = """#!{python}
+import os, sys, time
+args = sys.argv[1:]
+tool = args[args.index("--tool") + 1]
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(" ".join(args) + "\\n")
+tests = [a for a in args if "::" in a]
+for t in tests:
+    print(t + " PASSED", flush=True)
+    if os.environ.get("FAKE_SLOW") == tool:
+        time.sleep(600)
+errors = int(os.environ.get("FAKE_ERRORS_" + tool, "0"))
+if errors:
+    print("========= Race reported between Write access and Read access")
+print(f"========= ERROR SUMMARY: {{errors}} errors")
+sys.exit(99 if errors else 0)
+"""
+
+
+def _sanitizer_check(tmp_path, monkeypatch, limit=60, **env):
+    """A Check whose sanitizer stage runs a stand-in compute-sanitizer over two small test files of gpu tests."""
+    module = _module()
+    bin_dir, tests = tmp_path / "bin", tmp_path / "kernel_tests"
+    bin_dir.mkdir()
+    tests.mkdir()
+    fake = bin_dir / "compute-sanitizer"
+    fake.write_text(FAKE_SANITIZER.format(python=sys.executable))
+    fake.chmod(0o755)
+    for name, n in (("test_a.py", 3), ("test_b.py", 2)):
+        (tests / name).write_text("import pytest\n\n" + "".join(
+            f"@pytest.mark.gpu\ndef test_{i}():\n    pass\n\n" for i in range(n)))
+    monkeypatch.setenv("PATH", f"{bin_dir}{__import__('os').pathsep}{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "log.txt"))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(module, "SANITIZED_TESTS", (str(tests / "test_a.py"), str(tests / "test_b.py")))
+    monkeypatch.setitem(module.LIMITS, "sanitizer", (0, limit))
+    assert module.sanitizer_path() == str(fake)
+    (tmp_path / "out").mkdir()
+    check = module.Check(tmp_path / "out", quick=False, mnist_dir=None)
+    check.sanitizer_stage()
+    return check.stages[-1], (tmp_path / "log.txt").read_text().splitlines()
+
+
+def test_the_sanitizer_runs_each_tool_over_the_kernel_tests_interleaved(tmp_path, monkeypatch):
+    stage, calls = _sanitizer_check(tmp_path, monkeypatch)
+    assert [c.split()[:2] for c in calls] == [["--tool", "memcheck"], ["--tool", "racecheck"], ["--tool", "synccheck"]]
+    ids = [a for a in calls[0].split() if "::" in a]
+    assert [i.split("::")[0].rsplit("/", 1)[-1] + "::" + i.split("::")[1] for i in ids] == [
+        "test_a.py::test_0", "test_b.py::test_0", "test_a.py::test_1", "test_b.py::test_1", "test_a.py::test_2"]
+    assert "--report-api-errors no" in calls[0] and " -m gpu " in calls[0]
+    assert stage.status == "passed" and stage.figures["racecheck"] == {
+        "passed": 5, "failed": 0, "tests": 5, "errors": 0, "finished": True, "exit": 0}
+    assert stage.detail == ("memcheck: 5 of 5 tests passed, 0 errors; racecheck: 5 of 5 tests passed, 0 errors; "
+                            "synccheck: 5 of 5 tests passed, 0 errors")
+
+
+def test_a_sanitizer_error_fails_the_stage(tmp_path, monkeypatch):
+    stage, _ = _sanitizer_check(tmp_path, monkeypatch, FAKE_ERRORS_racecheck="2")
+    assert stage.status == "failed" and "racecheck: 5 of 5 tests passed, 2 errors" in stage.detail
+    assert stage.figures["racecheck"]["exit"] == 99
+
+
+def test_a_tool_out_of_time_is_partial_and_the_others_still_run(tmp_path, monkeypatch):
+    """synccheck stops at its share of the limit after one test: no error found, so partial, not a failure."""
+    stage, calls = _sanitizer_check(tmp_path, monkeypatch, limit=30 * SLACK // 10, FAKE_SLOW="synccheck")
+    assert len(calls) == 3 and stage.status == "partial"
+    assert stage.figures["synccheck"] == {"passed": 1, "failed": 0, "tests": 5, "errors": 0, "finished": False,
+                                          "exit": None}
+    assert stage.detail.endswith("synccheck: 1 of 5 tests passed, 0 errors, stopped at its share of the limit")
+    assert stage.seconds <= 30 * SLACK // 10 + 5
+
+
+def test_sanitizer_figures_read_a_stopped_runs_reports():
+    figures = _module().sanitizer_figures
+    out = ("t::a PASSED\n========= Invalid __global__ read of size 4 bytes\n=========     at gather_rows+0x90\n"
+           "t::b FAILED\n")
+    assert figures(out, None, 4) == {"passed": 1, "failed": 1, "tests": 4, "errors": 1, "finished": False,
+                                     "exit": None}

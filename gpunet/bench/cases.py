@@ -15,7 +15,8 @@ EPOCH_ROWS = 60_000  # one MNIST epoch
 SLOW_ROWS = 1000
 BATCH_CONTENDERS = ("gpunet-cupy", "gpunet-cupy-fused", "gpunet-cupy-graph", "torch-cuda", "torch-cuda-graph",
                     "torch-compile", "jax-jit", "jax-scan", "gpunet-numpy")
-PER_SAMPLE_CONTENDERS = ("gpunet-cupy-graph", "gpunet-cupy-kernel", "gpunet-cupy", "torch-cuda", "gpunet-numpy")
+PER_SAMPLE_CONTENDERS = ("gpunet-cupy-graph", "gpunet-cupy-kernel", "gpunet-cupy", "torch-cuda", "torch-cuda-graph",
+                         "jax-scan", "gpunet-numpy")  # jax-scan: float32 cases only (JAX runs without float64)
 ALL_GPU_CONTENDERS = tuple(dict.fromkeys(BATCH_CONTENDERS + PER_SAMPLE_CONTENDERS))
 
 
@@ -52,13 +53,17 @@ def cases(quick: bool) -> list[Case]:
     ]
 
 
-def gpu_cases(fraction: float = 1.0) -> list[Case]:
-    """The GPU cases: ``fraction`` of an MNIST epoch each (the per-sample slow contenders fewer rows)."""
+def gpu_cases(fraction: float = 1.0, names: list[str] | None = None) -> list[Case]:
+    """The GPU cases: ``fraction`` of an MNIST epoch each (the per-sample slow contenders fewer rows); with
+    ``names``, only those (ValueError for a name that is not a case)."""
     rows = max(1, round(EPOCH_ROWS * fraction))
     slow = ("gpunet-cupy", "torch-cuda", "gpunet-numpy")
     slow_rows = min(rows, SLOW_ROWS if fraction >= 1 else max(1, round(SLOW_ROWS * fraction * 2)))
+    # The per-sample torch graph replays one graph of SLOW_ROWS steps (peers.GRAPH_STEPS) whatever the rows: on
+    # SLOW_ROWS rows it runs that graph once, the time a 60,000-row epoch takes sixty times.
     per_sample = [Case(f"per-sample 784-{h}-10{'' if dt == 'float32' else ' float64'}", (784, h, 10), 1, rows, dt,
-                       PER_SAMPLE_CONTENDERS, slow, slow_rows)
+                       tuple(c for c in PER_SAMPLE_CONTENDERS if dt == "float32" or not c.startswith("jax")),
+                       (*slow, "torch-cuda-graph"), slow_rows)
                   for h in (100, 200) for dt in ("float32", "float64")]
     # The batch cases' slowest contenders (around a second an epoch) train a quarter.
     quarter = max(1, rows // 4)
@@ -67,7 +72,13 @@ def gpu_cases(fraction: float = 1.0) -> list[Case]:
                   BATCH_CONTENDERS if b == 64 else tuple(c for c in BATCH_CONTENDERS if c != "torch-compile"),
                   slow, quarter)
              for b, h in ((64, 100), (128, 100), (1024, 1024))]
-    return per_sample + batch  # the per-sample cases first: a stage cut short by its time limit keeps them
+    every = per_sample + batch  # the per-sample cases first: a stage cut short by its time limit keeps them
+    if names is None:
+        return every
+    unknown = [n for n in names if n not in [c.name for c in every]]
+    if unknown:
+        raise ValueError(f"unknown case {unknown[0]!r}; expected some of {', '.join(c.name for c in every)}")
+    return [c for c in every if c.name in names]
 
 
 def gpu_data(rows: int, mnist_dir: str | None) -> tuple[np.ndarray, np.ndarray, str]:

@@ -5,30 +5,47 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import cupy_unavailable_reason
+from ..engines import select
 from ..network import Network
 from ..optim import SGD
-from ..training import train
+from ..training import PER_SAMPLE_CHUNK, epoch_order
 from .cases import LR, Case, one_hot_targets
 from .harness import Builder, Contender, Run
-from .peers import (jax_contender, missing, no_jax_gpu, no_torch_cuda, sklearn_contender, torch_compile_contender,
-                    torch_contender)
+from .peers import (
+    jax_contender,
+    missing,
+    no_jax_gpu,
+    no_torch_cuda,
+    sklearn_contender,
+    torch_compile_contender,
+    torch_contender,
+    torch_graph_contender,
+)
 
 
 def gpunet_contender(backend_name: str, kernels: str | None = None) -> Builder:
-    """gpunet.train for one epoch; on CuPy with ``kernels`` forced when given."""
+    """One epoch of gpunet's training as ``gpunet.train`` runs it, without train()'s per-call checks, upload and
+    divergence guard: the engine ``kernels`` picks (``gpunet.engines.select.engine``, the one place that decides;
+    None: "auto") over data and an order already on the device. The run's ``path`` names the engine."""
     def make(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
         net = Network.article(list(case.sizes), backend=backend_name, dtype=case.dtype)
         net.set_params(params)
-        Xd, yd = net.backend.to_device(X, net.dtype), labels
-        on_gpu = backend_name == "cupy"
+        backend, opt = net.backend, SGD()
+        Xd = backend.to_device(X, net.dtype)
+        Td = backend.to_device(net.targets_from_labels(labels), net.dtype)
+        per_sample = case.batch == 1  # plain SGD: train() takes the per-sample engines, a chunk of rows a step
+        rows = PER_SAMPLE_CHUNK if per_sample else case.batch
+        engine = select.engine(net, kernels or "auto", opt, Xd, Td, rows, per_sample)
+        order = backend.to_device(epoch_order(0, 1, len(X)))  # gpunet.train's first epoch, seed 0
+        loss_sum = backend.xp.zeros((), dtype=net.dtype)
+        widest = select.widest_product(net, rows)
 
-        def run() -> float | None:
-            # On the GPU, two epochs and the second's own synchronised time: the first may compile
-            # or capture, and train()'s per-call data checks and upload fall outside the epoch.
-            history = train(net, Xd, yd, epochs=2 if on_gpu else 1, batch_size=case.batch, lr=LR,
-                            optimizer=SGD(), kernels=kernels or None)
-            return history[-1]["seconds"] if on_gpu else None
+        def run() -> None:
+            loss_sum.fill(0)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.products_of_size(widest):
+                engine.run_epoch(order, LR, loss_sum)
         run.params = net.get_params  # type: ignore[attr-defined]
+        run.path = engine.name  # type: ignore[attr-defined]
         return run
     return make
 
@@ -65,9 +82,9 @@ CONTENDERS: dict[str, Contender] = {
     # name -> (builder, why it cannot run here or None)
     "gpunet-numpy": (gpunet_contender("numpy"), lambda: None),
     "gpunet-cupy": (gpunet_contender("cupy", "plain"), lambda: cupy_unavailable_reason()),
-    "torch-cpu": (torch_contender("cpu", False), lambda: missing("torch")),
-    "torch-cuda": (torch_contender("cuda", False), lambda: missing("torch") or no_torch_cuda()),
-    "torch-cuda-graph": (torch_contender("cuda", True), lambda: missing("torch") or no_torch_cuda()),
+    "torch-cpu": (torch_contender("cpu"), lambda: missing("torch")),
+    "torch-cuda": (torch_contender("cuda"), lambda: missing("torch") or no_torch_cuda()),
+    "torch-cuda-graph": (torch_graph_contender("cuda"), lambda: missing("torch") or no_torch_cuda()),
     "sklearn": (sklearn_contender, lambda: missing("sklearn")),
     "textbook": (textbook_contender, lambda: None),
 }
@@ -76,7 +93,8 @@ GPU_CONTENDERS: dict[str, Contender] = {
     "gpunet-cupy-fused": (gpunet_contender("cupy", "fused"), lambda: cupy_unavailable_reason()),
     "gpunet-cupy-graph": (gpunet_contender("cupy", "graph"), lambda: cupy_unavailable_reason()),
     "gpunet-cupy-kernel": (gpunet_contender("cupy", "fused"), lambda: cupy_unavailable_reason()),
-    "torch-compile": (torch_compile_contender, lambda: missing("torch") or no_torch_cuda()),
+    "gpunet-cupy-auto": (gpunet_contender("cupy", "auto"), lambda: cupy_unavailable_reason()),
+    "torch-compile": (torch_compile_contender("cuda"), lambda: missing("torch") or no_torch_cuda()),
     "jax-jit": (jax_contender(False), lambda: missing("jax") or no_jax_gpu()),
     "jax-scan": (jax_contender(True), lambda: missing("jax") or no_jax_gpu()),
 }

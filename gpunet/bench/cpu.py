@@ -17,7 +17,16 @@ from ..initializers import init_params
 from ..machine import machine
 from .cases import LR, cases
 from .contenders import CONTENDERS
-from .harness import SETTLE_S, Run, add_speedups, case_entry, ceiling_gflops, figures, matmul_ceiling, time_rounds
+from .harness import (
+    SETTLE_S,
+    Run,
+    add_speedups,
+    case_entry,
+    ceiling_gflops,
+    figures,
+    matmul_ceiling,
+    time_rounds,
+)
 from .peers import versions
 
 
@@ -106,7 +115,8 @@ def measure_memory(quick: bool) -> dict[str, Any]:
 
     mnist = os.environ.get("GPUNET_MNIST_DIR") or str(cache_dir() / "mnist")
     args = [] if quick or not os.path.exists(os.path.join(mnist, "train-images-idx3-ubyte.gz")) else [mnist]
-    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, *args], capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, *args], capture_output=True, text=True, timeout=600,
+                         check=False)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
     m = json.loads(out.stdout)
@@ -125,10 +135,10 @@ def format_results(results: dict[str, Any]) -> str:
         f"{d} {g:,.0f} GFLOP/s" for d, g in results["ceilings_gflops"].items())]
     for entry in results["cases"]:
         ceilings = ", ".join(f"{d} {g:,.0f}" for d, g in entry["ceiling_gflops"].items())
-        lines += ["", f"{entry['case']} ({entry['dtype']}, {entry['rows']} rows per run, median of "
-                  f"{results['repeats']} rounds; ceiling {ceilings} GFLOP/s)",
-                  f"  {'contender':<18} {'samples/s':>12} {'GFLOP/s':>9} {'of ceiling':>10}  "
-                  "gpunet-numpy is (lowest-highest round)"]
+        lines += ["", (f"{entry['case']} ({entry['dtype']}, {entry['rows']} rows per run, median of "
+                       f"{results['repeats']} rounds; ceiling {ceilings} GFLOP/s)"),
+                  (f"  {'contender':<18} {'samples/s':>12} {'GFLOP/s':>9} {'of ceiling':>10}  "
+                   "gpunet-numpy is (lowest-highest round)")]
         unranked = []
         for name, r in entry["contenders"].items():
             if "skipped" in r:
@@ -151,10 +161,10 @@ def format_results(results: dict[str, Any]) -> str:
         lines += ["", f"memory: not measured ({m['error']})"]
     elif m:
         budget = m["data_float32_bytes"] + m["params_bytes"]
-        lines += ["", f"memory, one epoch on {m['dataset']} ({m['rows']} images): the images in float32 and the "
-                  f"parameters take {mib(budget)}; the peak resident size grew by {mib(m['peak_rss_growth_bytes'])} "
-                  f"({m['ratio_rss']:.1f}x that), Python's traced peak was {mib(m['peak_traced_bytes'])} "
-                  f"({m['ratio_traced']:.1f}x that)"]
+        lines += ["", (f"memory, one epoch on {m['dataset']} ({m['rows']} images): the images in float32 and the "
+                       f"parameters take {mib(budget)}; the peak resident size grew by "
+                       f"{mib(m['peak_rss_growth_bytes'])} ({m['ratio_rss']:.1f}x that), Python's traced peak was "
+                       f"{mib(m['peak_traced_bytes'])} ({m['ratio_traced']:.1f}x that)")]
     return "\n".join(lines)
 
 

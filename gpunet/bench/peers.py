@@ -6,7 +6,8 @@ import importlib.metadata
 import importlib.util
 import os
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,9 +35,31 @@ def no_torch_cuda() -> str | None:
     return None if torch.cuda.is_available() else "PyTorch sees no CUDA device"
 
 
-def _torch_setup(case: Case, X: np.ndarray, labels: np.ndarray, params: dict, device: str) -> tuple[Any, ...]:
-    """(torch, model, opt, step, loss_of, Xt, Tt, order, params getter): the network, data and row order on
-    ``device``."""
+class _Torch(NamedTuple):
+    """A PyTorch contender's pieces on one device: the network and its optimiser, the data, and the epoch's
+    order as a (steps, batch) tensor of row indices and its partial last batch (None if there is none)."""
+
+    torch: Any
+    model: Any
+    opt: Any
+    Xt: Any
+    Tt: Any
+    batches: Any
+    tail: Any
+    get: Callable[[], dict[str, np.ndarray]]
+
+    def loss_of(self, x: Any, t: Any) -> Any:  # gpunet's loss: mean over rows of 1/2 sum (t - y)^2
+        return 0.5 * ((self.model(x) - t) ** 2).sum(dim=1).mean()
+
+    def step(self, idx: Any) -> None:
+        """One SGD step on the rows ``idx``: gather, forward, backward, update (all queued on the device)."""
+        self.opt.zero_grad(set_to_none=False)
+        self.loss_of(self.Xt.index_select(0, idx), self.Tt.index_select(0, idx)).backward()
+        self.opt.step()
+
+
+def _torch_setup(case: Case, X: np.ndarray, labels: np.ndarray, params: dict, device: str) -> _Torch:
+    """The network (gpunet's parameters), its SGD, the data and gpunet.train's first-epoch order on ``device``."""
     import torch
 
     dt = getattr(torch, case.dtype)
@@ -48,20 +71,15 @@ def _torch_setup(case: Case, X: np.ndarray, labels: np.ndarray, params: dict, de
     Xt = torch.tensor(X, dtype=dt, device=device)
     Tt = torch.tensor(one_hot_targets(labels, n_out, np.float64), dtype=dt, device=device)
     order = torch.from_numpy(epoch_order(0, 1, len(X))).to(device)  # gpunet.train's first epoch, seed 0
-
-    def loss_of(x: Any, t: Any) -> Any:  # gpunet's loss: mean over rows of 1/2 sum (t - y)^2
-        return 0.5 * ((model(x) - t) ** 2).sum(dim=1).mean()
-
-    def step(x: Any, t: Any) -> None:
-        opt.zero_grad(set_to_none=False)
-        loss_of(x, t).backward()
-        opt.step()
+    full = len(X) // case.batch * case.batch  # rows in full batches; the rest is one shorter step
+    batches = order[:full].reshape(-1, case.batch)
+    tail = order[full:] if full < len(X) else None
 
     def get() -> dict[str, np.ndarray]:
         return {f"{w}{k}": getattr(layer, attr).detach().cpu().numpy().T.copy() if w == "W"
                 else getattr(layer, attr).detach().cpu().numpy().copy()
                 for layer, k in ((model[0], "1"), (model[2], "2")) for w, attr in (("W", "weight"), ("b", "bias"))}
-    return torch, model, opt, step, loss_of, Xt, Tt, order, get
+    return _Torch(torch, model, opt, Xt, Tt, batches, tail, get)
 
 
 def _torch_load(torch: Any, model: Any, params: dict) -> None:
@@ -72,74 +90,138 @@ def _torch_load(torch: Any, model: Any, params: dict) -> None:
             layer.bias.copy_(torch.from_numpy(params[f"b{k}"]))
 
 
-def torch_contender(device: str, graph: bool) -> Builder:
-    """PyTorch SGD on ``device``, a step per batch: eager, or (``graph``) the step captured in a CUDA graph."""
+def torch_contender(device: str) -> Builder:
+    """PyTorch SGD on ``device``, eager: a step per batch, each gathering its rows on the device."""
     def make(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
-        torch, model, _, step, _, Xt, Tt, order, get = _torch_setup(case, X, labels, params, device)
-        full = len(X) // case.batch * case.batch  # rows in full batches; the rest is one shorter step
+        s = _torch_setup(case, X, labels, params, device)
+        each = list(s.batches) + ([s.tail] if s.tail is not None else [])  # sliced before the clock starts
 
-        def sync() -> None:
-            if device == "cuda":
-                torch.cuda.synchronize()  # CPU-GPU sync point: the clock stops after the work
-
-        if not graph:
-            def run() -> None:
-                for lo in range(0, len(X), case.batch):
-                    idx = order[lo : lo + case.batch]
-                    step(Xt[idx], Tt[idx])
-                sync()
-            run.params = get  # type: ignore[attr-defined]
-            return run
-
-        sx, st = Xt[: case.batch].clone(), Tt[: case.batch].clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm up on a side stream before capture, as the PyTorch docs say
-            for _ in range(3):
-                step(sx, st)
-        torch.cuda.current_stream().wait_stream(stream)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):  # recorded, not run
-            step(sx, st)
-        _torch_load(torch, model, params)  # the warm-up trained: start again from the case's parameters
-
-        def replay() -> None:
-            for lo in range(0, full, case.batch):
-                idx = order[lo : lo + case.batch]
-                sx.copy_(Xt[idx])
-                st.copy_(Tt[idx])
-                g.replay()
-            if full < len(X):  # the partial last batch, eagerly
-                idx = order[full:]
-                step(Xt[idx], Tt[idx])
-            sync()
-        replay.params = get  # type: ignore[attr-defined]
-        return replay
+        def run() -> None:
+            for idx in each:
+                s.step(idx)
+        run.params = s.get  # type: ignore[attr-defined]
+        return run
     return make
 
 
-def torch_compile_contender(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
-    """The loss's forward and backward through torch.compile(mode="reduce-overhead") (CUDA graphs
-    inside); the SGD update eager. The partial last batch runs eagerly (another shape would recompile)."""
-    torch, model, opt, step, loss_of, Xt, Tt, order, get = _torch_setup(case, X, labels, params, "cuda")
-    compiled = torch.compile(loss_of, mode="reduce-overhead")
-    full = len(X) // case.batch * case.batch
-    for p in model.parameters():  # else the first backward makes each .grad the graph's own output, which the
-        p.grad = torch.zeros_like(p)  # next replay overwrites, and PyTorch raises on reading it
+# Steps one captured graph holds at most. An epoch of fewer (every batch case: 938 steps at batch 64) is one
+# graph, its partial last batch included, replayed once an epoch, as gpunet's graph mode does; a per-sample epoch
+# (60,000 steps) replays a graph of GRAPH_STEPS steps 60 times rather than capture some million nodes in one.
+GRAPH_STEPS = 1000
 
-    def run() -> None:
-        for lo in range(0, full, case.batch):
-            idx = order[lo : lo + case.batch]
-            torch.compiler.cudagraph_mark_step_begin()
-            opt.zero_grad(set_to_none=False)
-            compiled(Xt[idx], Tt[idx]).backward()
-            opt.step()
-        if full < len(X):
-            idx = order[full:]
-            step(Xt[idx], Tt[idx])
-        torch.cuda.synchronize()  # CPU-GPU sync point
-    run.params = get  # type: ignore[attr-defined]
-    return run
+
+def graph_segments(steps: int, tail: bool, most: int = GRAPH_STEPS) -> list[tuple[int, int, bool]]:
+    """An epoch of ``steps`` full batches (and a partial last one if ``tail``) as graphs of at most ``most``
+    steps: (first step, full steps, with the partial batch) for each replay, in order."""
+    if steps + tail <= most:
+        return [(0, steps, tail)]
+    segments = [(lo, most, False) for lo in range(0, steps - most + 1, most)]
+    done = len(segments) * most
+    return segments + ([(done, steps - done, tail)] if done < steps or tail else [])
+
+
+def torch_graph_contender(device: str, most_steps: int = GRAPH_STEPS) -> Builder:
+    """PyTorch SGD with the whole epoch captured in a CUDA graph: every step's gather, forward, backward and
+    update, replayed once a run (per-sample: graphs of ``most_steps`` steps, see GRAPH_STEPS). The captured
+    function reads the epoch's order from a device buffer, copied in before each replay (one small copy).
+
+    On the CPU nothing can be captured: the same function runs eagerly, so the tests hold what the GPU
+    captures to gpunet's training."""
+    def make(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
+        s = _torch_setup(case, X, labels, params, device)
+        torch = s.torch
+        segments = graph_segments(s.batches.shape[0], s.tail is not None, most_steps)
+        # One function (and on the GPU one graph) per distinct segment shape, each with its own index buffer.
+        shapes = {(k, with_tail) for _, k, with_tail in segments}
+        buffers = {shape: s.batches[: shape[0]].clone() for shape in shapes}
+
+        def segment(shape: tuple[int, bool]) -> Callable[[], None]:
+            idx, (k, with_tail) = buffers[shape], shape
+
+            def steps() -> None:  # what the GPU captures
+                for i in range(k):
+                    s.step(idx[i])
+                if with_tail:
+                    s.step(s.tail)
+            return steps
+        replays = {shape: segment(shape) for shape in shapes}
+        if device == "cuda":
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm up on a side stream before capture, as the PyTorch docs say
+                for steps in replays.values():
+                    steps()
+            torch.cuda.current_stream().wait_stream(side)
+            for shape, steps in list(replays.items()):
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):  # recorded, not run
+                    steps()
+                replays[shape] = g.replay
+            _torch_load(torch, s.model, params)  # the warm-up trained: start again from the case's parameters
+            torch.cuda.synchronize()
+
+        def run() -> None:
+            for lo, k, with_tail in segments:
+                buffers[k, with_tail].copy_(s.batches[lo : lo + k])
+                replays[k, with_tail]()
+        run.params = s.get  # type: ignore[attr-defined]
+        return run
+    return make
+
+
+def torch_compile_step(s: _Torch) -> Callable[[Any], None]:
+    """The whole SGD step as one function for torch.compile: gather, forward, gradients (torch.func.grad, so
+    that Dynamo traces one graph: a .backward() call would break it) and the update, SGD's foreach form,
+    in place on the model's parameters."""
+    torch = s.torch
+    from torch.func import functional_call, grad
+
+    params = dict(s.model.named_parameters())
+    names, tensors = list(params), list(params.values())
+
+    def loss(p: dict, x: Any, t: Any) -> Any:  # gpunet's loss: mean over rows of 1/2 sum (t - y)^2
+        return 0.5 * ((functional_call(s.model, p, (x,)) - t) ** 2).sum(dim=1).mean()
+
+    def step(idx: Any) -> None:
+        g = grad(loss)(params, s.Xt.index_select(0, idx), s.Tt.index_select(0, idx))
+        with torch.no_grad():
+            torch._foreach_add_(tensors, [g[n] for n in names], alpha=-LR)
+    return step
+
+
+def torch_compile_contender(device: str = "cuda", backend: str = "inductor") -> Builder:
+    """The whole step (gather, forward, backward, SGD update) compiled by torch.compile in one graph
+    (fullgraph=True), in its CUDA-graph mode (mode="reduce-overhead") on the GPU. The partial last batch
+    runs the same function uncompiled (another shape would compile again). ``backend`` other than inductor:
+    for the CPU tests, which check the traced function trains what gpunet trains."""
+    def make(case: Case, X: np.ndarray, labels: np.ndarray, params: dict) -> Run:
+        s = _torch_setup(case, X, labels, params, device)
+        torch = s.torch
+        step = torch_compile_step(s)
+        mode = {"mode": "reduce-overhead"} if device == "cuda" and backend == "inductor" else {}
+        compiled = torch.compile(step, fullgraph=True, backend=backend, **mode)
+        each = list(s.batches)  # sliced before the clock starts
+        from torch._dynamo.utils import counters
+
+        skips = counters["inductor"]["cudagraph_skips"]  # inductor counts each graph it runs without CUDA graphs
+
+        def run() -> None:
+            for idx in each:
+                torch.compiler.cudagraph_mark_step_begin()
+                compiled(idx)
+            if s.tail is not None:
+                step(s.tail)
+
+        def note() -> str:  # asked after the warm-up, which compiled
+            if not mode:
+                return f"compiled by {backend}, no CUDA graphs (not on CUDA, or not inductor)"
+            skipped = counters["inductor"]["cudagraph_skips"] - skips
+            return ("inductor skipped CUDA graphs (its log says why)" if skipped else
+                    "compiled by inductor into CUDA graphs (mode reduce-overhead)")
+        run.params = s.get  # type: ignore[attr-defined]
+        run.note = note  # type: ignore[attr-defined]
+        return run
+    return make
 
 
 # --- JAX -----------------------------------------------------------------------------------------
@@ -159,7 +241,7 @@ def no_jax_gpu() -> str | None:
     try:
         jax, _ = import_jax()
         jax.devices("gpu")
-    except Exception as exc:  # RuntimeError: no GPU platform; ImportError: a broken install
+    except Exception as exc:  # noqa: BLE001 -- RuntimeError: no GPU platform; ImportError: a broken install
         return f"JAX sees no GPU: {' '.join(str(exc).split())[:200]}"
     return None
 
@@ -204,7 +286,11 @@ def jax_contender(scan: bool, platform: str = "gpu") -> Builder:
                     p = step_jit(p, Xd, Td, idx)
             if tail is not None:
                 p = step_jit(p, Xd, Td, tail)
-            state["p"] = jax.block_until_ready(p)  # CPU-GPU sync point
+            state["p"] = p
+
+        def finish() -> None:  # JAX dispatches asynchronously: the clock waits for the epoch's parameters
+            jax.block_until_ready(state["p"])  # CPU-GPU sync point
+        run.finish = finish  # type: ignore[attr-defined]
         run.params = lambda: {k: np.asarray(v) for k, v in state["p"].items()}  # type: ignore[attr-defined]
         return run
     return make
