@@ -138,6 +138,7 @@ def _option_type(s: Setting) -> Callable[[str], Any]:
 
 Options = list[tuple[tuple[str, ...], dict[str, Any]]]  # add_argument's arguments, one pair per option
 QUICK_REPEATS = 3  # gpunet bench --quick: the fewest timed runs whose median is not one of their extremes
+REPEATS = 10  # gpunet bench: enough timed runs for a 95% interval around each median (gpunet/bench/harness.py)
 TRAIN_RUN_OPTIONS: Options = [
     (("--out",), dict(metavar="DIR", help="the run folder (default: runs/<timestamp>; with --resume, the "
                       "checkpoint's folder, or another folder holding no other run)")),
@@ -191,7 +192,7 @@ SWEEP: Options = [
 BENCH: Options = [
     (("--quick",), dict(action="store_true", help=f"an eighth of the rows and {QUICK_REPEATS} repeats: seconds, "
                         "for a smoke test (its ratios are rough: read their spread)")),
-    (("--repeats",), dict(type=int, help=f"timed runs per contender, after a warm-up (default: 5; --quick: "
+    (("--repeats",), dict(type=int, help=f"timed runs per contender, after a warm-up (default: {REPEATS}; --quick: "
                           f"{QUICK_REPEATS})")),
     (("--only",), dict(metavar="NAMES", help="comma-separated contenders to run (default: all)")),
     (("--json",), dict(metavar="FILE", dest="json_out", help="also write the results as JSON to FILE (checked "
@@ -410,7 +411,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from .bench import CONTENDERS, format_results, run_benchmark
     from .files import write_json
 
-    repeats = args.repeats if args.repeats is not None else QUICK_REPEATS if args.quick else 5
+    repeats = args.repeats if args.repeats is not None else QUICK_REPEATS if args.quick else REPEATS
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1; got {repeats}")
     only = args.only.split(",") if args.only else None

@@ -126,7 +126,7 @@ def test_bench_writes_json_only_where_asked_and_replaces_it_only_when_forced(tmp
     assert calls == [(True, 3)] and list(tmp_path.iterdir()) == []  # nothing written unasked
     assert "torch-cpu" in capsys.readouterr().out
     assert main(["bench", "--json", "b.json"]) == 0
-    assert calls[-1] == (False, 5) and json.loads((tmp_path / "b.json").read_text())["cases"][0]["rows"] == 1000
+    assert calls[-1] == (False, 10) and json.loads((tmp_path / "b.json").read_text())["cases"][0]["rows"] == 1000
     assert capsys.readouterr().out.endswith("wrote b.json\n")
     (tmp_path / "b.json").write_text("{}")
     assert main(["bench", "--quick", "--json", "b.json"]) == 2

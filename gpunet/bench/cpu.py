@@ -30,7 +30,7 @@ from .harness import (
 from .peers import versions
 
 
-def run_benchmark(quick: bool = False, repeats: int = 5, only: list[str] | None = None,
+def run_benchmark(quick: bool = False, repeats: int = 10, only: list[str] | None = None,
                   on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Every case on every contender; returns the JSON-ready results (see scripts/benchmark.py).
 
