@@ -22,7 +22,7 @@ from .datasets import DATASETS, PIXELS
 from .initializers import INITS, init_name
 from .network import DTYPES, target_levels
 from .optim import OPTIMIZERS
-from .schedules import SCHEDULES
+from .schedules import SCHEDULES, schedule_named
 
 EARLY_STOPPING_VALIDATION = defaults.EARLY_STOPPING_VALIDATION  # the share held out when early stopping is asked for without a validation split
 
@@ -106,8 +106,8 @@ SETTINGS: tuple[Setting, ...] = (
     _choice("optimizer", tuple(OPTIMIZERS), "optimiser"),
     Setting("lr", "a finite number > 0", _number(0, math.inf, True, True), "learning rate", parse=float),
     Setting("lr_decay", "a number in (0, 1]", _number(0, 1, True, False),
-            "multiply the learning rate by this after every epoch (1: constant)",
-            parse=float, metavar="FACTOR"),
+            "exponential: multiply the learning rate by this after every epoch (1, its default: constant; giving "
+            "it picks --lr-schedule exponential)", optional=True, parse=float, metavar="FACTOR"),
     _choice("lr_schedule", SCHEDULES, "the learning rate of each epoch: exponential: --lr times --lr-decay ** (epoch - 1); "
             "step: multiplied by --lr-gamma every --lr-step epochs; cosine: --warmup-epochs of linear warm-up, then "
             "half a cosine down towards --lr-min; one-cycle: as cosine, the warm-up from lr / --lr-div"),
@@ -171,8 +171,8 @@ class TrainConfig:
     init: str = defaults.INIT
     optimizer: str = defaults.OPTIMIZER
     lr: float = defaults.LR
-    lr_decay: float = defaults.LR_DECAY  # epoch e trains at lr * lr_decay ** (e - 1)
-    lr_schedule: str = "exponential"  # gpunet/schedules.py; the next five are its schedules' settings
+    lr_decay: float | None = None  # exponential: lr * lr_decay ** (e - 1); defaults.LR_DECAY when not given
+    lr_schedule: str | None = None  # gpunet/schedules.py (None: schedule_named's pick); the next five are its settings
     lr_step: int | None = None
     lr_gamma: float | None = None
     warmup_epochs: int | None = None
@@ -198,6 +198,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:  # fail before anything is loaded or written
         object.__setattr__(self, "init", init_name(self.init))  # old checkpoints and sweep files say "seed"
+        # the schedule and its factor as trained, recorded (a later default changes no saved run; a config saved
+        # before schedules existed has lr_decay, so it reads as the exponential schedule it trained with)
+        object.__setattr__(self, "lr_schedule", schedule_named(self.lr_schedule, lr_decay=self.lr_decay,
+                                                               lr_step=self.lr_step, lr_gamma=self.lr_gamma,
+                                                               lr_div=self.lr_div))
+        if self.lr_decay is None and self.lr_schedule == "exponential":
+            object.__setattr__(self, "lr_decay", defaults.LR_DECAY)
         for s in SETTINGS:
             value = getattr(self, s.name)
             if value is None and s.optional:
@@ -247,7 +254,7 @@ class TrainConfig:
         default, words = TrainConfig(), ["gpunet", "train"]
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("backend", "kernels") or value == getattr(default, f.name):
+            if f.name in ("backend", "kernels") or value is None or value == getattr(default, f.name):
                 continue
             text = ",".join(map(str, value)) if f.name == "hidden" else str(value)
             words += [f"--{f.name.replace('_', '-')}", text]
@@ -262,7 +269,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # MNIST with pixels in [0.01, 1.0] (as scripts/sweeps/article.toml). Its lr and epochs are made for MNIST's
     # 300,000 updates: on the 8x8 digits' 7,190 they reach about half the test images.
     "article": {"hidden": (100,), "activation": "sigmoid", "output": "sigmoid", "loss": "squared",
-                "init": "article", "optimizer": "sgd", "lr": 0.1, "batch_size": 1, "epochs": 5,
+                "init": "article", "optimizer": "sgd", "lr": 0.1, "lr_decay": 1.0, "batch_size": 1, "epochs": 5,
                 "dataset": "mnist", "pixels": "original"},
 }
 

@@ -10,7 +10,7 @@ article's network (sigmoid layers, squared loss, its initialisation) is
 from __future__ import annotations
 
 # The network: Network(sizes, activation=ACTIVATION, ...)
-HIDDEN = (100,)  # the command line's hidden layer sizes (Network takes all its sizes from the caller)
+HIDDEN = (1024,)  # the command line's hidden layer sizes (Network takes all its sizes from the caller)
 ACTIVATION = "relu"
 OUTPUT = "softmax"
 LOSS = "cross-entropy"
@@ -21,9 +21,14 @@ DTYPE = "float32"
 # The training: train(net, X, y, optimizer=OPTIMIZER, ...)
 OPTIMIZER = "adam"
 LR = 0.001
-LR_DECAY = 1.0  # epoch e trains at lr * lr_decay ** (e - 1)
+# Half a cosine from lr down towards 0 over the epochs asked for (gpunet/schedules.py): the last epochs settle
+# where a constant rate leaves each epoch's accuracy a point up or down, on 1,437 rows as on 60,000 (a fixed
+# exponential decay is either too fast for the one or too slow for the other). Giving lr_decay picks the
+# exponential schedule instead, lr_step the step one (schedules.schedule_named).
+LR_SCHEDULE = "cosine"
+LR_DECAY = 1.0  # the exponential schedule's factor when lr_decay is not given: epoch e trains at lr * lr_decay ** (e - 1)
 EPOCHS = 30
-BATCH_SIZE = 16
+BATCH_SIZE = 32
 WEIGHT_DECAY = 0.0
 EARLY_STOPPING_VALIDATION = 0.1  # the share of training rows held out when early stopping has no validation data
 

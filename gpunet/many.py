@@ -25,7 +25,7 @@ from .memory import DeviceMemoryError, GiB, parameter_count
 from .augment import Augment, Augmenter, as_augment
 from .network import Network
 from .optim import Optimizer, make_optimizer
-from .schedules import check_schedule, learning_rate
+from .schedules import check_schedule, learning_rate, schedule_named
 from .training import (
     DivergenceError, EpochRecord, PER_SAMPLE_CHUNK, _Best, _evaluate, _out_of_memory, _prepare, _prepare_optional,
     _progress_bar, divergence, epoch_order, validation_fraction, validation_pair, validation_rows,
@@ -52,8 +52,8 @@ def train_many(
     epochs: int = defaults.EPOCHS,
     batch_size: int = defaults.BATCH_SIZE,
     lr: float | Sequence[float] = defaults.LR,
-    lr_decay: float | Sequence[float] = defaults.LR_DECAY,
-    lr_schedule: str = "exponential",
+    lr_decay: float | None | Sequence[float | None] = None,
+    lr_schedule: str | None = None,
     lr_step: int | None = None,
     lr_gamma: float | None = None,
     warmup_epochs: int | None = None,
@@ -104,7 +104,9 @@ def train_many(
     check_int("batch_size", batch_size, 1)
     check_int("start_epoch", start_epoch, 1)
     lrs = [check_number("lr", v, positive=True) for v in _per_model("lr", lr, K)]
-    decays = [check_decay("lr_decay", v) for v in _per_model("lr_decay", lr_decay, K)]
+    decays = [None if v is None else check_decay("lr_decay", v) for v in _per_model("lr_decay", lr_decay, K)]
+    lr_schedule = schedule_named(lr_schedule, lr_decay=next((d for d in decays if d is not None), None),
+                                 lr_step=lr_step, lr_gamma=lr_gamma, lr_div=lr_div)
     schedules = [check_schedule(v, epochs, lr_schedule, lr_decay=d, lr_step=lr_step, lr_gamma=lr_gamma,
                                 warmup_epochs=warmup_epochs, lr_min=lr_min, lr_div=lr_div)
                  for v, d in zip(lrs, decays)]

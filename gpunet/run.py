@@ -487,6 +487,7 @@ class Run:
 def schedule_settings(config: TrainConfig) -> dict[str, Any]:
     """gpunet.train's learning-rate keywords for ``config``, checked together (ValueError naming them)."""
     c = config
+    assert c.lr_schedule is not None  # TrainConfig names the schedule when it is made
     check_schedule(c.lr, c.epochs, c.lr_schedule, lr_decay=c.lr_decay, lr_step=c.lr_step, lr_gamma=c.lr_gamma,
                    warmup_epochs=c.warmup_epochs, lr_min=c.lr_min, lr_div=c.lr_div)
     return {"lr_schedule": c.lr_schedule, "lr_decay": c.lr_decay, "lr_step": c.lr_step, "lr_gamma": c.lr_gamma,

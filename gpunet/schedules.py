@@ -6,10 +6,10 @@ hands each engine with the epoch's order, so every path (the plain and fused ste
 kernels, graph mode reading it from device memory) runs a schedule identically, and a run resumed
 mid-epoch continues at the same rate.
 
-- ``"exponential"`` (the default): ``lr * lr_decay ** (e - 1)``; ``lr_decay=1`` keeps ``lr``.
+- ``"exponential"``: ``lr * lr_decay ** (e - 1)``; ``lr_decay=1`` (its default) keeps ``lr``.
 - ``"step"``: ``lr * lr_gamma ** ((e - 1) // lr_step)``: multiplied by ``lr_gamma`` every ``lr_step`` epochs
   (PyTorch's ``StepLR``).
-- ``"cosine"``: a linear warm-up of ``warmup_epochs`` epochs, ``lr * e / (W + 1)``, then from ``lr`` at epoch
+- ``"cosine"`` (the default): a linear warm-up of ``warmup_epochs`` epochs, ``lr * e / (W + 1)``, then from ``lr`` at epoch
   ``W + 1`` half a cosine down towards ``lr_min``: ``lr_min + (lr - lr_min) (1 + cos(pi t)) / 2`` with
   ``t = (e - W - 1) / (epochs - W)`` (PyTorch's ``CosineAnnealingLR`` per epoch: the last epoch trains just
   above ``lr_min``, never at it, so no epoch is spent at a rate of 0).
@@ -17,7 +17,9 @@ mid-epoch continues at the same rate.
   warm-up from ``lr / lr_div`` at epoch 1 to ``lr`` at epoch ``W + 1``, then the same cosine down towards
   ``lr_min``; ``W`` defaults to 30% of the epochs (``OneCycleLR``'s ``pct_start``), rounded.
 
-A schedule's settings are refused with another schedule (``lr_step=`` with ``lr_schedule='cosine'`` is a
+``lr_schedule=None`` (the default of ``train``, ``train_many`` and ``TrainConfig``) is the schedule whose
+settings are given (:func:`schedule_named`: ``lr_decay`` exponential, ``lr_step`` or ``lr_gamma`` step, ``lr_div``
+one-cycle), else cosine, ``gpunet.defaults.LR_SCHEDULE``. A schedule's settings are refused with another schedule (``lr_step=`` with ``lr_schedule='cosine'`` is a
 mistake, not a no-op). ``cosine`` and ``one-cycle`` depend on ``epochs``: resuming a run with more epochs than
 it was started with stretches the rest of its curve.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import defaults
 from .checks import check_choice, check_decay, check_int, check_number
 
 SCHEDULES = ("exponential", "step", "cosine", "one-cycle")
@@ -38,7 +41,18 @@ SETTINGS_OF = {"exponential": ("lr_decay",), "step": ("lr_step", "lr_gamma"),
                "cosine": ("warmup_epochs", "lr_min"), "one-cycle": ("warmup_epochs", "lr_min", "lr_div")}
 
 
-def check_schedule(lr: float, epochs: int, lr_schedule: str = "exponential", *, lr_decay: float = 1.0,
+def schedule_named(lr_schedule: str | None, *, lr_decay: float | None = None, lr_step: int | None = None,
+                   lr_gamma: float | None = None, lr_div: float | None = None) -> str:
+    """``lr_schedule``, or where it is None the schedule whose settings are given, else the default one."""
+    if lr_schedule is not None:
+        return lr_schedule
+    for name, setting in (("exponential", lr_decay), ("step", lr_step), ("step", lr_gamma), ("one-cycle", lr_div)):
+        if setting is not None:
+            return name
+    return defaults.LR_SCHEDULE
+
+
+def check_schedule(lr: float, epochs: int, lr_schedule: str = "exponential", *, lr_decay: float | None = None,
                    lr_step: int | None = None, lr_gamma: float | None = None, warmup_epochs: int | None = None,
                    lr_min: float | None = None, lr_div: float | None = None) -> dict[str, Any]:
     """Every setting checked (ValueError naming it, its value and what was expected), alone and together;
@@ -46,7 +60,8 @@ def check_schedule(lr: float, epochs: int, lr_schedule: str = "exponential", *, 
     check_number("lr", lr, positive=True)
     check_int("epochs", epochs, 1)
     check_choice("lr_schedule", lr_schedule, SCHEDULES)
-    check_decay("lr_decay", lr_decay)
+    if lr_decay is not None:
+        check_decay("lr_decay", lr_decay)
     given = {"lr_decay": lr_decay if lr_decay != 1 else None, "lr_step": lr_step, "lr_gamma": lr_gamma,
              "warmup_epochs": warmup_epochs, "lr_min": lr_min, "lr_div": lr_div}
     for name, value in given.items():
@@ -55,7 +70,7 @@ def check_schedule(lr: float, epochs: int, lr_schedule: str = "exponential", *, 
             raise ValueError(f"{name}= ({value!r}) is a setting of lr_schedule={users}, not of "
                              f"lr_schedule={lr_schedule!r}")
     if lr_schedule == "exponential":
-        return {"lr_decay": float(lr_decay)}
+        return {"lr_decay": float(defaults.LR_DECAY if lr_decay is None else lr_decay)}
     if lr_schedule == "step":
         if lr_step is None:
             raise ValueError("lr_schedule='step' needs lr_step=, the epochs between two drops (an integer >= 1)")

@@ -17,11 +17,11 @@ from . import defaults
 from .augment import Augment, Augmenter, as_augment
 from .backend import to_numpy
 from .engines import select
-from .checks import check_decay, check_finite, check_int, check_labels, check_matrix, check_number
+from .checks import check_finite, check_int, check_labels, check_matrix, check_number
 from .memory import DeviceMemoryError  # raised here too; defined beside the memory checks
 from .network import Network
 from .optim import Optimizer, make_optimizer
-from .schedules import check_schedule, learning_rate
+from .schedules import check_schedule, learning_rate, schedule_named
 
 Array = Any
 EpochRecord = dict[str, Any]
@@ -56,8 +56,8 @@ def train(
     epochs: int = defaults.EPOCHS,
     batch_size: int = defaults.BATCH_SIZE,
     lr: float = defaults.LR,
-    lr_decay: float = defaults.LR_DECAY,
-    lr_schedule: str = "exponential",
+    lr_decay: float | None = None,
+    lr_schedule: str | None = None,
     lr_step: int | None = None,
     lr_gamma: float | None = None,
     warmup_epochs: int | None = None,
@@ -138,7 +138,7 @@ def train(
     check_int("epochs", epochs, 1)
     check_int("batch_size", batch_size, 1)
     check_number("lr", lr, positive=True)
-    check_decay("lr_decay", lr_decay)
+    lr_schedule = schedule_named(lr_schedule, lr_decay=lr_decay, lr_step=lr_step, lr_gamma=lr_gamma, lr_div=lr_div)
     schedule = check_schedule(lr, epochs, lr_schedule, lr_decay=lr_decay, lr_step=lr_step, lr_gamma=lr_gamma,
                               warmup_epochs=warmup_epochs, lr_min=lr_min, lr_div=lr_div)
     augmentation = as_augment(augment)

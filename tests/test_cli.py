@@ -12,6 +12,7 @@ import pytest
 
 from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
+from gpunet.schedules import learning_rate
 
 from conftest import Terminal
 
@@ -36,18 +37,19 @@ def test_main_job_defaults_reach_97_percent(capsys, monkeypatch, tmp_path):
 
 
 def test_python_dash_m_and_quiet(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "gpunet", "train", "--epochs", "2", "--quiet", "--out", "run",
+    out = subprocess.run([sys.executable, "-m", "gpunet", "train", "--epochs", "4", "--quiet", "--out", "run",
                           "--backend", "numpy", "--hidden", "32,16"], capture_output=True, text=True, timeout=300)
     assert out.stderr == ""  # --quiet: no progress bar either
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 2 and lines[0] == "output: run" and lines[1].startswith("test accuracy ")
-    assert float(lines[1].split()[2].rstrip("%")) > 50.0  # two epochs of Adam already learn
+    assert float(lines[1].split()[2].rstrip("%")) > 50.0  # four epochs of Adam already learn
 
 
 def test_original_network_from_the_command_line(capsys):
-    args = ["train", "--activation", "sigmoid", "--output", "sigmoid", "--loss", "squared", "--init", "article",
-            "--optimizer", "sgd", "--lr", "0.5", "--batch-size", "1", "--epochs", "5", "--backend", "numpy"]
+    args = ["train", "--hidden", "100", "--activation", "sigmoid", "--output", "sigmoid", "--loss", "squared",
+            "--init", "article", "--optimizer", "sgd", "--lr", "0.5", "--lr-decay", "1", "--batch-size", "1",
+            "--epochs", "5", "--backend", "numpy"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "activation='sigmoid', output='sigmoid', loss='squared'" in out
@@ -124,8 +126,11 @@ def _params(path):
         return {k: z[k] for k in z.files if k.startswith(("param/", "optim/"))}
 
 
-def test_resume_gives_the_same_run_as_uninterrupted(tmp_path):
-    common = ["train", "--quiet", "--backend", "numpy", "--hidden", "40", "--lr", "0.003"]
+# Resumed to more epochs, a run is the one that asked for them from the start where its schedule does not
+# depend on the total (cosine, the default, anneals over the new total instead: docs/cli.md)
+@pytest.mark.parametrize("schedule", [["--lr-decay", "0.9"], ["--lr-schedule", "step", "--lr-step", "3"]])
+def test_resume_gives_the_same_run_as_uninterrupted(tmp_path, schedule):
+    common = ["train", "--quiet", "--backend", "numpy", "--hidden", "40", "--lr", "0.003", *schedule]
     assert main([*common, "--epochs", "4", "--out", "whole"]) == 0
     assert main([*common, "--epochs", "2", "--out", "part"]) == 0
     assert main(["train", "--quiet", "--resume", "part/model.npz", "--epochs", "4"]) == 0
@@ -139,6 +144,16 @@ def test_resume_gives_the_same_run_as_uninterrupted(tmp_path):
     strip = lambda rs: [(r["train_loss"], r["test_loss"], r["test_accuracy"]) for r in rs]  # noqa: E731
     assert strip(lines) == strip(want)
     assert set(want[0]) >= {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds", "samples_per_s", "backend"}
+
+
+def test_a_cosine_run_resumed_to_more_epochs_anneals_over_the_new_total(tmp_path):
+    common = ["train", "--quiet", "--backend", "numpy", "--hidden", "8", "--lr", "0.01"]
+    assert main([*common, "--epochs", "2", "--out", "part"]) == 0
+    assert main(["train", "--quiet", "--resume", "part/model.npz", "--epochs", "4"]) == 0
+    rates = [json.loads(x)["lr"] for x in (tmp_path / "part/metrics.jsonl").read_text().splitlines()]
+    cosine = {"warmup_epochs": 0, "lr_min": 0.0}
+    want = [learning_rate(e, total, 0.01, "cosine", **cosine) for e, total in ((1, 2), (2, 2), (3, 4), (4, 4))]
+    assert rates == want and want[1] == want[2] == pytest.approx(0.005)  # half way down, twice
 
 
 def test_resume_mends_metrics_written_past_the_checkpoint(tmp_path):
@@ -191,7 +206,9 @@ def test_early_stopping_holds_out_10_percent_keeps_the_best_and_says_so(tmp_path
 
 
 def test_resumed_early_stopping_stops_where_an_uninterrupted_run_does(tmp_path, capsys):
-    common = ["train", "--quiet", "--backend", "numpy", "--lr", "0.01", "--early-stopping", "3"]
+    # a constant rate: resumed to 100 epochs, the run is the one that asked for 100 from the start
+    common = ["train", "--quiet", "--backend", "numpy", "--hidden", "100", "--lr", "0.01", "--lr-decay", "1",
+              "--early-stopping", "3"]
     assert main([*common, "--epochs", "100", "--out", "whole"]) == 0
     whole = [json.loads(x) for x in (tmp_path / "whole/metrics.jsonl").read_text().splitlines()]
     best = int(np.argmin([r["val_loss"] for r in whole])) + 1

@@ -102,7 +102,8 @@ def test_hidden_sizes_show_the_expected_form_and_what_was_meant(text, meant, cap
 
 
 ARTICLE = {"hidden": (100,), "activation": "sigmoid", "output": "sigmoid", "loss": "squared", "init": "article",
-           "optimizer": "sgd", "lr": 0.1, "batch_size": 1, "epochs": 5, "dataset": "mnist", "pixels": "original"}
+           "optimizer": "sgd", "lr": 0.1, "lr_decay": 1.0, "batch_size": 1, "epochs": 5, "dataset": "mnist",
+           "pixels": "original"}
 
 
 def test_the_article_preset_is_the_articles_network_and_training():

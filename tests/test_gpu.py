@@ -125,7 +125,7 @@ def test_evaluate_and_the_cli_evaluate(candidate, tmp_path, capsys, monkeypatch)
     results = []
     for b, dt in ((backend, dtype), (ref_backend, ref_dtype)):
         net = gpunet.Network([64, 32, 10], "relu", "softmax", "cross-entropy", init="he", backend=b, dtype=dt)
-        gpunet.train(net, d.X_train, d.y_train, epochs=2, batch_size=32, lr=0.003, optimizer="adam")
+        gpunet.train(net, d.X_train, d.y_train, epochs=2, batch_size=32, lr=0.003, lr_decay=1.0, optimizer="adam")
         Xd, Td = b.to_device(d.X_test, net.dtype), b.to_device(net.targets_from_labels(d.y_test))
         results.append((net, gpunet.evaluate(net, Xd, Td, d.y_test)))
     (_, got), (_, want) = results

@@ -220,7 +220,7 @@ def test_saturated_epoch_losses_equal_the_plain_path(output: str, loss: str) -> 
         net.set_params(params)
     if loss == "cross-entropy":  # the data saturates: the old formula from Y would be far off
         assert abs(old_clamped_loss(plain, X, y) - plain.loss(X, plain.targets_from_labels(y))) > 1.0
-    history = train(plain, X, y, epochs=2, batch_size=4, lr=0.01, seed=5, optimizer="sgd")
+    history = train(plain, X, y, epochs=2, batch_size=4, lr=0.01, lr_decay=1.0, seed=5, optimizer="sgd")
     losses = graph_epochs(trainer(graph, X, y, 4), range(1, 3), 0.01, 5)
     assert rel_diff(losses, [r["train_loss"] for r in history]) <= 1e-12
     assert params_diff(graph, plain) <= 1e-12
@@ -233,7 +233,7 @@ def test_any_depth(depth: list[int]) -> None:
     than a tile: the output delta runs as its own launch)."""
     X, y = data(13, depth)
     plain, graph = (make_net("tanh", "softmax", "cross-entropy", "float64", sizes=depth) for _ in range(2))
-    train(plain, X, y, epochs=2, batch_size=5, lr=0.2, seed=7, optimizer="sgd")
+    train(plain, X, y, epochs=2, batch_size=5, lr=0.2, lr_decay=1.0, seed=7, optimizer="sgd")
     graph_epochs(trainer(graph, X, y, 5), range(1, 3), 0.2, 7)
     assert params_diff(graph, plain) < 1e-12
 
@@ -241,7 +241,7 @@ def test_any_depth(depth: list[int]) -> None:
 def test_one_batch_larger_than_the_data() -> None:
     X, y = data(6)
     plain, graph = (make_net("relu", "sigmoid", "squared", "float64") for _ in range(2))
-    train(plain, X, y, epochs=1, batch_size=50, lr=0.4, seed=2, optimizer="sgd")
+    train(plain, X, y, epochs=1, batch_size=50, lr=0.4, lr_decay=1.0, seed=2, optimizer="sgd")
     g = trainer(graph, X, y, 50)
     assert g.batches() == [(0, 6)] and g.buffers["X"].shape == (6, 5)
     graph_epochs(g, range(1, 2), 0.4, 2)
@@ -251,7 +251,7 @@ def test_one_batch_larger_than_the_data() -> None:
 def test_sgd_with_weight_decay_updates_in_the_epilogue() -> None:
     X, y = data(11)
     plain, graph = (make_net("sigmoid", "softmax", "cross-entropy", "float64") for _ in range(2))
-    train(plain, X, y, epochs=2, batch_size=4, lr=0.3, weight_decay=0.01, seed=4, optimizer="sgd")
+    train(plain, X, y, epochs=2, batch_size=4, lr=0.3, lr_decay=1.0, weight_decay=0.01, seed=4, optimizer="sgd")
     g = trainer(graph, X, y, 4, SGD(weight_decay=0.01))
     assert g.mode == gemm.SGD_DECAY
     graph_epochs(g, range(1, 3), 0.3, 4)
@@ -261,8 +261,8 @@ def test_sgd_with_weight_decay_updates_in_the_epilogue() -> None:
 def test_a_new_trainer_continues_where_the_plain_path_left_off() -> None:
     X, y = data(11)
     plain, resumed = (make_net("leaky_relu", "identity", "absolute", "float64") for _ in range(2))
-    history = train(plain, X, y, epochs=3, batch_size=4, lr=0.1, seed=6, optimizer="sgd")
-    train(resumed, X, y, epochs=1, batch_size=4, lr=0.1, seed=6, optimizer="sgd")
+    history = train(plain, X, y, epochs=3, batch_size=4, lr=0.1, lr_decay=1.0, seed=6, optimizer="sgd")
+    train(resumed, X, y, epochs=1, batch_size=4, lr=0.1, lr_decay=1.0, seed=6, optimizer="sgd")
     losses = graph_epochs(trainer(resumed, X, y, 4), range(2, 4), 0.1, 6)
     assert params_diff(resumed, plain) < 1e-12
     assert rel_diff(losses, [r["train_loss"] for r in history[1:]]) < 1e-12
@@ -271,10 +271,10 @@ def test_a_new_trainer_continues_where_the_plain_path_left_off() -> None:
 def test_an_interrupted_epoch_resumes_at_its_row() -> None:
     X, y = data(11)
     plain, resumed = (make_net("sigmoid", "sigmoid", "cross-entropy", "float64") for _ in range(2))
-    history = train(plain, X, y, epochs=1, batch_size=3, lr=0.5, seed=8, optimizer="sgd")
+    history = train(plain, X, y, epochs=1, batch_size=3, lr=0.5, lr_decay=1.0, seed=8, optimizer="sgd")
     asked = iter([False, True])
     with pytest.raises(TrainingInterrupted) as stop:
-        train(resumed, X, y, epochs=1, batch_size=3, lr=0.5, seed=8, should_stop=lambda: next(asked), optimizer="sgd")
+        train(resumed, X, y, epochs=1, batch_size=3, lr=0.5, lr_decay=1.0, seed=8, should_stop=lambda: next(asked), optimizer="sgd")
     assert stop.value.rows == 6
     g = trainer(resumed, X, y, 3)
     assert g.batches(6) == [(6, 3), (9, 2)]
@@ -526,12 +526,12 @@ def test_train_runs_graph_epochs_as_the_plain_path_and_makes_the_next_order_mean
 
     X, y = data(203)
     nets = [make_net("tanh", "softmax", "cross-entropy", "float64") for _ in range(2)]
-    plain = train(nets[0], X, y, epochs=3, batch_size=16, lr=0.1, seed=5, optimizer=SGD())
+    plain = train(nets[0], X, y, epochs=3, batch_size=16, lr=0.1, lr_decay=1.0, seed=5, optimizer=SGD())
     monkeypatch.setattr(select, "engine", graph_plan)
     monkeypatch.setattr(training, "epoch_order",
                         lambda seed, epoch, n: (events.append(("order", epoch)), real_order(seed, epoch, n))[1])
     monkeypatch.setattr(training, "_check_finite", lambda *a: (events.append(("sync",)), real_check(*a))[1])
-    graph = train(nets[1], X, y, epochs=3, batch_size=16, lr=0.1, seed=5, optimizer=SGD())
+    graph = train(nets[1], X, y, epochs=3, batch_size=16, lr=0.1, lr_decay=1.0, seed=5, optimizer=SGD())
     assert events == [("order", 1), ("replay",), ("order", 2), ("sync",), ("replay",), ("order", 3), ("sync",),
                       ("replay",), ("sync",)]
     assert params_diff(*nets) < 1e-12
@@ -544,7 +544,7 @@ def test_fused_steps_and_graph_epochs_hand_over_parameters_and_state() -> None:
     X, y = data(11)
     plain, graph = (make_net("relu", "sigmoid", "cross-entropy", "float64") for _ in range(2))
     plain_opt, graph_opt = Adam(weight_decay=0.01), Adam(weight_decay=0.01)
-    train(plain, X, y, epochs=2, batch_size=4, lr=0.02, seed=2, optimizer=plain_opt)
+    train(plain, X, y, epochs=2, batch_size=4, lr=0.02, lr_decay=1.0, seed=2, optimizer=plain_opt)
     g = trainer(graph, X, y, 4, graph_opt)
     step = fused.FusedStep(graph, transcriptions.NumpyKernels())
     T = graph.targets_from_labels(y)
@@ -582,12 +582,12 @@ def test_a_rebound_parameter_is_copied_in_before_the_next_epoch(optimizer) -> No
     X, y = data(11)
     plain, graph = (make_net("leaky_relu", "identity", "squared", "float64") for _ in range(2))
     plain_opt = type(optimizer)(**optimizer.hyperparameters())
-    train(plain, X, y, epochs=1, batch_size=4, lr=0.05, seed=4, optimizer=plain_opt)
+    train(plain, X, y, epochs=1, batch_size=4, lr=0.05, lr_decay=1.0, seed=4, optimizer=plain_opt)
     g = trainer(graph, X, y, 4, optimizer)
     graph_epochs(g, range(1, 2), 0.05, 4)
     for net in (plain, graph):
         net.params["W2"] = net.params["W2"] * 0.5  # a new array in the dict, not a write into the old one
-    train(plain, X, y, epochs=2, start_epoch=2, batch_size=4, lr=0.05, seed=4, optimizer=plain_opt)
+    train(plain, X, y, epochs=2, start_epoch=2, batch_size=4, lr=0.05, lr_decay=1.0, seed=4, optimizer=plain_opt)
     graph_epochs(g, range(2, 3), 0.05, 4)
     assert graph.params["W2"] is g.flat.param_views["W2"]
     assert params_diff(graph, plain) < 1e-12
@@ -755,7 +755,7 @@ def test_every_step_form_equals_the_plain_path(activation, output, loss, sizes, 
     X, y = data(11, sizes)
     plain, graph = (make_net(activation, output, loss, dtype, sizes=sizes) for _ in range(2))
     plain_opt, graph_opt = STEP_OPTIMIZERS[name](), STEP_OPTIMIZERS[name]()
-    history = train(plain, X, y, epochs=2, batch_size=batch, lr=0.05, seed=3, optimizer=plain_opt)
+    history = train(plain, X, y, epochs=2, batch_size=batch, lr=0.05, lr_decay=1.0, seed=3, optimizer=plain_opt)
     g = trainer(graph, X, y, batch, graph_opt)
     kernels = {launch.kernel for launch in g.launches()}
     assert ("forward_output" in kernels) == (tiling == "one a thread" and sizes[-1] <= gemm.TILE)
@@ -901,7 +901,7 @@ def test_epochs_with_dropout_equal_the_plain_path(name, activation, output, loss
     X, y = data(11)
     plain, graph = (make_net(activation, output, loss, dtype, dropout=dropout) for _ in range(2))
     plain_opt, graph_opt = DROPOUT_OPTIMIZERS[name](), DROPOUT_OPTIMIZERS[name]()
-    history = train(plain, X, y, epochs=2, batch_size=4, lr=0.1, seed=5, optimizer=plain_opt, kernels="plain")
+    history = train(plain, X, y, epochs=2, batch_size=4, lr=0.1, lr_decay=1.0, seed=5, optimizer=plain_opt, kernels="plain")
     g = trainer(graph, X, y, 4, graph_opt)
     assert "dropout_apply" in {launch.kernel for launch in g.launches()}
     losses = graph_epochs(g, range(1, 3), 0.1, 5)
@@ -915,7 +915,7 @@ def test_dropout_changes_the_graph_s_numbers_as_the_plain_path_s() -> None:
     far from the plain path with dropout."""
     X, y = data(11)
     plain = make_net("sigmoid", "softmax", "cross-entropy", "float64", dropout=[0.2, 0.5, 0.3])
-    train(plain, X, y, epochs=2, batch_size=4, lr=0.1, seed=5, optimizer=SGD(), kernels="plain")
+    train(plain, X, y, epochs=2, batch_size=4, lr=0.1, lr_decay=1.0, seed=5, optimizer=SGD(), kernels="plain")
     without = make_net("sigmoid", "softmax", "cross-entropy", "float64")
     other_seed = Network(SIZES, "sigmoid", "softmax", "cross-entropy", init="article", seed=3, backend="numpy",
                          dtype="float64", dropout=[0.2, 0.5, 0.3])
@@ -987,7 +987,7 @@ def test_a_new_trainer_with_dropout_resumes_bit_for_bit() -> None:
         np.testing.assert_array_equal(resumed.get_params()[k], v, err_msg=k)
     # an epoch resumed at its row 4 (the first batch done by the plain path) lands on the plain path's numbers
     plain, mid = (make_net("relu", "sigmoid", "squared", "float64", dropout=0.5) for _ in range(2))
-    history = train(plain, X, y, epochs=1, batch_size=4, lr=0.1, seed=8, optimizer="sgd", kernels="plain")
+    history = train(plain, X, y, epochs=1, batch_size=4, lr=0.1, lr_decay=1.0, seed=8, optimizer="sgd", kernels="plain")
     order = np.random.default_rng([8, 1]).permutation(11)
     opt = SGD()
     T = mid.targets_from_labels(y)

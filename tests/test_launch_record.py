@@ -540,7 +540,8 @@ def run(monkeypatch: pytest.MonkeyPatch, spec: dict[str, Any]) -> Recorder:
     net = gpunet.Network.article(sizes, spec["activation"], spec["output"], spec["loss"], seed=1, backend=backend,
                          dtype=spec["dtype"])
     optimizer, weight_decay = optimizer_of(spec["optimizer"])
-    extra = {k: spec[k] for k in ("lr_decay", "start_epoch", "start_row") if k in spec}
+    # the rates the record was written with: a constant 0.05 unless the configuration decays it
+    extra = {"lr_decay": 1.0, **{k: spec[k] for k in ("lr_decay", "start_epoch", "start_row") if k in spec}}
     if "start_row" in spec:
         extra["start_loss"] = 3.5
     if spec.get("on_batch"):

@@ -168,7 +168,7 @@ def test_shuffle_seed_shares_one_order_and_equals_solo_runs_with_that_seed():
 
 
 def test_resume_from_checkpoints_is_exact(tmp_path):
-    settings = {"batch_size": 16, "optimizer": "adam", "lr": [1e-3, 3e-3, 2e-3], "seed": [0, 1, 2]}
+    settings = {"batch_size": 16, "optimizer": "adam", "lr": [1e-3, 3e-3, 2e-3], "lr_decay": 0.9, "seed": [0, 1, 2]}
     straight = nets()
     whole = train_many(straight, X, y, epochs=4, **settings)
     first, opts = nets(), [gpunet.Adam() for _ in NET_SEEDS]

@@ -237,14 +237,14 @@ def test_adamw_trains_resumes_exactly_and_is_named_everywhere(tmp_path):
     rng = np.random.default_rng(0)
     X, y = rng.random((40, 6)), rng.integers(0, 3, 40)
     whole = gpunet.Network.article([6, 5, 3], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float64")
-    gpunet.train(whole, X, y, epochs=4, batch_size=8, lr=0.01, optimizer=gpunet.AdamW(weight_decay=0.1))
+    gpunet.train(whole, X, y, epochs=4, batch_size=8, lr=0.01, lr_decay=1.0, optimizer=gpunet.AdamW(weight_decay=0.1))
     half = gpunet.Network.article([6, 5, 3], "relu", "softmax", "cross-entropy", seed=1, backend="numpy", dtype="float64")
     opt = make_optimizer("adamw", weight_decay=0.1)
-    gpunet.train(half, X, y, epochs=2, batch_size=8, lr=0.01, optimizer=opt)
+    gpunet.train(half, X, y, epochs=2, batch_size=8, lr=0.01, lr_decay=1.0, optimizer=opt)
     save_checkpoint(tmp_path / "half.npz", half, opt, {})
     net, restored, _ = load_checkpoint(tmp_path / "half.npz", backend="numpy")
     assert type(restored) is gpunet.AdamW and restored.weight_decay == 0.1 and restored.t == opt.t == 10
     assert set(restored.state) == {f"{s}.{k}" for s in ("m", "v") for k in net.params}
-    gpunet.train(net, X, y, epochs=4, batch_size=8, lr=0.01, optimizer=restored, start_epoch=3)
+    gpunet.train(net, X, y, epochs=4, batch_size=8, lr=0.01, lr_decay=1.0, optimizer=restored, start_epoch=3)
     for k, v in whole.get_params().items():
         np.testing.assert_array_equal(net.get_params()[k], v)

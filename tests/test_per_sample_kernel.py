@@ -139,7 +139,7 @@ def _epochs_against_train(fast, plain, X, T, epochs, lr, seed=5, launcher=None):
     to = fast.backend.to_device
     runner = per_sample.PerSampleEpochs(fast, optimizer, to(X, fast.dtype), to(T, fast.dtype), 64, launcher)
     arrays, losses = dict(fast.params), []
-    history = gpunet.train(plain, X, T, epochs=epochs, batch_size=1, lr=lr, seed=seed, kernels="plain", optimizer="sgd")
+    history = gpunet.train(plain, X, T, epochs=epochs, batch_size=1, lr=lr, lr_decay=1.0, seed=seed, kernels="plain", optimizer="sgd")
     for epoch in range(1, epochs + 1):
         order = to(np.random.default_rng([seed, epoch]).permutation(X.shape[0]))
         losses.append(float(runner.run_epoch(order, lr)) / X.shape[0])
@@ -325,7 +325,7 @@ def test_a_network_the_kernel_does_not_cover_trains_per_sample_on_the_plain_path
     for k in ("plain", kernels):
         net = _random_net(sizes, "tanh", "softmax", "cross-entropy", "float64", backend=cupy)
         assert "one hidden layer; this one has 2" in per_sample.supports(net)
-        gpunet.train(net, X, T, epochs=2, batch_size=1, lr=LR, seed=5, kernels=k, optimizer="sgd")
+        gpunet.train(net, X, T, epochs=2, batch_size=1, lr=LR, lr_decay=1.0, seed=5, kernels=k, optimizer="sgd")
         params[k] = net.get_params()
     for key, want in params["plain"].items():
         assert np.array_equal(params[kernels][key], want), key

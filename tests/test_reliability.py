@@ -320,7 +320,7 @@ def test_out_of_memory_while_planning_a_fast_path_is_explained(monkeypatch):
 
 # --- Ctrl-C and SIGKILL --------------------------------------------------------------------
 
-RUN = ["--hidden", "24", "--batch-size", "8", "--lr", "0.003", "--epochs", "12", "--seed", "3"]
+RUN = ["--hidden", "24", "--batch-size", "8", "--lr", "0.003", "--lr-decay", "0.95", "--epochs", "12", "--seed", "3"]
 # A run interrupted or killed at a moment the machine's load decides is given more epochs than any test waits for
 # (tens of milliseconds each), so it is still training whenever the signal lands, however slow the machine. Its
 # resume then stops a couple of epochs after its checkpoint, and the uninterrupted run it is compared with trains

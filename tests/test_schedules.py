@@ -81,6 +81,33 @@ def test_exponential_is_bit_identical_to_the_formula_train_always_used():
             assert learning_rate(e, 40, lr, lr_decay=decay) == lr * decay ** (e - 1)  # exactly, not approximately
 
 
+def test_the_schedule_is_the_one_whose_settings_are_given_else_cosine():
+    d = load_digits()
+    X, y = d.X_train[:60], d.y_train[:60]
+
+    def lrs(**settings):
+        net = gpunet.Network([64, 8, 10], backend="numpy", seed=1)
+        return [r["lr"] for r in train(net, X, y, epochs=5, lr=0.1, optimizer="sgd", **settings)]
+
+    assert lrs() == rates(5, 0.1, "cosine", warmup_epochs=0, lr_min=0.0)  # gpunet.defaults.LR_SCHEDULE
+    assert lrs(warmup_epochs=1) == rates(5, 0.1, "cosine", warmup_epochs=1, lr_min=0.0)
+    assert lrs(lr_decay=0.5) == [0.1 * 0.5 ** k for k in range(5)]
+    assert lrs(lr_decay=1.0) == [0.1] * 5  # a constant rate, as before the default was cosine
+    assert lrs(lr_step=2) == rates(5, 0.1, "step", lr_step=2, lr_gamma=0.1)
+    assert lrs(lr_div=10.0) == rates(5, 0.1, "one-cycle", warmup_epochs=2, lr_min=0.0, lr_div=10.0)
+    with pytest.raises(ValueError, match=r"lr_step= \(2\) is a setting of lr_schedule='step', not of "
+                                         r"lr_schedule='exponential'"):
+        lrs(lr_decay=0.5, lr_step=2)
+    with pytest.raises(ValueError, match="lr_decay= \\(0.5\\) is a setting of lr_schedule='exponential'"):
+        lrs(lr_decay=0.5, lr_schedule="cosine")
+    # a config names its schedule when it is made, and records it: a config saved before schedules existed
+    # (lr_decay, no lr_schedule) reads as the exponential schedule it trained with
+    assert TrainConfig().lr_schedule == "cosine" and TrainConfig().lr_decay is None
+    assert (TrainConfig(lr_decay=0.9).lr_schedule, TrainConfig(lr_schedule="exponential").lr_decay) == ("exponential", 1.0)
+    assert TrainConfig.from_dict({"lr": 0.01, "lr_decay": 1.0}).to_dict()["lr_schedule"] == "exponential"
+    assert TrainConfig(lr_step=3).to_dict()["lr_schedule"] == "step"
+
+
 def test_a_schedule_reaches_train_records_and_each_epoch_trains_at_its_rate():
     """The records' lr is the schedule's; an epoch at the scheduled rate is what train ran: a network trained
     epoch by epoch at constant rates ends with the same weights."""
@@ -95,7 +122,7 @@ def test_a_schedule_reaches_train_records_and_each_epoch_trains_at_its_rate():
     assert want == pytest.approx([0.05, 0.1, 0.01 + 0.09 * 0.75, 0.01 + 0.09 * 0.25], abs=1e-15)
     by_hand = gpunet.Network([64, 12, 10], backend="numpy", dtype="float64", seed=3)
     for e, rate in enumerate(want, start=1):  # one epoch a call, at a constant rate: the same order by start_epoch
-        train(by_hand, X, y, epochs=e, start_epoch=e, batch_size=10, lr=rate, optimizer="sgd", seed=2)
+        train(by_hand, X, y, epochs=e, start_epoch=e, batch_size=10, lr=rate, lr_decay=1.0, optimizer="sgd", seed=2)
     for k, v in scheduled.get_params().items():
         np.testing.assert_array_equal(by_hand.get_params()[k], v, err_msg=k)
 
@@ -263,4 +290,4 @@ def test_train_config_checks_each_schedule_setting_and_prints_its_command():
     with pytest.raises(ValueError, match="lr_schedule must be one of exponential, step, cosine, one-cycle"):
         TrainConfig(lr_schedule="warm")
     config = TrainConfig.from_dict({"lr_schedule": "cosine", "warmup_epochs": 2, "lr_min": 1e-5})
-    assert config.command() == "gpunet train --lr-schedule cosine --warmup-epochs 2 --lr-min 1e-05"
+    assert config.command() == "gpunet train --warmup-epochs 2 --lr-min 1e-05"  # cosine: the default

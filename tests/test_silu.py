@@ -199,7 +199,7 @@ def _graph_against_plain(activation, output, loss, tiling="one a thread", rule="
     X = np.random.default_rng(3).standard_normal((11, sizes[0]))
     T = _targets(loss, 11, sizes[-1])
     opts = [gpunet.optim.make_optimizer(rule) for _ in range(2)]
-    history = gpunet.train(plain, X, T, epochs=2, batch_size=4, lr=0.2, seed=5, kernels="plain", optimizer=opts[0])
+    history = gpunet.train(plain, X, T, epochs=2, batch_size=4, lr=0.2, lr_decay=1.0, seed=5, kernels="plain", optimizer=opts[0])
     trainer = graph.GraphTrainer(graph_net, opts[1], X, T, 4, transcriptions.graph_launch)
     kernels = {launch.kernel for launch in trainer.launches()}
     assert ("forward_keep" in kernels) == (activation == "silu")  # its hidden layers' inputs kept
@@ -241,7 +241,7 @@ def _per_sample_against_plain(activation, output, loss, epochs_engine):
     X = np.random.default_rng(3).uniform(0.0, 1.0, (100, sizes[0]))
     T = _targets(loss, 100, sizes[-1])
     # lr 0.01: at 0.05 silu/silu/absolute's plain path itself ends 8% apart from a start moved by 1e-14
-    history = gpunet.train(plain, X, T, epochs=2, batch_size=1, lr=0.01, seed=5, kernels="plain", optimizer="sgd")
+    history = gpunet.train(plain, X, T, epochs=2, batch_size=1, lr=0.01, lr_decay=1.0, seed=5, kernels="plain", optimizer="sgd")
 
     def launcher(launch):
         transcriptions.per_sample_launch(launch, threads=64)

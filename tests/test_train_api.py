@@ -52,12 +52,13 @@ def test_network_train_and_the_command_line_share_one_set_of_defaults():
     assert (net.activation, net.output, net.loss_name, net.init, net.seed, net.dtype.name) == (
         "relu", "softmax", "cross-entropy", "he", 0, "float32")
     train = inspect.signature(gpunet.train).parameters
-    want = {"epochs": 30, "batch_size": 16, "lr": 0.001, "lr_decay": 1.0, "optimizer": "adam", "weight_decay": 0.0,
-            "seed": 0}
+    want = {"epochs": 30, "batch_size": 32, "lr": 0.001, "lr_schedule": None, "lr_decay": None, "optimizer": "adam",
+            "weight_decay": 0.0, "seed": 0}  # None: the schedule the settings given name, else cosine
     assert {k: train[k].default for k in want} == want
     config = TrainConfig()
+    assert (config.hidden, config.lr_schedule, config.lr_decay) == ((1024,), "cosine", None)
     for f in fields(TrainConfig):
-        if hasattr(defaults, f.name.upper()):
+        if hasattr(defaults, f.name.upper()) and f.name != "lr_decay":  # the exponential schedule's factor
             assert getattr(config, f.name) == getattr(defaults, f.name.upper()), f.name
     assert (config.activation, config.optimizer, config.lr, config.epochs, config.batch_size) == (
         defaults.ACTIVATION, defaults.OPTIMIZER, defaults.LR, defaults.EPOCHS, defaults.BATCH_SIZE)
@@ -239,8 +240,8 @@ def test_early_stopping_stops_after_patience_epochs_and_restores_the_best_weight
     def keep(record):
         seen[record["epoch"]] = net.get_params(), adam.state_dict()
 
-    history = gpunet.train(net, X, y, epochs=40, lr=0.01, optimizer=adam, validation=0.25, early_stopping=3,
-                           callback=keep)
+    history = gpunet.train(net, X, y, epochs=40, batch_size=16, lr=0.01, lr_decay=1.0, optimizer=adam,
+                           validation=0.25, early_stopping=3, callback=keep)
     losses = [r["val_loss"] for r in history]
     best = int(np.argmin(losses)) + 1
     assert best == 3 and len(history) == best + 3  # three epochs without improvement, then stop
