@@ -1,8 +1,9 @@
 """The default settings, defined once: ``Network``, ``train`` and the command line's ``TrainConfig`` all read them.
 
 They are a network that learns out of the box (ReLU hidden layers, a softmax output
-trained on cross-entropy, He initialisation, Adam): on the 8x8 digits,
-``train(Network([64, 100, 10]), X, y)`` reaches over 95% test accuracy. The original
+trained on cross-entropy, He initialisation, Adam on a cosine schedule, batches of 32): on the 8x8
+digits, ``train(Network([64, 100, 10]), X, y)`` reaches over 95% test accuracy, and ``gpunet train``'s
+784-1024-10 about 90% on held-out MNIST-format data in 10 epochs (docs/accuracy.md, "The defaults"). The original
 article's network (sigmoid layers, squared loss, its initialisation) is
 :meth:`gpunet.Network.article`, whose settings are ``ARTICLE``.
 """

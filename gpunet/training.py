@@ -85,14 +85,15 @@ def train(
 ) -> list[EpochRecord]:
     """Train ``net`` in place with mini-batches and return one record per epoch.
 
-    The defaults are the command line's (gpunet/defaults.py): Adam at lr 0.001, 30 epochs of
-    batches of 16. ``y_train``/``y_test`` are integer labels (targets are made by
+    The defaults are the command line's (gpunet/defaults.py): Adam at lr 0.001 on a cosine schedule, 30
+    epochs of batches of 32. ``y_train``/``y_test`` are integer labels (targets are made by
     :meth:`Network.targets_from_labels`) or target matrices ``(N, n_out)``. The data moves to
     the network's backend once; epoch ``e``'s order comes from
     ``numpy.random.default_rng([seed, e])`` and it trains at one learning rate, the schedule's for that
-    epoch (gpunet/schedules.py): by default ``lr * lr_decay ** (e - 1)``; ``lr_schedule="step"``
-    (``lr_step``, ``lr_gamma``), ``"cosine"`` (``warmup_epochs``, ``lr_min``) or ``"one-cycle"``
-    (``warmup_epochs``, ``lr_min``, ``lr_div``) otherwise. ``augment`` (None, a :class:`gpunet.Augment` or a
+    epoch (gpunet/schedules.py): ``lr_schedule="cosine"`` (``warmup_epochs``, ``lr_min``), ``"exponential"``
+    (``lr * lr_decay ** (e - 1)``), ``"step"`` (``lr_step``, ``lr_gamma``) or ``"one-cycle"`` (``warmup_epochs``,
+    ``lr_min``, ``lr_div``); left at None, it is the schedule whose settings are given (``lr_decay=0.9`` alone
+    is exponential), else cosine. ``augment`` (None, a :class:`gpunet.Augment` or a
     dict such as ``{"shift": 2, "rotate": 10}``) rewrites the training images each epoch, shifted and
     rotated by draws of (seed, epoch, row) (gpunet/augment.py), in a copy on the device (the training rows
     take twice their memory there; the caller's data, the validation and the test data are never changed). So the same seed and data give the same
