@@ -548,9 +548,7 @@ def _many_against_solo(backend, dtype, activation, output, loss, shared_g, share
     lrs = [0.01, 0.02, 0.005, 0.03][:models]
     stack = Stack(group, [gpunet.SGD() for _ in group])
     step = 2**32 + 7  # the count before the chunk: its word mod 2**32
-    chunks = per_sample.ManyChunks(group, launcher)
-    if threads is not None:
-        chunks.threads = threads
+    chunks = per_sample.ManyChunks(group, launcher, threads)
     D, Z2, Y = chunks.run(Z1, G, T, stack.params["W2"], stack.params["b2"], stack.P.shape[1], lrs, step)
     got = {"D": D, "Z2": Z2, "Y": Y, "W2": stack.params["W2"], "b2": stack.params["b2"]}
     want = {k: [] for k in got}

@@ -285,10 +285,11 @@ class ManyChunks:
     ``nets``: the models, in the stack's order (one shape: :func:`supports` is checked on the first). Each
     model's hidden-layer dropout is its own (its seed, rate and scale, on the device once, here); a model that
     drops nothing there runs the dropout form with every unit kept, times 1, where another model drops. ``launcher``
-    runs each :class:`Launch` instead of the device, on any backend (the CPU tests pass the transcription).
+    runs each :class:`Launch` instead of the device, on any backend (the CPU tests pass the transcription);
+    ``threads`` a block overrides :func:`launch_geometry`'s count (a multiple of 32), for tests.
     """
 
-    def __init__(self, nets: Sequence[Network], launcher: Launcher | None = None) -> None:
+    def __init__(self, nets: Sequence[Network], launcher: Launcher | None = None, threads: int | None = None) -> None:
         if launcher is not None and not callable(launcher):
             raise TypeError(f"launcher must be a callable taking a Launch, or None; got {type(launcher).__name__}")
         first = nets[0]
@@ -298,7 +299,7 @@ class ManyChunks:
         self.nets, self.launcher, self.models = list(nets), launcher, len(nets)
         self.dtype, self.xp = first.dtype, first.backend.xp
         H, O = first.sizes[1], first.sizes[2]
-        self.threads, self.shared = launch_geometry(H, O, first.dtype.itemsize)
+        self.threads, self.shared = launch_geometry(H, O, first.dtype.itemsize, threads)
         self.dropout = any(_hidden_dropped(net) for net in self.nets)
         self.mask: tuple[Any, ...] = ()
         if self.dropout:  # each model's key words, threshold and scale: uploaded once
