@@ -275,7 +275,6 @@ class PerSampleEpochEngine(Engine):
             after_step(self.X.shape[0], loss_sum)
 
 
-
 class ManyChunks:
     """Per-sample plain SGD on a chunk for many networks of one shape at once (gpunet.many.train_many's
     ``kernels="per-sample"``): per_sample.cu's ``per_sample_many`` kernels, one block a model, each block running
