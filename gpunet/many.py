@@ -19,6 +19,7 @@ import numpy as np
 
 from . import defaults
 from .checks import check_decay, check_int, check_number
+from .engines import per_sample as per_sample_kernel
 from .engines import select
 from .engines.stack import Stack, refusal
 from .memory import DeviceMemoryError, GiB, parameter_count
@@ -33,7 +34,13 @@ from .training import (
 
 Array = Any
 __all__ = ["History", "train_many", "models_that_fit"]
-KERNELS = ("auto", "plain")  # the stacked path; its CUDA kernels (K thread blocks, one graph) are not built yet
+# "plain": the stacked path's array operations (NumPy or CuPy); "per-sample": per-sample plain SGD on CuPy through
+# per_sample.cu's many-model kernel, one block a model (engines/per_sample.py's ManyChunks). Graph mode with K
+# models in one captured epoch is not built yet.
+KERNELS = ("auto", "plain", "per-sample")
+# The kernels a device run has held to the plain stacked path (tests/test_many.py's gpu tests): "per-sample", and
+# "per-sample-dropout" for models with dropout. Auto takes a kernel only from here; naming it runs it.
+VERIFIED_MANY: frozenset[str] = frozenset()
 
 
 class History(list):  # type: ignore[type-arg,unused-ignore]
@@ -96,7 +103,10 @@ def train_many(
     ``train``'s; ``seconds`` is the epoch's time for the whole group.
 
     Models that do not fit in memory together are trained in groups (:func:`models_that_fit`).
-    ``kernels``: "auto" or "plain" (batched array operations, on NumPy or CuPy).
+    ``kernels``: "plain" (batched array operations, on NumPy or CuPy), "per-sample" (per-sample plain SGD,
+    ``batch_size=1``, on CuPy: per_sample.cu's kernel, one thread block a model, for networks with one hidden
+    layer) or "auto": "per-sample" where it can run once a device run has verified it (:data:`VERIFIED_MANY`),
+    else "plain".
     """
     nets = _check_nets(nets)
     K = len(nets)
@@ -134,6 +144,7 @@ def train_many(
     test = _prepare_optional(first, X_test, y_test, "X_test", "y_test")
     rows, val = _validation_split(first, (X, T, labels), validation, seeds, patience)
     per_sample = batch_size == 1 and optimizers[0].folds_lr
+    kernel = _kernel(kernels, nets, optimizers[0], batch_size)
     chunk = PER_SAMPLE_CHUNK if per_sample else batch_size
     n = X.shape[0] if rows is None else rows.shape[1]
     fit = models_that_fit(first, chunk, type(optimizers[0]), K, shared=_shared(seeds, rows),
@@ -149,8 +160,50 @@ def train_many(
         data = _Data(first, X, T, rows, augmentation, group, seeds)
         _train_group(group, nets, optimizers, data, val, test, histories, epoch_lr=epoch_lr,
                      seeds=seeds, epochs=epochs, start_epoch=start_epoch, chunk=chunk, per_sample=per_sample, n=n,
-                     patience=patience, callback=callback, on_divergence=on_divergence, progress=progress)
+                     patience=patience, callback=callback, on_divergence=on_divergence, progress=progress,
+                     kernel=kernel)
     return histories
+
+
+def kernel_refusal(nets: Sequence[Network], optimizer: Optimizer, batch_size: int, auto: bool = False) -> str | None:
+    """Why ``kernels="per-sample"`` cannot train these networks (stackable, with ``optimizer``'s kind at
+    ``batch_size``), or None; with ``auto``, also what keeps auto off it: no device run has verified it
+    (:data:`VERIFIED_MANY`, and select.VERIFIED_ACTIVATIONS for the activations)."""
+    first = nets[0]
+    on_device = _launcher() is None  # else the launches run elsewhere (the CPU tests): ManyChunks checks the rest
+    if on_device and first.backend.name != "cupy":
+        return f"it needs the cupy backend; the networks are on {first.backend.name!r}"
+    if batch_size != 1 or not optimizer.folds_lr:
+        return (f"it runs per-sample plain SGD (batch_size=1, optimizer 'sgd' without weight decay); got "
+                f"batch_size={batch_size} with {optimizer!r}")
+    reason = per_sample_kernel.supports(first) if on_device else None
+    if reason is not None:
+        return reason
+    if auto:
+        dropout = any(net.has_dropout for net in nets)
+        needs = {"per-sample", "per-sample-dropout"} if dropout else {"per-sample"}
+        missing = sorted(needs - VERIFIED_MANY)
+        if missing:
+            return (f"no device run has verified {missing[0]!r} for models trained together (many.VERIFIED_MANY); "
+                    "kernels='per-sample' runs it when asked")
+        unverified = [a for a in (first.activation, first.output) if a not in select.VERIFIED_ACTIVATIONS]
+        if unverified:
+            return (f"no device run has verified {unverified[0]!r} on the kernels (select.VERIFIED_ACTIVATIONS); "
+                    "kernels='per-sample' runs it when asked")
+    return None
+
+
+def _kernel(kernels: str, nets: Sequence[Network], optimizer: Optimizer, batch_size: int) -> bool:
+    """Whether the group trains on the per-sample kernel: ``kernels`` "per-sample" (ValueError where it cannot),
+    or "auto" where :func:`kernel_refusal` finds nothing."""
+    if kernels == "plain":
+        return False
+    reason = kernel_refusal(nets, optimizer, batch_size, auto=kernels == "auto")
+    if kernels == "auto":
+        return reason is None
+    if reason is not None:
+        raise ValueError(f"kernels='per-sample' cannot train these networks: {reason}")
+    return True
 
 
 class _Data:
@@ -188,15 +241,17 @@ class _Data:
 def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimizer], data: _Data,
                  val: list[Any], test: Any, histories: list[History], *, epoch_lr: list[Callable[[int], float]],
                  seeds: list[int], epochs: int, start_epoch: int, chunk: int, per_sample: bool,
-                 n: int, patience: int | None, callback: Any, on_divergence: str, progress: bool) -> None:
-    """Train the models ``group`` (indices into everything per model) together to the end."""
+                 n: int, patience: int | None, callback: Any, on_divergence: str, progress: bool,
+                 kernel: bool = False) -> None:
+    """Train the models ``group`` (indices into everything per model) together to the end; ``kernel``: per-sample
+    SGD on the per-sample kernel, one block a model."""
     first = nets[group[0]]
     backend, xp = first.backend, first.backend.xp
     best = {k: _Best(nets[k], optimizers[k], patience) for k in group} if patience is not None else {}
     active = list(group)
     bar = _progress_bar(epochs - start_epoch + 1) if progress else None
     try:
-        stack = _stack(nets, optimizers, active, chunk, _shared([seeds[k] for k in active], data.rows))
+        stack = _stack(nets, optimizers, active, chunk, _shared([seeds[k] for k in active], data.rows), kernel)
         for epoch in range(start_epoch, epochs + 1):
             start = time.perf_counter()
             epoch_lrs = [epoch_lr[k](epoch) for k in active]
@@ -241,7 +296,7 @@ def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimiz
                 active = [k for k in active if k not in stopped]
                 if not active:
                     break
-                stack = _stack(nets, optimizers, active, chunk, stack.wide)
+                stack = _stack(nets, optimizers, active, chunk, stack.wide, kernel)
     finally:
         if bar is not None:
             bar.close()
@@ -249,15 +304,25 @@ def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimiz
         b.restore()
 
 
-def _stack(nets: list[Network], optimizers: list[Optimizer], active: list[int], chunk: int, wide: bool) -> Stack:
+def _stack(nets: list[Network], optimizers: list[Optimizer], active: list[int], chunk: int, wide: bool,
+           kernel: bool = False) -> Stack:
     """The active models stacked; ``wide`` where they share their batches (and no model drops inputs): their
-    first layers side by side, for one product with each batch."""
+    first layers side by side, for one product with each batch; ``kernel``: their per-sample chunks on the
+    per-sample kernel (:func:`_launcher` runs its launches)."""
     first = nets[active[0]]
     wide = wide and not any(nets[k].dropout[0] for k in active)
+    group = [nets[k] for k in active]
     try:
-        return Stack([nets[k] for k in active], [optimizers[k] for k in active], wide)
+        chunks = per_sample_kernel.ManyChunks(group, _launcher()) if kernel else None
+        return Stack(group, [optimizers[k] for k in active], wide, chunks)
     except first.backend.out_of_memory_errors as exc:
         raise _out_of_memory(first, chunk * len(active), exc) from None
+
+
+def _launcher() -> per_sample_kernel.Launcher | None:
+    """What runs the per-sample kernel's launches: None, the device (the CPU tests replace this function with
+    one that returns the kernel's NumPy transcription)."""
+    return None
 
 
 def _scores(net: Network, test: Any, val: Any) -> dict[str, Any]:

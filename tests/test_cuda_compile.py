@@ -51,6 +51,10 @@ def test_every_name_expression_belongs_to_a_source():
     # per_sample.cu: each kernel with and without the hidden layer's dropout
     assert sum(e.startswith("per_sample_chunk_dropout<") for e in table["per_sample.cu"]) == 20
     assert sum(e.startswith("per_sample_chunk_z2_dropout<") for e in table["per_sample.cu"]) == 20
+    # and the many-model kernels (one block a model): each form in float and double, for the 5 hidden activations
+    for form in ("per_sample_many<", "per_sample_many_z2<", "per_sample_many_dropout<", "per_sample_many_z2_dropout<"):
+        assert sum(e.startswith(form) for e in table["per_sample.cu"]) == 10, form
+    assert len(table["per_sample.cu"]) == 80 + 40
 
 
 @pytest.fixture(scope="module")

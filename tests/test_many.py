@@ -282,3 +282,160 @@ def test_cupy_group_equals_numpy_group():
         for name, p in numpy_nets[k].params.items():
             assert relative(cupy_nets[k].backend.to_host(cupy_nets[k].params[name]), p) <= 1e-10
         assert got[k][-1]["test_accuracy"] == want[k][-1]["test_accuracy"]
+
+
+# --- kernels="per-sample": per_sample.cu's kernel, one block a model --------------------------------------------
+# Here its launches run by the kernel's NumPy transcription (tests/transcriptions.py, in its loop order), which
+# many._launcher hands the stack in place of the device; on a device (gpu marker) the kernel itself.
+
+@pytest.fixture
+def transcribed(monkeypatch):
+    """kernels="per-sample" on NumPy: each launch run by the transcription, recorded as (kernel, models)."""
+    import transcriptions
+    launches = []
+
+    def launcher(launch):
+        launches.append((launch.kernel, launch.grid[0]))
+        transcriptions.per_sample_launch(launch)
+
+    monkeypatch.setattr(gpunet.many, "_launcher", lambda: launcher)
+    return launches
+
+
+KERNEL_ROWS = 200  # 4 chunks an epoch: 64, 64, 64 and 8
+KERNEL_LRS = [0.05, 0.1, 0.02, 0.08]
+
+
+@pytest.mark.parametrize("models", [1, 3, 4])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-order", "own-orders"])
+def test_per_sample_kernel_transcribed_equals_the_plain_group_and_solo_runs(transcribed, shared, models):
+    seeds = [3] * models if shared else [3, 4, 5, 6][:models]
+    settings = {"epochs": 2, "batch_size": 1, "optimizer": "sgd", "lr_decay": 0.9}
+    per_model = {"lr": KERNEL_LRS[:models], "seed": seeds}
+    Xs, ys = X[:KERNEL_ROWS], y[:KERNEL_ROWS]
+    solos = nets(seeds=NET_SEEDS + [8])[:models]
+    solo_histories = [gpunet.train(solos[k], Xs, ys, X_test=X_TEST, y_test=Y_TEST, kernels="plain", **settings,
+                                   **{name: values[k] for name, values in per_model.items()}) for k in range(models)]
+    plain = nets(seeds=NET_SEEDS + [8])[:models]
+    plain_histories = train_many(plain, Xs, ys, X_test=X_TEST, y_test=Y_TEST, kernels="plain", **settings,
+                                 **per_model)
+    assert transcribed == []  # "plain" never launches
+    group = nets(seeds=NET_SEEDS + [8])[:models]
+    histories = train_many(group, Xs, ys, X_test=X_TEST, y_test=Y_TEST, kernels="per-sample", **settings,
+                           **per_model)
+    assert transcribed == [("per_sample_many", models)] * 8  # 4 chunks an epoch, every model in each launch
+    assert_like_solo(group, plain, histories, plain_histories, "float64")
+    assert_like_solo(group, solos, histories, solo_histories, "float64")
+
+
+def test_per_sample_kernel_transcribed_in_float32(transcribed):
+    settings = {"epochs": 2, "batch_size": 1, "optimizer": "sgd", "lr": [0.05, 0.02, 0.1], "seed": [1, 2, 1]}
+    Xs, ys = X[:KERNEL_ROWS], y[:KERNEL_ROWS]
+    solos = nets(dtype="float32")
+    solo_histories = [gpunet.train(solos[k], Xs, ys, X_test=X_TEST, y_test=Y_TEST, kernels="plain",
+                                   **{**settings, "lr": settings["lr"][k], "seed": settings["seed"][k]})
+                      for k in range(3)]
+    group = nets(dtype="float32")
+    histories = train_many(group, Xs, ys, X_test=X_TEST, y_test=Y_TEST, kernels="per-sample", **settings)
+    assert len(transcribed) == 8
+    assert_like_solo(group, solos, histories, solo_histories, "float32")
+
+
+def test_per_sample_kernel_transcribed_with_each_models_dropout_and_a_model_that_stops(transcribed):
+    """Each network its own rates (one drops nothing: every unit kept, times 1, in the dropout form); model 1
+    stops after its first epoch (its callback), and the others go on, two blocks a launch."""
+    dropout = [[0.1, 0.3], 0.0, [0.0, 0.5]]
+    settings = {"epochs": 2, "batch_size": 1, "optimizer": "sgd"}
+    per_model = {"lr": [0.05, 0.02, 0.1], "seed": [4, 5, 6]}
+    Xs, ys = X[:KERNEL_ROWS], y[:KERNEL_ROWS]
+
+    def make():
+        return [gpunet.Network([64, 24, 10], seed=s, dtype="float64", backend="numpy", dropout=d)
+                for s, d in zip(NET_SEEDS, dropout)]
+
+    solos = make()
+    solo_histories = [gpunet.train(solos[k], Xs, ys, X_test=X_TEST, y_test=Y_TEST, kernels="plain",
+                                   **{**settings, "epochs": 1 if k == 1 else 2},
+                                   **{name: values[k] for name, values in per_model.items()}) for k in range(3)]
+    group = make()
+    histories = train_many(group, Xs, ys, X_test=X_TEST, y_test=Y_TEST, kernels="per-sample",
+                           callback=lambda k, record: k == 1, **settings, **per_model)
+    assert transcribed == [("per_sample_many_dropout", 3)] * 4 + [("per_sample_many_dropout", 2)] * 4
+    assert_like_solo(group, solos, histories, solo_histories, "float64")
+
+
+def test_per_sample_kernel_refusals():
+    with pytest.raises(ValueError, match="kernels='per-sample' cannot train these networks: it needs the cupy "
+                                         "backend; the networks are on 'numpy'"):
+        train_many(nets(), X, y, batch_size=1, optimizer="sgd", kernels="per-sample")
+
+
+@pytest.mark.parametrize("settings, sizes, message", [
+    ({"batch_size": 16, "optimizer": "sgd"}, (64, 24, 10), r"per-sample plain SGD \(batch_size=1.*got batch_size=16"),
+    ({"batch_size": 1, "optimizer": "momentum"}, (64, 24, 10), "got batch_size=1 with .*Momentum"),
+    ({"batch_size": 1, "optimizer": "sgd", "weight_decay": 1e-3}, (64, 24, 10), "got batch_size=1 with .*SGD"),
+    ({"batch_size": 1, "optimizer": "sgd"}, (64, 24, 12, 10),
+     "the per-sample kernel cannot run .* one hidden layer; this one has 2"),
+])
+def test_per_sample_kernel_refuses_what_it_cannot_run(transcribed, settings, sizes, message):
+    with pytest.raises(ValueError, match=message):
+        train_many(nets(sizes), X[:50], y[:50], epochs=1, kernels="per-sample", **settings)
+    assert transcribed == []
+
+
+def test_auto_waits_for_a_device_run(transcribed, monkeypatch):
+    """auto takes the kernel only once VERIFIED_MANY names it ("per-sample-dropout" too for dropout), and only for
+    activations a device run has verified."""
+    settings = {"epochs": 1, "batch_size": 1, "optimizer": "sgd", "lr": 0.05}
+    first = nets()
+    assert "no device run has verified 'per-sample' for models trained together" in gpunet.many.kernel_refusal(
+        first, gpunet.SGD(), 1, auto=True)
+    train_many(first, X[:70], y[:70], **settings)
+    assert transcribed == []  # auto: the plain stacked path
+    monkeypatch.setattr(gpunet.many, "VERIFIED_MANY", frozenset({"per-sample"}))
+    train_many(nets(), X[:70], y[:70], **settings)
+    assert transcribed == [("per_sample_many", 3)] * 2
+    dropped = nets(dropout=0.2)
+    assert "'per-sample-dropout'" in gpunet.many.kernel_refusal(dropped, gpunet.SGD(), 1, auto=True)
+    train_many(dropped, X[:70], y[:70], **settings)
+    silu = nets(activation="silu")
+    assert "no device run has verified 'silu'" in gpunet.many.kernel_refusal(silu, gpunet.SGD(), 1, auto=True)
+    train_many(silu, X[:70], y[:70], **settings)
+    assert len(transcribed) == 2
+    monkeypatch.setattr(gpunet.many, "VERIFIED_MANY", frozenset({"per-sample", "per-sample-dropout"}))
+    train_many(nets(dropout=0.2), X[:70], y[:70], **settings)
+    assert transcribed[2:] == [("per_sample_many_dropout", 3)] * 2
+
+
+GPU_KERNEL_TOLERANCE = {"float64": 1e-9, "float32": 1e-4}  # the solo kernel's (tests/test_per_sample_kernel.py)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dropout", [None, [[0.1, 0.3], 0.0, [0.0, 0.5]]], ids=["no-dropout", "dropout"])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-order", "own-orders"])
+def test_gpu_per_sample_kernel_group_equals_the_numpy_group_and_solo_kernel_runs(shared, dropout, dtype):
+    """kernels="per-sample" on CuPy against the NumPy group (the plain stacked path) and each model's solo
+    gpunet.train on the per-sample kernel (kernels="fused")."""
+    cupy = require("cupy")
+    dropouts = dropout or [None] * 3
+    settings = {"epochs": 2, "batch_size": 1, "optimizer": "sgd", "lr": [0.05, 0.1, 0.02],
+                "seed": [3, 3, 3] if shared else [3, 4, 5]}
+
+    def make(backend):
+        return [gpunet.Network([64, 24, 10], seed=s, dtype=dtype, backend=backend, dropout=d)
+                for s, d in zip(NET_SEEDS, dropouts)]
+
+    group, numpy_group, solos = make(cupy), make("numpy"), make(cupy)
+    got = train_many(group, X, y, X_test=X_TEST, y_test=Y_TEST, kernels="per-sample", **settings)
+    want = train_many(numpy_group, X, y, X_test=X_TEST, y_test=Y_TEST, kernels="plain", **settings)
+    solo = [gpunet.train(solos[k], X, y, X_test=X_TEST, y_test=Y_TEST, kernels="fused",
+                         **{**settings, "lr": settings["lr"][k], "seed": settings["seed"][k]}) for k in range(3)]
+    tolerance = GPU_KERNEL_TOLERANCE[dtype]
+    for k in range(3):
+        for name, p in numpy_group[k].params.items():
+            on_device = group[k].backend.to_host(group[k].params[name])
+            assert relative(on_device, p) <= tolerance, (k, name)
+            assert relative(on_device, solos[k].backend.to_host(solos[k].params[name])) <= tolerance, (k, name)
+        for a, b in ((got[k], want[k]), (got[k], solo[k])):
+            assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], rel=tolerance, abs=0)

@@ -521,3 +521,133 @@ def test_gpu_train_per_sample_with_dropout_on_the_kernel_is_the_plain_path_and_r
     assert optimizer.t == 2000
     for k, v in whole.get_params().items():
         np.testing.assert_array_equal(resumed.get_params()[k], v, err_msg=k)
+
+
+# --- many models, one block each (per_sample.cu's per_sample_many kernels, per_sample.ManyChunks) ------------
+
+def _many_against_solo(backend, dtype, activation, output, loss, shared_g, shared_t, dropout=None, launcher=None,
+                       threads=None, models=3, rows=24):
+    """One ManyChunks launch for ``models`` networks (their parameters stacked as gpunet.many stacks them) and, for
+    each model, the solo kernel's launch (per_sample._launch) on copies of its network with the same inputs: Z1,
+    G (one for all where ``shared_g``), T (one for all where ``shared_t``), each model's lr; returns both results
+    as host arrays, {name: (models, ...)}."""
+    from gpunet.engines.stack import Stack
+    sizes = [16, 70, 5]
+    dropouts = dropout if isinstance(dropout, list) and isinstance(dropout[0], list) else [dropout] * models
+    make = [functools.partial(_random_net, sizes, activation, output, loss, dtype, backend=backend, seed=3 + m,
+                              dropout=dropouts[m]) for m in range(models)]
+    group, solos = [f() for f in make], [f() for f in make]
+    for m, net in enumerate(group + solos):
+        net.seed = 10 + m % models  # each model its own masks
+    xp, to = group[0].backend.xp, group[0].backend.to_device
+    rng = np.random.default_rng(8)
+    H, O = sizes[1], sizes[2]
+    Z1 = to(rng.standard_normal((models, rows, H)), group[0].dtype)
+    G = to(0.01 * rng.standard_normal((1 if shared_g else models, rows, rows)), group[0].dtype)
+    T = to(rng.random((rows, O) if shared_t else (models, rows, O)), group[0].dtype)
+    lrs = [0.01, 0.02, 0.005, 0.03][:models]
+    stack = Stack(group, [gpunet.SGD() for _ in group])
+    step = 2**32 + 7  # the count before the chunk: its word mod 2**32
+    chunks = per_sample.ManyChunks(group, launcher, threads)
+    D, Z2, Y = chunks.run(Z1, G, T, stack.params["W2"], stack.params["b2"], stack.P.shape[1], lrs, step)
+    got = {"D": D, "Z2": Z2, "Y": Y, "W2": stack.params["W2"], "b2": stack.params["b2"]}
+    want = {k: [] for k in got}
+    for m, net in enumerate(solos):
+        D_m, Y_m, Z2_m = (xp.empty((rows, n), dtype=net.dtype) for n in (H, O, O))
+        per_sample._launch(net, xp.ascontiguousarray(Z1[m]), xp.ascontiguousarray(G[0 if shared_g else m]),
+                           xp.ascontiguousarray(T if shared_t else T[m]), lrs[m], D_m, Y_m, Z2_m, in_kernel=False,
+                           threads=threads, launcher=launcher, step=step)
+        for k, v in (("D", D_m), ("Z2", Z2_m), ("Y", Y_m), ("W2", net.params["W2"]), ("b2", net.params["b2"])):
+            want[k].append(v)
+    host = group[0].backend.to_host
+    return {k: host(v) for k, v in got.items()}, {k: np.stack([host(a) for a in v]) for k, v in want.items()}
+
+
+MANY_DROPOUTS = [None, [[0.2, 0.5], [0.0, 0.0], [0.0, 0.875]]]  # none, or each model its own (one drops nothing)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dropout", MANY_DROPOUTS, ids=["no-dropout", "dropout-per-model"])
+@pytest.mark.parametrize("shared_g, shared_t", [(True, True), (False, True), (False, False)],
+                         ids=["one-G-one-T", "own-G", "own-G-own-T"])
+@pytest.mark.parametrize("activation, output, loss", [("tanh", "softmax", "cross-entropy"),
+                                                      ("silu", "silu", "squared")])
+def test_many_transcription_is_each_models_solo_transcription(activation, output, loss, shared_g, shared_t,
+                                                              dropout, dtype):
+    # Block m reaches model m's rows of the stacked parameters and its inputs: to the bit the solo launch.
+    got, want = _many_against_solo("numpy", dtype, activation, output, loss, shared_g, shared_t, dropout,
+                                   launcher=transcriptions.per_sample_launch, threads=64)
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+    assert np.abs(want["W2"][0] - want["W2"][1]).max() > 1e-3  # the models differ
+
+
+def test_a_many_launch():
+    """The many-model kernel's launch: one block a model, the solo geometry; the strides (0 where one G or T serves
+    all); lr one value a model in the dtype; with dropout, each model's key words, threshold and scale, and the
+    step count mod 2**32."""
+    def stacked(dtype):  # two models' flat buffers of 200, W2 at 10 and b2 at 130: (2, 40, 3) and (2, 3) views
+        P = np.zeros((2, 200), dtype=dtype)
+        return P[:, 10:130].reshape(2, 40, 3), P[:, 130:133]
+
+    nets = [gpunet.Network([6, 40, 3], "relu", "silu", "squared", seed=2**33 + m, backend="numpy", dtype="float32",
+                           dropout=[0.0, 0.5 if m else 0.0]) for m in range(2)]
+    launches = []
+    chunks = per_sample.ManyChunks(nets, launches.append)
+    Z1, G, T = np.ones((2, 7, 40), np.float32), np.ones((1, 7, 7), np.float32), np.ones((7, 3), np.float32)
+    chunks.run(Z1, G, T, *stacked(np.float32), 200, [0.1, 0.2], 2**32 + 9)
+    (launch,) = launches
+    assert launch.kernel == "per_sample_many_z2_dropout" and launch.params == {"hidden": 2}
+    assert launch.grid == (2,) and (launch.block[0], launch.shared) == per_sample.launch_geometry(40, 3, 4)
+    assert len(launch.args) == 21 and [int(a) for a in launch.args[8:14]] == [7, 40, 3, 0, 0, 200]
+    lr = launch.args[14]
+    assert lr.dtype == np.float32 and lr.tolist() == [np.float32(0.1), np.float32(0.2)]
+    seeds, thresholds, scales, step0 = launch.args[17:]
+    assert seeds.tolist() == [[0, 2], [1, 2]] and thresholds.tolist() == [2**32, 2**31]
+    assert scales.dtype == np.float32 and scales.tolist() == [1.0, 2.0] and int(step0) == 9
+    chunks.run(Z1, np.ones((2, 7, 7), np.float32), np.ones((2, 7, 3), np.float32), *stacked(np.float32), 200,
+               [0.1, 0.2], 0)
+    assert [int(a) for a in launches[-1].args[11:13]] == [49, 21]  # own G and T: a model's K K and K O apart
+    plain = [gpunet.Network([6, 40, 3], "relu", seed=m, backend="numpy", dtype="float64") for m in range(2)]
+    per_sample.ManyChunks(plain, launches.append).run(Z1.astype(np.float64), G.astype(np.float64),
+                                                       T.astype(np.float64), *stacked(np.float64), 200, [0.1, 0.1], 0)
+    assert launches[-1].kernel == "per_sample_many" and len(launches[-1].args) == 17
+
+
+def test_many_chunks_refuse_what_they_cannot_run():
+    deep = [gpunet.Network.article([8, 6, 5, 3], backend="numpy") for _ in range(2)]
+    with pytest.raises(ValueError, match="the per-sample kernel cannot run .* one hidden layer; this one has 2"):
+        per_sample.ManyChunks(deep, transcriptions.per_sample_launch)
+    nets = [gpunet.Network.article([8, 6, 3], backend="numpy") for _ in range(2)]
+    with pytest.raises(ValueError, match="the per-sample kernel cannot run .* needs the cupy backend"):
+        per_sample.ManyChunks(nets)
+    with pytest.raises(TypeError, match="launcher must be a callable taking a Launch, or None; got int"):
+        per_sample.ManyChunks(nets, 1)
+
+
+def test_many_name_expressions():
+    assert sorted(per_sample.MANY_EXPRESSIONS) == sorted(
+        f"per_sample_many{z}{d}<{c}, {a}>" for z in ("", "_z2") for d in ("", "_dropout") for c in ("float", "double")
+        for a in (0, 1, 2, 3, 6))
+    assert per_sample._many_expression("float64", "silu", "silu", True) == "per_sample_many_z2_dropout<double, 6>"
+    assert set(per_sample.NAME_EXPRESSIONS[per_sample.SOURCE]) == set(per_sample.EXPRESSIONS + per_sample.MANY_EXPRESSIONS)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dropout", MANY_DROPOUTS, ids=["no-dropout", "dropout-per-model"])
+@pytest.mark.parametrize("shared_g, shared_t", [(True, True), (False, False)], ids=["one-G-one-T", "own-G-own-T"])
+@pytest.mark.parametrize("activation, output, loss", [("tanh", "softmax", "cross-entropy"),
+                                                      ("silu", "silu", "squared"), ("relu", "sigmoid", "absolute")])
+def test_gpu_many_kernel_is_each_models_solo_kernel(activation, output, loss, shared_g, shared_t, dropout, dtype):
+    # On the device: block m runs the solo kernel's body at model m's offsets, so each model's numbers are its solo
+    # launch's to the bit (the same code in the same order, on the same geometry); and both are the transcription's
+    # to the device's exp/tanh and fused multiply-adds.
+    cupy = require("cupy")
+    got, want = _many_against_solo(cupy, dtype, activation, output, loss, shared_g, shared_t, dropout, threads=64)
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+    host, _ = _many_against_solo("numpy", dtype, activation, output, loss, shared_g, shared_t, dropout,
+                                 launcher=transcriptions.per_sample_launch, threads=64)
+    for k, v in host.items():
+        assert rel_diff(got[k], v) <= GPU_TOLERANCE[dtype], k

@@ -21,7 +21,8 @@ How the production host code reaches them (none of it imports this module):
 
 - :class:`NumpyKernels`: FusedStep's and FlatOptimizer's kernel set, ``FusedStep(net, NumpyKernels())``;
 - :func:`graph_launch`: ``GraphTrainer(..., launcher=graph_launch)``, each gemm.cu/optim.cu launch of an epoch;
-- :func:`per_sample_launch`: ``PerSampleEpochs(..., launcher=...)`` and ``per_sample_chunk(..., launcher=...)``.
+- :func:`per_sample_launch`: ``PerSampleEpochs(..., launcher=...)``, ``per_sample_chunk(..., launcher=...)`` and
+  ``ManyChunks(..., launcher=...)`` (the many-model kernel, :func:`per_sample_many`).
 """
 
 from __future__ import annotations
@@ -581,6 +582,37 @@ def per_sample_chunk(Z1: np.ndarray, G: np.ndarray, T: np.ndarray, W2: np.ndarra
         b1 -= lr * column_sums
 
 
+def _reach(a: np.ndarray, stride: Any, models: int, shape: tuple[int, ...]) -> np.ndarray:
+    """What a kernel reaches from pointer ``a`` for each model: model m's contiguous ``shape`` at ``m * stride``
+    elements from ``a``'s first (stride 0: one for all), as a (models, *shape) view of ``a``'s memory."""
+    itemsize = a.dtype.itemsize
+    inner = tuple(int(np.prod(shape[i + 1 :], dtype=np.int64)) * itemsize for i in range(len(shape)))
+    return np.lib.stride_tricks.as_strided(a, (models, *shape), (int(stride) * itemsize, *inner))
+
+
+def per_sample_many(Z1: np.ndarray, G: np.ndarray, T: np.ndarray, W2: np.ndarray, b2: np.ndarray, D: np.ndarray,
+                    Y: np.ndarray, Z2o: np.ndarray, K: int, H: int, O: int, g_stride: Any, t_stride: Any,
+                    p_stride: Any, lr: np.ndarray, out_act: int, loss: int, *dropout: Any, hidden: int, threads: int,
+                    models: int) -> None:
+    """per_sample_many<F, HIDDEN> (and its _z2 and _dropout forms) on ``models`` blocks: block m runs
+    :func:`per_sample_chunk` (without IN_KERNEL) on model m's arguments, each pointer advanced by m of its stride
+    (Z1 and D K H, Y and Z2o K O, G ``g_stride``, T ``t_stride``, W2 and b2 ``p_stride``), at rate lr[m].
+    ``dropout``: the _dropout forms' seeds (models, 2), thresholds and scales (models,), and step0."""
+    K, H, O, models = int(K), int(H), int(O), int(models)
+    assert len(dropout) in (0, 4), dropout
+    blocks = [_reach(a, stride, models, shape) for a, stride, shape in (
+        (Z1, K * H, (K, H)), (G, g_stride, (K, K)), (T, t_stride, (K, O)), (W2, p_stride, (H, O)),
+        (b2, p_stride, (O,)), (D, K * H, (K, H)), (Y, K * O, (K, O)), (Z2o, K * O, (K, O)))]
+    for m in range(models):  # the blocks are independent: each reads and writes its own model's memory
+        mask = ()
+        if dropout:
+            seeds, thresholds, scales, step0 = dropout
+            mask = (seeds[m, 0], seeds[m, 1], step0, thresholds[m], scales[m])
+        z1, g, t, w2, b, d, y, z2 = (a[m] for a in blocks)
+        per_sample_chunk(z1, g, t, w2, b, None, d, y, z2, K, H, O, lr[m], out_act, loss, *mask, hidden=hidden,
+                         in_kernel=False, threads=threads)
+
+
 def cublas_gemm_tn(X: np.ndarray, D: np.ndarray, W: np.ndarray, *, alpha: float, beta: float) -> None:
     """cuBLAS gemm("T", "N"): W = alpha X^T D + beta W, in W's dtype."""
     T = W.dtype.type
@@ -593,5 +625,7 @@ def per_sample_launch(launch: Any, threads: int | None = None) -> None:
     W1's cuBLAS product by :func:`cublas_gemm_tn`."""
     if launch.kernel == "gemm":
         cublas_gemm_tn(*launch.args, **launch.params)
+    elif launch.kernel.startswith("per_sample_many"):
+        per_sample_many(*launch.args, **launch.params, threads=threads or launch.block[0], models=launch.grid[0])
     else:
         per_sample_chunk(*launch.args, **launch.params, threads=threads or launch.block[0])

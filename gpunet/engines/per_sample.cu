@@ -231,3 +231,80 @@ __global__ void per_sample_chunk_z2_dropout(const F* __restrict__ Z1, const F* _
     chunk<F, HIDDEN, IN_KERNEL, true, true>(Z1, G, T, W2, b2, b1, D, Y, Z2o, K, H, O, lr, out_act, loss,
                                             HiddenDropout<F>{seed_lo, seed_hi, step0, threshold, scale});
 }
+
+// --- many models, one block each ----------------------------------------------------------------------------
+// per_sample_chunk for `models` networks of one shape at once (gpunet.many.train_many's per-sample path): block m
+// runs model m's chunk through the same body, so each model's loop order is its solo launch's. Its arguments are
+// the solo kernel's at an offset of m strides (in elements):
+//   Z1, D (models, K, H) and Y, Z2o (models, K, O)     K H and K O a model
+//   G: one (K, K) for all (g_stride 0: one batch and one lr) or (models, K, K), g_stride K K
+//   T: one (K, O) for all (t_stride 0: a shared batch) or (models, K, O), t_stride K O
+//   W2, b2: model 0's in the stacked parameters (gpunet/engines/stack.py: row m of P is model m's flat buffer),
+//           p_stride the length of a row
+//   lr (models,): each model's learning rate
+// The _dropout forms take each model's mask: seeds (models, 2) its key's words (lo, hi), thresholds and scales
+// (models,), and the step count before row 0, one for all (the models have taken as many steps). A model that
+// drops nothing has threshold 2^32 and scale 1: every unit kept, times 1, the numbers of the kernel without.
+// No IN_KERNEL form: b1, G's scaling and the first layer's update are the host's, as for per_sample_chunk.
+template <typename F, int HIDDEN, bool OUT_FROM_INPUT, bool DROP>
+__device__ __forceinline__ void many_chunk(const F* __restrict__ Z1, const F* __restrict__ G,
+                                           const F* __restrict__ T, F* __restrict__ W2, F* __restrict__ b2,
+                                           F* __restrict__ D, F* __restrict__ Y, F* __restrict__ Z2o,
+                                           int K, int H, int O, long long g_stride, long long t_stride,
+                                           long long p_stride, const F* __restrict__ lr, int out_act, int loss,
+                                           const unsigned int* __restrict__ seeds,
+                                           const unsigned long long* __restrict__ thresholds,
+                                           const F* __restrict__ scales, unsigned int step0) {
+    const long long m = blockIdx.x;
+    HiddenDropout<F> drop{};
+    if constexpr (DROP) drop = HiddenDropout<F>{seeds[2 * m], seeds[2 * m + 1], step0, thresholds[m], scales[m]};
+    const long long kh = (long long)K * H, ko = (long long)K * O;
+    chunk<F, HIDDEN, false, OUT_FROM_INPUT, DROP>(Z1 + m * kh, G + m * g_stride, T + m * t_stride, W2 + m * p_stride,
+                                                  b2 + m * p_stride, nullptr, D + m * kh, Y + m * ko, Z2o + m * ko,
+                                                  K, H, O, lr[m], out_act, loss, drop);
+}
+
+// An output read off Y (softmax and the fused cross-entropies too), and one whose derivative reads Z2.
+template <typename F, int HIDDEN>
+__global__ void per_sample_many(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
+                                F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ D, F* __restrict__ Y,
+                                F* __restrict__ Z2o, int K, int H, int O, long long g_stride, long long t_stride,
+                                long long p_stride, const F* __restrict__ lr, int out_act, int loss) {
+    many_chunk<F, HIDDEN, false, false>(Z1, G, T, W2, b2, D, Y, Z2o, K, H, O, g_stride, t_stride, p_stride, lr,
+                                        out_act, loss, nullptr, nullptr, nullptr, 0u);
+}
+
+template <typename F, int HIDDEN>
+__global__ void per_sample_many_z2(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
+                                   F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ D, F* __restrict__ Y,
+                                   F* __restrict__ Z2o, int K, int H, int O, long long g_stride, long long t_stride,
+                                   long long p_stride, const F* __restrict__ lr, int out_act, int loss) {
+    many_chunk<F, HIDDEN, true, false>(Z1, G, T, W2, b2, D, Y, Z2o, K, H, O, g_stride, t_stride, p_stride, lr,
+                                       out_act, loss, nullptr, nullptr, nullptr, 0u);
+}
+
+// The two with the hidden layer's output dropped (DROP): the same arguments, then each model's mask.
+template <typename F, int HIDDEN>
+__global__ void per_sample_many_dropout(const F* __restrict__ Z1, const F* __restrict__ G, const F* __restrict__ T,
+                                        F* __restrict__ W2, F* __restrict__ b2, F* __restrict__ D, F* __restrict__ Y,
+                                        F* __restrict__ Z2o, int K, int H, int O, long long g_stride,
+                                        long long t_stride, long long p_stride, const F* __restrict__ lr, int out_act,
+                                        int loss, const unsigned int* __restrict__ seeds,
+                                        const unsigned long long* __restrict__ thresholds,
+                                        const F* __restrict__ scales, unsigned int step0) {
+    many_chunk<F, HIDDEN, false, true>(Z1, G, T, W2, b2, D, Y, Z2o, K, H, O, g_stride, t_stride, p_stride, lr,
+                                       out_act, loss, seeds, thresholds, scales, step0);
+}
+
+template <typename F, int HIDDEN>
+__global__ void per_sample_many_z2_dropout(const F* __restrict__ Z1, const F* __restrict__ G,
+                                           const F* __restrict__ T, F* __restrict__ W2, F* __restrict__ b2,
+                                           F* __restrict__ D, F* __restrict__ Y, F* __restrict__ Z2o, int K, int H,
+                                           int O, long long g_stride, long long t_stride, long long p_stride,
+                                           const F* __restrict__ lr, int out_act, int loss,
+                                           const unsigned int* __restrict__ seeds,
+                                           const unsigned long long* __restrict__ thresholds,
+                                           const F* __restrict__ scales, unsigned int step0) {
+    many_chunk<F, HIDDEN, true, true>(Z1, G, T, W2, b2, D, Y, Z2o, K, H, O, g_stride, t_stride, p_stride, lr,
+                                      out_act, loss, seeds, thresholds, scales, step0);
+}

@@ -13,12 +13,15 @@ follows its exact loop order, and hold the result to ``Network.train_step``. Whi
 Dropout draws plain.gram_chunk's masks (row t of a chunk is step ``optimizer.t + t``, the only row of its batch):
 the inputs' mask multiplies X here, before the first layer's products and W1's update, as gram_chunk does; the
 hidden layer's is the kernel's (per_sample.cu's ``_dropout`` kernels), keyed by the step count before the chunk.
+
+:class:`ManyChunks` runs the same kernel body for many models of one shape at once, one block a model
+(per_sample.cu's ``per_sample_many`` kernels): gpunet.many.train_many's ``kernels="per-sample"``.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -61,7 +64,23 @@ HIDDEN = tuple(a for a in HIDDEN_ACTIVATIONS if a in ACT_CODES)
 OUTPUT_KINDS = ("softmax", "silu")  # an output of each kernel: read off Y, or read at Z2
 EXPRESSIONS = [_expression(d, a, i, o, dropped) for dropped, o, d, a, i
                in itertools.product((False, True), OUTPUT_KINDS, C_TYPES, HIDDEN, (False, True))]
-NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS)}  # gpunet.engines.name_expressions' convention
+
+
+def _many_name(output: str, dropout: bool = False) -> str:
+    """per_sample_many (an output read off Y) or per_sample_many_z2 (one whose derivative reads Z2), each with
+    ``_dropout`` where the hidden layer's output is dropped: per_sample_chunk's kernels, one block a model."""
+    name = "per_sample_many" if ACTIVATIONS[output].from_output else "per_sample_many_z2"
+    return f"{name}_dropout" if dropout else name
+
+
+def _many_expression(dtype_name: str, activation: str, output: str = "softmax", dropout: bool = False) -> str:
+    return f"{_many_name(output, dropout)}<{C_TYPES[dtype_name]}, {ACT_CODES[activation]}>"
+
+
+# The many-model kernels' instantiations, compiled apart from the solo kernel's (a module of their own).
+MANY_EXPRESSIONS = [_many_expression(d, a, o, dropped) for dropped, o, d, a
+                    in itertools.product((False, True), OUTPUT_KINDS, C_TYPES, HIDDEN)]
+NAME_EXPRESSIONS = {SOURCE: tuple(EXPRESSIONS + MANY_EXPRESSIONS)}  # gpunet.engines.name_expressions' convention
 
 
 class Launch(NamedTuple):
@@ -70,15 +89,16 @@ class Launch(NamedTuple):
     dropped, its args followed by the mask's; ``params``: its template parameters after the element type,
     ``hidden`` (ACT_CODES) and ``in_kernel``; ``args``: the kernel's, in order; one block of ``block[0]``
     threads and ``shared`` dynamic shared bytes, from :func:`launch_geometry`),
-    or PerSampleEpochs' cuBLAS product ``"gemm"``: W1 = alpha X^T D + beta W1 (``args``: X, D, W1;
-    ``params``: alpha and beta)."""
+    or :class:`ManyChunks`' ``"per_sample_many"`` (``_z2`` and ``_dropout`` likewise; ``params``: ``hidden``;
+    one block a model, ``grid[0]`` models), or PerSampleEpochs' cuBLAS product ``"gemm"``: W1 = alpha X^T D +
+    beta W1 (``args``: X, D, W1; ``params``: alpha and beta)."""
 
     kernel: str
     params: dict[str, Any]
     args: tuple[Any, ...]
     block: tuple[int, ...] = (1,)
     shared: int = 0
-    grid: tuple[int, ...] = (1,)  # one block: row t needs every earlier row's update
+    grid: tuple[int, ...] = (1,)  # one block a model: row t needs every earlier row's update
 
 
 Launcher = Callable[[Launch], None]
@@ -253,6 +273,93 @@ class PerSampleEpochEngine(Engine):
         loss_sum += loss
         if after_step is not None:
             after_step(self.X.shape[0], loss_sum)
+
+
+class ManyChunks:
+    """Per-sample plain SGD on a chunk for many networks of one shape at once (gpunet.many.train_many's
+    ``kernels="per-sample"``): per_sample.cu's ``per_sample_many`` kernels, one block a model, each block running
+    its model's chunk in the solo kernel's loop order (the solo launch of :func:`per_sample_chunk`, without
+    IN_KERNEL: the first layer is the caller's, as gpunet/engines/stack.py's gram_chunk computes it).
+
+    ``nets``: the models, in the stack's order (one shape: :func:`supports` is checked on the first). Each
+    model's hidden-layer dropout is its own (its seed, rate and scale, on the device once, here); a model that
+    drops nothing there runs the dropout form with every unit kept, times 1, where another model drops. ``launcher``
+    runs each :class:`Launch` instead of the device, on any backend (the CPU tests pass the transcription);
+    ``threads`` a block overrides :func:`launch_geometry`'s count (a multiple of 32), for tests.
+    """
+
+    def __init__(self, nets: Sequence[Network], launcher: Launcher | None = None, threads: int | None = None) -> None:
+        if launcher is not None and not callable(launcher):
+            raise TypeError(f"launcher must be a callable taking a Launch, or None; got {type(launcher).__name__}")
+        first = nets[0]
+        reason = supports(first) if launcher is None else _covers(first)
+        if reason is not None:
+            raise ValueError(f"the per-sample kernel cannot run {first!r}: {reason}")
+        self.nets, self.launcher, self.models = list(nets), launcher, len(nets)
+        self.dtype, self.xp = first.dtype, first.backend.xp
+        H, O = first.sizes[1], first.sizes[2]
+        self.threads, self.shared = launch_geometry(H, O, first.dtype.itemsize, threads)
+        self.dropout = any(_hidden_dropped(net) for net in self.nets)
+        self.mask: tuple[Any, ...] = ()
+        if self.dropout:  # each model's key words, threshold and scale: uploaded once
+            rates = [net.dropout[1] for net in self.nets]
+            to = first.backend.to_device
+            self.mask = (to(np.array([drop.key_words(net.seed) for net in self.nets], dtype=np.uint32)),
+                         to(np.array([drop.keep_threshold(r) for r in rates], dtype=np.uint64)),
+                         to(np.array([drop.scale(r) for r in rates], dtype=first.dtype)))
+        self.name = _many_name(first.output, self.dropout)
+        self.params = {"hidden": ACT_CODES[first.activation]}
+        self.codes = (np.int32(OUTPUT_CODES[first.output]), np.int32(LOSS_CODES[first.loss_name]))
+        self._lrs: tuple[tuple[float, ...], Array] | None = None
+        self._function = None
+        if launcher is None:  # compiled now, before the first chunk
+            self._function = load(first.backend, SOURCE, MANY_EXPRESSIONS).get_function(
+                _many_expression(first.dtype.name, first.activation, first.output, self.dropout))
+            # above the default 48 KiB: opt in (supports() checked)
+            self._function.max_dynamic_shared_size_bytes = max(self.shared,
+                                                               self._function.max_dynamic_shared_size_bytes)
+
+    def _lr(self, lrs: Sequence[float]) -> Array:
+        """The models' learning rates as a device array of the dtype (each rounded as the solo kernel's ``lr``),
+        uploaded when they change (once an epoch)."""
+        key = tuple(float(v) for v in lrs)
+        if self._lrs is None or self._lrs[0] != key:
+            self._lrs = (key, self.xp.asarray(np.array(key, dtype=self.dtype)))
+        return self._lrs[1]
+
+    def run(self, Z1: Array, G: Array, T: Array, W2: Array, b2: Array, p_stride: int, lrs: Sequence[float],
+            step: int) -> tuple[Array, Array, Array]:
+        """One launch for a chunk of C rows: ``Z1`` (models, C, H) each model's X W1 + b1; ``G`` (1 or models, C, C)
+        lr (X X^T + 1), one for all or each model's; ``T`` the targets, (C, O) shared or (models, C, O); ``W2``
+        and ``b2`` the stacked parameters' (models, H, O) and (models, O) views, rows ``p_stride`` elements apart,
+        updated in place; ``lrs`` each model's rate; ``step`` the models' step count before the chunk (the hidden
+        layer's masks). Returns (D, Z2, Y): each model's delta1, logits and outputs, row by row before its step."""
+        xp, models = self.xp, self.models
+        C, H = Z1.shape[1], Z1.shape[2]
+        O = W2.shape[-1]
+        Z1, G, T = (xp.ascontiguousarray(a, dtype=self.dtype) for a in (Z1, G, T))
+        assert Z1.shape == (models, C, H) and G.shape[1:] == (C, C) and G.shape[0] in (1, models), (Z1.shape, G.shape)
+        assert W2.shape == (models, H, O) and b2.shape == (models, O), (W2.shape, b2.shape)
+        itemsize = self.dtype.itemsize
+        # the kernel reaches model m's W2 and b2 at m p_stride elements from model 0's, each contiguous (a
+        # dimension of one model has no stride to check)
+        assert W2.strides[1:] == (O * itemsize, itemsize) and b2.strides[1:] == (itemsize,), (W2.strides, b2.strides)
+        assert models == 1 or W2.strides[0] == b2.strides[0] == p_stride * itemsize, (W2.strides, b2.strides)
+        D, Z2, Y = xp.empty_like(Z1), xp.empty((models, C, O), dtype=self.dtype), xp.empty((models, C, O),
+                                                                                            dtype=self.dtype)
+        i32, i64 = np.int32, np.int64
+        g_stride, t_stride = (0 if G.shape[0] == 1 else C * C), (0 if T.ndim == 2 else C * O)
+        args: tuple[Any, ...] = (Z1, G, T, W2, b2, D, Y, Z2, i32(C), i32(H), i32(O), i64(g_stride), i64(t_stride),
+                                 i64(p_stride), self._lr(lrs), *self.codes)
+        if self.dropout:  # the step count mod 2**32, the key's word
+            args += (*self.mask, np.uint32(step % drop.WORD))
+        launch = Launch(self.name, self.params, args, (self.threads,), self.shared, (models,))
+        if self.launcher is not None:
+            self.launcher(launch)
+        else:
+            assert self._function is not None  # compiled in __init__ where there is no launcher
+            self._function(launch.grid, launch.block, launch.args, shared_mem=launch.shared)
+        return D, Z2, Y
 
 
 def _kernel_chunk(net: Network, X: Array, T: Array, lr: float, threads: int | None = None,

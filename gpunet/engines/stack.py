@@ -76,8 +76,11 @@ class Stack:
     """The parameters, gradients and optimiser state of ``nets`` (one shape, one backend), stacked: ``P[k]`` is
     network k's flat buffer. :meth:`load` copies the networks and optimisers in, :meth:`store` back out."""
 
-    def __init__(self, nets: Sequence[Any], optimizers: Sequence[Optimizer], wide: bool = False) -> None:
+    def __init__(self, nets: Sequence[Any], optimizers: Sequence[Optimizer], wide: bool = False,
+                 kernel: Any = None) -> None:
         self.nets, self.optimizers, self.wide = list(nets), list(optimizers), wide
+        # per_sample.ManyChunks, or None: :meth:`gram_chunk`'s rows on the per-sample kernel, one block a model
+        self.kernel = kernel
         first = self.nets[0]
         self.xp, self.dtype, self.K = first.backend.xp, first.dtype, len(self.nets)
         self.kind = type(self.optimizers[0])
@@ -329,9 +332,7 @@ class Stack:
     def gram_chunk(self, X: Array, T: Array, lrs: Sequence[float]) -> Array:
         """engines/plain.py's ``gram_chunk`` for every model: per-sample plain SGD on each row of the chunk in
         order; returns each model's summed loss, ``(K,)``. A shared chunk ``(rows, n_in)`` has one Gram matrix."""
-        net, xp, L, P = self.nets[0], self.xp, self.nets[0].n_layers, self.params
-        hidden, out = ACTIVATIONS[net.activation], ACTIVATIONS[net.output]
-        fused = FUSED.get((net.output, net.loss_name))
+        xp, P = self.xp, self.params
         lrs = list(lrs)
         lr2 = self._shared_or(lrs, lambda v: self.per_model(v, 2))
         lr3 = self._shared_or(lrs, lambda v: self.per_model(v, 3))
@@ -345,6 +346,26 @@ class Stack:
         G = G * lr3  # lr (X X^T + 1): (K, C, C) for each model's lr, or (C, C) for one lr (and one batch)
         G = G if G.ndim == 3 else G[None]  # (1, C, C): broadcast over the models
         Tk = xp.broadcast_to(T, (self.K, C, T.shape[-1]))
+        if self.kernel is not None:  # _rows_in_order's loop, one block a model (one hidden layer, the kernel's)
+            D, ZL, Y = self.kernel.run(Z1, G, T, P["W2"], P["b2"], self.P.shape[1], lrs, self.optimizers[0].t)
+        else:
+            D, ZL, Y = self._rows_in_order(X, X_in, Z1, G, Tk, masks, lr2, lr3)
+        lr_1 = self._shared_or(lrs, lambda v: self.per_model(v, 3, axis=1 if self.wide else 0))
+        P["W1"] -= lr_1 * self.first_layer_product(X_in, D, xp.empty_like(P["W1"]))
+        P["b1"] -= lr2 * D.sum(axis=1)
+        for opt in self.optimizers:
+            opt.count(C)
+        return self.per_sample_loss(ZL, Y, T if T.ndim == 3 else Tk).sum(axis=1)
+
+    def _rows_in_order(self, X: Array, X_in: Array, Z1: Array, G: Array, Tk: Array, masks: list[Array | None],
+                       lr2: Any, lr3: Any) -> tuple[Array, Array, Array]:
+        """:meth:`gram_chunk`'s rows t = 0, 1, ... in order, every model at once: each row's forward pass from its
+        first layer as the earlier rows left it, its step on the later layers; returns (D, ZL, Y), each model's
+        delta1, logits and outputs of each row before its step."""
+        net, xp, L, P = self.nets[0], self.xp, self.nets[0].n_layers, self.params
+        hidden, out = ACTIVATIONS[net.activation], ACTIVATIONS[net.output]
+        fused = FUSED.get((net.output, net.loss_name))
+        C = Z1.shape[1]
         D = xp.empty_like(Z1)
         ZL = xp.empty((self.K, C, net.sizes[-1]), dtype=self.dtype)
         Y = xp.empty_like(ZL)
@@ -377,12 +398,7 @@ class Stack:
                     dA *= m[:, t : t + 1]
                 delta = self._rows(hidden.backward, As[i - 1] if hidden.from_output else Zs[i - 1], dA)
             D[:, t] = delta[:, 0]
-        lr_1 = self._shared_or(lrs, lambda v: self.per_model(v, 3, axis=1 if self.wide else 0))
-        P["W1"] -= lr_1 * self.first_layer_product(X_in, D, xp.empty_like(P["W1"]))
-        P["b1"] -= lr2 * D.sum(axis=1)
-        for opt in self.optimizers:
-            opt.count(C)
-        return self.per_sample_loss(ZL, Y, T if T.ndim == 3 else Tk).sum(axis=1)
+        return D, ZL, Y
 
     def run_epoch(self, X: Array, T: Array, order: Array, lrs: Sequence[float], rows: int, per_sample: bool,
                   loss_sums: Array, start: int = 0, data_of: Array | None = None) -> None:
