@@ -250,6 +250,8 @@ def _train_group(group: list[int], nets: list[Network], optimizers: list[Optimiz
     best = {k: _Best(nets[k], optimizers[k], patience) for k in group} if patience is not None else {}
     active = list(group)
     bar = _progress_bar(epochs - start_epoch + 1) if progress else None
+    for k in group:  # state a checkpoint wrote under an older convention, with the rate of the next step
+        optimizers[k].upgrade_state(epoch_lr[k](start_epoch))
     try:
         stack = _stack(nets, optimizers, active, chunk, _shared([seeds[k] for k in active], data.rows), kernel)
         for epoch in range(start_epoch, epochs + 1):

@@ -185,6 +185,37 @@ def test_resume_from_checkpoints_is_exact(tmp_path):
         assert resumed[k][-1]["train_loss"] == whole[k][-1]["train_loss"]
 
 
+def test_an_old_momentum_checkpoint_resumes_in_a_group_as_alone(tmp_path):
+    """Momentum state written before PyTorch's convention ("v.<name>", v = -lr * buf) is upgraded with the rate
+    of each model's next step, as a solo run upgrades it; the stack refuses state it does not know."""
+    settings = {"batch_size": 16, "lr": [0.05, 0.02], "lr_decay": 0.5, "seed": [0, 1]}
+    rng = np.random.default_rng(4)
+    for k, net in enumerate(nets(seeds=(1, 2))):
+        opt = gpunet.Momentum(momentum=0.9)
+        save_checkpoint(tmp_path / f"{k}.npz", net, opt, {"epoch": 2})
+        with np.load(tmp_path / f"{k}.npz") as z:
+            arrays = dict(z)
+        arrays.update({f"optim/v.{name}": 0.01 * rng.standard_normal(a.shape) for name, a in net.params.items()})
+        arrays["header"] = np.array(str(arrays["header"]).replace('"t": 0', '"t": 5'))
+        np.savez(tmp_path / f"{k}.npz", **arrays)
+    alone = [load_checkpoint(tmp_path / f"{k}.npz", "numpy") for k in range(2)]
+    assert all(any(key.startswith("v.") for key in opt.state) for _, opt, _ in alone)
+    for k, (net, opt, _) in enumerate(alone):
+        gpunet.train(net, X, y, epochs=4, start_epoch=3, optimizer=opt, batch_size=16, lr=settings["lr"][k],
+                     lr_decay=0.5, seed=k)
+    together = [load_checkpoint(tmp_path / f"{k}.npz", "numpy") for k in range(2)]
+    train_many([n for n, _, _ in together], X, y, epochs=4, start_epoch=3, optimizer=[o for _, o, _ in together],
+               **settings)
+    for (solo, solo_opt, _), (net, opt, _) in zip(alone, together):
+        for name, p in solo.params.items():
+            np.testing.assert_array_equal(net.params[name], p, err_msg=name)
+        assert sorted(opt.state) == sorted(solo_opt.state) and all(k.startswith("buf.") for k in opt.state)
+    from gpunet.engines.stack import Stack
+    stale = [load_checkpoint(tmp_path / f"{k}.npz", "numpy") for k in range(2)]
+    with pytest.raises(ValueError, match=r"model 0's optimiser state holds 'v\.W1', not one of Momentum's buffers"):
+        Stack([n for n, _, _ in stale], [o for _, o, _ in stale])
+
+
 def test_groups_split_where_memory_is_short(monkeypatch):
     settings = {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": [1e-3, 2e-3, 3e-3], "seed": [0, 1, 2]}
     together = nets()

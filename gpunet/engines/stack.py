@@ -111,9 +111,14 @@ class Stack:
         return {**({"W1": self.W1[part][:, k, :]} if self.wide else {}), **views(flat[k], self.layout)}
 
     def load(self) -> None:
-        """Copy every network's parameters and every optimiser's state into the stack."""
+        """Copy every network's parameters and every optimiser's state into the stack. The state must be in
+        today's convention (``Optimizer.upgrade_state`` with the rate of each model's next step: train_many
+        does it before stacking), as the stack's steps do not upgrade it."""
         for k, (net, opt) in enumerate(zip(self.nets, self.optimizers)):
-            opt.upgrade_state(1.0)  # no older conventions in a stack: momentum's old "v" needs a learning rate
+            unknown = sorted(key for key in opt.state if key.split(".", 1)[0] not in self.kind.state_names)
+            if unknown:
+                raise ValueError(f"model {k}'s optimiser state holds {unknown[0]!r}, not one of "
+                                 f"{self.kind.__name__}'s buffers {list(self.kind.state_names)}")
             for name, view in self._model(k, "P").items():
                 view[...] = net.params[name]
             for s in self.kind.state_names:
