@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name or not folder:
             parser.error(f"--data must be NAME=DIR; got {item!r}")
         folders[name] = Path(folder)
-    out = output_path(args.out, overwrite=args.force) if args.out else None
+    try:  # checked before the long part: an existing file is kept unless --force
+        out = output_path(args.out, overwrite=args.force) if args.out else None
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
     sets = [("digits", load_digits(dtype="float32"), TrainConfig())]  # the digits: their 30 default epochs
     sets += [(name, load_mnist(folder, dtype="float32"), TrainConfig(dataset="mnist", epochs=EPOCHS))
              for name, folder in folders.items()]
