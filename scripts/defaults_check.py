@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import gpunet
+from gpunet.backend import get_backend
 from gpunet.config import TrainConfig
 from gpunet.datasets import Split, load_digits, load_mnist
 from gpunet.files import output_path, write_json
 from gpunet.machine import machine
+from gpunet.run import build, schedule_settings
 
 MNIST_DIR = Path(os.environ.get("GPUNET_MNIST_DIR", Path(__file__).resolve().parents[2] / "shared/data/mnist"))
 EPOCHS = 10  # issue 45: "10 epochs on held-out MNIST-format data"
@@ -33,12 +35,10 @@ BEFORE = {"hidden": (100,), "batch_size": 16, "lr_schedule": "exponential", "lr_
 
 def run(name: str, data: Split, config: TrainConfig) -> dict[str, Any]:
     """One training run as ``gpunet train`` makes it from ``config``: its last epoch's test accuracy."""
-    net = gpunet.Network([data.X_train.shape[1], *config.hidden, 10], activation=config.activation,
-                         output=config.output, loss=config.loss, init=config.init, seed=config.seed,
-                         dtype=config.dtype, backend="numpy")
+    net, optimizer = build(config, data.X_train.shape[1], get_backend("numpy"))
     history = gpunet.train(net, data.X_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
-                           lr=config.lr, lr_schedule=config.lr_schedule, lr_decay=config.lr_decay,
-                           optimizer=config.optimizer, seed=config.seed, X_test=data.X_test, y_test=data.y_test)
+                           lr=config.lr, **schedule_settings(config), optimizer=optimizer, seed=config.seed,
+                           X_test=data.X_test, y_test=data.y_test)
     return {"data": name, "hidden": list(config.hidden), "batch_size": config.batch_size,
             "lr_schedule": config.lr_schedule, "epochs": config.epochs,
             "test_accuracy": history[-1]["test_accuracy"],
